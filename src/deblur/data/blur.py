@@ -1,0 +1,253 @@
+"""Blur synthesis: camera-shake motion kernels, linear / Gaussian / median blur, sensor noise.
+
+The random camera-shake trajectory follows Boracchi and Foi (2012) as used by DeblurGAN v1
+(``seeds/002_*.txt``, Algorithm 1): ``M`` steps of constant length ``Lmax / (M - 1)``, a velocity
+with inertia pulled back to the start (centripetal term), Gaussian shakes and rare big
+(impulsive) shakes that reverse the direction. The trajectory is rasterised into a PSF by
+sub-pixel (bilinear) interpolation. Kernels are float32, sum to 1, have odd sizes and their
+centre of mass on the centre pixel, so a blurred image is not shifted against its sharp twin.
+All randomness comes from a ``numpy.random.Generator``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+
+__all__ = [
+    "add_noise",
+    "apply_kernel",
+    "gaussian_kernel",
+    "linear_motion_kernel",
+    "median_blur",
+    "motion_kernel",
+    "random_motion_blur",
+    "rasterize_trajectory",
+    "shake_trajectory",
+]
+
+
+def _check_odd(size: int, what: str = "kernel size") -> int:
+    size = int(size)
+    if size < 1 or size % 2 == 0:
+        raise ValueError(f"The {what} must be a positive odd integer (a centre pixel), got {size}.")
+    return size
+
+
+def shake_trajectory(
+    rng: np.random.Generator,
+    length: float,
+    iterations: int = 2000,
+    impulsive: float = 0.005,
+    max_inertia: float = 0.7,
+    max_big_shake: float = 0.2,
+    max_gaussian_shake: float = 10.0,
+) -> np.ndarray:
+    """Random camera-shake trajectory: ``iterations`` complex positions (x = real, y = imag).
+
+    The path length is exactly ``length`` pixels. The random draws are vectorised; only the
+    velocity recurrence (normalised every step) runs as a plain loop over Python complexes.
+    """
+    m = int(iterations)
+    if m < 2:
+        raise ValueError(f"A trajectory needs at least 2 iterations, got {iterations}.")
+    inertia = max_inertia * rng.uniform()
+    p_big = max_big_shake * rng.uniform()
+    gaussian = max_gaussian_shake * rng.uniform()
+    phi = 2.0 * math.pi * rng.uniform()
+    step = float(length) / (m - 1)
+    big_draw = rng.uniform(size=m - 1)
+    big_dir = 2.0 * np.exp(1j * (math.pi + rng.uniform(size=m - 1) - 0.5))
+    noise = gaussian * (rng.standard_normal(m - 1) + 1j * rng.standard_normal(m - 1))
+    is_big = (big_draw < p_big * impulsive).tolist()
+    big_list = big_dir.tolist()
+    noise_list = noise.tolist()
+
+    k = impulsive * step
+    v = complex(math.cos(phi), math.sin(phi)) * step
+    xt = 0j
+    out = [0j] * m
+    if step == 0.0:
+        return np.zeros(m, np.complex128)
+    for t in range(m - 1):
+        dv = k * (noise_list[t] - inertia * xt)
+        if is_big[t]:
+            dv += big_list[t] * v
+        v += dv
+        v *= step / abs(v)
+        xt += v
+        out[t + 1] = xt
+    return np.asarray(out, np.complex128)
+
+
+def rasterize_trajectory(points: np.ndarray, size: int) -> np.ndarray:
+    """Bilinear (sub-pixel) rasterisation of complex points into a ``size x size`` PSF.
+
+    The points are moved so their mean sits on the centre pixel (bilinear splatting keeps the
+    centre of mass) and shrunk about it when they would leave the kernel.
+    """
+    size = _check_odd(size)
+    pts = np.asarray(points, np.complex128).ravel()
+    if pts.size == 0:
+        raise ValueError("Cannot rasterise an empty trajectory.")
+    if size == 1:
+        return np.ones((1, 1), np.float32)
+    c = (size - 1) / 2.0
+    x = pts.real - pts.real.mean()
+    y = pts.imag - pts.imag.mean()
+    reach = max(np.abs(x).max(), np.abs(y).max())
+    if reach > c:
+        x *= c / reach
+        y *= c / reach
+    x = np.clip(x + c, 0.0, size - 1.0)
+    y = np.clip(y + c, 0.0, size - 1.0)
+    x0 = np.minimum(np.floor(x).astype(np.int64), size - 2)
+    y0 = np.minimum(np.floor(y).astype(np.int64), size - 2)
+    fx = x - x0
+    fy = y - y0
+    idx = np.concatenate(
+        [y0 * size + x0, y0 * size + x0 + 1, (y0 + 1) * size + x0, (y0 + 1) * size + x0 + 1]
+    )
+    w = np.concatenate([(1 - fx) * (1 - fy), fx * (1 - fy), (1 - fx) * fy, fx * fy])
+    psf = np.bincount(idx, weights=w, minlength=size * size).reshape(size, size)
+    return (psf / psf.sum()).astype(np.float32)
+
+
+def motion_kernel(
+    size: int,
+    rng: np.random.Generator,
+    length: float | None = None,
+    iterations: int = 2000,
+    impulsive: float = 0.005,
+    max_inertia: float = 0.7,
+    max_big_shake: float = 0.2,
+    max_gaussian_shake: float = 10.0,
+) -> np.ndarray:
+    """Random camera-shake PSF of odd ``size`` (float32, sums to 1).
+
+    ``length`` is the trajectory's path length in pixels (default: uniform in
+    [size/4, size - 1]); a trajectory that does not fit is shrunk to the kernel.
+    """
+    size = _check_odd(size)
+    if length is None:
+        length = rng.uniform(size / 4.0, max(size - 1.0, size / 4.0))
+    pts = shake_trajectory(
+        rng,
+        length,
+        iterations=iterations,
+        impulsive=impulsive,
+        max_inertia=max_inertia,
+        max_big_shake=max_big_shake,
+        max_gaussian_shake=max_gaussian_shake,
+    )
+    return rasterize_trajectory(pts, size)
+
+
+def linear_motion_kernel(length: float, angle_deg: float, size: int | None = None) -> np.ndarray:
+    """Uniform straight-line motion PSF of ``length`` pixels at ``angle_deg``.
+
+    The angle is counter-clockwise from the +x axis as seen on screen (image rows grow
+    downwards). ``size`` defaults to the smallest odd size holding the line.
+    """
+    length = float(length)
+    if length < 0:
+        raise ValueError(f"Motion length must be >= 0, got {length}.")
+    need = 2 * math.ceil(length / 2.0 - 1e-9) + 1
+    size = need if size is None else _check_odd(size)
+    if size < need:
+        raise ValueError(
+            f"A linear kernel of length {length} needs size >= {need}, got size={size}."
+        )
+    n = max(2, int(math.ceil(length * 8)) + 1)
+    t = np.linspace(-length / 2.0, length / 2.0, n)
+    a = math.radians(angle_deg)
+    pts = t * math.cos(a) - 1j * t * math.sin(a)
+    return rasterize_trajectory(pts, size)
+
+
+def gaussian_kernel(size: int, sigma: float | None = None) -> np.ndarray:
+    """Isotropic Gaussian PSF of odd ``size``; ``sigma`` defaults to OpenCV's rule for the size."""
+    size = _check_odd(size)
+    if sigma is None:
+        sigma = 0.3 * ((size - 1) * 0.5 - 1) + 0.8
+    if sigma <= 0:
+        raise ValueError(f"Gaussian sigma must be > 0, got {sigma}.")
+    r = np.arange(size, dtype=np.float64) - (size - 1) / 2.0
+    g = np.exp(-(r**2) / (2.0 * sigma**2))
+    k = np.outer(g, g)
+    return (k / k.sum()).astype(np.float32)
+
+
+def _restore_dtype(out: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        return np.clip(np.rint(out), info.min, info.max).astype(dtype)
+    return out.astype(dtype, copy=False)
+
+
+def apply_kernel(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """Convolve (true convolution, not correlation) an image with a PSF.
+
+    Borders are reflected (OpenCV ``BORDER_REFLECT_101``), never wrapped; the kernel is used as
+    given (no renormalisation). Works on integer or float ``H x W`` / ``H x W x C`` images and
+    returns the input dtype (integers rounded and clipped).
+    """
+    img = np.asarray(image)
+    k = np.asarray(kernel, np.float32)
+    if k.ndim != 2 or k.shape[0] % 2 == 0 or k.shape[1] % 2 == 0:
+        raise ValueError(f"apply_kernel needs a 2-D kernel with odd sides, got {k.shape}.")
+    if img.ndim not in (2, 3):
+        raise ValueError(f"apply_kernel needs an H x W or H x W x C image, got {img.shape}.")
+    flipped = np.ascontiguousarray(k[::-1, ::-1])
+    work = img if img.dtype in (np.float32, np.float64) else img.astype(np.float32)
+    ry, rx = k.shape[0] // 2, k.shape[1] // 2
+    h, w = img.shape[:2]
+    if ry < h and rx < w:
+        out = cv2.filter2D(work, -1, flipped, borderType=cv2.BORDER_REFLECT_101)
+    else:  # kernel wider than the image: numpy reflects repeatedly, OpenCV cannot
+        pad = [(ry, ry), (rx, rx)] + [(0, 0)] * (img.ndim - 2)
+        padded = np.pad(work, pad, mode="reflect")
+        out = cv2.filter2D(padded, -1, flipped, borderType=cv2.BORDER_CONSTANT)
+        out = out[ry : ry + h, rx : rx + w]
+    if img.ndim == 3 and out.ndim == 2:
+        out = out[:, :, None]
+    return _restore_dtype(out, img.dtype)
+
+
+def median_blur(image: np.ndarray, size: int) -> np.ndarray:
+    """Median filter with an odd ``size x size`` window (per channel, replicated borders)."""
+    size = _check_odd(size, "median window")
+    img = np.asarray(image)
+    if img.dtype == np.uint8:
+        out = cv2.medianBlur(np.ascontiguousarray(img), size)
+        return out[:, :, None] if img.ndim == 3 and out.ndim == 2 else out
+    from scipy.ndimage import median_filter
+
+    footprint = (size, size) + (1,) * (img.ndim - 2)
+    return median_filter(img, size=footprint, mode="nearest")
+
+
+def add_noise(image: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
+    """Add Gaussian sensor noise of std ``sigma`` (in the image's own units, e.g. 0-255 levels)."""
+    img = np.asarray(image)
+    if sigma <= 0:
+        return img.copy()
+    noisy = img.astype(np.float32) + rng.normal(0.0, sigma, img.shape).astype(np.float32)
+    return _restore_dtype(noisy, img.dtype)
+
+
+def random_motion_blur(
+    image: np.ndarray,
+    rng: np.random.Generator,
+    size: int = 31,
+    length: float | None = None,
+    noise_sigma: float = 0.0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Blur a sharp image with a fresh camera-shake kernel (+ optional noise): (blurred, kernel)."""
+    kernel = motion_kernel(size, rng, length=length)
+    blurred = apply_kernel(image, kernel)
+    if noise_sigma > 0:
+        blurred = add_noise(blurred, noise_sigma, rng)
+    return blurred, kernel

@@ -1,0 +1,182 @@
+"""Image reading and writing with checked decodes, and tensor <-> uint8 conversion.
+
+On disk and in numpy, images are uint8 ``H x W x 3`` RGB; in tensors float32 ``3 x H x W`` in
+[-1, 1] (docs/DESIGN.md).
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+IMAGE_EXTENSIONS: tuple[str, ...] = (
+    ".png",
+    ".jpg",
+    ".jpeg",
+    ".bmp",
+    ".tif",
+    ".tiff",
+    ".webp",
+)
+"""File suffixes (lower case) that the dataset readers treat as images."""
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+class DataError(ValueError):
+    """A dataset, folder or pair is not what the data layer expects."""
+
+
+class ImageReadError(DataError):
+    """An image file is missing, unreadable, corrupt or truncated."""
+
+
+def is_image_file(path: str | os.PathLike[str]) -> bool:
+    """True when the file name has one of :data:`IMAGE_EXTENSIONS`."""
+    return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def _png_is_complete(data: bytes) -> bool:
+    """Walk the PNG chunks; a complete file reaches its IEND chunk inside the data."""
+    pos = len(_PNG_SIGNATURE)
+    while pos + 8 <= len(data):
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        kind = data[pos + 4 : pos + 8]
+        end = pos + 12 + length
+        if end > len(data):
+            return False
+        if kind == b"IEND":
+            return True
+        pos = end
+    return False
+
+
+def _jpeg_is_complete(data: bytes) -> bool:
+    """Walk the JPEG markers; a complete file has an EOI marker after its last scan."""
+    pos = 2  # after SOI
+    n = len(data)
+    while pos + 4 <= n:
+        if data[pos] != 0xFF:
+            return False
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker == 0xD9:  # EOI
+            return True
+        if 0xD0 <= marker <= 0xD7 or marker == 0x01:  # markers without a length
+            pos += 2
+            continue
+        (length,) = struct.unpack(">H", data[pos + 2 : pos + 4])
+        pos += 2 + length
+        if marker == 0xDA:  # start of scan: skip entropy-coded data up to the next marker
+            while True:
+                pos = data.find(b"\xff", pos)
+                if pos < 0 or pos + 1 >= n:
+                    return False
+                nxt = data[pos + 1]
+                if nxt == 0x00 or 0xD0 <= nxt <= 0xD7 or nxt == 0xFF:
+                    pos += 1 if nxt == 0xFF else 2
+                    continue
+                break
+    return False
+
+
+def _truncation_problem(data: bytes) -> str | None:
+    if data.startswith(_PNG_SIGNATURE) and not _png_is_complete(data):
+        return "the PNG stream ends before its IEND chunk (truncated file)"
+    if data.startswith(b"\xff\xd8") and not _jpeg_is_complete(data):
+        return "the JPEG stream has no end-of-image marker after its last scan (truncated file)"
+    return None
+
+
+def read_image(path: str | os.PathLike[str]) -> np.ndarray:
+    """Read an image as uint8 ``H x W x 3`` RGB; gray images are expanded to 3 channels.
+
+    Raises :class:`ImageReadError` naming the file when it is missing, empty, not decodable or
+    truncated (cv2 silently returns None or a gray-filled image for such files).
+    """
+    path = Path(path)
+    fix = "Re-copy or re-extract the file from the original dataset, or remove the pair."
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ImageReadError(f"Image file '{path}' does not exist. {fix}") from None
+    except OSError as exc:
+        raise ImageReadError(f"Image file '{path}' cannot be read ({exc}). {fix}") from exc
+    if not data:
+        raise ImageReadError(f"Image file '{path}' is empty (0 bytes). {fix}")
+    problem = _truncation_problem(data)
+    if problem is not None:
+        raise ImageReadError(f"Image file '{path}' is corrupt: {problem}. {fix}")
+    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise ImageReadError(
+            f"Image file '{path}' cannot be decoded by OpenCV (corrupt or not an image; "
+            f"supported: {', '.join(IMAGE_EXTENSIONS)}). {fix}"
+        )
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def write_image(path: str | os.PathLike[str], rgb: np.ndarray) -> Path:
+    """Write a uint8 RGB (``H x W x 3``) or gray (``H x W``) image; the suffix picks the format."""
+    path = Path(path)
+    image = np.asarray(rgb)
+    if image.dtype != np.uint8:
+        raise DataError(
+            f"write_image('{path}') needs a uint8 image, got {image.dtype}; "
+            "convert with deblur.data.io.to_uint8 or np.clip(...).round().astype(np.uint8)."
+        )
+    if image.ndim == 3 and image.shape[2] == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    elif image.ndim != 2:
+        raise DataError(f"write_image('{path}') needs H x W x 3 or H x W, got {image.shape}.")
+    ok, buf = cv2.imencode(path.suffix or ".png", image)
+    if not ok:
+        raise DataError(f"OpenCV cannot encode '{path}' (suffix '{path.suffix}'); use .png.")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(buf.tobytes())
+    return path
+
+
+def read_kernel(path: str | os.PathLike[str]) -> np.ndarray:
+    """Read a blur kernel saved as ``.npy`` (float) or 16-bit PNG; returns float32 summing to 1."""
+    path = Path(path)
+    try:
+        if path.suffix.lower() == ".npy":
+            kernel = np.load(path, allow_pickle=False)
+        else:
+            kernel = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+            if kernel is None:
+                raise ImageReadError(f"Kernel file '{path}' cannot be decoded.")
+    except (OSError, ValueError) as exc:
+        raise ImageReadError(f"Kernel file '{path}' cannot be read ({exc}).") from exc
+    kernel = np.asarray(kernel, np.float32)
+    total = float(kernel.sum())
+    if kernel.ndim != 2 or total <= 0:
+        raise DataError(f"Kernel file '{path}' is not a 2-D non-negative kernel.")
+    return kernel / total
+
+
+def to_tensor(image: np.ndarray) -> torch.Tensor:
+    """uint8 ``H x W x 3`` -> float32 ``3 x H x W`` in [-1, 1]."""
+    if image.dtype != np.uint8 or image.ndim != 3:
+        raise DataError(f"to_tensor needs a uint8 H x W x C image, got {image.dtype} {image.shape}.")
+    chw = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
+    return chw.float().div_(127.5).sub_(1.0)
+
+
+def to_uint8(tensor: torch.Tensor) -> np.ndarray:
+    """float ``3 x H x W`` in [-1, 1] -> uint8 ``H x W x 3`` (clamped and rounded, not truncated)."""
+    t = tensor.detach()
+    if t.ndim == 4 and t.shape[0] == 1:
+        t = t[0]
+    if t.ndim != 3:
+        raise DataError(f"to_uint8 needs a 3 x H x W tensor, got shape {tuple(t.shape)}.")
+    t = ((t.float().clamp(-1.0, 1.0) + 1.0) * 127.5).round_()
+    return t.to(torch.uint8).permute(1, 2, 0).cpu().numpy()

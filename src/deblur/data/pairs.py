@@ -1,0 +1,375 @@
+"""Dataset layouts -> lists of (blurred, sharp) :class:`Pair` s, matched by path.
+
+Every reader returns ``{split: [Pair, ...]}`` with splits among ``train``, ``val``, ``test``.
+Pairs are matched by their path (never by the sort order of two globs) and carry a ``group``
+(sequence / scene / source photo) so that validation splits never cut through a sequence.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from deblur.data.io import DataError, is_image_file
+
+__all__ = [
+    "LAYOUTS",
+    "Pair",
+    "read_embedded",
+    "read_folder",
+    "read_gopro",
+    "read_hide",
+    "read_layout",
+    "read_realblur",
+    "split_by_group",
+    "subsample",
+]
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One blurred/sharp pair; ``group`` is the sequence or source photo used for splitting."""
+
+    blur: Path
+    sharp: Path
+    group: str
+    kernel: Path | None = None
+    name: str = field(default="", compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "blur", Path(self.blur))
+        object.__setattr__(self, "sharp", Path(self.sharp))
+        if self.kernel is not None:
+            object.__setattr__(self, "kernel", Path(self.kernel))
+        if not self.name:
+            object.__setattr__(self, "name", f"{self.group}/{self.blur.stem}")
+
+
+def _preview(names: Iterable[str], limit: int = 5) -> str:
+    names = sorted(names)
+    shown = ", ".join(names[:limit])
+    more = f" and {len(names) - limit} more" if len(names) > limit else ""
+    return f"{shown}{more}"
+
+
+def _check_root(root: str | os.PathLike[str] | None, layout: str, expected: str) -> Path:
+    if root is None or str(root) in ("", "???"):
+        raise DataError(
+            f"The '{layout}' dataset needs its folder: set data.root=/path/to/dataset "
+            f"(expected layout: {expected})."
+        )
+    path = Path(root).expanduser()
+    if not path.is_dir():
+        raise DataError(
+            f"Dataset root '{path}' for layout '{layout}' does not exist or is not a folder. "
+            f"Set data.root to the extracted dataset (expected layout: {expected})."
+        )
+    return path
+
+
+def _images_in(folder: Path, recursive: bool = False) -> dict[str, Path]:
+    """Image files below ``folder`` keyed by relative path without suffix (posix)."""
+    files = folder.rglob("*") if recursive else folder.iterdir()
+    out: dict[str, Path] = {}
+    for f in files:
+        if f.is_file() and is_image_file(f):
+            key = f.relative_to(folder).with_suffix("").as_posix()
+            if key in out:
+                raise DataError(
+                    f"Two images in '{folder}' share the name '{key}' with different suffixes "
+                    f"('{out[key].name}', '{f.name}'); keep one of them."
+                )
+            out[key] = f
+    return out
+
+
+def _match(
+    blur: dict[str, Path],
+    sharp: dict[str, Path],
+    blur_dir: Path,
+    sharp_dir: Path,
+    expected: str,
+) -> list[str]:
+    """Keys present on both sides; raises when either side has images without a twin."""
+    only_blur = blur.keys() - sharp.keys()
+    only_sharp = sharp.keys() - blur.keys()
+    if only_blur:
+        raise DataError(
+            f"{len(only_blur)} blurred image(s) in '{blur_dir}' have no sharp twin in "
+            f"'{sharp_dir}': {_preview(only_blur)}. Pairs are matched by relative path "
+            f"(expected layout: {expected}); add the missing sharp images or remove these."
+        )
+    if only_sharp:
+        raise DataError(
+            f"{len(only_sharp)} sharp image(s) in '{sharp_dir}' have no blurred twin in "
+            f"'{blur_dir}': {_preview(only_sharp)}. Pairs are matched by relative path "
+            f"(expected layout: {expected}); add the missing blurred images or remove these."
+        )
+    return sorted(blur.keys())
+
+
+def _read_sequences(
+    split_dir: Path,
+    blur_key: str,
+    sharp_key: str,
+    expected: str,
+    kernel_key: str | None = None,
+) -> list[Pair]:
+    """``<split_dir>/<sequence>/{blur_key,sharp_key}/*`` -> pairs grouped by sequence."""
+    sequences = sorted(d for d in split_dir.iterdir() if d.is_dir())
+    if not sequences:
+        raise DataError(f"Folder '{split_dir}' has no sequence sub-folders (expected {expected}).")
+    pairs: list[Pair] = []
+    for seq in sequences:
+        blur_dir, sharp_dir = seq / blur_key, seq / sharp_key
+        for d in (blur_dir, sharp_dir):
+            if not d.is_dir():
+                raise DataError(
+                    f"Sequence folder '{seq}' has no '{d.name}/' sub-folder (expected {expected})."
+                )
+        blur, sharp = _images_in(blur_dir), _images_in(sharp_dir)
+        kernels: dict[str, Path] = {}
+        if kernel_key is not None and (seq / kernel_key).is_dir():
+            kernels = {f.stem: f for f in (seq / kernel_key).iterdir() if f.is_file()}
+        for key in _match(blur, sharp, blur_dir, sharp_dir, expected):
+            pairs.append(Pair(blur[key], sharp[key], seq.name, kernels.get(key), f"{seq.name}/{key}"))
+    if not pairs:
+        raise DataError(f"No images found under '{split_dir}' (expected {expected}).")
+    return pairs
+
+
+GOPRO_LAYOUT = "<root>/{train,test}/<sequence>/{blur,blur_gamma,sharp}/*.png"
+
+
+def read_gopro(root: str | os.PathLike[str], blur_key: str = "blur") -> dict[str, list[Pair]]:
+    """GoPro_Large: ``train`` and ``test`` splits; ``blur_key`` is ``blur`` or ``blur_gamma``."""
+    base = _check_root(root, "gopro", GOPRO_LAYOUT)
+    splits: dict[str, list[Pair]] = {}
+    for split in ("train", "test"):
+        if (base / split).is_dir():
+            splits[split] = _read_sequences(base / split, blur_key, "sharp", GOPRO_LAYOUT)
+    if not splits:
+        raise DataError(
+            f"GoPro root '{base}' has neither 'train/' nor 'test/' (expected {GOPRO_LAYOUT})."
+        )
+    return splits
+
+
+EMBEDDED_LAYOUT = "<root>/{train,val}/<photo>/{blur,sharp,kernel}/NNN.png|npy"
+
+
+def read_embedded(root: str | os.PathLike[str]) -> dict[str, list[Pair]]:
+    """The embedded dataset built by :mod:`deblur.data.embedded` (true kernels included)."""
+    base = _check_root(root, "embedded", EMBEDDED_LAYOUT)
+    splits = {
+        split: _read_sequences(base / split, "blur", "sharp", EMBEDDED_LAYOUT, kernel_key="kernel")
+        for split in ("train", "val")
+        if (base / split).is_dir()
+    }
+    if "train" not in splits:
+        raise DataError(f"Embedded dataset '{base}' has no 'train/' folder ({EMBEDDED_LAYOUT}).")
+    return splits
+
+
+REALBLUR_LAYOUT = (
+    "<root>/RealBlur_{J,R}_{train,test}_list.txt with lines '<gt_path> <blur_path>' relative to "
+    "<root>, e.g. RealBlur-J_ECC_IMCORR_centroid_itensity_ref/scene001/{gt,blur}/*.png"
+)
+
+
+def read_realblur(root: str | os.PathLike[str], variant: str = "J") -> dict[str, list[Pair]]:
+    """RealBlur-J or -R from its pair lists; the group is the scene folder."""
+    base = _check_root(root, "realblur", REALBLUR_LAYOUT)
+    variant = str(variant).upper()
+    if variant not in ("J", "R"):
+        raise DataError(f"RealBlur variant must be 'J' or 'R', got '{variant}'.")
+    splits: dict[str, list[Pair]] = {}
+    for split in ("train", "test"):
+        listing = base / f"RealBlur_{variant}_{split}_list.txt"
+        if not listing.is_file():
+            continue
+        pairs: list[Pair] = []
+        missing: list[str] = []
+        for n, line in enumerate(listing.read_text().splitlines(), 1):
+            parts = line.split()
+            if not parts:
+                continue
+            if len(parts) < 2:
+                raise DataError(f"Line {n} of '{listing}' is not '<gt_path> <blur_path>': {line!r}")
+            gt, bl = base / parts[0], base / parts[1]
+            missing += [str(p) for p in (gt, bl) if not p.is_file()]
+            scene = Path(parts[0]).parent.parent.name or Path(parts[0]).parent.name
+            name = f"{scene}/{Path(parts[1]).stem}"
+            pairs.append(Pair(bl, gt, scene, None, name))
+        if missing:
+            raise DataError(
+                f"'{listing}' names {len(missing)} file(s) that do not exist: "
+                f"{_preview(missing, 3)}. Extract RealBlur so the list paths are relative to "
+                f"data.root ({REALBLUR_LAYOUT})."
+            )
+        if not pairs:
+            raise DataError(f"Pair list '{listing}' is empty ({REALBLUR_LAYOUT}).")
+        splits[split] = pairs
+    if not splits:
+        raise DataError(f"No RealBlur_{variant}_*_list.txt in '{base}' ({REALBLUR_LAYOUT}).")
+    return splits
+
+
+HIDE_LAYOUT = (
+    "<root>/train/*.png, <root>/test/{test-close-ups,test-long-shot}/*.png (blurred), "
+    "<root>/GT/<same name> (sharp)"
+)
+_HIDE_SOURCE = re.compile(r"^\d+from(.+)$")
+
+
+def _hide_group(stem: str) -> str:
+    """HIDE names look like '12fromGOPR0950': frames of one source video share a group."""
+    m = _HIDE_SOURCE.match(stem)
+    return m.group(1) if m else stem
+
+
+def read_hide(root: str | os.PathLike[str]) -> dict[str, list[Pair]]:
+    """HIDE: blurred ``train/`` and ``test/<subset>/`` images, sharp twins in ``GT/``."""
+    base = _check_root(root, "hide", HIDE_LAYOUT)
+    gt_dir = base / "GT"
+    if not gt_dir.is_dir():
+        raise DataError(f"HIDE root '{base}' has no 'GT/' folder of sharp images ({HIDE_LAYOUT}).")
+    sharp = _images_in(gt_dir)
+    splits: dict[str, list[Pair]] = {}
+    for split in ("train", "test"):
+        split_dir = base / split
+        if not split_dir.is_dir():
+            continue
+        blur = _images_in(split_dir, recursive=True)
+        by_name = {Path(k).name: v for k, v in blur.items()}
+        if len(by_name) != len(blur):
+            raise DataError(f"'{split_dir}' holds two blurred images with the same file name.")
+        missing = by_name.keys() - sharp.keys()
+        if missing:
+            raise DataError(
+                f"{len(missing)} blurred image(s) in '{split_dir}' have no sharp twin in "
+                f"'{gt_dir}': {_preview(missing)} ({HIDE_LAYOUT})."
+            )
+        pairs = [
+            Pair(by_name[k], sharp[k], _hide_group(k), None, f"{split}/{k}")
+            for k in sorted(by_name)
+        ]
+        if not pairs:
+            raise DataError(f"No images found under '{split_dir}' ({HIDE_LAYOUT}).")
+        splits[split] = pairs
+    if not splits:
+        raise DataError(f"HIDE root '{base}' has neither 'train/' nor 'test/' ({HIDE_LAYOUT}).")
+    used = {p.sharp for ps in splits.values() for p in ps}
+    if len(used) < len(sharp) and "train" in splits and "test" in splits:
+        orphans = [k for k, v in sharp.items() if v not in used]
+        raise DataError(
+            f"{len(orphans)} sharp image(s) in '{gt_dir}' have no blurred twin: "
+            f"{_preview(orphans)} ({HIDE_LAYOUT})."
+        )
+    return splits
+
+
+FOLDER_LAYOUT = "<root>/blur/** + <root>/sharp/** (same relative paths), optionally per split <root>/{train,test}/..."
+
+
+def _read_folder_split(base: Path, blur_key: str, sharp_key: str) -> list[Pair]:
+    blur_dir, sharp_dir = base / blur_key, base / sharp_key
+    for d in (blur_dir, sharp_dir):
+        if not d.is_dir():
+            raise DataError(f"Folder '{base}' has no '{d.name}/' sub-folder ({FOLDER_LAYOUT}).")
+    blur = _images_in(blur_dir, recursive=True)
+    sharp = _images_in(sharp_dir, recursive=True)
+    if not blur and not sharp:
+        raise DataError(
+            f"No images ({', '.join(sorted({'.png', '.jpg'}))}, ...) found in '{blur_dir}' or "
+            f"'{sharp_dir}' ({FOLDER_LAYOUT})."
+        )
+    pairs = []
+    for key in _match(blur, sharp, blur_dir, sharp_dir, FOLDER_LAYOUT):
+        parts = key.split("/")
+        group = parts[0] if len(parts) > 1 else parts[0]
+        pairs.append(Pair(blur[key], sharp[key], group, None, key))
+    return pairs
+
+
+def read_folder(
+    root: str | os.PathLike[str], blur_key: str = "blur", sharp_key: str = "sharp"
+) -> dict[str, list[Pair]]:
+    """Generic paired folder; the group is the first sub-folder (or the file stem)."""
+    base = _check_root(root, "folder", FOLDER_LAYOUT)
+    if (base / blur_key).is_dir() or (base / sharp_key).is_dir():
+        return {"train": _read_folder_split(base, blur_key, sharp_key)}
+    splits = {
+        split: _read_folder_split(base / split, blur_key, sharp_key)
+        for split in ("train", "val", "test")
+        if (base / split).is_dir()
+    }
+    if not splits:
+        raise DataError(
+            f"Folder '{base}' has no '{blur_key}/' and '{sharp_key}/' sub-folders "
+            f"({FOLDER_LAYOUT})."
+        )
+    return splits
+
+
+LAYOUTS: dict[str, Callable[..., dict[str, list[Pair]]]] = {
+    "embedded": read_embedded,
+    "gopro": read_gopro,
+    "realblur": read_realblur,
+    "hide": read_hide,
+    "folder": read_folder,
+}
+"""Layout name (``data.layout``) -> reader."""
+
+
+def read_layout(layout: str, root: str | os.PathLike[str] | None, **options: object) -> dict[str, list[Pair]]:
+    """Read a layout, passing each reader only the options it accepts (e.g. ``blur_key``)."""
+    try:
+        reader = LAYOUTS[layout]
+    except KeyError:
+        raise DataError(
+            f"Unknown data.layout '{layout}'; choose one of {', '.join(sorted(LAYOUTS))}."
+        ) from None
+    accepted = inspect.signature(reader).parameters
+    kwargs = {k: v for k, v in options.items() if k in accepted and v is not None}
+    return reader(root, **kwargs)
+
+
+def split_by_group(
+    pairs: Sequence[Pair], val_fraction: float, seed: int = 0
+) -> tuple[list[Pair], list[Pair]]:
+    """Split pairs into (train, val) by whole groups: no sequence or photo lands in both."""
+    if not 0.0 <= val_fraction < 1.0:
+        raise DataError(f"data.val_fraction must be in [0, 1), got {val_fraction}.")
+    if val_fraction == 0.0:
+        return list(pairs), []
+    groups = sorted({p.group for p in pairs})
+    if len(groups) < 2:
+        raise DataError(
+            f"Cannot hold out {val_fraction:.0%} for validation: all {len(pairs)} pairs belong "
+            f"to one group ('{groups[0] if groups else ''}') and splits never cut a sequence. "
+            "Give the dataset a test/ split, more sequences, or set data.val_fraction=0."
+        )
+    n_val = min(len(groups) - 1, max(1, round(val_fraction * len(groups))))
+    order = np.random.default_rng(seed).permutation(len(groups))
+    val_groups = {groups[i] for i in order[:n_val]}
+    train = [p for p in pairs if p.group not in val_groups]
+    val = [p for p in pairs if p.group in val_groups]
+    return train, val
+
+
+def subsample(pairs: Sequence[Pair], limit: int | None) -> list[Pair]:
+    """At most ``limit`` pairs, evenly spaced over the (group-sorted) list; None keeps all."""
+    pairs = list(pairs)
+    if limit is None or limit >= len(pairs):
+        return pairs
+    if limit <= 0:
+        return []
+    idx = np.unique(np.linspace(0, len(pairs) - 1, int(limit)).round().astype(int))
+    return [pairs[i] for i in idx]

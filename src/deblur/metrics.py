@@ -1,0 +1,167 @@
+"""Image quality metrics with pinned, documented definitions.
+
+All functions take ``B x 3 x H x W`` (or ``3 x H x W``) RGB tensors in **[-1, 1]** and return one
+value per image (``Tensor[B]``, float64). Before measuring, images are mapped to [0, 255] and
+**quantised to uint8 levels by rounding** (``round((x + 1) * 127.5)``, clipped to 0..255), exactly
+as an image saved to disk would be, so a metric computed on tensors equals the metric computed on
+the written PNGs. Peak / data range is 255.
+
+- :func:`psnr`: ``10 log10(255^2 / MSE)``, MSE over all pixels and the 3 channels of one image
+  (the literature's per-image PSNR, averaged over images by the caller). Identical images give
+  ``max_db`` (100 dB) instead of ``inf`` so means and JSON stay finite.
+- :func:`ssim`: the pinned SSIM of the training issue: Gaussian window 11x11, sigma 1.5, per
+  channel, constants K1 = 0.01, K2 = 0.03, population (not sample) covariance, the map averaged
+  over the valid region (5 border pixels dropped) and then over the channels. Equal to
+  ``skimage.metrics.structural_similarity(gaussian_weights=True, sigma=1.5,
+  use_sample_covariance=False, channel_axis=-1, data_range=255)`` on the uint8 images.
+- :func:`ssim_matlab3d`: MATLAB's ``ssim(A, ref)`` applied to the uint8 RGB array, as the
+  MPRNet / NAFNet tables do (MPRNet ``evaluate_GOPRO_HIDE.m`` calls ``ssim(input, gt)``; MATLAB
+  treats an ``H x W x 3`` array as a 3-D volume; NAFNet's ``_ssim_3d`` mimics it): one 3-D
+  Gaussian window 11x11x11 with sigma 1.5 over (H, W, channel), ``replicate`` padding in all three
+  axes, same constants, the map averaged over every voxel (no border dropped). It is NOT
+  comparable to :func:`ssim`; tables label it ``ssim_matlab3d``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["psnr", "ssim", "ssim_matlab3d", "to_levels", "gaussian_window_1d"]
+
+DATA_RANGE = 255.0
+K1, K2 = 0.01, 0.03
+SSIM_SIGMA = 1.5
+SSIM_WIN = 11
+
+
+def _compute_dtype(device: torch.device) -> torch.dtype:
+    return torch.float32 if device.type == "mps" else torch.float64
+
+
+def _batched(x: torch.Tensor, name: str) -> torch.Tensor:
+    if x.ndim == 3:
+        x = x.unsqueeze(0)
+    if x.ndim != 4:
+        raise ValueError(
+            f"metrics: `{name}` must be a B x C x H x W (or C x H x W) tensor in [-1, 1], "
+            f"got shape {tuple(x.shape)}."
+        )
+    return x
+
+
+def _check_pair(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    pred, target = _batched(pred, "pred"), _batched(target, "target")
+    if pred.shape != target.shape:
+        raise ValueError(
+            f"metrics: prediction and target shapes differ ({tuple(pred.shape)} vs "
+            f"{tuple(target.shape)}); crop or resize them to the same size first."
+        )
+    return pred, target
+
+
+def to_levels(x: torch.Tensor, quantize: bool = True) -> torch.Tensor:
+    """Map a [-1, 1] tensor to [0, 255] (float64), rounded to uint8 levels when ``quantize``."""
+    y = (x.detach().to(_compute_dtype(x.device)) + 1.0) * 127.5
+    if quantize:
+        y = torch.round(y)
+    return y.clamp(0.0, DATA_RANGE)
+
+
+def psnr(
+    pred: torch.Tensor, target: torch.Tensor, quantize: bool = True, max_db: float = 100.0
+) -> torch.Tensor:
+    """Per-image PSNR in dB (RGB, peak 255, uint8 levels); ``Tensor[B]``."""
+    pred, target = _check_pair(pred, target)
+    p, t = to_levels(pred, quantize), to_levels(target, quantize)
+    mse = ((p - t) ** 2).flatten(1).mean(dim=1)
+    floor = DATA_RANGE**2 / 10.0 ** (max_db / 10.0)
+    return (10.0 * torch.log10(DATA_RANGE**2 / mse.clamp_min(floor))).clamp(max=max_db)
+
+
+def gaussian_window_1d(
+    size: int = SSIM_WIN, sigma: float = SSIM_SIGMA, dtype=torch.float64, device=None
+) -> torch.Tensor:
+    """Normalised 1-D Gaussian of ``size`` taps (11 taps, sigma 1.5 = scipy truncate 3.5)."""
+    r = (size - 1) / 2.0
+    x = torch.arange(size, dtype=dtype, device=device) - r
+    g = torch.exp(-(x**2) / (2.0 * sigma**2))
+    return g / g.sum()
+
+
+def _ssim_map(
+    mu_x: torch.Tensor,
+    mu_y: torch.Tensor,
+    xx: torch.Tensor,
+    yy: torch.Tensor,
+    xy: torch.Tensor,
+) -> torch.Tensor:
+    c1, c2 = (K1 * DATA_RANGE) ** 2, (K2 * DATA_RANGE) ** 2
+    vx, vy, cxy = xx - mu_x**2, yy - mu_y**2, xy - mu_x * mu_y
+    num = (2 * mu_x * mu_y + c1) * (2 * cxy + c2)
+    den = (mu_x**2 + mu_y**2 + c1) * (vx + vy + c2)
+    return num / den
+
+
+def ssim(pred: torch.Tensor, target: torch.Tensor, quantize: bool = True) -> torch.Tensor:
+    """Per-image SSIM (Gaussian 11x11, sigma 1.5, per channel; = skimage's); ``Tensor[B]``."""
+    pred, target = _check_pair(pred, target)
+    b, c, h, w = pred.shape
+    if h < SSIM_WIN or w < SSIM_WIN:
+        raise ValueError(
+            f"metrics.ssim: images of {h}x{w} pixels are smaller than the {SSIM_WIN}x{SSIM_WIN} "
+            "SSIM window (as in scikit-image); evaluate on images at least 11 pixels high and wide."
+        )
+    x, y = to_levels(pred, quantize), to_levels(target, quantize)
+    g = gaussian_window_1d(dtype=x.dtype, device=x.device)
+    gh = g.view(1, 1, SSIM_WIN, 1).repeat(c, 1, 1, 1)
+    gw = g.view(1, 1, 1, SSIM_WIN).repeat(c, 1, 1, 1)
+
+    def blur(z: torch.Tensor) -> torch.Tensor:  # valid separable Gaussian, per channel
+        return F.conv2d(F.conv2d(z, gh, groups=c), gw, groups=c)
+
+    smap = _ssim_map(blur(x), blur(y), blur(x * x), blur(y * y), blur(x * y))
+    return smap.flatten(2).mean(dim=2).mean(dim=1)
+
+
+def _channel_mix_matrix(n: int, g: torch.Tensor) -> torch.Tensor:
+    """Matrix ``M`` with ``M[c, k]`` the weight of channel ``k`` in the replicate-padded 1-D
+    Gaussian along the channel axis at channel ``c``."""
+    r = (g.numel() - 1) // 2
+    m = torch.zeros(n, n, dtype=g.dtype, device=g.device)
+    for c in range(n):
+        for t in range(g.numel()):
+            k = min(max(c + t - r, 0), n - 1)
+            m[c, k] += g[t]
+    return m
+
+
+def ssim_matlab3d(pred: torch.Tensor, target: torch.Tensor, quantize: bool = True) -> torch.Tensor:
+    """Per-image MATLAB-style 3-D SSIM (11x11x11 Gaussian over H, W, RGB; replicate)."""
+    pred, target = _check_pair(pred, target)
+    b, c, h, w = pred.shape
+    x, y = to_levels(pred, quantize), to_levels(target, quantize)
+    g = gaussian_window_1d(dtype=x.dtype, device=x.device)
+    r = (SSIM_WIN - 1) // 2
+    mix = _channel_mix_matrix(c, g)
+    gh = g.view(1, 1, SSIM_WIN, 1)
+    gw = g.view(1, 1, 1, SSIM_WIN)
+
+    def blur(z: torch.Tensor) -> torch.Tensor:  # separable 3-D Gaussian, replicate borders
+        z = z.reshape(b * c, 1, h, w)
+        z = F.conv2d(F.pad(z, (0, 0, r, r), mode="replicate"), gh)
+        z = F.conv2d(F.pad(z, (r, r, 0, 0), mode="replicate"), gw)
+        return torch.einsum("ck,bkhw->bchw", mix, z.reshape(b, c, h, w))
+
+    smap = _ssim_map(blur(x), blur(y), blur(x * x), blur(y * y), blur(x * y))
+    return smap.flatten(1).mean(dim=1)
+
+
+def image_metrics(pred: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
+    """All three metrics at once: ``{"psnr", "ssim", "ssim_matlab3d"}`` each ``Tensor[B]``."""
+    return {
+        "psnr": psnr(pred, target),
+        "ssim": ssim(pred, target),
+        "ssim_matlab3d": ssim_matlab3d(pred, target),
+    }
+

@@ -1,0 +1,62 @@
+"""The blur-classifier LightningModule (stage 1 of the study): sharp = 0, blurred = 1, BCE."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from omegaconf import OmegaConf
+from torch import Tensor
+from torchmetrics.classification import BinaryAccuracy
+
+from deblur.models.critics import BlurClassifierNet
+
+
+class ClassifierSystem(pl.LightningModule):
+    """Trains ``BlurClassifierNet`` (the single-critic module) so its weights can start a GAN's D."""
+
+    def __init__(self, cfg: dict[str, Any]) -> None:
+        super().__init__()
+        self.save_hyperparameters({"cfg": cfg}, logger=False)
+        c = OmegaConf.create(cfg)
+        self.c = c
+        self.net = BlurClassifierNet(c.backbone)
+        self.loss_fn = torch.nn.BCEWithLogitsLoss()
+        self.train_acc = BinaryAccuracy()
+        self.val_acc = BinaryAccuracy()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x).reshape(-1)
+
+    def configure_optimizers(self):
+        o = self.c.optim
+        return torch.optim.Adam(
+            self.net.parameters(), lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay
+        )
+
+    def _step(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+        logits = self(batch["image"])
+        target = batch["label"].float().reshape(-1)
+        return self.loss_fn(logits, target), logits, target
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        loss, logits, target = self._step(batch)
+        self.train_acc.update(torch.sigmoid(logits.detach()), target.long())
+        bs = target.shape[0]
+        self.log("train/loss", loss, on_step=True, on_epoch=True, batch_size=bs)
+        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, batch_size=bs)
+        return loss
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        loss, logits, target = self._step(batch)
+        self.val_acc.update(torch.sigmoid(logits), target.long())
+        bs = target.shape[0]
+        self.log("val/loss", loss, on_epoch=True, batch_size=bs)
+        self.log("hp/val_loss", loss, on_epoch=True, batch_size=bs)
+
+    def on_validation_epoch_end(self) -> None:
+        acc = self.val_acc.compute() * 100.0
+        self.val_acc.reset()
+        self.log("val/acc", acc)
+        self.log("hp/val_acc", acc)

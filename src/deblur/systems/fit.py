@@ -1,0 +1,282 @@
+"""Build the Trainer for a run folder and fit a system: shared by the GAN and classifier entry points."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import Callback, ModelCheckpoint
+from pytorch_lightning.loggers import TensorBoardLogger
+
+from deblur.config import to_container
+from deblur.runs import resolve_classifier_checkpoint, write_json_atomic
+
+log = logging.getLogger(__name__)
+
+
+def resolve_precision(precision: str | int | None) -> str:
+    """``auto``: bf16-mixed on a GPU that supports it, fp32 elsewhere."""
+    if precision in (None, "auto"):
+        if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+            return "bf16-mixed"
+        return "32-true"
+    return str(precision)
+
+
+def _scalar(v: Any) -> Any:
+    if isinstance(v, torch.Tensor):
+        return v.detach().float().item()
+    return v
+
+
+class RunStats(Callback):
+    """Validation history, best epoch, training images/s, and ``last.ckpt`` at the end of training."""
+
+    def __init__(self, ckpt_dir: Path, monitor: str, mode: str) -> None:
+        self.ckpt_dir = Path(ckpt_dir)
+        self.monitor, self.mode = monitor, mode
+        self.history: list[dict[str, float]] = []
+        self.train_images = 0
+        self.train_time = 0.0
+        self._t0: float | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"history": self.history, "train_images": self.train_images, "train_time": self.train_time}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.history = list(state.get("history", []))
+        self.train_images = int(state.get("train_images", 0))
+        self.train_time = float(state.get("train_time", 0.0))
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if torch.cuda.is_available() and pl_module.device.type == "cuda":
+            torch.cuda.synchronize()
+        self._t0 = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self._t0 is None:
+            return
+        if torch.cuda.is_available() and pl_module.device.type == "cuda":
+            torch.cuda.synchronize()
+        self.train_time += time.perf_counter() - self._t0
+        first = next(iter(batch.values())) if isinstance(batch, dict) else batch[0]
+        self.train_images += int(first.shape[0])
+        self._t0 = None
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if trainer.sanity_checking:
+            return
+        metrics = {
+            k: round(_scalar(v), 6)
+            for k, v in trainer.callback_metrics.items()
+            if k.startswith("val/")
+        }
+        if metrics:
+            metrics["epoch"] = trainer.current_epoch
+            self.history.append(metrics)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        trainer.save_checkpoint(str(self.ckpt_dir / "last.ckpt"))
+
+    def best(self) -> dict[str, float]:
+        scored = [h for h in self.history if self.monitor in h]
+        if not scored:
+            return {}
+        pick = max if self.mode == "max" else min
+        return dict(pick(scored, key=lambda h: h[self.monitor]))
+
+    def images_per_s(self) -> float | None:
+        return round(self.train_images / self.train_time, 3) if self.train_time > 0 else None
+
+
+def build_trainer(
+    cfg: DictConfig,
+    run_dir: Path,
+    monitor: str,
+    mode: str,
+    extra_callbacks: list[Callback] | None = None,
+) -> tuple[pl.Trainer, TensorBoardLogger, RunStats]:
+    """A Trainer that writes everything under ``run_dir``: tb/, checkpoints/ (best + last)."""
+    t = cfg.trainer
+    logger = TensorBoardLogger(
+        save_dir=str(run_dir), name="tb", version="", default_hp_metric=False
+    )
+    ckpt_dir = run_dir / "checkpoints"
+    ckpt = ModelCheckpoint(
+        dirpath=str(ckpt_dir),
+        filename="best",
+        monitor=monitor,
+        mode=mode,
+        save_top_k=1,
+        save_last=True,
+        auto_insert_metric_name=False,
+        enable_version_counter=False,
+    )
+    stats = RunStats(ckpt_dir, monitor, mode)
+    precision = resolve_precision(t.get("precision"))
+    accelerator = t.get("accelerator", "auto")
+    deterministic = t.get("deterministic", False)
+    if deterministic is True and torch.cuda.is_available() and accelerator != "cpu":
+        deterministic = "warn"  # ReflectionPad2d backward has no deterministic CUDA kernel
+    benchmark = t.get("benchmark")
+    trainer = pl.Trainer(
+        default_root_dir=str(run_dir),
+        logger=logger,
+        callbacks=[ckpt, stats, *(extra_callbacks or [])],
+        accelerator=accelerator,
+        devices=t.get("devices", 1),
+        precision=precision,
+        max_epochs=t.max_epochs,
+        max_steps=t.get("max_steps", -1),
+        limit_train_batches=t.get("limit_train_batches"),
+        limit_val_batches=t.get("limit_val_batches"),
+        check_val_every_n_epoch=t.get("check_val_every_n_epoch", 1),
+        log_every_n_steps=t.get("log_every_n_steps", 50),
+        num_sanity_val_steps=0,
+        deterministic=deterministic,
+        benchmark=benchmark,
+        enable_progress_bar=t.get("enable_progress_bar", True),
+        enable_model_summary=t.get("enable_model_summary", True),
+    )
+    return trainer, logger, stats
+
+
+def _loud_random_weights_banner(what: str) -> str:
+    msg = (
+        f"pretrained=false: {what} use RANDOM weights, not ImageNet ones. Results of this run are "
+        "not comparable with the thesis; use it for tests and the offline demo only."
+    )
+    bar = "!" * 78
+    log.warning("\n%s\n%s\n%s", bar, msg, bar)
+    print(f"[deblur] WARNING: {msg}", flush=True)
+    return msg
+
+
+def _log_tb_setup(logger: TensorBoardLogger, params: dict[str, Any], metrics: dict[str, float], kind: str) -> None:
+    """HPARAMS (with placeholder metrics that validation then logs) and the custom-scalars layout."""
+    logger.log_hyperparams(params, metrics)
+    try:
+        from deblur.tb_layout import custom_scalars_layout
+
+        logger.experiment.add_custom_scalars(custom_scalars_layout(kind))
+    except (ImportError, TypeError) as err:  # pragma: no cover - layout is optional sugar
+        log.info("No custom-scalars layout: %s", err)
+
+
+def _hparams(cfg: DictConfig, record: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {f"choice/{k}": v for k, v in record.get("choices", {}).items()}
+    out.update(
+        {
+            "seed": int(cfg.seed),
+            "pretrained_weights": bool(cfg.pretrained),
+            "crop_size": int(cfg.data.get("crop_size", 0) or 0),
+            "batch_size": int(cfg.data.get("batch_size", 1)),
+        }
+    )
+    return out
+
+
+def fit_gan(
+    cfg: DictConfig, run_dir: Path, record: dict[str, Any], extra_callbacks: list[Callback] | None = None
+) -> dict[str, Any]:
+    """Train the GAN of one study cell in ``run_dir``; return what goes into metrics.json."""
+    from deblur.systems.gan import GANSystem
+
+    pl.seed_everything(int(cfg.seed), workers=True)
+    cfg = OmegaConf.create(to_container(cfg))
+    OmegaConf.set_struct(cfg, False)
+    ckpt_spec = cfg.disc.get("checkpoint")
+    if isinstance(ckpt_spec, str) and ckpt_spec.startswith("auto"):
+        cfg.disc.checkpoint = str(
+            resolve_classifier_checkpoint(ckpt_spec, str(cfg.backbone.name), cfg.runs_dir, cfg.seed)
+        )
+    elif ckpt_spec and not Path(str(ckpt_spec)).is_file():
+        raise FileNotFoundError(
+            f"disc.checkpoint={ckpt_spec}: no such file. Give the best.ckpt of a finished "
+            "classifier run (runs/.../checkpoints/best.ckpt) or disc.checkpoint=auto."
+        )
+    record.update(
+        {
+            "pretrained_weights": bool(cfg.pretrained),
+            "disc_pretrained": bool(cfg.disc.get("checkpoint")),
+            "disc_frozen": bool(cfg.disc.get("frozen", False)),
+            "disc_checkpoint": cfg.disc.get("checkpoint"),
+            "precision": resolve_precision(cfg.trainer.get("precision")),
+        }
+    )
+    if not cfg.pretrained:
+        record["warning"] = _loud_random_weights_banner("the generator encoder, VGG19 and timm critics")
+    write_json_atomic(run_dir / "metrics.json", record)
+
+    datamodule = instantiate(cfg.data, task="paired", _recursive_=False)
+    system = GANSystem(to_container(cfg))
+    if system.load_report:
+        record["disc_load_report"] = system.load_report
+    trainer, logger, stats = build_trainer(cfg, run_dir, "val/psnr", "max", extra_callbacks)
+    hp = _hparams(cfg, record)
+    hp.update(
+        {
+            "disc_pretrained": record["disc_pretrained"],
+            "disc_frozen": record["disc_frozen"],
+            "adv_weight": float(cfg.model.adv_weight),
+            "lr_g": float(cfg.optim.lr_g),
+            "lr_d": float(cfg.optim.lr_d),
+        }
+    )
+    _log_tb_setup(logger, hp, {"hp/psnr": 0.0, "hp/ssim": 0.0}, "gan")
+    trainer.fit(system, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    history = stats.history
+    final = {k: v for k, v in (history[-1] if history else {}).items() if k in ("val/psnr", "val/ssim", "epoch")}
+    last = history[-1] if history else {}
+    return {
+        "final": final,
+        "best": {k: v for k, v in stats.best().items() if k in ("val/psnr", "val/ssim", "epoch")},
+        "input": {
+            "val/psnr": last.get("val/psnr_input"),
+            "val/ssim": last.get("val/ssim_input"),
+        },
+        "history": history,
+        "iterations": int(system.iteration),
+        "epochs": trainer.current_epoch,
+        "images_per_s": stats.images_per_s(),
+        "device": str(trainer.strategy.root_device),
+        "checkpoints": {"best": str(run_dir / "checkpoints" / "best.ckpt"), "last": str(run_dir / "checkpoints" / "last.ckpt")},
+    }
+
+
+def fit_classifier(
+    cfg: DictConfig, run_dir: Path, record: dict[str, Any], extra_callbacks: list[Callback] | None = None
+) -> dict[str, Any]:
+    """Train the blur classifier in ``run_dir``; return what goes into metrics.json."""
+    from deblur.systems.classifier import ClassifierSystem
+
+    pl.seed_everything(int(cfg.seed), workers=True)
+    cfg = OmegaConf.create(to_container(cfg))
+    record.update({"pretrained_weights": bool(cfg.pretrained), "precision": resolve_precision(cfg.trainer.get("precision"))})
+    if not cfg.pretrained:
+        record["warning"] = _loud_random_weights_banner("the classifier backbone")
+    write_json_atomic(run_dir / "metrics.json", record)
+    datamodule = instantiate(cfg.data, task="classify", _recursive_=False)
+    system = ClassifierSystem(to_container(cfg))
+    trainer, logger, stats = build_trainer(cfg, run_dir, "val/loss", "min", extra_callbacks)
+    hp = _hparams(cfg, record)
+    hp["lr"] = float(cfg.optim.lr)
+    _log_tb_setup(logger, hp, {"hp/val_loss": 0.0, "hp/val_acc": 0.0}, "classifier")
+    trainer.fit(system, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    history = stats.history
+    keys = ("val/loss", "val/acc", "epoch")
+    return {
+        "final": {k: v for k, v in (history[-1] if history else {}).items() if k in keys},
+        "best": {k: v for k, v in stats.best().items() if k in keys},
+        "history": history,
+        "epochs": trainer.current_epoch,
+        "images_per_s": stats.images_per_s(),
+        "device": str(trainer.strategy.root_device),
+        "checkpoints": {"best": str(run_dir / "checkpoints" / "best.ckpt"), "last": str(run_dir / "checkpoints" / "last.ckpt")},
+    }

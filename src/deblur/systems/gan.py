@@ -1,0 +1,308 @@
+"""The GAN LightningModule: DeblurGAN-v2 training with manual optimization.
+
+Per iteration: ``n_critic`` discriminator steps (none when D is frozen), then one generator
+step with content + weighted adversarial loss. Schedules run on our own iteration counter
+(Lightning's ``global_step`` counts optimizer steps, two per iteration).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch import Tensor, nn
+
+from deblur.losses.content import ContentLoss
+from deblur.metrics import psnr, ssim
+from deblur.models.critics import Discriminator, load_classifier_weights
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A loss term or gradient became NaN/inf: the run stops and says where."""
+
+
+def _as_list(x: Tensor | list[Tensor] | tuple[Tensor, ...]) -> list[Tensor]:
+    return list(x) if isinstance(x, (list, tuple)) else [x]
+
+
+def linear_decay_factor(iteration: int, total: int, decay_start: float, min_factor: float) -> float:
+    """DeblurGAN-v2 schedule: constant until ``decay_start * total``, then linear to ``min_factor``."""
+    if total <= 0:
+        return 1.0
+    start = int(decay_start * total)
+    if iteration < start:
+        return 1.0
+    span = max(total - start, 1)
+    frac = min((iteration - start) / span, 1.0)
+    return max(1.0 - frac * (1.0 - min_factor), min_factor)
+
+
+class GANSystem(pl.LightningModule):
+    """Generator + discriminator + losses for one cell of the study, built from the run config."""
+
+    def __init__(self, cfg: dict[str, Any]) -> None:
+        super().__init__()
+        self.save_hyperparameters({"cfg": cfg}, logger=False)
+        self.automatic_optimization = False
+        c = OmegaConf.create(cfg)
+        self.c = c
+        self.generator: nn.Module = instantiate(c.gen)
+        self.discriminator = Discriminator(c.disc.kind, c.backbone)
+        self.adv_loss = instantiate(c.loss)
+        mc = c.model
+        self.content_loss = ContentLoss(
+            pixel=mc.content.pixel,
+            pixel_weight=mc.content.pixel_weight,
+            perceptual_weight=mc.content.perceptual_weight,
+            perceptual_layer=mc.content.perceptual_layer,
+            pretrained=c.pretrained,
+            weights_path=mc.content.get("vgg_weights_path"),
+        )
+        self.adv_weight = float(mc.adv_weight)
+        self.frozen_d = bool(c.disc.frozen)
+        self.disc_checkpoint = c.disc.get("checkpoint")
+        self.load_report: dict[str, Any] | None = None
+        if self.disc_checkpoint:
+            self.load_report = load_classifier_weights(self.discriminator, str(self.disc_checkpoint))
+        elif self.frozen_d:
+            raise ValueError(
+                "disc.frozen=true needs a pretrained discriminator: a frozen random D teaches the "
+                "generator nothing. Give disc.checkpoint=<classifier best.ckpt> (or "
+                "disc.checkpoint=auto to take the Table 4.2 classifier of this backbone)."
+            )
+        if self.frozen_d:
+            self.discriminator.requires_grad_(False)
+            self.discriminator.eval()
+        self.ema_decay = float(mc.get("ema_decay", 0.0) or 0.0)
+        self.ema_generator: nn.Module | None = None
+        if self.ema_decay > 0:
+            self.ema_generator = copy.deepcopy(self.generator).requires_grad_(False).eval()
+        self.register_buffer("iteration", torch.zeros((), dtype=torch.long))
+        self.check_every = int(c.model.get("health_check_every", 1))
+        self.channels_last = bool(mc.get("channels_last", False))
+        self._strips = int(c.model.get("val_image_strips", 3))
+        self._val: dict[str, list[Tensor]] = {}
+
+    # ------------------------------------------------------------------ modes
+    def train(self, mode: bool = True) -> GANSystem:
+        super().train(mode)
+        if self.frozen_d:
+            self.discriminator.eval()  # a frozen D keeps its BatchNorm statistics
+        if self.ema_generator is not None:
+            self.ema_generator.eval()
+        return self
+
+    # ------------------------------------------------------------------ optimizers
+    def configure_optimizers(self):
+        o = self.c.optim
+        fused = bool(o.get("fused", False)) and torch.cuda.is_available()
+        opt_g = torch.optim.Adam(
+            [p for p in self.generator.parameters()],
+            lr=o.lr_g,
+            betas=tuple(o.betas),
+            weight_decay=o.get("weight_decay", 0.0),
+            fused=fused or None,
+        )
+        opts = [opt_g]
+        if not self.frozen_d:
+            opts.append(
+                torch.optim.Adam(
+                    self.discriminator.parameters(),
+                    lr=o.lr_d,
+                    betas=tuple(o.betas),
+                    weight_decay=o.get("weight_decay", 0.0),
+                    fused=fused or None,
+                )
+            )
+        s = self.c.schedule
+        scheds = [
+            {
+                "scheduler": torch.optim.lr_scheduler.LambdaLR(
+                    opt, lambda it, base=base: self._lr_factor(it, base)
+                ),
+                "interval": "step",
+            }
+            for opt, base in zip(opts, [o.lr_g, o.lr_d])
+        ]
+        self._min_lr = float(s.min_lr)
+        return opts, scheds
+
+    def _total_iterations(self) -> int:
+        try:
+            total = self.trainer.estimated_stepping_batches
+        except Exception:  # noqa: BLE001 - outside a trainer
+            return 0
+        return int(total) if math.isfinite(total) else 0
+
+    def _lr_factor(self, it: int, base_lr: float) -> float:
+        min_factor = min(self._min_lr / base_lr, 1.0) if base_lr > 0 else 0.0
+        return linear_decay_factor(
+            it, self._total_iterations(), float(self.c.schedule.decay_start), min_factor
+        )
+
+    # ------------------------------------------------------------------ training
+    def on_train_epoch_start(self) -> None:
+        warm = int(self.c.model.get("warmup_epochs", 0))
+        frozen = self.current_epoch < warm
+        if hasattr(self.generator, "set_encoder_frozen"):
+            self.generator.set_encoder_frozen(frozen)
+
+    def _d_loss(self, real: Tensor, fake: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        real_out = _as_list(self.discriminator(real))
+        fake_out = _as_list(self.discriminator(fake))
+        losses = [self.adv_loss.d_loss(r, f) for r, f in zip(real_out, fake_out)]
+        loss = torch.stack(losses).mean()
+        if hasattr(self.adv_loss, "gradient_penalty"):
+            gps = [
+                self.adv_loss.gradient_penalty(critic, real, fake)
+                for critic in self.discriminator.critics.values()
+            ]
+            loss = loss + torch.stack(gps).mean()
+        d_real = torch.stack([r.detach().float().mean() for r in real_out]).mean()
+        d_fake = torch.stack([f.detach().float().mean() for f in fake_out]).mean()
+        return loss, d_real, d_fake
+
+    def _g_adv(self, real: Tensor, fake: Tensor) -> Tensor:
+        with torch.no_grad():
+            real_out = [r.detach() for r in _as_list(self.discriminator(real))]
+        fake_out = _as_list(self.discriminator(fake))
+        return torch.stack([self.adv_loss.g_loss(r, f) for r, f in zip(real_out, fake_out)]).mean()
+
+    def _check_finite(self, terms: dict[str, Tensor]) -> None:
+        it = int(self.iteration)
+        if self.check_every <= 0 or it % self.check_every:
+            return
+        values = torch.stack([t.detach().float() for t in terms.values()])
+        if bool(torch.isfinite(values).all()):
+            return
+        bad = [k for k, v in terms.items() if not bool(torch.isfinite(v.detach()).all())]
+        raise NonFiniteLossError(
+            f"Non-finite loss at iteration {it} (epoch {self.current_epoch}): term(s) "
+            f"{', '.join(bad)} = {[float(terms[k]) for k in bad]}. The run stops here so no NaN "
+            "weights are saved. Lower the learning rates (optim.lr_g / optim.lr_d), enable "
+            "gradient clipping (optim.grad_clip=1.0), or train in bf16/fp32 instead of 16-mixed."
+        )
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        blur, sharp = batch["blur"], batch["sharp"]
+        if self.channels_last:
+            blur = blur.contiguous(memory_format=torch.channels_last)
+            sharp = sharp.contiguous(memory_format=torch.channels_last)
+        opts = self.optimizers()
+        opts = opts if isinstance(opts, list) else [opts]
+        scheds = self.lr_schedulers()
+        scheds = scheds if isinstance(scheds, list) else [scheds]
+        opt_g, opt_d = opts[0], (opts[1] if len(opts) > 1 else None)
+
+        fake = self.generator(blur)
+        logs: dict[str, Tensor] = {}
+        if opt_d is not None:
+            n_critic = int(getattr(self.adv_loss, "n_critic", 1))
+            self.toggle_optimizer(opt_d)
+            for _ in range(n_critic):
+                d_loss, d_real, d_fake = self._d_loss(sharp, fake.detach())
+                self._check_finite({"d": d_loss})
+                opt_d.zero_grad(set_to_none=True)
+                self.manual_backward(d_loss)
+                opt_d.step()
+            self.untoggle_optimizer(opt_d)
+            logs.update({"train/d": d_loss.detach(), "train/d_real": d_real, "train/d_fake": d_fake})
+        else:
+            with torch.no_grad():
+                _, d_real, d_fake = self._d_loss_eval(sharp, fake.detach())
+            logs.update({"train/d_real": d_real, "train/d_fake": d_fake})
+
+        self.toggle_optimizer(opt_g)
+        g_adv = self._g_adv(sharp, fake)
+        content = self.content_loss(fake, sharp)
+        g_total = content["total"] + self.adv_weight * g_adv
+        self._check_finite(
+            {"g_adv": g_adv, "g_pixel": content["pixel"], "g_perceptual": content["perceptual"]}
+        )
+        opt_g.zero_grad(set_to_none=True)
+        self.manual_backward(g_total)
+        opt_g.step()
+        self.untoggle_optimizer(opt_g)
+
+        for sched in scheds:
+            sched.step()
+        self.iteration += 1
+        if self.ema_generator is not None:
+            self._update_ema()
+        logs.update(
+            {
+                "train/g_total": g_total.detach(),
+                "train/g_adv": g_adv.detach(),
+                "train/g_pixel": content["pixel"].detach(),
+                "train/g_perceptual": content["perceptual"].detach(),
+            }
+        )
+        self.log_dict(logs, on_step=True, on_epoch=False, batch_size=blur.shape[0])
+        self.log("train/lr_g", opt_g.param_groups[0]["lr"], on_step=True, batch_size=blur.shape[0])
+
+    def _d_loss_eval(self, real: Tensor, fake: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        real_out = _as_list(self.discriminator(real))
+        fake_out = _as_list(self.discriminator(fake))
+        d_real = torch.stack([r.float().mean() for r in real_out]).mean()
+        d_fake = torch.stack([f.float().mean() for f in fake_out]).mean()
+        return d_real - d_fake, d_real, d_fake
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Clip here: Lightning calls this after unscaling under 16-mixed, also in manual mode."""
+        clip = float(self.c.optim.get("grad_clip", 0.0) or 0.0)
+        if clip > 0:
+            self.clip_gradients(optimizer, gradient_clip_val=clip, gradient_clip_algorithm="norm")
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        assert self.ema_generator is not None
+        ema_p = list(self.ema_generator.parameters())
+        cur_p = list(self.generator.parameters())
+        torch._foreach_lerp_(ema_p, cur_p, 1.0 - self.ema_decay)
+        for eb, cb in zip(self.ema_generator.buffers(), self.generator.buffers()):
+            eb.copy_(cb)
+
+    # ------------------------------------------------------------------ validation
+    def eval_generator(self) -> nn.Module:
+        return self.ema_generator if self.ema_generator is not None else self.generator
+
+    def on_validation_epoch_start(self) -> None:
+        self._val = {"psnr": [], "ssim": [], "psnr_in": [], "ssim_in": []}
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        blur, sharp = batch["blur"], batch["sharp"]
+        out = self.eval_generator()(blur).float()
+        self._val["psnr"].append(psnr(out, sharp.float()))
+        self._val["ssim"].append(ssim(out, sharp.float()))
+        self._val["psnr_in"].append(psnr(blur.float(), sharp.float()))
+        self._val["ssim_in"].append(ssim(blur.float(), sharp.float()))
+        if batch_idx < self._strips and self.logger is not None:
+            strip = torch.cat([blur[0], out[0], sharp[0]], dim=-1).float()
+            strip = ((strip.clamp(-1, 1) + 1) / 2).cpu()
+            exp = getattr(self.logger, "experiment", None)
+            if exp is not None and hasattr(exp, "add_image"):
+                exp.add_image(f"val/strip_{batch_idx}", strip, self.current_epoch)
+
+    def on_validation_epoch_end(self) -> None:
+        if not self._val.get("psnr"):
+            return
+        vals = {k: torch.cat(v).mean() for k, v in self._val.items()}
+        self.log_dict(
+            {
+                "val/psnr": vals["psnr"],
+                "val/ssim": vals["ssim"],
+                "val/psnr_input": vals["psnr_in"],
+                "val/ssim_input": vals["ssim_in"],
+                "hp/psnr": vals["psnr"],
+                "hp/ssim": vals["ssim"],
+            },
+            on_epoch=True,
+        )
