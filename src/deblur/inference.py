@@ -28,6 +28,8 @@ __all__ = [
     "load_checkpoint",
     "load_generator",
     "load_classifier",
+    "save_generator_checkpoint",
+    "save_classifier_checkpoint",
     "pad_to_multiple",
     "crop_to",
     "PadCrop",
@@ -150,7 +152,10 @@ def load_generator(
 
 
 def load_classifier(ckpt_path: str | Path, map_location: str | torch.device = "cpu") -> nn.Module:
-    """The ``BlurClassifierNet`` of a classifier checkpoint in eval mode (outputs logits)."""
+    """The ``BlurClassifierNet`` of a classifier checkpoint in eval mode (outputs logits).
+
+    Its ``crop_size`` attribute is the training crop size from the run config (or None).
+    """
     from omegaconf import OmegaConf
 
     from deblur.models.critics import BlurClassifierNet
@@ -179,22 +184,75 @@ def load_classifier(ckpt_path: str | Path, map_location: str | torch.device = "c
         )
     net = BlurClassifierNet(OmegaConf.create(_without_pretrained(backbone)))
     _load_strict(net, _sub_state(sd, "net."), path, "classifier")
+    crop = (ckpt["hyper_parameters"]["cfg"].get("data") or {}).get("crop_size")
+    net.crop_size = int(crop) if crop else None
     return net.eval().requires_grad_(False)
+
+
+def save_generator_checkpoint(
+    path: str | Path,
+    generator: nn.Module,
+    gen_cfg: dict[str, Any],
+    ema_generator: nn.Module | None = None,
+    cfg: dict[str, Any] | None = None,
+) -> Path:
+    """Write a generator in the GAN checkpoint format (e.g. to import weights trained elsewhere).
+
+    ``gen_cfg`` is the ``conf/gen`` node (``_target_`` + kwargs) that rebuilds ``generator``.
+    """
+    sd = {f"generator.{k}": v for k, v in generator.state_dict().items()}
+    if ema_generator is not None:
+        sd.update({f"ema_generator.{k}": v for k, v in ema_generator.state_dict().items()})
+    run_cfg = {**copy.deepcopy(cfg or {}), "gen": copy.deepcopy(gen_cfg)}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"state_dict": sd, "hyper_parameters": {"cfg": run_cfg}}, path)
+    return path
+
+
+def save_classifier_checkpoint(
+    path: str | Path,
+    net: nn.Module,
+    backbone_cfg: dict[str, Any],
+    crop_size: int | None = None,
+) -> Path:
+    """Write a ``BlurClassifierNet`` in the classifier checkpoint format (``net.*`` keys)."""
+    sd = {f"net.{k}": v for k, v in net.state_dict().items()}
+    run_cfg = {"backbone": copy.deepcopy(backbone_cfg), "data": {"crop_size": crop_size}}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"state_dict": sd, "hyper_parameters": {"cfg": run_cfg}}, path)
+    return path
 
 
 # --------------------------------------------------------------------------- padding
 
 
 def _reflect_index(n, size, device: torch.device) -> Tensor:
-    """Indices 0..size-1 of a periodic mirror extension (``reflect``, repeated) of length n."""
+    """Indices 0..size-1 of a periodic mirror extension (``reflect``, repeated) of length n.
+
+    Sizes enter only through ``arange`` and tensor arithmetic, so traced (TorchScript) and
+    exported (ONNX) graphs keep height and width dynamic.
+    """
     i = torch.arange(n, device=device)
-    period = torch.sym_max(2 * size - 2, 1)
+    last = torch.arange(size, device=device)[-1:]  # size - 1, as a tensor
+    period = torch.clamp(2 * last, min=1)
     j = torch.remainder(i, period)
-    return torch.clamp(torch.minimum(j, period - j), max=size - 1)
+    return torch.minimum(torch.minimum(j, period - j), last)
 
 
-def pad_to_multiple(x: Tensor, multiple: int = STRIDE) -> tuple[Tensor, tuple[int, int]]:
-    """Mirror-pad ``x`` (``... x H x W``) at the bottom/right to a multiple of ``multiple``.
+def _at_least(n, low: int):
+    """``max(n, low)`` for a Python int, a traced size (tensor) or an exported size (SymInt)."""
+    if isinstance(n, Tensor):
+        return torch.clamp(n, min=low)
+    return torch.sym_max(n, low)
+
+
+def pad_to_multiple(
+    x: Tensor, multiple: int = STRIDE, min_size: int = 0
+) -> tuple[Tensor, tuple[int, int]]:
+    """Mirror-pad ``x`` (``... x H x W``) at the bottom/right to a multiple of ``multiple``
+    (and to at least ``min_size``).
 
     Works for any size, also smaller than the pad (the mirror repeats, like reflect padding
     applied in steps). Returns the padded tensor and the original ``(H, W)`` for :func:`crop_to`.
@@ -202,9 +260,22 @@ def pad_to_multiple(x: Tensor, multiple: int = STRIDE) -> tuple[Tensor, tuple[in
     h, w = x.shape[-2], x.shape[-1]
     hp = (h + multiple - 1) // multiple * multiple
     wp = (w + multiple - 1) // multiple * multiple
+    if min_size > 0:
+        hp, wp = _at_least(hp, min_size), _at_least(wp, min_size)
     x = torch.index_select(x, -2, _reflect_index(hp, h, x.device))
     x = torch.index_select(x, -1, _reflect_index(wp, w, x.device))
     return x, (h, w)
+
+
+def model_multiple(model: nn.Module) -> int:
+    """The size multiple a generator wants (its ``multiple`` attribute; 32 when it has none)."""
+    return int(getattr(model, "multiple", None) or STRIDE)
+
+
+def model_min_size(model: nn.Module) -> int:
+    """The smallest padded side a generator accepts (``min_padded`` / ``min_size`` attributes)."""
+    value = getattr(model, "min_padded", None) or getattr(model, "min_size", None)
+    return int(value or model_multiple(model))
 
 
 def crop_to(x: Tensor, size: tuple[int, int]) -> Tensor:
@@ -215,13 +286,14 @@ def crop_to(x: Tensor, size: tuple[int, int]) -> Tensor:
 class PadCrop(nn.Module):
     """Wraps a generator so it takes any ``H x W``: pad to the stride, run, crop (exportable)."""
 
-    def __init__(self, net: nn.Module, multiple: int = STRIDE) -> None:
+    def __init__(self, net: nn.Module, multiple: int | None = None) -> None:
         super().__init__()
         self.net = net
-        self.multiple = multiple
+        self.multiple = int(multiple or model_multiple(net))
+        self.min_size = model_min_size(net)
 
     def forward(self, x: Tensor) -> Tensor:
-        padded, size = pad_to_multiple(x, self.multiple)
+        padded, size = pad_to_multiple(x, self.multiple, self.min_size)
         return crop_to(self.net(padded), size)
 
 
@@ -248,10 +320,10 @@ def _autocast(device: torch.device, bf16: bool):
 
 
 @torch.inference_mode()
-def _run(model: nn.Module, x: Tensor, device: torch.device, bf16: bool, multiple: int) -> Tensor:
+def _run(model: nn.Module, x: Tensor, device: torch.device, bf16: bool) -> Tensor:
     """Generator on one padded-then-cropped ``1 x 3 x h x w`` [-1, 1] tensor, returned on CPU."""
     x = x.to(device, non_blocking=True)
-    padded, size = pad_to_multiple(x, multiple)
+    padded, size = pad_to_multiple(x, model_multiple(model), model_min_size(model))
     with _autocast(device, bf16):
         out = model(padded)
     return crop_to(out, size).float().clamp(-1, 1).cpu()
@@ -307,7 +379,6 @@ def deblur_tensor(
     overlap: int = 32,
     device: str | torch.device | None = "auto",
     bf16: bool = False,
-    multiple: int = STRIDE,
 ) -> Tensor:
     """Deblur a ``1 x 3 x H x W`` (or ``3 x H x W``) [-1, 1] tensor; output on CPU, same shape."""
     squeeze = x.ndim == 3
@@ -319,7 +390,7 @@ def deblur_tensor(
     model = model.to(dev).eval()
     _, _, h, w = x.shape
     if tile is None or tile <= 0 or (h <= tile and w <= tile):
-        out = _run(model, x, dev, bf16, multiple)
+        out = _run(model, x, dev, bf16)
         return out[0] if squeeze else out
     if tile < 2 * overlap or tile <= 0:
         raise ValueError(
@@ -329,7 +400,7 @@ def deblur_tensor(
     acc = torch.zeros(1, 3, h, w, dtype=torch.float32)
     weight = torch.zeros(1, 1, h, w, dtype=torch.float32)
     for y, x0, th, tw, wt in _tiles(h, w, tile, overlap):
-        part = _run(model, x[:, :, y : y + th, x0 : x0 + tw], dev, bf16, multiple)
+        part = _run(model, x[:, :, y : y + th, x0 : x0 + tw], dev, bf16)
         acc[:, :, y : y + th, x0 : x0 + tw] += part * wt
         weight[:, :, y : y + th, x0 : x0 + tw] += wt
     out = acc / weight.clamp_min(1e-8)
@@ -343,7 +414,6 @@ def deblur_image(
     overlap: int = 32,
     device: str | torch.device | None = "auto",
     bf16: bool = False,
-    multiple: int = STRIDE,
 ) -> np.ndarray:
     """Deblur one ``H x W x 3`` uint8 RGB image (any size); returns the same shape and dtype."""
     from deblur.data.io import to_tensor, to_uint8
@@ -351,7 +421,7 @@ def deblur_image(
     if rgb_uint8.ndim != 3 or rgb_uint8.shape[2] != 3:
         raise ValueError(f"deblur_image expects an H x W x 3 RGB image, got {rgb_uint8.shape}.")
     x = to_tensor(rgb_uint8)
-    out = deblur_tensor(model, x, tile, overlap, device, bf16, multiple)
+    out = deblur_tensor(model, x, tile, overlap, device, bf16)
     return to_uint8(out)
 
 

@@ -24,6 +24,7 @@ the written PNGs. Peak / data range is 255.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -60,9 +61,11 @@ def _check_pair(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor,
     return pred, target
 
 
-def to_levels(x: torch.Tensor, quantize: bool = True) -> torch.Tensor:
-    """Map a [-1, 1] tensor to [0, 255] (float64), rounded to uint8 levels when ``quantize``."""
-    y = (x.detach().to(_compute_dtype(x.device)) + 1.0) * 127.5
+def to_levels(
+    x: torch.Tensor, quantize: bool = True, dtype: torch.dtype | None = None
+) -> torch.Tensor:
+    """Map a [-1, 1] tensor to [0, 255] (float64 by default), rounded to uint8 levels."""
+    y = (x.detach().to(dtype or _compute_dtype(x.device)) + 1.0) * 127.5
     if quantize:
         y = torch.round(y)
     return y.clamp(0.0, DATA_RANGE)
@@ -89,18 +92,58 @@ def gaussian_window_1d(
     return g / g.sum()
 
 
-def _ssim_map(
-    mu_x: torch.Tensor,
-    mu_y: torch.Tensor,
-    xx: torch.Tensor,
-    yy: torch.Tensor,
-    xy: torch.Tensor,
-) -> torch.Tensor:
+def _ssim_from_moments(m: torch.Tensor, c: int) -> torch.Tensor:
+    """SSIM map from the filtered moments ``[x, y, x^2, y^2, xy]`` (each ``c`` channels).
+
+    The moments are of images centred at 128 and computed in float32: centring keeps the
+    variance cancellation error below ~1e-5 of SSIM (tested against scikit-image's float64).
+    """
+    mx, my, xx, yy, xy = (m[:, i * c : (i + 1) * c] for i in range(5))
+    vx, vy, cxy = xx - mx**2, yy - my**2, xy - mx * my
+    mx, my = mx + _CENTRE, my + _CENTRE
     c1, c2 = (K1 * DATA_RANGE) ** 2, (K2 * DATA_RANGE) ** 2
-    vx, vy, cxy = xx - mu_x**2, yy - mu_y**2, xy - mu_x * mu_y
-    num = (2 * mu_x * mu_y + c1) * (2 * cxy + c2)
-    den = (mu_x**2 + mu_y**2 + c1) * (vx + vy + c2)
+    num = (2 * mx * my + c1) * (2 * cxy + c2)
+    den = (mx**2 + my**2 + c1) * (vx + vy + c2)
     return num / den
+
+
+_CENTRE = 128.0
+
+
+def _moments(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``[x, y, x^2, y^2, xy]`` of the centred images, stacked on the channel axis."""
+    xc, yc = x - _CENTRE, y - _CENTRE
+    return torch.cat([xc, yc, xc * xc, yc * yc, xc * yc], dim=1)
+
+
+def _gaussian_filter(z: torch.Tensor, valid: bool) -> torch.Tensor:
+    """Separable 11-tap Gaussian on every map of ``z`` (B x n x H x W).
+
+    ``valid``: only positions where the window fits (H-10 x W-10); else replicate borders.
+    CPU tensors go through OpenCV's ``sepFilter2D`` (several times faster than grouped
+    convolutions), other devices through grouped convolutions; both float32.
+    """
+    r = (SSIM_WIN - 1) // 2
+    if z.device.type == "cpu":
+        import cv2
+
+        g = gaussian_window_1d(dtype=torch.float32).numpy()
+        arr = z.float().contiguous().numpy()
+        out = np.empty_like(arr)
+        for i in range(arr.shape[0]):
+            for j in range(arr.shape[1]):
+                cv2.sepFilter2D(
+                    arr[i, j], cv2.CV_32F, g, g, dst=out[i, j], borderType=cv2.BORDER_REPLICATE
+                )
+        res = torch.from_numpy(out)
+        return res[:, :, r:-r, r:-r] if valid else res
+    n = z.shape[1]
+    g = gaussian_window_1d(dtype=torch.float32, device=z.device)
+    z = z.float()
+    if not valid:
+        z = F.pad(z, (r, r, r, r), mode="replicate")
+    z = F.conv2d(z, g.view(1, 1, SSIM_WIN, 1).repeat(n, 1, 1, 1), groups=n)
+    return F.conv2d(z, g.view(1, 1, 1, SSIM_WIN).repeat(n, 1, 1, 1), groups=n)
 
 
 def ssim(pred: torch.Tensor, target: torch.Tensor, quantize: bool = True) -> torch.Tensor:
@@ -112,16 +155,14 @@ def ssim(pred: torch.Tensor, target: torch.Tensor, quantize: bool = True) -> tor
             f"metrics.ssim: images of {h}x{w} pixels are smaller than the {SSIM_WIN}x{SSIM_WIN} "
             "SSIM window (as in scikit-image); evaluate on images at least 11 pixels high and wide."
         )
-    x, y = to_levels(pred, quantize), to_levels(target, quantize)
-    g = gaussian_window_1d(dtype=x.dtype, device=x.device)
-    gh = g.view(1, 1, SSIM_WIN, 1).repeat(c, 1, 1, 1)
-    gw = g.view(1, 1, 1, SSIM_WIN).repeat(c, 1, 1, 1)
-
-    def blur(z: torch.Tensor) -> torch.Tensor:  # valid separable Gaussian, per channel
-        return F.conv2d(F.conv2d(z, gh, groups=c), gw, groups=c)
-
-    smap = _ssim_map(blur(x), blur(y), blur(x * x), blur(y * y), blur(x * y))
-    return smap.flatten(2).mean(dim=2).mean(dim=1)
+    z = _gaussian_filter(
+        _moments(
+            to_levels(pred, quantize, torch.float32), to_levels(target, quantize, torch.float32)
+        ),
+        True,
+    )
+    smap = _ssim_from_moments(z, c)
+    return smap.double().flatten(2).mean(dim=2).mean(dim=1)
 
 
 def _channel_mix_matrix(n: int, g: torch.Tensor) -> torch.Tensor:
@@ -140,21 +181,18 @@ def ssim_matlab3d(pred: torch.Tensor, target: torch.Tensor, quantize: bool = Tru
     """Per-image MATLAB-style 3-D SSIM (11x11x11 Gaussian over H, W, RGB; replicate)."""
     pred, target = _check_pair(pred, target)
     b, c, h, w = pred.shape
-    x, y = to_levels(pred, quantize), to_levels(target, quantize)
-    g = gaussian_window_1d(dtype=x.dtype, device=x.device)
-    r = (SSIM_WIN - 1) // 2
-    mix = _channel_mix_matrix(c, g)
-    gh = g.view(1, 1, SSIM_WIN, 1)
-    gw = g.view(1, 1, 1, SSIM_WIN)
-
-    def blur(z: torch.Tensor) -> torch.Tensor:  # separable 3-D Gaussian, replicate borders
-        z = z.reshape(b * c, 1, h, w)
-        z = F.conv2d(F.pad(z, (0, 0, r, r), mode="replicate"), gh)
-        z = F.conv2d(F.pad(z, (r, r, 0, 0), mode="replicate"), gw)
-        return torch.einsum("ck,bkhw->bchw", mix, z.reshape(b, c, h, w))
-
-    smap = _ssim_map(blur(x), blur(y), blur(x * x), blur(y * y), blur(x * y))
-    return smap.flatten(1).mean(dim=1)
+    z = _gaussian_filter(
+        _moments(
+            to_levels(pred, quantize, torch.float32), to_levels(target, quantize, torch.float32)
+        ),
+        False,
+    )
+    mix = _channel_mix_matrix(
+        c, gaussian_window_1d(dtype=z.dtype, device=z.device)
+    )  # the Gaussian along the (replicate-padded) channel axis
+    z = torch.einsum("ck,bmkhw->bmchw", mix, z.reshape(b, 5, c, h, w)).reshape(b, 5 * c, h, w)
+    smap = _ssim_from_moments(z, c)
+    return smap.double().flatten(1).mean(dim=1)
 
 
 def image_metrics(pred: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -164,4 +202,3 @@ def image_metrics(pred: torch.Tensor, target: torch.Tensor) -> dict[str, torch.T
         "ssim": ssim(pred, target),
         "ssim_matlab3d": ssim_matlab3d(pred, target),
     }
-

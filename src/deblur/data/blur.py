@@ -58,6 +58,8 @@ def shake_trajectory(
     gaussian = max_gaussian_shake * rng.uniform()
     phi = 2.0 * math.pi * rng.uniform()
     step = float(length) / (m - 1)
+    if step <= 0.0:
+        return np.zeros(m, np.complex128)
     big_draw = rng.uniform(size=m - 1)
     big_dir = 2.0 * np.exp(1j * (math.pi + rng.uniform(size=m - 1) - 0.5))
     noise = gaussian * (rng.standard_normal(m - 1) + 1j * rng.standard_normal(m - 1))
@@ -69,8 +71,6 @@ def shake_trajectory(
     v = complex(math.cos(phi), math.sin(phi)) * step
     xt = 0j
     out = [0j] * m
-    if step == 0.0:
-        return np.zeros(m, np.complex128)
     for t in range(m - 1):
         dv = k * (noise_list[t] - inertia * xt)
         if is_big[t]:

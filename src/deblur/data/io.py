@@ -60,7 +60,7 @@ def _jpeg_is_complete(data: bytes) -> bool:
     """Walk the JPEG markers; a complete file has an EOI marker after its last scan."""
     pos = 2  # after SOI
     n = len(data)
-    while pos + 4 <= n:
+    while pos + 2 <= n:
         if data[pos] != 0xFF:
             return False
         marker = data[pos + 1]
@@ -72,6 +72,8 @@ def _jpeg_is_complete(data: bytes) -> bool:
         if 0xD0 <= marker <= 0xD7 or marker == 0x01:  # markers without a length
             pos += 2
             continue
+        if pos + 4 > n:
+            return False
         (length,) = struct.unpack(">H", data[pos + 2 : pos + 4])
         pos += 2 + length
         if marker == 0xDA:  # start of scan: skip entropy-coded data up to the next marker
@@ -166,7 +168,9 @@ def read_kernel(path: str | os.PathLike[str]) -> np.ndarray:
 def to_tensor(image: np.ndarray) -> torch.Tensor:
     """uint8 ``H x W x 3`` -> float32 ``3 x H x W`` in [-1, 1]."""
     if image.dtype != np.uint8 or image.ndim != 3:
-        raise DataError(f"to_tensor needs a uint8 H x W x C image, got {image.dtype} {image.shape}.")
+        raise DataError(
+            f"to_tensor needs a uint8 H x W x C image, got {image.dtype} {image.shape}."
+        )
     chw = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
     return chw.float().div_(127.5).sub_(1.0)
 

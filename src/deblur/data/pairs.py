@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from deblur.data.io import DataError, is_image_file
+from deblur.data.io import IMAGE_EXTENSIONS, DataError, is_image_file
 
 __all__ = [
     "LAYOUTS",
@@ -138,7 +138,9 @@ def _read_sequences(
         if kernel_key is not None and (seq / kernel_key).is_dir():
             kernels = {f.stem: f for f in (seq / kernel_key).iterdir() if f.is_file()}
         for key in _match(blur, sharp, blur_dir, sharp_dir, expected):
-            pairs.append(Pair(blur[key], sharp[key], seq.name, kernels.get(key), f"{seq.name}/{key}"))
+            pairs.append(
+                Pair(blur[key], sharp[key], seq.name, kernels.get(key), f"{seq.name}/{key}")
+            )
     if not pairs:
         raise DataError(f"No images found under '{split_dir}' (expected {expected}).")
     return pairs
@@ -287,13 +289,12 @@ def _read_folder_split(base: Path, blur_key: str, sharp_key: str) -> list[Pair]:
     sharp = _images_in(sharp_dir, recursive=True)
     if not blur and not sharp:
         raise DataError(
-            f"No images ({', '.join(sorted({'.png', '.jpg'}))}, ...) found in '{blur_dir}' or "
+            f"No images ({', '.join(IMAGE_EXTENSIONS)}) found in '{blur_dir}' or "
             f"'{sharp_dir}' ({FOLDER_LAYOUT})."
         )
     pairs = []
     for key in _match(blur, sharp, blur_dir, sharp_dir, FOLDER_LAYOUT):
-        parts = key.split("/")
-        group = parts[0] if len(parts) > 1 else parts[0]
+        group = key.split("/")[0]  # first sub-folder, or the stem of a top-level file
         pairs.append(Pair(blur[key], sharp[key], group, None, key))
     return pairs
 
@@ -328,7 +329,9 @@ LAYOUTS: dict[str, Callable[..., dict[str, list[Pair]]]] = {
 """Layout name (``data.layout``) -> reader."""
 
 
-def read_layout(layout: str, root: str | os.PathLike[str] | None, **options: object) -> dict[str, list[Pair]]:
+def read_layout(
+    layout: str, root: str | os.PathLike[str] | None, **options: object
+) -> dict[str, list[Pair]]:
     """Read a layout, passing each reader only the options it accepts (e.g. ``blur_key``)."""
     try:
         reader = LAYOUTS[layout]

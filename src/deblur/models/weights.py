@@ -82,6 +82,27 @@ def _offline_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
+def _check_timm_file(name: str, path: Path) -> None:
+    """Raise ValueError unless ``path`` holds every backbone tensor of timm's ``name``.
+
+    timm loads feature extractors non-strictly, so a wrong file would otherwise load silently.
+    """
+    with torch.device("meta"):
+        reference = timm.create_model(name, pretrained=False)
+    head = {f"{n}." for n, m in reference.named_modules() if m is reference.get_classifier()}
+    state = timm.models.load_state_dict(str(path))
+    problems = [
+        key
+        for key, value in reference.state_dict().items()
+        if not any(key.startswith(h) for h in head)
+        and (key not in state or tuple(state[key].shape) != tuple(value.shape))
+    ]
+    if problems:
+        raise ValueError(
+            f"{len(problems)} of its tensors are missing or have other shapes (e.g. {problems[:3]})"
+        )
+
+
 def create_timm(
     name: str, pretrained: bool, weights_path: str | os.PathLike | None = None, **kwargs: Any
 ) -> nn.Module:
@@ -93,6 +114,7 @@ def create_timm(
         log.info("Loading ImageNet weights of %s from %s", name, local)
         overlay = dict(file=str(local))
         try:
+            _check_timm_file(name, local)
             return timm.create_model(
                 name, pretrained=True, pretrained_cfg_overlay=overlay, **kwargs
             )
@@ -121,26 +143,41 @@ def create_timm(
         ) from err
 
 
-def create_vgg19(pretrained: bool, weights_path: str | os.PathLike | None = None) -> nn.Module:
-    """torchvision VGG19 with ImageNet weights from torchvision's cache/download or a local file."""
+def _vgg19_features_random() -> nn.Sequential:
+    """VGG19's ``features`` with torchvision's init, without building its 100 M-parameter head."""
+    from torchvision.models.vgg import cfgs, make_layers
+
+    features = make_layers(cfgs["E"], batch_norm=False)
+    for m in features.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            nn.init.zeros_(m.bias)
+    return features
+
+
+def create_vgg19_features(
+    pretrained: bool, weights_path: str | os.PathLike | None = None
+) -> nn.Sequential:
+    """torchvision VGG19 ``features`` (ImageNet weights from torchvision's cache/download or a
+    local state_dict file: the full model's or only its ``features.*`` keys)."""
     from torchvision.models import VGG19_Weights, vgg19
 
     if not pretrained:
-        return vgg19(weights=None)
+        return _vgg19_features_random()
     if weights_path:
         local = _check_file(weights_path, "VGG19")
     else:
         local = _env_file("vgg19") or _env_file(Path(VGG19_FILE).stem)
     if local is not None:
         log.info("Loading VGG19 ImageNet weights from %s", local)
-        model = vgg19(weights=None)
+        features = _vgg19_features_random()
         try:
             state = torch.load(local, map_location="cpu", weights_only=True)
             state = state.get("state_dict", state)
-            if all(k.startswith("features.") for k in state):
-                model.features.load_state_dict({k[len("features.") :]: v for k, v in state.items()})
-            else:
-                model.load_state_dict(state)
+            prefix = "features."
+            features.load_state_dict(
+                {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+            )
         except (RuntimeError, KeyError, AttributeError, ValueError) as err:
             raise PretrainedWeightsError(
                 f"Pretrained weights for VGG19: the file '{local}' could not be loaded "
@@ -148,9 +185,9 @@ def create_vgg19(pretrained: bool, weights_path: str | os.PathLike | None = None
                 f"state_dict ('{VGG19_FILE}', or only its 'features.*' keys). Replace the file, "
                 "or set pretrained=false to build random weights."
             ) from err
-        return model
+        return features
     try:
-        return vgg19(weights=VGG19_Weights.IMAGENET1K_V1)
+        return vgg19(weights=VGG19_Weights.IMAGENET1K_V1).features
     except _offline_errors() as err:
         cache = Path(torch.hub.get_dir()) / "checkpoints" / VGG19_FILE
         raise PretrainedWeightsError(

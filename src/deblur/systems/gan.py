@@ -91,6 +91,22 @@ class GANSystem(pl.LightningModule):
         self._strips = int(c.model.get("val_image_strips", 3))
         self._val: dict[str, list[Tensor]] = {}
 
+    # ------------------------------------------------------------------ checkpoints
+    _FIXED_PREFIX = "content_loss."  # frozen VGG19: rebuilt from its weights, not stored per run
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        sd = checkpoint["state_dict"]
+        for k in [k for k in sd if k.startswith(self._FIXED_PREFIX)]:
+            del sd[k]
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """Strict loading, except for the fixed VGG19 weights that checkpoints leave out."""
+        state_dict = dict(state_dict)
+        for k, v in super().state_dict().items():
+            if k.startswith(self._FIXED_PREFIX) and k not in state_dict:
+                state_dict[k] = v
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
     # ------------------------------------------------------------------ modes
     def train(self, mode: bool = True) -> GANSystem:
         super().train(mode)
@@ -123,6 +139,7 @@ class GANSystem(pl.LightningModule):
                 )
             )
         s = self.c.schedule
+        self._min_lr = float(s.min_lr)
         scheds = [
             {
                 "scheduler": torch.optim.lr_scheduler.LambdaLR(
@@ -132,7 +149,6 @@ class GANSystem(pl.LightningModule):
             }
             for opt, base in zip(opts, [o.lr_g, o.lr_d])
         ]
-        self._min_lr = float(s.min_lr)
         return opts, scheds
 
     def _total_iterations(self) -> int:

@@ -1,0 +1,252 @@
+"""One LightningDataModule for every dataset layout and both tasks (GAN pairs, blur classifier).
+
+Built from the ``data`` config group: ``hydra.utils.instantiate(cfg.data, task="paired")``.
+Training batches are augmented crops; validation and test batches are full-resolution,
+un-augmented pairs (batch 1 by default), with the true ``"kernel"`` when the data knows it.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import DataLoader, Dataset
+
+from deblur.data.datasets import ClassificationDataset, ImageCache, PairedDataset
+from deblur.data.embedded import ensure_embedded
+from deblur.data.io import DataError
+from deblur.data.pairs import Pair, read_layout, split_by_group, subsample
+from deblur.data.transforms import build_train_transform
+
+log = logging.getLogger(__name__)
+
+__all__ = ["DeblurDataModule", "worker_init_fn"]
+
+TASKS = ("paired", "classify")
+
+
+def worker_init_fn(worker_id: int) -> None:
+    """Per DataLoader worker: no OpenCV threads, and numpy / random / augmentation seeded apart."""
+    cv2.setNumThreads(0)
+    info = torch.utils.data.get_worker_info()
+    seed = (info.seed if info is not None else torch.initial_seed()) % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+    if info is not None and hasattr(info.dataset, "reseed"):
+        info.dataset.reseed(seed)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, DictConfig):
+        return OmegaConf.to_container(value, resolve=True)
+    return value
+
+
+class DeblurDataModule(pl.LightningDataModule):
+    """Pairs from a layout (``embedded``, ``gopro``, ``realblur``, ``hide``, ``folder``).
+
+    ``task="paired"`` yields ``{"blur", "sharp", "name"}`` (+ ``"kernel"`` in val/test when
+    known); ``task="classify"`` yields ``{"image", "label"}`` with sharp 0 and blurred 1.
+    The validation split is the dataset's own ``val`` or ``test`` split, else ``val_fraction``
+    of its groups (sequences / photos), never of its frames.
+    """
+
+    def __init__(
+        self,
+        task: str = "paired",
+        name: str = "embedded",
+        layout: str = "embedded",
+        root: str | Path | None = None,
+        blur_key: str = "blur",
+        variant: str = "J",
+        crop_size: int | None = 256,
+        pre_crop_scale: float | None = None,
+        batch_size: int = 1,
+        val_batch_size: int = 1,
+        num_workers: int = 2,
+        pin_memory: bool | None = None,
+        persistent_workers: bool = True,
+        multiprocessing_context: str | None = None,
+        cache: bool = False,
+        augment: Mapping[str, Any] | Sequence[Any] | None = None,
+        val_fraction: float = 0.1,
+        max_train_pairs: int | None = None,
+        max_val_pairs: int | None = None,
+        max_test_pairs: int | None = None,
+        seed: int = 0,
+        embedded: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        if task not in TASKS:
+            raise DataError(f"DeblurDataModule task must be one of {TASKS}, got '{task}'.")
+        self.task = task
+        self.name = name
+        self.layout = layout
+        self.root = None if root in (None, "") else Path(str(root)).expanduser()
+        self.blur_key = blur_key
+        self.variant = variant
+        self.crop_size = crop_size
+        self.pre_crop_scale = None if pre_crop_scale is None else float(pre_crop_scale)
+        self.batch_size = int(batch_size)
+        self.val_batch_size = int(val_batch_size)
+        self.num_workers = int(num_workers)
+        self.pin_memory = torch.cuda.is_available() if pin_memory is None else bool(pin_memory)
+        self.persistent_workers = bool(persistent_workers)
+        self.multiprocessing_context = multiprocessing_context
+        self.cache = bool(cache)
+        self.augment = _plain(augment)
+        self.val_fraction = float(val_fraction)
+        self.max_train_pairs = max_train_pairs
+        self.max_val_pairs = max_val_pairs
+        self.max_test_pairs = max_test_pairs
+        self.seed = int(seed)
+        self.embedded = dict(_plain(embedded) or {})
+        self._splits: dict[str, list[Pair]] | None = None
+        self._datasets: dict[str, Dataset] = {}
+        self._image_cache: ImageCache | None = None
+
+    # ----------------------------------------------------------------- pairs
+    def _resolve(self) -> dict[str, list[Pair]]:
+        if self._splits is not None:
+            return self._splits
+        root = self.root
+        if self.layout == "embedded":
+            root = ensure_embedded(root, **self.embedded)
+        found = read_layout(self.layout, root, blur_key=self.blur_key, variant=self.variant)
+        train = found.get("train", [])
+        if "val" in found:
+            val = found["val"]
+        elif "test" in found:
+            val = found["test"]
+        else:
+            train, val = split_by_group(train, self.val_fraction, self.seed)
+        test = found.get("test", val)
+        self._splits = {
+            "train": subsample(train, self.max_train_pairs),
+            "val": subsample(val, self.max_val_pairs),
+            "test": subsample(test, self.max_test_pairs),
+        }
+        log.info(
+            "data=%s (%s at %s): %d train / %d val / %d test pairs.",
+            self.name,
+            self.layout,
+            root,
+            *(len(v) for v in self._splits.values()),
+        )
+        return self._splits
+
+    @property
+    def train_pairs(self) -> list[Pair]:
+        """Training pairs (resolved on first access)."""
+        return self._resolve()["train"]
+
+    @property
+    def val_pairs(self) -> list[Pair]:
+        """Validation pairs: full-resolution, never sharing a group with the training pairs."""
+        return self._resolve()["val"]
+
+    @property
+    def test_pairs(self) -> list[Pair]:
+        """Test pairs: the dataset's test split, else the validation pairs."""
+        return self._resolve()["test"]
+
+    # -------------------------------------------------------------- datasets
+    def prepare_data(self) -> None:
+        """Build the embedded dataset on first use (once per node)."""
+        if self.layout == "embedded":
+            ensure_embedded(self.root, **self.embedded)
+
+    def _pre_crop(self) -> int | None:
+        if not self.pre_crop_scale or not self.crop_size:
+            return None
+        if self.pre_crop_scale < 1.0:
+            raise DataError(f"data.pre_crop_scale must be >= 1 or null, got {self.pre_crop_scale}.")
+        return int(round(self.crop_size * self.pre_crop_scale))
+
+    def _make(self, split: str) -> Dataset:
+        pairs = self._resolve()[split]
+        train = split == "train"
+        transform = (
+            build_train_transform(
+                self.augment,
+                self.crop_size,
+                paired=self.task == "paired",
+                seed=self.seed,
+                pre_crop=self._pre_crop(),
+            )
+            if train
+            else None
+        )
+        if self.task == "classify":
+            return ClassificationDataset(pairs, transform, cache=self._image_cache)
+        with_kernel = not train and bool(pairs) and all(p.kernel is not None for p in pairs)
+        return PairedDataset(pairs, transform, cache=self._image_cache, with_kernel=with_kernel)
+
+    def setup(self, stage: str | None = None) -> None:
+        """Resolve the pairs and build the datasets the stage needs (idempotent)."""
+        wanted = {
+            "fit": ("train", "val"),
+            "validate": ("val",),
+            "test": ("test",),
+            "predict": ("test",),
+        }.get(stage or "", ("train", "val", "test"))
+        missing = [s for s in wanted if s not in self._datasets]
+        if not missing:
+            return
+        splits = self._resolve()
+        if self.cache:
+            paths = [p for s in missing for q in splits[s] for p in (q.blur, q.sharp)]
+            new = ImageCache.preload(
+                p for p in paths if self._image_cache is None or p not in self._image_cache
+            )
+            if self._image_cache is None:
+                self._image_cache = new
+            else:
+                self._image_cache.images.update(new.images)
+        for split in missing:
+            self._datasets[split] = self._make(split)
+
+    def dataset(self, split: str) -> Dataset:
+        """The torch Dataset of ``split`` (``train``, ``val`` or ``test``)."""
+        if split not in self._datasets:
+            self.setup({"train": "fit", "val": "validate", "test": "test"}[split])
+        return self._datasets[split]
+
+    # ----------------------------------------------------------- dataloaders
+    def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
+        ds = self.dataset(split)
+        if len(ds) == 0 and split == "train":
+            raise DataError(
+                f"data={self.name} has no training pairs (layout '{self.layout}', root "
+                f"'{self.root}'). Check data.root and the layout, or data.max_train_pairs."
+            )
+        workers = self.num_workers
+        kwargs: dict[str, Any] = {
+            "batch_size": batch_size,
+            "shuffle": shuffle,
+            "num_workers": workers,
+            "pin_memory": self.pin_memory,
+            "worker_init_fn": worker_init_fn,
+            "persistent_workers": self.persistent_workers and workers > 0,
+            "generator": torch.Generator().manual_seed(self.seed),
+        }
+        if workers > 0 and self.multiprocessing_context:
+            kwargs["multiprocessing_context"] = self.multiprocessing_context
+        return DataLoader(ds, **kwargs)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", self.val_batch_size, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", self.val_batch_size, shuffle=False)

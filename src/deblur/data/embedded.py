@@ -1,0 +1,279 @@
+"""The embedded default dataset: photos shipped inside installed packages, blurred on first use.
+
+Sources are colour photographs bundled with scikit-image (``skimage/data``) and matplotlib
+(``mpl-data/sample_data``); only files present on disk are used (no fetcher, no network). Each
+photo is resized (long side ``long_side``) and blurred ``blurs_per_photo`` times with random
+camera-shake kernels (:mod:`deblur.data.blur`), seeded per photo, and written as a GoPro-like
+layout ``<root>/<split>/<photo>/{blur,sharp,kernel}/NNN.{png,npy}`` plus ``manifest.json``.
+The split is by photo: the photos in :data:`VAL_PHOTOS` form the validation split.
+The build goes to a temporary folder renamed into place under a file lock, so parallel runs
+neither race nor see half-built data.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import time
+import uuid
+import zlib
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from deblur.data.blur import random_motion_blur
+from deblur.data.io import DataError, read_image, write_image
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "EMBEDDED_PHOTOS",
+    "VAL_PHOTOS",
+    "available_photos",
+    "build_embedded",
+    "default_root",
+    "ensure_embedded",
+]
+
+FORMAT_VERSION = 1
+
+EMBEDDED_PHOTOS: tuple[tuple[str, str, str], ...] = (
+    ("astronaut", "skimage", "data/astronaut.png"),
+    ("chelsea", "skimage", "data/chelsea.png"),
+    ("coffee", "skimage", "data/coffee.png"),
+    ("rocket", "skimage", "data/rocket.jpg"),
+    ("motorcycle_left", "skimage", "data/motorcycle_left.png"),
+    ("motorcycle_right", "skimage", "data/motorcycle_right.png"),
+    ("hubble_deep_field", "skimage", "data/hubble_deep_field.jpg"),
+    ("ihc", "skimage", "data/ihc.png"),
+    ("retina", "skimage", "data/retina.jpg"),
+    ("grace_hopper", "matplotlib", "mpl-data/sample_data/grace_hopper.jpg"),
+)
+"""(photo name, package, path inside the package) of the colour photographs we use."""
+
+VAL_PHOTOS: tuple[str, ...] = ("chelsea", "rocket")
+"""Photos held out for validation (the stereo motorcycle views both stay in train)."""
+
+_SOURCES = {n: f"{pkg}/{rel}" for n, pkg, rel in EMBEDDED_PHOTOS}
+
+
+def default_root() -> Path:
+    """``${DEBLUR_CACHE:-~/.cache/deblur}/embedded_v1``."""
+    cache = os.environ.get("DEBLUR_CACHE") or "~/.cache/deblur"
+    return Path(cache).expanduser() / f"embedded_v{FORMAT_VERSION}"
+
+
+def _package_dir(package: str) -> Path | None:
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def available_photos(names: Sequence[str] | None = None) -> dict[str, Path]:
+    """Photo name -> file for the bundled photos present on disk (optionally only ``names``)."""
+    wanted = None if names is None else set(names)
+    known = {n for n, _, _ in EMBEDDED_PHOTOS}
+    if wanted is not None and wanted - known:
+        raise DataError(
+            f"Unknown embedded photo(s) {sorted(wanted - known)}; choose from {sorted(known)}."
+        )
+    found: dict[str, Path] = {}
+    for name, package, rel in EMBEDDED_PHOTOS:
+        if wanted is not None and name not in wanted:
+            continue
+        base = _package_dir(package)
+        if base is not None and (base / rel).is_file():
+            found[name] = base / rel
+    return found
+
+
+def _params(
+    long_side: int,
+    blurs_per_photo: int,
+    kernel_size: int,
+    min_length: float,
+    max_length: float | None,
+    noise_sigma: float,
+    seed: int,
+    photos: Sequence[str] | None,
+) -> dict[str, Any]:
+    if kernel_size % 2 == 0:
+        raise DataError(f"data.embedded.kernel_size must be odd, got {kernel_size}.")
+    return {
+        "format": FORMAT_VERSION,
+        "long_side": int(long_side),
+        "blurs_per_photo": int(blurs_per_photo),
+        "kernel_size": int(kernel_size),
+        "min_length": float(min_length),
+        "max_length": float(kernel_size - 1 if max_length is None else max_length),
+        "noise_sigma": float(noise_sigma),
+        "seed": int(seed),
+        "photos": None if photos is None else sorted(photos),
+    }
+
+
+def _resize_long_side(image: np.ndarray, long_side: int) -> np.ndarray:
+    h, w = image.shape[:2]
+    scale = long_side / max(h, w)
+    if scale >= 1.0:
+        return image
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copyfile(src, dst)
+
+
+def _build_into(folder: Path, params: dict[str, Any]) -> dict[str, Any]:
+    photos = available_photos(params["photos"])
+    if len(photos) < 2:
+        raise DataError(
+            "The embedded dataset needs at least 2 bundled photos but found "
+            f"{sorted(photos)} (scikit-image's skimage/data and matplotlib's sample_data). "
+            "Reinstall scikit-image and matplotlib, or use data=folder with your own pairs."
+        )
+    val = [n for n in photos if n in VAL_PHOTOS] or [sorted(photos)[-1]]
+    if len(val) == len(photos):
+        val = val[-1:]
+    manifest: dict[str, Any] = {
+        "builder": "deblur.data.embedded",
+        "params": params,
+        "photos": {},
+        "pairs": [],
+    }
+    n_blur = params["blurs_per_photo"]
+    for name in sorted(photos):
+        split = "val" if name in val else "train"
+        sharp = _resize_long_side(read_image(photos[name]), params["long_side"])
+        out = folder / split / name
+        for sub in ("blur", "sharp", "kernel"):
+            (out / sub).mkdir(parents=True, exist_ok=True)
+        first_sharp = write_image(out / "sharp" / "000.png", sharp)
+        rng = np.random.default_rng([params["seed"], zlib.crc32(name.encode())])
+        for i in range(n_blur):
+            length = float(rng.uniform(params["min_length"], params["max_length"]))
+            blurred, kernel = random_motion_blur(
+                sharp,
+                rng,
+                size=params["kernel_size"],
+                length=length,
+                noise_sigma=params["noise_sigma"],
+            )
+            stem = f"{i:03d}"
+            write_image(out / "blur" / f"{stem}.png", blurred)
+            np.save(out / "kernel" / f"{stem}.npy", kernel)
+            if i > 0:
+                _link_or_copy(first_sharp, out / "sharp" / f"{stem}.png")
+            manifest["pairs"].append(
+                {"split": split, "photo": name, "index": i, "length": round(length, 4)}
+            )
+        manifest["photos"][name] = {
+            "split": split,
+            "source": _SOURCES[name],
+            "height": int(sharp.shape[0]),
+            "width": int(sharp.shape[1]),
+        }
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    return manifest
+
+
+def _manifest(root: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((root / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    """Exclusive inter-process lock (POSIX flock; elsewhere the atomic rename alone protects)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as fh:
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows
+            yield
+            return
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def build_embedded(
+    root: str | os.PathLike[str] | None = None,
+    *,
+    long_side: int = 512,
+    blurs_per_photo: int = 4,
+    kernel_size: int = 31,
+    min_length: float = 7.0,
+    max_length: float | None = None,
+    noise_sigma: float = 1.0,
+    seed: int = 0,
+    photos: Sequence[str] | None = None,
+    force: bool = False,
+) -> Path:
+    """Build the embedded dataset at ``root`` unless an identical build is already there.
+
+    Returns the root. A folder at ``root`` that is not an embedded build is never touched.
+    """
+    root = Path(root).expanduser() if root is not None else default_root()
+    params = _params(
+        long_side, blurs_per_photo, kernel_size, min_length, max_length, noise_sigma, seed, photos
+    )
+
+    def ready() -> bool:
+        m = _manifest(root)
+        return not force and m is not None and m.get("params") == params
+
+    if ready():
+        return root
+    with _file_lock(root.parent / f".{root.name}.lock"):
+        if ready():
+            return root
+        if root.exists() and any(root.iterdir()):
+            old = _manifest(root)
+            if old is None or old.get("builder") != "deblur.data.embedded":
+                raise DataError(
+                    f"data.root '{root}' exists and is not an embedded dataset built by deblur "
+                    "(no manifest.json). Point data.root at an empty or new folder, or leave it "
+                    "unset to use the cache folder."
+                )
+            log.warning("Rebuilding the embedded dataset at %s (parameters changed).", root)
+        start = time.perf_counter()
+        tmp = root.parent / f".{root.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        try:
+            manifest = _build_into(tmp, params)
+            if root.exists():
+                trash = root.parent / f".{root.name}.old-{uuid.uuid4().hex[:8]}"
+                os.replace(root, trash)
+                shutil.rmtree(trash, ignore_errors=True)
+            os.replace(tmp, root)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        log.info(
+            "Built the embedded dataset (%d pairs from %d photos) at %s in %.1f s.",
+            len(manifest["pairs"]),
+            len(manifest["photos"]),
+            root,
+            time.perf_counter() - start,
+        )
+    return root
+
+
+def ensure_embedded(root: str | os.PathLike[str] | None = None, **params: Any) -> Path:
+    """Root of a ready embedded dataset, building it on first use (alias of build_embedded)."""
+    return build_embedded(root, **params)

@@ -1,0 +1,205 @@
+"""Adversarial losses on raw discriminator logits of any shape (B x 1 or B x 1 x h x w).
+
+Every loss has ``d_loss(real_logits, fake_logits)`` (to minimise in the D step, with the fake
+detached by the caller), ``g_loss(real_logits, fake_logits)`` (to minimise in the G step, the
+fake carrying gradients to G) and ``n_critic`` (D steps per G step). Means are over all elements.
+Lists of logits (one per discriminator head) give the mean of the per-head losses.
+``y`` is the sharp image, ``ŷ = G(x)`` the generated one.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+Logits = Tensor | Sequence[Tensor]
+
+
+def _bce(logits: Tensor, target: float) -> Tensor:
+    return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target))
+
+
+class AdversarialLoss:
+    """Base: per-head dispatch and the ``n_critic`` attribute."""
+
+    def __init__(self, n_critic: int = 1) -> None:
+        if n_critic < 1:
+            raise ValueError(f"n_critic must be >= 1 (D steps per G step); got {n_critic}.")
+        self.n_critic = int(n_critic)
+
+    def _per_head(
+        self, fn: Callable[..., Tensor], real: Logits | None, fake: Logits, head: int
+    ) -> Tensor:
+        if isinstance(fake, Tensor):
+            return fn(real, fake, head)
+        reals = real if real is not None else [None] * len(fake)
+        losses = [fn(r, f, i) for i, (r, f) in enumerate(zip(reals, fake, strict=True))]
+        return torch.stack(losses).mean()
+
+    def d_loss(self, real_logits: Logits, fake_logits: Logits, head: int = 0) -> Tensor:
+        """Discriminator loss (fake logits computed on a detached ``G(x)``).
+
+        ``head`` keys per-head state (RaGAN pools) when called once per head with tensors.
+        """
+        return self._per_head(self._d, real_logits, fake_logits, head)
+
+    def g_loss(self, real_logits: Logits | None, fake_logits: Logits, head: int = 0) -> Tensor:
+        """Generator loss (fake logits carry gradients to G)."""
+        return self._per_head(self._g, real_logits, fake_logits, head)
+
+    def _d(self, real: Tensor, fake: Tensor, head: int) -> Tensor:
+        raise NotImplementedError
+
+    def _g(self, real: Tensor | None, fake: Tensor, head: int) -> Tensor:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v}" for k, v in vars(self).items() if not k.startswith("_"))
+        return f"{type(self).__name__}({args})"
+
+
+class GANLoss(AdversarialLoss):
+    """Standard GAN, non-saturating G (Goodfellow et al., 2014), BCE with logits.
+
+    D: ½ [BCE(D(y), 1) + BCE(D(ŷ), 0)];  G: BCE(D(ŷ), 1).
+    """
+
+    def _d(self, real: Tensor, fake: Tensor, head: int) -> Tensor:
+        return 0.5 * (_bce(real, 1.0) + _bce(fake, 0.0))
+
+    def _g(self, real: Tensor | None, fake: Tensor, head: int) -> Tensor:
+        return _bce(fake, 1.0)
+
+
+class LSGANLoss(AdversarialLoss):
+    """Least-squares GAN (Mao et al., 2017), targets a=0, b=1, c=1.
+
+    D: ½ E[(D(y) - 1)²] + ½ E[D(ŷ)²];  G: ½ E[(D(ŷ) - 1)²].
+    """
+
+    def _d(self, real: Tensor, fake: Tensor, head: int) -> Tensor:
+        return 0.5 * ((real - 1) ** 2).mean() + 0.5 * (fake**2).mean()
+
+    def _g(self, real: Tensor | None, fake: Tensor, head: int) -> Tensor:
+        return 0.5 * ((fake - 1) ** 2).mean()
+
+
+class WGANGPLoss(AdversarialLoss):
+    """Wasserstein GAN with gradient penalty (Gulrajani et al., 2017).
+
+    D: E[D(ŷ)] - E[D(y)] (+ ``gradient_penalty``, added by the caller);  G: -E[D(ŷ)].
+    GP: λ E_x̃[(‖∇_x̃ D(x̃)‖₂ - 1)²], x̃ = α y + (1 - α) ŷ, one α ~ U[0, 1] per sample and the
+    norm per sample over C, H, W; λ = ``gp_weight`` (10), ``n_critic`` D steps per G step (5).
+    """
+
+    def __init__(self, n_critic: int = 5, gp_weight: float = 10.0) -> None:
+        super().__init__(n_critic)
+        self.gp_weight = float(gp_weight)
+
+    def _d(self, real: Tensor, fake: Tensor, head: int) -> Tensor:
+        return fake.mean() - real.mean()
+
+    def _g(self, real: Tensor | None, fake: Tensor, head: int) -> Tensor:
+        return -fake.mean()
+
+    def gradient_penalty(
+        self,
+        critic: nn.Module | Callable[[Tensor], Logits],
+        real: Tensor,
+        fake: Tensor,
+        alpha: Tensor | None = None,
+    ) -> Tensor:
+        """λ · mean over samples of (‖∇ D(x̃_i)‖ - 1)², in fp32 with autocast off.
+
+        A critic's score of image i is the mean of its logits for that image (summed over heads
+        when it returns a list); scores are summed over the batch so each sample's gradient is
+        its own. ``alpha`` (B x 1 x 1 x 1) is drawn uniformly unless given.
+        """
+        real = real.detach().float()
+        fake = fake.detach().float()
+        batch = real.shape[0]
+        if alpha is None:
+            alpha = torch.rand(batch, 1, 1, 1, device=real.device)
+        if alpha.shape != (batch, 1, 1, 1):
+            raise ValueError(f"alpha must have shape ({batch}, 1, 1, 1); got {tuple(alpha.shape)}.")
+        mixed = (alpha * real + (1 - alpha) * fake).requires_grad_(True)
+        with torch.autocast(device_type=real.device.type, enabled=False):
+            out = critic(mixed)
+            outs = [out] if isinstance(out, Tensor) else list(out)
+            score = sum(o.float().reshape(batch, -1).mean(dim=1).sum() for o in outs)
+            (grad,) = torch.autograd.grad(score, mixed, create_graph=True)
+            norm = torch.sqrt(grad.reshape(batch, -1).pow(2).sum(dim=1) + 1e-12)
+            return self.gp_weight * ((norm - 1) ** 2).mean()
+
+
+class _MeanReference:
+    """The relativistic reference E[D(·)]: the batch mean, or with ``pool_size`` > 0 the mean of
+    the batch mean and up to ``pool_size`` past D-step batch means (detached), per head."""
+
+    def __init__(self, pool_size: int) -> None:
+        if pool_size < 0:
+            raise ValueError(f"pool_size must be >= 0 (0 = batch mean); got {pool_size}.")
+        self.pool_size = int(pool_size)
+        self.pools: dict[tuple[str, int], deque[Tensor]] = {}
+
+    def mean(self, logits: Tensor, which: str, head: int) -> Tensor:
+        current = logits.mean()
+        pool = self.pools.get((which, head))
+        if not pool:
+            return current
+        return (current + torch.stack(list(pool)).to(current).sum()) / (1 + len(pool))
+
+    def push(self, logits: Tensor, which: str, head: int) -> None:
+        if self.pool_size:
+            pool = self.pools.setdefault((which, head), deque(maxlen=self.pool_size))
+            pool.append(logits.detach().mean())
+
+
+class RaGANLoss(AdversarialLoss):
+    """Relativistic average GAN (Jolicoeur-Martineau, 2018), BCE with logits.
+
+    D: ½ [BCE(D(y) - E D(ŷ), 1) + BCE(D(ŷ) - E D(y), 0)];
+    G: ½ [BCE(D(y) - E D(ŷ), 0) + BCE(D(ŷ) - E D(y), 1)].
+    E is the batch mean (``pool_size=0``) or a pool of past batch means (see ``_MeanReference``;
+    the pool is filled in the D step only).
+    """
+
+    def __init__(self, n_critic: int = 1, pool_size: int = 0) -> None:
+        super().__init__(n_critic)
+        self.pool_size = int(pool_size)
+        self._ref = _MeanReference(pool_size)
+
+    def _relative(self, real: Tensor, fake: Tensor, head: int) -> tuple[Tensor, Tensor]:
+        if real is None:
+            raise ValueError(f"{type(self).__name__}.g_loss needs the real logits D(y) too.")
+        real_rel = real - self._ref.mean(fake, "fake", head)
+        fake_rel = fake - self._ref.mean(real, "real", head)
+        return real_rel, fake_rel
+
+    def _d_term(self, real_rel: Tensor, fake_rel: Tensor) -> Tensor:
+        return 0.5 * (_bce(real_rel, 1.0) + _bce(fake_rel, 0.0))
+
+    def _d(self, real: Tensor, fake: Tensor, head: int) -> Tensor:
+        loss = self._d_term(*self._relative(real, fake, head))
+        self._ref.push(real, "real", head)
+        self._ref.push(fake, "fake", head)
+        return loss
+
+    def _g(self, real: Tensor | None, fake: Tensor, head: int) -> Tensor:
+        real_rel, fake_rel = self._relative(real, fake, head)
+        return self._d_term(fake_rel, real_rel)  # targets swapped
+
+
+class RaGANLSLoss(RaGANLoss):
+    """Least-squares relativistic average GAN (Jolicoeur-Martineau, 2018; DeblurGAN-v2 default).
+
+    D: ½ [E((D(y) - E D(ŷ) - 1)²) + E((D(ŷ) - E D(y) + 1)²)];
+    G: ½ [E((D(ŷ) - E D(y) - 1)²) + E((D(y) - E D(ŷ) + 1)²)].
+    """
+
+    def _d_term(self, real_rel: Tensor, fake_rel: Tensor) -> Tensor:
+        return 0.5 * (((real_rel - 1) ** 2).mean() + ((fake_rel + 1) ** 2).mean())

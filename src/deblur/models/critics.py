@@ -1,0 +1,327 @@
+"""Backbone trunks, discriminators (single / patch / double) and the blur classifier network.
+
+One module for both stages of the study: the blur classifier is exactly the ``single`` critic
+(same class, same parameter names), so its checkpoint loads into any discriminator built on the
+same backbone (:func:`load_classifier_weights`). Inputs are images in [-1, 1]; timm trunks
+ImageNet-normalise them inside.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from deblur.models.weights import create_timm, warn_random_weights
+
+log = logging.getLogger(__name__)
+
+NORMS = {
+    "instance": partial(nn.InstanceNorm2d, affine=False, track_running_stats=False),
+    "batch": nn.BatchNorm2d,
+}
+DEPTHS = ("full", "patch")
+
+
+def _plain(cfg: Mapping[str, Any] | Any) -> dict[str, Any]:
+    """A plain, resolved dict from a dict or an OmegaConf DictConfig."""
+    try:
+        from omegaconf import DictConfig, OmegaConf
+
+        if isinstance(cfg, DictConfig):
+            return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+    except ImportError:  # pragma: no cover - omegaconf is a dependency
+        pass
+    return dict(cfg)
+
+
+def _norm(norm: str, channels: int) -> nn.Module:
+    if norm not in NORMS:
+        raise ValueError(f"Unknown discriminator norm '{norm}': choose one of {sorted(NORMS)}.")
+    return NORMS[norm](channels)
+
+
+def _check_input(x: Tensor, min_size: int, what: str) -> None:
+    if x.dim() != 4 or x.shape[1] != 3 or x.shape[0] < 1:
+        raise ValueError(f"{what} expects a B x 3 x H x W batch; got {tuple(x.shape)}.")
+    if min(x.shape[-2:]) < min_size:
+        raise ValueError(
+            f"{what} got a {x.shape[-2]}x{x.shape[-1]} image; the smallest side must be >= "
+            f"{min_size} px (its last feature map would be 1x1). Use larger crops."
+        )
+
+
+class NLayerTrunk(nn.Module):
+    """NLayerDiscriminator body (DeblurGAN-v2 / pix2pix): 4x4 convs, LeakyReLU 0.2, no norm on
+    the first conv, widths ``ndf * min(2^n, 8)``; ``n_layers`` stride-2 stages, then one
+    stride-1 stage. ``stages`` keeps only the first ``depth`` of them (a truncated trunk)."""
+
+    min_size = 2
+
+    def __init__(
+        self, ndf: int = 64, n_layers: int = 5, norm: str = "instance", depth: int | None = None
+    ) -> None:
+        super().__init__()
+        bias = norm == "instance"  # as published: a conv bias only when the norm has no shift
+        widths = [ndf * min(2**n, 8) for n in range(n_layers + 1)]
+        stages: list[nn.Module] = [
+            nn.Sequential(nn.Conv2d(3, ndf, 4, stride=2, padding=2), nn.LeakyReLU(0.2, True))
+        ]
+        for n in range(1, n_layers + 1):
+            stride = 2 if n < n_layers else 1
+            stages.append(
+                nn.Sequential(
+                    nn.Conv2d(widths[n - 1], widths[n], 4, stride=stride, padding=2, bias=bias),
+                    _norm(norm, widths[n]),
+                    nn.LeakyReLU(0.2, True),
+                )
+            )
+        depth = len(stages) if depth is None else depth
+        if not 1 <= depth <= len(stages):
+            raise ValueError(
+                f"NLayerTrunk depth {depth} outside 1..{len(stages)} (n_layers={n_layers})."
+            )
+        self.stages = nn.Sequential(*stages[:depth])
+        self.out_channels = widths[depth - 1]
+
+    @classmethod
+    def from_config(cls, cfg: dict[str, Any], depth: str) -> NLayerTrunk:
+        """Full depth: all n stride-2 stages + the stride-1 one; patch: the first ``patch_layers``."""
+        if cfg.get("pretrained"):
+            log.info("Backbone 'nlayer' has no ImageNet weights; it starts from random init.")
+        n_layers = int(cfg.get("n_layers", 5))
+        stages = n_layers + 1 if depth == "full" else int(cfg.get("patch_layers", 3))
+        return cls(int(cfg.get("ndf", 64)), n_layers, cfg.get("norm", "instance"), stages)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Feature map of ``x`` (B x 3 x H x W in [-1, 1])."""
+        _check_input(x, self.min_size, "NLayer trunk")
+        return self.stages(x)
+
+
+class TimmTrunk(nn.Module):
+    """A timm backbone truncated after feature level ``level`` (stride 2^(level+1))."""
+
+    def __init__(
+        self, model: str, level: int, pretrained: bool, weights_path: str | None = None
+    ) -> None:
+        super().__init__()
+        if not pretrained:
+            warn_random_weights(f"discriminator / classifier trunk '{model}'")
+        # 'getter' prunes the layers after `level`, so a truncated trunk's keys are a prefix subset.
+        self.body = create_timm(
+            model,
+            pretrained,
+            weights_path,
+            features_only=True,
+            out_indices=(level,),
+            feature_cls="getter",
+        )
+        self.out_channels = self.body.feature_info.channels()[-1]
+        self.min_size = 2 * self.body.feature_info.reduction()[-1]
+        cfg = self.body.pretrained_cfg
+        self.register_buffer("mean", torch.tensor(cfg["mean"]).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(cfg["std"]).view(1, 3, 1, 1), persistent=False)
+        self.model_name = model
+
+    @classmethod
+    def from_config(cls, cfg: dict[str, Any], depth: str) -> TimmTrunk:
+        """Full depth: level 4 (stride 32); patch: ``patch_level`` (default 2, stride 8)."""
+        level = 4 if depth == "full" else int(cfg.get("patch_level", 2))
+        return cls(cfg["model"], level, bool(cfg.get("pretrained", False)), cfg.get("weights_path"))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Feature map of ``x`` (B x 3 x H x W in [-1, 1])."""
+        _check_input(x, self.min_size, f"timm trunk '{self.model_name}'")
+        return self.body(((x + 1) / 2 - self.mean) / self.std)[-1]
+
+
+TRUNKS = {"nlayer": NLayerTrunk.from_config, "timm": TimmTrunk.from_config}
+
+
+def build_trunk(backbone_cfg: Mapping[str, Any], depth: str) -> nn.Module:
+    """Build the trunk described by a ``conf/backbone`` entry at ``depth`` ('full' or 'patch')."""
+    cfg = _plain(backbone_cfg)
+    if depth not in DEPTHS:
+        raise ValueError(f"Trunk depth '{depth}' unknown: choose one of {DEPTHS}.")
+    kind = cfg.get("kind")
+    if kind not in TRUNKS:
+        raise ValueError(
+            f"Backbone config '{cfg.get('name')}' has kind={kind!r}; conf/backbone/*.yaml needs "
+            f"kind: one of {sorted(TRUNKS)}."
+        )
+    return TRUNKS[kind](cfg, depth)
+
+
+class PatchHead(nn.Sequential):
+    """PatchGAN tail: stride-1 4x4 conv + norm + LeakyReLU, then a 4x4 conv to one logit map."""
+
+    def __init__(self, cin: int, hidden: int, norm: str) -> None:
+        super().__init__(
+            nn.Conv2d(cin, hidden, 4, padding=2, bias=norm == "instance"),
+            _norm(norm, hidden),
+            nn.LeakyReLU(0.2, True),
+            nn.Conv2d(hidden, 1, 4, padding=2),
+        )
+
+
+class SingleCritic(nn.Module):
+    """One realness logit per image (B x 1): full-depth trunk, global average pool, linear."""
+
+    def __init__(self, backbone: Mapping[str, Any]) -> None:
+        super().__init__()
+        self.trunk = build_trunk(backbone, "full")
+        self.head = nn.Linear(self.trunk.out_channels, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Logits B x 1 for images ``x`` in [-1, 1]."""
+        return self.head(self.trunk(x).mean(dim=(2, 3)))
+
+
+class PatchCritic(nn.Module):
+    """A map of local logits (B x 1 x h x w): truncated trunk (stride 8) and a PatchGAN head."""
+
+    def __init__(self, backbone: Mapping[str, Any]) -> None:
+        super().__init__()
+        cfg = _plain(backbone)
+        self.trunk = build_trunk(cfg, "patch")
+        hidden = int(cfg.get("patch_head_channels", 512))
+        self.head = PatchHead(self.trunk.out_channels, hidden, cfg.get("norm", "instance"))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Logit map B x 1 x h x w for images ``x`` in [-1, 1]."""
+        return self.head(self.trunk(x))
+
+
+class BlurClassifierNet(SingleCritic):
+    """Blur classifier (sharp 0 / blurred 1): exactly the ``single`` critic, B x 1 logits."""
+
+
+CRITICS = {"single": SingleCritic, "patch": PatchCritic}
+KINDS = {"single": ("single",), "patch": ("patch",), "double": ("single", "patch")}
+
+
+class Discriminator(nn.Module):
+    """``single``, ``patch`` or ``double`` (DeblurGAN-v2's DoubleGAN: both) on one backbone.
+
+    ``forward(x)`` returns one logits tensor per head, in ``head_names`` order; ``critics`` holds
+    the networks by head name so a gradient penalty can be taken per critic.
+    """
+
+    def __init__(self, kind: str, backbone: Mapping[str, Any]) -> None:
+        super().__init__()
+        if kind not in KINDS:
+            raise ValueError(
+                f"Discriminator kind '{kind}' unknown: choose one of {sorted(KINDS)} (conf/disc)."
+            )
+        self.kind = kind
+        self.backbone_cfg = _plain(backbone)
+        self.critics = nn.ModuleDict(
+            {name: CRITICS[name](self.backbone_cfg) for name in KINDS[kind]}
+        )
+
+    @property
+    def head_names(self) -> list[str]:
+        """Names of the heads, in the order of ``forward``'s outputs."""
+        return list(self.critics.keys())
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        """Logits per head: single -> B x 1, patch -> B x 1 x h x w."""
+        return [critic(x) for critic in self.critics.values()]
+
+
+def _read_classifier(
+    source: str | os.PathLike | Mapping[str, Any],
+) -> tuple[dict[str, Tensor], dict[str, Any] | None, str]:
+    """(state dict without the ``net.`` prefix, backbone config if known, description)."""
+    where = "the given state dict"
+    if isinstance(source, str | os.PathLike):
+        where = str(source)
+        if not Path(source).is_file():
+            raise FileNotFoundError(
+                f"Classifier checkpoint '{source}' does not exist. Train one with "
+                "`python -m deblur.train_classifier backbone=<name>` and set "
+                "disc.checkpoint=<run>/checkpoints/best.ckpt."
+            )
+        source = torch.load(source, map_location="cpu", weights_only=True)
+    backbone = None
+    if "state_dict" in source and isinstance(source["state_dict"], Mapping):
+        cfg = source.get("hyper_parameters", {}).get("cfg") or {}
+        backbone = cfg.get("backbone") if isinstance(cfg, Mapping) else None
+        source = source["state_dict"]
+    state = dict(source)
+    if any(k.startswith("net.") for k in state):
+        state = {k[len("net.") :]: v for k, v in state.items() if k.startswith("net.")}
+    return state, (dict(backbone) if backbone is not None else None), where
+
+
+def _describe(cfg: Mapping[str, Any] | None) -> str:
+    if cfg is None:
+        return "<unknown backbone>"
+    keys = ("kind", "model", "ndf", "n_layers", "norm")
+    detail = ", ".join(f"{k}={cfg[k]}" for k in keys if k in cfg)
+    return f"'{cfg.get('name')}' ({detail})"
+
+
+def load_classifier_weights(
+    disc: Discriminator,
+    source: str | os.PathLike | Mapping[str, Any],
+    source_backbone: Mapping[str, Any] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Load a blur-classifier checkpoint into every critic of ``disc``, strictly.
+
+    ``source``: a Lightning checkpoint path (keys ``net.*``, backbone in
+    ``hyper_parameters["cfg"]["backbone"]``), such a loaded dict, or a bare state dict (then pass
+    ``source_backbone``). The single critic loads every key; the patch critic loads its truncated
+    trunk and keeps its fresh head. Returns ``{head: {"loaded": n, "fresh": [keys]}}``.
+    """
+    state, ckpt_backbone, where = _read_classifier(source)
+    src_cfg = _plain(source_backbone) if source_backbone is not None else ckpt_backbone
+    target = disc.backbone_cfg
+
+    def fail(problem: str) -> ValueError:
+        return ValueError(
+            f"Cannot load classifier {where} into the {disc.kind} discriminator: {problem}. "
+            f"The classifier was trained on backbone {_describe(src_cfg)}, the discriminator "
+            f"uses backbone {_describe(target)}. Fix: run the GAN with "
+            f"backbone={src_cfg.get('name') if src_cfg else '<the classifier backbone>'}, or "
+            f"train a classifier with backbone={target.get('name')} and point disc.checkpoint at it."
+        )
+
+    if src_cfg is not None and src_cfg.get("name") != target.get("name"):
+        raise fail("the backbone names differ")
+    report: dict[str, dict[str, Any]] = {}
+    for head, critic in disc.critics.items():
+        own = critic.state_dict()
+        wanted = list(own) if head == "single" else [k for k in own if k.startswith("trunk.")]
+        missing = [k for k in wanted if k not in state]
+        shapes = [
+            f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
+            for k in wanted
+            if k in state and state[k].shape != own[k].shape
+        ]
+        extra = sorted(set(state) - set(own)) if head == "single" else []
+        if missing or shapes or extra:
+            parts = [
+                f"{len(missing)} missing keys (e.g. {missing[:3]})" if missing else "",
+                f"{len(shapes)} shape mismatches (e.g. {shapes[:3]})" if shapes else "",
+                f"{len(extra)} unexpected keys (e.g. {extra[:3]})" if extra else "",
+            ]
+            raise fail(f"the {head} critic does not match: " + "; ".join(p for p in parts if p))
+        critic.load_state_dict({k: state[k] for k in wanted}, strict=head == "single")
+        fresh = [k for k in own if k not in wanted]
+        report[head] = {"loaded": len(wanted), "fresh": fresh}
+        log.info(
+            "Classifier weights %s -> %s critic: %d tensors loaded%s",
+            where,
+            head,
+            len(wanted),
+            f"; head kept freshly initialised ({len(fresh)} tensors: {fresh})" if fresh else "",
+        )
+    return report

@@ -1,0 +1,195 @@
+"""DeblurGAN-v2 FPN generator over any timm ``features_only`` backbone (Kupyn et al., 2019)."""
+
+from __future__ import annotations
+
+import logging
+from functools import partial
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from deblur.models.weights import create_timm, warn_random_weights
+
+log = logging.getLogger(__name__)
+
+# Decoder norm layers; DeblurGAN-v2 releases use instance norm (no affine). Ours keeps no running
+# statistics, so train and eval normalise the same way.
+NORMS = {
+    "instance": partial(nn.InstanceNorm2d, affine=False, track_running_stats=False),
+    "batch": nn.BatchNorm2d,
+}
+
+
+def norm_layer(norm: str, channels: int) -> nn.Module:
+    """The decoder norm layer named ``norm`` ('instance' or 'batch') for ``channels`` channels."""
+    if norm not in NORMS:
+        raise ValueError(f"Unknown norm '{norm}': choose one of {sorted(NORMS)}.")
+    return NORMS[norm](channels)
+
+
+class ConvNormReLU(nn.Sequential):
+    """3x3 conv, norm, ReLU: the FPN top-down and smoothing block."""
+
+    def __init__(self, cin: int, cout: int, norm: str) -> None:
+        super().__init__(
+            nn.Conv2d(cin, cout, 3, padding=1), norm_layer(norm, cout), nn.ReLU(inplace=True)
+        )
+
+
+class FPNHead(nn.Sequential):
+    """Per-level head: two bias-free 3x3 convs, each followed by ReLU."""
+
+    def __init__(self, cin: int, cmid: int, cout: int) -> None:
+        super().__init__(
+            nn.Conv2d(cin, cmid, 3, padding=1, bias=False),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(cmid, cout, 3, padding=1, bias=False),
+            nn.ReLU(inplace=True),
+        )
+
+
+def _resize(x: Tensor, size: tuple[int, int] | torch.Size) -> Tensor:
+    """Nearest resize to ``size`` (a no-op when equal); handles valid-padding odd sizes."""
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    return F.interpolate(x, size=tuple(size), mode="nearest")
+
+
+class FPNGenerator(nn.Module):
+    """FPN deblurring generator: ``clamp(tanh(out) + x, -1, 1)`` on inputs in [-1, 1], any size.
+
+    Encoder: a timm backbone at strides 2..32 (channels from ``feature_info``), fed
+    ImageNet-normalised input. Decoder as in DeblurGAN-v2: 1x1 laterals, top-down nearest sum +
+    3x3 conv/norm/ReLU, four heads upsampled to 1/4 and concatenated, smoothing, x2 + stride-2
+    lateral, smoothing, x2, final 3x3 conv. Inputs are reflect-padded to what the net needs.
+    """
+
+    def __init__(
+        self,
+        backbone: str = "mobilenetv2_100",
+        fpn_channels: int = 128,
+        head_channels: int = 64,
+        norm: str = "instance",
+        pretrained: bool = True,
+        weights_path: str | None = None,
+    ) -> None:
+        super().__init__()
+        self._encoder_frozen = False
+        self.backbone = backbone
+        if not pretrained:
+            warn_random_weights(f"generator encoder '{backbone}'")
+        self.encoder = create_timm(
+            backbone, pretrained, weights_path, features_only=True, out_indices=(0, 1, 2, 3, 4)
+        )
+        channels = self.encoder.feature_info.channels()
+        reductions = self.encoder.feature_info.reduction()
+        if list(reductions) != [2, 4, 8, 16, 32]:
+            raise ValueError(
+                f"FPNGenerator needs a backbone with feature strides 2, 4, 8, 16, 32; timm model "
+                f"'{backbone}' gives {reductions}. Pick another backbone in conf/gen."
+            )
+        cfg = self.encoder.pretrained_cfg
+        self.register_buffer("mean", torch.tensor(cfg["mean"]).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(cfg["std"]).view(1, 3, 1, 1), persistent=False)
+
+        # Level 0 (stride 2) joins after the heads, so it has the head width (= fpn/2 as published).
+        self.lateral0 = nn.Conv2d(channels[0], head_channels, 1, bias=False)
+        self.laterals = nn.ModuleList(
+            nn.Conv2d(c, fpn_channels, 1, bias=False) for c in channels[1:]
+        )
+        # top_down[i] smooths pyramid level i + 1 (strides 4, 8, 16) after the sum.
+        self.top_down = nn.ModuleList(
+            ConvNormReLU(fpn_channels, fpn_channels, norm) for _ in range(3)
+        )
+        self.heads = nn.ModuleList(
+            FPNHead(fpn_channels, head_channels, head_channels) for _ in range(4)
+        )
+        self.smooth = ConvNormReLU(4 * head_channels, head_channels, norm)
+        self.smooth2 = ConvNormReLU(head_channels, head_channels // 2, norm)
+        self.final = nn.Conv2d(head_channels // 2, 3, 3, padding=1)
+
+        self.multiple = 32
+        self.min_padded = self._probe_min_padded()
+        self.min_size = self.min_padded // 2
+
+    def _probe_min_padded(self) -> int:
+        """Smallest multiple of 32 whose stride-32 map is at least 2x2 (batch-1 norms need > 1)."""
+        was_training = self.encoder.training
+        self.encoder.eval()
+        try:
+            for size in range(32, 1024 + 1, 32):
+                try:
+                    with torch.no_grad():
+                        last = self.encoder(torch.zeros(1, 3, size, size))[-1]
+                except RuntimeError:
+                    continue
+                if min(last.shape[-2:]) >= 2:
+                    return size
+        finally:
+            self.encoder.train(was_training)
+        raise ValueError(f"Backbone '{self.backbone}' gives no usable features up to 1024 px.")
+
+    def set_encoder_frozen(self, frozen: bool) -> None:
+        """Freeze (or unfreeze) the encoder: no gradients and BN statistics fixed (eval mode)."""
+        self._encoder_frozen = bool(frozen)
+        self.encoder.requires_grad_(not frozen)
+        self.encoder.train(self.training and not frozen)
+        log.info("FPNGenerator encoder '%s' %s", self.backbone, "frozen" if frozen else "trainable")
+
+    @property
+    def encoder_frozen(self) -> bool:
+        """Whether the encoder is frozen (warm-up)."""
+        return self._encoder_frozen
+
+    def train(self, mode: bool = True) -> FPNGenerator:
+        """Set train/eval mode; a frozen encoder stays in eval mode."""
+        super().train(mode)
+        if self._encoder_frozen:
+            self.encoder.eval()
+        return self
+
+    def _check_size(self, x: Tensor) -> None:
+        if x.dim() != 4 or x.shape[1] != 3 or x.shape[0] < 1:
+            raise ValueError(f"FPNGenerator expects a B x 3 x H x W batch; got {tuple(x.shape)}.")
+        h, w = x.shape[-2:]
+        if min(h, w) < self.min_size:
+            raise ValueError(
+                f"FPNGenerator('{self.backbone}') got a {h}x{w} image; the smallest side must be "
+                f">= {self.min_size} px (its deepest feature map would otherwise be 1x1 or empty). "
+                "Upscale or pad the image, or deblur a larger region."
+            )
+
+    def _padding(self, size: int) -> tuple[int, int]:
+        target = max(-(-size // self.multiple) * self.multiple, self.min_padded)
+        total = target - size
+        return total // 2, total - total // 2
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Deblur ``x`` (B x 3 x H x W in [-1, 1]); output has the same shape and range."""
+        self._check_size(x)
+        h, w = x.shape[-2:]
+        top, bottom = self._padding(h)
+        left, right = self._padding(w)
+        padded = (
+            F.pad(x, (left, right, top, bottom), mode="reflect")
+            if top or bottom or left or right
+            else x
+        )
+
+        enc = self.encoder(((padded + 1) / 2 - self.mean) / self.std)
+        lateral = [conv(e) for conv, e in zip(self.laterals, enc[1:])]
+        maps = [lateral[3]]  # top-down, from stride 32 to stride 4
+        for level in (2, 1, 0):
+            summed = lateral[level] + _resize(maps[-1], lateral[level].shape[-2:])
+            maps.append(self.top_down[level](summed))
+        quarter = maps[-1].shape[-2:]
+        heads = [
+            _resize(self.heads[3 - i](m), quarter) for i, m in enumerate(maps)
+        ]  # order: stride 32, 16, 8, 4
+        smoothed = self.smooth(torch.cat(heads, dim=1))
+        lateral0 = self.lateral0(enc[0])
+        smoothed = self.smooth2(_resize(smoothed, lateral0.shape[-2:]) + lateral0)
+        smoothed = _resize(smoothed, padded.shape[-2:])
+        out = torch.clamp(torch.tanh(self.final(smoothed)) + padded, -1.0, 1.0)
+        return out[..., top : top + h, left : left + w]

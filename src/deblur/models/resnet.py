@@ -1,0 +1,112 @@
+"""DeblurGAN (v1) ResNet generator: 9 residual blocks with dropout and a global skip (Kupyn 2017)."""
+
+from __future__ import annotations
+
+import logging
+from functools import partial
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+log = logging.getLogger(__name__)
+
+NORMS = {
+    "instance": partial(nn.InstanceNorm2d, affine=False, track_running_stats=False),
+    "batch": nn.BatchNorm2d,
+}
+
+
+class ResBlock(nn.Module):
+    """Reflect-pad 3x3 conv, norm, ReLU, dropout, reflect-pad 3x3 conv, norm; plus the input."""
+
+    def __init__(self, dim: int, norm: str, dropout: float, bias: bool) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [
+            nn.ReflectionPad2d(1),
+            nn.Conv2d(dim, dim, 3, bias=bias),
+            NORMS[norm](dim),
+            nn.ReLU(inplace=True),
+        ]
+        if dropout > 0:
+            layers.append(nn.Dropout(dropout))
+        layers += [nn.ReflectionPad2d(1), nn.Conv2d(dim, dim, 3, bias=bias), NORMS[norm](dim)]
+        self.block = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``x + block(x)``."""
+        return x + self.block(x)
+
+
+class ResNetGenerator(nn.Module):
+    """DeblurGAN v1 generator: 7x7 conv, two stride-2 convs, ``n_blocks`` ResBlocks, two
+    transposed convs, 7x7 conv, tanh, global skip ``clamp(tanh(out) + x, -1, 1)``; any size."""
+
+    multiple = 4
+    min_size = 8
+
+    def __init__(
+        self,
+        n_blocks: int = 9,
+        ngf: int = 64,
+        dropout: float = 0.5,
+        norm: str = "instance",
+        pretrained: bool = False,
+        weights_path: str | None = None,
+    ) -> None:
+        super().__init__()
+        if norm not in NORMS:
+            raise ValueError(f"ResNetGenerator: unknown norm '{norm}'; choose {sorted(NORMS)}.")
+        if pretrained or weights_path:
+            log.info(
+                "ResNetGenerator has no ImageNet weights: pretrained/weights_path are ignored."
+            )
+        bias = norm == "instance"  # a norm with a learned shift makes the conv bias redundant
+        layers: list[nn.Module] = [
+            nn.ReflectionPad2d(3),
+            nn.Conv2d(3, ngf, 7, bias=bias),
+            NORMS[norm](ngf),
+            nn.ReLU(inplace=True),
+        ]
+        for mult in (1, 2):
+            layers += [
+                nn.Conv2d(ngf * mult, ngf * mult * 2, 3, stride=2, padding=1, bias=bias),
+                NORMS[norm](ngf * mult * 2),
+                nn.ReLU(inplace=True),
+            ]
+        layers += [ResBlock(ngf * 4, norm, dropout, bias) for _ in range(n_blocks)]
+        for mult in (4, 2):
+            layers += [
+                nn.ConvTranspose2d(
+                    ngf * mult, ngf * mult // 2, 3, stride=2, padding=1, output_padding=1, bias=bias
+                ),
+                NORMS[norm](ngf * mult // 2),
+                nn.ReLU(inplace=True),
+            ]
+        layers += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, 3, 7), nn.Tanh()]
+        self.model = nn.Sequential(*layers)
+
+    def set_encoder_frozen(self, frozen: bool) -> None:
+        """No-op: the ResNet generator has no pretrained encoder to freeze (logged)."""
+        log.info(
+            "ResNetGenerator has no pretrained encoder: set_encoder_frozen(%s) does nothing.",
+            frozen,
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Deblur ``x`` (B x 3 x H x W in [-1, 1]); output has the same shape and range."""
+        if x.dim() != 4 or x.shape[1] != 3 or x.shape[0] < 1:
+            raise ValueError(
+                f"ResNetGenerator expects a B x 3 x H x W batch; got {tuple(x.shape)}."
+            )
+        h, w = x.shape[-2:]
+        if min(h, w) < self.min_size:
+            raise ValueError(
+                f"ResNetGenerator got a {h}x{w} image; the smallest side must be >= "
+                f"{self.min_size} px (after two stride-2 convs the map would be 1x1). "
+                "Upscale or pad the image."
+            )
+        ph, pw = (-h) % self.multiple, (-w) % self.multiple
+        padded = F.pad(x, (0, pw, 0, ph), mode="reflect") if ph or pw else x
+        out = torch.clamp(self.model(padded) + padded, -1.0, 1.0)
+        return out[..., :h, :w]

@@ -1,0 +1,217 @@
+"""Deblur images, folders, globs and videos with a trained generator.
+
+``python -m deblur.predict ckpt=<gan .ckpt> input=<file|folder|glob|video> output=<folder>``
+(options in ``conf/predict.yaml``: ``tile=512``, ``device=cpu``, ``side_by_side=true`` ...).
+Every input file is either processed or reported by name with the reason (not an image,
+unreadable, corrupt); the final summary counts both, and the exit code is 1 when nothing could
+be processed.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import hydra
+import numpy as np
+from omegaconf import DictConfig
+from torch import nn
+
+from deblur.config import CONF_DIR
+from deblur.data.io import IMAGE_EXTENSIONS, DataError, read_image, write_image
+from deblur.inference import deblur_image, load_generator, resolve_device
+
+log = logging.getLogger(__name__)
+
+VIDEO_EXTENSIONS: tuple[str, ...] = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg")
+"""File suffixes (lower case) read as videos with ``cv2.VideoCapture``."""
+
+
+@dataclass
+class Summary:
+    """What a predict run did: written outputs and the inputs it could not use (with reasons)."""
+
+    written: list[Path] = field(default_factory=list)
+    failed: list[tuple[Path, str]] = field(default_factory=list)
+    images: int = 0
+    videos: int = 0
+    frames: int = 0
+
+    @property
+    def processed(self) -> int:
+        return self.images + self.videos
+
+    def report(self) -> str:
+        lines = [
+            f"[deblur.predict] processed {self.images} image(s) and {self.videos} video(s) "
+            f"({self.frames} frames); {len(self.failed)} file(s) not processed."
+        ]
+        lines += [f"  not processed: {p}: {why}" for p, why in self.failed]
+        return "\n".join(lines)
+
+
+def _has_magic(spec: str) -> bool:
+    return glob.has_magic(spec)
+
+
+def collect_inputs(spec: str | Path, recursive: bool = False) -> tuple[Path, list[Path]]:
+    """(base folder, files) for an image/video file, a folder, or a glob pattern."""
+    spec = str(spec)
+    path = Path(spec).expanduser()
+    if _has_magic(spec):
+        files = sorted(Path(p) for p in glob.glob(str(path), recursive=True) if Path(p).is_file())
+        parts = []
+        for part in path.parts:
+            if _has_magic(part):
+                break
+            parts.append(part)
+        base = Path(*parts) if parts else Path(".")
+        if not files:
+            raise FileNotFoundError(f"input={spec}: the pattern matches no files.")
+        return base, files
+    if path.is_dir():
+        pattern = "**/*" if recursive else "*"
+        files = sorted(p for p in path.glob(pattern) if p.is_file())
+        if not files:
+            raise FileNotFoundError(f"input={spec}: the folder is empty.")
+        return path, files
+    if path.is_file():
+        return path.parent, [path]
+    raise FileNotFoundError(
+        f"input={spec} does not exist: give an image, a folder, a glob pattern in quotes "
+        "(input='shots/*.jpg') or a video file."
+    )
+
+
+def output_path(src: Path, base: Path, out_dir: Path, ext: str) -> Path:
+    """Where the result of ``src`` goes: its path relative to ``base`` under ``out_dir``."""
+    try:
+        rel = src.relative_to(base)
+    except ValueError:
+        rel = Path(src.name)
+    return (out_dir / rel).with_suffix(ext)
+
+
+def _side_by_side(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.concatenate([a, b], axis=1)
+
+
+def _process_image(model: nn.Module, src: Path, dst: Path, cfg: DictConfig, dev, bf16) -> None:
+    rgb = read_image(src)
+    out = deblur_image(model, rgb, tile=cfg.tile, overlap=cfg.overlap, device=dev, bf16=bf16)
+    write_image(dst, _side_by_side(rgb, out) if cfg.side_by_side else out)
+
+
+def _process_video(
+    model: nn.Module, src: Path, dst: Path, cfg: DictConfig, dev, bf16, progress: bool
+) -> int:
+    """Deblur every frame of a video into an mp4 (mp4v) or numbered PNG frames; frames done."""
+    import cv2
+    from tqdm import tqdm
+
+    cap = cv2.VideoCapture(str(src))
+    if not cap.isOpened():
+        raise DataError(f"Video '{src}' cannot be opened by OpenCV (corrupt or unsupported codec).")
+    fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
+    total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) or None
+    writer = None
+    n = 0
+    try:
+        with tqdm(total=total, desc=src.name, unit="frame", disable=not progress) as bar:
+            while True:
+                ok, bgr = cap.read()
+                if not ok:
+                    break
+                rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+                out = deblur_image(model, rgb, cfg.tile, cfg.overlap, dev, bf16)
+                if cfg.side_by_side:
+                    out = _side_by_side(rgb, out)
+                if cfg.video_as_frames:
+                    write_image(dst / f"frame_{n:06d}.png", out)
+                else:
+                    if writer is None:
+                        dst.parent.mkdir(parents=True, exist_ok=True)
+                        fourcc = cv2.VideoWriter_fourcc(*"mp4v")
+                        writer = cv2.VideoWriter(str(dst), fourcc, fps, out.shape[1::-1])
+                        if not writer.isOpened():
+                            raise DataError(f"OpenCV cannot write video '{dst}' (mp4v codec).")
+                    writer.write(cv2.cvtColor(out, cv2.COLOR_RGB2BGR))
+                n += 1
+                bar.update(1)
+    finally:
+        cap.release()
+        if writer is not None:
+            writer.release()
+    if n == 0:
+        raise DataError(f"Video '{src}' has no readable frames (corrupt or unsupported codec).")
+    return n
+
+
+def run_predict(cfg: DictConfig, model: nn.Module | None = None) -> Summary:
+    """Deblur everything ``cfg.input`` names into ``cfg.output``; returns the :class:`Summary`."""
+    from tqdm import tqdm
+
+    base, files = collect_inputs(cfg.input, bool(cfg.get("recursive", False)))
+    out_dir = Path(cfg.output).expanduser()
+    dev = resolve_device(cfg.get("device", "auto"))
+    bf16_opt = cfg.get("bf16", "auto")
+    bf16 = dev.type == "cuda" if str(bf16_opt) == "auto" else bool(bf16_opt)
+    if model is None:
+        model = load_generator(cfg.ckpt, use_ema=bool(cfg.get("use_ema", True)))
+    model = model.to(dev).eval()
+    progress = bool(cfg.get("progress", True))
+    ext = str(cfg.get("ext", ".png"))
+    summary = Summary()
+    images = [f for f in files if f.suffix.lower() not in VIDEO_EXTENSIONS]
+    videos = [f for f in files if f.suffix.lower() in VIDEO_EXTENSIONS]
+    for src in tqdm(images, desc="deblur", unit="img", disable=not progress or not images):
+        if src.suffix.lower() not in IMAGE_EXTENSIONS:
+            reason = (
+                f"not an image or video (suffix '{src.suffix}'; images: "
+                f"{' '.join(IMAGE_EXTENSIONS)}; videos: {' '.join(VIDEO_EXTENSIONS)})"
+            )
+            summary.failed.append((src, reason))
+            log.warning("[deblur.predict] skipped %s: %s", src, reason)
+            continue
+        dst = output_path(src, base, out_dir, ext)
+        if dst.resolve() == src.resolve():
+            raise ValueError(f"output={out_dir} would overwrite the input {src}; pick another folder.")
+        try:
+            _process_image(model, src, dst, cfg, dev, bf16)
+        except (DataError, ValueError) as err:
+            summary.failed.append((src, str(err)))
+            log.warning("[deblur.predict] failed %s: %s", src, err)
+            continue
+        summary.images += 1
+        summary.written.append(dst)
+    for src in videos:
+        dst = output_path(src, base, out_dir, "" if cfg.video_as_frames else ".mp4")
+        if not cfg.video_as_frames:
+            dst = dst.with_name(dst.stem + "_deblurred.mp4")
+        try:
+            summary.frames += _process_video(model, src, dst, cfg, dev, bf16, progress)
+        except (DataError, ValueError) as err:
+            summary.failed.append((src, str(err)))
+            log.warning("[deblur.predict] failed %s: %s", src, err)
+            continue
+        summary.videos += 1
+        summary.written.append(dst)
+    print(summary.report(), flush=True)
+    if summary.processed:
+        print(f"[deblur.predict] outputs in {out_dir}", flush=True)
+    return summary
+
+
+@hydra.main(config_path=str(CONF_DIR), config_name="predict", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    summary = run_predict(cfg)
+    if summary.processed == 0:
+        print("[deblur.predict] nothing could be processed.", file=sys.stderr, flush=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,98 @@
+"""The study as Hydra multiruns, through the real command line (subprocesses)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+LOSSES = ("gan", "lsgan", "wgangp", "ragan")
+DISCS = ("single", "patch", "double")
+
+
+def _cli(module: str, *args: str, runs: Path, check: bool = True) -> subprocess.CompletedProcess:
+    env = dict(os.environ, DEBLUR_RUNS=str(runs), PYTHONUNBUFFERED="1")
+    proc = subprocess.run(
+        [sys.executable, "-m", module, *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{module} {args} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+    return proc
+
+
+def _metrics(folder: Path) -> dict[str, dict]:
+    return {
+        str(p.parent.relative_to(folder)): json.loads(p.read_text())
+        for p in folder.rglob("metrics.json")
+        if "attempts" not in p.parts
+    }
+
+
+@pytest.fixture(scope="module")
+def grid(tmp_path_factory, cache_dir):
+    runs = tmp_path_factory.mktemp("runs")
+    _cli("deblur.train", "-m", "loss=" + ",".join(LOSSES), "disc=" + ",".join(DISCS),
+         "debug=smoke", "sweep_name=grid", runs=runs)
+    return runs / "grid"
+
+
+def test_twelve_cell_sweep_writes_twelve_finished_runs(grid):
+    found = _metrics(grid)
+    assert len(found) == 12
+    for name, m in found.items():
+        assert m["status"] == "finished", (name, m.get("error"))
+        assert f"loss={m['choices']['loss']}" in name and f"disc={m['choices']['disc']}" in name
+
+
+def test_table_4_1_is_complete(grid, tmp_path):
+    proc = _cli("deblur.tables", str(grid), "--out", str(tmp_path), runs=grid.parent)
+    text = (tmp_path / "tables.md").read_text()
+    assert "missing" not in text.split("Table 4.2")[0]
+    assert proc.stdout.strip()
+    assert (tmp_path / "table4_1.csv").is_file()
+
+
+def test_relaunch_skips_finished_runs(grid):
+    before = {k: v["ended"] for k, v in _metrics(grid).items()}
+    proc = _cli("deblur.train", "-m", "loss=gan,ragan", "disc=single", "debug=smoke",
+                "sweep_name=grid", runs=grid.parent)
+    assert proc.stdout.count("skip (finished)") == 2
+    after = {k: v["ended"] for k, v in _metrics(grid).items()}
+    assert before == after
+
+
+def test_failed_run_does_not_stop_others_and_relaunch_reruns_only_it(tmp_path, cache_dir):
+    runs = tmp_path / "runs"
+    # stage 1 for one backbone only: the mobilenet GAN cell has no classifier to start from
+    _cli("deblur.train_classifier", "-m", "backbone=nlayer", "debug=smoke",
+         "sweep_name=table4_2", runs=runs)
+    sweep = ["deblur.train", "-m", "backbone=nlayer,mobilenetv3_large", "disc=single",
+             "disc.checkpoint=auto", "debug=smoke", "sweep_name=pre"]
+    proc = _cli(*sweep, runs=runs, check=False)
+    assert proc.returncode != 0
+    found = _metrics(runs / "pre")
+    status = {m["choices"]["backbone"]: m["status"] for m in found.values()}
+    assert status == {"nlayer": "finished", "mobilenetv3_large": "failed"}
+    failed = next(m for m in found.values() if m["status"] == "failed")
+    assert "train_classifier" in failed["error"]["message"]
+    ended = {m["choices"]["backbone"]: m["ended"] for m in found.values()}
+
+    _cli("deblur.train_classifier", "-m", "backbone=mobilenetv3_large", "debug=smoke",
+         "sweep_name=table4_2", runs=runs)
+    proc = _cli(*sweep, runs=runs)
+    assert proc.stdout.count("skip (finished)") == 1
+    found = _metrics(runs / "pre")
+    by_bb = {m["choices"]["backbone"]: m for m in found.values()}
+    assert by_bb["nlayer"]["ended"] == ended["nlayer"]  # untouched
+    assert by_bb["mobilenetv3_large"]["status"] == "finished"
+    assert by_bb["mobilenetv3_large"]["previous_status"] == "failed"
+    # the failed attempt's files were kept, not overwritten
+    assert list((runs / "pre").rglob("attempts/1/metrics.json"))

@@ -1,0 +1,188 @@
+"""Loading trained networks from checkpoints, padding, full-image and tiled inference."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from hydra.utils import instantiate
+from torch import nn
+
+from deblur.inference import (
+    CheckpointError,
+    blend_ramp,
+    crop_to,
+    deblur_image,
+    deblur_tensor,
+    load_classifier,
+    load_generator,
+    pad_to_multiple,
+    save_classifier_checkpoint,
+    save_generator_checkpoint,
+    tile_starts,
+)
+
+FPN_CFG = {
+    "_target_": "deblur.models.fpn.FPNGenerator",
+    "backbone": "mobilenetv2_100",
+    "fpn_channels": 16,
+    "head_channels": 8,
+    "norm": "instance",
+    "pretrained": False,
+    "weights_path": None,
+}
+NLAYER_CFG = {
+    "name": "nlayer",
+    "kind": "nlayer",
+    "ndf": 8,
+    "n_layers": 3,
+    "patch_layers": 2,
+    "norm": "instance",
+    "patch_head_channels": 16,
+    "pretrained": False,
+    "weights_path": None,
+}
+
+
+def make_fpn(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return instantiate(FPN_CFG).eval()
+
+
+@pytest.fixture(scope="module")
+def gan_ckpt(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("ckpt") / "gan.ckpt"
+    return save_generator_checkpoint(path, make_fpn(0), FPN_CFG, ema_generator=make_fpn(1))
+
+
+@pytest.fixture(scope="module")
+def cls_ckpt(tmp_path_factory) -> Path:
+    from deblur.models.critics import BlurClassifierNet
+
+    torch.manual_seed(0)
+    net = BlurClassifierNet(NLAYER_CFG)
+    return save_classifier_checkpoint(tmp_path_factory.mktemp("ckpt") / "cls.ckpt", net, NLAYER_CFG, 32)
+
+
+class LocalConv(nn.Module):
+    """A purely local network (receptive-field radius 3, no global statistics)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.body = nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(8, 3, 3, padding=1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.clamp(torch.tanh(self.body(x)) + x, -1, 1)
+
+
+def rgb(h: int, w: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+# ----------------------------------------------------------------------------- padding
+
+
+def test_pad_is_reflect_when_it_fits_and_crop_restores() -> None:
+    x = torch.randn(1, 3, 37, 45)
+    padded, size = pad_to_multiple(x, 32)
+    assert padded.shape == (1, 3, 64, 64)
+    assert torch.equal(padded, F.pad(x, (0, 19, 0, 27), mode="reflect"))
+    assert torch.equal(crop_to(padded, size), x)
+
+
+def test_pad_tiny_images_mirrors_repeatedly() -> None:
+    x = torch.arange(5.0).view(1, 1, 1, 5)
+    padded, size = pad_to_multiple(x, 16)
+    assert padded[0, 0, 0].tolist() == [0, 1, 2, 3, 4, 3, 2, 1, 0, 1, 2, 3, 4, 3, 2, 1]
+    one = torch.full((1, 3, 1, 1), 0.5)
+    p1, _ = pad_to_multiple(one, 4, min_size=8)
+    assert p1.shape == (1, 3, 8, 8) and torch.all(p1 == 0.5)
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+def test_load_generator_prefers_ema_and_reproduces_outputs(gan_ckpt: Path) -> None:
+    x = torch.rand(1, 3, 64, 64) * 2 - 1
+    with torch.no_grad():
+        ema = load_generator(gan_ckpt)(x)
+        raw = load_generator(gan_ckpt, use_ema=False)(x)
+        assert torch.allclose(ema, make_fpn(1)(x), atol=1e-6)
+        assert torch.allclose(raw, make_fpn(0)(x), atol=1e-6)
+    assert not torch.allclose(ema, raw)
+    assert not load_generator(gan_ckpt).training
+
+
+def test_checkpoint_errors_are_clear(tmp_path: Path, gan_ckpt: Path, cls_ckpt: Path) -> None:
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_generator(tmp_path / "nope.ckpt")
+    with pytest.raises(CheckpointError, match="blur-classifier checkpoint"):
+        load_generator(cls_ckpt)
+    with pytest.raises(CheckpointError, match="is a GAN checkpoint"):
+        load_classifier(gan_ckpt)
+    bad = torch.load(gan_ckpt, weights_only=True)
+    bad["state_dict"] = {k: v for k, v in bad["state_dict"].items() if "final" not in k}
+    torch.save(bad, tmp_path / "bad.ckpt")
+    with pytest.raises(CheckpointError, match=r"missing 2 keys.*final"):
+        load_generator(tmp_path / "bad.ckpt", use_ema=False)
+    (tmp_path / "junk.ckpt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="Cannot read checkpoint"):
+        load_generator(tmp_path / "junk.ckpt")
+
+
+def test_load_classifier_restores_weights(cls_ckpt: Path) -> None:
+    from deblur.models.critics import BlurClassifierNet
+
+    torch.manual_seed(0)
+    ref = BlurClassifierNet(NLAYER_CFG).eval()
+    net = load_classifier(cls_ckpt)
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        assert torch.allclose(net(x), ref(x), atol=1e-6)
+    assert net.crop_size == 32
+
+
+# ----------------------------------------------------------------------------- inference
+
+
+def test_deblur_image_any_size_including_smaller_than_stride(gan_ckpt: Path) -> None:
+    model = load_generator(gan_ckpt)
+    for h, w in [(7, 5), (37, 45), (64, 96)]:
+        out = deblur_image(model, rgb(h, w), device="cpu")
+        assert out.shape == (h, w, 3) and out.dtype == np.uint8
+
+
+def test_tiled_equals_untiled_for_a_local_network() -> None:
+    model = LocalConv().eval()
+    img = rgb(100, 150, seed=3)
+    full = deblur_image(model, img, device="cpu")
+    tiled = deblur_image(model, img, tile=48, overlap=16, device="cpu")
+    assert tile_starts(150, 48, 16) == [0, 32, 64, 96, 102]
+    assert np.abs(full.astype(int) - tiled.astype(int)).max() <= 1  # float rounding at .5 only
+    x = torch.rand(1, 3, 70, 90) * 2 - 1
+    a = deblur_tensor(model, x, device="cpu")
+    b = deblur_tensor(model, x, tile=40, overlap=16, device="cpu")
+    assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_tiled_fpn_runs_and_tile_too_small_is_refused(gan_ckpt: Path) -> None:
+    model = load_generator(gan_ckpt)
+    out = deblur_image(model, rgb(90, 130), tile=64, overlap=16, device="cpu")
+    assert out.shape == (90, 130, 3)
+    with pytest.raises(ValueError, match="twice the overlap"):
+        deblur_image(model, rgb(90, 130), tile=40, overlap=32, device="cpu")
+
+
+def test_blend_ramps_of_neighbours_sum_to_one() -> None:
+    overlap = 16
+    a = blend_ramp(48, overlap, ramp_start=False, ramp_end=True)
+    b = blend_ramp(48, overlap, ramp_start=True, ramp_end=False)
+    assert torch.allclose(a[-overlap:] + b[:overlap], torch.ones(overlap))
+    assert a[-overlap // 4 :].sum() == 0 and a[0] == 1  # zero weight where padding is seen

@@ -1,0 +1,32 @@
+"""Run the real entry-point code (composed config -> managed_run -> fit) inside the test process."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import open_dict
+
+from deblur.config import compose
+from deblur.runs import managed_run
+
+
+def run(
+    config_name: str,
+    overrides: list[str],
+    run_dir: Path,
+    callbacks: list | None = None,
+) -> dict[str, Any]:
+    """Compose like ``python -m deblur.<entry> debug=smoke ...`` and run it in ``run_dir``."""
+    from deblur.systems.fit import fit_classifier, fit_gan
+
+    cfg = compose(config_name, ["debug=smoke", *overrides], return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    fit = fit_gan if config_name == "train" else fit_classifier
+    task = "gan" if config_name == "train" else "classifier"
+    return managed_run(
+        cfg, task, lambda d, rec: fit(cfg, d, rec, extra_callbacks=callbacks), run_dir=run_dir
+    )

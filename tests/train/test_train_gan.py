@@ -1,0 +1,141 @@
+"""GAN system: frozen/unfrozen D, classifier checkpoints, exact resume, NaN detection, run folder."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from helpers import run
+
+from deblur.systems.gan import NonFiniteLossError, linear_decay_factor
+
+
+def _state(path, prefix):
+    sd = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+    return {k[len(prefix) :]: v for k, v in sd.items() if k.startswith(prefix)}
+
+
+@pytest.fixture(scope="module")
+def classifier_ckpt(tmp_path_factory, cache_dir):
+    """A smoke-trained NLayer blur classifier, as stage 1 of the study leaves it."""
+    run_dir = tmp_path_factory.mktemp("clf")
+    rec = run("train_classifier", ["backbone=nlayer"], run_dir)
+    assert rec["status"] == "finished", rec.get("error")
+    return run_dir / "checkpoints" / "best.ckpt"
+
+
+def test_run_folder_layout_and_metrics(tmp_path, cache_dir):
+    rec = run("train", ["loss=ragan", "disc=double"], tmp_path)
+    assert rec["status"] == "finished"
+    assert (tmp_path / "checkpoints" / "best.ckpt").is_file()
+    assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
+    assert list((tmp_path / "tb").glob("events.out.tfevents.*"))
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    assert m["choices"]["loss"] == "ragan" and m["choices"]["disc"] == "double"
+    assert m["pretrained_weights"] is False and "RANDOM" in m["warning"]
+    assert math.isfinite(m["final"]["val/psnr"]) and 0 < m["final"]["val/ssim"] <= 1
+    assert m["iterations"] == 2 and m["images_per_s"] > 0
+    assert not (tmp_path.parent / "lightning_logs").exists()
+
+
+def test_frozen_discriminator_is_unchanged_and_generator_learns(tmp_path, classifier_ckpt):
+    rec = run(
+        "train",
+        ["disc=single", "loss=ragan", f"disc.checkpoint={classifier_ckpt}", "disc.frozen=true"],
+        tmp_path,
+    )
+    assert rec["status"] == "finished" and rec["disc_frozen"] and rec["disc_pretrained"]
+    clf = _state(classifier_ckpt, "net.")
+    after = _state(tmp_path / "checkpoints" / "last.ckpt", "discriminator.critics.single.")
+    assert clf.keys() == after.keys()
+    for k in clf:
+        assert torch.equal(clf[k], after[k]), k
+    # the generator did learn (its weights moved from their seeded initialisation)
+    pl.seed_everything(0)
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.create(torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["hyper_parameters"]["cfg"])
+    fresh = instantiate(cfg.gen).state_dict()
+    trained = _state(tmp_path / "checkpoints" / "last.ckpt", "generator.")
+    assert any(not torch.equal(fresh[k], trained[k]) for k in fresh if fresh[k].is_floating_point())
+
+
+def test_unfrozen_pretrained_discriminator_changes(tmp_path, classifier_ckpt):
+    rec = run(
+        "train",
+        ["disc=single", "loss=ragan", f"disc.checkpoint={classifier_ckpt}", "disc.frozen=false"],
+        tmp_path,
+    )
+    assert rec["status"] == "finished"
+    clf = _state(classifier_ckpt, "net.")
+    after = _state(tmp_path / "checkpoints" / "last.ckpt", "discriminator.critics.single.")
+    assert any(not torch.equal(clf[k], after[k]) for k in clf if clf[k].is_floating_point())
+
+
+def test_classifier_checkpoint_of_other_backbone_fails_naming_both(tmp_path, classifier_ckpt):
+    with pytest.raises(Exception) as err:
+        run(
+            "train",
+            ["disc=single", "backbone=mobilenetv3_large", f"disc.checkpoint={classifier_ckpt}"],
+            tmp_path,
+        )
+    msg = str(err.value)
+    assert "nlayer" in msg and "mobilenetv3" in msg
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    assert m["status"] == "failed" and "nlayer" in m["error"]["message"]
+
+
+def test_missing_classifier_checkpoint_file(tmp_path, cache_dir):
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        run("train", ["disc.checkpoint=/nonexistent/best.ckpt"], tmp_path)
+
+
+def test_frozen_without_checkpoint_is_refused(tmp_path, cache_dir):
+    with pytest.raises(ValueError, match="disc.checkpoint"):
+        run("train", ["disc.frozen=true"], tmp_path)
+
+
+class _StopAfterEpoch(pl.Callback):
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if trainer.current_epoch + 1 >= self.epoch:
+            trainer.should_stop = True
+
+
+def test_exact_resume_matches_uninterrupted_run(tmp_path, cache_dir):
+    over = ["loss=ragan_ls", "disc=double", "trainer.max_epochs=2", "model.ema_decay=0.9"]
+    full = run("train", over, tmp_path / "full")
+    assert full["status"] == "finished"
+    part = run("train", over, tmp_path / "part", callbacks=[_StopAfterEpoch(1)])
+    assert part["iterations"] == 2
+    resumed = run(
+        "train",
+        [*over, f"ckpt_path={tmp_path / 'part' / 'checkpoints' / 'last.ckpt'}"],
+        tmp_path / "part",
+    )
+    assert resumed["iterations"] == full["iterations"] == 4
+    a = _state(tmp_path / "full" / "checkpoints" / "last.ckpt", "generator.")
+    b = _state(tmp_path / "part" / "checkpoints" / "last.ckpt", "generator.")
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-6), k
+    assert resumed["final"]["val/psnr"] == pytest.approx(full["final"]["val/psnr"], abs=1e-4)
+
+
+def test_non_finite_loss_stops_with_iteration_and_term(tmp_path, cache_dir):
+    with pytest.raises(NonFiniteLossError, match=r"iteration 1 .*term\(s\) d"):
+        run("train", ["loss=gan", "disc=patch", "optim.lr_d=nan", "optim.lr_g=nan"], tmp_path)
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    assert m["status"] == "failed" and m["error"]["type"] == "NonFiniteLossError"
+
+
+def test_linear_decay_schedule():
+    assert linear_decay_factor(0, 100, 0.5, 0.0) == 1.0
+    assert linear_decay_factor(49, 100, 0.5, 0.0) == 1.0
+    assert linear_decay_factor(75, 100, 0.5, 0.0) == pytest.approx(0.5)
+    assert linear_decay_factor(100, 100, 0.5, 0.01) == pytest.approx(0.01)
