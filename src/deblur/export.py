@@ -107,7 +107,9 @@ def run_exported(path: str | Path, x: Tensor) -> Tensor:
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         name = session.get_inputs()[0].name
         return torch.from_numpy(session.run(None, {name: x.numpy()})[0])
-    module = torch.jit.load(str(path), map_location="cpu")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # TorchScript is deprecated, still works
+        module = torch.jit.load(str(path), map_location="cpu")
     with torch.no_grad():
         return module(x)
 

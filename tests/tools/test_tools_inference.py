@@ -53,9 +53,15 @@ def make_fpn(seed: int = 0) -> nn.Module:
 
 
 @pytest.fixture(scope="module")
-def gan_ckpt(tmp_path_factory) -> Path:
+def nets() -> tuple[nn.Module, nn.Module]:
+    """(generator, EMA generator) with different random weights."""
+    return make_fpn(0), make_fpn(1)
+
+
+@pytest.fixture(scope="module")
+def gan_ckpt(tmp_path_factory, nets) -> Path:
     path = tmp_path_factory.mktemp("ckpt") / "gan.ckpt"
-    return save_generator_checkpoint(path, make_fpn(0), FPN_CFG, ema_generator=make_fpn(1))
+    return save_generator_checkpoint(path, nets[0], FPN_CFG, ema_generator=nets[1])
 
 
 @pytest.fixture(scope="module")
@@ -109,15 +115,16 @@ def test_pad_tiny_images_mirrors_repeatedly() -> None:
 # ----------------------------------------------------------------------------- checkpoints
 
 
-def test_load_generator_prefers_ema_and_reproduces_outputs(gan_ckpt: Path) -> None:
+def test_load_generator_prefers_ema_and_reproduces_outputs(gan_ckpt: Path, nets) -> None:
     x = torch.rand(1, 3, 64, 64) * 2 - 1
+    loaded = load_generator(gan_ckpt)
+    assert not loaded.training and not any(p.requires_grad for p in loaded.parameters())
     with torch.no_grad():
-        ema = load_generator(gan_ckpt)(x)
+        ema = loaded(x)
         raw = load_generator(gan_ckpt, use_ema=False)(x)
-        assert torch.allclose(ema, make_fpn(1)(x), atol=1e-6)
-        assert torch.allclose(raw, make_fpn(0)(x), atol=1e-6)
+        assert torch.allclose(ema, nets[1](x), atol=1e-6)
+        assert torch.allclose(raw, nets[0](x), atol=1e-6)
     assert not torch.allclose(ema, raw)
-    assert not load_generator(gan_ckpt).training
 
 
 def test_checkpoint_errors_are_clear(tmp_path: Path, gan_ckpt: Path, cls_ckpt: Path) -> None:
@@ -152,8 +159,8 @@ def test_load_classifier_restores_weights(cls_ckpt: Path) -> None:
 # ----------------------------------------------------------------------------- inference
 
 
-def test_deblur_image_any_size_including_smaller_than_stride(gan_ckpt: Path) -> None:
-    model = load_generator(gan_ckpt)
+def test_deblur_image_any_size_including_smaller_than_stride(nets) -> None:
+    model = nets[0]
     for h, w in [(7, 5), (37, 45), (64, 96)]:
         out = deblur_image(model, rgb(h, w), device="cpu")
         assert out.shape == (h, w, 3) and out.dtype == np.uint8
@@ -172,8 +179,8 @@ def test_tiled_equals_untiled_for_a_local_network() -> None:
     assert torch.allclose(a, b, atol=1e-5)
 
 
-def test_tiled_fpn_runs_and_tile_too_small_is_refused(gan_ckpt: Path) -> None:
-    model = load_generator(gan_ckpt)
+def test_tiled_fpn_runs_and_tile_too_small_is_refused(nets) -> None:
+    model = nets[0]
     out = deblur_image(model, rgb(90, 130), tile=64, overlap=16, device="cpu")
     assert out.shape == (90, 130, 3)
     with pytest.raises(ValueError, match="twice the overlap"):

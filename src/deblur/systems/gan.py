@@ -33,6 +33,38 @@ def _as_list(x: Tensor | list[Tensor] | tuple[Tensor, ...]) -> list[Tensor]:
     return list(x) if isinstance(x, (list, tuple)) else [x]
 
 
+def rng_state() -> dict[str, Any]:
+    """Global RNG states as plain containers (loadable with ``weights_only=True``)."""
+    import random
+
+    import numpy as np
+
+    np_state = np.random.get_state()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
+        "python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` saved (exact resume)."""
+    import random
+
+    import numpy as np
+
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state((n[0], np.asarray(n[1], dtype=np.uint32), *n[2:]))
+    p = state["python"]
+    random.setstate((p[0], tuple(p[1]), p[2]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
 def linear_decay_factor(iteration: int, total: int, decay_start: float, min_factor: float) -> float:
     """DeblurGAN-v2 schedule: constant until ``decay_start * total``, then linear to ``min_factor``."""
     if total <= 0:
@@ -98,6 +130,11 @@ class GANSystem(pl.LightningModule):
         sd = checkpoint["state_dict"]
         for k in [k for k in sd if k.startswith(self._FIXED_PREFIX)]:
             del sd[k]
+        checkpoint["deblur_rng"] = rng_state()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if "deblur_rng" in checkpoint:
+            set_rng_state(checkpoint["deblur_rng"])
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         """Strict loading, except for the fixed VGG19 weights that checkpoints leave out."""
@@ -174,8 +211,7 @@ class GANSystem(pl.LightningModule):
     def _d_loss(self, real: Tensor, fake: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         real_out = _as_list(self.discriminator(real))
         fake_out = _as_list(self.discriminator(fake))
-        losses = [self.adv_loss.d_loss(r, f) for r, f in zip(real_out, fake_out)]
-        loss = torch.stack(losses).mean()
+        loss = self.adv_loss.d_loss(real_out, fake_out)  # lists: mean over the heads
         if hasattr(self.adv_loss, "gradient_penalty"):
             gps = [
                 self.adv_loss.gradient_penalty(critic, real, fake)
@@ -190,7 +226,7 @@ class GANSystem(pl.LightningModule):
         with torch.no_grad():
             real_out = [r.detach() for r in _as_list(self.discriminator(real))]
         fake_out = _as_list(self.discriminator(fake))
-        return torch.stack([self.adv_loss.g_loss(r, f) for r, f in zip(real_out, fake_out)]).mean()
+        return self.adv_loss.g_loss(real_out, fake_out)  # lists: mean over the heads
 
     def _check_finite(self, terms: dict[str, Tensor]) -> None:
         it = int(self.iteration)

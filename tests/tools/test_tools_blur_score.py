@@ -1,0 +1,73 @@
+"""python -m deblur.blur_score: a 0..1 blur score per image to CSV, unreadable files reported."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from deblur.blur_score import blur_score, run_blur_score
+from deblur.config import compose
+from deblur.data.io import to_tensor, write_image
+from deblur.inference import load_classifier, save_classifier_checkpoint
+from deblur.models.critics import BlurClassifierNet
+
+NLAYER_CFG = {
+    "name": "nlayer",
+    "kind": "nlayer",
+    "ndf": 8,
+    "n_layers": 3,
+    "patch_layers": 2,
+    "norm": "instance",
+    "patch_head_channels": 16,
+    "pretrained": False,
+    "weights_path": None,
+}
+
+
+@pytest.fixture(scope="module")
+def cls_ckpt(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    net = BlurClassifierNet(NLAYER_CFG)
+    return save_classifier_checkpoint(tmp_path_factory.mktemp("c") / "cls.ckpt", net, NLAYER_CFG, 32)
+
+
+def rgb(h: int, w: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def test_score_is_sigmoid_of_the_logit_and_tiles_average_logits(cls_ckpt: Path) -> None:
+    net = load_classifier(cls_ckpt)
+    img = rgb(32, 64, 0)
+    with torch.no_grad():
+        whole = torch.sigmoid(net(to_tensor(img)[None])).item()
+        left = net(to_tensor(img[:, :32])[None]).item()
+        right = net(to_tensor(img[:, 32:])[None]).item()
+    assert blur_score(net, img, tile=None, device="cpu") == pytest.approx(whole, abs=1e-6)
+    tiled = torch.sigmoid(torch.tensor((left + right) / 2)).item()
+    assert blur_score(net, img, tile=32, device="cpu") == pytest.approx(tiled, abs=1e-6)
+    assert 0.0 < blur_score(net, rgb(5, 7, 1), tile=32, device="cpu") < 1.0  # tiny image
+
+
+def test_csv_sorted_with_unreadable_files_reported(cls_ckpt: Path, tmp_path: Path, capsys) -> None:
+    folder = tmp_path / "photos"
+    for i in range(3):
+        write_image(folder / f"p{i}.png", rgb(40, 48, i))
+    (folder / "readme.md").write_text("#")
+    (folder / "bad.jpg").write_bytes(b"\xff\xd8\xff\xe0garbage")
+    out = tmp_path / "scores.csv"
+    summary = run_blur_score(
+        compose("blur_score", [f"ckpt={cls_ckpt}", f"input={folder}", f"output={out}", "progress=false"])
+    )
+    assert len(summary.scores) == 3
+    assert {p.name for p, _ in summary.failed} == {"readme.md", "bad.jpg"}
+    rows = list(csv.DictReader(out.open()))
+    assert [r.keys() for r in rows][0] == {"path", "score"}
+    scores = [float(r["score"]) for r in rows]
+    assert scores == sorted(scores, reverse=True) and all(0 <= s <= 1 for s in scores)
+    assert {Path(r["path"]).name for r in rows} == {"p0.png", "p1.png", "p2.png"}
+    printed = capsys.readouterr().out
+    assert "scored 3 image(s); 2 file(s) not scored" in printed and "bad.jpg" in printed

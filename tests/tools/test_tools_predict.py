@@ -1,0 +1,117 @@
+"""python -m deblur.predict: folders with junk, tiny images, side-by-side, videos, exit codes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from hydra.utils import instantiate
+
+from deblur.config import compose
+from deblur.data.io import read_image, write_image
+from deblur.inference import save_generator_checkpoint
+from deblur.predict import run_predict
+
+ROOT = Path(__file__).resolve().parents[2]
+FPN_CFG = {
+    "_target_": "deblur.models.fpn.FPNGenerator",
+    "backbone": "mobilenetv2_100",
+    "fpn_channels": 16,
+    "head_channels": 8,
+    "norm": "instance",
+    "pretrained": False,
+    "weights_path": None,
+}
+
+
+@pytest.fixture(scope="module")
+def gan_ckpt(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    net = instantiate(FPN_CFG)
+    return save_generator_checkpoint(tmp_path_factory.mktemp("ckpt") / "gan.ckpt", net, FPN_CFG)
+
+
+def rgb(h: int, w: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+@pytest.fixture()
+def messy_folder(tmp_path: Path) -> Path:
+    """Two good images (one 7x5, smaller than the stride), a text file and a corrupt PNG."""
+    folder = tmp_path / "in"
+    write_image(folder / "photo.png", rgb(40, 56))
+    write_image(folder / "tiny.png", rgb(7, 5, seed=1))
+    (folder / "notes.txt").write_text("not an image")
+    good = (folder / "photo.png").read_bytes()
+    (folder / "broken.png").write_bytes(good[: len(good) // 2])  # truncated PNG
+    return folder
+
+
+def cfg_for(ckpt: Path, inp: Path | str, out: Path, *extra: str):
+    return compose("predict", [f"ckpt={ckpt}", f"input={inp}", f"output={out}", "progress=false", *extra])
+
+
+def test_folder_with_junk_is_reported_not_skipped(gan_ckpt, messy_folder, tmp_path, capsys) -> None:
+    out = tmp_path / "out"
+    summary = run_predict(cfg_for(gan_ckpt, messy_folder, out, "device=cpu"))
+    assert summary.images == 2
+    assert {p.name for p, _ in summary.failed} == {"notes.txt", "broken.png"}
+    reasons = dict((p.name, why) for p, why in summary.failed)
+    assert "not an image" in reasons["notes.txt"] and "truncated" in reasons["broken.png"]
+    assert read_image(out / "photo.png").shape == (40, 56, 3)
+    assert read_image(out / "tiny.png").shape == (7, 5, 3)
+    printed = capsys.readouterr().out
+    assert "processed 2 image(s)" in printed and "notes.txt" in printed and "broken.png" in printed
+
+
+def test_side_by_side_tiles_and_glob(gan_ckpt, messy_folder, tmp_path) -> None:
+    out = tmp_path / "sbs"
+    summary = run_predict(
+        cfg_for(gan_ckpt, f"{messy_folder}/p*.png", out, "side_by_side=true", "tile=32", "overlap=8")
+    )
+    assert summary.images == 1 and not summary.failed
+    pair = read_image(out / "photo.png")
+    assert pair.shape == (40, 112, 3)
+    assert np.array_equal(pair[:, :56], read_image(messy_folder / "photo.png"))
+
+
+def test_video_to_mp4_and_to_frames(gan_ckpt, tmp_path) -> None:
+    src = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(src), cv2.VideoWriter_fourcc(*"MJPG"), 10, (48, 32))
+    for i in range(3):
+        writer.write(rgb(32, 48, seed=i))
+    writer.release()
+    summary = run_predict(cfg_for(gan_ckpt, src, tmp_path / "v"))
+    assert summary.videos == 1 and summary.frames == 3
+    cap = cv2.VideoCapture(str(tmp_path / "v" / "clip_deblurred.mp4"))
+    frames = 0
+    while cap.read()[0]:
+        frames += 1
+    assert frames == 3
+    summary = run_predict(cfg_for(gan_ckpt, src, tmp_path / "f", "video_as_frames=true"))
+    assert sorted(p.name for p in (tmp_path / "f" / "clip").iterdir()) == [
+        "frame_000000.png",
+        "frame_000001.png",
+        "frame_000002.png",
+    ]
+
+
+def test_cli_exit_codes(gan_ckpt, tmp_path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    junk = tmp_path / "junk"
+    junk.mkdir()
+    (junk / "a.txt").write_text("x")
+    bad = subprocess.run(
+        [sys.executable, "-m", "deblur.predict", f"ckpt={gan_ckpt}", f"input={junk}",
+         f"output={tmp_path / 'o'}", "progress=false"],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300,
+    )
+    assert bad.returncode == 1, bad.stderr
+    assert "a.txt" in bad.stdout and "nothing could be processed" in bad.stderr
+    assert not (tmp_path / "outputs").exists()  # no Hydra run folder in the working directory
