@@ -82,7 +82,15 @@ SWITCHES: dict[str, dict[str, Any]] = {
     "cudnn_benchmark": {"cudnn_benchmark": True},
     "compile": {"compile": True},
 }
-MATRIX_DEFAULT = ["baseline", "bf16", "channels_last", "fused", "no_health_check", "cudnn_benchmark", "all"]
+MATRIX_DEFAULT = [
+    "baseline",
+    "bf16",
+    "channels_last",
+    "fused",
+    "no_health_check",
+    "cudnn_benchmark",
+    "all",
+]
 
 
 def matrix_variant(name: str) -> Variant:
@@ -362,17 +370,45 @@ def gan_config(variant: Variant, crop: int, batch: int, extra: list[str]) -> dic
     return to_container(compose("train", overrides))
 
 
-def bench_gan(variant: Variant, batch: int, crop: int, device: torch.device, args) -> Row:
-    """Time ``GANSystem.training_step`` (the real one) at ``batch`` x ``crop``^2."""
-    from deblur.systems.gan import GANSystem
+# FLOPs per image of (step, batch, crop), counted once: a compiled variant reuses its eager count.
+_FLOPS: dict[tuple[str, int, int], tuple[float, str]] = {}
 
+
+def measure_step(
+    step: str,
+    build: Callable[[], pl.LightningModule],
+    data: dict[str, Tensor],
+    variant: Variant,
+    device: torch.device,
+    args: argparse.Namespace,
+) -> Row:
+    """Build a fresh system, fit it on ``data`` for warm-up + timed batches, return its Row.
+
+    FLOPs: counted on the first warm-up batch; if the counter breaks the step, the run is
+    repeated uncounted and forward FLOPs x 3 stand in (labelled "fwd x3")."""
+    batch = next(iter(data.values())).shape[0]
+    crop = next(iter(data.values())).shape[-1]
+    key = (step, batch, crop)
+    count = not variant.compile and key not in _FLOPS
     torch.manual_seed(0)
     with quiet():
-        system = GANSystem(gan_config(variant, crop, batch, args.override))
-        data = random_batch(batch, crop, device, ("blur", "sharp"))
-        timer = fit_timed(system, data, variant, device, args.warmup, args.iters)
+        system = build()
+        try:
+            timer = fit_timed(system, data, variant, device, args.warmup, args.iters, count)
+        except Exception:  # noqa: BLE001 - only when counting: retry without the counter
+            if not count:
+                raise
+            count = False
+            system = build()
+            timer = fit_timed(system, data, variant, device, args.warmup, args.iters, False)
+    if timer.flops:
+        _FLOPS[key] = (timer.flops / batch, "counted")
+    elif key not in _FLOPS and not variant.compile:
+        fwd = forward_flops(system, data)
+        _FLOPS[key] = (3 * fwd / batch, "fwd x3") if fwd else (float("nan"), "n/a")
+    flops, method = _FLOPS.get(key, (float("nan"), "n/a"))
     row = Row(
-        "GAN train step",
+        step,
         variant.name,
         batch,
         f"{crop}x{crop}",
@@ -380,10 +416,20 @@ def bench_gan(variant: Variant, batch: int, crop: int, device: torch.device, arg
         timer.times,
         timer.last_end - timer.first_timed,
         timer.memory.mib(),
+        flops,
+        method,
     )
-    row.flops_per_image, row.flops_method = flops_per_image(timer, system, data, batch, "gan")
-    del system, data
+    del system
     return row
+
+
+def bench_gan(variant: Variant, batch: int, crop: int, device: torch.device, args) -> Row:
+    """Time ``GANSystem.training_step`` (the real one) at ``batch`` x ``crop``^2."""
+    from deblur.systems.gan import GANSystem
+
+    cfg = gan_config(variant, crop, batch, args.override)
+    data = random_batch(batch, crop, device, ("blur", "sharp"))
+    return measure_step("GAN train step", lambda: GANSystem(cfg), data, variant, device, args)
 
 
 def classifier_config(variant: Variant, crop: int, batch: int, extra: list[str]) -> dict:
@@ -402,52 +448,31 @@ def bench_classifier(variant: Variant, batch: int, crop: int, device: torch.devi
     """Time ``ClassifierSystem.training_step`` (BCE on the NLayer single critic)."""
     from deblur.systems.classifier import ClassifierSystem
 
-    torch.manual_seed(0)
-    with quiet():
-        system = ClassifierSystem(classifier_config(variant, crop, batch, args.classifier_override))
-        data = random_batch(batch, crop, device, ("image",))
-        data["label"] = (torch.arange(batch) % 2).float().to(device)
-        timer = fit_timed(system, data, variant, device, args.warmup, args.iters)
-    row = Row(
-        "classifier train step",
-        variant.name,
-        batch,
-        f"{crop}x{crop}",
-        variant.precision,
-        timer.times,
-        timer.last_end - timer.first_timed,
-        timer.memory.mib(),
+    cfg = classifier_config(variant, crop, batch, args.classifier_override)
+    data = random_batch(batch, crop, device, ("image",))
+    data["label"] = (torch.arange(batch) % 2).float().to(device)
+    return measure_step(
+        "classifier train step", lambda: ClassifierSystem(cfg), data, variant, device, args
     )
-    row.flops_per_image, row.flops_method = flops_per_image(timer, system, data, batch, "clf")
-    del system, data
-    return row
 
 
-def flops_per_image(timer: StepTimer, system, data, batch: int, kind: str) -> tuple[float, str]:
-    """Counted FLOPs of the real step per image, else forward FLOPs x 3 (labelled)."""
-    if timer.flops:
-        return timer.flops / batch, "counted"
-    fwd = forward_flops(system, data, kind)
-    return (3 * fwd / batch, "fwd x3") if fwd else (float("nan"), "n/a")
-
-
-def forward_flops(system, data: dict[str, Tensor], kind: str) -> int:
-    """FLOPs of the step's forward passes (G, D on real and fake twice, VGG on both) in no_grad."""
+def forward_flops(system: pl.LightningModule, data: dict[str, Tensor]) -> int:
+    """FLOPs of the step's forward passes in no_grad: the classifier's net, or G once, D on
+    real and fake in the D step and the G step, and the content loss."""
+    system = system.to(next(iter(data.values())).device)
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        if kind == "clf":
+        if "image" in data:
             system(data["image"])
         else:
             fake = system.generator(data["blur"])
-            for _ in range(2):  # D step and G step
+            for _ in range(2):
                 system.discriminator(data["sharp"])
                 system.discriminator(fake)
             system.content_loss(fake, data["sharp"])
     return int(counter.get_total_flops())
 
 
-def bench_inference(
-    variant: Variant, width: int, height: int, device: torch.device, args
-) -> Row:
+def bench_inference(variant: Variant, width: int, height: int, device: torch.device, args) -> Row:
     """Generator inference (eval, no_grad) on one ``width x height`` image."""
     from hydra.utils import instantiate
 
@@ -547,7 +572,11 @@ def report(
     """The Markdown block (header lines + table) appended under SECTION."""
     when = dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     label = "CPU" if device.type == "cpu" else "GPU"
-    cores = f", {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
+    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
+    cores = (
+        f", {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, load average "
+        f"{load} at the end (other processes share these cores)"
+    )
     mode = " — smoke mode (tiny sizes: checks the harness, not a measurement)" if args.smoke else ""
     lines = [
         f"### {label}: {device_name(device)} ({when}){mode}",
@@ -559,6 +588,11 @@ def report(
         "median (p10-p90) per-iteration time; 'wall' = all timed images / their wall time",
         "- GFLOP/img: FlopCounterMode on the first (warm-up) iteration of the real step "
         "(forward + backward of G, both critics and VGG19 conv3_3; matmul/conv only)",
+        *(
+            ["- on a CPU, fused Adam and cudnn.benchmark are no-ops (GANSystem fuses on CUDA only)"]
+            if device.type == "cpu"
+            else []
+        ),
         f"- command: `{command}`",
         "",
         TABLE_HEAD,
@@ -696,9 +730,18 @@ def variants_of(args) -> list[Variant]:
 
 def run(args: argparse.Namespace, log: Callable[[str], None] = print) -> tuple[list[Row], str]:
     """Measure every requested step and variant; return the rows and the Markdown block."""
+    threads = torch.get_num_threads()
     if args.threads:
         torch.set_num_threads(args.threads)
+    try:
+        return _run(args, log)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(args: argparse.Namespace, log: Callable[[str], None]) -> tuple[list[Row], str]:
     device = resolve(args.device)
+    _FLOPS.clear()
     peak = matmul_peak(device, args.matmul_n or (8192 if device.type == "cuda" else 2048))
     log(f"# {device_name(device)}: {flops_rate(peak[0])} ({peak[1]}); {versions()}")
     log(TABLE_HEAD)
@@ -730,7 +773,7 @@ def run(args: argparse.Namespace, log: Callable[[str], None] = print) -> tuple[l
                 add(bench_classifier(v, batch, args.crop, device, args))
         if "inference" in args.steps:
             add(bench_inference(v, *args.infer_size, device, args))
-    command = "python benchmarks/train_throughput.py " + " ".join(args.argv)
+    command = "python benchmarks/train_throughput.py " + " ".join(getattr(args, "argv", []))
     return rows, report(rows, device, peak, args, command.strip())
 
 

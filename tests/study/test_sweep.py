@@ -55,8 +55,13 @@ def test_twelve_cell_sweep_writes_twelve_finished_runs(grid):
 def test_table_4_1_is_complete(grid, tmp_path):
     proc = _cli("deblur.tables", str(grid), "--out", str(tmp_path), runs=grid.parent)
     text = (tmp_path / "tables.md").read_text()
-    assert "missing" not in text.split("Table 4.2")[0]
-    assert proc.stdout.strip()
+    section = text.split("Table 4.1", 1)[1].split("Table 4.2")[0]
+    rows = [line for line in section.splitlines() if line.startswith("| ")]
+    for loss in LOSSES:
+        row = next(r for r in rows if r.split("|")[1].strip() == loss)
+        assert "missing" not in row and "failed" not in row, row
+        assert row.count("(n=1)") + row.count("n=1") >= 3, row
+    assert "Table 4.1" in proc.stdout
     assert (tmp_path / "table4_1.csv").is_file()
 
 

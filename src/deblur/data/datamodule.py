@@ -24,6 +24,7 @@ from deblur.data.datasets import ClassificationDataset, ImageCache, PairedDatase
 from deblur.data.embedded import ensure_embedded
 from deblur.data.io import DataError
 from deblur.data.pairs import Pair, read_layout, split_by_group, subsample
+from deblur.data.sampling import EpochSeededSampler
 from deblur.data.transforms import build_train_transform
 
 log = logging.getLogger(__name__)
@@ -231,12 +232,12 @@ class DeblurDataModule(pl.LightningDataModule):
         workers = self.num_workers
         kwargs: dict[str, Any] = {
             "batch_size": batch_size,
-            "shuffle": shuffle,
+            # (index, augmentation seed) pairs fixed by (seed, epoch): reproducible and resumable
+            "sampler": EpochSeededSampler(len(ds), seed=self.seed, shuffle=shuffle),
             "num_workers": workers,
             "pin_memory": self.pin_memory,
             "worker_init_fn": worker_init_fn,
             "persistent_workers": self.persistent_workers and workers > 0,
-            "generator": torch.Generator().manual_seed(self.seed),
         }
         if workers > 0 and self.multiprocessing_context:
             kwargs["multiprocessing_context"] = self.multiprocessing_context

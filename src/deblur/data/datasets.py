@@ -15,6 +15,7 @@ from torch.utils.data import Dataset
 
 from deblur.data.io import DataError, read_image, read_kernel, to_tensor
 from deblur.data.pairs import Pair
+from deblur.data.sampling import split_index
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +117,10 @@ class PairedDataset(Dataset):
             )
         return blur, sharp
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def __getitem__(self, index: int | tuple[int, int]) -> dict[str, Any]:
+        index, sample_seed = split_index(index)
+        if sample_seed is not None:
+            _reseed(self.transform, sample_seed)
         pair = self.pairs[index]
         blur, sharp = self.load(index)
         if self.transform is not None:
@@ -156,7 +160,10 @@ class ClassificationDataset(Dataset):
         """Reseed the augmentation (called per DataLoader worker)."""
         _reseed(self.transform, seed)
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def __getitem__(self, index: int | tuple[int, int]) -> dict[str, Any]:
+        index, sample_seed = split_index(index)
+        if sample_seed is not None:
+            _reseed(self.transform, sample_seed)
         pair = self.pairs[index // 2]
         is_blur = index % 2 == 0
         path = pair.blur if is_blur else pair.sharp
