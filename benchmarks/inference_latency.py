@@ -57,6 +57,17 @@ def time_model(
     return times
 
 
+def cpu_name() -> str:
+    """The CPU model (``/proc/cpuinfo`` on Linux), else what ``platform`` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--gen", default="fpn_mobilenetv2", help="conf/gen option")
@@ -65,7 +76,12 @@ def main() -> None:
     p.add_argument("--width", type=int, default=1280)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--runs", type=int, default=10)
-    p.add_argument("--precisions", default="fp32,bf16", help="comma list of fp32,bf16")
+    p.add_argument(
+        "--precisions",
+        default="auto",
+        help="comma list of fp32,bf16; auto = fp32,bf16 on CUDA, fp32 on CPU (CPUs without "
+        "AVX512-BF16/AMX emulate bf16: ~35x slower here)",
+    )
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
     args = p.parse_args()
     if args.threads:
@@ -74,15 +90,19 @@ def main() -> None:
     model = PadCrop(build(args.gen)).to(dev).eval()
     params = sum(q.numel() for q in model.parameters()) / 1e6
     x = torch.rand(1, 3, args.height, args.width, device=dev) * 2 - 1
-    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or "cpu"
+    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else cpu_name()
     print(
         f"# {args.gen} ({params:.2f} M params), {args.width}x{args.height}, device {dev} ({name}), "
         f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, "
-        f"warm-up {args.warmup}, median of {args.runs}"
+        f"warm-up {args.warmup}, median of {args.runs}",
+        flush=True,
     )
     print("| model | device | precision | image | median ms | min ms | max ms | torch |")
     print("|---|---|---|---|---|---|---|---|")
-    for prec in [s.strip() for s in args.precisions.split(",") if s.strip()]:
+    precisions = args.precisions
+    if precisions == "auto":
+        precisions = "fp32,bf16" if dev.type == "cuda" else "fp32"
+    for prec in [s.strip() for s in precisions.split(",") if s.strip()]:
         try:
             t = time_model(model, x, prec == "bf16", args.warmup, args.runs)
         except RuntimeError as err:  # e.g. bf16 unsupported on this device

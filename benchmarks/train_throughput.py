@@ -480,6 +480,7 @@ def bench_inference(variant: Variant, width: int, height: int, device: torch.dev
     with quiet():
         cfg = compose("train", [*REFERENCE, "pretrained=false"])
         gen = instantiate(cfg.gen).to(device).eval()
+    torch.backends.cudnn.benchmark = variant.cudnn_benchmark  # not left over from a Trainer
     fmt = torch.channels_last if variant.channels_last else torch.contiguous_format
     gen = gen.to(memory_format=fmt)
     x = (torch.rand(1, 3, height, width, device=device) * 2 - 1).contiguous(memory_format=fmt)
@@ -516,7 +517,7 @@ def bench_inference(variant: Variant, width: int, height: int, device: torch.dev
         wall,
         memory.mib(),
         float(flops),
-        "counted (fwd)",
+        "counted",
     )
 
 
@@ -571,10 +572,10 @@ def report(
 ) -> str:
     """The Markdown block (header lines + table) appended under SECTION."""
     when = dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
-    label = "CPU" if device.type == "cpu" else "GPU"
+    label = f"CPU ({os.cpu_count()}-core machine)" if device.type == "cpu" else "GPU"
     load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
     cores = (
-        f", {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, load average "
+        f", {os.cpu_count()} cores, torch threads: {torch.get_num_threads()}, load average "
         f"{load} at the end (other processes share these cores)"
     )
     mode = " — smoke mode (tiny sizes: checks the harness, not a measurement)" if args.smoke else ""
@@ -587,7 +588,8 @@ def report(
         f"- {args.warmup} warm-up + {args.iters} timed iterations per row; images/s from the "
         "median (p10-p90) per-iteration time; 'wall' = all timed images / their wall time",
         "- GFLOP/img: FlopCounterMode on the first (warm-up) iteration of the real step "
-        "(forward + backward of G, both critics and VGG19 conv3_3; matmul/conv only)",
+        "(forward + backward of G, both critics and VGG19 conv3_3; matmul/conv only); inference "
+        "rows: the generator's forward",
         *(
             ["- on a CPU, fused Adam and cudnn.benchmark are no-ops (GANSystem fuses on CUDA only)"]
             if device.type == "cpu"
@@ -653,7 +655,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--iters", type=int, help="timed iterations per row (default 100, smoke 2)")
     p.add_argument("--warmup", type=int, help="untimed iterations first (default 20, smoke 1)")
     p.add_argument("--infer-size", type=int, nargs=2, metavar=("W", "H"), help="default 1280 720")
-    p.add_argument("--matmul-n", type=int, help="side of the peak-FLOP/s matmul (default 8192)")
+    p.add_argument(
+        "--matmul-n", type=int, help="side of the peak-FLOP/s matmul (default 8192 GPU, 2048 CPU)"
+    )
     g = p.add_argument_group("switches (one configuration; --matrix measures them one at a time)")
     g.add_argument("--precision", default="32-true", choices=PRECISIONS)
     g.add_argument("--channels-last", action="store_true")

@@ -43,7 +43,9 @@ def matlab3d_reference(a: np.ndarray, b: np.ndarray) -> float:
     mx, my = f(x), f(y)
     vx, vy, cxy = f(x * x) - mx**2, f(y * y) - my**2, f(x * y) - mx * my
     c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
-    return float((((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2))).mean())
+    return float(
+        (((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2))).mean()
+    )
 
 
 def image_pairs() -> list[tuple[np.ndarray, np.ndarray]]:
@@ -117,3 +119,14 @@ def test_accepts_unbatched_and_rejects_bad_shapes() -> None:
         psnr(torch.zeros(1, 3, 16, 16), torch.zeros(1, 3, 16, 15))
     with pytest.raises(ValueError, match="smaller than the 11x11"):
         ssim(torch.zeros(1, 3, 10, 40), torch.zeros(1, 3, 10, 40))
+
+
+@pytest.mark.parametrize("valid", [True, False])
+def test_gpu_filter_path_equals_cpu_path(valid: bool) -> None:
+    from deblur.metrics import _gaussian_filter
+
+    z = torch.rand(2, 15, 23, 31) * 255 - 128
+    cpu = _gaussian_filter(z, valid, use_cv2=True)
+    conv = _gaussian_filter(z, valid, use_cv2=False)  # the grouped-convolution path used on GPUs
+    assert cpu.shape == conv.shape == ((2, 15, 13, 21) if valid else (2, 15, 23, 31))
+    assert torch.allclose(cpu, conv, atol=1e-3)

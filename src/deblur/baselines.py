@@ -65,7 +65,9 @@ def _require_kernel(kernel, method: str, name: str = "") -> np.ndarray:
 
 def _to_float(image: np.ndarray) -> np.ndarray:
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError(f"Baselines take H x W x 3 uint8 RGB images, got {image.dtype} {image.shape}.")
+        raise ValueError(
+            f"Baselines take H x W x 3 uint8 RGB images, got {image.dtype} {image.shape}."
+        )
     return image.astype(np.float64) / 255.0
 
 

@@ -55,12 +55,26 @@ def _slug_value(key: str, value: str) -> str:
     return value.replace("/", "_").replace("\\", "_").strip("_.") or "_"
 
 
-def eval_slug(override_dirname: str) -> str:
-    """Run-folder name ``<method>/<other overrides>`` from Hydra's override_dirname."""
-    items = [s for s in override_dirname.split(",") if s] if override_dirname else []
+SLUG_EXCLUDE = ("overwrite", "runs_dir", "sweep_name", "device", "save_images", "progress")
+
+
+def eval_slug(overrides: str | Sequence[str]) -> str:
+    """Run-folder name ``<method>/<other overrides>`` from the command-line overrides.
+
+    Takes Hydra's override list (``hydra.overrides.task``; a value may hold ``=`` or ``,``, as
+    in a checkpoint of a sweep run) or an ``override_dirname`` string.
+    """
+    if isinstance(overrides, str):
+        items = [s for s in overrides.split(",") if s]
+    else:
+        items = [str(s) for s in overrides]
     method, rest = "", []
-    for item in items:
+    for item in sorted(items):
         key, _, value = item.partition("=")
+        key = key.lstrip("+~")
+        value = value.strip("'\"")
+        if key in SLUG_EXCLUDE:
+            continue
         if key in ("ckpt", "baseline"):
             method = _slug_value(key, value)
         else:
@@ -95,7 +109,7 @@ def pairs_for_split(cfg: DictConfig, split: str) -> list[Pair]:
     raise ValueError(f"split={split}: choose val, test or all.")
 
 
-def _method_label(method: str | Path | nn.Module) -> str:
+def method_label(method: str | Path | nn.Module) -> str:
     if isinstance(method, nn.Module):
         return type(method).__name__
     if str(method) in BASELINES:
@@ -149,7 +163,7 @@ def evaluate_pairs(
             )
     per_image: list[dict[str, Any]] = []
     busy = 0.0
-    for pair in tqdm(pairs, desc=f"evaluate {_method_label(method)}", disable=not progress):
+    for pair in tqdm(pairs, desc=f"evaluate {method_label(method)}", disable=not progress):
         blur, sharp = read_image(pair.blur), read_image(pair.sharp)
         if blur.shape != sharp.shape:
             raise ValueError(
@@ -177,7 +191,7 @@ def evaluate_pairs(
         return round(float(np.mean([r[key] for r in per_image])), 6)
 
     return {
-        "method": label or _method_label(method),
+        "method": label or method_label(method),
         "method_kind": "model" if model is not None else "baseline",
         "split": split,
         "n_images": n,

@@ -392,7 +392,7 @@ def deblur_tensor(
     if tile is None or tile <= 0 or (h <= tile and w <= tile):
         out = _run(model, x, dev, bf16)
         return out[0] if squeeze else out
-    if tile < 2 * overlap or tile <= 0:
+    if tile < 2 * overlap:
         raise ValueError(
             f"tile={tile} is too small for overlap={overlap}: a tile must be at least twice the "
             "overlap so its cross-fades do not meet. Raise tile= or lower overlap=."
@@ -428,4 +428,3 @@ def deblur_image(
 def count_parameters(model: nn.Module) -> int:
     """Number of parameters (for reports)."""
     return int(sum(p.numel() for p in model.parameters()))
-

@@ -116,7 +116,7 @@ def _moments(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return torch.cat([xc, yc, xc * xc, yc * yc, xc * yc], dim=1)
 
 
-def _gaussian_filter(z: torch.Tensor, valid: bool) -> torch.Tensor:
+def _gaussian_filter(z: torch.Tensor, valid: bool, use_cv2: bool | None = None) -> torch.Tensor:
     """Separable 11-tap Gaussian on every map of ``z`` (B x n x H x W).
 
     ``valid``: only positions where the window fits (H-10 x W-10); else replicate borders.
@@ -124,7 +124,7 @@ def _gaussian_filter(z: torch.Tensor, valid: bool) -> torch.Tensor:
     convolutions), other devices through grouped convolutions; both float32.
     """
     r = (SSIM_WIN - 1) // 2
-    if z.device.type == "cpu":
+    if use_cv2 if use_cv2 is not None else z.device.type == "cpu":
         import cv2
 
         g = gaussian_window_1d(dtype=torch.float32).numpy()

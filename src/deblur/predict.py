@@ -178,7 +178,9 @@ def run_predict(cfg: DictConfig, model: nn.Module | None = None) -> Summary:
             continue
         dst = output_path(src, base, out_dir, ext)
         if dst.resolve() == src.resolve():
-            raise ValueError(f"output={out_dir} would overwrite the input {src}; pick another folder.")
+            raise ValueError(
+                f"output={out_dir} would overwrite the input {src}; pick another folder."
+            )
         try:
             _process_image(model, src, dst, cfg, dev, bf16)
         except (DataError, ValueError) as err:

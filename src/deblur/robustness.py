@@ -23,7 +23,7 @@ import deblur.evaluate  # noqa: F401 - registers the eval_slug resolver of the r
 from deblur.config import CONF_DIR
 from deblur.data.blur import apply_kernel, gaussian_kernel, linear_motion_kernel, median_blur
 from deblur.data.io import read_image, to_tensor
-from deblur.evaluate import _method_label, pairs_for_split
+from deblur.evaluate import method_label, pairs_for_split
 from deblur.inference import deblur_image, load_generator, resolve_device
 from deblur.metrics import psnr, ssim
 
@@ -155,7 +155,7 @@ def run_robustness(
         bf16=bool(cfg.bf16),
     )
     table = markdown(rows)
-    title = f"{_method_label(str(cfg.ckpt))} on {cfg.data.name} {cfg.split} ({len(images)} images)"
+    title = f"{method_label(str(cfg.ckpt))} on {cfg.data.name} {cfg.split} ({len(images)} images)"
     plot(rows, run_dir / "robustness.png", title)
     (run_dir / "robustness.md").write_text(
         f"# Robustness: {title}\n\nSharp images blurred with a Gaussian (sigma by OpenCV's rule "

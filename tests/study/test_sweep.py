@@ -101,3 +101,28 @@ def test_failed_run_does_not_stop_others_and_relaunch_reruns_only_it(tmp_path, c
     assert by_bb["mobilenetv3_large"]["previous_status"] == "failed"
     # the failed attempt's files were kept, not overwritten
     assert list((runs / "pre").rglob("attempts/1/metrics.json"))
+
+
+def test_tensorboard_serves_every_run_of_the_sweep(grid):
+    from deblur.dashboard import check_served
+
+    report = check_served(grid)
+    assert len(report["runs"]) == 12
+    for name, served in report["runs"].items():
+        assert "train/g_total" in " ".join(served["scalars"]), name
+        assert "val/psnr" in " ".join(served["scalars"]), name
+        assert served["images"], name
+        assert served["hparam_metrics"].get("hp/psnr", 0) > 0, name
+
+
+def test_submitit_local_launcher_runs_jobs_concurrently(tmp_path, cache_dir):
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    runs = tmp_path / "runs"
+    _cli("deblur.train", "-m", "hydra/launcher=submitit_local", "loss=gan,lsgan", "disc=single",
+         "debug=smoke", "sweep_name=local", runs=runs)
+    found = _metrics(runs / "local")
+    assert len(found) == 2
+    assert all(m["status"] == "finished" for m in found.values())
+    pids = {m["pid"] for m in found.values()}
+    assert len(pids) == 2  # each job ran in its own process
+    assert list((runs / "local" / ".submitit").glob("*"))

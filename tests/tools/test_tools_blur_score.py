@@ -32,7 +32,9 @@ NLAYER_CFG = {
 def cls_ckpt(tmp_path_factory) -> Path:
     torch.manual_seed(0)
     net = BlurClassifierNet(NLAYER_CFG)
-    return save_classifier_checkpoint(tmp_path_factory.mktemp("c") / "cls.ckpt", net, NLAYER_CFG, 32)
+    return save_classifier_checkpoint(
+        tmp_path_factory.mktemp("c") / "cls.ckpt", net, NLAYER_CFG, 32
+    )
 
 
 def rgb(h: int, w: int, seed: int) -> np.ndarray:
@@ -60,7 +62,9 @@ def test_csv_sorted_with_unreadable_files_reported(cls_ckpt: Path, tmp_path: Pat
     (folder / "bad.jpg").write_bytes(b"\xff\xd8\xff\xe0garbage")
     out = tmp_path / "scores.csv"
     summary = run_blur_score(
-        compose("blur_score", [f"ckpt={cls_ckpt}", f"input={folder}", f"output={out}", "progress=false"])
+        compose(
+            "blur_score", [f"ckpt={cls_ckpt}", f"input={folder}", f"output={out}", "progress=false"]
+        )
     )
     assert len(summary.scores) == 3
     assert {p.name for p, _ in summary.failed} == {"readme.md", "bad.jpg"}

@@ -60,7 +60,9 @@ def test_padding_prevents_border_ringing(blurred) -> None:
     from skimage.restoration import wiener as sk_wiener
 
     sharp, blur, kernel = blurred
-    raw = np.stack([sk_wiener(blur[..., c] / 255.0, kernel, 0.005, clip=False) for c in range(3)], 2)
+    raw = np.stack(
+        [sk_wiener(blur[..., c] / 255.0, kernel, 0.005, clip=False) for c in range(3)], 2
+    )
     raw = np.clip(np.rint(raw * 255), 0, 255).astype(np.uint8)
     assert db(wiener(blur, kernel), sharp) > db(raw, sharp) + 2.0
 
@@ -90,7 +92,10 @@ def folder_data(tmp_path: Path) -> Path:
     for i in range(3):
         sharp = rng.integers(0, 256, (24 + i, 32, 3), dtype=np.uint8)
         write_image(root / "sharp" / f"im{i}.png", sharp)
-        write_image(root / "blur" / f"im{i}.png", np.clip(sharp.astype(int) + 8 + i, 0, 255).astype(np.uint8))
+        write_image(
+            root / "blur" / f"im{i}.png",
+            np.clip(sharp.astype(int) + 8 + i, 0, 255).astype(np.uint8),
+        )
     return root
 
 
@@ -107,9 +112,20 @@ def test_cli_identity_on_a_folder_writes_metrics_json(folder_data: Path, tmp_pat
     runs = tmp_path / "runs"
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "DEBLUR_RUNS": str(runs)}
     proc = subprocess.run(
-        [sys.executable, "-m", "deblur.evaluate", "baseline=identity", "data=folder",
-         f"data.root={folder_data}", "split=all"],
-        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "deblur.evaluate",
+            "baseline=identity",
+            "data=folder",
+            f"data.root={folder_data}",
+            "split=all",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     (run_dir,) = (runs / "evaluate" / "identity").iterdir()  # <runs>/evaluate/<method>/<overrides>
@@ -118,7 +134,9 @@ def test_cli_identity_on_a_folder_writes_metrics_json(folder_data: Path, tmp_pat
     assert m["status"] == "finished" and m["task"] == "evaluate" and m["method"] == "identity"
     assert m["choices"]["data"] == "folder"
     want = expected_psnr(folder_data)
-    assert [r["psnr"] for r in sorted(m["per_image"], key=lambda r: r["name"])] == pytest.approx(want, abs=1e-4)
+    assert [r["psnr"] for r in sorted(m["per_image"], key=lambda r: r["name"])] == pytest.approx(
+        want, abs=1e-4
+    )
     assert m["final"]["all/psnr"] == pytest.approx(np.mean(want), abs=1e-4)
     assert m["final"]["all/ssim"] == m["input"]["all/ssim"]  # identity = the input
     assert 0 < m["final"]["all/ssim_matlab3d"] < 1
@@ -129,11 +147,19 @@ def test_cli_identity_on_a_folder_writes_metrics_json(folder_data: Path, tmp_pat
 def test_model_and_missing_kernel_on_a_folder(folder_data: Path, tmp_path: Path) -> None:
     torch.manual_seed(0)
     ckpt = save_generator_checkpoint(tmp_path / "g.ckpt", instantiate(RESNET_CFG), RESNET_CFG)
-    over = ["data=folder", f"data.root={folder_data}", "split=all", "device=cpu", "save_images=true"]
+    over = [
+        "data=folder",
+        f"data.root={folder_data}",
+        "split=all",
+        "device=cpu",
+        "save_images=true",
+    ]
     cfg = compose("evaluate", [f"ckpt={ckpt}", *over])
     result = run_evaluate(cfg, tmp_path / "run", {})
     assert result["method_kind"] == "model" and result["n_images"] == 3
-    assert result["input"]["all/psnr"] == pytest.approx(np.mean(expected_psnr(folder_data)), abs=1e-4)
+    assert result["input"]["all/psnr"] == pytest.approx(
+        np.mean(expected_psnr(folder_data)), abs=1e-4
+    )
     assert result["final"]["all/psnr"] != result["input"]["all/psnr"]
     assert len(list((tmp_path / "run" / "images").glob("*.png"))) == 3
     with pytest.raises(MissingKernelError, match="no known kernel"):
@@ -148,7 +174,9 @@ def test_evaluate_methods_table(blurred, tmp_path: Path) -> None:
     write_image(tmp_path / "b.png", blur)
     np.save(tmp_path / "k.npy", kernel)
     pairs = [Pair(tmp_path / "b.png", tmp_path / "s.png", "astronaut", tmp_path / "k.npy")]
-    results, table = evaluate_methods(["identity", "wiener"], pairs, data_name="synthetic", progress=False)
+    results, table = evaluate_methods(
+        ["identity", "wiener"], pairs, data_name="synthetic", progress=False
+    )
     assert [r["method"] for r in results] == ["identity", "wiener"]
     assert results[1]["final"]["val/psnr"] > results[0]["final"]["val/psnr"] + 1.0
     assert table.count("| synthetic | val | 1 |") == 2 and "| wiener |" in table

@@ -70,7 +70,9 @@ def cls_ckpt(tmp_path_factory) -> Path:
 
     torch.manual_seed(0)
     net = BlurClassifierNet(NLAYER_CFG)
-    return save_classifier_checkpoint(tmp_path_factory.mktemp("ckpt") / "cls.ckpt", net, NLAYER_CFG, 32)
+    return save_classifier_checkpoint(
+        tmp_path_factory.mktemp("ckpt") / "cls.ckpt", net, NLAYER_CFG, 32
+    )
 
 
 class LocalConv(nn.Module):
@@ -80,7 +82,10 @@ class LocalConv(nn.Module):
         super().__init__()
         torch.manual_seed(0)
         self.body = nn.Sequential(
-            nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(3, 8, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(8, 8, 3, padding=1),
+            nn.ReLU(),
             nn.Conv2d(8, 3, 3, padding=1),
         )
 

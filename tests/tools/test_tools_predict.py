@@ -54,7 +54,9 @@ def messy_folder(tmp_path: Path) -> Path:
 
 
 def cfg_for(ckpt: Path, inp: Path | str, out: Path, *extra: str):
-    return compose("predict", [f"ckpt={ckpt}", f"input={inp}", f"output={out}", "progress=false", *extra])
+    return compose(
+        "predict", [f"ckpt={ckpt}", f"input={inp}", f"output={out}", "progress=false", *extra]
+    )
 
 
 def test_folder_with_junk_is_reported_not_skipped(gan_ckpt, messy_folder, tmp_path, capsys) -> None:
@@ -73,7 +75,9 @@ def test_folder_with_junk_is_reported_not_skipped(gan_ckpt, messy_folder, tmp_pa
 def test_side_by_side_tiles_and_glob(gan_ckpt, messy_folder, tmp_path) -> None:
     out = tmp_path / "sbs"
     summary = run_predict(
-        cfg_for(gan_ckpt, f"{messy_folder}/p*.png", out, "side_by_side=true", "tile=32", "overlap=8")
+        cfg_for(
+            gan_ckpt, f"{messy_folder}/p*.png", out, "side_by_side=true", "tile=32", "overlap=8"
+        )
     )
     assert summary.images == 1 and not summary.failed
     pair = read_image(out / "photo.png")
@@ -108,9 +112,20 @@ def test_cli_exit_codes(gan_ckpt, tmp_path) -> None:
     junk.mkdir()
     (junk / "a.txt").write_text("x")
     bad = subprocess.run(
-        [sys.executable, "-m", "deblur.predict", f"ckpt={gan_ckpt}", f"input={junk}",
-         f"output={tmp_path / 'o'}", "progress=false"],
-        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "deblur.predict",
+            f"ckpt={gan_ckpt}",
+            f"input={junk}",
+            f"output={tmp_path / 'o'}",
+            "progress=false",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=300,
     )
     assert bad.returncode == 1, bad.stderr
     assert "a.txt" in bad.stdout and "nothing could be processed" in bad.stderr

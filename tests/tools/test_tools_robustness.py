@@ -38,9 +38,14 @@ def test_identity_model_gains_nothing_and_blur_grows_with_size(tmp_path: Path) -
         Identity(), [img], sizes=(5, 9, 13), motion_lengths=(5, 13), progress=False, device="cpu"
     )
     assert [(r["blur"], r["size"]) for r in rows] == [
-        ("gaussian", 5), ("gaussian", 9), ("gaussian", 13),
-        ("median", 5), ("median", 9), ("median", 13),
-        ("motion", 5), ("motion", 13),
+        ("gaussian", 5),
+        ("gaussian", 9),
+        ("gaussian", 13),
+        ("median", 5),
+        ("median", 9),
+        ("median", 13),
+        ("motion", 5),
+        ("motion", 13),
     ]
     assert all(r["psnr"] == pytest.approx(r["input_psnr"]) and r["psnr_gain"] == 0 for r in rows)
     gauss = [r["input_psnr"] for r in rows if r["blur"] == "gaussian"]
@@ -60,8 +65,15 @@ def test_run_on_a_folder_writes_table_plot_and_metrics(tmp_path: Path) -> None:
     ckpt = save_generator_checkpoint(tmp_path / "g.ckpt", instantiate(RESNET_CFG), RESNET_CFG)
     cfg = compose(
         "robustness",
-        [f"ckpt={ckpt}", "data=folder", f"data.root={root}", "split=all", "device=cpu",
-         "sizes=[5,9]", "motion_lengths=[7]"],
+        [
+            f"ckpt={ckpt}",
+            "data=folder",
+            f"data.root={root}",
+            "split=all",
+            "device=cpu",
+            "sizes=[5,9]",
+            "motion_lengths=[7]",
+        ],
     )
     run = tmp_path / "run"
     run.mkdir()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import hashlib
 import json
 import logging
 import os
@@ -230,10 +231,16 @@ def build_embedded(
 
     Returns the root. A folder at ``root`` that is not an embedded build is never touched.
     """
-    root = Path(root).expanduser() if root is not None else default_root()
     params = _params(
         long_side, blurs_per_photo, kernel_size, min_length, max_length, noise_sigma, seed, photos
     )
+    if root is not None:
+        root = Path(root).expanduser()
+    elif params == _params(512, 4, 31, 7.0, None, 1.0, 0, None):
+        root = default_root()
+    else:  # one cache folder per parameter set: builds of other sizes never replace each other
+        digest = hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:10]
+        root = default_root().with_name(f"{default_root().name}-{digest}")
 
     def ready() -> bool:
         m = _manifest(root)

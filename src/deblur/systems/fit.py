@@ -134,6 +134,7 @@ def build_trainer(
         precision=precision,
         max_epochs=t.max_epochs,
         max_steps=t.get("max_steps", -1),
+        max_time=t.get("max_time"),
         limit_train_batches=t.get("limit_train_batches"),
         limit_val_batches=t.get("limit_val_batches"),
         check_val_every_n_epoch=t.get("check_val_every_n_epoch", 1),

@@ -118,6 +118,13 @@ class GANSystem(pl.LightningModule):
         if self.ema_decay > 0:
             self.ema_generator = copy.deepcopy(self.generator).requires_grad_(False).eval()
         self.register_buffer("iteration", torch.zeros((), dtype=torch.long))
+        if mc.get("compile", False):
+            # compile the submodules in place (not the LightningModule: that breaks
+            # toggle_optimizer); state_dict keys stay the same
+            self.generator.compile()
+            self.discriminator.compile()
+            if getattr(self.content_loss, "perceptual", None) is not None:
+                self.content_loss.perceptual.compile()
         self.check_every = int(c.model.get("health_check_every", 1))
         self.channels_last = bool(mc.get("channels_last", False))
         self._strips = int(c.model.get("val_image_strips", 3))
