@@ -380,7 +380,11 @@ def deblur_tensor(
     device: str | torch.device | None = "auto",
     bf16: bool = False,
 ) -> Tensor:
-    """Deblur a ``1 x 3 x H x W`` (or ``3 x H x W``) [-1, 1] tensor; output on CPU, same shape."""
+    """Deblur a ``1 x 3 x H x W`` (or ``3 x H x W``) [-1, 1] tensor; output on CPU, same shape.
+
+    Tiling is exact for local networks; generators with instance norm normalise each tile with
+    its own statistics, so tiled output differs slightly from whole-image output (use big tiles).
+    """
     squeeze = x.ndim == 3
     if squeeze:
         x = x.unsqueeze(0)

@@ -190,3 +190,8 @@ def test_run_folder_names() -> None:
     assert eval_slug("baseline=identity,data.root=/x/y,data=folder") == (
         "identity/data.root=x_y,data=folder"
     )
+    sweep_ckpt = "ckpt='runs/t41/disc=double,loss=gan/checkpoints/last.ckpt'"  # a list: from Hydra
+    assert (
+        eval_slug([sweep_ckpt, "device=cpu", "split=test"])
+        == "t41_disc=double,loss=gan_last/split=test"
+    )

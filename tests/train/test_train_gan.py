@@ -156,3 +156,11 @@ def test_bf16_mixed_precision_trains_with_finite_losses(tmp_path, cache_dir, los
     rec = run("train", [f"loss={loss}", "disc=double", "trainer.precision=bf16-mixed"], tmp_path)
     assert rec["status"] == "finished" and rec["precision"] == "bf16-mixed"
     assert math.isfinite(rec["final"]["val/psnr"])
+
+
+def test_real_dataset_without_root_names_the_fix(tmp_path, cache_dir):
+    from deblur.data.io import DataError
+
+    with pytest.raises(DataError, match=r"data.root=/path/to/gopro"):
+        run("train", ["data=gopro"], tmp_path)
+    assert json.loads((tmp_path / "metrics.json").read_text())["status"] == "failed"

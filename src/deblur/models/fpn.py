@@ -73,6 +73,7 @@ class FPNGenerator(nn.Module):
         norm: str = "instance",
         pretrained: bool = True,
         weights_path: str | None = None,
+        identity_init: bool = False,
     ) -> None:
         super().__init__()
         self._encoder_frozen = False
@@ -108,6 +109,11 @@ class FPNGenerator(nn.Module):
         self.smooth = ConvNormReLU(4 * head_channels, head_channels, norm)
         self.smooth2 = ConvNormReLU(head_channels, head_channels // 2, norm)
         self.final = nn.Conv2d(head_channels // 2, 3, 3, padding=1)
+        if identity_init:
+            # zero residual at start: G(x) = x, so training starts from the blurred input's
+            # PSNR instead of a random residual (off by default, as published)
+            nn.init.zeros_(self.final.weight)
+            nn.init.zeros_(self.final.bias)
 
         self.multiple = 32
         self.min_padded = self._probe_min_padded()

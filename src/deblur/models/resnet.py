@@ -53,6 +53,7 @@ class ResNetGenerator(nn.Module):
         norm: str = "instance",
         pretrained: bool = False,
         weights_path: str | None = None,
+        identity_init: bool = False,
     ) -> None:
         super().__init__()
         if norm not in NORMS:
@@ -85,6 +86,10 @@ class ResNetGenerator(nn.Module):
             ]
         layers += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, 3, 7), nn.Tanh()]
         self.model = nn.Sequential(*layers)
+        if identity_init:  # zero residual at start: G(x) = x (off by default, as published)
+            last = layers[-2]
+            nn.init.zeros_(last.weight)
+            nn.init.zeros_(last.bias)
 
     def set_encoder_frozen(self, frozen: bool) -> None:
         """No-op: the ResNet generator has no pretrained encoder to freeze (logged)."""

@@ -148,6 +148,21 @@ def build_trainer(
     return trainer, logger, stats
 
 
+def build_datamodule(cfg: DictConfig, task: str) -> pl.LightningDataModule:
+    """The data group's DataModule; a missing ``data.root`` gets a message naming the fix."""
+    root = cfg.data.get("root", None) if OmegaConf.is_missing(cfg.data, "root") is False else "???"
+    if root == "???":
+        from deblur.data.io import DataError
+
+        name = cfg.data.get("name", "?")
+        raise DataError(
+            f"data={name} needs the dataset folder: add data.root=/path/to/{name} to the command "
+            f"(expected layout in conf/data/{name}.yaml and the README's Datasets table), or use "
+            "data=embedded, the built-in dataset that needs no download."
+        )
+    return instantiate(cfg.data, task=task, _recursive_=False)
+
+
 def _loud_random_weights_banner(what: str) -> str:
     msg = (
         f"pretrained=false: {what} use RANDOM weights, not ImageNet ones. Results of this run are "
@@ -215,7 +230,7 @@ def fit_gan(
         record["warning"] = _loud_random_weights_banner("the generator encoder, VGG19 and timm critics")
     write_json_atomic(run_dir / "metrics.json", record)
 
-    datamodule = instantiate(cfg.data, task="paired", _recursive_=False)
+    datamodule = build_datamodule(cfg, "paired")
     system = GANSystem(to_container(cfg))
     if system.load_report:
         record["disc_load_report"] = system.load_report
@@ -263,7 +278,7 @@ def fit_classifier(
     if not cfg.pretrained:
         record["warning"] = _loud_random_weights_banner("the classifier backbone")
     write_json_atomic(run_dir / "metrics.json", record)
-    datamodule = instantiate(cfg.data, task="classify", _recursive_=False)
+    datamodule = build_datamodule(cfg, "classify")
     system = ClassifierSystem(to_container(cfg))
     trainer, logger, stats = build_trainer(cfg, run_dir, "val/loss", "min", extra_callbacks)
     hp = _hparams(cfg, record)
