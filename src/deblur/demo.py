@@ -37,7 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     steps = [
         ("stage 1: blur classifier (Table 4.2, NLayer)",
-         ["deblur.train_classifier", "-m", "experiment=table4_2", "backbone=nlayer", *common]),
+         ["deblur.train_classifier", "-m", "experiment=table4_2", "backbone=nlayer", *common,
+          # the classifier step is cheap: give it every batch for a few epochs
+          "trainer.max_epochs=4", "trainer.limit_train_batches=null"]),
         ("stage 2: loss x discriminator grid (Table 4.1, 12 runs)",
          ["deblur.train", "-m", "experiment=table4_1", *common]),
         ("stage 2: pretrained discriminator, frozen vs unfrozen (Table 4.4, NLayer)",
