@@ -48,7 +48,9 @@ def to_container(cfg: DictConfig | dict) -> dict[str, Any]:
     return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)  # type: ignore[return-value]
 
 
-def compose(config_name: str, overrides: list[str] | None = None, return_hydra_config: bool = False):
+def compose(
+    config_name: str, overrides: list[str] | None = None, return_hydra_config: bool = False
+):
     """Compose a config the way the entry points do (for tests and notebooks)."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir

@@ -36,18 +36,34 @@ def main(argv: list[str] | None = None) -> int:
         common.append("overwrite=true")
     start = time.perf_counter()
     steps = [
-        ("stage 1: blur classifier (Table 4.2, NLayer)",
-         ["deblur.train_classifier", "-m", "experiment=table4_2", "backbone=nlayer", *common,
-          # the classifier step is cheap: give it every batch for a few epochs
-          "trainer.max_epochs=4", "trainer.limit_train_batches=null"]),
-        ("stage 2: loss x discriminator grid (Table 4.1, 12 runs)",
-         ["deblur.train", "-m", "experiment=table4_1", *common]),
-        ("stage 2: pretrained discriminator, frozen vs unfrozen (Table 4.4, NLayer)",
-         ["deblur.train", "-m", "experiment=table4_4", "backbone=nlayer", *common]),
+        (
+            "stage 1: blur classifier (Table 4.2, NLayer)",
+            [
+                "deblur.train_classifier",
+                "-m",
+                "experiment=table4_2",
+                "backbone=nlayer",
+                *common,
+                # the classifier step is cheap: give it every batch for a few epochs
+                "trainer.max_epochs=4",
+                "trainer.limit_train_batches=null",
+            ],
+        ),
+        (
+            "stage 2: loss x discriminator grid (Table 4.1, 12 runs)",
+            ["deblur.train", "-m", "experiment=table4_1", *common],
+        ),
+        (
+            "stage 2: pretrained discriminator, frozen vs unfrozen (Table 4.4, NLayer)",
+            ["deblur.train", "-m", "experiment=table4_4", "backbone=nlayer", *common],
+        ),
     ]
     failures = 0
     for i, (title, cmd) in enumerate(steps, 1):
-        print(f"\n[demo] step {i}/{len(steps)}: {title}  ({time.perf_counter() - start:.0f} s so far)", flush=True)
+        print(
+            f"\n[demo] step {i}/{len(steps)}: {title}  ({time.perf_counter() - start:.0f} s so far)",
+            flush=True,
+        )
         failures += _run(cmd, env) != 0
 
     from deblur.tables import build_tables, render_markdown, write_outputs
@@ -58,7 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"[demo] tables written: {', '.join(str(p) for p in written)}")
     took = time.perf_counter() - start
     print(f"[demo] finished in {took / 60:.1f} min; all tables: python -m deblur.tables {runs}")
-    print(f"[demo] open TensorBoard on the runs: python -m deblur.dashboard {runs}  (or: make dashboard)")
+    print(
+        f"[demo] open TensorBoard on the runs: python -m deblur.dashboard {runs}  (or: make dashboard)"
+    )
     if failures:
         print(f"[demo] {failures} step(s) had failing runs: see status/error in their metrics.json")
     return 1 if failures else 0

@@ -158,7 +158,9 @@ def managed_run(
     resuming = bool(cfg.get("ckpt_path"))
     if previous is not None and previous.get("status") == "finished" and not resuming:
         if not cfg.get("overwrite", False):
-            log.info("Skipping %s: already finished (pass overwrite=true to run it again).", run_dir)
+            log.info(
+                "Skipping %s: already finished (pass overwrite=true to run it again).", run_dir
+            )
             print(f"[deblur] skip (finished): {run_dir}", flush=True)
             return previous
     if previous is not None and not resuming:
@@ -212,7 +214,9 @@ def find_runs(paths: list[str | Path]) -> list[tuple[Path, dict[str, Any]]]:
     return found
 
 
-def resolve_classifier_checkpoint(spec: str, backbone: str, runs_dir: str | Path, seed: int | None) -> Path:
+def resolve_classifier_checkpoint(
+    spec: str, backbone: str, runs_dir: str | Path, seed: int | None
+) -> Path:
     """Turn ``disc.checkpoint=auto[:<sweep>]`` into the best checkpoint of a finished classifier run.
 
     ``auto`` looks in ``<runs_dir>/table4_2`` (the classifier sweep of Table 4.2); ``auto:<folder>``

@@ -24,7 +24,9 @@ def _cli(module: str, *args: str, runs: Path, check: bool = True) -> subprocess.
         timeout=900,
     )
     if check and proc.returncode != 0:
-        raise AssertionError(f"{module} {args} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+        raise AssertionError(
+            f"{module} {args} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+        )
     return proc
 
 
@@ -39,8 +41,15 @@ def _metrics(folder: Path) -> dict[str, dict]:
 @pytest.fixture(scope="module")
 def grid(tmp_path_factory, cache_dir):
     runs = tmp_path_factory.mktemp("runs")
-    _cli("deblur.train", "-m", "loss=" + ",".join(LOSSES), "disc=" + ",".join(DISCS),
-         "debug=smoke", "sweep_name=grid", runs=runs)
+    _cli(
+        "deblur.train",
+        "-m",
+        "loss=" + ",".join(LOSSES),
+        "disc=" + ",".join(DISCS),
+        "debug=smoke",
+        "sweep_name=grid",
+        runs=runs,
+    )
     return runs / "grid"
 
 
@@ -67,8 +76,15 @@ def test_table_4_1_is_complete(grid, tmp_path):
 
 def test_relaunch_skips_finished_runs(grid):
     before = {k: v["ended"] for k, v in _metrics(grid).items()}
-    proc = _cli("deblur.train", "-m", "loss=gan,ragan", "disc=single", "debug=smoke",
-                "sweep_name=grid", runs=grid.parent)
+    proc = _cli(
+        "deblur.train",
+        "-m",
+        "loss=gan,ragan",
+        "disc=single",
+        "debug=smoke",
+        "sweep_name=grid",
+        runs=grid.parent,
+    )
     assert proc.stdout.count("skip (finished)") == 2
     after = {k: v["ended"] for k, v in _metrics(grid).items()}
     assert before == after
@@ -77,10 +93,23 @@ def test_relaunch_skips_finished_runs(grid):
 def test_failed_run_does_not_stop_others_and_relaunch_reruns_only_it(tmp_path, cache_dir):
     runs = tmp_path / "runs"
     # stage 1 for one backbone only: the mobilenet GAN cell has no classifier to start from
-    _cli("deblur.train_classifier", "-m", "backbone=nlayer", "debug=smoke",
-         "sweep_name=table4_2", runs=runs)
-    sweep = ["deblur.train", "-m", "backbone=nlayer,mobilenetv3_large", "disc=single",
-             "disc.checkpoint=auto", "debug=smoke", "sweep_name=pre"]
+    _cli(
+        "deblur.train_classifier",
+        "-m",
+        "backbone=nlayer",
+        "debug=smoke",
+        "sweep_name=table4_2",
+        runs=runs,
+    )
+    sweep = [
+        "deblur.train",
+        "-m",
+        "backbone=nlayer,mobilenetv3_large",
+        "disc=single",
+        "disc.checkpoint=auto",
+        "debug=smoke",
+        "sweep_name=pre",
+    ]
     proc = _cli(*sweep, runs=runs, check=False)
     assert proc.returncode != 0
     found = _metrics(runs / "pre")
@@ -90,8 +119,14 @@ def test_failed_run_does_not_stop_others_and_relaunch_reruns_only_it(tmp_path, c
     assert "train_classifier" in failed["error"]["message"]
     ended = {m["choices"]["backbone"]: m["ended"] for m in found.values()}
 
-    _cli("deblur.train_classifier", "-m", "backbone=mobilenetv3_large", "debug=smoke",
-         "sweep_name=table4_2", runs=runs)
+    _cli(
+        "deblur.train_classifier",
+        "-m",
+        "backbone=mobilenetv3_large",
+        "debug=smoke",
+        "sweep_name=table4_2",
+        runs=runs,
+    )
     proc = _cli(*sweep, runs=runs)
     assert proc.stdout.count("skip (finished)") == 1
     found = _metrics(runs / "pre")
@@ -118,8 +153,16 @@ def test_tensorboard_serves_every_run_of_the_sweep(grid):
 def test_submitit_local_launcher_runs_jobs_concurrently(tmp_path, cache_dir):
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     runs = tmp_path / "runs"
-    _cli("deblur.train", "-m", "hydra/launcher=submitit_local", "loss=gan,lsgan", "disc=single",
-         "debug=smoke", "sweep_name=local", runs=runs)
+    _cli(
+        "deblur.train",
+        "-m",
+        "hydra/launcher=submitit_local",
+        "loss=gan,lsgan",
+        "disc=single",
+        "debug=smoke",
+        "sweep_name=local",
+        runs=runs,
+    )
     found = _metrics(runs / "local")
     assert len(found) == 2
     assert all(m["status"] == "finished" for m in found.values())

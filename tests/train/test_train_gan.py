@@ -58,7 +58,11 @@ def test_frozen_discriminator_is_unchanged_and_generator_learns(tmp_path, classi
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
-    cfg = OmegaConf.create(torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["hyper_parameters"]["cfg"])
+    cfg = OmegaConf.create(
+        torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["hyper_parameters"][
+            "cfg"
+        ]
+    )
     fresh = instantiate(cfg.gen).state_dict()
     trained = _state(tmp_path / "checkpoints" / "last.ckpt", "generator.")
     assert any(not torch.equal(fresh[k], trained[k]) for k in fresh if fresh[k].is_floating_point())

@@ -13,8 +13,8 @@ neither race nor see half-built data.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import hashlib
+import importlib.util
 import json
 import logging
 import os

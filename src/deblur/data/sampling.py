@@ -33,7 +33,9 @@ class EpochSeededSampler(Sampler[tuple[int, int]]):
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        order = torch.randperm(self.length, generator=g) if self.shuffle else torch.arange(self.length)
+        order = (
+            torch.randperm(self.length, generator=g) if self.shuffle else torch.arange(self.length)
+        )
         seeds = torch.randint(0, 2**31 - 1, (self.length,), generator=g)
         yield from zip(order.tolist(), seeds.tolist())
 

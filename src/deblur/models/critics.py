@@ -172,16 +172,26 @@ class PatchHead(nn.Sequential):
 
 
 class SingleCritic(nn.Module):
-    """One realness logit per image (B x 1): full-depth trunk, global average pool, linear."""
+    """One realness logit per image (B x 1): full-depth trunk, a small per-location MLP, then the
+    average over the whole image.
+
+    The non-linearity comes before the average on purpose: a linear head after global pooling
+    sees only per-channel means, which an instance-normalised trunk (NLayer) makes the same for
+    every image, so such a critic cannot tell sharp from blurred.
+    """
 
     def __init__(self, backbone: Mapping[str, Any]) -> None:
         super().__init__()
         self.trunk = build_trunk(backbone, "full")
-        self.head = nn.Linear(self.trunk.out_channels, 1)
+        c = self.trunk.out_channels
+        hidden = max(c // 4, 32)
+        self.head = nn.Sequential(
+            nn.Conv2d(c, hidden, 1), nn.LeakyReLU(0.2, True), nn.Conv2d(hidden, 1, 1)
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         """Logits B x 1 for images ``x`` in [-1, 1]."""
-        return self.head(self.trunk(x).mean(dim=(2, 3)))
+        return self.head(self.trunk(x)).mean(dim=(2, 3))
 
 
 class PatchCritic(nn.Module):

@@ -47,7 +47,11 @@ class RunStats(Callback):
         self._t0: float | None = None
 
     def state_dict(self) -> dict[str, Any]:
-        return {"history": self.history, "train_images": self.train_images, "train_time": self.train_time}
+        return {
+            "history": self.history,
+            "train_images": self.train_images,
+            "train_time": self.train_time,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.history = list(state.get("history", []))
@@ -174,7 +178,9 @@ def _loud_random_weights_banner(what: str) -> str:
     return msg
 
 
-def _log_tb_setup(logger: TensorBoardLogger, params: dict[str, Any], metrics: dict[str, float], kind: str) -> None:
+def _log_tb_setup(
+    logger: TensorBoardLogger, params: dict[str, Any], metrics: dict[str, float], kind: str
+) -> None:
     """HPARAMS (with placeholder metrics that validation then logs) and the custom-scalars layout."""
     logger.log_hyperparams(params, metrics)
     try:
@@ -199,7 +205,10 @@ def _hparams(cfg: DictConfig, record: dict[str, Any]) -> dict[str, Any]:
 
 
 def fit_gan(
-    cfg: DictConfig, run_dir: Path, record: dict[str, Any], extra_callbacks: list[Callback] | None = None
+    cfg: DictConfig,
+    run_dir: Path,
+    record: dict[str, Any],
+    extra_callbacks: list[Callback] | None = None,
 ) -> dict[str, Any]:
     """Train the GAN of one study cell in ``run_dir``; return what goes into metrics.json."""
     from deblur.systems.gan import GANSystem
@@ -227,7 +236,9 @@ def fit_gan(
         }
     )
     if not cfg.pretrained:
-        record["warning"] = _loud_random_weights_banner("the generator encoder, VGG19 and timm critics")
+        record["warning"] = _loud_random_weights_banner(
+            "the generator encoder, VGG19 and timm critics"
+        )
     write_json_atomic(run_dir / "metrics.json", record)
 
     datamodule = build_datamodule(cfg, "paired")
@@ -248,7 +259,11 @@ def fit_gan(
     _log_tb_setup(logger, hp, {"hp/psnr": 0.0, "hp/ssim": 0.0}, "gan")
     trainer.fit(system, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     history = stats.history
-    final = {k: v for k, v in (history[-1] if history else {}).items() if k in ("val/psnr", "val/ssim", "epoch")}
+    final = {
+        k: v
+        for k, v in (history[-1] if history else {}).items()
+        if k in ("val/psnr", "val/ssim", "epoch")
+    }
     last = history[-1] if history else {}
     return {
         "final": final,
@@ -262,19 +277,30 @@ def fit_gan(
         "epochs": trainer.current_epoch,
         "images_per_s": stats.images_per_s(),
         "device": str(trainer.strategy.root_device),
-        "checkpoints": {"best": str(run_dir / "checkpoints" / "best.ckpt"), "last": str(run_dir / "checkpoints" / "last.ckpt")},
+        "checkpoints": {
+            "best": str(run_dir / "checkpoints" / "best.ckpt"),
+            "last": str(run_dir / "checkpoints" / "last.ckpt"),
+        },
     }
 
 
 def fit_classifier(
-    cfg: DictConfig, run_dir: Path, record: dict[str, Any], extra_callbacks: list[Callback] | None = None
+    cfg: DictConfig,
+    run_dir: Path,
+    record: dict[str, Any],
+    extra_callbacks: list[Callback] | None = None,
 ) -> dict[str, Any]:
     """Train the blur classifier in ``run_dir``; return what goes into metrics.json."""
     from deblur.systems.classifier import ClassifierSystem
 
     pl.seed_everything(int(cfg.seed), workers=True)
     cfg = OmegaConf.create(to_container(cfg))
-    record.update({"pretrained_weights": bool(cfg.pretrained), "precision": resolve_precision(cfg.trainer.get("precision"))})
+    record.update(
+        {
+            "pretrained_weights": bool(cfg.pretrained),
+            "precision": resolve_precision(cfg.trainer.get("precision")),
+        }
+    )
     if not cfg.pretrained:
         record["warning"] = _loud_random_weights_banner("the classifier backbone")
     write_json_atomic(run_dir / "metrics.json", record)
@@ -294,5 +320,8 @@ def fit_classifier(
         "epochs": trainer.current_epoch,
         "images_per_s": stats.images_per_s(),
         "device": str(trainer.strategy.root_device),
-        "checkpoints": {"best": str(run_dir / "checkpoints" / "best.ckpt"), "last": str(run_dir / "checkpoints" / "last.ckpt")},
+        "checkpoints": {
+            "best": str(run_dir / "checkpoints" / "best.ckpt"),
+            "last": str(run_dir / "checkpoints" / "last.ckpt"),
+        },
     }

@@ -15,7 +15,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 from torch import Tensor, nn
 
 from deblur.losses.content import ContentLoss
@@ -103,7 +103,9 @@ class GANSystem(pl.LightningModule):
         self.disc_checkpoint = c.disc.get("checkpoint")
         self.load_report: dict[str, Any] | None = None
         if self.disc_checkpoint:
-            self.load_report = load_classifier_weights(self.discriminator, str(self.disc_checkpoint))
+            self.load_report = load_classifier_weights(
+                self.discriminator, str(self.disc_checkpoint)
+            )
         elif self.frozen_d:
             raise ValueError(
                 "disc.frozen=true needs a pretrained discriminator: a frozen random D teaches the "
@@ -273,7 +275,9 @@ class GANSystem(pl.LightningModule):
                 self.manual_backward(d_loss)
                 opt_d.step()
             self.untoggle_optimizer(opt_d)
-            logs.update({"train/d": d_loss.detach(), "train/d_real": d_real, "train/d_fake": d_fake})
+            logs.update(
+                {"train/d": d_loss.detach(), "train/d_real": d_real, "train/d_fake": d_fake}
+            )
         else:
             with torch.no_grad():
                 _, d_real, d_fake = self._d_loss_eval(sharp, fake.detach())
