@@ -247,7 +247,7 @@ class GANSystem(pl.LightningModule):
         bad = [k for k, v in terms.items() if not bool(torch.isfinite(v.detach()).all())]
         raise NonFiniteLossError(
             f"Non-finite loss at iteration {it} (epoch {self.current_epoch}): term(s) "
-            f"{', '.join(bad)} = {[float(terms[k]) for k in bad]}. The run stops here so no NaN "
+            f"{', '.join(bad)} = {[float(terms[k].detach()) for k in bad]}. The run stops here so no NaN "
             "weights are saved. Lower the learning rates (optim.lr_g / optim.lr_d), enable "
             "gradient clipping (optim.grad_clip=1.0), or train in bf16/fp32 instead of 16-mixed."
         )
