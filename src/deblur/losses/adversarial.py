@@ -9,6 +9,7 @@ Lists of logits (one per discriminator head) give the mean of the per-head losse
 
 from __future__ import annotations
 
+import abc
 from collections import deque
 from collections.abc import Callable, Sequence
 
@@ -23,7 +24,7 @@ def _bce(logits: Tensor, target: float) -> Tensor:
     return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target))
 
 
-class AdversarialLoss:
+class AdversarialLoss(abc.ABC):
     """Base: per-head dispatch and the ``n_critic`` attribute."""
 
     def __init__(self, n_critic: int = 1) -> None:
@@ -51,11 +52,13 @@ class AdversarialLoss:
         """Generator loss (fake logits carry gradients to G)."""
         return self._per_head(self._g, real_logits, fake_logits, head)
 
+    @abc.abstractmethod
     def _d(self, real: Tensor, fake: Tensor, head: int) -> Tensor:
-        raise NotImplementedError
+        """The D loss of one head on tensors."""
 
+    @abc.abstractmethod
     def _g(self, real: Tensor | None, fake: Tensor, head: int) -> Tensor:
-        raise NotImplementedError
+        """The G loss of one head on tensors."""
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v}" for k, v in vars(self).items() if not k.startswith("_"))
