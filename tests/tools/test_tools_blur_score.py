@@ -5,27 +5,15 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
+from tiny_nets import NLAYER_CFG, rgb
 
 from deblur.blur_score import blur_score, run_blur_score
 from deblur.config import compose
 from deblur.data.io import to_tensor, write_image
 from deblur.inference import load_classifier, save_classifier_checkpoint
 from deblur.models.critics import BlurClassifierNet
-
-NLAYER_CFG = {
-    "name": "nlayer",
-    "kind": "nlayer",
-    "ndf": 8,
-    "n_layers": 3,
-    "patch_layers": 2,
-    "norm": "instance",
-    "patch_head_channels": 16,
-    "pretrained": False,
-    "weights_path": None,
-}
 
 
 @pytest.fixture(scope="module")
@@ -35,10 +23,6 @@ def cls_ckpt(tmp_path_factory) -> Path:
     return save_classifier_checkpoint(
         tmp_path_factory.mktemp("c") / "cls.ckpt", net, NLAYER_CFG, 32
     )
-
-
-def rgb(h: int, w: int, seed: int) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
 
 
 def test_score_is_sigmoid_of_the_logit_and_tiles_average_logits(cls_ckpt: Path) -> None:

@@ -15,6 +15,7 @@ import pytest
 import torch
 from hydra.utils import instantiate
 from skimage import data as skdata
+from tiny_nets import RESNET_CFG
 
 from deblur.baselines import MissingKernelError, identity, load_kernel, richardson_lucy, wiener
 from deblur.config import compose
@@ -26,15 +27,6 @@ from deblur.inference import save_generator_checkpoint
 from deblur.metrics import psnr
 
 ROOT = Path(__file__).resolve().parents[2]
-RESNET_CFG = {
-    "_target_": "deblur.models.resnet.ResNetGenerator",
-    "n_blocks": 1,
-    "ngf": 8,
-    "dropout": 0.0,
-    "norm": "instance",
-    "pretrained": False,
-    "weights_path": None,
-}
 
 
 def db(a: np.ndarray, b: np.ndarray) -> float:

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 from hydra.utils import instantiate
+from tiny_nets import FPN_CFG, RESNET_CFG
 
 from deblur.config import compose
 from deblur.export import check_export, export_onnx, export_torchscript, run_export, run_exported
@@ -18,24 +19,6 @@ needs_ort = pytest.mark.skipif(
     not HAS_ORT,
     reason="onnx / onnxruntime / onnxscript not installed (optional extra: pip install -e '.[export]')",
 )
-FPN_CFG = {
-    "_target_": "deblur.models.fpn.FPNGenerator",
-    "backbone": "mobilenetv2_100",
-    "fpn_channels": 16,
-    "head_channels": 8,
-    "norm": "instance",
-    "pretrained": False,
-    "weights_path": None,
-}
-RESNET_CFG = {
-    "_target_": "deblur.models.resnet.ResNetGenerator",
-    "n_blocks": 1,
-    "ngf": 8,
-    "dropout": 0.0,
-    "norm": "instance",
-    "pretrained": False,
-    "weights_path": None,
-}
 
 
 @pytest.fixture(scope="module")

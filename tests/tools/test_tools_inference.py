@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
+from tiny_nets import FPN_CFG, NLAYER_CFG, rgb
 from torch import nn
 
 from deblur.inference import (
@@ -24,27 +25,6 @@ from deblur.inference import (
     save_generator_checkpoint,
     tile_starts,
 )
-
-FPN_CFG = {
-    "_target_": "deblur.models.fpn.FPNGenerator",
-    "backbone": "mobilenetv2_100",
-    "fpn_channels": 16,
-    "head_channels": 8,
-    "norm": "instance",
-    "pretrained": False,
-    "weights_path": None,
-}
-NLAYER_CFG = {
-    "name": "nlayer",
-    "kind": "nlayer",
-    "ndf": 8,
-    "n_layers": 3,
-    "patch_layers": 2,
-    "norm": "instance",
-    "patch_head_channels": 16,
-    "pretrained": False,
-    "weights_path": None,
-}
 
 
 def make_fpn(seed: int = 0) -> nn.Module:
@@ -91,10 +71,6 @@ class LocalConv(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.clamp(torch.tanh(self.body(x)) + x, -1, 1)
-
-
-def rgb(h: int, w: int, seed: int = 0) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
 
 
 # ----------------------------------------------------------------------------- padding

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 from hydra.utils import instantiate
+from tiny_nets import FPN_CFG, rgb
 
 from deblur.config import compose
 from deblur.data.io import read_image, write_image
@@ -19,15 +20,6 @@ from deblur.inference import save_generator_checkpoint
 from deblur.predict import run_predict
 
 ROOT = Path(__file__).resolve().parents[2]
-FPN_CFG = {
-    "_target_": "deblur.models.fpn.FPNGenerator",
-    "backbone": "mobilenetv2_100",
-    "fpn_channels": 16,
-    "head_channels": 8,
-    "norm": "instance",
-    "pretrained": False,
-    "weights_path": None,
-}
 
 
 @pytest.fixture(scope="module")
@@ -35,10 +27,6 @@ def gan_ckpt(tmp_path_factory) -> Path:
     torch.manual_seed(0)
     net = instantiate(FPN_CFG)
     return save_generator_checkpoint(tmp_path_factory.mktemp("ckpt") / "gan.ckpt", net, FPN_CFG)
-
-
-def rgb(h: int, w: int, seed: int = 0) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
 
 
 @pytest.fixture()

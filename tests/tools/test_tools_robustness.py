@@ -9,22 +9,13 @@ import pytest
 import torch
 from hydra.utils import instantiate
 from skimage import data as skdata
+from tiny_nets import RESNET_CFG
 from torch import nn
 
 from deblur.config import compose
 from deblur.data.io import write_image
 from deblur.inference import save_generator_checkpoint
 from deblur.robustness import markdown, plot, robustness_table, run_robustness
-
-RESNET_CFG = {
-    "_target_": "deblur.models.resnet.ResNetGenerator",
-    "n_blocks": 1,
-    "ngf": 8,
-    "dropout": 0.0,
-    "norm": "instance",
-    "pretrained": False,
-    "weights_path": None,
-}
 
 
 class Identity(nn.Module):
