@@ -27,6 +27,9 @@ def _bce(logits: Tensor, target: float) -> Tensor:
 class AdversarialLoss(abc.ABC):
     """Base: per-head dispatch and the ``n_critic`` attribute."""
 
+    #: whether ``g_loss`` reads the real logits (relativistic losses); others take ``None``
+    uses_real_in_g: bool = False
+
     def __init__(self, n_critic: int = 1) -> None:
         if n_critic < 1:
             raise ValueError(f"n_critic must be >= 1 (D steps per G step); got {n_critic}.")
@@ -170,6 +173,8 @@ class RaGANLoss(AdversarialLoss):
     E is the batch mean (``pool_size=0``) or a pool of past batch means (see ``_MeanReference``;
     the pool is filled in the D step only).
     """
+
+    uses_real_in_g = True
 
     def __init__(self, n_critic: int = 1, pool_size: int = 0) -> None:
         super().__init__(n_critic)

@@ -33,6 +33,13 @@ def _as_list(x: Tensor | list[Tensor] | tuple[Tensor, ...]) -> list[Tensor]:
     return list(x) if isinstance(x, (list, tuple)) else [x]
 
 
+def _mean_scores(real_out: list[Tensor], fake_out: list[Tensor]) -> tuple[Tensor, Tensor]:
+    """Mean raw critic output on real and on fake images, averaged over the heads (for logs)."""
+    d_real = torch.stack([r.detach().float().mean() for r in real_out]).mean()
+    d_fake = torch.stack([f.detach().float().mean() for f in fake_out]).mean()
+    return d_real, d_fake
+
+
 def rng_state() -> dict[str, Any]:
     """Global RNG states as plain containers (loadable with ``weights_only=True``)."""
     import random
@@ -227,15 +234,17 @@ class GANSystem(pl.LightningModule):
                 for critic in self.discriminator.critics.values()
             ]
             loss = loss + torch.stack(gps).mean()
-        d_real = torch.stack([r.detach().float().mean() for r in real_out]).mean()
-        d_fake = torch.stack([f.detach().float().mean() for f in fake_out]).mean()
-        return loss, d_real, d_fake
+        return (loss, *_mean_scores(real_out, fake_out))
 
-    def _g_adv(self, real: Tensor, fake: Tensor) -> Tensor:
-        with torch.no_grad():
-            real_out = [r.detach() for r in _as_list(self.discriminator(real))]
+    def _g_adv(self, real: Tensor, fake: Tensor, need_real: bool) -> tuple[Tensor, list, list]:
+        """G's adversarial loss and the critic outputs it used (real ones only when needed)."""
+        real_out: list[Tensor] | None = None
+        if need_real:
+            with torch.no_grad():
+                real_out = [r.detach() for r in _as_list(self.discriminator(real))]
         fake_out = _as_list(self.discriminator(fake))
-        return self.adv_loss.g_loss(real_out, fake_out)  # lists: mean over the heads
+        g_adv = self.adv_loss.g_loss(real_out, fake_out)  # lists: mean over the heads
+        return g_adv, real_out or [], fake_out
 
     def _check_finite(self, terms: dict[str, Tensor]) -> None:
         it = int(self.iteration)
@@ -278,13 +287,15 @@ class GANSystem(pl.LightningModule):
             logs.update(
                 {"train/d": d_loss.detach(), "train/d_real": d_real, "train/d_fake": d_fake}
             )
-        else:
-            with torch.no_grad():
-                _, d_real, d_fake = self._d_loss_eval(sharp, fake.detach())
-            logs.update({"train/d_real": d_real, "train/d_fake": d_fake})
 
         self.toggle_optimizer(opt_g)
-        g_adv = self._g_adv(sharp, fake)
+        # a frozen D has no D step: its D(real) / D(fake) for the logs come from the G step
+        g_adv, real_out, fake_out = self._g_adv(
+            sharp, fake, need_real=opt_d is None or self.adv_loss.uses_real_in_g
+        )
+        if opt_d is None:
+            d_real, d_fake = _mean_scores(real_out, fake_out)
+            logs.update({"train/d_real": d_real, "train/d_fake": d_fake})
         content = self.content_loss(fake, sharp)
         g_total = content["total"] + self.adv_weight * g_adv
         self._check_finite(
@@ -310,13 +321,6 @@ class GANSystem(pl.LightningModule):
         )
         self.log_dict(logs, on_step=True, on_epoch=False, batch_size=blur.shape[0])
         self.log("train/lr_g", opt_g.param_groups[0]["lr"], on_step=True, batch_size=blur.shape[0])
-
-    def _d_loss_eval(self, real: Tensor, fake: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        real_out = _as_list(self.discriminator(real))
-        fake_out = _as_list(self.discriminator(fake))
-        d_real = torch.stack([r.float().mean() for r in real_out]).mean()
-        d_fake = torch.stack([f.float().mean() for f in fake_out]).mean()
-        return d_real - d_fake, d_real, d_fake
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         """Clip here: Lightning calls this after unscaling under 16-mixed, also in manual mode."""
