@@ -10,6 +10,7 @@ import pytorch_lightning as pl
 import torch
 from helpers import run
 
+from deblur.config import compose
 from deblur.systems.gan import NonFiniteLossError, linear_decay_factor
 
 
@@ -39,6 +40,20 @@ def test_run_folder_layout_and_metrics(tmp_path, cache_dir):
     assert math.isfinite(m["final"]["val/psnr"]) and 0 < m["final"]["val/ssim"] <= 1
     assert m["iterations"] == 2 and m["images_per_s"] > 0
     assert not (tmp_path.parent / "lightning_logs").exists()
+
+
+def test_cpu_10min_experiment_runs_its_recipe(tmp_path, cache_dir):
+    """experiment=cpu_10min (issue 4's 10-minute CPU GAN) composes and trains under smoke."""
+    rec = run("train", ["experiment=cpu_10min"], tmp_path)
+    assert rec["status"] == "finished", rec.get("error")
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    assert m["choices"]["gen"] == "resnet" and m["choices"]["disc"] == "patch"
+    assert m["choices"]["loss"] == "lsgan"
+    cfg = compose("train", ["experiment=cpu_10min"])
+    assert cfg.trainer.max_time == "00:00:10:00" and cfg.pretrained is False
+    assert cfg.model.ema_decay > 0 and cfg.model.content.perceptual_weight == 0
+    assert cfg.gen.identity_init is True
+    assert math.isfinite(m["final"]["val/psnr"])
 
 
 def test_frozen_discriminator_is_unchanged_and_generator_learns(tmp_path, classifier_ckpt):
@@ -145,6 +160,22 @@ def test_non_finite_loss_stops_with_iteration_and_term(tmp_path, cache_dir):
         run("train", ["loss=gan", "disc=patch"], tmp_path, callbacks=[_PoisonDiscriminator()])
     m = json.loads((tmp_path / "metrics.json").read_text())
     assert m["status"] == "failed" and m["error"]["type"] == "NonFiniteLossError"
+
+
+@pytest.mark.parametrize(("loss", "max_steps", "iterations"), [("lsgan", 6, 3), ("wgangp", 12, 2)])
+def test_max_steps_counts_optimizer_steps_and_sets_schedule_length(
+    tmp_path, cache_dir, loss, max_steps, iterations
+):
+    """trainer.max_steps limits global_step (G + n_critic D steps per iteration): the schedule
+    must span the iterations the run will really do, not max_steps of them."""
+    rec = run(
+        "train",
+        [f"loss={loss}", "disc=patch", f"trainer.max_steps={max_steps}", "trainer.max_epochs=50"],
+        tmp_path,
+    )
+    assert rec["status"] == "finished", rec.get("error")
+    assert rec["iterations"] == iterations
+    assert rec["planned_iterations"] == iterations
 
 
 def test_linear_decay_schedule():

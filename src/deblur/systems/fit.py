@@ -86,7 +86,9 @@ class RunStats(Callback):
             self.history.append(metrics)
 
     def on_train_end(self, trainer, pl_module) -> None:
-        trainer.save_checkpoint(str(self.ckpt_dir / "last.ckpt"))
+        trainer.save_checkpoint(
+            str(self.ckpt_dir / "last.ckpt"), weights_only=False
+        )  # full: resumable
 
     def best(self) -> dict[str, float]:
         scored = [h for h in self.history if self.monitor in h]
@@ -204,6 +206,54 @@ def _hparams(cfg: DictConfig, record: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _start(cfg: DictConfig, record: dict[str, Any], random_what: str) -> DictConfig:
+    """Seed, take a mutable copy of the config, record weights/precision (and warn on random)."""
+    pl.seed_everything(int(cfg.seed), workers=True)
+    cfg = OmegaConf.create(to_container(cfg))
+    OmegaConf.set_struct(cfg, False)
+    record.update(
+        {
+            "pretrained_weights": bool(cfg.pretrained),
+            "precision": resolve_precision(cfg.trainer.get("precision")),
+        }
+    )
+    if not cfg.pretrained:
+        record["warning"] = _loud_random_weights_banner(random_what)
+    return cfg
+
+
+def _fit(
+    cfg: DictConfig,
+    run_dir: Path,
+    system: pl.LightningModule,
+    datamodule: pl.LightningDataModule,
+    *,
+    monitor: tuple[str, str],
+    hparams: tuple[dict[str, Any], dict[str, float], str],
+    keys: tuple[str, ...],
+    extra_callbacks: list[Callback] | None,
+) -> tuple[dict[str, Any], pl.Trainer, RunStats]:
+    """Train ``system`` in ``run_dir``: trainer, TensorBoard setup, fit, the common results."""
+    trainer, logger, stats = build_trainer(cfg, run_dir, *monitor, extra_callbacks)
+    _log_tb_setup(logger, *hparams)
+    trainer.fit(system, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    history = stats.history
+    last = history[-1] if history else {}
+    results = {
+        "final": {k: v for k, v in last.items() if k in keys},
+        "best": {k: v for k, v in stats.best().items() if k in keys},
+        "history": history,
+        "epochs": trainer.current_epoch,
+        "images_per_s": stats.images_per_s(),
+        "device": str(trainer.strategy.root_device),
+        "checkpoints": {
+            "best": str(run_dir / "checkpoints" / "best.ckpt"),
+            "last": str(run_dir / "checkpoints" / "last.ckpt"),
+        },
+    }
+    return results, trainer, stats
+
+
 def fit_gan(
     cfg: DictConfig,
     run_dir: Path,
@@ -213,9 +263,7 @@ def fit_gan(
     """Train the GAN of one study cell in ``run_dir``; return what goes into metrics.json."""
     from deblur.systems.gan import GANSystem
 
-    pl.seed_everything(int(cfg.seed), workers=True)
-    cfg = OmegaConf.create(to_container(cfg))
-    OmegaConf.set_struct(cfg, False)
+    cfg = _start(cfg, record, "the generator encoder, VGG19 and timm critics")
     ckpt_spec = cfg.disc.get("checkpoint")
     if isinstance(ckpt_spec, str) and ckpt_spec.startswith("auto"):
         cfg.disc.checkpoint = str(
@@ -228,24 +276,17 @@ def fit_gan(
         )
     record.update(
         {
-            "pretrained_weights": bool(cfg.pretrained),
             "disc_pretrained": bool(cfg.disc.get("checkpoint")),
             "disc_frozen": bool(cfg.disc.get("frozen", False)),
             "disc_checkpoint": cfg.disc.get("checkpoint"),
-            "precision": resolve_precision(cfg.trainer.get("precision")),
         }
     )
-    if not cfg.pretrained:
-        record["warning"] = _loud_random_weights_banner(
-            "the generator encoder, VGG19 and timm critics"
-        )
     write_json_atomic(run_dir / "metrics.json", record)
 
     datamodule = build_datamodule(cfg, "paired")
     system = GANSystem(to_container(cfg))
     if system.load_report:
         record["disc_load_report"] = system.load_report
-    trainer, logger, stats = build_trainer(cfg, run_dir, "val/psnr", "max", extra_callbacks)
     hp = _hparams(cfg, record)
     hp.update(
         {
@@ -256,32 +297,24 @@ def fit_gan(
             "lr_d": float(cfg.optim.lr_d),
         }
     )
-    _log_tb_setup(logger, hp, {"hp/psnr": 0.0, "hp/ssim": 0.0}, "gan")
-    trainer.fit(system, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
-    history = stats.history
-    final = {
-        k: v
-        for k, v in (history[-1] if history else {}).items()
-        if k in ("val/psnr", "val/ssim", "epoch")
+    results, _, stats = _fit(
+        cfg,
+        run_dir,
+        system,
+        datamodule,
+        monitor=("val/psnr", "max"),
+        hparams=(hp, {"hp/psnr": 0.0, "hp/ssim": 0.0}, "gan"),
+        keys=("val/psnr", "val/ssim", "epoch"),
+        extra_callbacks=extra_callbacks,
+    )
+    last = stats.history[-1] if stats.history else {}
+    results["input"] = {
+        "val/psnr": last.get("val/psnr_input"),
+        "val/ssim": last.get("val/ssim_input"),
     }
-    last = history[-1] if history else {}
-    return {
-        "final": final,
-        "best": {k: v for k, v in stats.best().items() if k in ("val/psnr", "val/ssim", "epoch")},
-        "input": {
-            "val/psnr": last.get("val/psnr_input"),
-            "val/ssim": last.get("val/ssim_input"),
-        },
-        "history": history,
-        "iterations": int(system.iteration),
-        "epochs": trainer.current_epoch,
-        "images_per_s": stats.images_per_s(),
-        "device": str(trainer.strategy.root_device),
-        "checkpoints": {
-            "best": str(run_dir / "checkpoints" / "best.ckpt"),
-            "last": str(run_dir / "checkpoints" / "last.ckpt"),
-        },
-    }
+    results["iterations"] = int(system.iteration)
+    results["planned_iterations"] = system.planned_iterations()  # the lr schedule's length
+    return results
 
 
 def fit_classifier(
@@ -293,35 +326,20 @@ def fit_classifier(
     """Train the blur classifier in ``run_dir``; return what goes into metrics.json."""
     from deblur.systems.classifier import ClassifierSystem
 
-    pl.seed_everything(int(cfg.seed), workers=True)
-    cfg = OmegaConf.create(to_container(cfg))
-    record.update(
-        {
-            "pretrained_weights": bool(cfg.pretrained),
-            "precision": resolve_precision(cfg.trainer.get("precision")),
-        }
-    )
-    if not cfg.pretrained:
-        record["warning"] = _loud_random_weights_banner("the classifier backbone")
+    cfg = _start(cfg, record, "the classifier backbone")
     write_json_atomic(run_dir / "metrics.json", record)
     datamodule = build_datamodule(cfg, "classify")
     system = ClassifierSystem(to_container(cfg))
-    trainer, logger, stats = build_trainer(cfg, run_dir, "val/loss", "min", extra_callbacks)
     hp = _hparams(cfg, record)
     hp["lr"] = float(cfg.optim.lr)
-    _log_tb_setup(logger, hp, {"hp/val_loss": 0.0, "hp/val_acc": 0.0}, "classifier")
-    trainer.fit(system, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
-    history = stats.history
-    keys = ("val/loss", "val/acc", "epoch")
-    return {
-        "final": {k: v for k, v in (history[-1] if history else {}).items() if k in keys},
-        "best": {k: v for k, v in stats.best().items() if k in keys},
-        "history": history,
-        "epochs": trainer.current_epoch,
-        "images_per_s": stats.images_per_s(),
-        "device": str(trainer.strategy.root_device),
-        "checkpoints": {
-            "best": str(run_dir / "checkpoints" / "best.ckpt"),
-            "last": str(run_dir / "checkpoints" / "last.ckpt"),
-        },
-    }
+    results, _, _ = _fit(
+        cfg,
+        run_dir,
+        system,
+        datamodule,
+        monitor=("val/loss", "min"),
+        hparams=(hp, {"hp/val_loss": 0.0, "hp/val_acc": 0.0}, "classifier"),
+        keys=("val/loss", "val/acc", "epoch"),
+        extra_callbacks=extra_callbacks,
+    )
+    return results

@@ -138,6 +138,8 @@ class GANSystem(pl.LightningModule):
         self.channels_last = bool(mc.get("channels_last", False))
         self._strips = int(c.model.get("val_image_strips", 3))
         self._val: dict[str, list[Tensor]] = {}
+        self._encoder_frozen: bool | None = None  # warm-up state last applied to G
+        self._total: int | None = None  # iterations of the whole run (the schedule's length)
 
     # ------------------------------------------------------------------ checkpoints
     _FIXED_PREFIX = "content_loss."  # frozen VGG19: rebuilt from its weights, not stored per run
@@ -204,25 +206,46 @@ class GANSystem(pl.LightningModule):
         ]
         return opts, scheds
 
-    def _total_iterations(self) -> int:
+    def optimizer_steps_per_iteration(self) -> int:
+        """Optimizer steps (Lightning's ``global_step`` ticks) in one iteration: G + n_critic D."""
+        return 1 + (0 if self.frozen_d else int(getattr(self.adv_loss, "n_critic", 1)))
+
+    def planned_iterations(self) -> int:
+        """Iterations the run will do: its batches, or ``trainer.max_steps`` in iterations.
+
+        Under manual optimization ``global_step`` (what ``max_steps`` limits) counts every
+        optimizer step, so one iteration is ``1 + n_critic`` of them (1 with a frozen D).
+        """
+        if self._total is not None:
+            return self._total
+        t = self.trainer
         try:
-            total = self.trainer.estimated_stepping_batches
+            total = float(t.estimated_stepping_batches)  # batches, capped by max_steps as steps
+            max_steps = int(t.max_steps)
+            if max_steps > 0:
+                epochs = int(t.max_epochs) if t.max_epochs is not None else -1
+                by_epochs = float(t.num_training_batches) * epochs if epochs > 0 else math.inf
+                by_steps = -(-max_steps // self.optimizer_steps_per_iteration())
+                total = min(by_epochs, float(by_steps))
         except Exception:  # noqa: BLE001 - outside a trainer
             return 0
-        return int(total) if math.isfinite(total) else 0
+        self._total = int(total) if math.isfinite(total) else 0
+        return self._total
 
     def _lr_factor(self, it: int, base_lr: float) -> float:
         min_factor = min(self._min_lr / base_lr, 1.0) if base_lr > 0 else 0.0
         return linear_decay_factor(
-            it, self._total_iterations(), float(self.c.schedule.decay_start), min_factor
+            it, self.planned_iterations(), float(self.c.schedule.decay_start), min_factor
         )
 
     # ------------------------------------------------------------------ training
     def on_train_epoch_start(self) -> None:
         warm = int(self.c.model.get("warmup_epochs", 0))
         frozen = self.current_epoch < warm
-        if hasattr(self.generator, "set_encoder_frozen"):
+        # apply (and log) only on a change: at the first epoch of a (resumed) run, at unfreezing
+        if frozen != self._encoder_frozen and hasattr(self.generator, "set_encoder_frozen"):
             self.generator.set_encoder_frozen(frozen)
+        self._encoder_frozen = frozen
 
     def _d_loss(self, real: Tensor, fake: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         real_out = _as_list(self.discriminator(real))
