@@ -86,9 +86,8 @@ class RunStats(Callback):
             self.history.append(metrics)
 
     def on_train_end(self, trainer, pl_module) -> None:
-        trainer.save_checkpoint(
-            str(self.ckpt_dir / "last.ckpt"), weights_only=False
-        )  # full: resumable
+        # the full checkpoint (optimizers, loops, callbacks): a run resumes from last.ckpt
+        trainer.save_checkpoint(str(self.ckpt_dir / "last.ckpt"), weights_only=False)
 
     def best(self) -> dict[str, float]:
         scored = [h for h in self.history if self.monitor in h]
@@ -232,14 +231,14 @@ def _fit(
     hparams: tuple[dict[str, Any], dict[str, float], str],
     keys: tuple[str, ...],
     extra_callbacks: list[Callback] | None,
-) -> tuple[dict[str, Any], pl.Trainer, RunStats]:
+) -> dict[str, Any]:
     """Train ``system`` in ``run_dir``: trainer, TensorBoard setup, fit, the common results."""
     trainer, logger, stats = build_trainer(cfg, run_dir, *monitor, extra_callbacks)
     _log_tb_setup(logger, *hparams)
     trainer.fit(system, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     history = stats.history
     last = history[-1] if history else {}
-    results = {
+    return {
         "final": {k: v for k, v in last.items() if k in keys},
         "best": {k: v for k, v in stats.best().items() if k in keys},
         "history": history,
@@ -251,7 +250,6 @@ def _fit(
             "last": str(run_dir / "checkpoints" / "last.ckpt"),
         },
     }
-    return results, trainer, stats
 
 
 def fit_gan(
@@ -297,7 +295,7 @@ def fit_gan(
             "lr_d": float(cfg.optim.lr_d),
         }
     )
-    results, _, stats = _fit(
+    results = _fit(
         cfg,
         run_dir,
         system,
@@ -307,7 +305,7 @@ def fit_gan(
         keys=("val/psnr", "val/ssim", "epoch"),
         extra_callbacks=extra_callbacks,
     )
-    last = stats.history[-1] if stats.history else {}
+    last = results["history"][-1] if results["history"] else {}
     results["input"] = {
         "val/psnr": last.get("val/psnr_input"),
         "val/ssim": last.get("val/ssim_input"),
@@ -332,7 +330,7 @@ def fit_classifier(
     system = ClassifierSystem(to_container(cfg))
     hp = _hparams(cfg, record)
     hp["lr"] = float(cfg.optim.lr)
-    results, _, _ = _fit(
+    return _fit(
         cfg,
         run_dir,
         system,
@@ -342,4 +340,3 @@ def fit_classifier(
         keys=("val/loss", "val/acc", "epoch"),
         extra_callbacks=extra_callbacks,
     )
-    return results
