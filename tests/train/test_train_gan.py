@@ -146,6 +146,25 @@ def test_exact_resume_matches_uninterrupted_run(tmp_path, cache_dir):
     assert resumed["final"]["val/psnr"] == pytest.approx(full["final"]["val/psnr"], abs=1e-4)
 
 
+def test_best_is_weights_only_and_resume_needs_a_full_gan_checkpoint(
+    tmp_path, classifier_ckpt
+):
+    rec = run("train", ["loss=lsgan", "disc=patch"], tmp_path / "run")
+    assert rec["status"] == "finished"
+    ckpts = tmp_path / "run" / "checkpoints"
+    best = torch.load(ckpts / "best.ckpt", map_location="cpu", weights_only=False)
+    last = torch.load(ckpts / "last.ckpt", map_location="cpu", weights_only=False)
+    assert "optimizer_states" not in best and best["hyper_parameters"]["cfg"]["task"] == "gan"
+    assert "optimizer_states" in last and "loops" in last
+    assert set(best["state_dict"]) == set(last["state_dict"])
+    with pytest.raises(ValueError, match=r"holds weights only.*last\.ckpt"):
+        run("train", ["loss=lsgan", "disc=patch", f"ckpt_path={ckpts / 'best.ckpt'}"], tmp_path)
+    with pytest.raises(ValueError, match=r"comes from a classifier run"):
+        run("train", ["loss=lsgan", "disc=patch", f"ckpt_path={classifier_ckpt}"], tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"no such file.*last\.ckpt"):
+        run("train", ["loss=lsgan", "disc=patch", f"ckpt_path={tmp_path / 'nope.ckpt'}"], tmp_path)
+
+
 class _PoisonDiscriminator(pl.Callback):
     """After the first iteration, one discriminator weight becomes NaN (a blown-up D)."""
 

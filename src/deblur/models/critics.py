@@ -274,7 +274,7 @@ def _read_classifier(
 def _describe(cfg: Mapping[str, Any] | None) -> str:
     if cfg is None:
         return "<unknown backbone>"
-    keys = ("kind", "model", "ndf", "n_layers", "norm")
+    keys = ("kind", "ndf", "n_layers", "norm") if cfg.get("kind") == "nlayer" else ("kind", "model")
     detail = ", ".join(f"{k}={cfg[k]}" for k in keys if k in cfg)
     return f"'{cfg.get('name')}' ({detail})"
 

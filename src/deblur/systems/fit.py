@@ -113,13 +113,23 @@ def build_trainer(
         save_dir=str(run_dir), name="tb", version="", default_hp_metric=False
     )
     ckpt_dir = run_dir / "checkpoints"
-    ckpt = ModelCheckpoint(
+    # best.ckpt: the weights for evaluate/predict/disc.checkpoint (no optimizer state: a third
+    # of the size); last.ckpt: the full state after every validation, so a run resumes from it
+    best = ModelCheckpoint(
         dirpath=str(ckpt_dir),
         filename="best",
         monitor=monitor,
         mode=mode,
         save_top_k=1,
-        save_last=True,
+        save_weights_only=True,
+        auto_insert_metric_name=False,
+        enable_version_counter=False,
+    )
+    last = ModelCheckpoint(
+        dirpath=str(ckpt_dir),
+        filename="last",
+        monitor=None,
+        save_top_k=1,
         auto_insert_metric_name=False,
         enable_version_counter=False,
     )
@@ -133,7 +143,7 @@ def build_trainer(
     trainer = pl.Trainer(
         default_root_dir=str(run_dir),
         logger=logger,
-        callbacks=[ckpt, stats, *(extra_callbacks or [])],
+        callbacks=[best, last, stats, *(extra_callbacks or [])],
         accelerator=accelerator,
         devices=t.get("devices", 1),
         precision=precision,
@@ -221,6 +231,36 @@ def _start(cfg: DictConfig, record: dict[str, Any], random_what: str) -> DictCon
     return cfg
 
 
+def check_resume_checkpoint(ckpt_path: str | Path, task: str) -> None:
+    """``ckpt_path`` must be a full checkpoint of a ``task`` run (its last.ckpt), not best.ckpt."""
+    path = Path(ckpt_path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"ckpt_path={ckpt_path}: no such file. To resume a run, give its "
+            "checkpoints/last.ckpt (rewritten after every validation and at the end of training)."
+        )
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    except Exception as err:  # noqa: BLE001 - any unreadable file gets the same advice
+        raise ValueError(
+            f"ckpt_path={ckpt_path} is not a readable PyTorch checkpoint ({type(err).__name__}: "
+            f"{err}). Give the checkpoints/last.ckpt of a deblur {task} run."
+        ) from err
+    saved_cfg = (ckpt.get("hyper_parameters") or {}).get("cfg") or {}
+    saved_task = saved_cfg.get("task") if isinstance(saved_cfg, dict) else None
+    if saved_task is not None and saved_task != task:
+        raise ValueError(
+            f"ckpt_path={ckpt_path} comes from a {saved_task} run; this is a {task} run. "
+            f"Resume it with the entry point of its stage, or give the last.ckpt of a {task} run."
+        )
+    if "optimizer_states" not in ckpt or "loops" not in ckpt:
+        raise ValueError(
+            f"ckpt_path={ckpt_path} holds weights only (best.ckpt is saved without optimizer "
+            "and loop state), so training cannot resume from it. Resume from the same run's "
+            "checkpoints/last.ckpt; to start a GAN's critic from a classifier, use disc.checkpoint."
+        )
+
+
 def _fit(
     cfg: DictConfig,
     run_dir: Path,
@@ -233,6 +273,8 @@ def _fit(
     extra_callbacks: list[Callback] | None,
 ) -> dict[str, Any]:
     """Train ``system`` in ``run_dir``: trainer, TensorBoard setup, fit, the common results."""
+    if cfg.get("ckpt_path"):
+        check_resume_checkpoint(cfg.ckpt_path, str(cfg.task))
     trainer, logger, stats = build_trainer(cfg, run_dir, *monitor, extra_callbacks)
     _log_tb_setup(logger, *hparams)
     trainer.fit(system, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
