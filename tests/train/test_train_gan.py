@@ -146,23 +146,24 @@ def test_exact_resume_matches_uninterrupted_run(tmp_path, cache_dir):
     assert resumed["final"]["val/psnr"] == pytest.approx(full["final"]["val/psnr"], abs=1e-4)
 
 
-def test_best_is_weights_only_and_resume_needs_a_full_gan_checkpoint(
-    tmp_path, classifier_ckpt
-):
+def test_checkpoints_are_full_and_resume_refuses_other_files(tmp_path, classifier_ckpt):
     rec = run("train", ["loss=lsgan", "disc=patch"], tmp_path / "run")
     assert rec["status"] == "finished"
     ckpts = tmp_path / "run" / "checkpoints"
-    best = torch.load(ckpts / "best.ckpt", map_location="cpu", weights_only=False)
-    last = torch.load(ckpts / "last.ckpt", map_location="cpu", weights_only=False)
-    assert "optimizer_states" not in best and best["hyper_parameters"]["cfg"]["task"] == "gan"
-    assert "optimizer_states" in last and "loops" in last
-    assert set(best["state_dict"]) == set(last["state_dict"])
+    for name in ("best.ckpt", "last.ckpt"):
+        ckpt = torch.load(ckpts / name, map_location="cpu", weights_only=False)
+        assert {"optimizer_states", "lr_schedulers", "loops", "deblur_rng"} <= set(ckpt), name
+        assert len(ckpt["optimizer_states"]) == 2, name  # G and D
+    weights_only = tmp_path / "weights.ckpt"
+    full = torch.load(ckpts / "last.ckpt", map_location="cpu", weights_only=False)
+    torch.save({k: full[k] for k in ("state_dict", "hyper_parameters")}, weights_only)
+    over = ["loss=lsgan", "disc=patch"]
     with pytest.raises(ValueError, match=r"holds weights only.*last\.ckpt"):
-        run("train", ["loss=lsgan", "disc=patch", f"ckpt_path={ckpts / 'best.ckpt'}"], tmp_path)
+        run("train", [*over, f"ckpt_path={weights_only}"], tmp_path / "a")
     with pytest.raises(ValueError, match=r"comes from a classifier run"):
-        run("train", ["loss=lsgan", "disc=patch", f"ckpt_path={classifier_ckpt}"], tmp_path)
+        run("train", [*over, f"ckpt_path={classifier_ckpt}"], tmp_path / "b")
     with pytest.raises(FileNotFoundError, match=r"no such file.*last\.ckpt"):
-        run("train", ["loss=lsgan", "disc=patch", f"ckpt_path={tmp_path / 'nope.ckpt'}"], tmp_path)
+        run("train", [*over, f"ckpt_path={tmp_path / 'nope.ckpt'}"], tmp_path / "c")
 
 
 class _PoisonDiscriminator(pl.Callback):

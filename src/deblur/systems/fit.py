@@ -113,23 +113,15 @@ def build_trainer(
         save_dir=str(run_dir), name="tb", version="", default_hp_metric=False
     )
     ckpt_dir = run_dir / "checkpoints"
-    # best.ckpt: the weights for evaluate/predict/disc.checkpoint (no optimizer state: a third
-    # of the size); last.ckpt: the full state after every validation, so a run resumes from it
-    best = ModelCheckpoint(
+    # best.ckpt (best monitored value) and last.ckpt (after every validation) are both full
+    # checkpoints: G, D, optimizers, schedulers, EMA, counters and RNG state
+    ckpt = ModelCheckpoint(
         dirpath=str(ckpt_dir),
         filename="best",
         monitor=monitor,
         mode=mode,
         save_top_k=1,
-        save_weights_only=True,
-        auto_insert_metric_name=False,
-        enable_version_counter=False,
-    )
-    last = ModelCheckpoint(
-        dirpath=str(ckpt_dir),
-        filename="last",
-        monitor=None,
-        save_top_k=1,
+        save_last=True,
         auto_insert_metric_name=False,
         enable_version_counter=False,
     )
@@ -143,7 +135,7 @@ def build_trainer(
     trainer = pl.Trainer(
         default_root_dir=str(run_dir),
         logger=logger,
-        callbacks=[best, last, stats, *(extra_callbacks or [])],
+        callbacks=[ckpt, stats, *(extra_callbacks or [])],
         accelerator=accelerator,
         devices=t.get("devices", 1),
         precision=precision,
@@ -232,7 +224,7 @@ def _start(cfg: DictConfig, record: dict[str, Any], random_what: str) -> DictCon
 
 
 def check_resume_checkpoint(ckpt_path: str | Path, task: str) -> None:
-    """``ckpt_path`` must be a full checkpoint of a ``task`` run (its last.ckpt), not best.ckpt."""
+    """``ckpt_path`` must be a full Lightning checkpoint of a ``task`` run (last.ckpt or best.ckpt)."""
     path = Path(ckpt_path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(
@@ -240,7 +232,7 @@ def check_resume_checkpoint(ckpt_path: str | Path, task: str) -> None:
             "checkpoints/last.ckpt (rewritten after every validation and at the end of training)."
         )
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as err:  # noqa: BLE001 - any unreadable file gets the same advice
         raise ValueError(
             f"ckpt_path={ckpt_path} is not a readable PyTorch checkpoint ({type(err).__name__}: "
@@ -255,9 +247,9 @@ def check_resume_checkpoint(ckpt_path: str | Path, task: str) -> None:
         )
     if "optimizer_states" not in ckpt or "loops" not in ckpt:
         raise ValueError(
-            f"ckpt_path={ckpt_path} holds weights only (best.ckpt is saved without optimizer "
-            "and loop state), so training cannot resume from it. Resume from the same run's "
-            "checkpoints/last.ckpt; to start a GAN's critic from a classifier, use disc.checkpoint."
+            f"ckpt_path={ckpt_path} holds weights only (no optimizer and loop state), so "
+            "training cannot resume from it. Resume from the run's checkpoints/last.ckpt; to "
+            "start a GAN's critic from a classifier, use disc.checkpoint."
         )
 
 
