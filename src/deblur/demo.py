@@ -44,9 +44,13 @@ def main(argv: list[str] | None = None) -> int:
                 "experiment=table4_2",
                 "backbone=nlayer",
                 *common,
-                # the classifier step is cheap: give it every batch for a few epochs
-                "trainer.max_epochs=4",
+                # enough for the classifier to learn on this data (~2.5 min on a 2-core CPU:
+                # 100 % val accuracy by epoch 31, see the README), so stage 2 loads a real one
+                "trainer.max_epochs=32",
                 "trainer.limit_train_batches=null",
+                "trainer.check_val_every_n_epoch=4",
+                "data.crop_size=128",
+                "data.batch_size=16",
             ],
         ),
         (
