@@ -24,6 +24,7 @@ from hydra.utils import instantiate
 from deblur.config import compose
 from deblur.data.blur import apply_kernel, motion_kernel
 from deblur.data.io import write_image
+from deblur.inference import device_name
 
 
 def natural_like(rng: np.random.Generator, h: int = 720, w: int = 1280) -> np.ndarray:
@@ -82,16 +83,6 @@ def measure(root: Path, workers: int, cache: bool, pre_crop: str, min_pairs: int
     return {"pairs_per_s": seen / elapsed, "setup_s": setup_s}
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=20)
@@ -114,7 +105,7 @@ def main() -> None:
             f"{mb:.2f} MB per PNG, written in {time.perf_counter() - t:.1f} s"
         )
         print(
-            f"CPU: {cpu_name()}; os.cpu_count()={os.cpu_count()}; "
+            f"CPU: {device_name('cpu')}; os.cpu_count()={os.cpu_count()}; "
             f"python {platform.python_version()}, torch {torch.__version__}, cv2 {cv2.__version__}"
         )
         rows = []

@@ -13,7 +13,6 @@ precision for benchmarks/RESULTS.md.
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -22,7 +21,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from deblur.inference import PadCrop, resolve_device
+from deblur.inference import PadCrop, device_name, resolve_device
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "gen"
 
@@ -57,17 +56,6 @@ def time_model(
     return times
 
 
-def cpu_name() -> str:
-    """The CPU model (``/proc/cpuinfo`` on Linux), else what ``platform`` knows."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--gen", default="fpn_mobilenetv2", help="conf/gen option")
@@ -90,7 +78,7 @@ def main() -> None:
     model = PadCrop(build(args.gen)).to(dev).eval()
     params = sum(q.numel() for q in model.parameters()) / 1e6
     x = torch.rand(1, 3, args.height, args.width, device=dev) * 2 - 1
-    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else cpu_name()
+    name = device_name(dev)
     print(
         f"# {args.gen} ({params:.2f} M params), {args.width}x{args.height}, device {dev} ({name}), "
         f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, "

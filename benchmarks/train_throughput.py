@@ -43,6 +43,7 @@ from torch.utils.data import DataLoader, Dataset
 from torch.utils.flop_counter import FlopCounterMode
 
 from deblur.config import compose, to_container
+from deblur.inference import device_name
 
 SECTION = "## Training throughput"
 REFERENCE = ["gen=fpn_mobilenetv2", "disc=double", "backbone=nlayer", "loss=ragan_ls"]
@@ -159,16 +160,6 @@ def quantile(values: list[float], q: float) -> float:
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "cpu"
 
 
 def rss_mib() -> float:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import platform
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -311,6 +312,20 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
             f"(torch {torch.__version__}). Use device=cpu or device=auto."
         )
     return dev
+
+
+def device_name(device: str | torch.device) -> str:
+    """What a figure was measured on: the GPU's name, or the CPU model (``/proc/cpuinfo``)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
 
 
 def _autocast(device: torch.device, bf16: bool):

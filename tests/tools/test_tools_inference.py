@@ -18,9 +18,11 @@ from deblur.inference import (
     crop_to,
     deblur_image,
     deblur_tensor,
+    device_name,
     load_classifier,
     load_generator,
     pad_to_multiple,
+    resolve_device,
     save_classifier_checkpoint,
     save_generator_checkpoint,
     tile_starts,
@@ -174,3 +176,12 @@ def test_blend_ramps_of_neighbours_sum_to_one() -> None:
     b = blend_ramp(48, overlap, ramp_start=True, ramp_end=False)
     assert torch.allclose(a[-overlap:] + b[:overlap], torch.ones(overlap))
     assert a[-overlap // 4 :].sum() == 0 and a[0] == 1  # zero weight where padding is seen
+
+
+def test_device_name_and_resolve_device():
+    assert resolve_device("cpu") == torch.device("cpu")
+    name = device_name("cpu")
+    assert isinstance(name, str) and name.strip() and name != "cuda"
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="no usable CUDA GPU"):
+            resolve_device("cuda")
