@@ -219,3 +219,30 @@ def test_real_dataset_without_root_names_the_fix(tmp_path, cache_dir):
     with pytest.raises(DataError, match=r"data.root=/path/to/gopro"):
         run("train", ["data=gopro"], tmp_path)
     assert json.loads((tmp_path / "metrics.json").read_text())["status"] == "failed"
+
+
+class _WithFixedPart(pl.LightningModule):
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = torch.nn.Linear(2, 2)
+        self.fixed = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.ReLU())
+
+    def eval_by_design(self) -> dict[str, str]:
+        return {"fixed": "a fixed part"}
+
+
+def test_lightning_eval_mode_warning_is_kept_for_unexpected_modules():
+    from deblur.systems.fit import _eval_modules_are_by_design
+
+    m = _WithFixedPart()
+    assert not _eval_modules_are_by_design(m)  # nothing in eval: nothing to silence
+    m.fixed.eval()
+    assert _eval_modules_are_by_design(m)
+    m.net.eval()  # a trainable module left in eval mode: Lightning's warning must stay
+    assert not _eval_modules_are_by_design(m)
+
+
+def test_gan_run_does_not_warn_about_its_fixed_vgg(tmp_path, cache_dir, recwarn):
+    rec = run("train", ["loss=lsgan", "disc=patch", "model.ema_decay=0.9"], tmp_path)
+    assert rec["status"] == "finished"
+    assert not [w for w in recwarn if "in eval mode" in str(w.message)]

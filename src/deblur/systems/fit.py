@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -253,6 +254,27 @@ def check_resume_checkpoint(ckpt_path: str | Path, task: str) -> None:
         )
 
 
+_LIGHTNING_EVAL_WARNING = r"Found \d+ module\(s\) in eval mode at the start of training"
+
+
+def _eval_modules_are_by_design(system: pl.LightningModule) -> bool:
+    """True when every submodule in eval mode is one the system keeps there on purpose.
+
+    Lightning warns about any module in eval mode when training starts; for the fixed VGG19, a
+    frozen D and the EMA generator that warning is noise, so it is replaced by one log line.
+    Any other module in eval mode keeps Lightning's warning.
+    """
+    by_design = getattr(system, "eval_by_design", dict)()
+    in_eval = [n for n, m in system.named_modules() if n and not m.training]
+    if not in_eval:
+        return False
+    if not all(any(n == p or n.startswith(p + ".") for p in by_design) for n in in_eval):
+        return False
+    used = [why for p, why in by_design.items() if any(n.split(".")[0] == p for n in in_eval)]
+    log.info("In eval mode during training, by design: %s.", ", ".join(used))
+    return True
+
+
 def _fit(
     cfg: DictConfig,
     run_dir: Path,
@@ -269,7 +291,10 @@ def _fit(
         check_resume_checkpoint(cfg.ckpt_path, str(cfg.task))
     trainer, logger, stats = build_trainer(cfg, run_dir, *monitor, extra_callbacks)
     _log_tb_setup(logger, *hparams)
-    trainer.fit(system, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    with warnings.catch_warnings():
+        if _eval_modules_are_by_design(system):
+            warnings.filterwarnings("ignore", message=_LIGHTNING_EVAL_WARNING)
+        trainer.fit(system, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     history = stats.history
     last = history[-1] if history else {}
     return {

@@ -171,6 +171,15 @@ class GANSystem(pl.LightningModule):
             self.ema_generator.eval()
         return self
 
+    def eval_by_design(self) -> dict[str, str]:
+        """Submodules that stay in eval mode during training on purpose, with the reason."""
+        out = {"content_loss": "the fixed VGG19 of the perceptual loss"}
+        if self.frozen_d:
+            out["discriminator"] = "the frozen discriminator"
+        if self.ema_generator is not None:
+            out["ema_generator"] = "the EMA copy of the generator"
+        return out
+
     # ------------------------------------------------------------------ optimizers
     def configure_optimizers(self):
         o = self.c.optim
