@@ -1,8 +1,11 @@
 """Run folders and their `metrics.json`: atomic writes, skip-if-finished, failure capture.
 
 Every entry point that produces results runs its body through :func:`managed_run`, so a sweep
-can be re-launched: finished runs are skipped (unless ``overwrite=true``), failed or interrupted
-ones are re-run, and the files of the earlier attempt are moved to ``attempts/<n>/``, never lost.
+can be re-launched: finished runs are skipped (unless ``overwrite=true``); a training run that
+was stopped from outside (SLURM time limit, preemption, Ctrl-C, a crash of the machine) continues
+from its ``checkpoints/last.ckpt`` (``resume=auto``, the default); failed runs, and stopped ones
+under ``resume=never``, are re-run from the start, and the files of the earlier attempt are moved
+to ``attempts/<n>/``, never lost.
 """
 
 from __future__ import annotations
@@ -140,6 +143,42 @@ def base_record(cfg: DictConfig, task: str, run_dir: Path) -> dict[str, Any]:
     return record
 
 
+_STOPPED_FROM_OUTSIDE = ("running", "interrupted")
+
+
+def _stopped_from_outside(err: BaseException) -> bool:
+    """Ctrl-C or SIGTERM, also as Lightning reports them (``sys.exit(1)`` after a
+    KeyboardInterrupt; ``SIGTERMException`` when SLURM or a scheduler terminates the job)."""
+    if isinstance(err, KeyboardInterrupt):
+        return True
+    return isinstance(err, SystemExit) and (
+        type(err).__name__ == "SIGTERMException" or isinstance(err.__context__, KeyboardInterrupt)
+    )
+
+
+def _auto_resume_checkpoint(
+    cfg: DictConfig, previous: dict[str, Any] | None, run_dir: Path
+) -> Path | None:
+    """The last.ckpt to continue from, when ``resume=auto`` and the last attempt was cut short.
+
+    A ``running`` status in metrics.json means the process died without recording an end
+    (killed at a time limit, preempted, machine lost); ``interrupted`` is Ctrl-C. A ``failed``
+    run is not resumed: its error would most likely repeat.
+    """
+    mode = str(cfg.get("resume", "auto"))
+    if mode not in ("auto", "never"):
+        raise ValueError(
+            f"resume={mode} is not an option: resume=auto (continue an unfinished run from its "
+            "checkpoints/last.ckpt, the default) or resume=never (start it over)."
+        )
+    if mode == "never" or cfg.get("ckpt_path") or cfg.get("overwrite", False):
+        return None
+    if previous is None or previous.get("status") not in _STOPPED_FROM_OUTSIDE:
+        return None
+    last = run_dir / "checkpoints" / "last.ckpt"
+    return last if last.is_file() else None
+
+
 def managed_run(
     cfg: DictConfig,
     task: str,
@@ -155,6 +194,15 @@ def managed_run(
     run_dir = Path(run_dir or hydra_run_dir() or Path(cfg.get("runs_dir", "runs")) / task)
     run_dir.mkdir(parents=True, exist_ok=True)
     previous = read_metrics(run_dir)
+    auto = _auto_resume_checkpoint(cfg, previous, run_dir)
+    if auto is not None:
+        cfg.ckpt_path = str(auto)
+        log.info("Resuming an unfinished run from %s (resume=never starts it over).", auto)
+        print(
+            f"[deblur] resume: {run_dir} stopped while {previous.get('status')}; continuing from "
+            f"{auto} (pass resume=never to start it over)",
+            flush=True,
+        )
     resuming = bool(cfg.get("ckpt_path"))
     if previous is not None and previous.get("status") == "finished" and not resuming:
         if not cfg.get("overwrite", False):
@@ -171,6 +219,8 @@ def managed_run(
     record = base_record(cfg, task, run_dir)
     if previous is not None:
         record["previous_status"] = previous.get("status")
+    if cfg.get("ckpt_path"):
+        record["resumed_from"] = str(cfg.ckpt_path)
     path = run_dir / METRICS_FILE
     write_json_atomic(path, record)
     start = time.perf_counter()
@@ -178,7 +228,7 @@ def managed_run(
     try:
         results = body(run_dir, record)
     except BaseException as err:  # noqa: BLE001 - record every way a run can end, then re-raise
-        record["status"] = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
+        record["status"] = "interrupted" if _stopped_from_outside(err) else "failed"
         record["error"] = {
             "type": type(err).__name__,
             "message": str(err),

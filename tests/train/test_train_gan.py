@@ -246,3 +246,52 @@ def test_gan_run_does_not_warn_about_its_fixed_vgg(tmp_path, cache_dir, recwarn)
     rec = run("train", ["loss=lsgan", "disc=patch", "model.ema_decay=0.9"], tmp_path)
     assert rec["status"] == "finished"
     assert not [w for w in recwarn if "in eval mode" in str(w.message)]
+
+
+def _set_status(run_dir, status: str) -> None:
+    path = run_dir / "metrics.json"
+    rec = json.loads(path.read_text())
+    rec["status"] = status
+    path.write_text(json.dumps(rec))
+
+
+def test_run_cut_short_continues_from_last_ckpt_when_relaunched(tmp_path, cache_dir):
+    over = ["loss=lsgan", "disc=patch", "trainer.max_epochs=2"]
+    full = run("train", over, tmp_path / "full")
+    part_dir = tmp_path / "part"
+    run("train", over, part_dir, callbacks=[_StopAfterEpoch(1)])
+    _set_status(part_dir, "running")  # as a job killed at its time limit leaves it
+    again = run("train", over, part_dir)
+    assert again["previous_status"] == "running"
+    assert again["resumed_from"] == str(part_dir / "checkpoints" / "last.ckpt")
+    assert again["iterations"] == full["iterations"] == 4
+    assert [h["epoch"] for h in again["history"]] == [0, 1]  # the first attempt's epoch is kept
+    assert again["final"]["val/psnr"] == pytest.approx(full["final"]["val/psnr"], abs=1e-4)
+    assert not (part_dir / "attempts").exists()
+
+    _set_status(part_dir, "interrupted")
+    fresh = run("train", [*over, "resume=never"], part_dir)
+    assert "resumed_from" not in fresh and fresh["iterations"] == 4
+    assert (part_dir / "attempts" / "1" / "checkpoints" / "last.ckpt").is_file()
+
+    _set_status(part_dir, "failed")  # a failed run starts over: its error would repeat
+    assert "resumed_from" not in run("train", over, part_dir)
+    with pytest.raises(ValueError, match="resume=sometimes is not an option"):
+        run("train", [*over, "resume=sometimes"], part_dir)
+
+
+def test_ctrl_c_and_sigterm_count_as_interrupted():
+    from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+    from deblur.runs import _stopped_from_outside
+
+    assert _stopped_from_outside(KeyboardInterrupt())
+    assert _stopped_from_outside(SIGTERMException())
+    try:  # what Lightning raises after Ctrl-C: sys.exit(1) inside the KeyboardInterrupt handler
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            raise SystemExit(1) from None
+    except SystemExit as err:
+        assert _stopped_from_outside(err)
+    assert not _stopped_from_outside(SystemExit(2)) and not _stopped_from_outside(ValueError())
