@@ -162,6 +162,10 @@ def test_checkpoints_are_full_and_resume_refuses_other_files(tmp_path, classifie
         run("train", [*over, f"ckpt_path={weights_only}"], tmp_path / "a")
     with pytest.raises(ValueError, match=r"comes from a classifier run"):
         run("train", [*over, f"ckpt_path={classifier_ckpt}"], tmp_path / "b")
+    cut_off = tmp_path / "cut_off.ckpt"
+    cut_off.write_bytes((ckpts / "last.ckpt").read_bytes()[:5000])
+    with pytest.raises(ValueError, match=r"not a readable Lightning checkpoint.*resume=never"):
+        run("train", [*over, f"ckpt_path={cut_off}"], tmp_path / "d")
     with pytest.raises(FileNotFoundError, match=r"no such file.*last\.ckpt"):
         run("train", [*over, f"ckpt_path={tmp_path / 'nope.ckpt'}"], tmp_path / "c")
 

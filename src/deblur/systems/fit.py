@@ -234,11 +234,15 @@ def check_resume_checkpoint(ckpt_path: str | Path, task: str) -> None:
         )
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        why = "" if isinstance(ckpt, dict) else f" (it holds a {type(ckpt).__name__})"
     except Exception as err:  # noqa: BLE001 - any unreadable file gets the same advice
+        ckpt, why = None, f" ({type(err).__name__}: {err})"
+    if not isinstance(ckpt, dict):
         raise ValueError(
-            f"ckpt_path={ckpt_path} is not a readable PyTorch checkpoint ({type(err).__name__}: "
-            f"{err}). Give the checkpoints/last.ckpt of a deblur {task} run."
-        ) from err
+            f"ckpt_path={ckpt_path} is not a readable Lightning checkpoint{why}; a file cut off "
+            f"while being written looks like this. Give the checkpoints/last.ckpt of a deblur "
+            f"{task} run, or pass resume=never (and no ckpt_path) to start the run over."
+        )
     saved_cfg = (ckpt.get("hyper_parameters") or {}).get("cfg") or {}
     saved_task = saved_cfg.get("task") if isinstance(saved_cfg, dict) else None
     if saved_task is not None and saved_task != task:
