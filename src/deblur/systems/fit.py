@@ -270,11 +270,13 @@ def _eval_modules_are_by_design(system: pl.LightningModule) -> bool:
     """
     by_design = getattr(system, "eval_by_design", dict)()
     in_eval = [n for n, m in system.named_modules() if n and not m.training]
-    if not in_eval:
+
+    def under(name: str, prefix: str) -> bool:
+        return name == prefix or name.startswith(prefix + ".")
+
+    if not in_eval or not all(any(under(n, p) for p in by_design) for n in in_eval):
         return False
-    if not all(any(n == p or n.startswith(p + ".") for p in by_design) for n in in_eval):
-        return False
-    used = [why for p, why in by_design.items() if any(n.split(".")[0] == p for n in in_eval)]
+    used = [why for p, why in by_design.items() if any(under(n, p) for n in in_eval)]
     log.info("In eval mode during training, by design: %s.", ", ".join(used))
     return True
 
