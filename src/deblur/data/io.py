@@ -14,6 +14,8 @@ import cv2
 import numpy as np
 import torch
 
+from deblur.errors import UserError
+
 IMAGE_EXTENSIONS: tuple[str, ...] = (
     ".png",
     ".jpg",
@@ -28,7 +30,7 @@ IMAGE_EXTENSIONS: tuple[str, ...] = (
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """A dataset, folder or pair is not what the data layer expects."""
 
 

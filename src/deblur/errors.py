@@ -1,0 +1,11 @@
+"""The one base class of errors a person can fix (bad data, config value, checkpoint, path).
+
+Entry points print such an error as one paragraph, without a traceback (the traceback goes to
+the run's log); any other exception is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """An error whose message names the thing (as on disk or on the command line) and the fix."""
