@@ -23,8 +23,15 @@ from torch import nn
 
 from deblur.config import CONF_DIR
 from deblur.data.io import IMAGE_EXTENSIONS, DataError, read_image, to_tensor
+from deblur.errors import UserError
 from deblur.inference import load_classifier, pad_to_multiple, resolve_device, tile_starts
-from deblur.predict import collect_inputs
+from deblur.inputs import (
+    VIDEO_EXTENSIONS,
+    OutputError,
+    collect_inputs,
+    ensure_writable_file,
+    without_outputs,
+)
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +90,15 @@ def run_blur_score(cfg: DictConfig, net: nn.Module | None = None) -> ScoreSummar
     sort = str(cfg.get("sort", "desc"))
     if sort not in SORTS:
         raise ValueError(f"sort={sort}: choose one of {', '.join(SORTS)}.")
+    out = Path(cfg.output).expanduser()
     _, files = collect_inputs(cfg.input, bool(cfg.get("recursive", False)))
+    files = without_outputs(files, out)  # a CSV of an earlier run inside the input folder
+    if out.suffix.lower() in (*IMAGE_EXTENSIONS, *VIDEO_EXTENSIONS):
+        raise OutputError(
+            f"output={out} is the name of an image or video; the scores are a CSV file. Give e.g. "
+            f"output={out.with_suffix('.csv')}."
+        )
+    ensure_writable_file(out)  # before the model runs: a typo costs seconds, not the whole scan
     if net is None:
         net = load_classifier(cfg.ckpt)
     tile_opt = cfg.get("tile", "auto")
@@ -108,8 +123,6 @@ def run_blur_score(cfg: DictConfig, net: nn.Module | None = None) -> ScoreSummar
     rows = list(summary.scores)
     if sort != "none":
         rows.sort(key=lambda r: r[1], reverse=sort == "desc")
-    out = Path(cfg.output).expanduser()
-    out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(["path", "score"])
@@ -121,7 +134,11 @@ def run_blur_score(cfg: DictConfig, net: nn.Module | None = None) -> ScoreSummar
 
 @hydra.main(config_path=str(CONF_DIR), config_name="blur_score", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    summary = run_blur_score(cfg)
+    try:
+        summary = run_blur_score(cfg)
+    except UserError as err:  # a mistake in input= / output=: one paragraph, no traceback
+        print(f"[deblur.blur_score] {err}", file=sys.stderr, flush=True)
+        sys.exit(2)
     if not summary.scores:
         print("[deblur.blur_score] no image could be scored.", file=sys.stderr, flush=True)
         sys.exit(1)

@@ -9,7 +9,6 @@ be processed.
 
 from __future__ import annotations
 
-import glob
 import logging
 import sys
 from dataclasses import dataclass, field
@@ -22,12 +21,18 @@ from torch import nn
 
 from deblur.config import CONF_DIR
 from deblur.data.io import IMAGE_EXTENSIONS, DataError, read_image, write_image
+from deblur.errors import UserError
 from deblur.inference import deblur_image, load_generator, resolve_device
+from deblur.inputs import (
+    VIDEO_EXTENSIONS,
+    OutputError,
+    collect_inputs,
+    distinct_outputs,
+    ensure_writable_dir,
+    without_outputs,
+)
 
 log = logging.getLogger(__name__)
-
-VIDEO_EXTENSIONS: tuple[str, ...] = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg")
-"""File suffixes (lower case) read as videos with ``cv2.VideoCapture``."""
 
 
 @dataclass
@@ -53,46 +58,41 @@ class Summary:
         return "\n".join(lines)
 
 
-def _has_magic(spec: str) -> bool:
-    return glob.has_magic(spec)
-
-
-def collect_inputs(spec: str | Path, recursive: bool = False) -> tuple[Path, list[Path]]:
-    """(base folder, files) for an image/video file, a folder, or a glob pattern."""
-    spec = str(spec)
-    path = Path(spec).expanduser()
-    if _has_magic(spec):
-        files = sorted(Path(p) for p in glob.glob(str(path), recursive=True) if Path(p).is_file())
-        parts = []
-        for part in path.parts:
-            if _has_magic(part):
-                break
-            parts.append(part)
-        base = Path(*parts) if parts else Path(".")
-        if not files:
-            raise FileNotFoundError(f"input={spec}: the pattern matches no files.")
-        return base, files
-    if path.is_dir():
-        pattern = "**/*" if recursive else "*"
-        files = sorted(p for p in path.glob(pattern) if p.is_file())
-        if not files:
-            raise FileNotFoundError(f"input={spec}: the folder is empty.")
-        return path, files
-    if path.is_file():
-        return path.parent, [path]
-    raise FileNotFoundError(
-        f"input={spec} does not exist: give an image, a folder, a glob pattern in quotes "
-        "(input='shots/*.jpg') or a video file."
-    )
-
-
-def output_path(src: Path, base: Path, out_dir: Path, ext: str) -> Path:
-    """Where the result of ``src`` goes: its path relative to ``base`` under ``out_dir``."""
+def output_path(src: Path, base: Path, out_dir: Path, ext: str, tag: str = "") -> Path:
+    """Where the result of ``src`` goes: its path relative to ``base`` under ``out_dir``, with
+    ``ext`` for its suffix and ``_<tag>`` (the source suffix) after the stem when given."""
     try:
         rel = src.relative_to(base)
     except ValueError:
         rel = Path(src.name)
-    return (out_dir / rel).with_suffix(ext)
+    return out_dir / rel.parent / f"{rel.stem}{'_' + tag if tag else ''}{ext}"
+
+
+def plan_outputs(
+    images: list[Path], videos: list[Path], base: Path, out_dir: Path, cfg: DictConfig
+) -> dict[Path, Path]:
+    """A distinct output for every image and video (see :func:`deblur.inputs.distinct_outputs`)."""
+    ext = str(cfg.get("ext", ".png"))
+    if ext.lower() not in IMAGE_EXTENSIONS:
+        raise OutputError(
+            f"ext={ext} is not an image suffix; use one of {' '.join(IMAGE_EXTENSIONS)} "
+            "(with the dot, e.g. ext=.jpg)."
+        )
+    frames = bool(cfg.get("video_as_frames", False))
+
+    def target(src: Path, tag: str) -> Path:
+        if src.suffix.lower() not in VIDEO_EXTENSIONS:
+            return output_path(src, base, out_dir, ext, tag)
+        if frames:
+            return output_path(src, base, out_dir, "", tag)  # a folder of frame_NNNNNN.png
+        return output_path(src, base, out_dir, "_deblurred.mp4", tag)
+
+    sources = images + videos
+    outputs = dict(zip(sources, distinct_outputs(sources, target)))
+    for src, dst in outputs.items():
+        if dst != target(src, ""):
+            print(f"[deblur.predict] {src} -> {dst} (another input has the same name)", flush=True)
+    return outputs
 
 
 def _side_by_side(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -151,36 +151,44 @@ def _process_video(
 
 
 def run_predict(cfg: DictConfig, model: nn.Module | None = None) -> Summary:
-    """Deblur everything ``cfg.input`` names into ``cfg.output``; returns the :class:`Summary`."""
+    """Deblur everything ``cfg.input`` names into ``cfg.output``; returns the :class:`Summary`.
+
+    Every check that needs no model runs first: the inputs exist, each gets a distinct output,
+    the output folder is writable. Only then is the checkpoint loaded.
+    """
     from tqdm import tqdm
 
-    base, files = collect_inputs(cfg.input, bool(cfg.get("recursive", False)))
     out_dir = Path(cfg.output).expanduser()
-    dev = resolve_device(cfg.get("device", "auto"))
-    bf16_opt = cfg.get("bf16", "auto")
-    bf16 = dev.type == "cuda" if str(bf16_opt) == "auto" else bool(bf16_opt)
-    if model is None:
-        model = load_generator(cfg.ckpt, use_ema=bool(cfg.get("use_ema", True)))
-    model = model.to(dev).eval()
-    progress = bool(cfg.get("progress", True))
-    ext = str(cfg.get("ext", ".png"))
+    base, files = collect_inputs(cfg.input, bool(cfg.get("recursive", False)))
+    files = without_outputs(files, out_dir, base)  # input=photos/ output=photos/sharp recursive=true
     summary = Summary()
-    images = [f for f in files if f.suffix.lower() not in VIDEO_EXTENSIONS]
-    videos = [f for f in files if f.suffix.lower() in VIDEO_EXTENSIONS]
-    for src in tqdm(images, desc="deblur", unit="img", disable=not progress or not images):
-        if src.suffix.lower() not in IMAGE_EXTENSIONS:
+    images, videos = [], []
+    for src in files:
+        suffix = src.suffix.lower()
+        if suffix in VIDEO_EXTENSIONS:
+            videos.append(src)
+        elif suffix in IMAGE_EXTENSIONS:
+            images.append(src)
+        else:
             reason = (
                 f"not an image or video (suffix '{src.suffix}'; images: "
                 f"{' '.join(IMAGE_EXTENSIONS)}; videos: {' '.join(VIDEO_EXTENSIONS)})"
             )
             summary.failed.append((src, reason))
             log.warning("[deblur.predict] skipped %s: %s", src, reason)
-            continue
-        dst = output_path(src, base, out_dir, ext)
-        if dst.resolve() == src.resolve():
-            raise ValueError(
-                f"output={out_dir} would overwrite the input {src}; pick another folder."
-            )
+    outputs = plan_outputs(images, videos, base, out_dir, cfg)
+    if outputs:
+        ensure_writable_dir(out_dir)
+    dev = resolve_device(cfg.get("device", "auto"))
+    bf16_opt = cfg.get("bf16", "auto")
+    bf16 = dev.type == "cuda" if str(bf16_opt) == "auto" else bool(bf16_opt)
+    if model is None and outputs:
+        model = load_generator(cfg.ckpt, use_ema=bool(cfg.get("use_ema", True)))
+    progress = bool(cfg.get("progress", True))
+    if model is not None:
+        model = model.to(dev).eval()
+    for src in tqdm(images, desc="deblur", unit="img", disable=not progress or not images):
+        dst = outputs[src]
         try:
             _process_image(model, src, dst, cfg, dev, bf16)
         except (DataError, ValueError) as err:
@@ -190,9 +198,7 @@ def run_predict(cfg: DictConfig, model: nn.Module | None = None) -> Summary:
         summary.images += 1
         summary.written.append(dst)
     for src in videos:
-        dst = output_path(src, base, out_dir, "" if cfg.video_as_frames else ".mp4")
-        if not cfg.video_as_frames:
-            dst = dst.with_name(dst.stem + "_deblurred.mp4")
+        dst = outputs[src]
         try:
             summary.frames += _process_video(model, src, dst, cfg, dev, bf16, progress)
         except (DataError, ValueError) as err:
@@ -209,7 +215,11 @@ def run_predict(cfg: DictConfig, model: nn.Module | None = None) -> Summary:
 
 @hydra.main(config_path=str(CONF_DIR), config_name="predict", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    summary = run_predict(cfg)
+    try:
+        summary = run_predict(cfg)
+    except UserError as err:  # a mistake in input= / output=: one paragraph, no traceback
+        print(f"[deblur.predict] {err}", file=sys.stderr, flush=True)
+        sys.exit(2)
     if summary.processed == 0:
         print("[deblur.predict] nothing could be processed.", file=sys.stderr, flush=True)
         sys.exit(1)

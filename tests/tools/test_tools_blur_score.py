@@ -59,3 +59,40 @@ def test_csv_sorted_with_unreadable_files_reported(cls_ckpt: Path, tmp_path: Pat
     assert {Path(r["path"]).name for r in rows} == {"p0.png", "p1.png", "p2.png"}
     printed = capsys.readouterr().out
     assert "scored 3 image(s); 2 file(s) not scored" in printed and "bad.jpg" in printed
+
+
+def _cfg(ckpt: Path, inp: Path, out: Path):
+    return compose(
+        "blur_score", [f"ckpt={ckpt}", f"input={inp}", f"output={out}", "progress=false"]
+    )
+
+
+def test_output_never_overwrites_an_input_and_is_checked_before_the_model(tmp_path: Path) -> None:
+    from deblur.inputs import OutputError
+
+    folder = tmp_path / "photos"
+    write_image(folder / "p0.png", rgb(40, 48, 0))
+    before = (folder / "p0.png").read_bytes()
+    missing = tmp_path / "no.ckpt"  # never loaded: the output is checked first
+    with pytest.raises(OutputError, match="name of an image"):
+        run_blur_score(_cfg(missing, folder, folder / "p0.png"))
+    assert (folder / "p0.png").read_bytes() == before
+    with pytest.raises(OutputError, match="is a folder"):
+        run_blur_score(_cfg(missing, folder, folder))
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(OutputError, match="scores.csv: its folder .* is a file"):
+        run_blur_score(_cfg(missing, folder, tmp_path / "f" / "scores.csv"))
+    with pytest.raises(OutputError, match="cannot be created"):
+        run_blur_score(_cfg(missing, folder, tmp_path / "f" / "sub" / "scores.csv"))
+
+
+def test_same_stem_rows_stay_apart_and_a_rerun_skips_its_own_csv(cls_ckpt: Path, tmp_path: Path):
+    folder = tmp_path / "photos"
+    write_image(folder / "a.png", rgb(40, 48, 0))
+    write_image(folder / "a.jpg", rgb(40, 48, 1))
+    out = folder / "scores.csv"  # inside the input folder
+    for _ in range(2):
+        summary = run_blur_score(_cfg(cls_ckpt, folder, out))
+        assert len(summary.scores) == 2 and summary.failed == []  # scores.csv is not an input
+    rows = list(csv.DictReader(out.open()))
+    assert sorted(Path(r["path"]).name for r in rows) == ["a.jpg", "a.png"]

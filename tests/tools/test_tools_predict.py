@@ -118,3 +118,104 @@ def test_cli_exit_codes(gan_ckpt, tmp_path) -> None:
     assert bad.returncode == 1, bad.stderr
     assert "a.txt" in bad.stdout and "nothing could be processed" in bad.stderr
     assert not (tmp_path / "outputs").exists()  # no Hydra run folder in the working directory
+
+
+def _video(path: Path, frames: int, fourcc: str = "MJPG") -> Path:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), 10, (48, 32))
+    for i in range(frames):
+        writer.write(rgb(32, 48, seed=i))
+    writer.release()
+    return path
+
+
+def _frames(path: Path) -> int:
+    cap, n = cv2.VideoCapture(str(path)), 0
+    while cap.read()[0]:
+        n += 1
+    return n
+
+
+def test_inputs_sharing_a_name_get_distinct_outputs(gan_ckpt, tmp_path, capsys) -> None:
+    folder = tmp_path / "in"
+    write_image(folder / "a.png", rgb(40, 56))
+    write_image(folder / "a.jpg", rgb(24, 32, seed=1))
+    write_image(folder / "b.png", rgb(16, 16, seed=2))
+    _video(folder / "clip.avi", 3)
+    _video(folder / "clip.mp4", 2, "mp4v")
+    out = tmp_path / "out"
+    summary = run_predict(cfg_for(gan_ckpt, folder, out, "device=cpu"))
+    assert summary.images == 3 and summary.videos == 2 and not summary.failed
+    assert len(set(summary.written)) == 5
+    # same stem: the source suffix joins the name; a name nobody shares is kept as it is
+    assert read_image(out / "a_png.png").shape == (40, 56, 3)
+    assert read_image(out / "a_jpg.png").shape == (24, 32, 3)
+    assert read_image(out / "b.png").shape == (16, 16, 3)
+    assert not (out / "a.png").exists()
+    assert _frames(out / "clip_avi_deblurred.mp4") == 3
+    assert _frames(out / "clip_mp4_deblurred.mp4") == 2
+    assert f"{folder / 'a.jpg'} -> {out / 'a_jpg.png'}" in capsys.readouterr().out
+    run_predict(cfg_for(gan_ckpt, folder / "clip.*", tmp_path / "f", "video_as_frames=true"))
+    assert len(list((tmp_path / "f" / "clip_avi").glob("frame_*.png"))) == 3
+    assert len(list((tmp_path / "f" / "clip_mp4").glob("frame_*.png"))) == 2
+
+
+def test_collisions_and_unwritable_output_are_refused_before_any_work(tmp_path) -> None:
+    from deblur.inputs import OutputError
+
+    folder = tmp_path / "in"
+    for name in ("a.png", "a.jpg", "a_png.png"):  # a_png.png is also a.png's disambiguated name
+        write_image(folder / name, rgb(16, 16))
+    missing = tmp_path / "no.ckpt"  # never loaded: every check comes before the model
+    out = tmp_path / "out"
+    with pytest.raises(OutputError, match="a_png.png") as err:
+        run_predict(cfg_for(missing, folder, out))
+    assert "a.png" in str(err.value) and not out.exists()
+    with pytest.raises(OutputError, match="overwrite the input"):
+        run_predict(cfg_for(missing, folder / "a.png", folder))  # output folder = input folder
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("a file where a folder should be")
+    with pytest.raises(OutputError, match="cannot be created"):
+        run_predict(cfg_for(missing, folder / "a.jpg", blocker / "out"))
+    with pytest.raises(OutputError, match="is a file, not a folder"):
+        run_predict(cfg_for(missing, folder / "a.jpg", blocker))
+    with pytest.raises(OutputError, match="ext=png is not an image suffix"):
+        run_predict(cfg_for(missing, folder / "a.jpg", out, "ext=png"))
+
+
+def test_output_inside_a_recursive_input_is_not_read_back(gan_ckpt, tmp_path) -> None:
+    folder = tmp_path / "photos"
+    write_image(folder / "x.png", rgb(16, 16))
+    write_image(folder / "sub" / "y.png", rgb(16, 16, seed=1))
+    cfg = cfg_for(gan_ckpt, folder, folder / "sharp", "recursive=true")
+    for _ in range(2):  # the second run must not deblur the first run's outputs
+        summary = run_predict(cfg)
+        assert summary.images == 2 and not summary.failed
+    assert sorted(p.relative_to(folder / "sharp").as_posix() for p in summary.written) == [
+        "sub/y.png",
+        "x.png",
+    ]
+    assert not (folder / "sharp" / "sharp").exists()
+
+
+def test_cli_unwritable_output_is_one_paragraph(tmp_path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    write_image(tmp_path / "a.png", rgb(16, 16))
+    (tmp_path / "f").write_text("x")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "deblur.predict",
+            f"ckpt={tmp_path / 'missing.ckpt'}",
+            f"input={tmp_path / 'a.png'}",
+            f"output={tmp_path / 'f' / 'out'}",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert f"output={tmp_path / 'f' / 'out'} cannot be created" in proc.stderr
+    assert "Traceback" not in proc.stderr and "missing.ckpt" not in proc.stderr
