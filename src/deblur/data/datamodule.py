@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from deblur.data.datasets import ClassificationDataset, ImageCache, PairedDataset
 from deblur.data.embedded import ensure_embedded
+from deblur.data.gpu_augment import AUGMENT_ON, TensorAugment
 from deblur.data.io import DataError
 from deblur.data.pairs import Pair, read_layout, split_by_group, subsample
 from deblur.data.sampling import EpochSeededSampler
@@ -78,6 +79,7 @@ class DeblurDataModule(pl.LightningDataModule):
         multiprocessing_context: str | None = None,
         cache: bool = False,
         augment: Mapping[str, Any] | Sequence[Any] | None = None,
+        augment_on: str = "cpu",
         val_fraction: float = 0.1,
         max_train_pairs: int | None = None,
         max_val_pairs: int | None = None,
@@ -104,6 +106,13 @@ class DeblurDataModule(pl.LightningDataModule):
         self.multiprocessing_context = multiprocessing_context
         self.cache = bool(cache)
         self.augment = _plain(augment)
+        if augment_on not in AUGMENT_ON:
+            raise DataError(f"data.augment_on must be one of {AUGMENT_ON}, got '{augment_on}'.")
+        self.augment_on = augment_on
+        # augment_on=gpu: workers only cut the square patch; on_after_batch_transfer warps it
+        self._tensor_augment = (
+            TensorAugment(self.augment, crop_size, seed=int(seed)) if augment_on == "gpu" else None
+        )
         self.val_fraction = float(val_fraction)
         self.max_train_pairs = max_train_pairs
         self.max_val_pairs = max_val_pairs
@@ -183,9 +192,21 @@ class DeblurDataModule(pl.LightningDataModule):
                 seed=self.seed,
                 pre_crop=self._pre_crop(),
             )
-            if train
+            if train and self._tensor_augment is None
             else None
         )
+        if train and self._tensor_augment is not None:
+            pre = self._pre_crop()
+            if pre is None:
+                raise DataError(
+                    "data.augment_on=gpu needs data.pre_crop_scale (e.g. 1.6) and data.crop_size: "
+                    "the workers cut a square patch that the GPU then warps and crops. Set them, "
+                    "or use data.augment_on=cpu for whole-frame augmentation."
+                )
+            # the CPU path's first two steps (PadIfNeeded + RandomCrop of the patch) only
+            transform = build_train_transform(
+                None, pre, paired=self.task == "paired", seed=self.seed
+            )
         if self.task == "classify":
             return ClassificationDataset(pairs, transform, cache=self._image_cache)
         with_kernel = not train and bool(pairs) and all(p.kernel is not None for p in pairs)
@@ -242,6 +263,13 @@ class DeblurDataModule(pl.LightningDataModule):
         if workers > 0 and self.multiprocessing_context:
             kwargs["multiprocessing_context"] = self.multiprocessing_context
         return DataLoader(ds, **kwargs)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """data.augment_on=gpu: the augmentations, on the device, for training batches only."""
+        trainer = getattr(self, "trainer", None)
+        if self._tensor_augment is not None and trainer is not None and trainer.training:
+            batch = self._tensor_augment(batch, epoch=int(trainer.current_epoch))
+        return batch
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", self.batch_size, shuffle=True)

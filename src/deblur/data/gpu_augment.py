@@ -1,0 +1,367 @@
+"""The thesis augmentations on tensors, on whatever device the batch is on (``data.augment_on=gpu``).
+
+The CPU path (:mod:`deblur.data.transforms`) warps every pair with albumentations in the
+DataLoader workers. With ``data.augment_on=gpu`` the workers only cut the random
+``crop * pre_crop_scale`` square (the same ``PadIfNeeded`` + ``RandomCrop`` as the CPU path),
+and :class:`TensorAugment` applies the configured list to the collated batch after it reached
+the device (``DeblurDataModule.on_after_batch_transfer``):
+
+* the same transforms, read from the same ``data.augment`` entries (each is built with
+  albumentations first, so ranges and defaults are parsed exactly as on the CPU path):
+  ``HorizontalFlip``, ``VerticalFlip``, ``Transpose``, ``Affine`` (shift / scale / rotate),
+  ``OpticalDistortion`` (camera model) and ``ElasticTransform``;
+* the same parameter distributions (probabilities, ranges, integer-pixel translation, the
+  elastic noise normalised by its largest value and blurred with OpenCV's Gaussian kernel);
+* identical geometry on every image of a sample (blurred and sharp);
+* the same border handling: coordinates are reflected (``reflect_101``) after each warp.
+
+All warps of a sample are composed into one sampling grid (``torch.nn.functional.grid_sample``,
+bilinear), evaluated only on the final centre crop: one resampling where albumentations
+resamples once per warp, so outputs are slightly sharper than the CPU path's but have the same
+geometry. Randomness comes from one ``torch.Generator`` per batch, seeded by
+(``data.seed``, epoch, the names of the batch's pairs): a resumed run (same sampler order)
+draws the same augmentations.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import albumentations as A
+import cv2
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from deblur.data.io import DataError
+from deblur.data.transforms import build_augmentation
+
+__all__ = ["AUGMENT_ON", "TensorAugment", "affine_matrix", "gaussian_kernel1d"]
+
+AUGMENT_ON = ("cpu", "gpu")
+"""Values of ``data.augment_on``."""
+
+SUPPORTED = "HorizontalFlip, VerticalFlip, Transpose, Affine, OpticalDistortion, ElasticTransform"
+
+
+def _unsupported(key: str, what: str) -> DataError:
+    return DataError(
+        f"data.augment.{key}: {what} is not supported with data.augment_on=gpu (the tensor "
+        f"path implements {SUPPORTED} with linear interpolation and reflect_101 borders). Use "
+        "data.augment_on=cpu for this augmentation list, or change that entry."
+    )
+
+
+@dataclass(frozen=True)
+class _Op:
+    kind: str  # hflip | vflip | transpose | affine | optical | elastic
+    p: float
+    params: dict[str, Any]
+
+
+def _check_common(key: str, aug: A.BasicTransform) -> None:
+    interp = getattr(aug, "interpolation", cv2.INTER_LINEAR)
+    if interp != cv2.INTER_LINEAR:
+        raise _unsupported(key, f"interpolation={interp}")
+    border = getattr(aug, "border_mode", cv2.BORDER_REFLECT_101)
+    if border != cv2.BORDER_REFLECT_101:
+        raise _unsupported(key, f"border_mode={border}")
+
+
+def _range(value: Any) -> tuple[float, float]:
+    if isinstance(value, int | float):
+        return float(value), float(value)
+    lo, hi = value
+    return float(lo), float(hi)
+
+
+def _op_from(key: str, aug: A.BasicTransform) -> _Op:
+    """The tensor op of one built albumentations transform (attributes as albumentations parsed
+    them), or a DataError naming the entry."""
+    p = float(aug.p)
+    name = type(aug).__name__
+    if name == "HorizontalFlip":
+        return _Op("hflip", p, {})
+    if name == "VerticalFlip":
+        return _Op("vflip", p, {})
+    if name == "Transpose":
+        return _Op("transpose", p, {})
+    if name == "Affine":
+        _check_common(key, aug)
+        if aug.translate_px is not None:
+            raise _unsupported(key, "Affine translate_px")
+        if any(_range(v) != (0.0, 0.0) for v in aug.shear.values()):
+            raise _unsupported(key, "Affine shear")
+        if aug.fit_output or aug.balanced_scale:
+            raise _unsupported(key, "Affine fit_output / balanced_scale")
+        tp = aug.translate_percent or {"x": (0.0, 0.0), "y": (0.0, 0.0)}
+        return _Op(
+            "affine",
+            p,
+            {
+                "tx": _range(tp["x"]),
+                "ty": _range(tp["y"]),
+                "sx": _range(aug.scale["x"]),
+                "sy": _range(aug.scale["y"]),
+                "keep_ratio": bool(aug.keep_ratio),
+                "rotate": _range(aug.rotate),
+            },
+        )
+    if name == "OpticalDistortion":
+        _check_common(key, aug)
+        if aug.mode != "camera":
+            raise _unsupported(key, f"OpticalDistortion mode={aug.mode}")
+        return _Op("optical", p, {"k": _range(aug.distort_limit)})
+    if name == "ElasticTransform":
+        _check_common(key, aug)
+        return _Op(
+            "elastic",
+            p,
+            {
+                "alpha": float(aug.alpha),
+                "sigma": float(aug.sigma),
+                "ksize": 17 if aug.approximate else None,
+                "same_dxdy": bool(aug.same_dxdy),
+                "noise": str(aug.noise_distribution),
+            },
+        )
+    raise _unsupported(key, f"{name}")
+
+
+def gaussian_kernel1d(sigma: float, ksize: int | None = None) -> Tensor:
+    """OpenCV's ``getGaussianKernel`` for float images: ``ksize`` taps (None: OpenCV's automatic
+    size for float32, ``round(8 sigma + 1) | 1``), normalised to sum 1."""
+    if ksize is None:
+        ksize = int(round(sigma * 8 + 1)) | 1
+    x = torch.arange(ksize, dtype=torch.float64) - (ksize - 1) / 2
+    k = torch.exp(-(x**2) / (2 * sigma**2))
+    return (k / k.sum()).float()
+
+
+def affine_matrix(
+    tx: Tensor, ty: Tensor, sx: Tensor, sy: Tensor, angle_deg: Tensor, size: int
+) -> Tensor:
+    """albumentations' ``create_affine_transformation_matrix`` (no shear) for a batch: the
+    forward 3x3 map from input to output pixel coordinates, about the centre ``size/2 - 0.5``."""
+    b = tx.shape[0]
+    c = size / 2 - 0.5
+    rad = torch.deg2rad(angle_deg.double() % 360)
+    cos, sin = torch.cos(rad), torch.sin(rad)
+    m = torch.zeros(b, 3, 3, dtype=torch.float64)
+    # shift_center @ translate @ rotate @ scale @ shift_topleft
+    m[:, 0, 0] = cos * sx
+    m[:, 0, 1] = sin * sy
+    m[:, 1, 0] = -sin * sx
+    m[:, 1, 1] = cos * sy
+    m[:, 0, 2] = -(m[:, 0, 0] * c + m[:, 0, 1] * c) + tx + c
+    m[:, 1, 2] = -(m[:, 1, 0] * c + m[:, 1, 1] * c) + ty + c
+    m[:, 2, 2] = 1.0
+    return m
+
+
+def _reflect101(x: Tensor, size: int) -> Tensor:
+    """Reflect continuous pixel coordinates into [0, size - 1] about the edge pixel centres
+    (OpenCV's BORDER_REFLECT_101 for interpolated reads)."""
+    if size <= 1:
+        return torch.zeros_like(x)
+    period = 2 * (size - 1)
+    x = torch.remainder(x, period)
+    return torch.where(x > size - 1, period - x, x)
+
+
+class TensorAugment:
+    """The ``data.augment`` list on batched tensors ``B x C x S x S`` (S = the square patch the
+    workers cut), then the centre ``crop_size`` crop; see the module docstring."""
+
+    def __init__(
+        self,
+        augment: Mapping[str, Any] | Sequence[Any] | None,
+        crop_size: int | None,
+        seed: int = 0,
+    ) -> None:
+        if augment is None:
+            items: list[tuple[str, Any]] = []
+        elif isinstance(augment, Mapping):
+            items = [(str(k), v) for k, v in augment.items()]
+        else:
+            items = [(str(i), v) for i, v in enumerate(augment)]
+        self.ops: list[_Op] = []
+        for key, spec in items:
+            aug = build_augmentation(spec, key)  # parsed and validated as on the CPU path
+            if aug is not None:
+                self.ops.append(_op_from(key, aug))
+        self.crop_size = None if crop_size in (None, 0) else int(crop_size)
+        self.seed = int(seed)
+
+    def __repr__(self) -> str:
+        ops = ", ".join(f"{o.kind}(p={o.p:g})" for o in self.ops)
+        return f"TensorAugment([{ops}], crop_size={self.crop_size})"
+
+    # ----------------------------------------------------------------- seeding
+    def batch_seed(self, names: Sequence[str] | None, epoch: int) -> int:
+        """Seed of one batch: (data.seed, epoch, its pair names), stable across processes."""
+        key = f"{self.seed}|{epoch}|" + "|".join(map(str, names or ()))
+        return zlib.crc32(key.encode())
+
+    # ----------------------------------------------------------------- sampling
+    def sample(self, batch: int, size: int, gen: torch.Generator) -> dict[str, Tensor]:
+        """Per-sample parameters (CPU tensors) of every op, from ``gen``; an op that is not
+        applied to a sample gets its identity parameters."""
+
+        def uni(lo_hi: tuple[float, float]) -> Tensor:
+            lo, hi = lo_hi
+            return lo + (hi - lo) * torch.rand(batch, generator=gen, dtype=torch.float64)
+
+        out: dict[str, Tensor] = {}
+        for i, op in enumerate(self.ops):
+            on = torch.rand(batch, generator=gen, dtype=torch.float64) < op.p
+            out[f"{i}.on"] = on
+            if op.kind == "affine":
+                q = op.params
+                # albumentations: int(percent * size), truncated toward zero
+                tx = torch.trunc(uni(q["tx"]) * size)
+                ty = torch.trunc(uni(q["ty"]) * size)
+                sx = uni(q["sx"])
+                sy = sx.clone() if q["keep_ratio"] else uni(q["sy"])
+                angle = uni(q["rotate"])
+                zero, one = torch.zeros_like(tx), torch.ones_like(tx)
+                out[f"{i}.matrix"] = affine_matrix(
+                    torch.where(on, tx, zero),
+                    torch.where(on, ty, zero),
+                    torch.where(on, sx, one),
+                    torch.where(on, sy, one),
+                    torch.where(on, angle, zero),
+                    size,
+                )
+                out[f"{i}.angle"], out[f"{i}.scale_x"] = angle, sx
+            elif op.kind == "optical":
+                out[f"{i}.k"] = torch.where(on, uni(op.params["k"]), torch.zeros(batch).double())
+        return out
+
+    # ----------------------------------------------------------------- warping
+    def grid(
+        self, batch: int, size: int, device: torch.device, gen: torch.Generator
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """The composed sampling grid ``B x C x C x 2`` (grid_sample's normalised x, y) and the
+        drawn parameters."""
+        params = self.sample(batch, size, gen)
+        crop = min(self.crop_size or size, size)
+        off = (size - crop) // 2  # albumentations CenterCrop
+        r = torch.arange(off, off + crop, device=device, dtype=torch.float32)
+        y, x = torch.meshgrid(r, r, indexing="ij")
+        x = x.expand(batch, crop, crop).clone()
+        y = y.expand(batch, crop, crop).clone()
+        dev_gen = torch.Generator(device=device).manual_seed(
+            int(torch.randint(0, 2**62, (1,), generator=gen))
+        )
+
+        def per(t: Tensor) -> Tensor:  # (B,) -> (B, 1, 1) float on the device
+            return t.to(device=device, dtype=torch.float32).view(-1, 1, 1)
+
+        # backward map: output pixel -> source pixel; the last transform applied comes first
+        for i in reversed(range(len(self.ops))):
+            op = self.ops[i]
+            on = per(params[f"{i}.on"]) > 0.5
+            if op.kind == "hflip":
+                x = torch.where(on, (size - 1) - x, x)
+            elif op.kind == "vflip":
+                y = torch.where(on, (size - 1) - y, y)
+            elif op.kind == "transpose":
+                x, y = torch.where(on, y, x), torch.where(on, x, y)
+            elif op.kind == "affine":
+                inv = torch.linalg.inv(params[f"{i}.matrix"]).to(device, torch.float32)
+                a = [[inv[:, r_, c_].view(-1, 1, 1) for c_ in range(3)] for r_ in range(2)]
+                x, y = (
+                    a[0][0] * x + a[0][1] * y + a[0][2],
+                    a[1][0] * x + a[1][1] * y + a[1][2],
+                )
+                x, y = _reflect101(x, size), _reflect101(y, size)
+            elif op.kind == "optical":
+                # cv2.initUndistortRectifyMap with camera matrix [[S, 0, S/2], [0, S, S/2]],
+                # distortion (k, k, 0, 0, 0) and OpenCV's default new camera matrix (principal
+                # point at the centre pixel, (S - 1) / 2)
+                k = per(params[f"{i}.k"])
+                c0, c1 = (size - 1) / 2, size / 2
+                xn, yn = (x - c0) / size, (y - c0) / size
+                f = 1 + k * (xn * xn + yn * yn) + k * (xn * xn + yn * yn) ** 2
+                # (a sample without the op keeps x, y: the map with k = 0 is a half-pixel shift)
+                x = torch.where(on, _reflect101(xn * f * size + c1, size), x)
+                y = torch.where(on, _reflect101(yn * f * size + c1, size), y)
+            elif op.kind == "elastic":
+                field = self._elastic_field(batch, size, device, dev_gen, op.params)
+                field = field * on.unsqueeze(1)
+                if i == len(self.ops) - 1:  # last op: read at the integer output pixels
+                    d = field[:, :, off : off + crop, off : off + crop]
+                else:  # interpolate the field at the (continuous) coordinates
+                    g = torch.stack([x, y], -1) / (size - 1) * 2 - 1
+                    d = F.grid_sample(field, g, mode="bilinear", align_corners=True)
+                x, y = _reflect101(x + d[:, 0], size), _reflect101(y + d[:, 1], size)
+        grid = torch.stack([x, y], dim=-1) / (size - 1) * 2 - 1
+        return grid, params
+
+    @staticmethod
+    def _elastic_field(
+        batch: int, size: int, device: torch.device, gen: torch.Generator, q: dict[str, Any]
+    ) -> Tensor:
+        """albumentations' ``generate_displacement_fields``: noise normalised by its largest
+        magnitude, Gaussian-blurred (replicate border), times alpha; ``B x 2 x S x S``."""
+        ch = 1 if q["same_dxdy"] else 2
+        shape = (batch, ch, size, size)
+        if q["noise"] == "gaussian":
+            f = torch.randn(shape, generator=gen, device=device)
+            peak = f.abs().amax(dim=(1, 2, 3), keepdim=True)
+            f = torch.where(peak > 1e-6, f / peak.clamp_min(1e-6), f)
+        else:
+            f = torch.rand(shape, generator=gen, device=device) * 2 - 1
+        k = gaussian_kernel1d(q["sigma"], q["ksize"]).to(device)
+        pad = k.numel() // 2
+        f = f.reshape(batch * ch, 1, size, size)
+        f = F.conv2d(F.pad(f, (pad, pad, 0, 0), mode="replicate"), k.view(1, 1, 1, -1))
+        f = F.conv2d(F.pad(f, (0, 0, pad, pad), mode="replicate"), k.view(1, 1, -1, 1))
+        f = f.reshape(batch, ch, size, size) * q["alpha"]
+        return f.expand(batch, 2, size, size) if ch == 1 else f
+
+    def apply(
+        self, images: Sequence[Tensor], gen: torch.Generator
+    ) -> tuple[list[Tensor], dict[str, Tensor]]:
+        """Warp every tensor of ``images`` (each ``B x C x S x S``) with the same per-sample
+        geometry; returns the crops and the drawn parameters."""
+        first = images[0]
+        if first.dim() != 4 or first.shape[-1] != first.shape[-2]:
+            raise DataError(
+                f"data.augment_on=gpu needs square training patches (B x C x S x S); got "
+                f"{tuple(first.shape)}. Set data.pre_crop_scale (e.g. 1.6, the default) so the "
+                "workers cut square patches, or use data.augment_on=cpu."
+            )
+        for t in images[1:]:
+            if t.shape[0] != first.shape[0] or t.shape[-2:] != first.shape[-2:]:
+                raise DataError(
+                    f"data.augment_on=gpu: the images of a batch differ in size "
+                    f"({tuple(first.shape)} vs {tuple(t.shape)}); both images of a pair must "
+                    "be the same size."
+                )
+        b, size = first.shape[0], first.shape[-1]
+        grid, params = self.grid(b, size, first.device, gen)
+        outs = []
+        for t in images:
+            src = t if t.is_floating_point() else t.float()
+            g = grid.to(src.dtype) if src.dtype in (torch.float16, torch.bfloat16) else grid
+            out = F.grid_sample(
+                src, g, mode="bilinear", padding_mode="reflection", align_corners=True
+            )
+            outs.append(out.to(t.dtype) if not t.is_floating_point() else out)
+        return outs, params
+
+    def __call__(self, batch: dict[str, Any], epoch: int = 0) -> dict[str, Any]:
+        """Augment the image tensors of a collated batch (``blur`` + ``sharp``, or ``image``)."""
+        keys = [k for k in ("blur", "sharp", "image") if isinstance(batch.get(k), Tensor)]
+        if not keys:
+            return batch
+        names = batch.get("name")
+        names = [names] if isinstance(names, str) else names
+        gen = torch.Generator().manual_seed(self.batch_seed(names, epoch))
+        outs, _ = self.apply([batch[k] for k in keys], gen)
+        return {**batch, **dict(zip(keys, outs))}
