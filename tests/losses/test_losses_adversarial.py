@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch import nn
@@ -63,7 +64,7 @@ def load(name: str, **overrides):
 
 
 def test_configs_and_n_critic():
-    assert sorted(p.stem for p in LOSS_DIR.glob("*.yaml")) == sorted(EXPECTED)
+    assert sorted(p.stem for p in LOSS_DIR.glob("*.yaml")) == sorted([*EXPECTED, "none"])
     classes = {
         "gan": GANLoss,
         "lsgan": LSGANLoss,
@@ -74,7 +75,10 @@ def test_configs_and_n_critic():
     for name, cls in classes.items():
         loss = load(name)
         assert type(loss) is cls
-        assert loss.n_critic == (5 if name == "wgangp" else 1)
+        assert loss.n_critic == 1  # DeblurGAN-v2: one D step per G step, WGAN-GP included
+    assert load("ragan").pool_size == load("ragan_ls").pool_size == 50  # the reference's pool
+    assert load("none").uses_discriminator is False
+    assert all(load(n).uses_discriminator for n in classes)
     assert load("wgangp").gp_weight == 10.0
     assert load("wgangp", n_critic=2).n_critic == 2
     with pytest.raises(ValueError):
@@ -91,8 +95,9 @@ def test_values_by_hand(name):
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_patch_maps_and_head_lists(name):
-    """Means over all elements: constant 3x4 maps equal B x 1 logits; lists average per head."""
-    loss = load(name)
+    """Means over all elements: constant 3x4 maps equal B x 1 logits; lists average per head
+    (batch means here: the pool's own behaviour is tested below)."""
+    loss = load(name, **({"pool_size": 0} if name.startswith("ragan") else {}))
     real_map = REAL.view(2, 1, 1, 1).expand(2, 1, 3, 4)
     fake_map = FAKE.view(2, 1, 1, 1).expand(2, 1, 3, 4)
     d_expected, g_expected = EXPECTED[name]
@@ -200,18 +205,43 @@ def test_gradient_penalty_fp32_under_autocast():
 
 
 def test_ragan_pool_is_explicit_and_per_head():
-    loss = RaGANLSLoss(pool_size=2)
-    r1, f1 = torch.tensor([[1.0], [3.0]]), torch.tensor([[0.0], [2.0]])  # means 2, 1
-    first = loss.d_loss(r1, f1)  # empty pool: batch means
-    assert first.item() == pytest.approx(RaGANLSLoss().d_loss(r1, f1).item())
-    r2, f2 = torch.tensor([[0.0], [0.0]]), torch.tensor([[4.0], [4.0]])  # means 0, 4
-    ref_fake, ref_real = (4.0 + 1.0) / 2, (0.0 + 2.0) / 2  # current + pooled means
-    expected = 0.5 * (
-        mean(*((0 - ref_fake - 1) ** 2 for _ in range(2)))
-        + mean(*((4 - ref_real + 1) ** 2 for _ in range(2)))
-    )
+    """The reference's ImagePool: per-image D outputs, added in the D step before the mean is
+    taken (so the current batch counts), detached, the last ``pool_size`` kept, one per head."""
+    loss = RaGANLSLoss(pool_size=3)
+    r1, f1 = torch.tensor([[1.0], [3.0]]), torch.tensor([[0.0], [2.0]])
+    first = loss.d_loss(r1, f1)  # pool = this batch: the batch means, as without a pool
+    assert first.item() == pytest.approx(RaGANLSLoss(pool_size=0).d_loss(r1, f1).item())
+    r2, f2 = torch.tensor([[0.0], [0.0]]), torch.tensor([[4.0], [4.0]])
+    # pools after the push keep the last 3 per-image scores: real [3, 0, 0], fake [2, 4, 4]
+    ref_real, ref_fake = (3 + 0 + 0) / 3, (2 + 4 + 4) / 3
+    expected = 0.5 * (((0 - ref_fake - 1) ** 2) + ((4 - ref_real + 1) ** 2))
     assert loss.d_loss(r2, f2).item() == pytest.approx(expected)
-    # another head has its own (empty) pool
-    assert loss.d_loss(r2, f2, head=1).item() == pytest.approx(RaGANLSLoss().d_loss(r2, f2).item())
+    # the G step reads the pools and does not fill them
+    g = loss.g_loss(r2, f2)
+    expected_g = 0.5 * (((4 - ref_real - 1) ** 2) + ((0 - ref_fake + 1) ** 2))
+    assert g.item() == pytest.approx(expected_g)
+    assert loss.g_loss(r2, f2).item() == pytest.approx(expected_g)
+    # with a pool the reference is a constant: no gradient flows through the other side's mean
+    rr = torch.tensor([[0.5]], requires_grad=True)
+    loss.d_loss(rr, torch.tensor([[0.0]])).backward()
+    # fake pool now [4, 4, 0]; were the real reference differentiable, rr would get a 2nd term
+    assert rr.grad.item() == pytest.approx(2 * 0.5 * (0.5 - (4 + 4 + 0.0) / 3 - 1))
+    # another head has its own pool (here: just its batch)
+    assert loss.d_loss(r2, f2, head=1).item() == pytest.approx(
+        RaGANLSLoss(pool_size=0).d_loss(r2, f2).item()
+    )
+    # the pools round-trip through state_dict (they go into checkpoints: exact resume)
+    again = RaGANLSLoss(pool_size=3)
+    again.load_state_dict(loss.state_dict())
+    assert again.g_loss(r2, f2).item() == pytest.approx(loss.g_loss(r2, f2).item())
     with pytest.raises(ValueError):
         RaGANLoss(pool_size=-1)
+
+
+def test_ragan_without_pool_at_batch_one_is_plain_rsgan():
+    """pool_size=0, batch 1, one score per image: the 'average' is the image's own score."""
+    real, fake = torch.tensor([[1.5]]), torch.tensor([[-0.5]])
+    d = RaGANLoss(pool_size=0).d_loss(real, fake)
+    rsgan = F.binary_cross_entropy_with_logits(real - fake, torch.ones(1, 1))
+    # RaGAN: 1/2 [BCE(r - f, 1) + BCE(f - r, 0)] = BCE(r - f, 1) (both terms are equal)
+    assert d.item() == pytest.approx(rsgan.item())

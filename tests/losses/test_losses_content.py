@@ -77,7 +77,7 @@ def test_layer_is_configurable_and_checked():
 @pytest.mark.parametrize("pixel", ["mse", "l1"])
 def test_content_total_is_weighted_sum(pixel):
     torch.manual_seed(3)
-    loss = ContentLoss(pixel=pixel, pretrained=False)
+    loss = ContentLoss(pixel=pixel, pretrained=False, pixel_space="minus1_1")
     assert (loss.pixel_weight, loss.perceptual_weight) == (0.5, 0.006)  # thesis weights
     pred, target = torch.rand(2, 3, 24, 24) * 2 - 1, torch.rand(2, 3, 24, 24) * 2 - 1
     out = loss(pred, target)
@@ -88,8 +88,28 @@ def test_content_total_is_weighted_sum(pixel):
     torch.testing.assert_close(out["total"], 0.5 * out["pixel"] + 0.006 * out["perceptual"])
 
 
+def test_pixel_space_scales_like_the_reference():
+    """imagenet (DeblurGAN-v2): MSE of ImageNet-normalised [0, 1] images, ~19.6x the [0, 1]
+    MSE and ~4.9x the [-1, 1] one; the factors are exact per channel."""
+    from deblur.losses.content import IMAGENET_STD
+
+    torch.manual_seed(0)
+    pred, target = torch.rand(2, 3, 16, 16) * 2 - 1, torch.rand(2, 3, 16, 16) * 2 - 1
+    terms = {
+        s: ContentLoss(perceptual_weight=0.0, pixel_space=s)(pred, target)["pixel"]
+        for s in ("imagenet", "minus1_1", "zero_one")
+    }
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    ref = ((((pred + 1) / 2) - ((target + 1) / 2)) / std).pow(2).mean()
+    torch.testing.assert_close(terms["imagenet"], ref)
+    torch.testing.assert_close(terms["minus1_1"], 4 * terms["zero_one"])
+    assert 18 < float(terms["imagenet"] / terms["zero_one"]) < 21
+    with pytest.raises(ValueError, match="pixel_space"):
+        ContentLoss(perceptual_weight=0.0, pixel_space="raw")
+
+
 def test_pixel_only_builds_no_vgg():
-    loss = ContentLoss(perceptual_weight=0.0, pretrained=True)  # no VGG, so no download needed
+    loss = ContentLoss(perceptual_weight=0.0, pretrained=True, pixel_space="minus1_1")  # no VGG, so no download needed
     assert loss.perceptual is None
     pred, target = torch.zeros(1, 3, 8, 8), torch.ones(1, 3, 8, 8)
     out = loss(pred, target)

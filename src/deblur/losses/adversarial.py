@@ -29,6 +29,8 @@ class AdversarialLoss(abc.ABC):
 
     #: whether ``g_loss`` reads the real logits (relativistic losses); others take ``None``
     uses_real_in_g: bool = False
+    #: False for ``loss=none``: no discriminator is built and there is no adversarial term
+    uses_discriminator: bool = True
 
     def __init__(self, n_critic: int = 1) -> None:
         if n_critic < 1:
@@ -63,9 +65,31 @@ class AdversarialLoss(abc.ABC):
     def _g(self, real: Tensor | None, fake: Tensor, head: int) -> Tensor:
         """The G loss of one head on tensors."""
 
+    def state_dict(self) -> dict[str, list[Tensor]]:
+        """Loss state that a checkpoint must carry (RaGAN pools); stateless losses: empty."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, list[Tensor]]) -> None:  # noqa: B027 - stateless
+        """Restore :meth:`state_dict` (exact resume)."""
+
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v}" for k, v in vars(self).items() if not k.startswith("_"))
         return f"{type(self).__name__}({args})"
+
+
+class NoAdversarialLoss(AdversarialLoss):
+    """``loss=none``: content loss only, no discriminator (the thesis' question, "NoGAN").
+
+    The system builds no discriminator and no D optimizer; ``g_loss`` is never called.
+    """
+
+    uses_discriminator = False
+
+    def _d(self, real: Tensor, fake: Tensor, head: int) -> Tensor:
+        raise RuntimeError("loss=none has no discriminator loss.")
+
+    def _g(self, real: Tensor | None, fake: Tensor, head: int) -> Tensor:
+        raise RuntimeError("loss=none has no adversarial generator loss.")
 
 
 class GANLoss(AdversarialLoss):
@@ -99,10 +123,11 @@ class WGANGPLoss(AdversarialLoss):
 
     D: E[D(ŷ)] - E[D(y)] (+ ``gradient_penalty``, added by the caller);  G: -E[D(ŷ)].
     GP: λ E_x̃[(‖∇_x̃ D(x̃)‖₂ - 1)²], x̃ = α y + (1 - α) ŷ, one α ~ U[0, 1] per sample and the
-    norm per sample over C, H, W; λ = ``gp_weight`` (10), ``n_critic`` D steps per G step (5).
+    norm per sample over C, H, W; λ = ``gp_weight`` (10). ``n_critic`` D steps per G step, each on
+    its own batch (DeblurGAN-v2: 1, the default; Gulrajani et al.: 5).
     """
 
-    def __init__(self, n_critic: int = 5, gp_weight: float = 10.0) -> None:
+    def __init__(self, n_critic: int = 1, gp_weight: float = 10.0) -> None:
         super().__init__(n_critic)
         self.gp_weight = float(gp_weight)
 
@@ -143,8 +168,14 @@ class WGANGPLoss(AdversarialLoss):
 
 
 class _MeanReference:
-    """The relativistic reference E[D(·)]: the batch mean, or with ``pool_size`` > 0 the mean of
-    the batch mean and up to ``pool_size`` past D-step batch means (detached), per head."""
+    """The relativistic reference E[D(·)] of RaGAN / RaGAN-LS, per head and per side.
+
+    ``pool_size=0``: the mean of the current batch's logits, with gradient (Jolicoeur-Martineau's
+    formula). ``pool_size=N`` (DeblurGAN-v2: 50): a history pool of the last N per-image mean
+    logits, filled in the D step only (the current batch is added before the mean is taken, as
+    the reference's ImagePool does) and detached, so the reference is a constant in both steps.
+    With batch 1 and no pool the "average" is the image's own score: plain RSGAN.
+    """
 
     def __init__(self, pool_size: int) -> None:
         if pool_size < 0:
@@ -153,16 +184,29 @@ class _MeanReference:
         self.pools: dict[tuple[str, int], deque[Tensor]] = {}
 
     def mean(self, logits: Tensor, which: str, head: int) -> Tensor:
-        current = logits.mean()
+        """The reference for ``logits`` (B x ...) of side ``which`` ('real' / 'fake')."""
+        if not self.pool_size:
+            return logits.mean()
         pool = self.pools.get((which, head))
-        if not pool:
-            return current
-        return (current + torch.stack(list(pool)).to(current).sum()) / (1 + len(pool))
+        if not pool:  # a G step before any D step (a frozen D): the current batch, detached
+            return logits.detach().mean()
+        return torch.stack(list(pool)).to(logits).mean()
 
     def push(self, logits: Tensor, which: str, head: int) -> None:
+        """Add the per-image mean logits of a D-step batch to the pool (no-op without a pool)."""
         if self.pool_size:
             pool = self.pools.setdefault((which, head), deque(maxlen=self.pool_size))
-            pool.append(logits.detach().mean())
+            pool.extend(logits.detach().float().reshape(logits.shape[0], -1).mean(dim=1).unbind())
+
+    def state_dict(self) -> dict[str, list[Tensor]]:
+        """The pools as ``{"real/0": [tensors]}`` (checkpointed, so resume stays exact)."""
+        return {f"{w}/{h}": [t.cpu() for t in q] for (w, h), q in self.pools.items()}
+
+    def load_state_dict(self, state: dict[str, list[Tensor]]) -> None:
+        self.pools = {}
+        for key, values in state.items():
+            which, head = key.rsplit("/", 1)
+            self.pools[(which, int(head))] = deque(values, maxlen=self.pool_size or None)
 
 
 class RaGANLoss(AdversarialLoss):
@@ -170,8 +214,8 @@ class RaGANLoss(AdversarialLoss):
 
     D: ½ [BCE(D(y) - E D(ŷ), 1) + BCE(D(ŷ) - E D(y), 0)];
     G: ½ [BCE(D(y) - E D(ŷ), 0) + BCE(D(ŷ) - E D(y), 1)].
-    E is the batch mean (``pool_size=0``) or a pool of past batch means (see ``_MeanReference``;
-    the pool is filled in the D step only).
+    E is the batch mean (``pool_size=0``) or, as in DeblurGAN-v2 (``pool_size=50``), the mean of
+    a pool of the last 50 per-image D outputs filled in the D step only (see ``_MeanReference``).
     """
 
     uses_real_in_g = True
@@ -192,10 +236,15 @@ class RaGANLoss(AdversarialLoss):
         return 0.5 * (_bce(real_rel, 1.0) + _bce(fake_rel, 0.0))
 
     def _d(self, real: Tensor, fake: Tensor, head: int) -> Tensor:
-        loss = self._d_term(*self._relative(real, fake, head))
         self._ref.push(real, "real", head)
         self._ref.push(fake, "fake", head)
-        return loss
+        return self._d_term(*self._relative(real, fake, head))
+
+    def state_dict(self) -> dict[str, list[Tensor]]:
+        return self._ref.state_dict()
+
+    def load_state_dict(self, state: dict[str, list[Tensor]]) -> None:
+        self._ref.load_state_dict(state)
 
     def _g(self, real: Tensor | None, fake: Tensor, head: int) -> Tensor:
         real_rel, fake_rel = self._relative(real, fake, head)

@@ -12,6 +12,10 @@ from deblur.models.weights import create_vgg19_features, warn_random_weights
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 PIXEL_LOSSES = {"mse": F.mse_loss, "l1": F.l1_loss}
+PIXEL_SPACES = ("imagenet", "minus1_1", "zero_one")
+"""Where the pixel loss is taken. ``imagenet`` (DeblurGAN-v2): images mapped to [0, 1] and
+divided by the ImageNet std per channel, so the MSE is ~19.6x that of [0, 1] images; ``minus1_1``:
+the network's own [-1, 1] tensors (4x); ``zero_one``: [0, 1] images (1x)."""
 
 
 def vgg_layer_index(features: nn.Sequential) -> dict[str, int]:
@@ -75,7 +79,8 @@ class ContentLoss(nn.Module):
     """Weighted pixel + perceptual loss; the thesis' L_G content part: 0.5 L_pixel + 0.006 L_vgg.
 
     Returns ``{"pixel", "perceptual", "total"}`` (unweighted terms and the weighted sum). With
-    ``perceptual_weight=0`` no VGG is built and the perceptual term is 0.
+    ``perceptual_weight=0`` no VGG is built and the perceptual term is 0. ``pixel_space`` sets
+    the scale of the pixel term and so its weight relative to the other terms (:data:`PIXEL_SPACES`).
     """
 
     def __init__(
@@ -86,11 +91,26 @@ class ContentLoss(nn.Module):
         perceptual_layer: str = "conv3_3",
         pretrained: bool = True,
         weights_path: str | None = None,
+        pixel_space: str = "imagenet",
     ) -> None:
         super().__init__()
         if pixel not in PIXEL_LOSSES:
             raise ValueError(f"Unknown pixel loss '{pixel}'; choose one of {sorted(PIXEL_LOSSES)}.")
+        if pixel_space not in PIXEL_SPACES:
+            raise ValueError(
+                f"model.content.pixel_space={pixel_space!r} is unknown; choose one of "
+                f"{list(PIXEL_SPACES)} (imagenet = DeblurGAN-v2's ImageNet-normalised images)."
+            )
         self.pixel = pixel
+        self.pixel_space = pixel_space
+        # per-channel factor on the [-1, 1] difference: d_space = d / 2 / std (imagenet), d / 2, d
+        half = torch.full((1, 3, 1, 1), 0.5)
+        scale = {
+            "imagenet": half / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1),
+            "minus1_1": torch.ones(1, 3, 1, 1),
+            "zero_one": half,
+        }[pixel_space]
+        self.register_buffer("pixel_scale", scale, persistent=False)
         self.pixel_weight = float(pixel_weight)
         self.perceptual_weight = float(perceptual_weight)
         self.perceptual = (
@@ -101,7 +121,8 @@ class ContentLoss(nn.Module):
 
     def forward(self, pred: Tensor, target: Tensor) -> dict[str, Tensor]:
         """Named terms and their weighted ``total`` for ``pred`` vs ``target`` in [-1, 1]."""
-        pixel = PIXEL_LOSSES[self.pixel](pred, target)
+        scale = self.pixel_scale.to(pred.dtype)
+        pixel = PIXEL_LOSSES[self.pixel](pred * scale, target * scale)
         perceptual = (
             self.perceptual(pred, target) if self.perceptual is not None else pred.new_zeros(())
         )

@@ -12,7 +12,6 @@ import logging
 import os
 from collections.abc import Mapping
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -252,14 +251,11 @@ def _read_classifier(
     """(state dict without the ``net.`` prefix, backbone config if known, description)."""
     where = "the given state dict"
     if isinstance(source, str | os.PathLike):
+        from deblur.checkpoints import read_classifier_checkpoint
+
         where = str(source)
-        if not Path(source).is_file():
-            raise FileNotFoundError(
-                f"Classifier checkpoint '{source}' does not exist. Train one with "
-                "`python -m deblur.train_classifier backbone=<name>` and set "
-                "disc.checkpoint=<run>/checkpoints/best.ckpt."
-            )
-        source = torch.load(source, map_location="cpu", weights_only=True)
+        # one paragraph naming the path for a missing, empty, text, cut-off or GAN file
+        source = read_classifier_checkpoint(source)
     backbone = None
     if "state_dict" in source and isinstance(source["state_dict"], Mapping):
         cfg = source.get("hyper_parameters", {}).get("cfg") or {}
@@ -279,6 +275,27 @@ def _describe(cfg: Mapping[str, Any] | None) -> str:
     return f"'{cfg.get('name')}' ({detail})"
 
 
+def flip_to_realness(critic: SingleCritic) -> list[str]:
+    """Turn a blur classifier's logit (blurred = 1) into a realness logit (sharp = real = 1).
+
+    The classifier is trained with sharp = 0 / blurred = 1, every adversarial loss treats real
+    (sharp) as 1; negating the last layer gives logit -z, and BCE(-z, 1 - t) = BCE(z, t), so the
+    critic scores sharp as real with exactly the classifier's confidence. Returns the names of
+    the negated tensors.
+    """
+    last = critic.head[-1]
+    if not isinstance(last, nn.Conv2d):  # pragma: no cover - guards a future head change
+        raise TypeError(f"SingleCritic head ends in {type(last).__name__}, expected a Conv2d.")
+    idx = len(critic.head) - 1
+    with torch.no_grad():
+        last.weight.neg_()
+        names = [f"head.{idx}.weight"]
+        if last.bias is not None:
+            last.bias.neg_()
+            names.append(f"head.{idx}.bias")
+    return names
+
+
 def load_classifier_weights(
     disc: Discriminator,
     source: str | os.PathLike | Mapping[str, Any],
@@ -288,8 +305,10 @@ def load_classifier_weights(
 
     ``source``: a Lightning checkpoint path (keys ``net.*``, backbone in
     ``hyper_parameters["cfg"]["backbone"]``), such a loaded dict, or a bare state dict (then pass
-    ``source_backbone``). The single critic loads every key; the patch critic loads its truncated
-    trunk and keeps its fresh head. Returns ``{head: {"loaded": n, "fresh": [keys]}}``.
+    ``source_backbone``). The single critic loads every key and its last layer is negated
+    (:func:`flip_to_realness`: the classifier scores blur, a critic scores realness = sharpness);
+    the patch critic loads its truncated trunk (features have no sign) and keeps its fresh head.
+    Returns ``{head: {"loaded": n, "fresh": [keys], "sign_flipped": [keys]}}``.
     """
     state, ckpt_backbone, where = _read_classifier(source)
     src_cfg = _plain(source_backbone) if source_backbone is not None else ckpt_backbone
@@ -325,13 +344,15 @@ def load_classifier_weights(
             ]
             raise fail(f"the {head} critic does not match: " + "; ".join(p for p in parts if p))
         critic.load_state_dict({k: state[k] for k in wanted}, strict=head == "single")
+        flipped = flip_to_realness(critic) if head == "single" else []
         fresh = [k for k in own if k not in wanted]
-        report[head] = {"loaded": len(wanted), "fresh": fresh}
+        report[head] = {"loaded": len(wanted), "fresh": fresh, "sign_flipped": flipped}
         log.info(
-            "Classifier weights %s -> %s critic: %d tensors loaded%s",
+            "Classifier weights %s -> %s critic: %d tensors loaded%s%s",
             where,
             head,
             len(wanted),
+            "; last layer negated (blur score -> realness)" if flipped else "",
             f"; head kept freshly initialised ({len(fresh)} tensors: {fresh})" if fresh else "",
         )
     return report

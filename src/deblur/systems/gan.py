@@ -1,8 +1,9 @@
 """The GAN LightningModule: DeblurGAN-v2 training with manual optimization.
 
-Per iteration: ``n_critic`` discriminator steps (none when D is frozen), then one generator
-step with content + weighted adversarial loss. Schedules run on our own iteration counter
-(Lightning's ``global_step`` counts optimizer steps, two per iteration).
+One iteration = one batch: a discriminator step (none when D is frozen or ``loss=none``), and
+a generator step with content + weighted adversarial loss on every ``n_critic``-th batch (so
+``n_critic`` D steps see ``n_critic`` different batches). Schedules run on our own iteration
+counter (Lightning's ``global_step`` counts optimizer steps, up to two per iteration).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch import Tensor, nn
 
+from deblur.errors import UserError
 from deblur.losses.content import ContentLoss
 from deblur.metrics import psnr, ssim
 from deblur.models.critics import Discriminator, load_classifier_weights
@@ -94,7 +96,6 @@ class GANSystem(pl.LightningModule):
         c = OmegaConf.create(cfg)
         self.c = c
         self.generator: nn.Module = instantiate(c.gen)
-        self.discriminator = Discriminator(c.disc.kind, c.backbone)
         self.adv_loss = instantiate(c.loss)
         mc = c.model
         self.content_loss = ContentLoss(
@@ -104,12 +105,24 @@ class GANSystem(pl.LightningModule):
             perceptual_layer=mc.content.perceptual_layer,
             pretrained=c.pretrained,
             weights_path=mc.content.get("vgg_weights_path"),
+            pixel_space=mc.content.pixel_space,
         )
-        self.adv_weight = float(mc.adv_weight)
+        self.adversarial = bool(self.adv_loss.uses_discriminator)
+        self.adv_weight = float(mc.adv_weight) if self.adversarial else 0.0
         self.frozen_d = bool(c.disc.frozen)
         self.disc_checkpoint = c.disc.get("checkpoint")
         self.load_report: dict[str, Any] | None = None
-        if self.disc_checkpoint:
+        self.discriminator: Discriminator | None = None
+        if not self.adversarial:
+            if self.disc_checkpoint or self.frozen_d:
+                raise UserError(
+                    f"loss=none trains without a discriminator, so disc.checkpoint="
+                    f"{self.disc_checkpoint} / disc.frozen={self.frozen_d} have nothing to act on. "
+                    "Drop those overrides, or choose an adversarial loss (loss=ragan_ls, ...)."
+                )
+        else:
+            self.discriminator = Discriminator(c.disc.kind, c.backbone)
+        if self.discriminator is not None and self.disc_checkpoint:
             self.load_report = load_classifier_weights(
                 self.discriminator, str(self.disc_checkpoint)
             )
@@ -119,9 +132,10 @@ class GANSystem(pl.LightningModule):
                 "generator nothing. Give disc.checkpoint=<classifier best.ckpt> (or "
                 "disc.checkpoint=auto to take the Table 4.2 classifier of this backbone)."
             )
-        if self.frozen_d:
+        if self.frozen_d and self.discriminator is not None:
             self.discriminator.requires_grad_(False)
             self.discriminator.eval()
+        self.n_critic = int(getattr(self.adv_loss, "n_critic", 1))
         self.ema_decay = float(mc.get("ema_decay", 0.0) or 0.0)
         self.ema_generator: nn.Module | None = None
         if self.ema_decay > 0:
@@ -131,10 +145,17 @@ class GANSystem(pl.LightningModule):
             # compile the submodules in place (not the LightningModule: that breaks
             # toggle_optimizer); state_dict keys stay the same
             self.generator.compile()
-            self.discriminator.compile()
+            if self.discriminator is not None:
+                self.discriminator.compile()
             if getattr(self.content_loss, "perceptual", None) is not None:
                 self.content_loss.perceptual.compile()
-        self.check_every = int(c.model.get("health_check_every", 1))
+        self.check_every = int(c.model.health_check_every)
+        # first iteration at which each checked term was non-finite (-1: never), kept on the
+        # device so the check needs no host sync per step (read every check_every iterations)
+        self._finite_terms = ["d", "g_adv", "g_pixel", "g_perceptual"]
+        self.register_buffer(
+            "_first_nonfinite", torch.full((4,), -1, dtype=torch.long), persistent=False
+        )
         self.channels_last = bool(mc.get("channels_last", False))
         self._strips = int(c.model.get("val_image_strips", 3))
         self._val: dict[str, list[Tensor]] = {}
@@ -146,13 +167,16 @@ class GANSystem(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         sd = checkpoint["state_dict"]
+        self.raise_if_nonfinite()  # never save NaN weights
         for k in [k for k in sd if k.startswith(self._FIXED_PREFIX)]:
             del sd[k]
         checkpoint["deblur_rng"] = rng_state()
+        checkpoint["deblur_adv_loss"] = self.adv_loss.state_dict()  # RaGAN pools
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if "deblur_rng" in checkpoint:
             set_rng_state(checkpoint["deblur_rng"])
+        self.adv_loss.load_state_dict(checkpoint.get("deblur_adv_loss") or {})
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         """Strict loading, except for the fixed VGG19 weights that checkpoints leave out."""
@@ -165,7 +189,7 @@ class GANSystem(pl.LightningModule):
     # ------------------------------------------------------------------ modes
     def train(self, mode: bool = True) -> GANSystem:
         super().train(mode)
-        if self.frozen_d:
+        if self.frozen_d and self.discriminator is not None:
             self.discriminator.eval()  # a frozen D keeps its BatchNorm statistics
         if self.ema_generator is not None:
             self.ema_generator.eval()
@@ -192,7 +216,7 @@ class GANSystem(pl.LightningModule):
             fused=fused or None,
         )
         opts = [opt_g]
-        if not self.frozen_d:
+        if self.discriminator is not None and not self.frozen_d:
             opts.append(
                 torch.optim.Adam(
                     self.discriminator.parameters(),
@@ -204,26 +228,35 @@ class GANSystem(pl.LightningModule):
             )
         s = self.c.schedule
         self._min_lr = float(s.min_lr)
+        # each scheduler steps with its optimizer; G steps every n_critic-th iteration, so its
+        # k-th step is at iteration k * n_critic (the schedule runs on iterations)
+        per_step = [self.n_critic if self.trains_d else 1, 1]
         scheds = [
             {
                 "scheduler": torch.optim.lr_scheduler.LambdaLR(
-                    opt, lambda it, base=base: self._lr_factor(it, base)
+                    opt, lambda it, base=base, k=k: self._lr_factor(it * k, base)
                 ),
                 "interval": "step",
             }
-            for opt, base in zip(opts, [o.lr_g, o.lr_d])
+            for opt, base, k in zip(opts, [o.lr_g, o.lr_d], per_step)
         ]
         return opts, scheds
 
-    def optimizer_steps_per_iteration(self) -> int:
-        """Optimizer steps (Lightning's ``global_step`` ticks) in one iteration: G + n_critic D."""
-        return 1 + (0 if self.frozen_d else int(getattr(self.adv_loss, "n_critic", 1)))
+    @property
+    def trains_d(self) -> bool:
+        """Whether the discriminator has an optimizer (not frozen, not ``loss=none``)."""
+        return self.discriminator is not None and not self.frozen_d
+
+    def optimizer_steps_per_iteration(self) -> float:
+        """Optimizer steps (Lightning's ``global_step`` ticks) per iteration (= per batch):
+        one D step and 1 / n_critic G steps; 1 without a trained D."""
+        return 1.0 + 1.0 / self.n_critic if self.trains_d else 1.0
 
     def planned_iterations(self) -> int:
         """Iterations the run will do: its batches, or ``trainer.max_steps`` in iterations.
 
         Under manual optimization ``global_step`` (what ``max_steps`` limits) counts every
-        optimizer step, so one iteration is ``1 + n_critic`` of them (1 with a frozen D).
+        optimizer step, so one iteration is ``1 + 1/n_critic`` of them (1 without a trained D).
         """
         if self._total is not None:
             return self._total
@@ -234,12 +267,20 @@ class GANSystem(pl.LightningModule):
             if max_steps > 0:
                 epochs = int(t.max_epochs) if t.max_epochs is not None else -1
                 by_epochs = float(t.num_training_batches) * epochs if epochs > 0 else math.inf
-                by_steps = -(-max_steps // self.optimizer_steps_per_iteration())
+                by_steps = self._iterations_for_steps(max_steps)
                 total = min(by_epochs, float(by_steps))
         except Exception:  # noqa: BLE001 - outside a trainer
             return 0
         self._total = int(total) if math.isfinite(total) else 0
         return self._total
+
+    def _iterations_for_steps(self, steps: int) -> int:
+        """Iterations after which ``global_step`` reaches ``steps`` (G every n_critic-th batch)."""
+        if not self.trains_d:
+            return steps
+        n = self.n_critic
+        full, rest = divmod(steps, n + 1)  # n + 1 optimizer steps per n batches
+        return full * n + rest
 
     def _lr_factor(self, it: int, base_lr: float) -> float:
         min_factor = min(self._min_lr / base_lr, 1.0) if base_lr > 0 else 0.0
@@ -278,20 +319,39 @@ class GANSystem(pl.LightningModule):
         g_adv = self.adv_loss.g_loss(real_out, fake_out)  # lists: mean over the heads
         return g_adv, real_out or [], fake_out
 
-    def _check_finite(self, terms: dict[str, Tensor]) -> None:
-        it = int(self.iteration)
-        if self.check_every <= 0 or it % self.check_every:
+    def _note_finite(self, terms: dict[str, Tensor]) -> None:
+        """Record, on the device, the first iteration at which each term is non-finite."""
+        if self.check_every <= 0:
             return
-        values = torch.stack([t.detach().float() for t in terms.values()])
-        if bool(torch.isfinite(values).all()):
+        idx = [self._finite_terms.index(k) for k in terms]
+        bad = ~torch.isfinite(torch.stack([t.detach().float().reshape(()) for t in terms.values()]))
+        cur = self._first_nonfinite[idx]
+        new = torch.where(bad & (cur < 0), self.iteration.to(cur.device), cur)
+        self._first_nonfinite[idx] = new
+
+    def raise_if_nonfinite(self) -> None:
+        """Raise :class:`NonFiniteLossError` if any term was ever non-finite (one host sync)."""
+        if self.check_every <= 0:
             return
-        bad = [k for k, v in terms.items() if not bool(torch.isfinite(v.detach()).all())]
+        first = self._first_nonfinite.tolist()
+        bad = [(it, name) for it, name in zip(first, self._finite_terms) if it >= 0]
+        if not bad:
+            return
+        it = min(i for i, _ in bad)
+        names = ", ".join(n for i, n in bad if i == it)
         raise NonFiniteLossError(
-            f"Non-finite loss at iteration {it} (epoch {self.current_epoch}): term(s) "
-            f"{', '.join(bad)} = {[float(terms[k].detach()) for k in bad]}. The run stops here so no NaN "
-            "weights are saved. Lower the learning rates (optim.lr_g / optim.lr_d), enable "
-            "gradient clipping (optim.grad_clip=1.0), or train in bf16/fp32 instead of 16-mixed."
+            f"Non-finite loss at iteration {it} (found at iteration {int(self.iteration)}, epoch "
+            f"{self.current_epoch}): term(s) {names}. The run stops here so no NaN weights are "
+            "saved. Lower the learning rates (optim.lr_g / optim.lr_d), enable gradient clipping "
+            "(optim.grad_clip=1.0), or train in bf16/fp32 instead of 16-mixed."
         )
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self.check_every > 0 and int(self.iteration) % self.check_every == 0:
+            self.raise_if_nonfinite()
+
+    def on_train_end(self) -> None:
+        self.raise_if_nonfinite()
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         blur, sharp = batch["blur"], batch["sharp"]
@@ -303,54 +363,63 @@ class GANSystem(pl.LightningModule):
         scheds = self.lr_schedulers()
         scheds = scheds if isinstance(scheds, list) else [scheds]
         opt_g, opt_d = opts[0], (opts[1] if len(opts) > 1 else None)
+        # with n_critic > 1 the G step comes every n_critic-th batch, so n_critic D steps see
+        # n_critic different batches (not n_critic repeats on one pair)
+        g_step = opt_d is None or (int(self.iteration) + 1) % self.n_critic == 0
 
-        fake = self.generator(blur)
+        if g_step:
+            fake = self.generator(blur)
+        else:
+            with torch.no_grad():
+                fake = self.generator(blur)
         logs: dict[str, Tensor] = {}
         if opt_d is not None:
-            n_critic = int(getattr(self.adv_loss, "n_critic", 1))
             self.toggle_optimizer(opt_d)
-            for _ in range(n_critic):
-                d_loss, d_real, d_fake = self._d_loss(sharp, fake.detach())
-                self._check_finite({"d": d_loss})
-                opt_d.zero_grad(set_to_none=True)
-                self.manual_backward(d_loss)
-                opt_d.step()
+            d_loss, d_real, d_fake = self._d_loss(sharp, fake.detach())
+            self._note_finite({"d": d_loss})
+            opt_d.zero_grad(set_to_none=True)
+            self.manual_backward(d_loss)
+            opt_d.step()
             self.untoggle_optimizer(opt_d)
+            scheds[1].step()
             logs.update(
                 {"train/d": d_loss.detach(), "train/d_real": d_real, "train/d_fake": d_fake}
             )
 
-        self.toggle_optimizer(opt_g)
-        # a frozen D has no D step: its D(real) / D(fake) for the logs come from the G step
-        g_adv, real_out, fake_out = self._g_adv(
-            sharp, fake, need_real=opt_d is None or self.adv_loss.uses_real_in_g
-        )
-        if opt_d is None:
-            d_real, d_fake = _mean_scores(real_out, fake_out)
-            logs.update({"train/d_real": d_real, "train/d_fake": d_fake})
-        content = self.content_loss(fake, sharp)
-        g_total = content["total"] + self.adv_weight * g_adv
-        self._check_finite(
-            {"g_adv": g_adv, "g_pixel": content["pixel"], "g_perceptual": content["perceptual"]}
-        )
-        opt_g.zero_grad(set_to_none=True)
-        self.manual_backward(g_total)
-        opt_g.step()
-        self.untoggle_optimizer(opt_g)
-
-        for sched in scheds:
-            sched.step()
+        if g_step:
+            self.toggle_optimizer(opt_g)
+            content = self.content_loss(fake, sharp)
+            if self.discriminator is not None:
+                # a frozen D has no D step: its D(real) / D(fake) for the logs come from here
+                g_adv, real_out, fake_out = self._g_adv(
+                    sharp, fake, need_real=opt_d is None or self.adv_loss.uses_real_in_g
+                )
+                if opt_d is None:
+                    d_real, d_fake = _mean_scores(real_out, fake_out)
+                    logs.update({"train/d_real": d_real, "train/d_fake": d_fake})
+                g_total = content["total"] + self.adv_weight * g_adv
+            else:  # loss=none: content only
+                g_adv = content["total"].new_zeros(())
+                g_total = content["total"]
+            self._note_finite(
+                {"g_adv": g_adv, "g_pixel": content["pixel"], "g_perceptual": content["perceptual"]}
+            )
+            opt_g.zero_grad(set_to_none=True)
+            self.manual_backward(g_total)
+            opt_g.step()
+            self.untoggle_optimizer(opt_g)
+            scheds[0].step()
+            if self.ema_generator is not None:
+                self._update_ema()
+            logs.update(
+                {
+                    "train/g_total": g_total.detach(),
+                    "train/g_adv": g_adv.detach(),
+                    "train/g_pixel": content["pixel"].detach(),
+                    "train/g_perceptual": content["perceptual"].detach(),
+                }
+            )
         self.iteration += 1
-        if self.ema_generator is not None:
-            self._update_ema()
-        logs.update(
-            {
-                "train/g_total": g_total.detach(),
-                "train/g_adv": g_adv.detach(),
-                "train/g_pixel": content["pixel"].detach(),
-                "train/g_perceptual": content["perceptual"].detach(),
-            }
-        )
         self.log_dict(logs, on_step=True, on_epoch=False, batch_size=blur.shape[0])
         self.log("train/lr_g", opt_g.param_groups[0]["lr"], on_step=True, batch_size=blur.shape[0])
 
@@ -391,9 +460,13 @@ class GANSystem(pl.LightningModule):
                 exp.add_image(f"val/strip_{batch_idx}", strip, self.current_epoch)
 
     def on_validation_epoch_end(self) -> None:
-        if not self._val.get("psnr"):
+        from deblur.systems.distributed import gather_per_image
+
+        # every DDP rank's per-image values, each validation image once (one process: as is)
+        per_image = gather_per_image(self, self._val)
+        if not len(per_image.get("psnr", ())):
             return
-        vals = {k: torch.cat(v).mean() for k, v in self._val.items()}
+        vals = {k: v.mean() for k, v in per_image.items()}
         self.log_dict(
             {
                 "val/psnr": vals["psnr"],
@@ -404,4 +477,6 @@ class GANSystem(pl.LightningModule):
                 "hp/ssim": vals["ssim"],
             },
             on_epoch=True,
+            sync_dist=True,  # the ranks hold the same values: max keeps them exact
+            reduce_fx="max",
         )
