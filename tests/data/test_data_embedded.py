@@ -9,6 +9,7 @@ import time
 import numpy as np
 import pytest
 
+from deblur.data import embedded
 from deblur.data.blur import apply_kernel
 from deblur.data.embedded import VAL_PHOTOS, available_photos, build_embedded
 from deblur.data.io import DataError, read_image, read_kernel
@@ -105,3 +106,29 @@ def test_default_build_under_30s(tmp_path):
     root = build_embedded(tmp_path / "full")
     assert time.perf_counter() - start < 30
     assert len(list(root.rglob("blur/*.png"))) >= 8 * 4
+
+
+def test_scikit_learn_photos_train_and_validation_stays_chelsea_rocket(tmp_path):
+    photos = available_photos()
+    assert {"china", "flower"} <= set(photos)  # scikit-learn is a dependency
+    assert photos["china"].parts[-3:] == ("datasets", "images", "china.jpg")
+    root = build_embedded(tmp_path / "e", photos=["chelsea", "rocket", "china", "flower"], **TINY)
+    splits = read_embedded(root)
+    assert {p.group for p in splits["train"]} == {"china", "flower"}
+    assert {p.group for p in splits["val"]} == set(VAL_PHOTOS) == {"chelsea", "rocket"}
+
+
+def test_photo_set_is_part_of_the_cache_identity(tmp_path, monkeypatch):
+    """A build made without a package's photos is never reused once the package is there."""
+    monkeypatch.setenv("DEBLUR_CACHE", str(tmp_path / "cache"))
+    everything = build_embedded(**TINY)
+    manifest = json.loads((everything / "manifest.json").read_text())
+    assert manifest["params"]["photos"] == sorted(available_photos())
+    real_dir = embedded._package_dir
+    monkeypatch.setattr(
+        embedded, "_package_dir", lambda pkg: None if pkg == "sklearn" else real_dir(pkg)
+    )
+    without = build_embedded(**TINY)
+    assert without != everything
+    assert {p.group for p in read_embedded(without)["train"]}.isdisjoint({"china", "flower"})
+    assert embedded.default_root().name == f"embedded_v{embedded.FORMAT_VERSION}"

@@ -20,10 +20,16 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset
 
-from deblur.data.datasets import ClassificationDataset, ImageCache, PairedDataset
+from deblur.data.datasets import ClassificationDataset, ConcatSamples, ImageCache, PairedDataset
+from deblur.data.deadleaves import (
+    DeadLeaves,
+    ProceduralDataset,
+    ProceduralPairs,
+    palette_from_images,
+)
 from deblur.data.embedded import ensure_embedded
 from deblur.data.gpu_augment import AUGMENT_ON, TensorAugment
-from deblur.data.io import DataError
+from deblur.data.io import DataError, ImageReadError, image_size, read_image, read_kernel
 from deblur.data.pairs import Pair, read_layout, split_by_group, subsample
 from deblur.data.sampling import EpochSeededSampler
 from deblur.data.transforms import build_train_transform
@@ -33,6 +39,12 @@ log = logging.getLogger(__name__)
 __all__ = ["DeblurDataModule", "worker_init_fn"]
 
 TASKS = ("paired", "classify")
+
+TRAIN_SOURCES = ("photos", "procedural", "both")
+"""``data.embedded.train_source``: the embedded photos, dead-leaves pairs, or both mixed."""
+
+_MIX_KEYS = ("train_source", "procedural_per_epoch", "procedural")
+"""Keys of ``data.embedded`` that choose the training mix (not build parameters of the photos)."""
 
 
 def worker_init_fn(worker_id: int) -> None:
@@ -84,6 +96,7 @@ class DeblurDataModule(pl.LightningDataModule):
         max_train_pairs: int | None = None,
         max_val_pairs: int | None = None,
         max_test_pairs: int | None = None,
+        min_val_side: int | None = 32,
         seed: int = 0,
         embedded: Mapping[str, Any] | None = None,
     ) -> None:
@@ -117,8 +130,39 @@ class DeblurDataModule(pl.LightningDataModule):
         self.max_train_pairs = max_train_pairs
         self.max_val_pairs = max_val_pairs
         self.max_test_pairs = max_test_pairs
+        self.min_val_side = None if min_val_side is None else int(min_val_side)
         self.seed = int(seed)
-        self.embedded = dict(_plain(embedded) or {})
+        embedded = dict(_plain(embedded) or {})
+        mix = {k: embedded.pop(k) for k in _MIX_KEYS if k in embedded}
+        self.embedded = embedded  # build parameters of the photo pairs (deblur.data.embedded)
+        self.train_source = str(mix.get("train_source") or "photos")
+        if self.train_source not in TRAIN_SOURCES:
+            raise DataError(
+                f"data.embedded.train_source must be one of {', '.join(TRAIN_SOURCES)}, got "
+                f"'{self.train_source}'."
+            )
+        if self.train_source != "photos" and layout != "embedded":
+            raise DataError(
+                f"data.embedded.train_source={self.train_source} mixes procedural pairs into "
+                f"data=embedded only, but this is data={name} (layout '{layout}'). Use "
+                "data=embedded, or leave train_source at photos."
+            )
+        self.procedural_per_epoch = int(mix.get("procedural_per_epoch") or 0)
+        if self.train_source != "photos" and self.procedural_per_epoch < 1:
+            raise DataError(
+                f"data.embedded.train_source={self.train_source} needs "
+                f"data.embedded.procedural_per_epoch >= 1 (pairs per epoch), got "
+                f"{self.procedural_per_epoch}."
+            )
+        procedural = dict(mix.get("procedural") or {})
+        self.procedural_colors = str(procedural.pop("colors", "photos"))
+        if self.procedural_colors not in ("photos", "lab"):
+            raise DataError(
+                "data.embedded.procedural.colors must be 'photos' (colours of the training "
+                f"photos) or 'lab' (a CIELAB palette), got '{self.procedural_colors}'."
+            )
+        self.dead_leaves = DeadLeaves.from_config(procedural)
+        self._procedural: ProceduralPairs | None = None
         self._splits: dict[str, list[Pair]] | None = None
         self._datasets: dict[str, Dataset] = {}
         self._image_cache: ImageCache | None = None
@@ -139,24 +183,80 @@ class DeblurDataModule(pl.LightningDataModule):
         else:
             train, val = split_by_group(train, self.val_fraction, self.seed)
         test = found.get("test", val)
+        self._photo_train = list(train)  # the colour palette of procedural images comes from these
         self._splits = {
-            "train": subsample(train, self.max_train_pairs),
+            "train": []
+            if self.train_source == "procedural"
+            else subsample(train, self.max_train_pairs),
             "val": subsample(val, self.max_val_pairs),
             "test": subsample(test, self.max_test_pairs),
         }
+        extra = (
+            f" + {self.procedural_per_epoch} procedural (dead-leaves) train pairs per epoch"
+            if self.train_source != "photos"
+            else ""
+        )
         log.info(
-            "data=%s (%s at %s): %d train / %d val / %d test pairs.",
+            "data=%s (%s at %s): %d train / %d val / %d test pairs%s.",
             self.name,
             self.layout,
             root,
             *(len(v) for v in self._splits.values()),
+            extra,
         )
         return self._splits
 
     @property
     def train_pairs(self) -> list[Pair]:
-        """Training pairs (resolved on first access)."""
+        """Training pairs from files (resolved on first access; none for ``train_source=procedural``)."""
         return self._resolve()["train"]
+
+    def _procedural_size(self) -> int:
+        """Side of the procedural training images: what a photo item of the train split measures."""
+        if not self.crop_size:
+            raise DataError(
+                f"data.embedded.train_source={self.train_source} generates training images at the "
+                "crop size, but data.crop_size is null (whole images). Set data.crop_size (e.g. "
+                "256), or use data.embedded.train_source=photos."
+            )
+        if self._tensor_augment is not None:  # the GPU warps and crops a pre-crop patch
+            return self._pre_crop() or int(self.crop_size)
+        return int(self.crop_size)
+
+    @property
+    def procedural(self) -> ProceduralPairs | None:
+        """The dead-leaves pair generator of the training split (None for ``train_source=photos``).
+
+        Its images use the embedded dataset's kernel and noise parameters and, with
+        ``procedural.colors=photos``, colours drawn from the training photos (never from
+        validation); ``procedural.pair(epoch, index)`` gives ``(blurred, sharp, kernel)``.
+        """
+        if self.train_source == "photos":
+            return None
+        if self._procedural is None:
+            self._resolve()
+            palette = None
+            if self.procedural_colors == "photos":
+                sharp = sorted({p.sharp for p in self._photo_train})
+                if not sharp:
+                    raise DataError(
+                        "data.embedded.procedural.colors=photos needs training photos, but the "
+                        "embedded training split is empty; use procedural.colors=lab."
+                    )
+                rng = np.random.default_rng([self.seed, 0xC010])
+                palette = palette_from_images([read_image(p) for p in sharp], rng)
+            e = self.embedded
+            self._procedural = ProceduralPairs(
+                size=self._procedural_size(),
+                kernel_size=int(e.get("kernel_size", 31)),
+                min_length=float(e.get("min_length", 7.0)),
+                max_length=e.get("max_length"),
+                noise_sigma=float(e.get("noise_sigma", 1.0)),
+                seed=self.seed,
+                params=self.dead_leaves,
+                palette=palette,
+            )
+        return self._procedural
 
     @property
     def val_pairs(self) -> list[Pair]:
@@ -207,10 +307,114 @@ class DeblurDataModule(pl.LightningDataModule):
             transform = build_train_transform(
                 None, pre, paired=self.task == "paired", seed=self.seed
             )
+        ds: Dataset
         if self.task == "classify":
-            return ClassificationDataset(pairs, transform, cache=self._image_cache)
-        with_kernel = not train and bool(pairs) and all(p.kernel is not None for p in pairs)
-        return PairedDataset(pairs, transform, cache=self._image_cache, with_kernel=with_kernel)
+            ds = ClassificationDataset(pairs, transform, cache=self._image_cache)
+        else:
+            with_kernel = not train and bool(pairs) and all(p.kernel is not None for p in pairs)
+            ds = PairedDataset(pairs, transform, cache=self._image_cache, with_kernel=with_kernel)
+        if train and self.procedural is not None:
+            # dead-leaves pairs are drawn at the size of a photo item (the crop, or the GPU's
+            # pre-crop patch) and skip the CPU augmentations: the model is stationary and
+            # isotropic, so flips, rotations and warps would only cost time
+            procedural = ProceduralDataset(self.procedural, self.procedural_per_epoch, self.task)
+            ds = (
+                procedural if self.train_source == "procedural" else ConcatSamples([ds, procedural])
+            )
+        return ds
+
+    # ------------------------------------------------------------ fail early
+    def check_sizes(self, min_side: int | None = None, split: str = "val") -> None:
+        """Before training: every image of ``split`` is readable and at least ``min_side`` px.
+
+        Reads each file of the split (blurred, sharp and kernel files) and its header, without
+        decoding the pixels: a missing, empty, truncated or undecodable file, a pair whose two
+        images differ in size and an image whose smaller side is below ``min_side`` (default
+        ``data.min_val_side``; a generator's ``min_size``) are all named in one
+        :class:`~deblur.data.io.DataError`, instead of failing after a training epoch.
+        """
+        from concurrent.futures import ThreadPoolExecutor
+
+        pairs = self._resolve()[split]
+        min_side = self.min_val_side if min_side is None else int(min_side)
+
+        def inspect(pair: Pair) -> tuple[str | None, tuple[int, int] | None]:
+            try:
+                size = image_size(pair.blur, check=True)
+                sharp = image_size(pair.sharp, check=True)
+                if pair.kernel is not None:
+                    read_kernel(pair.kernel)
+            except (ImageReadError, DataError) as exc:
+                return str(exc), None
+            if sharp != size:
+                return (
+                    f"pair '{pair.name}': blurred '{pair.blur}' is {size[1]}x{size[0]} but sharp "
+                    f"'{pair.sharp}' is {sharp[1]}x{sharp[0]}",
+                    None,
+                )
+            return None, size
+
+        with ThreadPoolExecutor(max_workers=max(1, min(8, len(pairs)))) as pool:
+            results = list(pool.map(inspect, pairs)) if pairs else []
+        broken = [msg for msg, _ in results if msg]
+        small = [
+            (pair, size)
+            for pair, (_, size) in zip(pairs, results)
+            if size is not None and min_side and min(size) < min_side
+        ]
+        if not broken and not small:
+            return
+        parts = []
+        if broken:
+            shown = " | ".join(broken[:3]) + (
+                f" | and {len(broken) - 3} more" if len(broken) > 3 else ""
+            )
+            parts.append(f"{len(broken)} pair(s) cannot be read: {shown}")
+        if small:
+            shown = ", ".join(f"'{p.blur}' ({s[1]}x{s[0]})" for p, s in small[:5])
+            more = f" and {len(small) - 5} more" if len(small) > 5 else ""
+            parts.append(
+                f"{len(small)} image(s) have a side below {min_side} px, the smallest the "
+                f"generator takes (data.min_val_side): {shown}{more}"
+            )
+        raise DataError(
+            f"The {split} split of data={self.name} ({len(pairs)} pairs) is not usable, found "
+            f"before training: {'; '.join(parts)}. Fix or remove these files (validation images "
+            "are used at full resolution), or, for a generator that takes smaller images, lower "
+            "data.min_val_side."
+        )
+
+    def _warn_small_training_images(self) -> None:
+        """One warning with the count of training images smaller than the crop (reflect-padded)."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        pairs = self._resolve()["train"]
+        if not self.crop_size or not pairs:
+            return
+        crop = int(self.crop_size)
+
+        def side(pair: Pair) -> tuple[int, int] | None:
+            try:
+                return image_size(pair.blur)
+            except (ImageReadError, DataError):
+                return None  # named when the pair is loaded
+
+        with ThreadPoolExecutor(max_workers=max(1, min(8, len(pairs)))) as pool:
+            sizes = list(pool.map(side, pairs))
+        small = [(p, s) for p, s in zip(pairs, sizes) if s is not None and min(s) < crop]
+        if small:
+            p, s = small[0]
+            log.warning(
+                "%d of %d training images are smaller than data.crop_size=%d on a side (e.g. "
+                "'%s', %dx%d): their crops are reflect-padded, i.e. partly mirrored copies. Use "
+                "a smaller data.crop_size or larger images.",
+                len(small),
+                len(pairs),
+                crop,
+                p.blur,
+                s[1],
+                s[0],
+            )
 
     def setup(self, stage: str | None = None) -> None:
         """Resolve the pairs and build the datasets the stage needs (idempotent)."""
@@ -224,6 +428,11 @@ class DeblurDataModule(pl.LightningDataModule):
         if not missing:
             return
         splits = self._resolve()
+        for split in missing:  # fail early: not after the first training epoch
+            if split == "train":
+                self._warn_small_training_images()
+            else:
+                self.check_sizes(split=split)
         if self.cache:
             paths = [p for s in missing for q in splits[s] for p in (q.blur, q.sharp)]
             new = ImageCache.preload(

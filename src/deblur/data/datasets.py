@@ -19,7 +19,7 @@ from deblur.data.sampling import split_index
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ClassificationDataset", "ImageCache", "PairedDataset"]
+__all__ = ["ClassificationDataset", "ConcatSamples", "ImageCache", "PairedDataset"]
 
 Transform = Callable[..., dict[str, Any]]
 
@@ -175,3 +175,35 @@ class ClassificationDataset(Dataset):
             "label": torch.tensor(1.0 if is_blur else 0.0),
             "name": f"{pair.name}:{'blur' if is_blur else 'sharp'}",
         }
+
+
+class ConcatSamples(Dataset):
+    """Datasets one after the other, passing the sampler's ``(index, seed, epoch)`` through.
+
+    (``torch.utils.data.ConcatDataset`` takes plain integer indices only.) Index ``i`` of the
+    whole is index ``i - offset`` of the dataset it falls in, with the same seed and epoch.
+    """
+
+    def __init__(self, datasets: Sequence[Dataset]) -> None:
+        self.datasets = [d for d in datasets if len(d) > 0]
+        self.offsets = np.cumsum([0] + [len(d) for d in self.datasets]).tolist()
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def reseed(self, seed: int) -> None:
+        """Reseed every part's augmentation (called per DataLoader worker)."""
+        for d in self.datasets:
+            if hasattr(d, "reseed"):
+                d.reseed(seed)
+
+    def __getitem__(self, index: int | tuple[int, ...]) -> dict[str, Any]:
+        rest: tuple[int, ...] = ()
+        if isinstance(index, tuple | list):
+            index, rest = int(index[0]), tuple(int(v) for v in index[1:])
+        index = int(index)
+        if not 0 <= index < len(self):
+            raise IndexError(f"Index {index} out of range for {len(self)} samples.")
+        part = int(np.searchsorted(self.offsets, index, side="right")) - 1
+        local = index - self.offsets[part]
+        return self.datasets[part][(local, *rest) if rest else local]

@@ -1,7 +1,9 @@
 """The embedded default dataset: photos shipped inside installed packages, blurred on first use.
 
-Sources are colour photographs bundled with scikit-image (``skimage/data``) and matplotlib
-(``mpl-data/sample_data``); only files present on disk are used (no fetcher, no network). Each
+Sources are colour photographs bundled with scikit-image (``skimage/data``), matplotlib
+(``mpl-data/sample_data``) and scikit-learn (``sklearn/datasets/images``); only files present on
+disk are used (no fetcher, no network). The photos found are part of the build's identity: a
+build made before a package was installed is never reused for a larger photo set. Each
 photo is resized (long side ``long_side``) and blurred ``blurs_per_photo`` times with random
 camera-shake kernels (:mod:`deblur.data.blur`), seeded per photo, and written as a GoPro-like
 layout ``<root>/<split>/<photo>/{blur,sharp,kernel}/NNN.{png,npy}`` plus ``manifest.json``.
@@ -43,7 +45,8 @@ __all__ = [
     "ensure_embedded",
 ]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""Version of the on-disk build (2: scikit-learn's photos, the photo list in the identity)."""
 
 EMBEDDED_PHOTOS: tuple[tuple[str, str, str], ...] = (
     ("astronaut", "skimage", "data/astronaut.png"),
@@ -56,6 +59,8 @@ EMBEDDED_PHOTOS: tuple[tuple[str, str, str], ...] = (
     ("ihc", "skimage", "data/ihc.png"),
     ("retina", "skimage", "data/retina.jpg"),
     ("grace_hopper", "matplotlib", "mpl-data/sample_data/grace_hopper.jpg"),
+    ("china", "sklearn", "datasets/images/china.jpg"),
+    ("flower", "sklearn", "datasets/images/flower.jpg"),
 )
 """(photo name, package, path inside the package) of the colour photographs we use."""
 
@@ -66,7 +71,7 @@ _SOURCES = {n: f"{pkg}/{rel}" for n, pkg, rel in EMBEDDED_PHOTOS}
 
 
 def default_root() -> Path:
-    """``${DEBLUR_CACHE:-~/.cache/deblur}/embedded_v1``."""
+    """``${DEBLUR_CACHE:-~/.cache/deblur}/embedded_v2``."""
     cache = os.environ.get("DEBLUR_CACHE") or "~/.cache/deblur"
     return Path(cache).expanduser() / f"embedded_v{FORMAT_VERSION}"
 
@@ -104,7 +109,7 @@ def _params(
     max_length: float | None,
     noise_sigma: float,
     seed: int,
-    photos: Sequence[str] | None,
+    photos: Sequence[str],
 ) -> dict[str, Any]:
     if kernel_size % 2 == 0:
         raise DataError(f"data.embedded.kernel_size must be odd, got {kernel_size}.")
@@ -117,7 +122,7 @@ def _params(
         "max_length": float(kernel_size - 1 if max_length is None else max_length),
         "noise_sigma": float(noise_sigma),
         "seed": int(seed),
-        "photos": None if photos is None else sorted(photos),
+        "photos": sorted(photos),  # the photos found (a new package's photos: a new build)
     }
 
 
@@ -231,12 +236,14 @@ def build_embedded(
 
     Returns the root. A folder at ``root`` that is not an embedded build is never touched.
     """
+    found = sorted(available_photos(photos))
     params = _params(
-        long_side, blurs_per_photo, kernel_size, min_length, max_length, noise_sigma, seed, photos
+        long_side, blurs_per_photo, kernel_size, min_length, max_length, noise_sigma, seed, found
     )
+    every_photo = [n for n, _, _ in EMBEDDED_PHOTOS]
     if root is not None:
         root = Path(root).expanduser()
-    elif params == _params(512, 4, 31, 7.0, None, 1.0, 0, None):
+    elif params == _params(512, 4, 31, 7.0, None, 1.0, 0, every_photo):
         root = default_root()
     else:  # one cache folder per parameter set: builds of other sizes never replace each other
         digest = hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:10]

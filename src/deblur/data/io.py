@@ -127,6 +127,77 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
+_JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+
+
+def _header_size(data: bytes) -> tuple[int, int] | None:
+    """``(height, width)`` from a PNG IHDR or JPEG SOF header, None when not found."""
+    if data.startswith(_PNG_SIGNATURE):
+        if len(data) >= 24 and data[12:16] == b"IHDR":
+            width, height = struct.unpack(">II", data[16:24])
+            return int(height), int(width)
+        return None
+    if data.startswith(b"\xff\xd8"):
+        pos, n = 2, len(data)
+        while pos + 4 <= n:
+            if data[pos] != 0xFF:
+                return None
+            marker = data[pos + 1]
+            if marker == 0xFF:
+                pos += 1
+                continue
+            if 0xD0 <= marker <= 0xD9 or marker == 0x01:
+                pos += 2
+                continue
+            (length,) = struct.unpack(">H", data[pos + 2 : pos + 4])
+            if marker in _JPEG_SOF:
+                if pos + 9 > n:
+                    return None
+                height, width = struct.unpack(">HH", data[pos + 5 : pos + 9])
+                return int(height), int(width)
+            pos += 2 + length
+    return None
+
+
+def image_size(path: str | os.PathLike[str], check: bool = False) -> tuple[int, int]:
+    """``(height, width)`` of an image file from its header, without decoding the pixels.
+
+    PNG and JPEG sizes come from their headers (only the first 64 KiB are read unless
+    ``check``); other formats are decoded. ``check=True`` reads the whole file and raises
+    :class:`ImageReadError` as :func:`read_image` would for a missing, empty, truncated or
+    undecodable file, so a whole split can be checked before training at a fraction of the
+    cost of decoding it.
+    """
+    path = Path(path)
+    fix = "Re-copy or re-extract the file from the original dataset, or remove the pair."
+    try:
+        if check:
+            data = path.read_bytes()
+        else:
+            with open(path, "rb") as fh:
+                data = fh.read(65536)
+    except FileNotFoundError:
+        raise ImageReadError(f"Image file '{path}' does not exist. {fix}") from None
+    except OSError as exc:
+        raise ImageReadError(f"Image file '{path}' cannot be read ({exc}). {fix}") from exc
+    if not data:
+        raise ImageReadError(f"Image file '{path}' is empty (0 bytes). {fix}")
+    if check:
+        problem = _truncation_problem(data)
+        if problem is not None:
+            raise ImageReadError(f"Image file '{path}' is corrupt: {problem}. {fix}")
+    size = _header_size(data)
+    if size is not None and min(size) > 0:
+        return size
+    if len(data) == 65536 and not check:
+        data = path.read_bytes()
+        size = _header_size(data)
+        if size is not None and min(size) > 0:
+            return size
+    image = read_image(path)  # not PNG / JPEG, or a header we cannot parse: decode
+    return int(image.shape[0]), int(image.shape[1])
+
+
 def write_image(path: str | os.PathLike[str], rgb: np.ndarray) -> Path:
     """Write a uint8 RGB (``H x W x 3``) or gray (``H x W``) image; the suffix picks the format."""
     path = Path(path)

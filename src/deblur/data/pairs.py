@@ -277,7 +277,43 @@ def read_hide(root: str | os.PathLike[str]) -> dict[str, list[Pair]]:
     return splits
 
 
-FOLDER_LAYOUT = "<root>/blur/** + <root>/sharp/** (same relative paths), optionally per split <root>/{train,test}/..."
+FOLDER_LAYOUT = (
+    "<root>/blur/** + <root>/sharp/** (same relative paths), optionally <root>/kernel/<same "
+    "relative path>.npy (the true blur kernels), optionally per split <root>/{train,val,test}/..."
+)
+
+
+def _folder_kernels(base: Path, blur: dict[str, Path], blur_dir: Path) -> dict[str, Path]:
+    """``<base>/kernel/<key>.npy`` for every blurred image, or {} without a ``kernel/`` folder.
+
+    A kernel folder covers all pairs of its split or none: a missing or orphan kernel file is an
+    error naming the files, because a baseline given some kernels would silently evaluate a
+    different subset of images than a model.
+    """
+    kernel_dir = base / "kernel"
+    if not kernel_dir.is_dir():
+        return {}
+    kernels = {
+        f.relative_to(kernel_dir).with_suffix("").as_posix(): f
+        for f in kernel_dir.rglob("*.npy")
+        if f.is_file()
+    }
+    missing = blur.keys() - kernels.keys()
+    if missing:
+        raise DataError(
+            f"{len(missing)} of {len(blur)} blurred image(s) in '{blur_dir}' have no kernel "
+            f"file in '{kernel_dir}': {_preview(k + '.npy' for k in missing)}. A kernel/ folder "
+            "must hold one <same relative name>.npy per blurred image; add the missing kernels "
+            f"or remove '{kernel_dir}' to use the folder without kernels ({FOLDER_LAYOUT})."
+        )
+    orphans = kernels.keys() - blur.keys()
+    if orphans:
+        raise DataError(
+            f"{len(orphans)} kernel file(s) in '{kernel_dir}' have no blurred image in "
+            f"'{blur_dir}': {_preview(k + '.npy' for k in orphans)}. Kernels are matched to "
+            f"images by relative path; rename or remove them ({FOLDER_LAYOUT})."
+        )
+    return kernels
 
 
 def _read_folder_split(base: Path, blur_key: str, sharp_key: str) -> list[Pair]:
@@ -292,17 +328,24 @@ def _read_folder_split(base: Path, blur_key: str, sharp_key: str) -> list[Pair]:
             f"No images ({', '.join(IMAGE_EXTENSIONS)}) found in '{blur_dir}' or "
             f"'{sharp_dir}' ({FOLDER_LAYOUT})."
         )
+    keys = _match(blur, sharp, blur_dir, sharp_dir, FOLDER_LAYOUT)
+    kernels = _folder_kernels(base, blur, blur_dir)
     pairs = []
-    for key in _match(blur, sharp, blur_dir, sharp_dir, FOLDER_LAYOUT):
+    for key in keys:
         group = key.split("/")[0]  # first sub-folder, or the stem of a top-level file
-        pairs.append(Pair(blur[key], sharp[key], group, None, key))
+        pairs.append(Pair(blur[key], sharp[key], group, kernels.get(key), key))
     return pairs
 
 
 def read_folder(
     root: str | os.PathLike[str], blur_key: str = "blur", sharp_key: str = "sharp"
 ) -> dict[str, list[Pair]]:
-    """Generic paired folder; the group is the first sub-folder (or the file stem)."""
+    """Generic paired folder; the group is the first sub-folder (or the file stem).
+
+    A ``kernel/`` folder beside ``blur/`` gives every pair its true kernel
+    (``kernel/<relative name of the blurred image>.npy``), for the Wiener and Richardson-Lucy
+    baselines; it must cover every blurred image of its split.
+    """
     base = _check_root(root, "folder", FOLDER_LAYOUT)
     if (base / blur_key).is_dir() or (base / sharp_key).is_dir():
         return {"train": _read_folder_split(base, blur_key, sharp_key)}

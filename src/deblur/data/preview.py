@@ -1,13 +1,15 @@
 """Contact sheet of sharp / blurred / kernel triples: ``python -m deblur.data.preview data=embedded``.
 
 Writes ``preview.png`` into the run folder (or ``out=...``) and prints its path, so a person can
-look at the blur a dataset trains on.
+look at the blur a dataset trains on. With ``data.embedded.train_source=procedural`` (or
+``both``) the training split, shown by default then, includes the dead-leaves pairs of epoch 0.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import cv2
 import hydra
@@ -20,7 +22,7 @@ from deblur.config import CONF_DIR
 from deblur.data.io import read_image, read_kernel, write_image
 from deblur.data.pairs import Pair
 
-__all__ = ["contact_sheet", "main"]
+__all__ = ["Sample", "contact_sheet", "main", "preview_samples"]
 
 _LABEL_H = 22
 
@@ -59,17 +61,32 @@ def _label(image: np.ndarray, text: str) -> np.ndarray:
     return np.concatenate([bar, image], axis=0)
 
 
-def contact_sheet(pairs: Sequence[Pair], tile: int = 256) -> np.ndarray:
+class Sample(NamedTuple):
+    """A pair already in memory (e.g. a procedural one): uint8 RGB images and the kernel."""
+
+    name: str
+    sharp: np.ndarray
+    blur: np.ndarray
+    kernel: np.ndarray | None = None
+
+
+def _load(item: Pair | Sample) -> Sample:
+    if isinstance(item, Sample):
+        return item
+    kernel = read_kernel(item.kernel) if item.kernel is not None else None
+    return Sample(item.name, read_image(item.sharp), read_image(item.blur), kernel)
+
+
+def contact_sheet(pairs: Sequence[Pair | Sample], tile: int = 256) -> np.ndarray:
     """One row per pair: sharp | blurred | kernel (colour-mapped, scaled to its maximum)."""
     if not pairs:
         raise ValueError("contact_sheet needs at least one pair.")
     rows = []
-    for pair in pairs:
-        sharp, blur = read_image(pair.sharp), read_image(pair.blur)
-        kernel = read_kernel(pair.kernel) if pair.kernel is not None else None
+    for item in pairs:
+        name, sharp, blur, kernel = _load(item)
         ksize = f" {kernel.shape[0]}x{kernel.shape[1]}" if kernel is not None else ""
         cells = [
-            _label(_fit(sharp, tile), f"sharp  {pair.name}"),
+            _label(_fit(sharp, tile), f"sharp  {name}"),
             _label(_fit(blur, tile), "blurred"),
             _label(_kernel_tile(kernel, tile), f"kernel{ksize}"),
         ]
@@ -81,13 +98,38 @@ def contact_sheet(pairs: Sequence[Pair], tile: int = 256) -> np.ndarray:
     return np.concatenate(rows, axis=0)
 
 
+def preview_samples(dm, split: str, n: int) -> list[Pair | Sample]:
+    """``n`` items evenly spaced over ``split``: file pairs, then (train) the procedural pairs."""
+    if split not in ("train", "val", "test"):
+        raise ValueError(f"split={split}: choose train, val or test.")
+    items: list[Pair | int] = list(
+        {"train": dm.train_pairs, "val": dm.val_pairs, "test": dm.test_pairs}[split]
+    )
+    generator = getattr(dm, "procedural", None) if split == "train" else None
+    if generator is not None:
+        items += list(range(int(dm.procedural_per_epoch)))
+    if not items:
+        raise ValueError(f"The {split} split of data={dm.name} is empty: nothing to preview.")
+    n = max(1, min(int(n), len(items)))
+    chosen = [items[i] for i in np.linspace(0, len(items) - 1, n).round().astype(int)]
+    out: list[Pair | Sample] = []
+    for item in chosen:
+        if isinstance(item, Pair):
+            out.append(item)
+        else:
+            blur, sharp, kernel = generator.pair(0, item)
+            out.append(Sample(f"deadleaves/e0/{item:06d}", sharp, blur, kernel))
+    return out
+
+
 @hydra.main(config_path=str(CONF_DIR), config_name="preview", version_base="1.3")
 def main(cfg: DictConfig) -> str:
     """Compose ``conf/preview.yaml``, pick ``n`` pairs of ``split`` and write the sheet."""
-    dm = instantiate(cfg.data, task="paired")
-    pairs = {"train": dm.train_pairs, "val": dm.val_pairs, "test": dm.test_pairs}[cfg.split]
-    step = max(1, len(pairs) // max(1, int(cfg.n)))
-    chosen = pairs[::step][: int(cfg.n)]
+    dm = instantiate(cfg.data, task="paired", _recursive_=False)
+    split = cfg.split
+    if split is None:  # procedural training data is what a person wants to see then
+        split = "train" if getattr(dm, "train_source", "photos") != "photos" else "val"
+    chosen = preview_samples(dm, split, int(cfg.n))
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     out = Path(cfg.out) if cfg.out else run_dir / "preview.png"
     write_image(out, contact_sheet(chosen, int(cfg.tile)))

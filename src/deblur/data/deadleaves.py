@@ -1,0 +1,354 @@
+"""Procedural sharp images (the dead-leaves model) and blurred training pairs made from them.
+
+The dead-leaves model (Matheron; Lee, Mumford and Huang 2001; used as a synthetic training set
+for restoration networks by Achddou, Gousseau and Ladjal 2021) stacks random opaque shapes
+("leaves") of i.i.d. positions, sizes and colours. With a radius density ``r ** -alpha`` on
+``[r_min, r_max]`` and ``alpha`` near 3 the images are scale invariant: their power spectrum falls
+roughly as ``1 / f ** 2`` and their gradients are sparse (flat regions, sharp edges), like
+natural photographs.
+
+Drawing: shapes are drawn back to front (painter's algorithm) as shape ids into a label map
+(OpenCV fills, sub-pixel vertices), until on average every pixel is covered ``coverage`` times;
+pixels no shape covered show a background leaf. Colours (and per-shape textures: a linear
+gradient or a sinusoid between two colours) are then looked up per pixel with numpy, and a slight
+Gaussian smoothing (``smooth_sigma``) anti-aliases the edges. No depth of field: the image is
+sharp everywhere.
+
+:class:`ProceduralPairs` turns these images into (blurred, sharp, kernel) training pairs with the
+embedded dataset's camera-shake kernels and noise (:func:`deblur.data.blur.random_motion_blur`),
+as a pure function of ``(seed, epoch, index)``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from deblur.data.blur import add_noise, apply_kernel, motion_kernel
+from deblur.data.io import DataError, to_tensor
+from deblur.data.sampling import split_sample
+
+__all__ = [
+    "SHAPES",
+    "DeadLeaves",
+    "ProceduralDataset",
+    "ProceduralPairs",
+    "dead_leaves",
+    "lab_palette",
+    "palette_from_images",
+    "power_law_radii",
+]
+
+SHAPES: tuple[str, ...] = ("disc", "rectangle", "polygon")
+"""Shape kinds the generator draws (``DeadLeaves.shapes`` picks among them uniformly)."""
+
+_SHIFT = 4  # OpenCV fixed-point bits: vertices and radii at 1/16 pixel
+
+
+def power_law_radii(
+    rng: np.random.Generator, n: int, r_min: float, r_max: float, alpha: float
+) -> np.ndarray:
+    """``n`` radii with density proportional to ``r ** -alpha`` on ``[r_min, r_max]`` (inverse CDF)."""
+    u = rng.uniform(size=n)
+    if abs(alpha - 1.0) < 1e-9:
+        return r_min * (r_max / r_min) ** u
+    e = 1.0 - alpha
+    return (r_min**e + u * (r_max**e - r_min**e)) ** (1.0 / e)
+
+
+def _mean_square_radius(r_min: float, r_max: float, alpha: float) -> float:
+    """E[r^2] under the power law (for the number of shapes a coverage needs)."""
+
+    def integral(p: float) -> float:  # int r^p dr on [r_min, r_max]
+        if abs(p + 1.0) < 1e-9:
+            return math.log(r_max / r_min)
+        return (r_max ** (p + 1) - r_min ** (p + 1)) / (p + 1)
+
+    return integral(2.0 - alpha) / integral(-alpha)
+
+
+def lab_palette(rng: np.random.Generator, n: int = 4096) -> np.ndarray:
+    """``n`` uint8 RGB colours uniform in lightness, moderate chroma (CIELAB), clipped to sRGB."""
+    lab = np.empty((1, n, 3), np.float32)
+    lab[0, :, 0] = rng.uniform(5.0, 95.0, n)
+    chroma = rng.uniform(0.0, 1.0, n) ** 2 * 60.0  # most natural colours are unsaturated
+    hue = rng.uniform(0.0, 2.0 * math.pi, n)
+    lab[0, :, 1] = chroma * np.cos(hue)
+    lab[0, :, 2] = chroma * np.sin(hue)
+    rgb = cv2.cvtColor(lab, cv2.COLOR_Lab2RGB)[0]
+    return np.clip(np.rint(rgb * 255.0), 0, 255).astype(np.uint8)
+
+
+def palette_from_images(
+    images: Sequence[np.ndarray], rng: np.random.Generator, n: int = 16384
+) -> np.ndarray:
+    """``n`` pixel colours drawn uniformly from uint8 RGB images: a natural colour distribution."""
+    if not images:
+        raise DataError("palette_from_images needs at least one image (none were given).")
+    flat = np.concatenate([np.asarray(im, np.uint8).reshape(-1, 3) for im in images], axis=0)
+    return flat[rng.integers(0, len(flat), n)].copy()
+
+
+@dataclass(frozen=True)
+class DeadLeaves:
+    """Parameters of the dead-leaves generator (``data.embedded.procedural`` in the configs).
+
+    Radii in pixels; ``alpha`` is the exponent of the radius density ``r ** -alpha`` (3: scale
+    invariant); ``textured`` the fraction of shapes with a gradient or sinusoid texture (half
+    each); ``smooth_sigma`` the anti-aliasing Gaussian (pixels, 0 = hard edges); ``coverage``
+    the mean number of shapes over a pixel (the last 1/e^coverage show the background leaf);
+    ``max_shapes`` bounds the drawing time.
+    """
+
+    r_min: float = 1.5
+    r_max: float = 200.0
+    alpha: float = 3.0
+    shapes: tuple[str, ...] = SHAPES
+    textured: float = 0.5
+    smooth_sigma: float = 0.6
+    coverage: float = 3.0
+    max_shapes: int = 20000
+
+    def __post_init__(self) -> None:
+        where = "data.embedded.procedural"
+        if not 0.0 < self.r_min < self.r_max:
+            raise DataError(
+                f"{where}: need 0 < r_min < r_max (pixels), got r_min={self.r_min}, "
+                f"r_max={self.r_max}."
+            )
+        if self.alpha <= 0:
+            raise DataError(f"{where}.alpha must be > 0 (3 = scale invariant), got {self.alpha}.")
+        shapes = tuple(str(s) for s in self.shapes)
+        unknown = sorted(set(shapes) - set(SHAPES))
+        if not shapes or unknown:
+            raise DataError(
+                f"{where}.shapes: unknown or empty {unknown or list(shapes)}; choose from "
+                f"{list(SHAPES)}."
+            )
+        object.__setattr__(self, "shapes", shapes)
+        if not 0.0 <= self.textured <= 1.0:
+            raise DataError(f"{where}.textured must be in [0, 1], got {self.textured}.")
+        if self.smooth_sigma < 0:
+            raise DataError(f"{where}.smooth_sigma must be >= 0, got {self.smooth_sigma}.")
+        if self.coverage <= 0 or self.max_shapes < 1:
+            raise DataError(f"{where}: coverage must be > 0 and max_shapes >= 1.")
+
+    @classmethod
+    def from_config(cls, cfg: dict[str, Any] | None) -> DeadLeaves:
+        """From a plain dict; unknown keys are refused, naming them and the known ones."""
+        cfg = dict(cfg or {})
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(cfg) - known)
+        if unknown:
+            raise DataError(
+                f"Unknown key(s) {unknown} in data.embedded.procedural; known keys: "
+                f"{sorted(known)}."
+            )
+        if "shapes" in cfg and cfg["shapes"] is not None:
+            cfg["shapes"] = tuple(cfg["shapes"])
+        return cls(**{k: v for k, v in cfg.items() if v is not None})
+
+
+def _shape_count(h: int, w: int, p: DeadLeaves) -> int:
+    mean_area = math.pi * _mean_square_radius(p.r_min, min(p.r_max, 2.0 * max(h, w)), p.alpha)
+    return int(min(p.max_shapes, math.ceil(p.coverage * h * w / mean_area)))
+
+
+def dead_leaves(
+    size: int | tuple[int, int],
+    rng: np.random.Generator,
+    params: DeadLeaves | None = None,
+    palette: np.ndarray | None = None,
+) -> np.ndarray:
+    """One sharp dead-leaves image, uint8 ``H x W x 3`` RGB.
+
+    ``size`` is a side or ``(height, width)``; colours are drawn i.i.d. from ``palette``
+    (``M x 3`` uint8 RGB, e.g. :func:`palette_from_images` of photos) or, when None, from
+    :func:`lab_palette`. All randomness comes from ``rng``.
+    """
+    p = params or DeadLeaves()
+    h, w = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+    if h < 1 or w < 1:
+        raise DataError(f"dead_leaves needs a positive size, got {h}x{w}.")
+    if palette is None:
+        palette = lab_palette(rng)
+    palette = np.asarray(palette, np.float32)
+    r_max = min(p.r_max, 2.0 * max(h, w))  # larger leaves only ever cover the whole image
+    n = _shape_count(h, w, p)
+
+    # per-shape parameters (index 0 is the background leaf behind everything)
+    radius = np.concatenate([[float(max(h, w))], power_law_radii(rng, n, p.r_min, r_max, p.alpha)])
+    cx = np.concatenate([[w / 2.0], rng.uniform(0.0, w, n)])
+    cy = np.concatenate([[h / 2.0], rng.uniform(0.0, h, n)])
+    kind = rng.integers(0, len(p.shapes), n + 1)
+    angle = rng.uniform(0.0, math.pi, n + 1)
+    aspect = rng.uniform(0.25, 1.0, n + 1)
+    n_vertices = rng.integers(3, 8, n + 1)
+    colour_a = palette[rng.integers(0, len(palette), n + 1)]
+    colour_b = palette[rng.integers(0, len(palette), n + 1)]
+    contrast = rng.uniform(0.3, 1.0, n + 1).astype(np.float32)
+    texture_draw = rng.uniform(size=n + 1)
+    texture = np.where(texture_draw < p.textured / 2, 1, np.where(texture_draw < p.textured, 2, 0))
+    tex_angle = rng.uniform(0.0, 2.0 * math.pi, n + 1)
+    period = np.exp(rng.uniform(np.log(4.0), np.log(np.maximum(4.0, 2.0 * radius) + 1e-6)))
+    phase = rng.uniform(0.0, 2.0 * math.pi, n + 1)
+    vertex_angles = rng.uniform(0.0, 2.0 * math.pi, (n + 1, 7))
+
+    # all vertices up front, in OpenCV fixed point: rectangles use 4 of the 7 slots, polygons
+    # 3-7 vertices on the circle of radius r at sorted random angles (hence convex)
+    scale = float(1 << _SHIFT)
+    th = np.sort(vertex_angles, axis=1)
+    vx = radius[:, None] * np.cos(th)
+    vy = radius[:, None] * np.sin(th)
+    c, s = np.cos(angle)[:, None], np.sin(angle)[:, None]
+    rx = radius[:, None] * np.array([1.0, -1.0, -1.0, 1.0])
+    ry = (radius * aspect)[:, None] * np.array([1.0, 1.0, -1.0, -1.0])
+    is_rect = np.array([names_i == "rectangle" for names_i in p.shapes])[kind]
+    vx[is_rect, :4] = rx[is_rect] * c[is_rect] - ry[is_rect] * s[is_rect]
+    vy[is_rect, :4] = rx[is_rect] * s[is_rect] + ry[is_rect] * c[is_rect]
+    n_vertices = np.where(is_rect, 4, n_vertices)
+    verts = np.stack([(cx[:, None] + vx) * scale, (cy[:, None] + vy) * scale], axis=2)
+    verts = np.rint(verts).astype(np.int32)
+    is_disc = np.array([names_i == "disc" for names_i in p.shapes])[kind].tolist()
+    centres = np.rint(np.stack([cx, cy], axis=1) * scale).astype(np.int64).tolist()
+    radii = np.maximum(1, np.rint(radius * scale)).astype(np.int64).tolist()
+    counts = n_vertices.tolist()
+
+    label = np.zeros((h, w), np.int32)
+    circle, polygon, line = cv2.circle, cv2.fillConvexPoly, cv2.LINE_8
+    for i in range(1, n + 1):  # back to front: a later shape hides the earlier ones
+        if is_disc[i]:
+            circle(label, centres[i], radii[i], i, -1, line, _SHIFT)
+        else:
+            polygon(label, verts[i, : counts[i]], i, line, _SHIFT)
+
+    image = colour_a[label]  # H x W x 3 float32
+    if p.textured > 0:
+        lab_tex = texture[label]
+        sel = lab_tex > 0
+        if sel.any():
+            ids = label[sel]
+            ys, xs = np.nonzero(sel)
+            dx = xs.astype(np.float32) - cx[ids].astype(np.float32)
+            dy = ys.astype(np.float32) - cy[ids].astype(np.float32)
+            proj = dx * np.cos(tex_angle[ids]).astype(np.float32) + dy * np.sin(
+                tex_angle[ids]
+            ).astype(np.float32)
+            gradient = np.clip(0.5 + proj / (2.0 * radius[ids].astype(np.float32)), 0.0, 1.0)
+            wave = 0.5 + 0.5 * np.sin(
+                (2.0 * math.pi) * proj / period[ids].astype(np.float32)
+                + phase[ids].astype(np.float32)
+            )
+            t = np.where(lab_tex[sel] == 1, gradient, wave).astype(np.float32)
+            t *= contrast[ids]
+            a_col = colour_a[ids]
+            image[sel] = a_col + (colour_b[ids] - a_col) * t[:, None]
+    if p.smooth_sigma > 0:
+        image = cv2.GaussianBlur(image, (0, 0), p.smooth_sigma, borderType=cv2.BORDER_REFLECT_101)
+    return np.clip(np.rint(image), 0, 255).astype(np.uint8)
+
+
+@dataclass
+class ProceduralPairs:
+    """(blurred, sharp, kernel) dead-leaves pairs as a pure function of ``(seed, epoch, index)``.
+
+    The sharp image is drawn at ``size`` plus the kernel's radius on every side and blurred with a
+    fresh camera-shake kernel of the embedded dataset (path length uniform in ``[min_length,
+    max_length]``, then Gaussian noise ``noise_sigma``), so the blur inside the returned centre
+    crop has no border effects. ``palette``: colours to draw from (None = CIELAB palette).
+    """
+
+    size: int
+    kernel_size: int = 31
+    min_length: float = 7.0
+    max_length: float | None = None
+    noise_sigma: float = 1.0
+    seed: int = 0
+    params: DeadLeaves = field(default_factory=DeadLeaves)
+    palette: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if int(self.size) < 1:
+            raise DataError(f"Procedural pairs need a positive size, got {self.size}.")
+        if int(self.kernel_size) < 1 or int(self.kernel_size) % 2 == 0:
+            raise DataError(f"data.embedded.kernel_size must be odd, got {self.kernel_size}.")
+        self.size = int(self.size)
+        self.kernel_size = int(self.kernel_size)
+        if self.max_length is None:
+            self.max_length = float(self.kernel_size - 1)
+
+    def rng(self, epoch: int, index: int) -> np.random.Generator:
+        """The generator of sample ``index`` in ``epoch`` (the tag keeps it apart from other uses)."""
+        return np.random.default_rng([0xDEAD1EAF, int(self.seed), int(epoch), int(index)])
+
+    def sharp(self, epoch: int, index: int) -> np.ndarray:
+        """The sharp ``size x size`` image alone (same as ``pair(...)[1]``)."""
+        return self.pair(epoch, index)[1]
+
+    def pair(self, epoch: int, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(blurred, sharp, kernel)``: uint8 ``size x size x 3`` twice and the float32 PSF."""
+        rng = self.rng(epoch, index)
+        margin = self.kernel_size // 2
+        big = dead_leaves(self.size + 2 * margin, rng, self.params, self.palette)
+        length = float(rng.uniform(self.min_length, self.max_length))
+        # random_motion_blur's steps, with the noise drawn on the crop only and the kernel's
+        # zero border trimmed for the convolution (same pair, a third of the time)
+        kernel = motion_kernel(self.kernel_size, rng, length=length)
+        crop = (slice(margin, margin + self.size), slice(margin, margin + self.size))
+        blurred = apply_kernel(big, _trim_kernel(kernel))[crop]
+        if self.noise_sigma > 0:
+            blurred = add_noise(blurred, self.noise_sigma, rng)
+        return np.ascontiguousarray(blurred), np.ascontiguousarray(big[crop]), kernel
+
+
+def _trim_kernel(kernel: np.ndarray) -> np.ndarray:
+    """The kernel without its all-zero border, cut symmetrically (odd sides, same centre)."""
+    ys, xs = np.nonzero(kernel)
+    cy, cx = kernel.shape[0] // 2, kernel.shape[1] // 2
+    ry = int(np.abs(ys - cy).max()) if ys.size else 0
+    rx = int(np.abs(xs - cx).max()) if xs.size else 0
+    return np.ascontiguousarray(kernel[cy - ry : cy + ry + 1, cx - rx : cx + rx + 1])
+
+
+class ProceduralDataset(Dataset):
+    """``length`` procedural pairs per epoch, indexed like the photo datasets.
+
+    Items are ``{"blur", "sharp", "name"}`` (``task="paired"``) or, for the blur classifier,
+    ``{"image", "label", "name"}`` with item ``2 i`` the blurred and ``2 i + 1`` the sharp image of
+    pair ``i`` (``task="classify"``). The epoch comes with the index from
+    :class:`~deblur.data.sampling.EpochSeededSampler`; a plain index means epoch 0.
+    """
+
+    def __init__(self, pairs: ProceduralPairs, length: int, task: str = "paired") -> None:
+        if int(length) < 0:
+            raise DataError(f"data.embedded.procedural_per_epoch must be >= 0, got {length}.")
+        self.pairs = pairs
+        self.n_pairs = int(length)
+        self.task = task
+
+    def __len__(self) -> int:
+        return self.n_pairs * (2 if self.task == "classify" else 1)
+
+    def __getitem__(self, index: int | tuple[int, ...]) -> dict[str, Any]:
+        index, _, epoch = split_sample(index)
+        if self.task == "classify":
+            blurred, sharp, _ = self.pairs.pair(epoch, index // 2)
+            is_blur = index % 2 == 0
+            return {
+                "image": to_tensor(blurred if is_blur else sharp),
+                "label": torch.tensor(1.0 if is_blur else 0.0),
+                "name": f"deadleaves/e{epoch}/{index // 2:06d}:{'blur' if is_blur else 'sharp'}",
+            }
+        blurred, sharp, _ = self.pairs.pair(epoch, index)
+        return {
+            "blur": to_tensor(blurred),
+            "sharp": to_tensor(sharp),
+            "name": f"deadleaves/e{epoch}/{index:06d}",
+        }
