@@ -24,7 +24,8 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow
 
-test-gpu: $(STAMP)
+# on a machine without the venv (the GPU machine): make test-gpu PY=python3
+test-gpu: $(if $(filter $(PY),$(VENV)/bin/python),$(STAMP))
 	$(PY) -m pytest -q -m gpu
 
 lint: $(STAMP)

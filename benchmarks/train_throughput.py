@@ -616,6 +616,48 @@ def append_section(path: Path, block: str, heading: str = SECTION) -> None:
     path.write_text(text)
 
 
+def row_dict(r: Row) -> dict[str, Any]:
+    """One row as plain JSON values (times in seconds, derived figures included)."""
+    mfu = r.mfu
+    return {
+        "step": r.step,
+        "variant": r.variant,
+        "batch": r.batch,
+        "size": r.size,
+        "precision": r.precision,
+        "images_per_s": r.images_per_s(0.5),
+        "images_per_s_p10": r.images_per_s(0.1),
+        "images_per_s_p90": r.images_per_s(0.9),
+        "images_per_s_wall": r.wall_images_per_s,
+        "ms_per_iter_median": statistics.median(r.times_s) * 1000.0,
+        "peak_mib": r.peak_mib,
+        "flops_per_image": r.flops_per_image,
+        "flops_method": r.flops_method,
+        "mfu": mfu,
+        "times_s": r.times_s,
+        **r.extra,
+    }
+
+
+def write_json(path: Path, rows: list[Row], device: torch.device, peak: tuple[float, str]) -> None:
+    """All rows so far, with the device and the MFU denominator (atomic rewrite)."""
+    import json
+
+    data = {
+        "device": device_name(device),
+        "device_type": device.type,
+        "versions": versions(),
+        "peak_flops": peak[0],
+        "peak_method": peak[1],
+        "rows": [row_dict(r) for r in rows],
+    }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1, default=float))
+    tmp.replace(path)
+
+
 # ---------------------------------------------------------------------------- command line
 SMOKE = {
     "crop": 64,
@@ -673,6 +715,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--classifier-override", nargs="*", default=[])
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
     p.add_argument("--out", type=Path, help="append the table to this Markdown file")
+    p.add_argument(
+        "--json", type=Path, help="write the rows here as JSON, rewritten after every row"
+    )
     args = p.parse_args(argv)
     profile = SMOKE if args.smoke else FULL
     for key, value in profile.items():
@@ -746,6 +791,8 @@ def _run(args: argparse.Namespace, log: Callable[[str], None]) -> tuple[list[Row
         row.peak_flops = peak[0]
         rows.append(row)
         log(table_row(row))
+        if getattr(args, "json", None):
+            write_json(args.json, rows, device, peak)
         gc.collect()
         if device.type == "cuda":
             torch.cuda.empty_cache()
