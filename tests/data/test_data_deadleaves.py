@@ -162,6 +162,9 @@ def test_train_source_selects_the_training_pairs_and_validation_stays_on_photos(
     )
     assert sorted(names["both"]) == sorted(names["photos"] + names["procedural"])
     assert _dm().train_source == "photos"  # the default is today's behaviour
+    gpu = _dm("data.embedded.train_source=both", "data.augment_on=gpu").dataset("train")
+    sizes = {tuple(gpu[(i, 0, 0)]["sharp"].shape) for i in range(len(gpu))}
+    assert sizes == {(3, 102, 102)}  # the pre-crop patch the GPU warps, for photos and leaves
 
 
 @pytest.mark.usefixtures("cache_dir")
