@@ -34,6 +34,6 @@ def test_demo_runs_every_stage_and_writes_the_tables(tmp_path, cache_dir):
     pretrained = [r for n, r in records.items() if n.startswith("table4_4/")]
     assert sorted(r["disc_frozen"] for r in pretrained) == [False, True]
     assert all(r["disc_checkpoint"].endswith("best.ckpt") for r in pretrained)
-    assert "| gan |" in proc.stdout and "finished in" in proc.stdout
+    assert "| gan " in proc.stdout and "finished in" in proc.stdout
     for table in ("4_1", "4_2", "4_4"):
         assert (runs / "tables" / f"table{table}.csv").is_file()

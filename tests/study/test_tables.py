@@ -6,9 +6,11 @@ import csv
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
-from deblur.tables import Stat, build_tables, main, render_markdown
+from deblur.study_tables import build_tables, render_markdown
+from deblur.tables import main
 
 LOSSES = ("gan", "lsgan", "wgangp", "ragan")
 DISCS = ("single", "patch", "double")
@@ -26,6 +28,7 @@ def write_run(
     pretrained: bool | None = False,
     frozen: bool | None = False,
     experiment: str | None = None,
+    input_psnr: float = 24.5,
     **choices: str,
 ) -> Path:
     """One run folder with a metrics.json as deblur.runs writes it (schema of docs/DESIGN.md)."""
@@ -56,7 +59,7 @@ def write_run(
         record["final"] = {k: v for k, v in final.items() if v is not None}
         record["best"] = best or record["final"]
         if task == "gan":
-            record["input"] = {"val/psnr": 24.5, "val/ssim": 0.7}
+            record["input"] = {"val/psnr": input_psnr, "val/ssim": 0.7}
     elif status == "failed":
         record["error"] = {"type": "RuntimeError", "message": "boom", "traceback": "..."}
     (folder / "metrics.json").write_text(json.dumps(record))
@@ -83,37 +86,63 @@ def grid_sweep(root: Path, seeds=(0, 1, 2), skip=()) -> Path:
     return sweep
 
 
+def cell(table, metric: str = "val/psnr", block: int = 0, **keys: str):
+    """The one row of ``table.cells`` of a cell and metric (keys: loss=, disc=, backbone=, ...)."""
+    c = table.cells
+    mask = (c["metric"] == metric) & (c["block"] == block)
+    for key, value in keys.items():
+        mask &= c[key] == value
+    found = c[mask]
+    assert len(found) == 1, found
+    return found.iloc[0]
+
+
+def md_rows(markdown: str) -> dict[str, list[str]]:
+    """Markdown table rows by their first cell, each as its stripped cells."""
+    rows = [line.strip().strip("|").split("|") for line in markdown.splitlines()]
+    return {r[0].strip(): [c.strip() for c in r[1:]] for r in rows if len(r) > 1}
+
+
 def test_complete_grid_gives_mean_std_n3_beside_the_thesis(tmp_path):
     sweep = grid_sweep(tmp_path)
     t41 = build_tables([sweep])["4.1"]
     assert len(t41.runs) == 36 and len(t41.blocks) == 1
-    block = t41.blocks[0]
-    assert block.rows == [(loss,) for loss in LOSSES] and block.cols == list(DISCS)
+    grid = t41.cells[t41.cells["row"] != "input"]
+    assert list(grid["loss"].unique()) == list(LOSSES) and list(grid["disc"].unique()) == list(
+        DISCS
+    )
     for i, loss in enumerate(LOSSES):
         for j, disc in enumerate(DISCS):
-            cell = t41.cell(loss, disc)
-            psnr = cell.stats["val/psnr"]
-            assert psnr.n == 3
-            assert psnr.mean == pytest.approx(28.1 + 0.1 * i + 0.01 * j)
-            assert psnr.std == pytest.approx(0.1)
-            assert cell.stats["val/ssim"].std == pytest.approx(0.01)
-            assert cell.state("val/psnr") == "ok"
-    assert t41.cell("gan", "single").thesis == {"val/psnr": 28.65, "val/ssim": 0.8375}
-    assert t41.cell("ragan", "double").thesis["val/psnr"] == 28.91
+            psnr = cell(t41, loss=loss, disc=disc)
+            assert psnr["n"] == 3 and psnr["state"] == "ok"
+            assert psnr["mean"] == pytest.approx(28.1 + 0.1 * i + 0.01 * j)
+            assert psnr["std"] == pytest.approx(0.1)
+            assert cell(t41, "val/ssim", loss=loss, disc=disc)["std"] == pytest.approx(0.01)
+    assert cell(t41, loss="gan", disc="single")["thesis"] == 28.65
+    assert cell(t41, "val/ssim", loss="gan", disc="single")["thesis"] == 0.8375
+    assert cell(t41, loss="ragan", disc="double")["thesis"] == 28.91
     md = render_markdown({"4.1": t41})
-    assert (
-        "| gan | 28.10 ± 0.10 (n=3) · thesis 28.65 | 0.8100 ± 0.0100 (n=3) · thesis 0.8375 |" in md
-    )
-    assert "28.42 ± 0.10 (n=3) · thesis 28.91" in md  # ragan / double
+    rows = md_rows(md)
+    assert rows["gan"][:2] == [
+        "28.10 ± 0.10 (n=3) · thesis 28.65",
+        "0.8100 ± 0.0100 (n=3) · thesis 0.8375",
+    ]
+    assert rows["ragan"][4] == "28.42 ± 0.10 (n=3) · thesis 28.91"
+    assert rows["loss"][:2] == ["disc=single PSNR", "disc=single SSIM"]
     # the blurred input's own metrics, so a reader sees what the GAN adds
-    assert "| input (blurred, no deblurring) | 24.50 ± 0.00 (n=12) |" in md
+    assert rows["blurred input (no deblurring)"] == ["24.50", "0.7000"] * 3
     assert "Data: embedded (all runs)." in md
     assert "Setup: gen=fpn_mobilenetv2, backbone=nlayer" in md
 
 
-def test_single_seed_shows_dash_for_std():
-    assert Stat.of([28.0]).text(2) == "28.00 ± — (n=1)"
-    assert Stat.of([]) is None
+def test_one_seed_shows_its_value_and_n_without_a_spread(tmp_path):
+    write_run(tmp_path / "a", psnr=28.0, loss="gan", disc="single")
+    write_run(tmp_path / "b", psnr=28.0, input_psnr=25.0, loss="gan", disc="patch")
+    t41 = build_tables([tmp_path], tables=["4.1"])["4.1"]
+    assert cell(t41, loss="gan", disc="single")["text"] == "28.00 (n=1)"
+    # runs that saw different inputs: the input row shows the spread
+    rows = md_rows(render_markdown({"4.1": t41}))
+    assert rows["blurred input (no deblurring)"][:4] == ["24.50", "0.7000", "25.00", "0.7000"]
 
 
 def test_missing_failed_and_running_cells_never_show_zero(tmp_path):
@@ -124,18 +153,15 @@ def test_missing_failed_and_running_cells_never_show_zero(tmp_path):
     write_run(sweep / "disc=double,loss=ragan,r", status="running", loss="ragan", disc="double")
     tables = build_tables([sweep], tables=["4.1"])
     t41 = tables["4.1"]
-    assert t41.cell("gan", "patch").value_text(t41.spec.metrics[0]) == "missing"
-    assert t41.cell("gan", "patch").state("val/psnr") == "missing"
-    failed = t41.cell("wgangp", "single")
-    assert failed.value_text(t41.spec.metrics[0]) == "failed (1)"
-    assert failed.stats["val/psnr"] is None
+    missing = cell(t41, loss="gan", disc="patch")
+    assert missing["text"] == "missing" and missing["state"] == "missing"
+    failed = cell(t41, loss="wgangp", disc="single")
+    assert failed["text"] == "failed (1)" and pd.isna(failed["mean"]) and failed["n"] == 0
     # a finished seed beside a running one: the value, and the running run stated
-    assert (
-        t41.cell("ragan", "double").value_text(t41.spec.metrics[0]) == "28.32 ± — (n=1; 1 running)"
-    )
-    md = render_markdown(tables)
-    assert "| missing · thesis 28.49 | missing · thesis 0.8264 |" in md
-    assert "| wgangp | failed (1) · thesis 27.60 | failed (1) · thesis 0.8180 |" in md
+    assert cell(t41, loss="ragan", disc="double")["text"] == "28.32 (n=1; 1 running)"
+    rows = md_rows(render_markdown(tables))
+    assert rows["gan"][2:4] == ["missing · thesis 28.49", "missing · thesis 0.8264"]
+    assert rows["wgangp"][:2] == ["failed (1) · thesis 27.60", "failed (1) · thesis 0.8180"]
     out = tmp_path / "out"
     assert main([str(sweep), "--out", str(out), "--tables", "4.1"]) == 0
     rows = list(csv.DictReader((out / "table4_1.csv").open()))
@@ -143,6 +169,7 @@ def test_missing_failed_and_running_cells_never_show_zero(tmp_path):
     assert bad[("gan", "patch")]["status"] == "missing" and bad[("gan", "patch")]["mean"] == ""
     assert bad[("wgangp", "single")]["status"] == "failed"
     assert bad[("wgangp", "single")]["mean"] == "" and bad[("wgangp", "single")]["n_failed"] == "1"
+    assert bad[("ragan", "double")]["n_running"] == "1"
     tex = (out / "table4_1.tex").read_text()
     assert r"\emph{missing} [28.49]" in tex and r"\emph{failed (1)} [27.60]" in tex
 
@@ -164,13 +191,38 @@ def test_cli_writes_markdown_csv_latex_png(tmp_path, capsys):
     assert float(gan_single["thesis"]) == 28.65
     assert float(gan_single["diff_vs_thesis"]) == pytest.approx(28.1 - 28.65)
     assert gan_single["seeds"] == "0;1;2"
-    assert len([r for r in rows if r["loss"] == "input"]) == 3 * 2
+    inputs = [r for r in rows if r["loss"] == "input"]
+    assert len(inputs) == 3 * 2 and {r["mean"] for r in inputs} == {"24.5", "0.7"}
     tex = (out / "table4_1.tex").read_text()
     assert r"\begin{tabular}{lcccccc}" in tex and r"$28.10 \pm 0.10$ (3) [28.65]" in tex
-    assert "fpn\\_mobilenetv2" in tex
+    assert r"\toprule" in tex and "fpn\\_mobilenetv2" in tex
+    assert r"blurred input (no deblurring) & $24.50$ & $0.7000$" in tex
     png = (out / "table4_1.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
     assert not (out / "table4_2.csv").exists()  # no classifier runs: no empty files
+
+
+def test_loss_none_is_its_own_row_of_table_4_1(tmp_path):
+    sweep = grid_sweep(tmp_path, seeds=(0,))
+    for seed in (0, 1):  # content loss only; its disc= choice is recorded but builds nothing
+        write_run(
+            sweep / f"loss=none,seed={seed}",
+            seed=seed,
+            psnr=27.0 + seed,
+            loss="none",
+            disc="double",
+            experiment="table4_1",
+        )
+    t41 = build_tables([sweep], tables=["4.1"])["4.1"]
+    none = cell(t41, loss="none", disc="double")
+    assert none["n"] == 2 and none["mean"] == pytest.approx(27.5) and pd.isna(none["thesis"])
+    assert cell(t41, loss="gan", disc="double")["n"] == 1  # not pooled with the GAN rows
+    md = render_markdown({"4.1": t41})
+    rows = md_rows(md)
+    assert rows["none (no discriminator)"][:2] == ["—", "—"]
+    assert rows["none (no discriminator)"][4] == "27.50 ± 0.71 (n=2) · thesis —"
+    assert list(rows).index("none (no discriminator)") == list(rows).index("ragan") + 1
+    assert "loss=none: content loss only" in md
 
 
 def test_table_4_2_groups_classifier_runs_by_backbone(tmp_path):
@@ -194,17 +246,19 @@ def test_table_4_2_groups_classifier_runs_by_backbone(tmp_path):
     grid_sweep(tmp_path, seeds=(0,))  # GAN runs must not leak into Table 4.2
     t42 = build_tables([tmp_path])["4.2"]
     assert len(t42.runs) == 3
-    nlayer = t42.cell("nlayer")
-    assert nlayer.stats["val/acc"].mean == pytest.approx(72.0)
-    assert nlayer.stats["val/acc"].n == 2
-    assert nlayer.stats["val/loss"].std == pytest.approx(0.0707107, rel=1e-5)
-    assert nlayer.thesis == {"val/loss": 0.284, "val/acc": 73.19}
-    assert t42.cell("seresnext50").stats["val/acc"].n == 1
-    assert t42.cell("efficientnet_b0").state("val/acc") == "missing"
-    md = render_markdown({"4.2": t42})
-    assert (
-        "| nlayer | 0.250 ± 0.071 (n=2) · thesis 0.284 | 72.00 ± 2.83 (n=2) · thesis 73.19 |" in md
-    )
+    acc = cell(t42, "val/acc", backbone="nlayer")
+    assert acc["mean"] == pytest.approx(72.0) and acc["n"] == 2 and acc["thesis"] == 73.19
+    loss = cell(t42, "val/loss", backbone="nlayer")
+    assert loss["std"] == pytest.approx(0.0707107, rel=1e-5) and loss["thesis"] == 0.284
+    assert cell(t42, "val/acc", backbone="seresnext50")["n"] == 1
+    assert cell(t42, "val/acc", backbone="efficientnet_b0")["state"] == "missing"
+    rows = md_rows(render_markdown({"4.2": t42}))
+    assert rows["backbone"] == ["val loss", "accuracy %"]
+    assert rows["nlayer"] == [
+        "0.250 ± 0.071 (n=2) · thesis 0.284",
+        "72.00 ± 2.83 (n=2) · thesis 73.19",
+    ]
+    assert "blurred input (no deblurring)" not in rows  # classifiers do not deblur
 
 
 def test_tables_4_3_and_4_4_group_by_backbone_loss_pretrained_frozen(tmp_path):
@@ -241,29 +295,35 @@ def test_tables_4_3_and_4_4_group_by_backbone_loss_pretrained_frozen(tmp_path):
     )
     tables = build_tables([s43, s44])
     t43, t44 = tables["4.3"], tables["4.4"]
-    assert t43.blocks[0].variant == {"gen": "fpn_mobilenetv2", "disc": "single"}
-    assert t43.cell(("nlayer", "ragan"), "no").stats["val/psnr"].mean == pytest.approx(28.5)
-    assert t43.cell(("nlayer", "ragan"), "yes").stats["val/psnr"].mean == pytest.approx(29.5)
-    assert t43.cell(("nlayer", "ragan"), "yes").thesis["val/psnr"] == 28.33
-    assert t43.cell(("nlayer", "wgangp"), "yes").state("val/psnr") == "missing"
+    assert t43.blocks == [{"gen": "fpn_mobilenetv2", "disc": "single"}]
+    nl_ragan = {"backbone": "nlayer", "loss": "ragan"}
+    assert cell(t43, pretrained="no", **nl_ragan)["mean"] == pytest.approx(28.5)
+    assert cell(t43, pretrained="yes", **nl_ragan)["mean"] == pytest.approx(29.5)
+    assert cell(t43, pretrained="yes", **nl_ragan)["thesis"] == 28.33
+    assert cell(t43, pretrained="yes", backbone="nlayer", loss="wgangp")["state"] == "missing"
     # a combination the thesis did not run comes after the thesis rows, with no thesis number
-    assert t43.blocks[0].rows[-1] == ("mobilenetv3_large", "wgangp")
-    assert t43.cell(("mobilenetv3_large", "wgangp"), "yes").thesis["val/psnr"] is None
-    assert all(not r.disc_frozen for r in t43.runs)  # frozen runs are Table 4.4 only
-    assert t44.cell(("nlayer", "ragan"), "yes").stats["val/psnr"].mean == pytest.approx(26.5)
-    assert t44.cell(("nlayer", "ragan"), "yes").thesis == {"val/psnr": 26.1, "val/ssim": 0.7765}
-    assert t44.cell(("nlayer", "ragan"), "no").stats["val/psnr"].n == 2  # Table 4.3's runs
-    assert all(r.disc_pretrained for r in t44.runs)
-    assert t44.cell(("mobilenetv3_large", "ragan"), "yes").state("val/psnr") == "missing"
-    assert tables["4.1"].runs == []  # runs tagged table4_3/4_4 stay out of Table 4.1
+    rows = list(md_rows(render_markdown({"4.3": t43})))
+    assert rows[-2:] == ["mobilenetv3_large / wgangp", "blurred input (no deblurring)"]
+    assert pd.isna(
+        cell(t43, pretrained="yes", backbone="mobilenetv3_large", loss="wgangp")["thesis"]
+    )
+    assert (t43.runs["frozen"] == "no").all()  # frozen runs are Table 4.4 only
+    assert cell(t44, frozen="yes", **nl_ragan)["mean"] == pytest.approx(26.5)
+    assert cell(t44, frozen="yes", **nl_ragan)["thesis"] == 26.1
+    assert cell(t44, "val/ssim", frozen="yes", **nl_ragan)["thesis"] == 0.7765
+    assert cell(t44, frozen="no", **nl_ragan)["n"] == 2  # Table 4.3's runs
+    assert (t44.runs["pretrained"] == "yes").all()
+    assert cell(t44, frozen="yes", backbone="mobilenetv3_large", loss="ragan")["state"] == "missing"
+    assert cell(t44, frozen="yes", backbone="input", loss="input")["text"] == "24.50"
+    assert tables["4.1"].runs.empty  # runs tagged table4_3/4_4 stay out of Table 4.1
 
 
 def test_untagged_runs_count_wherever_they_fit_tagged_ones_only_in_their_table(tmp_path):
     write_run(tmp_path / "a", loss="ragan", disc="single", experiment="table4_1")
     write_run(tmp_path / "b", loss="ragan", disc="single", psnr=30.0)
     tables = build_tables([tmp_path], tables=["4.1", "4.3"])
-    assert tables["4.1"].cell("ragan", "single").stats["val/psnr"].n == 2
-    assert [r.path.parent.name for r in tables["4.3"].runs] == ["b"]
+    assert cell(tables["4.1"], loss="ragan", disc="single")["n"] == 2
+    assert [Path(p).name for p in tables["4.3"].runs["path"]] == ["b"]
 
 
 def test_best_metrics_mixture_variants_attempts_and_unreadable_files(tmp_path):
@@ -275,16 +335,16 @@ def test_best_metrics_mixture_variants_attempts_and_unreadable_files(tmp_path):
     (tmp_path / "broken" / "metrics.json").write_text("{not json")
     final = build_tables([tmp_path], tables=["4.1"])["4.1"]
     best = build_tables([tmp_path], which="best", tables=["4.1"])["4.1"]
-    assert best.cell("ragan", "double").stats["val/psnr"].mean == pytest.approx((29.0 + 28.2) / 2)
+    assert cell(best, loss="ragan", disc="double")["mean"] == pytest.approx((29.0 + 28.2) / 2)
     # one block per generator, the one with most runs first
-    assert [b.variant["gen"] for b in final.blocks] == ["fpn_mobilenetv2", "fpn_inception"]
-    assert final.cell("ragan", "double", variant=1).stats["val/psnr"].n == 1
-    cell = final.cell("ragan", "double")
-    assert cell.status["failed"] == 0  # the archived attempt is not a run
-    assert cell.value_text(final.spec.metrics[0]).endswith(" †")
+    assert [b["gen"] for b in final.blocks] == ["fpn_mobilenetv2", "fpn_inception"]
+    assert cell(final, block=1, loss="ragan", disc="double")["n"] == 1
+    mixed = cell(final, loss="ragan", disc="double")
+    assert mixed["n_failed"] == 0  # the archived attempt is not a run
+    assert mixed["text"].endswith(" †")
     notes = " ".join(final.notes)
     assert "MIXTURE of embedded (2 runs), gopro (1 runs)" in notes
-    assert "skipped unreadable" in notes and "broken" in notes
+    assert "skipped" in notes and "broken" in notes
     assert "1 run(s) are debug=smoke runs" in notes
 
 
@@ -295,11 +355,9 @@ def test_failed_run_without_disc_flags_is_placed_from_its_hydra_config(tmp_path)
     (run / ".hydra").mkdir()
     (run / ".hydra" / "config.yaml").write_text("disc:\n  checkpoint: auto\n  frozen: true\n")
     tables = build_tables([tmp_path])
-    assert (
-        tables["4.4"].cell(("nlayer", "ragan"), "yes").value_text(tables["4.4"].spec.metrics[0])
-        == "failed (1)"
-    )
-    assert tables["4.1"].runs == []
+    failed = cell(tables["4.4"], frozen="yes", backbone="nlayer", loss="ragan")
+    assert failed["text"] == "failed (1)"
+    assert tables["4.1"].runs.empty
 
 
 def test_cli_errors_name_the_path(tmp_path, capsys):
