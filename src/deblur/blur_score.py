@@ -15,15 +15,13 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import hydra
 import numpy as np
 import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from deblur.config import CONF_DIR
+from deblur.cli import entry_point
 from deblur.data.io import IMAGE_EXTENSIONS, DataError, read_image, to_tensor
-from deblur.errors import UserError
 from deblur.inference import load_classifier, pad_to_multiple, resolve_device, tile_starts
 from deblur.inputs import (
     VIDEO_EXTENSIONS,
@@ -132,13 +130,9 @@ def run_blur_score(cfg: DictConfig, net: nn.Module | None = None) -> ScoreSummar
     return summary
 
 
-@hydra.main(config_path=str(CONF_DIR), config_name="blur_score", version_base="1.3")
+@entry_point("blur_score")
 def main(cfg: DictConfig) -> None:
-    try:
-        summary = run_blur_score(cfg)
-    except UserError as err:  # a mistake in input= / output=: one paragraph, no traceback
-        print(f"[deblur.blur_score] {err}", file=sys.stderr, flush=True)
-        sys.exit(2)
+    summary = run_blur_score(cfg)
     if not summary.scores:
         print("[deblur.blur_score] no image could be scored.", file=sys.stderr, flush=True)
         sys.exit(1)

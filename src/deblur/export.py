@@ -14,12 +14,11 @@ import logging
 import warnings
 from pathlib import Path
 
-import hydra
 import torch
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
-from deblur.config import CONF_DIR
+from deblur.cli import entry_point
 from deblur.inference import PadCrop, load_generator
 
 log = logging.getLogger(__name__)
@@ -174,7 +173,7 @@ def run_export(cfg: DictConfig, model: nn.Module | None = None) -> tuple[Path, f
     return path, diff
 
 
-@hydra.main(config_path=str(CONF_DIR), config_name="export", version_base="1.3")
+@entry_point("export")
 def main(cfg: DictConfig) -> None:
     run_export(cfg)
 

@@ -14,14 +14,12 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import hydra
 import numpy as np
 from omegaconf import DictConfig
 from torch import nn
 
-from deblur.config import CONF_DIR
+from deblur.cli import entry_point
 from deblur.data.io import IMAGE_EXTENSIONS, DataError, read_image, write_image
-from deblur.errors import UserError
 from deblur.inference import deblur_image, load_generator, resolve_device
 from deblur.inputs import (
     VIDEO_EXTENSIONS,
@@ -160,7 +158,9 @@ def run_predict(cfg: DictConfig, model: nn.Module | None = None) -> Summary:
 
     out_dir = Path(cfg.output).expanduser()
     base, files = collect_inputs(cfg.input, bool(cfg.get("recursive", False)))
-    files = without_outputs(files, out_dir, base)  # input=photos/ output=photos/sharp recursive=true
+    files = without_outputs(
+        files, out_dir, base
+    )  # input=photos/ output=photos/sharp recursive=true
     summary = Summary()
     images, videos = [], []
     for src in files:
@@ -213,13 +213,9 @@ def run_predict(cfg: DictConfig, model: nn.Module | None = None) -> Summary:
     return summary
 
 
-@hydra.main(config_path=str(CONF_DIR), config_name="predict", version_base="1.3")
+@entry_point("predict")
 def main(cfg: DictConfig) -> None:
-    try:
-        summary = run_predict(cfg)
-    except UserError as err:  # a mistake in input= / output=: one paragraph, no traceback
-        print(f"[deblur.predict] {err}", file=sys.stderr, flush=True)
-        sys.exit(2)
+    summary = run_predict(cfg)
     if summary.processed == 0:
         print("[deblur.predict] nothing could be processed.", file=sys.stderr, flush=True)
         sys.exit(1)

@@ -216,6 +216,6 @@ def test_cli_unwritable_output_is_one_paragraph(tmp_path) -> None:
         cwd=tmp_path,
         timeout=300,
     )
-    assert proc.returncode == 2, proc.stderr
-    assert f"output={tmp_path / 'f' / 'out'} cannot be created" in proc.stderr
+    assert proc.returncode == 1, proc.stderr
+    assert f"[deblur] error: output={tmp_path / 'f' / 'out'} cannot be created" in proc.stderr
     assert "Traceback" not in proc.stderr and "missing.ckpt" not in proc.stderr
