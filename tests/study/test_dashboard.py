@@ -1,4 +1,5 @@
-"""TensorBoard dashboards: the custom-scalars layout, run discovery, and the REAL server's API."""
+"""TensorBoard dashboards: the custom-scalars layout, run discovery, and the REAL server's API
+(through tb_server.check_served)."""
 
 from __future__ import annotations
 
@@ -10,15 +11,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from tb_server import ServedError, check_served
 
-from deblur.dashboard import (
-    DashboardError,
-    check_served,
-    latest_sweep,
-    main,
-    resolve_logdir,
-    run_folders,
-)
+from deblur.dashboard import DashboardError, latest_sweep, main, resolve_logdir, run_folders
 from deblur.tb_layout import custom_scalars_layout, tag_regex
 
 
@@ -115,7 +110,7 @@ def test_check_served_names_what_a_run_lacks(tmp_path):
         "bare: no HPARAMS session with hparams and metrics",
     ]
     assert report["runs"]["bare"]["scalars"]["val/psnr"] == 4
-    with pytest.raises(DashboardError, match="bare: no image served"):
+    with pytest.raises(ServedError, match="bare: no image served"):
         check_served(tmp_path, require=("images",), wait=0, load_fast="false")
 
 

@@ -139,7 +139,7 @@ def test_failed_run_does_not_stop_others_and_relaunch_reruns_only_it(tmp_path, c
 
 
 def test_tensorboard_serves_every_run_of_the_sweep(grid):
-    from deblur.dashboard import check_served
+    from tb_server import check_served
 
     report = check_served(grid)
     assert len(report["runs"]) == 12
