@@ -22,6 +22,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from deblur.errors import UserError
+
 log = logging.getLogger(__name__)
 
 __all__ = [
@@ -44,7 +46,7 @@ __all__ = [
 STRIDE = 32  # FPN generators downsample by 32; padding to it is harmless for the others
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """A checkpoint file is missing, unreadable, of the wrong kind, or does not fit its network."""
 
 

@@ -197,25 +197,29 @@ def test_output_inside_a_recursive_input_is_not_read_back(gan_ckpt, tmp_path) ->
     assert not (folder / "sharp" / "sharp").exists()
 
 
-def test_cli_unwritable_output_is_one_paragraph(tmp_path) -> None:
+def _predict_cli(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    write_image(tmp_path / "a.png", rgb(16, 16))
-    (tmp_path / "f").write_text("x")
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "deblur.predict",
-            f"ckpt={tmp_path / 'missing.ckpt'}",
-            f"input={tmp_path / 'a.png'}",
-            f"output={tmp_path / 'f' / 'out'}",
-        ],
+    return subprocess.run(
+        [sys.executable, "-m", "deblur.predict", *overrides, "progress=false"],
         capture_output=True,
         text=True,
         env=env,
         cwd=tmp_path,
         timeout=300,
     )
+
+
+def test_cli_bad_output_or_checkpoint_is_one_paragraph(tmp_path) -> None:
+    write_image(tmp_path / "a.png", rgb(16, 16))
+    (tmp_path / "f").write_text("x")
+    missing, inp = f"ckpt={tmp_path / 'missing.ckpt'}", f"input={tmp_path / 'a.png'}"
+    proc = _predict_cli(tmp_path, missing, inp, f"output={tmp_path / 'f' / 'out'}")
     assert proc.returncode == 1, proc.stderr
     assert f"[deblur] error: output={tmp_path / 'f' / 'out'} cannot be created" in proc.stderr
-    assert "Traceback" not in proc.stderr and "missing.ckpt" not in proc.stderr
+    assert "Traceback" not in proc.stderr and "missing.ckpt" not in proc.stderr  # before the model
+    proc = _predict_cli(tmp_path, missing, inp, f"output={tmp_path / 'out'}")
+    assert proc.returncode == 1, proc.stderr
+    assert (
+        "[deblur] error: Checkpoint" in proc.stderr and "missing.ckpt does not exist" in proc.stderr
+    )
+    assert "Traceback" not in proc.stderr
