@@ -16,6 +16,7 @@ import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from logging.handlers import BufferingHandler
 from pathlib import Path
 from typing import Any
 
@@ -48,25 +49,30 @@ class TablesError(UserError, ValueError):
 
 @dataclass(frozen=True)
 class Metric:
-    """A reported metric: its key in metrics.json, its label, digits and thesis CSV column."""
+    """A reported metric: its key in metrics.json, its label and digits."""
 
     key: str
     label: str
     digits: int
-    thesis_column: str
 
 
-PSNR = Metric("val/psnr", "PSNR", 2, "psnr")
-SSIM = Metric("val/ssim", "SSIM", 4, "ssim")
-VAL_LOSS = Metric("val/loss", "val loss", 3, "val_loss")
-ACCURACY = Metric("val/acc", "accuracy %", 2, "accuracy")
+PSNR, SSIM = Metric("val/psnr", "PSNR", 2), Metric("val/ssim", "SSIM", 4)
+VAL_LOSS, ACCURACY = Metric("val/loss", "val loss", 3), Metric("val/acc", "accuracy %", 2)
 METRICS = {m.key: m for m in (PSNR, SSIM, VAL_LOSS, ACCURACY)}
+# experiments/thesis_tables.csv's columns, renamed to our fields and metric keys
+THESIS_NAMES = {"adv_loss": "loss", "disc_type": "disc", "disc_backbone": "backbone"}
+THESIS_NAMES |= {
+    "psnr": "val/psnr",
+    "ssim": "val/ssim",
+    "val_loss": "val/loss",
+    "accuracy": "val/acc",
+}
 
 
 @dataclass(frozen=True)
 class TableSpec:
     """How one thesis table groups runs: which runs (a pandas query), row fields, column field,
-    metrics, the fields that split it into blocks (variants), and the thesis CSV's columns."""
+    metrics, and the fields that split it into blocks (variants)."""
 
     id: str
     title: str
@@ -77,11 +83,6 @@ class TableSpec:
     metrics: tuple[Metric, ...]
     variant: tuple[str, ...] = ()
     col_order: tuple[str, ...] = ()
-    thesis_columns: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def slug(self) -> str:
-        return "table" + self.id.replace(".", "_")
 
     @property
     def keys(self) -> list[str]:
@@ -93,7 +94,6 @@ class TableSpec:
         return self.task == "gan"
 
 
-_LOSS_DISC = {"loss": "adv_loss", "disc": "disc_type", "backbone": "disc_backbone"}
 SPECS: dict[str, TableSpec] = {
     "4.1": TableSpec(
         "4.1",
@@ -105,7 +105,6 @@ SPECS: dict[str, TableSpec] = {
         metrics=(PSNR, SSIM),
         variant=("gen", "backbone"),
         col_order=("single", "patch", "double"),
-        thesis_columns=_LOSS_DISC,
     ),
     "4.2": TableSpec(
         "4.2",
@@ -115,7 +114,6 @@ SPECS: dict[str, TableSpec] = {
         rows=("backbone",),
         col=None,
         metrics=(VAL_LOSS, ACCURACY),
-        thesis_columns=_LOSS_DISC,
     ),
     "4.3": TableSpec(
         "4.3",
@@ -127,7 +125,6 @@ SPECS: dict[str, TableSpec] = {
         metrics=(PSNR, SSIM),
         variant=("gen", "disc"),
         col_order=("no", "yes"),
-        thesis_columns=_LOSS_DISC | {"pretrained": "pretrained"},
     ),
     "4.4": TableSpec(
         "4.4",
@@ -139,7 +136,6 @@ SPECS: dict[str, TableSpec] = {
         metrics=(PSNR, SSIM),
         variant=("gen", "disc"),
         col_order=("no", "yes"),
-        thesis_columns=_LOSS_DISC | {"frozen": "frozen"},
     ),
 }
 
@@ -235,17 +231,6 @@ def _run_row(run_dir: Path, record: Any, which: str) -> dict[str, Any]:
     return row
 
 
-class _Collect(logging.Handler):
-    """Collects the warnings deblur.runs logs about unreadable metrics.json files."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self.messages: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.messages.append(f"skipped: {record.getMessage()}")
-
-
 def read_runs(paths: Iterable[str | Path], which: str = "final") -> tuple[pd.DataFrame, list[str]]:
     """One row per run below ``paths`` (``which``: final or best metrics) and a note per
     metrics.json that could not be read."""
@@ -257,7 +242,8 @@ def read_runs(paths: Iterable[str | Path], which: str = "final") -> tuple[pd.Dat
                 "`python -m deblur.train -m ...` (e.g. runs/table4_1), or set DEBLUR_RUNS."
             )
         folders.append(p.parent if p.is_file() else p)
-    collect, logger = _Collect(), logging.getLogger("deblur.runs")
+    collect, logger = BufferingHandler(10**6), logging.getLogger("deblur.runs")
+    collect.setLevel(logging.WARNING)  # deblur.runs warns about each unreadable metrics.json
     logger.addHandler(collect)
     try:
         found = find_runs(folders)
@@ -266,7 +252,8 @@ def read_runs(paths: Iterable[str | Path], which: str = "final") -> tuple[pd.Dat
     unique = {Path(d).resolve(): rec for d, rec in found}  # overlapping folders: once each
     rows = [_run_row(d, rec, which) for d, rec in unique.items()]
     columns = list(_run_row(Path("."), {}, which))
-    return pd.DataFrame(rows, columns=columns), collect.messages
+    problems = [f"skipped: {r.getMessage()}" for r in collect.buffer]
+    return pd.DataFrame(rows, columns=columns), problems
 
 
 def read_thesis(path: str | Path | None = None) -> pd.DataFrame:
@@ -277,7 +264,7 @@ def read_thesis(path: str | Path | None = None) -> pd.DataFrame:
             f"deblur.tables: the thesis' numbers {path} are missing. Restore "
             "experiments/thesis_tables.csv from the repository or pass --thesis PATH."
         )
-    return pd.read_csv(path, dtype=str, keep_default_na=False)
+    return pd.read_csv(path, dtype=str, keep_default_na=False).rename(columns=THESIS_NAMES)
 
 
 # ---------------------------------------------------------------- grouping
@@ -285,12 +272,10 @@ def read_thesis(path: str | Path | None = None) -> pd.DataFrame:
 
 def _thesis_cells(spec: TableSpec, thesis: pd.DataFrame) -> pd.DataFrame:
     """The thesis' numbers of ``spec`` in long form: rows..., col, metric, thesis."""
-    mine = thesis[thesis["table"] == spec.id]
-    out = pd.DataFrame({f: mine[spec.thesis_columns[f]] for f in spec.rows})
-    out[spec.col or "_col"] = mine[spec.thesis_columns[spec.col]] if spec.col else ""
-    for m in spec.metrics:
-        out[m.key] = pd.to_numeric(mine[m.thesis_column], errors="coerce")
-    return out.melt(id_vars=spec.keys[len(spec.variant) :], var_name="metric", value_name="thesis")
+    mine = thesis[thesis["table"] == spec.id].assign(_col="")
+    keys, metrics = spec.keys[len(spec.variant) :], [m.key for m in spec.metrics]
+    long = mine.melt(id_vars=keys, value_vars=metrics, var_name="metric", value_name="thesis")
+    return long.assign(thesis=pd.to_numeric(long["thesis"], errors="coerce"))
 
 
 def _ordered(canonical: Iterable, present: Iterable) -> list:
@@ -600,6 +585,9 @@ def _grid(frame: pd.DataFrame, col: str, values: str) -> pd.DataFrame:
     return frame.pivot(index="row", columns=col, values=values).reindex(rows, columns=cols)
 
 
+_LABEL = {"rotation": 90, "fontsize": 7, "ha": "center", "va": "bottom"}
+
+
 def _plot(ax, table: Table, block: int, metric: Metric, legend: bool) -> None:
     from matplotlib.container import BarContainer
 
@@ -619,14 +607,7 @@ def _plot(ax, table: Table, block: int, metric: Metric, legend: bool) -> None:
                 ax.plot([x0, x0 + w], [thesis.loc[r, c]] * 2, color="black", lw=2)
             if state.loc[r, c] not in ("ok", "not in thesis"):
                 ax.text(
-                    x0 + w / 2,
-                    0.02,
-                    state.loc[r, c],
-                    rotation=90,
-                    fontsize=7,
-                    ha="center",
-                    va="bottom",
-                    transform=ax.get_xaxis_transform(),
+                    x0 + w / 2, 0.02, state.loc[r, c], transform=ax.get_xaxis_transform(), **_LABEL
                 )
     for value in inputs["mean"].dropna():
         ax.axhline(value, color="grey", ls="--", lw=1)
@@ -671,7 +652,7 @@ def write_outputs(tables: dict[str, Table], out: str | Path, sources: Sequence =
     for table in tables.values():
         if table.runs.empty:
             continue
-        base = out / table.spec.slug
+        base = out / f"table{table.id.replace('.', '_')}"
         base.with_suffix(".csv").write_text(render_csv(table))
         base.with_suffix(".tex").write_text(render_latex(table))
         render_png(table, base.with_suffix(".png"))

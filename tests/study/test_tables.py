@@ -164,7 +164,7 @@ def test_missing_failed_and_running_cells_never_show_zero(tmp_path):
     assert rows["wgangp"][:2] == ["failed (1) · thesis 27.60", "failed (1) · thesis 0.8180"]
     out = tmp_path / "out"
     assert main([str(sweep), "--out", str(out), "--tables", "4.1"]) == 0
-    rows = list(csv.DictReader((out / "table4_1.csv").open()))
+    rows = list(csv.DictReader((out / "table4_1.csv").read_text().splitlines()))
     bad = {(r["loss"], r["disc"]): r for r in rows if r["metric"] == "val/psnr"}
     assert bad[("gan", "patch")]["status"] == "missing" and bad[("gan", "patch")]["mean"] == ""
     assert bad[("wgangp", "single")]["status"] == "failed"
@@ -181,7 +181,7 @@ def test_cli_writes_markdown_csv_latex_png(tmp_path, capsys):
     stdout = capsys.readouterr().out
     assert "## Table 4.1" in stdout and stdout == (out / "tables.md").read_text()
     assert "No runs for Table 4.2" in stdout
-    rows = list(csv.DictReader((out / "table4_1.csv").open()))
+    rows = list(csv.DictReader((out / "table4_1.csv").read_text().splitlines()))
     cells = [r for r in rows if r["loss"] != "input"]
     assert len(cells) == 4 * 3 * 2 and {r["n"] for r in cells} == {"3"}
     gan_single = next(

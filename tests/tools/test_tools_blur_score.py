@@ -52,7 +52,7 @@ def test_csv_sorted_with_unreadable_files_reported(cls_ckpt: Path, tmp_path: Pat
     )
     assert len(summary.scores) == 3
     assert {p.name for p, _ in summary.failed} == {"readme.md", "bad.jpg"}
-    rows = list(csv.DictReader(out.open()))
+    rows = list(csv.DictReader(out.read_text().splitlines()))
     assert [r.keys() for r in rows][0] == {"path", "score"}
     scores = [float(r["score"]) for r in rows]
     assert scores == sorted(scores, reverse=True) and all(0 <= s <= 1 for s in scores)
@@ -94,5 +94,5 @@ def test_same_stem_rows_stay_apart_and_a_rerun_skips_its_own_csv(cls_ckpt: Path,
     for _ in range(2):
         summary = run_blur_score(_cfg(cls_ckpt, folder, out))
         assert len(summary.scores) == 2 and summary.failed == []  # scores.csv is not an input
-    rows = list(csv.DictReader(out.open()))
+    rows = list(csv.DictReader(out.read_text().splitlines()))
     assert sorted(Path(r["path"]).name for r in rows) == ["a.jpg", "a.png"]
