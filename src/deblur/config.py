@@ -1,12 +1,19 @@
-"""One place for configuration plumbing: the conf/ folder, custom resolvers, composing for tests."""
+"""One place for configuration plumbing: the conf/ folder, the run-folder names (the OmegaConf
+resolvers ``run_dirname`` and ``eval_slug``), value checks, composing for tests and notebooks."""
 
 from __future__ import annotations
 
+import difflib
+import hashlib
 import os
+import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+
+from deblur.errors import UserError
 
 
 def _find_conf_dir() -> Path:
@@ -27,18 +34,255 @@ def _find_conf_dir() -> Path:
 CONF_DIR: Path = _find_conf_dir()
 
 
+class ConfigValueError(UserError, ValueError):
+    """A command-line value of the wrong type, or a key the config does not have."""
+
+
+# --------------------------------------------------------------------------- run-folder names
+
+#: Overrides that never name a run folder (training runs): where the run lives, how it is
+#: relaunched, how data is fed, and data.root (another dataset is refused by the run identity,
+#: see deblur.runs.IDENTITY_EXCLUDE, rather than given a folder of its own).
+FOLDER_EXCLUDE = (
+    "ckpt_path",
+    "overwrite",
+    "resume",
+    "runs_dir",
+    "sweep_name",
+    "experiment",
+    "trainer.enable_progress_bar",
+    "data.num_workers",
+    "data.root",
+)
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def _looks_like_path(value: str) -> bool:
+    return "/" in value or "\\" in value or value.startswith("~")
+
+
+def path_tag(value: str) -> str:
+    """A short readable folder-name tag for a file path: ``<run or file name>-<hash8>``.
+
+    The name is the run folder above ``checkpoints/`` (``.../backbone=nlayer/checkpoints/best.ckpt``
+    gives ``backbone-nlayer``) or the file's stem; the hash is the file's content hash (sha256)
+    when it exists, else the path's.
+    """
+    p = Path(value).expanduser()
+    parts = p.parts
+    if "checkpoints" in parts[:-1]:
+        i = len(parts) - 1 - parts[::-1].index("checkpoints")
+        name = parts[i - 1] if i > 0 else p.stem
+    else:
+        name = p.stem or p.name
+    name = _UNSAFE.sub("-", name).strip("-.")[:40] or "file"
+    if p.is_file():
+        from deblur.checkpoints import file_sha256
+
+        digest = file_sha256(p)
+    else:
+        digest = hashlib.sha256(str(p).encode()).hexdigest()
+    return f"{name}-{digest[:8]}"
+
+
+def _parse(overrides: Sequence[str]) -> list[Any]:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    return OverridesParser.create().parse_overrides([str(o) for o in overrides])
+
+
+def run_dirname(overrides: Sequence[str]) -> str:
+    """The run-folder name of a training run from its command-line overrides
+    (``hydra.overrides.task``): ``key=value`` sorted and joined by ``,`` as Hydra's
+    ``override_dirname`` writes them ("default" when none), without :data:`FOLDER_EXCLUDE`;
+    a path value becomes a :func:`path_tag`, so a path never becomes nested folders."""
+    lines = []
+    for ov in _parse(overrides):
+        if ov.key_or_group in FOLDER_EXCLUDE:
+            continue
+        line = str(ov.input_line)
+        value = ov.value() if not ov.is_sweep_override() else None
+        if isinstance(value, str) and _looks_like_path(value):
+            prefix = line[: line.index(ov.key_or_group)] if ov.key_or_group in line else ""
+            line = f"{prefix}{ov.key_or_group}={path_tag(value)}"
+        lines.append(line)
+    name = ",".join(sorted(lines)) or "default"
+    if len(name) > 200:  # file names stop at 255 bytes
+        name = name[:180] + "-" + hashlib.sha256(name.encode()).hexdigest()[:8]
+    return name
+
+
+def _slug_value(key: str, value: str) -> str:
+    if key == "ckpt":
+        p = Path(value)
+        parts = p.parts
+        if "checkpoints" in parts:
+            i = len(parts) - 1 - parts[::-1].index("checkpoints")
+            run = "_".join(parts[max(0, i - 2) : i])
+            return f"{run}_{p.stem}" if run else p.stem
+        return f"{p.parent.name}_{p.stem}" if p.parent.name else p.stem
+    return value.replace("/", "_").replace("\\", "_").strip("_.") or "_"
+
+
+SLUG_EXCLUDE = ("overwrite", "runs_dir", "sweep_name", "device", "save_images", "progress")
+
+
+def eval_slug(overrides: str | Sequence[str]) -> str:
+    """Run-folder name ``<method>/<other overrides>`` of evaluate / robustness runs.
+
+    Takes Hydra's override list (``hydra.overrides.task``; a value may hold ``=`` or ``,``, as
+    in a checkpoint of a sweep run) or an ``override_dirname`` string.
+    """
+    if isinstance(overrides, str):
+        items = [s for s in overrides.split(",") if s]
+    else:
+        items = [str(s) for s in overrides]
+    method, rest = "", []
+    for item in sorted(items):
+        key, _, value = item.partition("=")
+        key = key.lstrip("+~")
+        value = value.strip("'\"")
+        if key in SLUG_EXCLUDE:
+            continue
+        if key in ("ckpt", "baseline"):
+            method = _slug_value(key, value)
+        else:
+            rest.append(f"{key}={_slug_value(key, value)}")
+    tail = ",".join(rest) or "default"
+    if len(tail) > 120:
+        tail = tail[:100] + "-" + hashlib.sha1(tail.encode()).hexdigest()[:8]
+    return f"{method or 'no_method'}/{tail}"
+
+
 def _dirname(override_dirname: str) -> str:
-    """Run-folder name from Hydra's override_dirname ('default' when there are no overrides)."""
+    """Run-folder name from Hydra's override_dirname ('default' when there are no overrides)
+    (kept for configs written before ``run_dirname``)."""
     return override_dirname if override_dirname else "default"
 
 
+RESOLVERS = {"run_dirname": run_dirname, "eval_slug": eval_slug, "dirname": _dirname}
+
+
 def register_resolvers() -> None:
-    """Register the OmegaConf resolvers our YAML uses (idempotent)."""
-    if not OmegaConf.has_resolver("dirname"):
-        OmegaConf.register_new_resolver("dirname", _dirname)
+    """Register the OmegaConf resolvers our YAML uses (idempotent).
+
+    Called by every entry point (:func:`deblur.cli.entry_point`) and by :func:`compose`; also
+    once when this module is imported, because a submitit job process unpickles the task and
+    resolves its run folder before any entry-point code runs in it.
+    """
+    for name, fn in RESOLVERS.items():
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, fn)
 
 
 register_resolvers()
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def _is_group(key: str) -> bool:
+    return (CONF_DIR / key).is_dir()
+
+
+def _compose_here(config_name: str, overrides: list[str]) -> DictConfig:
+    """Compose inside a running Hydra app (its search path) or, outside one, from CONF_DIR."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    if GlobalHydra.instance().is_initialized():
+        from hydra import compose as hydra_compose
+
+        return hydra_compose(config_name=config_name, overrides=overrides)
+    return compose(config_name, overrides)
+
+
+def _type_name(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true or false"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a number"
+    return "a string"
+
+
+def _type_ok(default: Any, value: Any) -> bool:
+    if default is None or value is None:
+        return True
+    if isinstance(default, bool):
+        return isinstance(value, bool)
+    if isinstance(default, int):
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(default, float):
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    return True  # strings (and the rest) take any scalar, as the code reads them
+
+
+#: Sections whose keys are all read by the code: a key added with ``+`` that they lack is a typo.
+SCHEMA_SECTIONS = ("model", "optim", "schedule")
+_ABSENT = object()
+
+
+def check_overrides(cfg: DictConfig, config_name: str, overrides: Sequence[str]) -> None:
+    """Refuse a command-line value whose type differs from the config's default (``seed=x``,
+    ``trainer.max_epochs=abc``), and a key added with ``+`` that the config does not have, at
+    the top level or in :data:`SCHEMA_SECTIONS` (``+model.adv_wieght=...``), naming the key,
+    the close match and the fix."""
+    parsed = _parse(overrides)
+    groups = [str(o.input_line) for o in parsed if _is_group(o.key_or_group.split("@")[0])]
+    base = None
+    for ov in parsed:
+        key = str(ov.key_or_group)
+        if ov.is_delete() or _is_group(key.split("@")[0]) or key.startswith("hydra."):
+            continue
+        if base is None:
+            base = _compose_here(config_name, groups)
+        default = OmegaConf.select(base, key, default=_ABSENT, throw_on_missing=False)
+        given = ov.input_line.split("=", 1)[1] if "=" in str(ov.input_line) else ""
+        if default is _ABSENT:
+            section = key.split(".", 1)[0] if "." in key else ""
+            if (ov.is_add() or ov.is_force_add()) and (not section or section in SCHEMA_SECTIONS):
+                known = [
+                    k
+                    for k in _flat_keys(base)
+                    if (k.startswith(section + ".") if section else "." not in k)
+                ]
+                close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+                hint = (
+                    f"Did you mean {close[0]}? Fix: {close[0]}={given}"
+                    if close
+                    else (f"Its keys: {', '.join(known[:12])}. Fix: one of those")
+                )
+                raise ConfigValueError(
+                    f"{ov.input_line}: '{key}' is not a key of the {config_name} config, so no "
+                    f"code would read it and the value would be ignored. {hint} (without '+': "
+                    "'+' adds keys the config does not have)."
+                )
+            continue
+        if isinstance(default, DictConfig | dict) or OmegaConf.is_missing(base, key):
+            continue
+        value = OmegaConf.select(cfg, key, default=None, throw_on_missing=False)
+        if not _type_ok(default, value):
+            raise ConfigValueError(
+                f"{key}={given}: {key} takes {_type_name(default)} (its default is "
+                f"{default!r}), not {value!r}. Fix: give {key}=<{_type_name(default)}>, e.g. "
+                f"{key}={str(default).lower() if isinstance(default, bool) else default}."
+            )
+
+
+def _flat_keys(node: Any, prefix: str = "") -> list[str]:
+    out: list[str] = []
+    if isinstance(node, DictConfig):
+        for k in node.keys():
+            child = node._get_node(k)
+            full = f"{prefix}{k}"
+            out.append(full)
+            if isinstance(child, DictConfig):
+                out += _flat_keys(child, full + ".")
+    return out
+
+
+# --------------------------------------------------------------------------- plumbing
 
 
 def to_container(cfg: DictConfig | dict) -> dict[str, Any]:
@@ -55,6 +299,7 @@ def compose(
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
+    register_resolvers()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return hydra_compose(
             config_name=config_name,

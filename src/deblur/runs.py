@@ -1,36 +1,100 @@
-"""Run folders and their `metrics.json`: atomic writes, skip-if-finished, failure capture.
+"""Run folders and their `metrics.json`: identity, one process per folder, atomic writes,
+skip-if-finished, resume, failure capture.
 
 Every entry point that produces results runs its body through :func:`managed_run`, so a sweep
-can be re-launched: finished runs are skipped (unless ``overwrite=true``); a training run that
-was stopped from outside (SLURM time limit, preemption, Ctrl-C, a crash of the machine) continues
-from its ``checkpoints/last.ckpt`` (``resume=auto``, the default); failed runs, and stopped ones
-under ``resume=never``, are re-run from the start, and the files of the earlier attempt are moved
-to ``attempts/<n>/``, never lost.
+can be re-launched: a finished run of the same identity is skipped (unless ``overwrite=true``),
+one of another identity is refused naming the keys that differ; a training run that was stopped
+from outside (SLURM time limit, preemption, Ctrl-C, a crash of the machine) continues from its
+``checkpoints/last.ckpt`` (``resume=auto``, the default); failed runs, and stopped ones under
+``resume=never``, are re-run from the start, and the files of the earlier attempt are moved to
+``attempts/<n>/``, never lost. A lock file (:class:`RunLock`) keeps a second process out of a
+folder that one is using.
+
+A run's **identity** (:func:`run_identity`) is everything that changes its result: the resolved
+config without the keys in :data:`IDENTITY_EXCLUDE`, with the content hash (sha256) of every file
+it starts a network from (:data:`START_FILE_KEYS`) in place of its path. The code's version is
+recorded beside it (``code`` in metrics.json), outside the identity: a new commit does not
+invalidate finished runs.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import errno
+import fcntl
+import hashlib
 import json
 import logging
 import os
 import platform
 import shutil
 import socket
-import tempfile
+import subprocess
+import sys
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from deblur.checkpoints import (
+    MissingCheckpointError,
+    describe_diff,
+    file_sha256,
+    identity_diff,
+    write_bytes_atomic,
+)
+from deblur.errors import UserError
 
 log = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.json"
+LOCK_FILE = ".run.lock"
 STUDY_GROUPS = ("loss", "disc", "backbone", "gen", "data", "trainer", "experiment", "debug")
-_KEEP_ON_RETRY = {".hydra", "attempts"}
+_KEEP_ON_RETRY = {".hydra", "attempts", LOCK_FILE}
+
+#: Config keys (and everything below them) that do not change a run's result, left out of its
+#: identity: where the run lives, how it is relaunched, how data is fed and what is shown.
+IDENTITY_EXCLUDE = (
+    "runs_dir",
+    "sweep_name",
+    "overwrite",
+    "resume",
+    "ckpt_path",  # exact resume: the result is the same as an uninterrupted run's
+    "data.num_workers",
+    "data.pin_memory",
+    "data.persistent_workers",
+    "data.multiprocessing_context",
+    "data.cache",  # RAM cache of the decoded images: the same pixels
+    "trainer.enable_progress_bar",
+    "trainer.enable_model_summary",
+    "trainer.log_every_n_steps",
+    "model.val_image_strips",  # TensorBoard images only
+    "model.health_check_every",  # how often NaN/inf is looked for, not the values
+)
+#: Files a run starts a network from: in the identity by content hash, never by path.
+START_FILE_KEYS = (
+    "disc.checkpoint",
+    "gen.weights_path",
+    "backbone.weights_path",
+    "model.content.vgg_weights_path",
+)
+#: Folder keys: in the identity as absolute paths (``data/x`` and ``/home/me/data/x`` are one).
+PATH_KEYS = ("data.root",)
+
+
+class RunConfigChangedError(UserError, ValueError):
+    """A finished run's folder is relaunched with another configuration."""
+
+
+class RunLockedError(UserError, RuntimeError):
+    """Another live process holds the run folder."""
+
+
+class IncompleteRunError(UserError, RuntimeError):
+    """Training returned without reaching its planned end or without its checkpoints."""
 
 
 def now_iso() -> str:
@@ -38,20 +102,10 @@ def now_iso() -> str:
 
 
 def write_json_atomic(path: str | Path, data: dict[str, Any]) -> None:
-    """Write JSON through a temporary file and an atomic rename (a crash never leaves half a file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=2, sort_keys=False, default=str)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    """Write JSON through a temporary file in the same folder, fsync and an atomic rename (a crash
+    or a full disk never leaves half a file; the error names the path and the cause)."""
+    text = json.dumps(data, indent=2, sort_keys=False, default=str) + "\n"
+    write_bytes_atomic(Path(path), text.encode(), what="run record")
 
 
 def read_metrics(run_dir: str | Path) -> dict[str, Any] | None:
@@ -76,6 +130,40 @@ def versions() -> dict[str, str]:
         except ImportError:
             pass
     return out
+
+
+_CODE: dict[str, Any] | None = None
+
+
+def code_version() -> dict[str, Any]:
+    """The deblur package version and, in a git checkout, its commit and whether it had local
+    changes (recorded in metrics.json, outside the run identity)."""
+    global _CODE
+    if _CODE is None:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            out: dict[str, Any] = {"deblur": version("deblur")}
+        except PackageNotFoundError:  # pragma: no cover - always installed
+            out = {"deblur": None}
+        src = Path(__file__).resolve().parent
+
+        def git(*args: str) -> str | None:
+            try:
+                proc = subprocess.run(
+                    ["git", *args], cwd=src, capture_output=True, text=True, timeout=5
+                )
+            except (OSError, subprocess.SubprocessError):
+                return None
+            return proc.stdout.strip() if proc.returncode == 0 else None
+
+        commit = git("rev-parse", "HEAD")
+        if commit:
+            out["git_commit"] = commit
+            status = git("status", "--porcelain", "--untracked-files=no")
+            out["git_dirty"] = bool(status) if status is not None else None
+        _CODE = out
+    return dict(_CODE)
 
 
 def hydra_run_dir() -> Path | None:
@@ -105,12 +193,236 @@ def hydra_overrides() -> list[str]:
     return list(HydraConfig.get().overrides.task)
 
 
-def _archive_previous_attempt(run_dir: Path) -> Path | None:
-    """Move the files of an earlier attempt into attempts/<n>/ (Hydra's .hydra and logs stay)."""
+def _write_hydra_files(run_dir: Path, cfg: DictConfig) -> None:
+    """``.hydra/{config,hydra,overrides}.yaml`` as Hydra writes them, for entry points whose root
+    config sets ``hydra.output_subdir: null`` so that they are written only once the run holds its
+    folder (a refused relaunch must not rewrite a finished run's record)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized() or HydraConfig.get().output_subdir is not None:
+        return
+    hydra_cfg = HydraConfig.get()
+    out = run_dir / ".hydra"
+    for name, node in (
+        ("config.yaml", cfg),
+        ("hydra.yaml", OmegaConf.create({"hydra": hydra_cfg})),
+        ("overrides.yaml", hydra_cfg.overrides.task),
+    ):
+        write_bytes_atomic(out / name, OmegaConf.to_yaml(node).encode(), what="config record")
+
+
+# --------------------------------------------------------------------------- identity
+
+
+def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(node, Mapping):
+        out: dict[str, Any] = {}
+        for k, v in node.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+        return out if out or not prefix else {prefix[:-1]: {}}
+    return {prefix[:-1]: list(node) if isinstance(node, list | tuple) else node}
+
+
+def _excluded(key: str) -> bool:
+    return any(key == ex or key.startswith(ex + ".") for ex in IDENTITY_EXCLUDE)
+
+
+def resolve_start_files(cfg: Mapping[str, Any] | DictConfig) -> dict[str, str]:
+    """``{key: file}`` of the files the run starts a network from (``disc.checkpoint=auto``
+    resolved to the classifier run's best.ckpt)."""
+    from deblur.config import to_container
+
+    plain = to_container(cfg) if isinstance(cfg, DictConfig) else dict(cfg)
+    flat = _flatten(plain)
+    out: dict[str, str] = {}
+    for key in START_FILE_KEYS:
+        value = flat.get(key)
+        if not value:
+            continue
+        value = str(value)
+        if key == "disc.checkpoint" and value.startswith("auto"):
+            backbone = (plain.get("backbone") or {}).get("name")
+            value = str(
+                resolve_classifier_checkpoint(
+                    value, str(backbone), plain.get("runs_dir", "runs"), plain.get("seed")
+                )
+            )
+        out[key] = value
+    return out
+
+
+def run_identity(
+    cfg: Mapping[str, Any] | DictConfig, start_files: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """``{"hash": sha256 hex, "config": {flat key: value}}``: what decides the run's result."""
+    from deblur.config import to_container
+
+    plain = to_container(cfg) if isinstance(cfg, DictConfig) else dict(cfg)
+    files = dict(start_files) if start_files is not None else resolve_start_files(plain)
+    flat = {k: v for k, v in _flatten(plain).items() if not _excluded(k)}
+    for key, path in files.items():
+        p = Path(path).expanduser()
+        flat[key] = f"sha256:{file_sha256(p)}" if p.is_file() else f"missing file:{path}"
+    for key in PATH_KEYS:
+        if flat.get(key):
+            flat[key] = os.path.abspath(os.path.expanduser(str(flat[key])))
+    text = json.dumps(flat, sort_keys=True, default=str)
+    return {"hash": hashlib.sha256(text.encode()).hexdigest(), "config": dict(sorted(flat.items()))}
+
+
+def _changed_config_message(run_dir: Path, diff: list[tuple[str, Any, Any]]) -> str:
+    return (
+        f"{run_dir} holds a finished run of another configuration: this command differs from it "
+        f"in {describe_diff(diff)}. Skipping would report that run's results as this one's, so "
+        "nothing was run. Fix: pass overwrite=true to redo the run in this folder (the finished "
+        "one is moved to attempts/<n>/), or give this configuration its own folder with another "
+        "sweep_name=... or runs_dir=..."
+    )
+
+
+# --------------------------------------------------------------------------- one process per folder
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+_HELD: dict[str, list[Any]] = {}  # resolved lock path -> [fd, depth]
+
+
+class RunLock:
+    """``<run_dir>/.run.lock``: the PID, host and start time of the process using the folder.
+
+    Taken before anything in the folder is read, moved or written. The file is held with an
+    ``flock`` as well, which the system releases when the process dies, however it dies; a lock
+    left by a dead process on this host is taken over with a log line. Re-entrant within one
+    process (a multirun's jobs run one after another in it).
+    """
+
+    def __init__(self, run_dir: str | Path) -> None:
+        self.path = Path(run_dir) / LOCK_FILE
+
+    def _info(self) -> dict[str, Any]:
+        try:
+            return json.loads(self.path.read_text() or "{}")
+        except (OSError, json.JSONDecodeError):
+            return {}
+
+    def _refuse(self, info: dict[str, Any]) -> RunLockedError:
+        return RunLockedError(
+            f"Another process is using the run folder {self.path.parent}: it is locked by PID "
+            f"{info.get('pid', '?')} on host {info.get('host', '?')} since "
+            f"{info.get('started', '?')} ({info.get('command', 'command unknown')}). Two "
+            "processes in one folder would overwrite each other's checkpoints and metrics.json. "
+            "Wait for that run to end, or launch this one into another folder (sweep_name=... or "
+            f"runs_dir=...). If that process no longer exists (its machine crashed), delete "
+            f"{self.path} and launch again."
+        )
+
+    def acquire(self) -> None:
+        key = str(self.path.resolve())
+        if key in _HELD:
+            _HELD[key][1] += 1
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            flock_ok = True
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as err:
+                if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    raise self._refuse(self._info()) from None
+                flock_ok = False  # a filesystem without flock: the PID check alone decides
+                log.warning("No flock on %s (%s): relying on the PID in the lock.", self.path, err)
+            info = self._info()
+            host = socket.gethostname()
+            if info.get("pid"):
+                alive = info.get("host") == host and _pid_alive(int(info["pid"]))
+                if info.get("host") != host or (alive and not flock_ok):
+                    # another host's process cannot be checked from here; a live PID without
+                    # flock support may be a live run
+                    raise self._refuse(info)
+                msg = (
+                    f"Taking over the stale lock {self.path} of PID {info['pid']} on {host} "
+                    f"(started {info.get('started', '?')}): that process no longer holds it."
+                )
+                log.warning(msg)
+                print(f"[deblur] {msg}", flush=True)
+            record = {
+                "pid": os.getpid(),
+                "host": host,
+                "started": now_iso(),
+                "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])[:300],
+            }
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, (json.dumps(record) + "\n").encode(), 0)
+            os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        _HELD[key] = [fd, 1]
+
+    def release(self) -> None:
+        key = str(self.path.resolve())
+        held = _HELD.get(key)
+        if held is None:
+            return
+        held[1] -= 1
+        if held[1] > 0:
+            return
+        del _HELD[key]
+        fd = held[0]
+        try:
+            os.ftruncate(fd, 0)  # empty = free; the file stays (removing it would race)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        except OSError as err:  # pragma: no cover - the lock dies with the descriptor anyway
+            log.warning("Releasing %s: %s", self.path, err)
+        finally:
+            os.close(fd)
+
+    def __enter__(self) -> RunLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
+
+
+# --------------------------------------------------------------------------- the run's life
+
+
+def is_rank_zero() -> bool:
+    """False in the non-zero ranks of a multi-process (DDP) run: they neither lock the folder
+    nor write metrics.json; rank 0 is the one writer (Lightning saves checkpoints on rank 0)."""
+    for var in ("RANK", "LOCAL_RANK", "NODE_RANK"):
+        if int(os.environ.get(var, "0") or 0) != 0:
+            return False
+    if int(os.environ.get("SLURM_NTASKS", "1") or 1) > 1:
+        return int(os.environ.get("SLURM_PROCID", "0") or 0) == 0
+    return True
+
+
+def update_record(run_dir: Path, record: dict[str, Any]) -> None:
+    """Rewrite the run's metrics.json with ``record`` (rank 0 only)."""
+    if is_rank_zero():
+        write_json_atomic(Path(run_dir) / METRICS_FILE, record)
+
+
+def _archive_previous_attempt(run_dir: Path, keep_hydra: bool = True) -> Path | None:
+    """Move the files of an earlier attempt into attempts/<n>/ (logs, the lock and, when Hydra
+    has already written this attempt's, .hydra stay)."""
+    keep = set(_KEEP_ON_RETRY) if keep_hydra else set(_KEEP_ON_RETRY) - {".hydra"}
     movable = [
         p
         for p in run_dir.iterdir()
-        if p.name not in _KEEP_ON_RETRY and not (p.is_file() and p.suffix == ".log")
+        if p.name not in keep and not (p.is_file() and p.suffix == ".log")
     ]
     if not movable:
         return None
@@ -139,6 +451,7 @@ def base_record(cfg: DictConfig, task: str, run_dir: Path) -> dict[str, Any]:
         "host": socket.gethostname(),
         "pid": os.getpid(),
         "versions": versions(),
+        "code": code_version(),
     }
     return record
 
@@ -187,13 +500,56 @@ def managed_run(
 ) -> dict[str, Any]:
     """Run ``body(run_dir, record)`` with its status, results and any traceback in metrics.json.
 
-    A finished run is skipped unless ``cfg.overwrite`` is true or ``cfg.ckpt_path`` resumes it.
-    A failure is recorded (type, message, traceback) and re-raised so the launcher reports it;
-    the other jobs of a multirun go on.
+    The folder is locked first (:class:`RunLock`). A finished run of the same identity is
+    skipped unless ``cfg.overwrite`` is true; one of another identity is refused naming the keys
+    that differ. A failure is recorded (type, message, traceback) and re-raised so the launcher
+    reports it; the other jobs of a multirun go on.
     """
     run_dir = Path(run_dir or hydra_run_dir() or Path(cfg.get("runs_dir", "runs")) / task)
+    if not is_rank_zero():  # a DDP rank > 0: rank 0 owns the folder and its records
+        from deblur.systems.distributed import follow_rank_zero
+
+        return follow_rank_zero(cfg, body, run_dir)  # waits for rank 0's start and resume choice
     run_dir.mkdir(parents=True, exist_ok=True)
+    with RunLock(run_dir):
+        return _managed_run_locked(cfg, task, body, run_dir)
+
+
+def _managed_run_locked(
+    cfg: DictConfig,
+    task: str,
+    body: Callable[[Path, dict[str, Any]], dict[str, Any]],
+    run_dir: Path,
+) -> dict[str, Any]:
     previous = read_metrics(run_dir)
+    identity: dict[str, Any] | None = None
+    start_files: dict[str, str] = {}
+    identity_error: Exception | None = None
+    try:
+        start_files = resolve_start_files(cfg)
+        identity = run_identity(cfg, start_files)
+    except Exception as err:  # noqa: BLE001 - e.g. disc.checkpoint=auto without a classifier
+        identity_error = err
+    if previous is not None and previous.get("status") == "finished":
+        if not cfg.get("overwrite", False):
+            theirs = previous.get("identity") or {}
+            if identity_error is not None:
+                raise identity_error
+            assert identity is not None
+            if not theirs.get("config"):
+                log.warning(
+                    "%s finished before run identities were recorded: not compared.", run_dir
+                )
+                print(f"[deblur] skip (finished; no identity recorded to compare): {run_dir}")
+                return previous
+            diff = identity_diff(theirs["config"], identity["config"])
+            if diff:
+                raise RunConfigChangedError(_changed_config_message(run_dir, diff))
+            log.info(
+                "Skipping %s: already finished (pass overwrite=true to run it again).", run_dir
+            )
+            print(f"[deblur] skip (finished): {run_dir}", flush=True)
+            return previous
     auto = _auto_resume_checkpoint(cfg, previous, run_dir)
     if auto is not None:
         cfg.ckpt_path = str(auto)
@@ -204,19 +560,29 @@ def managed_run(
             flush=True,
         )
     resuming = bool(cfg.get("ckpt_path"))
-    if previous is not None and previous.get("status") == "finished" and not resuming:
-        if not cfg.get("overwrite", False):
-            log.info(
-                "Skipping %s: already finished (pass overwrite=true to run it again).", run_dir
-            )
-            print(f"[deblur] skip (finished): {run_dir}", flush=True)
-            return previous
+    from hydra.core.hydra_config import HydraConfig
+
+    hydra_wrote = HydraConfig.initialized() and HydraConfig.get().output_subdir is not None
     if previous is not None and not resuming:
-        dest = _archive_previous_attempt(run_dir)
+        dest = _archive_previous_attempt(
+            run_dir, keep_hydra=hydra_wrote or not HydraConfig.initialized()
+        )
         if dest is not None:
             log.info("Earlier attempt (%s) moved to %s", previous.get("status"), dest)
+    _write_hydra_files(run_dir, cfg)
+    auto_disc = str(OmegaConf.select(cfg, "disc.checkpoint", default=None) or "")
+    if auto_disc.startswith("auto") and "disc.checkpoint" in start_files:
+        with open_dict(cfg):
+            cfg.disc.checkpoint = start_files["disc.checkpoint"]
 
     record = base_record(cfg, task, run_dir)
+    from deblur.systems.distributed import launch_id
+
+    record["launch"] = launch_id()  # what the DDP ranks > 0 wait for (follow_rank_zero)
+    if identity is not None:
+        record["identity"] = identity
+    if start_files:
+        record["start_files"] = start_files
     if previous is not None:
         record["previous_status"] = previous.get("status")
     if cfg.get("ckpt_path"):
@@ -226,6 +592,8 @@ def managed_run(
     start = time.perf_counter()
     print(f"[deblur] {task} run: {run_dir}", flush=True)
     try:
+        if identity_error is not None:
+            raise identity_error
         results = body(run_dir, record)
     except BaseException as err:  # noqa: BLE001 - record every way a run can end, then re-raise
         record["status"] = "interrupted" if _stopped_from_outside(err) else "failed"
@@ -234,10 +602,18 @@ def managed_run(
             "message": str(err),
             "traceback": traceback.format_exc(),
         }
+        if isinstance(err, OSError) and getattr(err, "filename", None):
+            record["error"]["path"] = str(err.filename)
+            record["error"]["cause"] = err.strerror or os.strerror(err.errno or 0)
         record["ended"] = now_iso()
         record["wall_time_s"] = round(time.perf_counter() - start, 3)
-        write_json_atomic(path, record)
-        print(f"[deblur] {record['status']}: {run_dir}: {type(err).__name__}: {err}", flush=True)
+        try:
+            write_json_atomic(path, record)
+        except OSError as write_err:  # the disk that failed the run may refuse this too
+            log.error("Could not record the failure in %s: %s", path, write_err)
+            print(f"[deblur] could not record the failure in {path}: {write_err}", flush=True)
+        brief = type(err).__name__ if isinstance(err, UserError) else f"{type(err).__name__}: {err}"
+        print(f"[deblur] {record['status']}: {run_dir}: {brief}", flush=True)
         raise
     record.update(results)
     record["status"] = "finished"
@@ -285,7 +661,7 @@ def resolve_classifier_checkpoint(
             and m.get("choices", {}).get("backbone") == backbone
         ]
     if not matches:
-        raise FileNotFoundError(
+        raise MissingCheckpointError(
             f"disc.checkpoint={spec}: no finished blur-classifier run with backbone={backbone} "
             f"under {folder}. Train the classifiers first, e.g. "
             f"`python -m deblur.train_classifier -m experiment=table4_2` (or "
@@ -296,7 +672,7 @@ def resolve_classifier_checkpoint(
     run_dir, _ = sorted(same_seed or matches, key=lambda dm: str(dm[0]))[0]
     ckpt = run_dir / "checkpoints" / "best.ckpt"
     if not ckpt.is_file():
-        raise FileNotFoundError(
+        raise MissingCheckpointError(
             f"disc.checkpoint={spec}: the classifier run {run_dir} is finished but has no "
             f"{ckpt.name}; re-run it with overwrite=true."
         )

@@ -5,14 +5,13 @@ A sweep: ``python -m deblur.train -m loss=gan,lsgan,wgangp,ragan disc=single,pat
 
 from __future__ import annotations
 
-import hydra
 from omegaconf import DictConfig
 
-from deblur.config import CONF_DIR
+from deblur.cli import entry_point
 from deblur.runs import managed_run
 
 
-@hydra.main(config_path=str(CONF_DIR), config_name="train", version_base="1.3")
+@entry_point("train")
 def main(cfg: DictConfig) -> float | None:
     from deblur.systems.fit import fit_gan
 

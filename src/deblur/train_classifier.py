@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import hydra
 from omegaconf import DictConfig
 
-from deblur.config import CONF_DIR
+from deblur.cli import entry_point
 from deblur.runs import managed_run
 
 
-@hydra.main(config_path=str(CONF_DIR), config_name="train_classifier", version_base="1.3")
+@entry_point("train_classifier")
 def main(cfg: DictConfig) -> float | None:
     from deblur.systems.fit import fit_classifier
 

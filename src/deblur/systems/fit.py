@@ -15,8 +15,18 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from pytorch_lightning.loggers import TensorBoardLogger
 
+from deblur.checkpoints import (
+    AtomicCheckpointIO,
+    check_resume_checkpoint,
+    read_classifier_checkpoint,
+)
 from deblur.config import to_container
-from deblur.runs import resolve_classifier_checkpoint, write_json_atomic
+from deblur.runs import (
+    IncompleteRunError,
+    resolve_classifier_checkpoint,
+    run_identity,
+    update_record,
+)
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +56,7 @@ class RunStats(Callback):
         self.train_images = 0
         self.train_time = 0.0
         self._t0: float | None = None
+        self.reached_end = False  # on_train_end ran in this process: the fit loop ran to its end
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -89,6 +100,7 @@ class RunStats(Callback):
     def on_train_end(self, trainer, pl_module) -> None:
         # the full checkpoint (optimizers, loops, callbacks): a run resumes from last.ckpt
         trainer.save_checkpoint(str(self.ckpt_dir / "last.ckpt"), weights_only=False)
+        self.reached_end = True
 
     def best(self) -> dict[str, float]:
         scored = [h for h in self.history if self.monitor in h]
@@ -101,14 +113,30 @@ class RunStats(Callback):
         return round(self.train_images / self.train_time, 3) if self.train_time > 0 else None
 
 
+class IdentityStamp(Callback):
+    """Stores the run identity in every checkpoint (``deblur_identity``): a resume compares it."""
+
+    def __init__(self, identity: dict[str, Any] | None) -> None:
+        self.identity = identity
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
+        if self.identity is not None:
+            checkpoint["deblur_identity"] = self.identity
+
+
 def build_trainer(
     cfg: DictConfig,
     run_dir: Path,
     monitor: str,
     mode: str,
     extra_callbacks: list[Callback] | None = None,
+    identity: dict[str, Any] | None = None,
 ) -> tuple[pl.Trainer, TensorBoardLogger, RunStats]:
-    """A Trainer that writes everything under ``run_dir``: tb/, checkpoints/ (best + last)."""
+    """A Trainer that writes everything under ``run_dir``: tb/, checkpoints/ (best + last).
+
+    Checkpoints go through :class:`deblur.checkpoints.AtomicCheckpointIO` (temporary file in
+    the same folder, fsync, rename) and carry the run identity.
+    """
     t = cfg.trainer
     logger = TensorBoardLogger(
         save_dir=str(run_dir), name="tb", version="", default_hp_metric=False
@@ -136,9 +164,13 @@ def build_trainer(
     trainer = pl.Trainer(
         default_root_dir=str(run_dir),
         logger=logger,
-        callbacks=[ckpt, stats, *(extra_callbacks or [])],
+        callbacks=[ckpt, stats, IdentityStamp(identity), *(extra_callbacks or [])],
+        plugins=[AtomicCheckpointIO()],
         accelerator=accelerator,
         devices=t.get("devices", 1),
+        num_nodes=t.get("num_nodes", 1),
+        strategy=t.get("strategy", "auto"),
+        use_distributed_sampler=False,  # EpochSeededSampler shards itself (deblur.data.sampling)
         precision=precision,
         max_epochs=t.max_epochs,
         max_steps=t.get("max_steps", -1),
@@ -153,6 +185,9 @@ def build_trainer(
         enable_progress_bar=t.get("enable_progress_bar", True),
         enable_model_summary=t.get("enable_model_summary", True),
     )
+    from deblur.systems.distributed import check_launcher
+
+    check_launcher(trainer)  # spawn strategies / a local multirun over several processes
     return trainer, logger, stats
 
 
@@ -224,40 +259,6 @@ def _start(cfg: DictConfig, record: dict[str, Any], random_what: str) -> DictCon
     return cfg
 
 
-def check_resume_checkpoint(ckpt_path: str | Path, task: str) -> None:
-    """``ckpt_path`` must be a full Lightning checkpoint of a ``task`` run (last.ckpt or best.ckpt)."""
-    path = Path(ckpt_path).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"ckpt_path={ckpt_path}: no such file. To resume a run, give its "
-            "checkpoints/last.ckpt (rewritten after every validation and at the end of training)."
-        )
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        why = "" if isinstance(ckpt, dict) else f" (it holds a {type(ckpt).__name__})"
-    except Exception as err:  # noqa: BLE001 - any unreadable file gets the same advice
-        ckpt, why = None, f" ({type(err).__name__}: {err})"
-    if not isinstance(ckpt, dict):
-        raise ValueError(
-            f"ckpt_path={ckpt_path} is not a readable Lightning checkpoint{why}; a file cut off "
-            f"while being written looks like this. Give the checkpoints/last.ckpt of a deblur "
-            f"{task} run, or pass resume=never (and no ckpt_path) to start the run over."
-        )
-    saved_cfg = (ckpt.get("hyper_parameters") or {}).get("cfg") or {}
-    saved_task = saved_cfg.get("task") if isinstance(saved_cfg, dict) else None
-    if saved_task is not None and saved_task != task:
-        raise ValueError(
-            f"ckpt_path={ckpt_path} comes from a {saved_task} run; this is a {task} run. "
-            f"Resume it with the entry point of its stage, or give the last.ckpt of a {task} run."
-        )
-    if "optimizer_states" not in ckpt or "loops" not in ckpt:
-        raise ValueError(
-            f"ckpt_path={ckpt_path} holds weights only (no optimizer and loop state), so "
-            "training cannot resume from it. Resume from the run's checkpoints/last.ckpt; to "
-            "start a GAN's critic from a classifier, use disc.checkpoint."
-        )
-
-
 _LIGHTNING_EVAL_WARNING = r"Found \d+ module\(s\) in eval mode at the start of training"
 
 
@@ -291,16 +292,25 @@ def _fit(
     hparams: tuple[dict[str, Any], dict[str, float], str],
     keys: tuple[str, ...],
     extra_callbacks: list[Callback] | None,
+    record: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Train ``system`` in ``run_dir``: trainer, TensorBoard setup, fit, the common results."""
+    """Train ``system`` in ``run_dir``: trainer, TensorBoard setup, fit, the common results.
+
+    ``ckpt_path`` must be a full checkpoint of the same run identity. The run counts as done
+    only when the fit loop ran to its end here and best.ckpt and last.ckpt exist.
+    """
+    identity = (record or {}).get("identity")
     if cfg.get("ckpt_path"):
-        check_resume_checkpoint(cfg.ckpt_path, str(cfg.task))
-    trainer, logger, stats = build_trainer(cfg, run_dir, *monitor, extra_callbacks)
+        check_resume_checkpoint(cfg.ckpt_path, str(cfg.task), identity, identity_of=run_identity)
+    trainer, logger, stats = build_trainer(
+        cfg, run_dir, *monitor, extra_callbacks, identity=identity
+    )
     _log_tb_setup(logger, *hparams)
     with warnings.catch_warnings():
         if _eval_modules_are_by_design(system):
             warnings.filterwarnings("ignore", message=_LIGHTNING_EVAL_WARNING)
         trainer.fit(system, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    _check_complete(cfg, run_dir, trainer, stats)
     history = stats.history
     last = history[-1] if history else {}
     return {
@@ -315,6 +325,30 @@ def _fit(
             "last": str(run_dir / "checkpoints" / "last.ckpt"),
         },
     }
+
+
+def _check_complete(cfg: DictConfig, run_dir: Path, trainer: pl.Trainer, stats: RunStats) -> None:
+    """Refuse to call a run finished that did not train to its end or has no checkpoints."""
+    if trainer.interrupted:
+        raise IncompleteRunError(f"Training of {run_dir} was interrupted; run the command again.")
+    if not stats.reached_end:
+        raise IncompleteRunError(
+            f"Nothing was trained in {run_dir}: ckpt_path={cfg.get('ckpt_path')} is the "
+            f"checkpoint of a run that had already reached its planned length (epoch "
+            f"{trainer.current_epoch}, max_epochs={cfg.trainer.max_epochs}, "
+            f"max_steps={cfg.trainer.get('max_steps', -1)}), so this run has no results of its "
+            "own. Its results are in that run's metrics.json; to train this configuration, drop "
+            "ckpt_path."
+        )
+    ckpts = run_dir / "checkpoints"
+    missing = [n for n in ("best.ckpt", "last.ckpt") if not (ckpts / n).is_file()]
+    if missing:
+        raise IncompleteRunError(
+            f"Training of {run_dir} ended without writing {' and '.join(missing)} in {ckpts}: "
+            "best.ckpt is written at a validation, so no validation ran. Make the run validate "
+            "at least once (trainer.check_val_every_n_epoch <= trainer.max_epochs, "
+            "trainer.limit_val_batches > 0)."
+        )
 
 
 def fit_gan(
@@ -332,11 +366,8 @@ def fit_gan(
         cfg.disc.checkpoint = str(
             resolve_classifier_checkpoint(ckpt_spec, str(cfg.backbone.name), cfg.runs_dir, cfg.seed)
         )
-    elif ckpt_spec and not Path(str(ckpt_spec)).is_file():
-        raise FileNotFoundError(
-            f"disc.checkpoint={ckpt_spec}: no such file. Give the best.ckpt of a finished "
-            "classifier run (runs/.../checkpoints/best.ckpt) or disc.checkpoint=auto."
-        )
+    if cfg.disc.get("checkpoint"):
+        read_classifier_checkpoint(cfg.disc.checkpoint)  # one paragraph for any other file
     record.update(
         {
             "disc_pretrained": bool(cfg.disc.get("checkpoint")),
@@ -344,7 +375,7 @@ def fit_gan(
             "disc_checkpoint": cfg.disc.get("checkpoint"),
         }
     )
-    write_json_atomic(run_dir / "metrics.json", record)
+    update_record(run_dir, record)
 
     datamodule = build_datamodule(cfg, "paired")
     system = GANSystem(to_container(cfg))
@@ -369,6 +400,7 @@ def fit_gan(
         hparams=(hp, {"hp/psnr": 0.0, "hp/ssim": 0.0}, "gan"),
         keys=("val/psnr", "val/ssim", "epoch"),
         extra_callbacks=extra_callbacks,
+        record=record,
     )
     last = results["history"][-1] if results["history"] else {}
     results["input"] = {
@@ -390,7 +422,7 @@ def fit_classifier(
     from deblur.systems.classifier import ClassifierSystem
 
     cfg = _start(cfg, record, "the classifier backbone")
-    write_json_atomic(run_dir / "metrics.json", record)
+    update_record(run_dir, record)
     datamodule = build_datamodule(cfg, "classify")
     system = ClassifierSystem(to_container(cfg))
     hp = _hparams(cfg, record)
@@ -404,4 +436,5 @@ def fit_classifier(
         hparams=(hp, {"hp/val_loss": 0.0, "hp/val_acc": 0.0}, "classifier"),
         keys=("val/loss", "val/acc", "epoch"),
         extra_callbacks=extra_callbacks,
+        record=record,
     )

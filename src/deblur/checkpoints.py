@@ -1,0 +1,320 @@
+"""The one owner of checkpoint files: reading and validating them, hashing them, writing them.
+
+Every file a person names as a checkpoint (``ckpt_path=``, ``disc.checkpoint=``, ``ckpt=``) is
+read here, safely (``torch.load(weights_only=True)``: nothing in the file is executed), and any
+file that is not a checkpoint of the expected kind (a text file, an empty or cut-off file, a
+classifier checkpoint where a GAN one is expected and vice versa) gets one paragraph naming the
+path, the key it was given as and the fix (:class:`CheckpointError`).
+
+Writing: :class:`AtomicCheckpointIO` is the Trainer's CheckpointIO. It writes ``best.ckpt`` /
+``last.ckpt`` to a temporary file in the same folder, flushes and fsyncs it and renames it over
+the final name, so no file at a final name is ever partial (Lightning's own save goes through a
+temporary file that may live on another filesystem, where the final "move" is a copy).
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import io
+import logging
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from pytorch_lightning.plugins.io import TorchCheckpointIO
+
+from deblur.errors import UserError
+
+log = logging.getLogger(__name__)
+
+TASKS = {"gan": "GAN (python -m deblur.train)", "classifier": "blur-classifier"}
+
+
+class CheckpointError(UserError, ValueError):
+    """A file given as a checkpoint is not a checkpoint of the expected kind."""
+
+
+class MissingCheckpointError(UserError, FileNotFoundError):
+    """A file given as a checkpoint does not exist."""
+
+
+class CheckpointWriteError(UserError, OSError):
+    """A checkpoint or metrics file could not be written (disk full, permissions, quota);
+    ``filename`` and ``strerror`` are the path and the cause."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else super().__str__()
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _given(key: str | None, path: str | os.PathLike) -> str:
+    return f"{key}={path}" if key else f"'{path}'"
+
+
+def read_checkpoint(
+    path: str | os.PathLike,
+    *,
+    key: str | None = None,
+    task: str | None = None,
+    fix: str = "",
+) -> dict[str, Any]:
+    """Load a deblur Lightning checkpoint (a dict with ``state_dict``) safely, or explain why not.
+
+    ``key`` names the config key the path came from (``ckpt_path``, ``disc.checkpoint``);
+    ``task`` (``gan`` | ``classifier``) is the kind of run that must have written it; ``fix``
+    ends the message of every refusal (what to give instead).
+    """
+    given = _given(key, path)
+    fix = f" {fix}" if fix else ""
+    p = Path(path).expanduser()
+    if not p.is_file():
+        what = "a folder, not a file" if p.is_dir() else "no such file"
+        raise MissingCheckpointError(f"{given}: {what}.{fix}")
+    size = p.stat().st_size
+    if size == 0:
+        raise CheckpointError(
+            f"{given} is an empty file (0 bytes), not a checkpoint: a run stopped while writing "
+            f"it, or the disk was full.{fix}"
+        )
+    try:
+        try:
+            ckpt = torch.load(p, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as err:
+            if "mmap" not in str(err):
+                raise
+            ckpt = torch.load(p, map_location="cpu", weights_only=True)  # the old format
+    except Exception as err:  # noqa: BLE001 - every unreadable file gets the same paragraph
+        with p.open("rb") as fh:
+            head = fh.read(256)
+        if head and all(32 <= b < 127 or b in (9, 10, 13) for b in head):
+            kind = f"a text file ({size} bytes)"
+        else:
+            detail = str(err).splitlines()[0][:160] if str(err) else "no detail"
+            kind = (
+                f"not a complete PyTorch file ({size} bytes; torch.load: {type(err).__name__}: "
+                f"{detail}): cut off while being written, or another format"
+            )
+        raise CheckpointError(
+            f"{given} is not a readable Lightning checkpoint: it is {kind}.{fix}"
+        ) from err
+    if not isinstance(ckpt, Mapping) or not isinstance(ckpt.get("state_dict"), Mapping):
+        held = type(ckpt).__name__ if not isinstance(ckpt, Mapping) else "a dict without state_dict"
+        raise CheckpointError(
+            f"{given} is a PyTorch file but not a Lightning checkpoint of deblur (it holds "
+            f"{held}).{fix}"
+        )
+    saved = checkpoint_task(ckpt)
+    if task is not None and saved is not None and saved != task:
+        raise CheckpointError(
+            f"{given} comes from a {saved} run ({TASKS.get(saved, saved)}); the checkpoint "
+            f"of a {task} run ({TASKS.get(task, task)}) is expected here.{fix}"
+        )
+    return dict(ckpt)
+
+
+def checkpoint_cfg(ckpt: Mapping[str, Any]) -> dict[str, Any]:
+    """The run config a deblur checkpoint stores (``hyper_parameters["cfg"]``), {} when absent."""
+    cfg = (ckpt.get("hyper_parameters") or {}).get("cfg") or {}
+    return dict(cfg) if isinstance(cfg, Mapping) else {}
+
+
+def checkpoint_task(ckpt: Mapping[str, Any]) -> str | None:
+    """``gan`` or ``classifier`` (from the stored config, else from the state-dict prefixes)."""
+    task = checkpoint_cfg(ckpt).get("task")
+    if task is not None:
+        return str(task)
+    keys = list((ckpt.get("state_dict") or {}).keys())
+    if keys and all(str(k).startswith("net.") for k in keys):
+        return "classifier"
+    if any(str(k).startswith(("generator.", "discriminator.")) for k in keys):
+        return "gan"
+    return None
+
+
+def read_classifier_checkpoint(path: str | os.PathLike, key: str = "disc.checkpoint") -> dict:
+    """A blur-classifier checkpoint, to start a GAN's discriminator from."""
+    return read_checkpoint(
+        path,
+        key=key,
+        task="classifier",
+        fix="Give the checkpoints/best.ckpt of a finished classifier run "
+        "(python -m deblur.train_classifier backbone=<name>), or disc.checkpoint=auto.",
+    )
+
+
+def check_resume_checkpoint(
+    ckpt_path: str | Path,
+    task: str,
+    identity: Mapping[str, Any] | None = None,
+    identity_of: Any = None,
+) -> dict[str, Any]:
+    """``ckpt_path`` must be a full checkpoint (last.ckpt / best.ckpt) of a ``task`` run with
+    the same run identity as this run; returns the loaded checkpoint.
+
+    ``identity`` is this run's identity (:func:`deblur.runs.run_identity`); the checkpoint's is
+    the one stored in it (``deblur_identity``) or, for checkpoints without one, ``identity_of``
+    applied to its stored config.
+    """
+    fix = (
+        f"Give the checkpoints/last.ckpt of this {task} run, or pass resume=never (and no "
+        "ckpt_path) to start the run over."
+    )
+    ckpt = read_checkpoint(ckpt_path, key="ckpt_path", task=task, fix=fix)
+    if "optimizer_states" not in ckpt or "loops" not in ckpt:
+        raise CheckpointError(
+            f"ckpt_path={ckpt_path} holds weights only (no optimizer and loop state), so "
+            "training cannot resume from it. Resume from the run's checkpoints/last.ckpt; to "
+            "start a GAN's critic from a classifier, use disc.checkpoint."
+        )
+    if identity is not None:
+        stored = ckpt.get("deblur_identity")
+        theirs = stored.get("config") if isinstance(stored, Mapping) else None
+        if theirs is None and identity_of is not None:
+            theirs = identity_of(checkpoint_cfg(ckpt))["config"]
+        if theirs is not None:
+            diff = identity_diff(theirs, identity["config"])
+            if diff:
+                raise CheckpointError(
+                    f"ckpt_path={ckpt_path} is a checkpoint of another run: its configuration "
+                    f"differs from this command's in {describe_diff(diff)}. Resuming it would "
+                    "continue that run under another configuration (or, if it had finished, "
+                    "train nothing and report its results as this run's). Resume with the "
+                    "command that started that run, or drop ckpt_path to train this "
+                    "configuration from the start."
+                )
+    return ckpt
+
+
+def identity_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[tuple[str, Any, Any]]:
+    """(key, old, new) for every flat identity key whose value differs ('<absent>' if missing)."""
+    absent = "<absent>"
+    keys = sorted(set(old) | set(new))
+    return [
+        (k, old.get(k, absent), new.get(k, absent))
+        for k in keys
+        if old.get(k, absent) != new.get(k, absent)
+    ]
+
+
+def describe_diff(diff: list[tuple[str, Any, Any]], limit: int = 6) -> str:
+    """``loss._target_ (RaGANLSLoss -> WGANGPLoss), seed (0 -> 1)`` for a message."""
+
+    def short(v: Any) -> str:
+        s = str(v)
+        if s.startswith("sha256:"):
+            return s[:15]
+        if "." in s and s.count(".") >= 2 and " " not in s:  # a dotted class path
+            s = s.rsplit(".", 1)[-1]
+        return s if len(s) <= 80 else "..." + s[-77:]
+
+    parts = [f"{k} ({short(a)} -> {short(b)})" for k, a, b in diff[:limit]]
+    more = f" and {len(diff) - limit} more keys" if len(diff) > limit else ""
+    n = len(diff)
+    return f"{n} key{'s' if n != 1 else ''}: " + ", ".join(parts) + more
+
+
+# --------------------------------------------------------------------------- hashing
+
+_HASHES: dict[tuple[str, int, int], str] = {}
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """sha256 of a file's content (cached per path, size and modification time)."""
+    p = Path(path).expanduser().resolve()
+    st = p.stat()
+    key = (str(p), st.st_size, st.st_mtime_ns)
+    if key not in _HASHES:
+        h = hashlib.sha256()
+        with p.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+        _HASHES[key] = h.hexdigest()
+    return _HASHES[key]
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def _write_chunk(fd: int, chunk: memoryview, path: Path) -> int:
+    """One ``os.write`` (its own function so tests can inject a full disk)."""
+    return os.write(fd, chunk)
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes, what: str = "file") -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder: write, flush,
+    fsync, rename. A failure leaves the previous file at ``path`` untouched and raises
+    :class:`CheckpointWriteError` naming the path and the cause."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:
+        raise _write_error(path, what, err) from err
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                n = _write_chunk(fd, view[: 1 << 22], path)
+                view = view[n:]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except OSError as err:
+        raise _write_error(path, what, err) from err
+    finally:
+        if os.path.exists(tmp):
+            try:
+                os.unlink(tmp)
+            except OSError:  # pragma: no cover - the disk is in trouble; the error says so
+                pass
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # pragma: no cover - e.g. Windows
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover - some filesystems refuse fsync on folders
+        pass
+    finally:
+        os.close(fd)
+
+
+def _write_error(path: Path, what: str, err: OSError) -> CheckpointWriteError:
+    cause = os.strerror(err.errno) if err.errno else str(err)
+    hint = {
+        errno.ENOSPC: "free space on that disk or point runs_dir at one with room",
+        errno.EDQUOT: "free space within your quota or point runs_dir at another disk",
+        errno.EACCES: "make the folder writable or point runs_dir at a writable folder",
+        errno.EROFS: "point runs_dir at a writable disk",
+    }.get(err.errno or -1, "check the disk and the folder's permissions")
+    e = CheckpointWriteError(
+        f"Could not write the {what} {path}: {cause}. The file at that name was not changed "
+        f"(the earlier version, if any, is intact). Fix: {hint}, then run the same command "
+        "again.",
+    )
+    e.errno, e.strerror, e.filename = err.errno, cause, str(path)
+    return e
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning CheckpointIO writing each checkpoint atomically in its own folder."""
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None
+    ) -> None:
+        if storage_options is not None:
+            raise TypeError("AtomicCheckpointIO takes no storage_options.")
+        buf = io.BytesIO()
+        torch.save(checkpoint, buf)
+        write_bytes_atomic(Path(path), buf.getbuffer(), what="checkpoint")

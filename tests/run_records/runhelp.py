@@ -1,0 +1,45 @@
+"""Run the real entry-point code (composed config -> managed_run -> fit) inside the test process."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import open_dict
+
+from deblur.config import compose
+from deblur.runs import managed_run
+
+
+def run(
+    config_name: str, overrides: list[str], run_dir: Path, callbacks: list | None = None
+) -> dict[str, Any]:
+    """Like ``python -m deblur.<entry> debug=smoke ...`` with its run folder at ``run_dir``."""
+    from deblur.systems.fit import fit_classifier, fit_gan
+
+    cfg = compose(config_name, ["debug=smoke", *overrides], return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    fit = fit_gan if config_name == "train" else fit_classifier
+    task = "gan" if config_name == "train" else "classifier"
+    return managed_run(
+        cfg, task, lambda d, rec: fit(cfg, d, rec, extra_callbacks=callbacks), run_dir=run_dir
+    )
+
+
+def cli(module: str, *args: str, runs: Path, **kw: Any) -> subprocess.CompletedProcess:
+    """``python -m <module> <args>`` with DEBLUR_RUNS=runs; returns the finished process."""
+    env = dict(os.environ, DEBLUR_RUNS=str(runs), PYTHONUNBUFFERED="1")
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        **kw,
+    )
