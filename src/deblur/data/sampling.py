@@ -6,6 +6,11 @@ the sample, on persistent workers, or on whether the run was resumed from a chec
 Procedural datasets (:mod:`deblur.data.deadleaves`) draw their images from ``(seed, epoch,
 index)``: the epoch travels with the index because persistent workers never see a change made
 to the dataset object in the main process.
+
+In a run over several processes (DDP: GPUs or nodes) every process draws the same epoch order
+and seeds as a one-process run and keeps every ``world_size``-th position of it, starting at its
+rank: the processes' k-th batches together are the one-process run's k-th batch of
+``world_size`` times the size, with the same crops.
 """
 
 from __future__ import annotations
@@ -15,24 +20,76 @@ from collections.abc import Iterator
 import torch
 from torch.utils.data import Sampler
 
+UNEVEN = ("drop", "pad")
+
+
+def dist_rank_and_size() -> tuple[int, int]:
+    """``(rank, world_size)`` of the initialised process group, ``(0, 1)`` without one."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def shard_positions(length: int, num_replicas: int, rank: int, uneven: str) -> list[int]:
+    """Positions of the epoch order that process ``rank`` of ``num_replicas`` takes.
+
+    ``uneven="drop"`` (training): the last ``length % num_replicas`` positions are left out, so
+    every process has ``length // num_replicas`` distinct items and none is seen twice.
+    ``uneven="pad"`` (validation): every position is taken once and the shards are filled up to
+    the same size with positions ``>= length`` (they repeat the first items; the metric gather,
+    :func:`deblur.systems.distributed.gather_per_image`, drops them again).
+    """
+    if uneven not in UNEVEN:
+        raise ValueError(f"uneven must be one of {UNEVEN}, got {uneven!r}.")
+    per_rank = length // num_replicas if uneven == "drop" else -(-length // num_replicas)
+    return [rank + k * num_replicas for k in range(per_rank)]
+
 
 class EpochSeededSampler(Sampler[tuple[int, int, int]]):
     """Shuffled (or sequential) indices with per-sample augmentation seeds, fixed by seed + epoch.
 
     Lightning calls :meth:`set_epoch` at the start of every training epoch, resumed ones included.
+    ``num_replicas`` / ``rank`` default to the initialised process group (one process: 1 / 0);
+    ``uneven`` defaults to ``"drop"`` when shuffling (training) and ``"pad"`` otherwise
+    (validation, test), see :func:`shard_positions`.
     """
 
-    def __init__(self, length: int, seed: int = 0, shuffle: bool = True) -> None:
+    def __init__(
+        self,
+        length: int,
+        seed: int = 0,
+        shuffle: bool = True,
+        *,
+        num_replicas: int | None = None,
+        rank: int | None = None,
+        uneven: str | None = None,
+    ) -> None:
         self.length = int(length)
         self.seed = int(seed)
         self.shuffle = shuffle
         self.epoch = 0
+        dist_rank, dist_size = dist_rank_and_size()
+        self.num_replicas = int(dist_size if num_replicas is None else num_replicas)
+        self.rank = int(dist_rank if rank is None else rank)
+        if not 0 <= self.rank < self.num_replicas:
+            raise ValueError(f"rank {self.rank} is outside 0..{self.num_replicas - 1}.")
+        self.uneven = uneven or ("drop" if shuffle else "pad")
+        self.positions = shard_positions(self.length, self.num_replicas, self.rank, self.uneven)
+        if self.length > 0 and not self.positions:
+            from deblur.data.io import DataError
+
+            raise DataError(
+                f"The training data has {self.length} item(s) but the run has {self.num_replicas} "
+                "processes (trainer.devices x trainer.num_nodes), so some process would get none. "
+                "Use at least as many training pairs as processes (data.max_train_pairs), or "
+                "fewer trainer.devices."
+            )
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
     def __len__(self) -> int:
-        return self.length
+        return len(self.positions)
 
     def __iter__(self) -> Iterator[tuple[int, int, int]]:
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
@@ -41,8 +98,14 @@ class EpochSeededSampler(Sampler[tuple[int, int, int]]):
         )
         seeds = torch.randint(0, 2**31 - 1, (self.length,), generator=g)
         epoch = self.epoch
-        for i, s in zip(order.tolist(), seeds.tolist()):
-            yield i, s, epoch
+        if self.num_replicas == 1:
+            for i, s in zip(order.tolist(), seeds.tolist()):
+                yield i, s, epoch
+            return
+        order, seeds = order.tolist(), seeds.tolist()
+        for p in self.positions:
+            q = p % self.length  # a padding position repeats an item from the start
+            yield order[q], seeds[q], epoch
 
 
 def split_index(index: int | tuple[int, ...]) -> tuple[int, int | None]:

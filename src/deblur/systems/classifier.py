@@ -24,7 +24,6 @@ class ClassifierSystem(pl.LightningModule):
         self.net = BlurClassifierNet(c.backbone)
         self.loss_fn = torch.nn.BCEWithLogitsLoss()
         self.train_acc = BinaryAccuracy()
-        self.val_acc = BinaryAccuracy()
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x).reshape(-1)
@@ -48,15 +47,31 @@ class ClassifierSystem(pl.LightningModule):
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, batch_size=bs)
         return loss
 
+    def on_validation_epoch_start(self) -> None:
+        self._val: dict[str, list[Tensor]] = {"loss": [], "prob": [], "target": []}
+
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        loss, logits, target = self._step(batch)
-        self.val_acc.update(torch.sigmoid(logits), target.long())
-        bs = target.shape[0]
-        self.log("val/loss", loss, on_epoch=True, batch_size=bs)
-        self.log("hp/val_loss", loss, on_epoch=True, batch_size=bs)
+        logits = self(batch["image"])
+        target = batch["label"].float().reshape(-1)
+        # per image, so that the epoch's loss and accuracy count every image once (all DDP ranks)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(
+            logits, target, reduction="none"
+        )
+        self._val["loss"].append(loss.detach())
+        self._val["prob"].append(torch.sigmoid(logits).detach())
+        self._val["target"].append(target)
 
     def on_validation_epoch_end(self) -> None:
-        acc = self.val_acc.compute() * 100.0
-        self.val_acc.reset()
-        self.log("val/acc", acc)
-        self.log("hp/val_acc", acc)
+        from deblur.systems.distributed import gather_per_image
+
+        per_image = gather_per_image(self, getattr(self, "_val", {}))
+        if not len(per_image.get("loss", ())):
+            return
+        loss = per_image["loss"].mean()
+        correct = (per_image["prob"] > 0.5).float() == per_image["target"]  # as BinaryAccuracy
+        acc = correct.float().mean() * 100.0
+        self.log_dict(
+            {"val/loss": loss, "hp/val_loss": loss, "val/acc": acc, "hp/val_acc": acc},
+            sync_dist=True,  # the ranks hold the same values: max keeps them exact
+            reduce_fx="max",
+        )
