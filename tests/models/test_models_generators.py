@@ -141,3 +141,18 @@ def test_resnet_freeze_is_logged_noop(caplog):
         gen.set_encoder_frozen(True)
     assert "no pretrained encoder" in caplog.text
     assert [p.requires_grad for p in gen.parameters()] == before
+
+
+def test_resnet_residual_gate_starts_as_identity_and_learns_one_scalar_first():
+    """residual_gate: G(x) = x exactly at start; the first gradient reaches only the gate
+    (the residual is multiplied by it), and norm='none' keeps crops and full frames alike."""
+    from deblur.models.resnet import ResNetGenerator
+
+    torch.manual_seed(0)
+    g = ResNetGenerator(n_blocks=1, ngf=8, dropout=0.0, norm="none", residual_gate=True)
+    x = torch.rand(2, 3, 32, 32) * 1.6 - 0.8
+    assert torch.equal(g(x), x)
+    torch.nn.functional.mse_loss(g(x), torch.zeros_like(x)).backward()
+    assert g.gate.grad is not None and g.gate.grad.abs().item() > 0
+    others = [p.grad for n, p in g.named_parameters() if n != "gate"]
+    assert all(p is None or p.abs().max() == 0 for p in others)

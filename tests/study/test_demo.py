@@ -27,13 +27,19 @@ def test_demo_runs_every_stage_and_writes_the_tables(tmp_path, cache_dir):
     for name, rec in records.items():
         assert rec["status"] == "finished", (name, rec.get("error"))
         by_sweep[name.split("/")[0]] = by_sweep.get(name.split("/")[0], 0) + 1
-    assert by_sweep == {"table4_2": 1, "table4_1": 12, "table4_4": 2}
+    assert by_sweep == {"table4_2": 1, "table4_1": 13, "table4_4": 2}  # 12 cells + loss=none
+    assert sum(r["choices"]["loss"] == "none" for r in records.values()) == 1
     # stage 2's pretrained runs start their critic from stage 1's classifier
     clf = next(r for n, r in records.items() if n.startswith("table4_2/"))
-    assert clf["best"]["val/acc"] >= 0 and clf["history"][-1]["epoch"] == 31
+    from deblur.demo import CLASSIFIER_SCALE
+
+    epochs = int(next(o for o in CLASSIFIER_SCALE if "max_epochs" in o).split("=")[1])
+    assert clf["best"]["val/acc"] >= 0 and clf["history"][-1]["epoch"] == epochs - 1
     pretrained = [r for n, r in records.items() if n.startswith("table4_4/")]
     assert sorted(r["disc_frozen"] for r in pretrained) == [False, True]
     assert all(r["disc_checkpoint"].endswith("best.ckpt") for r in pretrained)
     assert "| gan " in proc.stdout and "finished in" in proc.stdout
+    assert "Table 4.1 cells above the blurred input's PSNR:" in proc.stdout
+    assert "of 13" in proc.stdout  # every cell, the none row included, is compared
     for table in ("4_1", "4_2", "4_4"):
         assert (runs / "tables" / f"table{table}.csv").is_file()

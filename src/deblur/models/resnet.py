@@ -14,6 +14,7 @@ log = logging.getLogger(__name__)
 NORMS = {
     "instance": partial(nn.InstanceNorm2d, affine=False, track_running_stats=False),
     "batch": nn.BatchNorm2d,
+    "none": lambda channels: nn.Identity(),  # no statistics: crops and full frames behave alike
 }
 
 
@@ -54,6 +55,7 @@ class ResNetGenerator(nn.Module):
         pretrained: bool = False,
         weights_path: str | None = None,
         identity_init: bool = False,
+        residual_gate: bool = False,
     ) -> None:
         super().__init__()
         if norm not in NORMS:
@@ -62,7 +64,7 @@ class ResNetGenerator(nn.Module):
             log.info(
                 "ResNetGenerator has no ImageNet weights: pretrained/weights_path are ignored."
             )
-        bias = norm == "instance"  # a norm with a learned shift makes the conv bias redundant
+        bias = norm != "batch"  # a norm with a learned shift makes the conv bias redundant
         layers: list[nn.Module] = [
             nn.ReflectionPad2d(3),
             nn.Conv2d(3, ngf, 7, bias=bias),
@@ -90,6 +92,11 @@ class ResNetGenerator(nn.Module):
             last = layers[-2]
             nn.init.zeros_(last.weight)
             nn.init.zeros_(last.bias)
+        # residual_gate: G(x) = x + g * tanh(out) with one learned scalar g starting at 0 (ReZero).
+        # G starts as the identity like identity_init, but Adam's first steps move one number by
+        # ~lr instead of every weight of the last conv by ~lr each, so the residual cannot jump
+        # to a large random pattern before the network has learned one that helps.
+        self.gate = nn.Parameter(torch.zeros(1)) if residual_gate else None
 
     def set_encoder_frozen(self, frozen: bool) -> None:
         """No-op: the ResNet generator has no pretrained encoder to freeze (logged)."""
@@ -113,5 +120,8 @@ class ResNetGenerator(nn.Module):
             )
         ph, pw = (-h) % self.multiple, (-w) % self.multiple
         padded = F.pad(x, (0, pw, 0, ph), mode="reflect") if ph or pw else x
-        out = torch.clamp(self.model(padded) + padded, -1.0, 1.0)
+        residual = self.model(padded)
+        if self.gate is not None:
+            residual = self.gate * residual
+        out = torch.clamp(residual + padded, -1.0, 1.0)
         return out[..., :h, :w]
