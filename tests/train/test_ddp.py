@@ -152,7 +152,12 @@ def test_classifier_under_ddp_counts_every_validation_image(tmp_path, cache_dir)
 
     from deblur.systems.classifier import ClassifierSystem
 
-    over = ["data.max_val_pairs=3", "trainer.limit_val_batches=null", "data.val_batch_size=2"]
+    over = [
+        "data.embedded.blurs_per_photo=2",
+        "data.max_val_pairs=3",
+        "trainer.limit_val_batches=null",
+        "data.val_batch_size=2",
+    ]
     rec = _cli("deblur.train_classifier", tmp_path, *over, *DDP)
     assert rec["status"] == "finished", rec.get("error")
     ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
@@ -248,6 +253,7 @@ def _gather_worker(rank: int, world: int, port: int, out: str) -> None:
     dist.destroy_process_group()
 
 
+@pytest.mark.slow  # 2 spawned processes (~20 s); the GAN test covers the gather end to end
 def test_gather_per_image_puts_every_rank_back_in_dataset_order(tmp_path):
     import socket
 
@@ -308,3 +314,15 @@ def test_rank_one_follows_rank_zero_record(tmp_path, monkeypatch):
     (tmp_path / "metrics.json").write_text(json.dumps(failed))
     with pytest.raises(RuntimeError, match="ValueError: bad"):
         follow_rank_zero(cfg, body, tmp_path, timeout_s=5)
+
+
+def test_slurm_ddp_launcher_matches_the_trainer():
+    from deblur.config import compose
+
+    over = ["hydra/launcher=submitit_slurm_ddp", "trainer=ddp", "trainer.num_nodes=2"]
+    cfg = compose("train", over, return_hydra_config=True)
+    launcher = cfg.hydra.launcher
+    assert launcher.nodes == cfg.trainer.num_nodes == 2
+    assert launcher.tasks_per_node == launcher.gpus_per_node  # one task per GPU
+    assert launcher.max_num_timeout == 3 and launcher.timeout_min == 1440  # from submitit_slurm
+    assert cfg.trainer.strategy == "ddp_find_unused_parameters_true"
