@@ -76,6 +76,7 @@ IDENTITY_EXCLUDE = (
 )
 #: Files a run starts a network from: in the identity by content hash, never by path.
 START_FILE_KEYS = (
+    "ckpt",  # the checkpoint evaluate / robustness runs measure
     "disc.checkpoint",
     "gen.weights_path",
     "backbone.weights_path",
@@ -456,7 +457,7 @@ def base_record(cfg: DictConfig, task: str, run_dir: Path) -> dict[str, Any]:
     return record
 
 
-_STOPPED_FROM_OUTSIDE = ("running", "interrupted")
+_STOPPED_FROM_OUTSIDE = ("running", "interrupted", "stopped")
 
 
 def _stopped_from_outside(err: BaseException) -> bool:
@@ -469,21 +470,31 @@ def _stopped_from_outside(err: BaseException) -> bool:
     )
 
 
+class ResumeModeError(UserError, ValueError):
+    """``resume=`` is neither auto nor never."""
+
+
+def _resume_mode(cfg: DictConfig) -> str:
+    mode = str(cfg.get("resume", "auto"))
+    if mode not in ("auto", "never"):
+        raise ResumeModeError(
+            f"resume={mode} is not an option: resume=auto (continue an unfinished run from its "
+            "checkpoints/last.ckpt, the default) or resume=never (start it over)."
+        )
+    return mode
+
+
 def _auto_resume_checkpoint(
     cfg: DictConfig, previous: dict[str, Any] | None, run_dir: Path
 ) -> Path | None:
     """The last.ckpt to continue from, when ``resume=auto`` and the last attempt was cut short.
 
     A ``running`` status in metrics.json means the process died without recording an end
-    (killed at a time limit, preempted, machine lost); ``interrupted`` is Ctrl-C. A ``failed``
-    run is not resumed: its error would most likely repeat.
+    (killed at a time limit, preempted, machine lost); ``interrupted`` is Ctrl-C; ``stopped``
+    ended before its planned length (something stopped the trainer early). A ``failed`` run is
+    not resumed: its error would most likely repeat.
     """
-    mode = str(cfg.get("resume", "auto"))
-    if mode not in ("auto", "never"):
-        raise ValueError(
-            f"resume={mode} is not an option: resume=auto (continue an unfinished run from its "
-            "checkpoints/last.ckpt, the default) or resume=never (start it over)."
-        )
+    mode = _resume_mode(cfg)
     if mode == "never" or cfg.get("ckpt_path") or cfg.get("overwrite", False):
         return None
     if previous is None or previous.get("status") not in _STOPPED_FROM_OUTSIDE:
@@ -521,6 +532,7 @@ def _managed_run_locked(
     body: Callable[[Path, dict[str, Any]], dict[str, Any]],
     run_dir: Path,
 ) -> dict[str, Any]:
+    _resume_mode(cfg)
     previous = read_metrics(run_dir)
     identity: dict[str, Any] | None = None
     start_files: dict[str, str] = {}
@@ -616,11 +628,12 @@ def _managed_run_locked(
         print(f"[deblur] {record['status']}: {run_dir}: {brief}", flush=True)
         raise
     record.update(results)
-    record["status"] = "finished"
+    record["status"] = results.get("status", "finished")
     record["ended"] = now_iso()
     record["wall_time_s"] = round(time.perf_counter() - start, 3)
     write_json_atomic(path, record)
-    print(f"[deblur] finished: {run_dir}", flush=True)
+    note = f" ({record['stopped']}; run it again to continue)" if "stopped" in record else ""
+    print(f"[deblur] {record['status']}: {run_dir}{note}", flush=True)
     return record
 
 

@@ -313,7 +313,15 @@ def _fit(
     _check_complete(cfg, run_dir, trainer, stats)
     history = stats.history
     last = history[-1] if history else {}
+    status = {}
+    if not _planned_end_reached(trainer):  # e.g. a callback stopped it: continue with ckpt_path
+        status = {
+            "status": "stopped",
+            "stopped": f"before its planned length, at epoch {trainer.current_epoch} "
+            f"(max_epochs={trainer.max_epochs}, max_steps={trainer.max_steps})",
+        }
     return {
+        **status,
         "final": {k: v for k, v in last.items() if k in keys},
         "best": {k: v for k, v in stats.best().items() if k in keys},
         "history": history,
@@ -325,6 +333,21 @@ def _fit(
             "last": str(run_dir / "checkpoints" / "last.ckpt"),
         },
     }
+
+
+def _planned_end_reached(trainer: pl.Trainer) -> bool:
+    """True when training stopped at one of its limits (max_epochs, max_steps, max_time), not
+    because something asked it to stop early."""
+    from pytorch_lightning.callbacks import Timer
+
+    if trainer.max_steps is not None and trainer.max_steps > 0:
+        if trainer.global_step >= trainer.max_steps:
+            return True
+    if trainer.max_epochs is not None and trainer.max_epochs >= 0:
+        if trainer.current_epoch >= trainer.max_epochs:
+            return True
+    timers = [c for c in trainer.callbacks if isinstance(c, Timer)]
+    return any((t.time_remaining() or 0) <= 0 for t in timers)
 
 
 def _check_complete(cfg: DictConfig, run_dir: Path, trainer: pl.Trainer, stats: RunStats) -> None:
