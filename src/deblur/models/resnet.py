@@ -56,6 +56,7 @@ class ResNetGenerator(nn.Module):
         weights_path: str | None = None,
         identity_init: bool = False,
         residual_gate: bool = False,
+        linear_skip: int = 0,
     ) -> None:
         super().__init__()
         if norm not in NORMS:
@@ -97,6 +98,20 @@ class ResNetGenerator(nn.Module):
         # ~lr instead of every weight of the last conv by ~lr each, so the residual cannot jump
         # to a large random pattern before the network has learned one that helps.
         self.gate = nn.Parameter(torch.zeros(1)) if residual_gate else None
+        # linear_skip=k: a zero-initialised k x k colour convolution of the input is added as a
+        # second residual, a learned average inverse filter (Wiener-like) that trains in tens of
+        # iterations while the deep branch is slow to start; 0 = none (as published)
+        self.linear: nn.Conv2d | None = None
+        if linear_skip:
+            if linear_skip % 2 == 0:
+                raise ValueError(
+                    f"gen.linear_skip must be odd (a centred kernel); got {linear_skip}."
+                )
+            self.linear = nn.Conv2d(
+                3, 3, linear_skip, padding=linear_skip // 2, padding_mode="reflect"
+            )
+            nn.init.zeros_(self.linear.weight)
+            nn.init.zeros_(self.linear.bias)
 
     def set_encoder_frozen(self, frozen: bool) -> None:
         """No-op: the ResNet generator has no pretrained encoder to freeze (logged)."""
@@ -123,5 +138,7 @@ class ResNetGenerator(nn.Module):
         residual = self.model(padded)
         if self.gate is not None:
             residual = self.gate * residual
+        if self.linear is not None:
+            residual = residual + self.linear(padded)
         out = torch.clamp(residual + padded, -1.0, 1.0)
         return out[..., :h, :w]

@@ -70,22 +70,40 @@ class RunStats(Callback):
         self.train_images = int(state.get("train_images", 0))
         self.train_time = float(state.get("train_time", 0.0))
 
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+    # Training time is measured between epoch start and end, with validation left out; the device
+    # is synchronised only there (never per step: a sync per step caps a launch-bound GPU run).
+    @staticmethod
+    def _sync(pl_module) -> None:
         if torch.cuda.is_available() and pl_module.device.type == "cuda":
             torch.cuda.synchronize()
+
+    def _resume_clock(self, pl_module) -> None:
+        self._sync(pl_module)
         self._t0 = time.perf_counter()
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+    def _pause_clock(self, pl_module) -> None:
         if self._t0 is None:
             return
-        if torch.cuda.is_available() and pl_module.device.type == "cuda":
-            torch.cuda.synchronize()
+        self._sync(pl_module)
         self.train_time += time.perf_counter() - self._t0
-        first = next(iter(batch.values())) if isinstance(batch, dict) else batch[0]
-        self.train_images += int(first.shape[0])
         self._t0 = None
 
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self._resume_clock(pl_module)
+
+    def on_validation_start(self, trainer, pl_module) -> None:
+        self._pause_clock(pl_module)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self._pause_clock(pl_module)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        first = next(iter(batch.values())) if isinstance(batch, dict) else batch[0]
+        self.train_images += int(first.shape[0])
+
     def on_validation_end(self, trainer, pl_module) -> None:
+        if trainer.state.fn == "fit" and not trainer.sanity_checking:
+            self._resume_clock(pl_module)  # validation inside a training epoch: training goes on
         if trainer.sanity_checking:
             return
         metrics = {
