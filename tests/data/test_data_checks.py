@@ -39,9 +39,15 @@ def _folder(tmp_path: Path, val_sizes=((64, 80),), train_sizes=((96, 96),) * 2) 
     return root
 
 
-def _dm(root: Path, **kw) -> DeblurDataModule:
-    kw.setdefault("crop_size", 64)
-    return DeblurDataModule(name="folder", layout="folder", root=root, num_workers=0, **kw)
+@pytest.fixture()
+def folder_dm(make_datamodule):
+    """data=folder at ``root`` as training composes it, 64 px crops, no workers."""
+
+    def make(root: Path, **kw) -> DeblurDataModule:
+        kw.setdefault("crop_size", 64)
+        return make_datamodule("folder", root, num_workers=0, **kw)
+
+    return make
 
 
 def test_image_size_reads_headers_and_names_broken_files(tmp_path):
@@ -54,9 +60,9 @@ def test_image_size_reads_headers_and_names_broken_files(tmp_path):
         image_size(png, check=True)
 
 
-def test_too_small_validation_image_stops_setup_before_training(tmp_path):
+def test_too_small_validation_image_stops_setup_before_training(tmp_path, folder_dm):
     root = _folder(tmp_path, val_sizes=((64, 80), (20, 48)))
-    dm = _dm(root)
+    dm = folder_dm(root)
     with pytest.raises(
         DataError, match=r"1 image\(s\) have a side below 32 px.*v1\.png' \(48x20\)"
     ):
@@ -66,25 +72,25 @@ def test_too_small_validation_image_stops_setup_before_training(tmp_path):
     dm.check_sizes(min_side=16)  # a generator that takes 16 px images (the caller's minimum)
     with pytest.raises(DataError, match="below 72 px"):
         dm.check_sizes(min_side=72)
-    _dm(root, min_val_side=None).setup("fit")  # null switches the size check off
+    folder_dm(root, min_val_side=None).setup("fit")  # null switches the size check off
 
 
-def test_unreadable_or_mismatched_validation_files_are_named_at_setup(tmp_path):
+def test_unreadable_or_mismatched_validation_files_are_named_at_setup(tmp_path, folder_dm):
     root = _folder(tmp_path, val_sizes=((64, 80), (64, 80)))
     v0 = root / "val" / "blur" / "v0.png"
     v0.write_bytes(v0.read_bytes()[:200])
     write_image(root / "val" / "sharp" / "v1.png", np.zeros((64, 60, 3), np.uint8))
     with pytest.raises(DataError) as err:
-        _dm(root).setup("validate")
+        folder_dm(root).setup("validate")
     msg = str(err.value)
     assert "2 pair(s) cannot be read" in msg and "v0.png" in msg and "truncated" in msg
     assert "v1.png' is 80x64 but sharp" in msg and "60x64" in msg
 
 
-def test_training_images_smaller_than_the_crop_get_one_warning(tmp_path, caplog):
+def test_training_images_smaller_than_the_crop_get_one_warning(tmp_path, caplog, folder_dm):
     root = _folder(tmp_path, train_sizes=((40, 96), (96, 96), (50, 50)))
     with caplog.at_level(logging.WARNING, logger="deblur.data.datamodule"):
-        _dm(root).setup("fit")
+        folder_dm(root).setup("fit")
     warnings = [
         r.getMessage() for r in caplog.records if "smaller than data.crop_size" in r.getMessage()
     ]
@@ -92,7 +98,7 @@ def test_training_images_smaller_than_the_crop_get_one_warning(tmp_path, caplog)
     assert warnings[0].startswith("2 of 3 training images are smaller than data.crop_size=64")
 
 
-def test_folder_kernels_feed_the_wiener_baseline(tmp_path, runs_dir):
+def test_folder_kernels_feed_the_wiener_baseline(tmp_path, runs_dir, folder_dm):
     root = tmp_path / "synthetic"
     for i in range(3):
         _pair(root, f"scene{i}/img", 96, 112, seed=i, kernel=True)
@@ -100,7 +106,7 @@ def test_folder_kernels_feed_the_wiener_baseline(tmp_path, runs_dir):
     assert [p.kernel.relative_to(root).as_posix() for p in pairs] == [
         f"kernel/scene{i}/img.npy" for i in range(3)
     ]
-    dm = _dm(root, val_fraction=0.34)
+    dm = folder_dm(root, val_fraction=0.34)
     item = dm.dataset("val")[0]
     assert item["kernel"].shape == (1, 15, 15)
     over = ["data=folder", f"data.root={root}", "split=all", "device=cpu"]

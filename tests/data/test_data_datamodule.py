@@ -12,12 +12,12 @@ from hydra.utils import instantiate
 from omegaconf.errors import MissingMandatoryValue
 
 from deblur.config import compose
-from deblur.data.datamodule import DeblurDataModule, worker_init_fn
+from deblur.data.datamodule import worker_init_fn
 from deblur.data.datasets import ClassificationDataset, ImageCache, PairedDataset
 from deblur.data.io import DataError, ImageReadError
 from deblur.data.pairs import Pair
 from deblur.data.preview import contact_sheet
-from deblur.data.transforms import THESIS_AUGMENT, build_train_transform
+from deblur.data.transforms import build_train_transform
 
 TINY_EMBEDDED = [
     "data.embedded.long_side=64",
@@ -103,11 +103,11 @@ def test_ram_cache_serves_decoded_images(tmp_path):
     )
 
 
-def test_reseed_changes_augmentation(tmp_path):
+def test_reseed_changes_augmentation(tmp_path, thesis_augment):
     pairs = [_pair(tmp_path, "a", 64, 64)]
-    spec = {k: dict(v, p=1.0) for k, v in THESIS_AUGMENT.items()}
-    a = PairedDataset(pairs, build_train_transform(spec, 32, seed=0))
-    b = PairedDataset(pairs, build_train_transform(spec, 32, seed=0))
+    spec = {k: dict(v, p=1.0) for k, v in thesis_augment.items()}
+    a = PairedDataset(pairs, build_train_transform(spec, 32, True, 0))
+    b = PairedDataset(pairs, build_train_transform(spec, 32, True, 0))
     assert torch.equal(a[0]["blur"], b[0]["blur"])
     a.reseed(1)
     b.reseed(2)
@@ -124,17 +124,9 @@ def test_worker_init_fn_sets_cv2_threads():
         cv2.setNumThreads(before)
 
 
-def test_gopro_datamodule_batches(tmp_path):
+def test_gopro_datamodule_batches(tmp_path, make_datamodule):
     root = _gopro(tmp_path / "GOPRO_Large")
-    dm = DeblurDataModule(
-        layout="gopro",
-        name="gopro",
-        root=root,
-        crop_size=32,
-        batch_size=2,
-        num_workers=0,
-        augment=THESIS_AUGMENT,
-    )
+    dm = make_datamodule("gopro", root, crop_size=32, batch_size=2, num_workers=0)
     dm.setup("fit")
     assert len(dm.train_pairs) == 6 and [p.group for p in dm.val_pairs] == ["T1", "T1"]
     assert dm.test_pairs == dm.val_pairs
@@ -146,21 +138,21 @@ def test_gopro_datamodule_batches(tmp_path):
     assert val["blur"].shape == (1, 3, 40, 56) and "kernel" not in val
 
 
-def test_folder_datamodule_splits_by_group_with_workers(tmp_path):
+def test_folder_datamodule_splits_by_group_with_workers(tmp_path, make_datamodule):
     for g in range(4):
         for i in range(2):
             img = np.full((36, 36, 3), 40 * g + i, np.uint8)
             _write(tmp_path / "blur" / f"seq{g}" / f"{i}.png", img)
             _write(tmp_path / "sharp" / f"seq{g}" / f"{i}.png", img)
-    dm = DeblurDataModule(
-        layout="folder",
-        name="folder",
-        root=tmp_path,
+    dm = make_datamodule(
+        "folder",
+        tmp_path,
         crop_size=24,
         num_workers=2,
         persistent_workers=False,
         val_fraction=0.25,
         cache=True,
+        augment=None,  # the pixel-equality check below needs un-warped crops
     )
     dm.setup("fit")
     assert {p.group for p in dm.train_pairs}.isdisjoint({p.group for p in dm.val_pairs})
@@ -170,15 +162,30 @@ def test_folder_datamodule_splits_by_group_with_workers(tmp_path):
     assert all(torch.equal(b["blur"], b["sharp"]) for b in batches)
 
 
-def test_missing_root_errors(tmp_path):
-    dm = DeblurDataModule(layout="gopro", name="gopro", root=tmp_path / "nowhere", num_workers=0)
+def test_missing_root_errors(tmp_path, make_datamodule):
+    dm = make_datamodule("gopro", tmp_path / "nowhere", num_workers=0)
     with pytest.raises(DataError, match="nowhere"):
         dm.setup("fit")
     cfg = compose("train", ["data=gopro"])
     with pytest.raises(MissingMandatoryValue, match="data.root"):
         instantiate(cfg.data, task="paired")
     with pytest.raises(DataError, match="task must be one of"):
-        DeblurDataModule(task="segment")
+        make_datamodule("gopro", tmp_path, task="segment")
+
+
+def test_layout_is_built_from_its_node(tmp_path, make_datamodule):
+    """data.layout is a _target_ node: its options come from the user-facing keys, a wrong
+    target is one DataError naming data.layout."""
+    root = _gopro(tmp_path / "GOPRO_Large")
+    dm = make_datamodule("gopro", root, blur_key="sharp", num_workers=0)
+    assert dm.read_pairs.keywords == {"blur_key": "sharp"}
+    assert all(p.blur.parent.name == "sharp" for p in dm.train_pairs)
+    with pytest.raises(DataError, match=r"data\.layout: deblur\.data\.pairs\.read_nope could not"):
+        make_datamodule("gopro", root, layout={"_target_": "deblur.data.pairs.read_nope"})
+    with pytest.raises(DataError, match="needs _partial_: true"):
+        make_datamodule("hide", root, layout={"_target_": "pathlib.Path"})
+    with pytest.raises(DataError, match="data.layout must be a reader node"):
+        make_datamodule("gopro", root, layout="gopro")
 
 
 def test_embedded_datamodule_from_config(tmp_path):

@@ -10,7 +10,6 @@ from torch.utils.data import DataLoader
 
 from deblur.config import compose
 from deblur.data.blur import apply_kernel
-from deblur.data.datamodule import DeblurDataModule
 from deblur.data.deadleaves import (
     DeadLeaves,
     ProceduralDataset,
@@ -137,13 +136,14 @@ def test_epoch_travels_with_the_index_to_persistent_workers():
     assert all(torch.equal(fresh[k], epoch1[k]) for k in fresh)
 
 
-def _dm(*overrides):
-    cfg = compose("train", ["data=embedded", *TINY_EMBEDDED, *overrides])
-    return instantiate(cfg.data, task="paired", _recursive_=False)
+@pytest.fixture()
+def _dm(make_datamodule):
+    """data=embedded (tiny build) with ``overrides``, as training composes and builds it."""
+    return lambda *overrides: make_datamodule("embedded", None, *TINY_EMBEDDED, *overrides)
 
 
 @pytest.mark.usefixtures("cache_dir")
-def test_train_source_selects_the_training_pairs_and_validation_stays_on_photos():
+def test_train_source_selects_the_training_pairs_and_validation_stays_on_photos(_dm):
     names = {}
     for source in ("photos", "procedural", "both"):
         dm = _dm(f"data.embedded.train_source={source}")
@@ -168,24 +168,24 @@ def test_train_source_selects_the_training_pairs_and_validation_stays_on_photos(
 
 
 @pytest.mark.usefixtures("cache_dir")
-def test_procedural_classifier_view_and_bad_mix_keys():
+def test_procedural_classifier_view_and_bad_mix_keys(_dm, make_datamodule):
     cfg = compose("train", ["data=embedded", *TINY_EMBEDDED, "data.embedded.train_source=both"])
-    dm = instantiate(cfg.data, task="classify", _recursive_=False)
+    dm = instantiate(cfg.data, task="classify")
     ds = dm.dataset("train")
     labels = [float(ds[(i, 0, 0)]["label"]) for i in range(len(ds))]
     assert len(ds) == 2 * (3 + 6) and sum(labels) == 9  # balanced: one blurred per sharp
     with pytest.raises(DataError, match="train_source must be one of photos, procedural, both"):
-        DeblurDataModule(embedded={"train_source": "noise"})
+        _dm("data.embedded.train_source=noise")
     with pytest.raises(DataError, match="procedural_per_epoch >= 1"):
-        DeblurDataModule(embedded={"train_source": "both", "procedural_per_epoch": 0})
+        _dm("data.embedded.train_source=both", "data.embedded.procedural_per_epoch=0")
     with pytest.raises(DataError, match="data.crop_size is null"):
         _dm("data.embedded.train_source=procedural", "data.crop_size=null").dataset("train")
     with pytest.raises(DataError, match="data=embedded only"):
-        DeblurDataModule(name="folder", layout="folder", embedded={"train_source": "both"})
+        make_datamodule("folder", "x", "+data.embedded.train_source=both")
 
 
 @pytest.mark.usefixtures("cache_dir")
-def test_preview_shows_procedural_training_pairs():
+def test_preview_shows_procedural_training_pairs(_dm):
     dm = _dm("data.embedded.train_source=both")
     items = preview_samples(dm, "train", 4)
     kinds = [type(i).__name__ for i in items]

@@ -16,10 +16,9 @@ import pytest
 import torch
 from albumentations.augmentations.geometric import functional as fgeometric
 
-from deblur.data.datamodule import DeblurDataModule
 from deblur.data.gpu_augment import TensorAugment, gaussian_kernel1d
 from deblur.data.io import DataError
-from deblur.data.transforms import THESIS_AUGMENT, build_augmentation
+from deblur.data.transforms import build_augmentation
 
 
 def _pattern(size: int = 64) -> np.ndarray:
@@ -127,10 +126,10 @@ def test_elastic_field_has_albumentations_statistics():
     assert np.abs(row).sum() == pytest.approx(auto.sum(), abs=1e-5)  # nothing outside
 
 
-def test_parameter_distributions_match_albumentations():
+def test_parameter_distributions_match_albumentations(thesis_augment):
     """Application rates, rotation / scale / integer shift ranges of the thesis list."""
     n, size = 4000, 410
-    aug = TensorAugment(THESIS_AUGMENT, 256)
+    aug = TensorAugment(thesis_augment, 256)
     params = aug.sample(n, size, torch.Generator().manual_seed(1))
     kinds = [op.kind for op in aug.ops]
     assert kinds == ["hflip", "affine", "transpose", "optical", "elastic"]
@@ -140,7 +139,7 @@ def test_parameter_distributions_match_albumentations():
     angle, m = params["1.angle"], params["1.matrix"][on]
     assert angle.min() >= -45 and angle.max() <= 45
     # the same draws from albumentations' own Affine
-    ref = build_augmentation(THESIS_AUGMENT["affine"])
+    ref = build_augmentation(thesis_augment["affine"])
     ref.set_random_seed(0)
     rot, tx = [], []
     for _ in range(n):
@@ -164,8 +163,8 @@ def test_parameter_distributions_match_albumentations():
     assert k[k_on].std().item() == pytest.approx(0.1 / np.sqrt(12), rel=0.06)
 
 
-def test_pair_gets_identical_geometry_and_seeding_is_reproducible():
-    aug = TensorAugment(THESIS_AUGMENT, 32)
+def test_pair_gets_identical_geometry_and_seeding_is_reproducible(thesis_augment):
+    aug = TensorAugment(thesis_augment, 32)
     x = torch.rand(6, 3, 52, 52) * 2 - 1
     batch = {"blur": x, "sharp": x.clone(), "name": [f"p{i}" for i in range(6)]}
     out = aug(batch, epoch=3)
@@ -180,9 +179,9 @@ def test_pair_gets_identical_geometry_and_seeding_is_reproducible():
     assert (moved > 0.05).sum() >= 2
 
 
-def test_off_ops_are_exact_identity_and_crop_is_centred():
-    off = {k: {**v, "p": 0.0} for k, v in THESIS_AUGMENT.items()}
-    zero_p = {k: {**v, "p": 1e-9} for k, v in THESIS_AUGMENT.items()}  # built, never drawn
+def test_off_ops_are_exact_identity_and_crop_is_centred(thesis_augment):
+    off = {k: {**v, "p": 0.0} for k, v in thesis_augment.items()}
+    zero_p = {k: {**v, "p": 1e-9} for k, v in thesis_augment.items()}  # built, never drawn
     x = torch.rand(2, 3, 20, 20)
     assert TensorAugment(off, 8).ops == []
     for aug in (TensorAugment(off, 8), TensorAugment(zero_p, 8)):
@@ -190,17 +189,17 @@ def test_off_ops_are_exact_identity_and_crop_is_centred():
         assert torch.allclose(out, x[:, :, 6:14, 6:14], atol=1e-5)
 
 
-def test_unsupported_entries_name_the_key_and_the_fix():
+def test_unsupported_entries_name_the_key_and_the_fix(thesis_augment):
     with pytest.raises(DataError, match=r"data\.augment\.blurry: .*Blur.*augment_on=cpu"):
         TensorAugment({"blurry": {"_target_": "albumentations.Blur", "p": 0.5}}, 32)
-    shear = {**THESIS_AUGMENT["affine"], "shear": [-10, 10]}
+    shear = {**thesis_augment["affine"], "shear": [-10, 10]}
     with pytest.raises(DataError, match=r"data\.augment\.affine: Affine shear"):
         TensorAugment({"affine": shear}, 32)
-    const = {**THESIS_AUGMENT["optical_distortion"], "border_mode": "constant"}
+    const = {**thesis_augment["optical_distortion"], "border_mode": "constant"}
     with pytest.raises(DataError, match="border_mode"):
         TensorAugment({"od": const}, 32)
     with pytest.raises(DataError, match="square training patches"):
-        TensorAugment(THESIS_AUGMENT, 16).apply([torch.rand(1, 3, 20, 30)], torch.Generator())
+        TensorAugment(thesis_augment, 16).apply([torch.rand(1, 3, 20, 30)], torch.Generator())
 
 
 def _gopro(root: Path, h: int = 48, w: int = 64) -> Path:
@@ -221,12 +220,12 @@ class _Trainer:
         self.training, self.current_epoch = training, 0
 
 
-def test_datamodule_gpu_mode_cuts_patches_and_hook_augments_training_batches(tmp_path):
+def test_datamodule_gpu_mode_cuts_patches_and_hook_augments_training_batches(
+    tmp_path, make_datamodule
+):
     root = _gopro(tmp_path / "GOPRO")
-    common = dict(
-        layout="gopro", root=root, crop_size=16, pre_crop_scale=1.5, batch_size=2, num_workers=0
-    )
-    dm = DeblurDataModule(augment=THESIS_AUGMENT, augment_on="gpu", **common)
+    common = dict(crop_size=16, pre_crop_scale=1.5, batch_size=2, num_workers=0)
+    dm = make_datamodule("gopro", root, augment_on="gpu", **common)
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
     assert batch["blur"].shape == (2, 3, 24, 24)  # the patch only: crop 16 * 1.5
@@ -237,12 +236,10 @@ def test_datamodule_gpu_mode_cuts_patches_and_hook_augments_training_batches(tmp
     dm.trainer = _Trainer(training=False)
     assert dm.on_after_batch_transfer(val, 0)["blur"].shape == (1, 3, 48, 64)  # untouched
     # the CPU path (default) is unchanged: crops come out of the loader
-    cpu = DeblurDataModule(augment=THESIS_AUGMENT, **common)
+    cpu = make_datamodule("gopro", root, **common)
     assert next(iter(cpu.train_dataloader()))["blur"].shape == (2, 3, 16, 16)
     with pytest.raises(DataError, match="augment_on must be one of"):
-        DeblurDataModule(augment_on="tpu", **common)
-    whole = DeblurDataModule(
-        augment=THESIS_AUGMENT, augment_on="gpu", **{**common, "pre_crop_scale": None}
-    )
+        make_datamodule("gopro", root, augment_on="tpu", **common)
+    whole = make_datamodule("gopro", root, augment_on="gpu", **{**common, "pre_crop_scale": None})
     with pytest.raises(DataError, match="needs data.pre_crop_scale"):
         whole.setup("fit")

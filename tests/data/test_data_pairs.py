@@ -14,7 +14,6 @@ from deblur.data.pairs import (
     read_folder,
     read_gopro,
     read_hide,
-    read_layout,
     read_realblur,
     split_by_group,
     subsample,
@@ -73,9 +72,7 @@ def test_missing_root(tmp_path):
     with pytest.raises(DataError, match="does-not-exist.*does not exist.*data.root"):
         read_gopro(tmp_path / "does-not-exist")
     with pytest.raises(DataError, match="set data.root"):
-        read_layout("gopro", None)
-    with pytest.raises(DataError, match="Unknown data.layout 'nope'"):
-        read_layout("nope", tmp_path)
+        read_gopro(None)
 
 
 def test_empty_folders(tmp_path):
@@ -141,7 +138,7 @@ def test_realblur_lists(tmp_path):
             lines[split].append(f"{gt} {bl}")
     for split, rows in lines.items():
         (tmp_path / f"RealBlur_J_{split}_list.txt").write_text("\n".join(rows) + "\n")
-    splits = read_layout("realblur", tmp_path, variant="j", blur_key="ignored")
+    splits = read_realblur(tmp_path, variant="j")
     assert len(splits["train"]) == 4 and len(splits["test"]) == 2
     assert {p.group for p in splits["train"]} == {"scene001", "scene002"}
     p = splits["test"][0]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,8 @@ import cv2
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset
 
@@ -27,10 +29,9 @@ from deblur.data.deadleaves import (
     ProceduralPairs,
     palette_from_images,
 )
-from deblur.data.embedded import ensure_embedded
 from deblur.data.gpu_augment import AUGMENT_ON, TensorAugment
 from deblur.data.io import DataError, ImageReadError, image_size, read_image, read_kernel
-from deblur.data.pairs import Pair, read_layout, split_by_group, subsample
+from deblur.data.pairs import Pair, split_by_group, subsample
 from deblur.data.sampling import EpochSeededSampler
 from deblur.data.transforms import build_train_transform
 
@@ -58,10 +59,42 @@ def worker_init_fn(worker_id: int) -> None:
         info.dataset.reseed(seed)
 
 
+_KERNEL_KEYS = ("kernel_size", "min_length", "max_length", "noise_sigma")
+"""Keys of ``data.embedded`` the procedural pairs blur with (the photos' kernel and noise)."""
+
+
 def _plain(value: Any) -> Any:
     if isinstance(value, DictConfig):
         return OmegaConf.to_container(value, resolve=True)
     return value
+
+
+def _build_layout(layout: Mapping[str, Any]) -> Callable[..., Any]:
+    """``data.layout`` (a ``_target_`` / ``_partial_`` node) -> ``reader(root) -> splits``."""
+    if not isinstance(layout, Mapping | DictConfig) or "_target_" not in layout:
+        raise DataError(
+            f"data.layout must be a reader node such as {{_target_: deblur.data.pairs.read_gopro, "
+            f"_partial_: true}} (see conf/data/*.yaml), got {layout!r}."
+        )
+    try:
+        reader = instantiate(layout, _convert_="all")
+    except InstantiationException as exc:
+        cause = exc.__cause__ or exc  # the import or call error, without Hydra's wrapper
+        raise DataError(
+            f"data.layout: {layout['_target_']} could not be built ({type(cause).__name__}: "
+            f"{cause}). data.layout names a reader of deblur.data.pairs (see conf/data/*.yaml)."
+        ) from exc
+    if not callable(reader):
+        raise DataError(
+            f"data.layout: {layout['_target_']} gave a {type(reader).__name__}, not a reader; "
+            "a function target needs _partial_: true."
+        )
+    return reader
+
+
+def _layout_name(reader: Callable[..., Any]) -> str:
+    func = getattr(reader, "func", reader)
+    return str(getattr(func, "__name__", type(func).__name__))
 
 
 class DeblurDataModule(pl.LightningDataModule):
@@ -75,37 +108,44 @@ class DeblurDataModule(pl.LightningDataModule):
 
     def __init__(
         self,
-        task: str = "paired",
-        name: str = "embedded",
-        layout: str = "embedded",
-        root: str | Path | None = None,
-        blur_key: str = "blur",
-        variant: str = "J",
-        crop_size: int | None = 256,
-        pre_crop_scale: float | None = None,
-        batch_size: int = 1,
-        val_batch_size: int = 1,
-        num_workers: int = 2,
-        pin_memory: bool | None = None,
-        persistent_workers: bool = True,
-        multiprocessing_context: str | None = None,
-        cache: bool = False,
-        augment: Mapping[str, Any] | Sequence[Any] | None = None,
-        augment_on: str = "cpu",
-        val_fraction: float = 0.1,
-        max_train_pairs: int | None = None,
-        max_val_pairs: int | None = None,
-        max_test_pairs: int | None = None,
-        min_val_side: int | None = 32,
-        seed: int = 0,
+        *,
+        task: str,
+        name: str,
+        layout: Mapping[str, Any],
+        root: str | Path | None,
+        blur_key: str,
+        crop_size: int | None,
+        pre_crop_scale: float | None,
+        batch_size: int,
+        val_batch_size: int,
+        num_workers: int,
+        pin_memory: bool | None,
+        persistent_workers: bool,
+        multiprocessing_context: str | None,
+        cache: bool,
+        augment: Mapping[str, Any] | Sequence[Any] | None,
+        augment_on: str,
+        val_fraction: float,
+        max_train_pairs: int | None,
+        max_val_pairs: int | None,
+        max_test_pairs: int | None,
+        min_val_side: int | None,
+        seed: int,
+        variant: str | None = None,
         embedded: Mapping[str, Any] | None = None,
     ) -> None:
+        """Every argument is a ``data.*`` key of ``conf/data/<name>.yaml`` (their defaults live
+        there), plus ``task``. ``layout`` is the reader's Hydra node (built here, so a wrong
+        target is a :class:`DataError`); ``blur_key`` and ``variant`` (data=realblur only) reach
+        the reader through its interpolations. ``embedded`` (data=embedded only) holds the
+        build parameters and the training mix (``train_source``, ``procedural*``)."""
         super().__init__()
         if task not in TASKS:
             raise DataError(f"DeblurDataModule task must be one of {TASKS}, got '{task}'.")
         self.task = task
         self.name = name
-        self.layout = layout
+        self.read_pairs = _build_layout(layout)
+        self.layout = _layout_name(self.read_pairs)
         self.root = None if root in (None, "") else Path(str(root)).expanduser()
         self.blur_key = blur_key
         self.variant = variant
@@ -135,17 +175,19 @@ class DeblurDataModule(pl.LightningDataModule):
         embedded = dict(_plain(embedded) or {})
         mix = {k: embedded.pop(k) for k in _MIX_KEYS if k in embedded}
         self.embedded = embedded  # build parameters of the photo pairs (deblur.data.embedded)
+        # data options without data.embedded (every one but embedded) train on file pairs only
         self.train_source = str(mix.get("train_source") or "photos")
         if self.train_source not in TRAIN_SOURCES:
             raise DataError(
                 f"data.embedded.train_source must be one of {', '.join(TRAIN_SOURCES)}, got "
                 f"'{self.train_source}'."
             )
-        if self.train_source != "photos" and layout != "embedded":
+        if self.train_source != "photos" and not set(_KERNEL_KEYS) <= embedded.keys():
             raise DataError(
                 f"data.embedded.train_source={self.train_source} mixes procedural pairs into "
-                f"data=embedded only, but this is data={name} (layout '{layout}'). Use "
-                "data=embedded, or leave train_source at photos."
+                f"data=embedded only (they take its kernel and noise keys), but this is "
+                f"data={name} (layout '{self.layout}'). Use data=embedded, or leave "
+                "train_source at photos."
             )
         self.procedural_per_epoch = int(mix.get("procedural_per_epoch") or 0)
         if self.train_source != "photos" and self.procedural_per_epoch < 1:
@@ -172,9 +214,7 @@ class DeblurDataModule(pl.LightningDataModule):
         if self._splits is not None:
             return self._splits
         root = self.root
-        if self.layout == "embedded":
-            root = ensure_embedded(root, **self.embedded)
-        found = read_layout(self.layout, root, blur_key=self.blur_key, variant=self.variant)
+        found = self.read_pairs(root)
         train = found.get("train", [])
         if "val" in found:
             val = found["val"]
@@ -200,7 +240,7 @@ class DeblurDataModule(pl.LightningDataModule):
             "data=%s (%s at %s): %d train / %d val / %d test pairs%s.",
             self.name,
             self.layout,
-            root,
+            root or "the default folder",
             *(len(v) for v in self._splits.values()),
             extra,
         )
@@ -248,10 +288,10 @@ class DeblurDataModule(pl.LightningDataModule):
             e = self.embedded
             self._procedural = ProceduralPairs(
                 size=self._procedural_size(),
-                kernel_size=int(e.get("kernel_size", 31)),
-                min_length=float(e.get("min_length", 7.0)),
-                max_length=e.get("max_length"),
-                noise_sigma=float(e.get("noise_sigma", 1.0)),
+                kernel_size=int(e["kernel_size"]),
+                min_length=float(e["min_length"]),
+                max_length=e["max_length"],
+                noise_sigma=float(e["noise_sigma"]),
                 seed=self.seed,
                 params=self.dead_leaves,
                 palette=palette,
@@ -270,9 +310,8 @@ class DeblurDataModule(pl.LightningDataModule):
 
     # -------------------------------------------------------------- datasets
     def prepare_data(self) -> None:
-        """Build the embedded dataset on first use (once per node)."""
-        if self.layout == "embedded":
-            ensure_embedded(self.root, **self.embedded)
+        """Read the pairs once per node before ``setup`` (data=embedded: build it on first use)."""
+        self._resolve()
 
     def _pre_crop(self) -> int | None:
         if not self.pre_crop_scale or not self.crop_size:

@@ -33,6 +33,7 @@ import numpy as np
 
 from deblur.data.blur import random_motion_blur
 from deblur.data.io import DataError, read_image, write_image
+from deblur.data.pairs import Pair, read_embedded
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,7 @@ __all__ = [
     "available_photos",
     "build_embedded",
     "default_root",
-    "ensure_embedded",
+    "read_or_build",
 ]
 
 FORMAT_VERSION = 2
@@ -288,6 +289,29 @@ def build_embedded(
     return root
 
 
-def ensure_embedded(root: str | os.PathLike[str] | None = None, **params: Any) -> Path:
-    """Root of a ready embedded dataset, building it on first use (alias of build_embedded)."""
-    return build_embedded(root, **params)
+def read_or_build(
+    root: str | os.PathLike[str] | None,
+    *,
+    long_side: int,
+    blurs_per_photo: int,
+    kernel_size: int,
+    min_length: float,
+    max_length: float | None,
+    noise_sigma: float,
+    seed: int,
+    photos: Sequence[str] | None,
+) -> dict[str, list[Pair]]:
+    """``data=embedded``'s layout: build the dataset at ``root`` (None: the cache folder) on
+    first use, then read its pairs; the build parameters are ``data.embedded.*``."""
+    built = build_embedded(
+        root,
+        long_side=long_side,
+        blurs_per_photo=blurs_per_photo,
+        kernel_size=kernel_size,
+        min_length=min_length,
+        max_length=max_length,
+        noise_sigma=noise_sigma,
+        seed=seed,
+        photos=photos,
+    )
+    return read_embedded(built)

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from deblur.data.io import DataError
-from deblur.data.transforms import build_augmentation
+from deblur.data.transforms import augment_items, build_augmentation
 
 __all__ = ["AUGMENT_ON", "TensorAugment", "affine_matrix", "gaussian_kernel1d"]
 
@@ -182,14 +182,8 @@ class TensorAugment:
         crop_size: int | None,
         seed: int = 0,
     ) -> None:
-        if augment is None:
-            items: list[tuple[str, Any]] = []
-        elif isinstance(augment, Mapping):
-            items = [(str(k), v) for k, v in augment.items()]
-        else:
-            items = [(str(i), v) for i, v in enumerate(augment)]
         self.ops: list[_Op] = []
-        for key, spec in items:
+        for key, spec in augment_items(augment):
             aug = build_augmentation(spec, key)  # parsed and validated as on the CPU path
             if aug is not None:
                 self.ops.append(_op_from(key, aug))

@@ -1,16 +1,18 @@
 """Dataset layouts -> lists of (blurred, sharp) :class:`Pair` s, matched by path.
 
-Every reader returns ``{split: [Pair, ...]}`` with splits among ``train``, ``val``, ``test``.
+Every reader takes the dataset root (plus its own options) and returns ``{split: [Pair, ...]}``
+with splits among ``train``, ``val``, ``test``. ``data.layout`` in ``conf/data/<name>.yaml`` names
+the reader as a Hydra ``_partial_`` node, its options interpolated from the user-facing keys
+(``data.blur_key``, ``data.variant``): a new layout is one function here plus one YAML file.
 Pairs are matched by their path (never by the sort order of two globs) and carry a ``group``
 (sequence / scene / source photo) so that validation splits never cut through a sequence.
 """
 
 from __future__ import annotations
 
-import inspect
 import os
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,13 +21,11 @@ import numpy as np
 from deblur.data.io import IMAGE_EXTENSIONS, DataError, is_image_file
 
 __all__ = [
-    "LAYOUTS",
     "Pair",
     "read_embedded",
     "read_folder",
     "read_gopro",
     "read_hide",
-    "read_layout",
     "read_realblur",
     "split_by_group",
     "subsample",
@@ -360,31 +360,6 @@ def read_folder(
             f"({FOLDER_LAYOUT})."
         )
     return splits
-
-
-LAYOUTS: dict[str, Callable[..., dict[str, list[Pair]]]] = {
-    "embedded": read_embedded,
-    "gopro": read_gopro,
-    "realblur": read_realblur,
-    "hide": read_hide,
-    "folder": read_folder,
-}
-"""Layout name (``data.layout``) -> reader."""
-
-
-def read_layout(
-    layout: str, root: str | os.PathLike[str] | None, **options: object
-) -> dict[str, list[Pair]]:
-    """Read a layout, passing each reader only the options it accepts (e.g. ``blur_key``)."""
-    try:
-        reader = LAYOUTS[layout]
-    except KeyError:
-        raise DataError(
-            f"Unknown data.layout '{layout}'; choose one of {', '.join(sorted(LAYOUTS))}."
-        ) from None
-    accepted = inspect.signature(reader).parameters
-    kwargs = {k: v for k, v in options.items() if k in accepted and v is not None}
-    return reader(root, **kwargs)
 
 
 def split_by_group(

@@ -125,7 +125,7 @@ def preview_samples(dm, split: str, n: int) -> list[Pair | Sample]:
 @hydra.main(config_path=str(CONF_DIR), config_name="preview", version_base="1.3")
 def main(cfg: DictConfig) -> str:
     """Compose ``conf/preview.yaml``, pick ``n`` pairs of ``split`` and write the sheet."""
-    dm = instantiate(cfg.data, task="paired", _recursive_=False)
+    dm = instantiate(cfg.data, task="paired")
     split = cfg.split
     if split is None:  # procedural training data is what a person wants to see then
         split = "train" if getattr(dm, "train_source", "photos") != "photos" else "val"
