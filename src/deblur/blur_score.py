@@ -20,9 +20,10 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
+from deblur.checkpoints import load_classifier
 from deblur.cli import entry_point
 from deblur.data.io import IMAGE_EXTENSIONS, DataError, read_image, to_tensor
-from deblur.inference import load_classifier, pad_to_multiple, resolve_device, tile_starts
+from deblur.inference import pad_to_multiple, resolve_device, tile_starts
 from deblur.inputs import (
     VIDEO_EXTENSIONS,
     OutputError,

@@ -1,4 +1,5 @@
-"""The one owner of checkpoint files: reading and validating them, hashing them, writing them.
+"""The one owner of checkpoint files: reading and validating them, hashing them, writing them,
+and the networks in them (:func:`load_generator`, :func:`load_classifier`).
 
 Every file a person names as a checkpoint (``ckpt_path=``, ``disc.checkpoint=``, ``ckpt=``) is
 read here, safely (``torch.load(weights_only=True)``: nothing in the file is executed), and any
@@ -14,6 +15,7 @@ temporary file that may live on another filesystem, where the final "move" is a 
 
 from __future__ import annotations
 
+import copy
 import errno
 import hashlib
 import io
@@ -38,7 +40,7 @@ class CheckpointError(UserError, ValueError):
     """A file given as a checkpoint is not a checkpoint of the expected kind."""
 
 
-class MissingCheckpointError(UserError, FileNotFoundError):
+class MissingCheckpointError(CheckpointError, FileNotFoundError):
     """A file given as a checkpoint does not exist."""
 
 
@@ -315,6 +317,140 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     ) -> None:
         if storage_options is not None:
             raise TypeError("AtomicCheckpointIO takes no storage_options.")
-        buf = io.BytesIO()
-        torch.save(checkpoint, buf)
-        write_bytes_atomic(Path(path), buf.getbuffer(), what="checkpoint")
+        _save(path, checkpoint)
+
+
+# --------------------------------------------------------------------------- networks
+
+_GAN_FIX = (
+    "Deblurring needs the checkpoints/best.ckpt (or last.ckpt) of a GAN run "
+    "(python -m deblur.train); a blur-classifier checkpoint goes to python -m deblur.blur_score "
+    "or disc.checkpoint=."
+)
+_CLASSIFIER_FIX = (
+    "Blur scoring needs the checkpoints/best.ckpt of a blur-classifier run "
+    "(python -m deblur.train_classifier); a GAN checkpoint goes to python -m deblur.predict."
+)
+
+
+def _run_config_node(ckpt: Mapping[str, Any], given: str, node: str, fix: str) -> dict[str, Any]:
+    """The ``node`` (``gen``, ``backbone``) of the run config stored in a checkpoint."""
+    value = checkpoint_cfg(ckpt).get(node)
+    if not isinstance(value, Mapping) or (node == "gen" and "_target_" not in value):
+        what = "a `gen` node with a `_target_`" if node == "gen" else f"a `{node}` node"
+        raise CheckpointError(
+            f"{given} stores no run config with {what} (hyper_parameters['cfg']), so its "
+            f"network cannot be rebuilt: it was not written by this project's training. {fix}"
+        )
+    return dict(value)
+
+
+def _without_pretrained(node: Mapping[str, Any]) -> dict[str, Any]:
+    """Copy of a config node with pretrained weights switched off (the checkpoint has them)."""
+    node = copy.deepcopy(dict(node))
+    if "pretrained" in node or "_target_" in node:
+        node["pretrained"] = False
+    if "weights_path" in node:
+        node["weights_path"] = None
+    return node
+
+
+def _sub_state(state_dict: Mapping[str, Any], prefix: str) -> dict[str, Any]:
+    return {k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)}
+
+
+def _load_strict(net: torch.nn.Module, state: dict[str, Any], given: str, what: str) -> None:
+    result = net.load_state_dict(state, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise CheckpointError(
+            f"{given}: the {what} weights do not fit the network rebuilt from the checkpoint's "
+            f"own config (missing {len(result.missing_keys)} keys, e.g. "
+            f"{result.missing_keys[:3]}; unexpected {len(result.unexpected_keys)}, e.g. "
+            f"{result.unexpected_keys[:3]}). The checkpoint was written by another version of "
+            "the code or edited by hand; train again, or load it with the version that wrote it."
+        )
+
+
+def load_generator(
+    path: str | os.PathLike, use_ema: bool = True, key: str | None = "ckpt"
+) -> torch.nn.Module:
+    """The generator of a GAN checkpoint, rebuilt from its stored ``gen`` config, in eval mode
+    without gradients (its EMA copy when the checkpoint has one and ``use_ema``)."""
+    from hydra.utils import instantiate
+
+    given = _given(key, path)
+    ckpt = read_checkpoint(path, key=key, task="gan", fix=_GAN_FIX)
+    state = ckpt["state_dict"]
+    if not any(str(k).startswith("generator.") for k in state):
+        raise CheckpointError(
+            f"{given} holds no generator weights (no `generator.*` keys). {_GAN_FIX}"
+        )
+    gen_cfg = _run_config_node(ckpt, given, "gen", _GAN_FIX)
+    prefix = "generator."
+    if use_ema and any(str(k).startswith("ema_generator.") for k in state):
+        prefix = "ema_generator."
+    net: torch.nn.Module = instantiate(_without_pretrained(gen_cfg), _convert_="all")
+    _load_strict(net, _sub_state(state, prefix), given, prefix.rstrip("."))
+    log.info("Loaded %s weights from %s", prefix.rstrip("."), path)
+    return net.eval().requires_grad_(False)
+
+
+def load_classifier(path: str | os.PathLike, key: str | None = "ckpt") -> torch.nn.Module:
+    """The ``BlurClassifierNet`` of a blur-classifier checkpoint in eval mode (outputs logits).
+
+    Its ``crop_size`` attribute is the training crop size from the stored config (or None).
+    """
+    from omegaconf import OmegaConf
+
+    from deblur.models.critics import BlurClassifierNet
+
+    given = _given(key, path)
+    ckpt = read_checkpoint(path, key=key, task="classifier", fix=_CLASSIFIER_FIX)
+    state = ckpt["state_dict"]
+    if not any(str(k).startswith("net.") for k in state):
+        raise CheckpointError(
+            f"{given} holds no classifier weights (no `net.*` keys). {_CLASSIFIER_FIX}"
+        )
+    backbone = _run_config_node(ckpt, given, "backbone", _CLASSIFIER_FIX)
+    net = BlurClassifierNet(OmegaConf.create(_without_pretrained(backbone)))
+    _load_strict(net, _sub_state(state, "net."), given, "classifier")
+    crop = (checkpoint_cfg(ckpt).get("data") or {}).get("crop_size")
+    net.crop_size = int(crop) if crop else None
+    return net.eval().requires_grad_(False)
+
+
+def save_generator_checkpoint(
+    path: str | os.PathLike,
+    generator: torch.nn.Module,
+    gen_cfg: Mapping[str, Any],
+    ema_generator: torch.nn.Module | None = None,
+    cfg: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write a generator in the GAN checkpoint format (e.g. to import weights trained elsewhere).
+
+    ``gen_cfg`` is the ``conf/gen`` node (``_target_`` + kwargs) that rebuilds ``generator``.
+    """
+    state = {f"generator.{k}": v for k, v in generator.state_dict().items()}
+    if ema_generator is not None:
+        state.update({f"ema_generator.{k}": v for k, v in ema_generator.state_dict().items()})
+    run_cfg = {**copy.deepcopy(dict(cfg or {})), "gen": copy.deepcopy(dict(gen_cfg))}
+    return _save(path, {"state_dict": state, "hyper_parameters": {"cfg": run_cfg}})
+
+
+def save_classifier_checkpoint(
+    path: str | os.PathLike,
+    net: torch.nn.Module,
+    backbone_cfg: Mapping[str, Any],
+    crop_size: int | None = None,
+) -> Path:
+    """Write a ``BlurClassifierNet`` in the classifier checkpoint format (``net.*`` keys)."""
+    state = {f"net.{k}": v for k, v in net.state_dict().items()}
+    run_cfg = {"backbone": copy.deepcopy(dict(backbone_cfg)), "data": {"crop_size": crop_size}}
+    return _save(path, {"state_dict": state, "hyper_parameters": {"cfg": run_cfg}})
+
+
+def _save(path: str | os.PathLike, checkpoint: dict[str, Any]) -> Path:
+    buf = io.BytesIO()
+    torch.save(checkpoint, buf)
+    write_bytes_atomic(Path(path), buf.getbuffer(), what="checkpoint")
+    return Path(path)

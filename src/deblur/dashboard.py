@@ -21,6 +21,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from deblur.errors import UserError
+from deblur.runs import METRICS_FILE, find_runs
 
 EVENTS_GLOB = "events.out.tfevents.*"
 
@@ -37,17 +38,18 @@ def runs_root() -> Path:
     return Path(os.environ.get("DEBLUR_RUNS", "runs"))
 
 
-def _files(root: Path, pattern: str) -> list[Path]:
-    """Files below ``root`` matching ``pattern``, following symlinked folders (as TensorBoard does)."""
-    return [
-        Path(d) / name
-        for d, _dirs, names in os.walk(root, followlinks=True)
-        for name in fnmatch.filter(names, pattern)
-    ]
+def _event_files(root: Path) -> list[Path]:
+    """TensorBoard event files below ``root``, following symlinked folders (as TensorBoard does),
+    archived attempts left out."""
+    out = []
+    for d, dirs, names in os.walk(root, followlinks=True):
+        dirs[:] = [x for x in dirs if x != "attempts"]
+        out += [Path(d) / name for name in fnmatch.filter(names, EVENTS_GLOB)]
+    return out
 
 
 def _newest_mtime(folder: Path) -> float | None:
-    files = _files(folder, "metrics.json") + _files(folder, EVENTS_GLOB)
+    files = [d / METRICS_FILE for d, _ in find_runs([folder])] + _event_files(folder)
     return max((p.stat().st_mtime for p in files), default=None)
 
 
@@ -74,20 +76,16 @@ def latest_sweep(roots: Iterable[str | Path] | None = None) -> Path:
 def run_folders(logdir: str | Path) -> dict[str, list[str]]:
     """Run folders below ``logdir`` (relative, '.' for logdir itself) -> their TensorBoard runs.
 
-    A TensorBoard run is a folder holding event files; it belongs to the nearest enclosing folder
-    with a metrics.json (the Hydra run folder). Archived earlier attempts are left out.
+    A TensorBoard run is a folder holding event files; it belongs to the nearest enclosing run
+    folder (:func:`deblur.runs.find_runs`: the Hydra run folder with its metrics.json), or is its
+    own entry when no run encloses it. Archived earlier attempts are left out.
     """
     logdir = Path(logdir)
+    runs = {d.relative_to(logdir) for d, _ in find_runs([logdir])}
     out: dict[str, list[str]] = {}
-    event_dirs = sorted({p.parent for p in _files(logdir, EVENTS_GLOB)})
-    for d in event_dirs:
-        rel = d.relative_to(logdir)
-        if "attempts" in rel.parts:
-            continue
-        owner = next((a for a in [d, *d.parents] if (a / "metrics.json").is_file()), d)
-        if logdir not in [owner, *owner.parents]:
-            owner = d
-        out.setdefault(owner.relative_to(logdir).as_posix(), []).append(rel.as_posix())
+    for rel in sorted({p.parent.relative_to(logdir) for p in _event_files(logdir)}):
+        owner = next((a for a in [rel, *rel.parents] if a in runs), rel)
+        out.setdefault(owner.as_posix(), []).append(rel.as_posix())
     return out
 
 

@@ -23,11 +23,12 @@ from omegaconf import DictConfig
 from torch import nn
 
 from deblur.baselines import BASELINES, MissingKernelError, run_baseline
+from deblur.checkpoints import load_generator
 from deblur.config import eval_slug
 from deblur.data.blur import apply_kernel, gaussian_kernel, linear_motion_kernel, median_blur
 from deblur.data.io import read_image, to_tensor, write_image
 from deblur.data.pairs import Pair
-from deblur.inference import deblur_image, load_generator, resolve_device
+from deblur.inference import deblur_image, resolve_device
 from deblur.metrics import image_metrics, psnr, ssim
 from deblur.render import markdown
 

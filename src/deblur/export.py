@@ -18,8 +18,9 @@ import torch
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
+from deblur.checkpoints import load_generator
 from deblur.cli import entry_point
-from deblur.inference import PadCrop, load_generator
+from deblur.inference import PadCrop
 
 log = logging.getLogger(__name__)
 

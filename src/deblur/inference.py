@@ -1,38 +1,25 @@
-"""Use trained networks: load them from Lightning checkpoints and deblur images of any size.
+"""Run trained networks on images of any size (loading them is :mod:`deblur.checkpoints`).
 
-- :func:`load_generator` / :func:`load_classifier` rebuild the network from the run config stored
-  in the checkpoint (``hyper_parameters["cfg"]``) and load its weights (``weights_only=True``).
 - :func:`pad_to_multiple` / :func:`crop_to` make any image fit the network's stride: mirror
   (reflect) padding, repeated periodically when the image is smaller than the pad (so a 7x5 image
   works), done with index arithmetic on tensor sizes so traced / ONNX exports stay dynamic.
 - :func:`deblur_image` runs a generator on one uint8 RGB image, whole or in overlapping tiles
   blended with linear cross-fades (memory bounded by the tile size), on CPU or GPU, bf16 optional.
+- :func:`resolve_device` / :func:`device_name`: ``device=auto|cpu|cuda`` and what a figure was
+  measured on.
 """
 
 from __future__ import annotations
 
-import copy
-import logging
 import platform
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from deblur.errors import UserError
-
-log = logging.getLogger(__name__)
-
 __all__ = [
-    "CheckpointError",
-    "load_checkpoint",
-    "load_generator",
-    "load_classifier",
-    "save_generator_checkpoint",
-    "save_classifier_checkpoint",
     "pad_to_multiple",
     "crop_to",
     "PadCrop",
@@ -44,188 +31,6 @@ __all__ = [
 ]
 
 STRIDE = 32  # FPN generators downsample by 32; padding to it is harmless for the others
-
-
-class CheckpointError(UserError, ValueError):
-    """A checkpoint file is missing, unreadable, of the wrong kind, or does not fit its network."""
-
-
-# --------------------------------------------------------------------------- checkpoints
-
-
-def load_checkpoint(ckpt_path: str | Path, map_location: str | torch.device = "cpu") -> dict:
-    """Read a deblur checkpoint safely (``weights_only=True``) and check its two required keys."""
-    path = Path(ckpt_path).expanduser()
-    if not path.is_file():
-        raise CheckpointError(
-            f"Checkpoint {path} does not exist. Give the path of a `.ckpt` file written by a "
-            "training run, e.g. runs/<task>/<run>/checkpoints/best.ckpt."
-        )
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unpickling failure gets the same clear message
-        raise CheckpointError(
-            f"Cannot read checkpoint {path} ({type(err).__name__}: {err}). The file is corrupt, "
-            "truncated, or not a deblur/Lightning checkpoint; use a checkpoint written by "
-            "`python -m deblur.train` or `python -m deblur.train_classifier`."
-        ) from err
-    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
-        raise CheckpointError(
-            f"Checkpoint {path} has no `state_dict`: it is not a Lightning checkpoint of this "
-            "project (a bare state dict or another project's file?). Use runs/.../best.ckpt."
-        )
-    cfg = (ckpt.get("hyper_parameters") or {}).get("cfg")
-    if not isinstance(cfg, dict):
-        raise CheckpointError(
-            f"Checkpoint {path} has no run config (`hyper_parameters['cfg']`), so the network "
-            "cannot be rebuilt from it. Use a checkpoint written by this project's training."
-        )
-    return ckpt
-
-
-def _kind(state_dict: dict[str, Tensor]) -> str:
-    prefixes = {k.split(".", 1)[0] for k in state_dict}
-    if "generator" in prefixes:
-        return "gan"
-    if "net" in prefixes:
-        return "classifier"
-    return "unknown"
-
-
-def _sub_state(state_dict: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
-    return {k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)}
-
-
-def _without_pretrained(node: dict[str, Any]) -> dict[str, Any]:
-    """Copy of a Hydra node with pretrained weights switched off (the checkpoint has the weights)."""
-    node = copy.deepcopy(node)
-    if "pretrained" in node or "_target_" in node:
-        node["pretrained"] = False
-    if "weights_path" in node:
-        node["weights_path"] = None
-    return node
-
-
-def _load_strict(net: nn.Module, state: dict[str, Tensor], path: Path, what: str) -> None:
-    result = net.load_state_dict(state, strict=False)
-    if result.missing_keys or result.unexpected_keys:
-        raise CheckpointError(
-            f"Checkpoint {path}: the {what} weights do not fit the network rebuilt from its own "
-            f"config (missing {len(result.missing_keys)} keys, e.g. {result.missing_keys[:3]}; "
-            f"unexpected {len(result.unexpected_keys)}, e.g. {result.unexpected_keys[:3]}). "
-            "The checkpoint was written by another version of the code or edited by hand."
-        )
-
-
-def load_generator(
-    ckpt_path: str | Path, use_ema: bool = True, map_location: str | torch.device = "cpu"
-) -> nn.Module:
-    """The generator of a GAN checkpoint in eval mode (its EMA copy when present and ``use_ema``)."""
-    from hydra.utils import instantiate
-
-    path = Path(ckpt_path).expanduser()
-    ckpt = load_checkpoint(path, map_location)
-    sd = ckpt["state_dict"]
-    kind = _kind(sd)
-    if kind == "classifier":
-        raise CheckpointError(
-            f"Checkpoint {path} is a blur-classifier checkpoint (weights `net.*`), not a GAN one. "
-            "Deblurring needs a generator from `python -m deblur.train` "
-            "(runs/gan/<run>/checkpoints/best.ckpt); classifier checkpoints go to "
-            "`python -m deblur.blur_score` or `disc.checkpoint=`."
-        )
-    if kind != "gan":
-        raise CheckpointError(
-            f"Checkpoint {path} has no generator weights (no `generator.*` keys); use a GAN "
-            "checkpoint written by `python -m deblur.train`."
-        )
-    gen_cfg = ckpt["hyper_parameters"]["cfg"].get("gen")
-    if not isinstance(gen_cfg, dict) or "_target_" not in gen_cfg:
-        raise CheckpointError(
-            f"Checkpoint {path}: its run config has no generator node `gen` with a `_target_`, "
-            "so the generator cannot be rebuilt."
-        )
-    prefix = "generator."
-    if use_ema and any(k.startswith("ema_generator.") for k in sd):
-        prefix = "ema_generator."
-    net: nn.Module = instantiate(_without_pretrained(gen_cfg), _convert_="all")
-    _load_strict(net, _sub_state(sd, prefix), path, prefix.rstrip("."))
-    log.info("Loaded %s weights from %s", prefix.rstrip("."), path)
-    return net.eval().requires_grad_(False)
-
-
-def load_classifier(ckpt_path: str | Path, map_location: str | torch.device = "cpu") -> nn.Module:
-    """The ``BlurClassifierNet`` of a classifier checkpoint in eval mode (outputs logits).
-
-    Its ``crop_size`` attribute is the training crop size from the run config (or None).
-    """
-    from omegaconf import OmegaConf
-
-    from deblur.models.critics import BlurClassifierNet
-
-    path = Path(ckpt_path).expanduser()
-    ckpt = load_checkpoint(path, map_location)
-    sd = ckpt["state_dict"]
-    kind = _kind(sd)
-    if kind == "gan":
-        raise CheckpointError(
-            f"Checkpoint {path} is a GAN checkpoint (weights `generator.*`), not a blur-classifier "
-            "one. Blur scoring needs a checkpoint from `python -m deblur.train_classifier` "
-            "(runs/classifier/<run>/checkpoints/best.ckpt); GAN checkpoints go to "
-            "`python -m deblur.predict`."
-        )
-    if kind != "classifier":
-        raise CheckpointError(
-            f"Checkpoint {path} has no classifier weights (no `net.*` keys); use a checkpoint "
-            "written by `python -m deblur.train_classifier`."
-        )
-    backbone = ckpt["hyper_parameters"]["cfg"].get("backbone")
-    if not isinstance(backbone, dict):
-        raise CheckpointError(
-            f"Checkpoint {path}: its run config has no `backbone` node, so the classifier "
-            "cannot be rebuilt."
-        )
-    net = BlurClassifierNet(OmegaConf.create(_without_pretrained(backbone)))
-    _load_strict(net, _sub_state(sd, "net."), path, "classifier")
-    crop = (ckpt["hyper_parameters"]["cfg"].get("data") or {}).get("crop_size")
-    net.crop_size = int(crop) if crop else None
-    return net.eval().requires_grad_(False)
-
-
-def save_generator_checkpoint(
-    path: str | Path,
-    generator: nn.Module,
-    gen_cfg: dict[str, Any],
-    ema_generator: nn.Module | None = None,
-    cfg: dict[str, Any] | None = None,
-) -> Path:
-    """Write a generator in the GAN checkpoint format (e.g. to import weights trained elsewhere).
-
-    ``gen_cfg`` is the ``conf/gen`` node (``_target_`` + kwargs) that rebuilds ``generator``.
-    """
-    sd = {f"generator.{k}": v for k, v in generator.state_dict().items()}
-    if ema_generator is not None:
-        sd.update({f"ema_generator.{k}": v for k, v in ema_generator.state_dict().items()})
-    run_cfg = {**copy.deepcopy(cfg or {}), "gen": copy.deepcopy(gen_cfg)}
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"state_dict": sd, "hyper_parameters": {"cfg": run_cfg}}, path)
-    return path
-
-
-def save_classifier_checkpoint(
-    path: str | Path,
-    net: nn.Module,
-    backbone_cfg: dict[str, Any],
-    crop_size: int | None = None,
-) -> Path:
-    """Write a ``BlurClassifierNet`` in the classifier checkpoint format (``net.*`` keys)."""
-    sd = {f"net.{k}": v for k, v in net.state_dict().items()}
-    run_cfg = {"backbone": copy.deepcopy(backbone_cfg), "data": {"crop_size": crop_size}}
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"state_dict": sd, "hyper_parameters": {"cfg": run_cfg}}, path)
-    return path
 
 
 # --------------------------------------------------------------------------- padding

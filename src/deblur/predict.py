@@ -18,9 +18,10 @@ import numpy as np
 from omegaconf import DictConfig
 from torch import nn
 
+from deblur.checkpoints import load_generator
 from deblur.cli import entry_point
 from deblur.data.io import IMAGE_EXTENSIONS, DataError, read_image, write_image
-from deblur.inference import deblur_image, load_generator, resolve_device
+from deblur.inference import deblur_image, resolve_device
 from deblur.inputs import (
     VIDEO_EXTENSIONS,
     OutputError,

@@ -15,6 +15,7 @@ from typing import Any
 from omegaconf import DictConfig
 from torch import nn
 
+from deblur.checkpoints import load_generator
 from deblur.cli import entry_point
 from deblur.data.io import read_image
 from deblur.evaluation import (
@@ -24,7 +25,7 @@ from deblur.evaluation import (
     robustness_plot,
     robustness_table,
 )
-from deblur.inference import load_generator, resolve_device
+from deblur.inference import resolve_device
 
 
 def run_robustness(

@@ -19,6 +19,7 @@ invalidate finished runs.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import errno
 import fcntl
@@ -33,9 +34,12 @@ import subprocess
 import sys
 import time
 import traceback
-from collections.abc import Callable, Mapping
+import types
+import typing
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Union
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -107,18 +111,6 @@ def write_json_atomic(path: str | Path, data: dict[str, Any]) -> None:
     or a full disk never leaves half a file; the error names the path and the cause)."""
     text = json.dumps(data, indent=2, sort_keys=False, default=str) + "\n"
     write_bytes_atomic(Path(path), text.encode(), what="run record")
-
-
-def read_metrics(run_dir: str | Path) -> dict[str, Any] | None:
-    """The run's metrics.json, or None when the run has none (or it is unreadable)."""
-    path = Path(run_dir) / METRICS_FILE
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        log.warning("Unreadable %s (%s): the run is treated as not finished.", path, err)
-        return None
 
 
 def versions() -> dict[str, str]:
@@ -210,6 +202,203 @@ def _write_hydra_files(run_dir: Path, cfg: DictConfig) -> None:
         ("overrides.yaml", hydra_cfg.overrides.task),
     ):
         write_bytes_atomic(out / name, OmegaConf.to_yaml(node).encode(), what="config record")
+
+
+# --------------------------------------------------------------------------- the run record
+
+
+class RecordFieldError(KeyError):
+    """Code put a key into a run record that :class:`RunRecord` has no field for."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+@dataclass
+class RunRecord:
+    """The ``metrics.json`` of a run folder: the one schema every writer and reader goes through.
+
+    Attribute access (``record.final``) is the API; item access (``record["final"]``,
+    ``record.get``, ``record.update(results)``, ``dict(record)``) sees the same fields as the
+    JSON file, so a field that is ``None`` is absent, as it is from the file. Only schema
+    fields can be set (:class:`RecordFieldError` names any other key). A file written by
+    another version keeps its unknown keys in :attr:`extra` (read and written back verbatim);
+    fields it lacks are ``None`` (or empty). :meth:`read` refuses a file whose fields have the
+    wrong JSON type, as it refuses broken JSON.
+    """
+
+    # every run (written by managed_run at the start)
+    status: str | None = None  # running | finished | failed | interrupted | stopped
+    task: str | None = None  # gan | classifier | evaluate | robustness
+    choices: dict[str, str] = field(default_factory=dict)  # Hydra group choices (loss, disc, ...)
+    seed: int | None = None
+    overrides: list[str] = field(default_factory=list)
+    run_dir: str | None = None
+    started: str | None = None
+    host: str | None = None
+    pid: int | None = None
+    versions: dict[str, str] = field(default_factory=dict)
+    code: dict[str, Any] = field(default_factory=dict)  # deblur version, git commit / dirty
+    launch: str | None = None  # the launch id DDP ranks > 0 wait for
+    identity: dict[str, Any] | None = None  # {"hash", "config"}: see run_identity
+    start_files: dict[str, str] | None = None
+    previous_status: str | None = None
+    resumed_from: str | None = None
+    # how it ended
+    ended: str | None = None
+    wall_time_s: float | None = None
+    error: dict[str, Any] | None = None  # type, message, traceback (path, cause for OSErrors)
+    stopped: str | None = None  # why a 'stopped' run ended before its planned length
+    # training (systems.fit)
+    pretrained_weights: bool | None = None
+    precision: str | None = None
+    warning: str | None = None
+    disc_pretrained: bool | None = None
+    disc_frozen: bool | None = None
+    disc_checkpoint: str | None = None
+    disc_load_report: dict[str, Any] | None = None
+    final: dict[str, Any] | None = None  # last validation's metrics (val/psnr, val/ssim, ...)
+    best: dict[str, Any] | None = None  # best validation's metrics and its epoch
+    input: dict[str, Any] | None = None  # the blurred input's own metrics
+    history: list[dict[str, Any]] | None = None
+    epochs: int | None = None
+    iterations: int | None = None
+    planned_iterations: int | None = None
+    images_per_s: float | None = None
+    device: str | None = None
+    checkpoints: dict[str, str] | None = None  # {"best": path, "last": path}
+    # evaluate / robustness (deblur.evaluation)
+    method: str | None = None
+    method_kind: str | None = None  # model | baseline
+    data: str | None = None
+    split: str | None = None
+    n_images: int | None = None
+    seconds_per_image: float | None = None
+    per_image: list[dict[str, Any]] | None = None
+    rows: list[dict[str, Any]] | None = None  # robustness: one per (blur type, size)
+    ckpt: str | None = None
+    baseline: str | None = None
+    # keys of other versions of the code, kept as they were
+    extra: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    # ---------------------------------------------------------------- JSON form
+
+    @classmethod
+    def fields(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(cls) if f.name != "extra")
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any], source: str = "a run record") -> RunRecord:
+        """A record from the JSON object of a metrics.json (missing fields: None or empty).
+
+        Raises ``ValueError`` naming the field when a value has the wrong JSON type."""
+        if not isinstance(data, Mapping):
+            raise ValueError(
+                f"{source} holds {_JSON_NAMES.get(type(data), 'a value')}, not an object"
+            )
+        known = set(cls.fields())
+        values: dict[str, Any] = {}
+        for key, value in data.items():
+            if key not in known or value is None:
+                continue
+            allowed = _JSON_TYPES[key]
+            if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
+                want = " or ".join(
+                    _JSON_NAMES[t] for t in allowed if not (t is int and float in allowed)
+                )
+                raise ValueError(
+                    f"{source}: field '{key}' is {_JSON_NAMES.get(type(value), 'a value')} in "
+                    f"JSON, not {want}"
+                )
+            values[key] = value
+        extra = {k: v for k, v in data.items() if k not in known}
+        return cls(**values, extra=extra)
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON object of metrics.json: the set fields in schema order, then ``extra``."""
+        out = {k: getattr(self, k) for k in self.fields() if getattr(self, k) is not None}
+        return out | {k: v for k, v in self.extra.items() if k not in out}
+
+    def write(self, run_dir: str | Path) -> None:
+        """Write ``<run_dir>/metrics.json`` atomically (temporary file, fsync, rename)."""
+        write_json_atomic(Path(run_dir) / METRICS_FILE, self.to_json())
+
+    # ---------------------------------------------------------------- item access
+
+    def _check(self, key: str) -> None:
+        if key not in self.fields():
+            raise RecordFieldError(
+                f"'{key}' is not a field of the run record (metrics.json). Add it to "
+                "deblur.runs.RunRecord (with its type) and to docs/DESIGN.md's schema."
+            )
+
+    def __getitem__(self, key: str) -> Any:
+        value = getattr(self, key, None) if key in self.fields() else self.extra.get(key)
+        if value is None:
+            raise KeyError(key)
+        return value
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self._check(key)
+        setattr(self, key, value)
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and key in self.to_json()
+
+    def get(self, key: str, default: Any = None) -> Any:
+        try:
+            return self[key]
+        except KeyError:
+            return default
+
+    def keys(self) -> list[str]:
+        return list(self.to_json())
+
+    def update(self, values: Mapping[str, Any]) -> None:
+        """Set several fields (a body's results); any key that is not a field is refused."""
+        for key in values:
+            self._check(key)
+        for key, value in values.items():
+            setattr(self, key, value)
+
+
+def _json_types(hint: Any) -> tuple[type, ...]:
+    """The Python types json.loads gives for a field annotation (``dict[str, Any] | None``...)."""
+    args = typing.get_args(hint) if typing.get_origin(hint) in (Union, types.UnionType) else ()
+    out: list[type] = []
+    for part in args or (hint,):
+        if part is type(None):
+            continue
+        origin = typing.get_origin(part) or part
+        if origin is float:
+            out += [float, int]
+        elif origin is Any:
+            return (object,)
+        else:
+            out.append(origin)
+    return tuple(out)
+
+
+_JSON_TYPES = {
+    name: _json_types(hint)
+    for name, hint in typing.get_type_hints(RunRecord).items()
+    if name != "extra"
+}
+_JSON_NAMES = {dict: "an object", list: "an array", str: "a string", int: "an integer"}
+_JSON_NAMES |= {float: "a number", bool: "true/false", object: "a value"}
+
+
+def read_metrics(run_dir: str | Path) -> RunRecord | None:
+    """The record of ``run_dir``, or None when it has none or it is unreadable (a warning names
+    the file and the problem, e.g. broken JSON or a field of the wrong type)."""
+    path = Path(run_dir) / METRICS_FILE
+    if not path.is_file():
+        return None
+    try:
+        return RunRecord.from_json(json.loads(path.read_text()), str(path))
+    except (OSError, ValueError) as err:  # json.JSONDecodeError is a ValueError
+        log.warning("Unreadable %s (%s): the run is treated as not finished.", path, err)
+        return None
 
 
 # --------------------------------------------------------------------------- identity
@@ -410,10 +599,11 @@ def is_rank_zero() -> bool:
     return True
 
 
-def update_record(run_dir: Path, record: dict[str, Any]) -> None:
-    """Rewrite the run's metrics.json with ``record`` (rank 0 only)."""
+def update_record(run_dir: Path, record: RunRecord) -> None:
+    """Rewrite the run's metrics.json with ``record`` (rank 0 only: the other DDP ranks hold a
+    copy of rank 0's record and write nothing)."""
     if is_rank_zero():
-        write_json_atomic(Path(run_dir) / METRICS_FILE, record)
+        record.write(run_dir)
 
 
 def _archive_previous_attempt(run_dir: Path, keep_hydra: bool = True) -> Path | None:
@@ -438,23 +628,21 @@ def _archive_previous_attempt(run_dir: Path, keep_hydra: bool = True) -> Path | 
     return dest
 
 
-def base_record(cfg: DictConfig, task: str, run_dir: Path) -> dict[str, Any]:
-    """Fields every metrics.json has, whatever the task."""
-    choices = hydra_choices()
-    record: dict[str, Any] = {
-        "status": "running",
-        "task": task,
-        "choices": choices,
-        "seed": cfg.get("seed"),
-        "overrides": hydra_overrides(),
-        "run_dir": str(run_dir),
-        "started": now_iso(),
-        "host": socket.gethostname(),
-        "pid": os.getpid(),
-        "versions": versions(),
-        "code": code_version(),
-    }
-    return record
+def base_record(cfg: DictConfig, task: str, run_dir: Path) -> RunRecord:
+    """The fields every metrics.json has, whatever the task, at the start of a run."""
+    return RunRecord(
+        status="running",
+        task=task,
+        choices=hydra_choices(),
+        seed=cfg.get("seed"),
+        overrides=hydra_overrides(),
+        run_dir=str(run_dir),
+        started=now_iso(),
+        host=socket.gethostname(),
+        pid=os.getpid(),
+        versions=versions(),
+        code=code_version(),
+    )
 
 
 _STOPPED_FROM_OUTSIDE = ("running", "interrupted", "stopped")
@@ -485,7 +673,7 @@ def _resume_mode(cfg: DictConfig) -> str:
 
 
 def _auto_resume_checkpoint(
-    cfg: DictConfig, previous: dict[str, Any] | None, run_dir: Path
+    cfg: DictConfig, previous: RunRecord | None, run_dir: Path
 ) -> Path | None:
     """The last.ckpt to continue from, when ``resume=auto`` and the last attempt was cut short.
 
@@ -497,7 +685,7 @@ def _auto_resume_checkpoint(
     mode = _resume_mode(cfg)
     if mode == "never" or cfg.get("ckpt_path") or cfg.get("overwrite", False):
         return None
-    if previous is None or previous.get("status") not in _STOPPED_FROM_OUTSIDE:
+    if previous is None or previous.status not in _STOPPED_FROM_OUTSIDE:
         return None
     last = run_dir / "checkpoints" / "last.ckpt"
     return last if last.is_file() else None
@@ -506,10 +694,13 @@ def _auto_resume_checkpoint(
 def managed_run(
     cfg: DictConfig,
     task: str,
-    body: Callable[[Path, dict[str, Any]], dict[str, Any]],
+    body: Callable[[Path, RunRecord], Mapping[str, Any]],
     run_dir: Path | None = None,
-) -> dict[str, Any]:
+) -> RunRecord:
     """Run ``body(run_dir, record)`` with its status, results and any traceback in metrics.json.
+
+    ``body`` gets the run's :class:`RunRecord` (it may set fields and write it with
+    :func:`update_record`) and returns its results, fields of the record.
 
     The folder is locked first (:class:`RunLock`). A finished run of the same identity is
     skipped unless ``cfg.overwrite`` is true; one of another identity is refused naming the keys
@@ -529,9 +720,9 @@ def managed_run(
 def _managed_run_locked(
     cfg: DictConfig,
     task: str,
-    body: Callable[[Path, dict[str, Any]], dict[str, Any]],
+    body: Callable[[Path, RunRecord], Mapping[str, Any]],
     run_dir: Path,
-) -> dict[str, Any]:
+) -> RunRecord:
     _resume_mode(cfg)
     previous = read_metrics(run_dir)
     identity: dict[str, Any] | None = None
@@ -542,9 +733,9 @@ def _managed_run_locked(
         identity = run_identity(cfg, start_files)
     except Exception as err:  # noqa: BLE001 - e.g. disc.checkpoint=auto without a classifier
         identity_error = err
-    if previous is not None and previous.get("status") == "finished":
+    if previous is not None and previous.status == "finished":
         if not cfg.get("overwrite", False):
-            theirs = previous.get("identity") or {}
+            theirs = previous.identity or {}
             if identity_error is not None:
                 raise identity_error
             assert identity is not None
@@ -567,7 +758,7 @@ def _managed_run_locked(
         cfg.ckpt_path = str(auto)
         log.info("Resuming an unfinished run from %s (resume=never starts it over).", auto)
         print(
-            f"[deblur] resume: {run_dir} stopped while {previous.get('status')}; continuing from "
+            f"[deblur] resume: {run_dir} stopped while {previous.status}; continuing from "
             f"{auto} (pass resume=never to start it over)",
             flush=True,
         )
@@ -580,7 +771,7 @@ def _managed_run_locked(
             run_dir, keep_hydra=hydra_wrote or not HydraConfig.initialized()
         )
         if dest is not None:
-            log.info("Earlier attempt (%s) moved to %s", previous.get("status"), dest)
+            log.info("Earlier attempt (%s) moved to %s", previous.status, dest)
     _write_hydra_files(run_dir, cfg)
     auto_disc = str(OmegaConf.select(cfg, "disc.checkpoint", default=None) or "")
     if auto_disc.startswith("auto") and "disc.checkpoint" in start_files:
@@ -590,17 +781,13 @@ def _managed_run_locked(
     record = base_record(cfg, task, run_dir)
     from deblur.systems.distributed import launch_id
 
-    record["launch"] = launch_id()  # what the DDP ranks > 0 wait for (follow_rank_zero)
-    if identity is not None:
-        record["identity"] = identity
-    if start_files:
-        record["start_files"] = start_files
-    if previous is not None:
-        record["previous_status"] = previous.get("status")
-    if cfg.get("ckpt_path"):
-        record["resumed_from"] = str(cfg.ckpt_path)
+    record.launch = launch_id()  # what the DDP ranks > 0 wait for (follow_rank_zero)
+    record.identity = identity
+    record.start_files = start_files or None
+    record.previous_status = previous.status if previous is not None else None
+    record.resumed_from = str(cfg.ckpt_path) if cfg.get("ckpt_path") else None
     path = run_dir / METRICS_FILE
-    write_json_atomic(path, record)
+    record.write(run_dir)
     start = time.perf_counter()
     print(f"[deblur] {task} run: {run_dir}", flush=True)
     try:
@@ -608,48 +795,61 @@ def _managed_run_locked(
             raise identity_error
         results = body(run_dir, record)
     except BaseException as err:  # noqa: BLE001 - record every way a run can end, then re-raise
-        record["status"] = "interrupted" if _stopped_from_outside(err) else "failed"
-        record["error"] = {
+        record.status = "interrupted" if _stopped_from_outside(err) else "failed"
+        record.error = {
             "type": type(err).__name__,
             "message": str(err),
             "traceback": traceback.format_exc(),
         }
         if isinstance(err, OSError) and getattr(err, "filename", None):
-            record["error"]["path"] = str(err.filename)
-            record["error"]["cause"] = err.strerror or os.strerror(err.errno or 0)
-        record["ended"] = now_iso()
-        record["wall_time_s"] = round(time.perf_counter() - start, 3)
+            record.error["path"] = str(err.filename)
+            record.error["cause"] = err.strerror or os.strerror(err.errno or 0)
+        record.ended = now_iso()
+        record.wall_time_s = round(time.perf_counter() - start, 3)
         try:
-            write_json_atomic(path, record)
+            record.write(run_dir)
         except OSError as write_err:  # the disk that failed the run may refuse this too
             log.error("Could not record the failure in %s: %s", path, write_err)
             print(f"[deblur] could not record the failure in {path}: {write_err}", flush=True)
         brief = type(err).__name__ if isinstance(err, UserError) else f"{type(err).__name__}: {err}"
-        print(f"[deblur] {record['status']}: {run_dir}: {brief}", flush=True)
+        print(f"[deblur] {record.status}: {run_dir}: {brief}", flush=True)
         raise
     record.update(results)
-    record["status"] = results.get("status", "finished")
-    record["ended"] = now_iso()
-    record["wall_time_s"] = round(time.perf_counter() - start, 3)
-    write_json_atomic(path, record)
-    note = f" ({record['stopped']}; run it again to continue)" if "stopped" in record else ""
-    print(f"[deblur] {record['status']}: {run_dir}{note}", flush=True)
+    record.status = results.get("status") or "finished"
+    record.ended = now_iso()
+    record.wall_time_s = round(time.perf_counter() - start, 3)
+    record.write(run_dir)
+    note = f" ({record.stopped}; run it again to continue)" if record.stopped else ""
+    print(f"[deblur] {record.status}: {run_dir}{note}", flush=True)
     return record
 
 
-def find_runs(paths: list[str | Path]) -> list[tuple[Path, dict[str, Any]]]:
-    """Every (run_dir, metrics) below the given run or sweep folders (archived attempts excluded)."""
-    found: list[tuple[Path, dict[str, Any]]] = []
-    for root in paths:
-        root = Path(root)
-        candidates = [root / METRICS_FILE] if (root / METRICS_FILE).is_file() else []
-        candidates += sorted(root.rglob(METRICS_FILE)) if root.is_dir() else []
-        for file in dict.fromkeys(candidates):
-            if "attempts" in file.relative_to(root).parts:
+def find_runs(paths: Iterable[str | Path]) -> list[tuple[Path, RunRecord]]:
+    """Every (run folder, record) below the given run or sweep folders, in path order: the one
+    run discovery of every reader (tables, dashboard, demo, ``disc.checkpoint=auto``).
+
+    Symlinked folders are followed (as TensorBoard does; each real folder once), archived
+    earlier attempts (``attempts/``) are left out, unreadable records are skipped with a warning.
+    """
+    found: list[tuple[Path, RunRecord]] = []
+    for root in map(Path, paths):
+        if not root.is_dir():
+            continue
+        seen: set[str] = set()
+        folders: list[Path] = []
+        for folder, dirs, names in os.walk(root, followlinks=True):
+            real = os.path.realpath(folder)
+            if real in seen:  # a link loop, or a second link to the same folder
+                dirs[:] = []
                 continue
-            data = read_metrics(file.parent)
-            if data is not None:
-                found.append((file.parent, data))
+            seen.add(real)
+            dirs[:] = sorted(d for d in dirs if d != "attempts")
+            if METRICS_FILE in names:
+                folders.append(Path(folder))
+        for folder in sorted(folders):
+            record = read_metrics(folder)
+            if record is not None:
+                found.append((folder, record))
     return found
 
 
@@ -669,9 +869,9 @@ def resolve_classifier_checkpoint(
         matches = [
             (d, m)
             for d, m in find_runs([folder])
-            if m.get("task") == "classifier"
-            and m.get("status") == "finished"
-            and m.get("choices", {}).get("backbone") == backbone
+            if m.task == "classifier"
+            and m.status == "finished"
+            and m.choices.get("backbone") == backbone
         ]
     if not matches:
         raise MissingCheckpointError(
@@ -681,7 +881,7 @@ def resolve_classifier_checkpoint(
             f"`python -m deblur.train_classifier backbone={backbone} hydra.run.dir={folder}/backbone={backbone}`), "
             "or give a checkpoint file: disc.checkpoint=/path/to/best.ckpt."
         )
-    same_seed = [(d, m) for d, m in matches if m.get("seed") == seed]
+    same_seed = [(d, m) for d, m in matches if m.seed == seed]
     run_dir, _ = sorted(same_seed or matches, key=lambda dm: str(dm[0]))[0]
     ckpt = run_dir / "checkpoints" / "best.ckpt"
     if not ckpt.is_file():

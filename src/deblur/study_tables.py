@@ -24,7 +24,7 @@ import pandas as pd
 
 from deblur.errors import UserError
 from deblur.render import escape_latex, latex, markdown
-from deblur.runs import find_runs
+from deblur.runs import RunRecord, find_runs
 
 THESIS_CSV = Path(__file__).resolve().parents[2] / "experiments" / "thesis_tables.csv"
 TABLE_IDS = ("4.1", "4.2", "4.3", "4.4")
@@ -167,13 +167,6 @@ class Table:
 # ---------------------------------------------------------------- runs as a DataFrame
 
 
-def _get(record: Any, key: str, default: Any = None) -> Any:
-    """A field of a run record (a mapping today; a typed record's attribute tomorrow)."""
-    if isinstance(record, Mapping):
-        return record.get(key, default)
-    return getattr(record, key, default)
-
-
 def _number(value: Any) -> float:
     try:
         out = float(value)
@@ -182,20 +175,20 @@ def _number(value: Any) -> float:
     return out if math.isfinite(out) else math.nan
 
 
-def _experiment(record: Any) -> str:
-    exp = (_get(record, "choices") or {}).get("experiment")
-    for item in _get(record, "overrides") or []:
+def _experiment(record: RunRecord) -> str:
+    exp = record.choices.get("experiment")
+    for item in record.overrides:
         key, _, value = str(item).lstrip("+~").partition("=")
         if key == "experiment" and value:
             exp = value
     return "" if exp in (None, "null", "None") else str(exp)
 
 
-def _disc_flags(record: Any, run_dir: Path) -> tuple[bool, bool]:
+def _disc_flags(record: RunRecord, run_dir: Path) -> tuple[bool, bool]:
     """(pretrained, frozen) of a GAN run's critic; a run that failed before recording them is
     placed from its composed config (.hydra/config.yaml)."""
-    pretrained, frozen = _get(record, "disc_pretrained"), _get(record, "disc_frozen")
-    if _get(record, "task") == "gan" and (pretrained is None or frozen is None):
+    pretrained, frozen = record.disc_pretrained, record.disc_frozen
+    if record.task == "gan" and (pretrained is None or frozen is None):
         try:
             import yaml
 
@@ -210,22 +203,22 @@ def _disc_flags(record: Any, run_dir: Path) -> tuple[bool, bool]:
     return bool(pretrained), bool(frozen)
 
 
-def _run_row(run_dir: Path, record: Any, which: str) -> dict[str, Any]:
-    choices = {k: str(v) for k, v in (_get(record, "choices") or {}).items()}
+def _run_row(run_dir: Path, record: RunRecord, which: str) -> dict[str, Any]:
+    choices = {k: str(v) for k, v in record.choices.items()}
     pretrained, frozen = _disc_flags(record, run_dir)
     row: dict[str, Any] = {
         "path": str(run_dir),
-        "status": str(_get(record, "status", "unknown")),
-        "task": str(_get(record, "task", "unknown")),
-        "seed": str(_get(record, "seed")),
+        "status": record.status or "unknown",
+        "task": record.task or "unknown",
+        "seed": str(record.seed),
         "experiment": _experiment(record),
-        "random_weights": _get(record, "pretrained_weights") is False,
+        "random_weights": record.pretrained_weights is False,
         "pretrained": "yes" if pretrained else "no",
         "frozen": "yes" if frozen else "no",
         "_col": "",
     }
     row |= {k: choices.get(k, "" if k == "debug" else "?") for k in CHOICES}
-    values, inputs = _get(record, which) or {}, _get(record, "input") or {}
+    values, inputs = getattr(record, which) or {}, record.input or {}
     row |= {key: _number(values.get(key)) for key in METRICS}
     row |= {f"{INPUT} {key}": _number(inputs.get(key)) for key in METRICS}
     return row
@@ -251,7 +244,7 @@ def read_runs(paths: Iterable[str | Path], which: str = "final") -> tuple[pd.Dat
         logger.removeHandler(collect)
     unique = {Path(d).resolve(): rec for d, rec in found}  # overlapping folders: once each
     rows = [_run_row(d, rec, which) for d, rec in unique.items()]
-    columns = list(_run_row(Path("."), {}, which))
+    columns = list(_run_row(Path("."), RunRecord(), which))
     problems = [f"skipped: {r.getMessage()}" for r in collect.buffer]
     return pd.DataFrame(rows, columns=columns), problems
 

@@ -18,13 +18,13 @@ from skimage import data as skdata
 from tiny_nets import RESNET_CFG
 
 from deblur.baselines import MissingKernelError, identity, load_kernel, richardson_lucy, wiener
+from deblur.checkpoints import save_generator_checkpoint
 from deblur.config import compose, eval_slug
 from deblur.data.blur import apply_kernel, motion_kernel
 from deblur.data.io import to_tensor, write_image
 from deblur.data.pairs import Pair
 from deblur.evaluate import run_evaluate
 from deblur.evaluation import evaluate_methods
-from deblur.inference import save_generator_checkpoint
 from deblur.metrics import psnr
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -10,9 +10,10 @@ import torch
 from hydra.utils import instantiate
 from tiny_nets import FPN_CFG, RESNET_CFG
 
+from deblur.checkpoints import save_generator_checkpoint
 from deblur.config import compose
 from deblur.export import check_export, export_onnx, export_torchscript, run_export, run_exported
-from deblur.inference import PadCrop, save_generator_checkpoint
+from deblur.inference import PadCrop
 
 HAS_ORT = all(importlib.util.find_spec(m) for m in ("onnx", "onnxruntime", "onnxscript"))
 needs_ort = pytest.mark.skipif(

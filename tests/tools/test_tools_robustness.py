@@ -12,10 +12,10 @@ from skimage import data as skdata
 from tiny_nets import RESNET_CFG
 from torch import nn
 
+from deblur.checkpoints import save_generator_checkpoint
 from deblur.config import compose
 from deblur.data.io import write_image
 from deblur.evaluation import robustness_markdown, robustness_plot, robustness_table
-from deblur.inference import save_generator_checkpoint
 from deblur.robustness import run_robustness
 
 
