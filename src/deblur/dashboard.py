@@ -21,7 +21,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from deblur.errors import UserError
-from deblur.runs import METRICS_FILE, find_runs
+from deblur.runs import METRICS_FILE, find_runs, walk_runs_tree
 
 EVENTS_GLOB = "events.out.tfevents.*"
 
@@ -39,13 +39,8 @@ def runs_root() -> Path:
 
 
 def _event_files(root: Path) -> list[Path]:
-    """TensorBoard event files below ``root``, following symlinked folders (as TensorBoard does),
-    archived attempts left out."""
-    out = []
-    for d, dirs, names in os.walk(root, followlinks=True):
-        dirs[:] = [x for x in dirs if x != "attempts"]
-        out += [Path(d) / name for name in fnmatch.filter(names, EVENTS_GLOB)]
-    return out
+    """TensorBoard event files below ``root`` (symlinks followed once, attempts left out)."""
+    return [d / n for d, names in walk_runs_tree(root) for n in fnmatch.filter(names, EVENTS_GLOB)]
 
 
 def _newest_mtime(folder: Path) -> float | None:

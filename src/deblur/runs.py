@@ -36,7 +36,7 @@ import time
 import traceback
 import types
 import typing
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
@@ -824,29 +824,32 @@ def _managed_run_locked(
     return record
 
 
-def find_runs(paths: Iterable[str | Path]) -> list[tuple[Path, RunRecord]]:
-    """Every (run folder, record) below the given run or sweep folders, in path order: the one
-    run discovery of every reader (tables, dashboard, demo, ``disc.checkpoint=auto``).
+def walk_runs_tree(root: str | Path) -> Iterator[tuple[Path, list[str]]]:
+    """(folder, file names) of every folder below ``root``, in path order: symlinked folders are
+    followed (as TensorBoard does) and each real folder visited once (no link loops), archived
+    earlier attempts (``attempts/``) are left out."""
+    seen: set[str] = set()
+    for folder, dirs, names in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        dirs.sort()
+        if real in seen:  # a link loop, or a second link to the same folder
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs[:] = [d for d in dirs if d != "attempts"]
+        yield Path(folder), names
 
-    Symlinked folders are followed (as TensorBoard does; each real folder once), archived
-    earlier attempts (``attempts/``) are left out, unreadable records are skipped with a warning.
-    """
+
+def find_runs(paths: Iterable[str | Path]) -> list[tuple[Path, RunRecord]]:
+    """Every (run folder, record) below the given run or sweep folders (:func:`walk_runs_tree`),
+    in path order: the one run discovery of every reader (tables, dashboard, demo,
+    ``disc.checkpoint=auto``). Unreadable records are skipped with a warning."""
     found: list[tuple[Path, RunRecord]] = []
     for root in map(Path, paths):
         if not root.is_dir():
             continue
-        seen: set[str] = set()
-        folders: list[Path] = []
-        for folder, dirs, names in os.walk(root, followlinks=True):
-            real = os.path.realpath(folder)
-            if real in seen:  # a link loop, or a second link to the same folder
-                dirs[:] = []
-                continue
-            seen.add(real)
-            dirs[:] = sorted(d for d in dirs if d != "attempts")
-            if METRICS_FILE in names:
-                folders.append(Path(folder))
-        for folder in sorted(folders):
+        folders = sorted(d for d, names in walk_runs_tree(root) if METRICS_FILE in names)
+        for folder in folders:
             record = read_metrics(folder)
             if record is not None:
                 found.append((folder, record))
