@@ -416,11 +416,11 @@ def measure_step(
 
 def bench_gan(variant: Variant, batch: int, crop: int, device: torch.device, args) -> Row:
     """Time ``GANSystem.training_step`` (the real one) at ``batch`` x ``crop``^2."""
-    from deblur.systems.gan import GANSystem
+    from deblur.systems.fit import build_system
 
     cfg = gan_config(variant, crop, batch, args.override)
     data = random_batch(batch, crop, device, ("blur", "sharp"))
-    return measure_step("GAN train step", lambda: GANSystem(cfg), data, variant, device, args)
+    return measure_step("GAN train step", lambda: build_system(cfg), data, variant, device, args)
 
 
 def classifier_config(variant: Variant, crop: int, batch: int, extra: list[str]) -> dict:
@@ -437,13 +437,13 @@ def classifier_config(variant: Variant, crop: int, batch: int, extra: list[str])
 
 def bench_classifier(variant: Variant, batch: int, crop: int, device: torch.device, args) -> Row:
     """Time ``ClassifierSystem.training_step`` (BCE on the NLayer single critic)."""
-    from deblur.systems.classifier import ClassifierSystem
+    from deblur.systems.fit import build_system
 
     cfg = classifier_config(variant, crop, batch, args.classifier_override)
     data = random_batch(batch, crop, device, ("image",))
     data["label"] = (torch.arange(batch) % 2).float().to(device)
     return measure_step(
-        "classifier train step", lambda: ClassifierSystem(cfg), data, variant, device, args
+        "classifier train step", lambda: build_system(cfg), data, variant, device, args
     )
 
 

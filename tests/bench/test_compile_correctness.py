@@ -34,7 +34,7 @@ def _losses(tt, compiled: str, steps: int = 3) -> list[dict[str, float]]:
     import pytorch_lightning as pl
     from pytorch_lightning.callbacks import Callback
 
-    from deblur.systems.gan import GANSystem
+    from deblur.systems.fit import build_system
 
     extra = ["backbone.ndf=16", "backbone.patch_head_channels=32"]
     if compiled == "config":
@@ -43,7 +43,7 @@ def _losses(tt, compiled: str, steps: int = 3) -> list[dict[str, float]]:
     cfg = tt.gan_config(variant, 32, 1, extra)
     data = tt.random_batch(1, 32, torch.device("cpu"), ("blur", "sharp"))
     torch.manual_seed(0)
-    system = GANSystem(cfg)
+    system = build_system(cfg)
     if compiled == "harness":
         tt.compile_submodules(system)
     seen: list[dict[str, float]] = []

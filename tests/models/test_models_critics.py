@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
+import hydra
 import pytest
 import torch
-from omegaconf import OmegaConf
+from hydra.utils import instantiate
+from omegaconf import open_dict
 
+from deblur.config import compose, to_container
 from deblur.models.critics import (
+    BackboneConfigError,
     BlurClassifierNet,
     Discriminator,
     NLayerTrunk,
@@ -18,26 +23,30 @@ from deblur.models.critics import (
 )
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
-BACKBONES = sorted(p.stem for p in (CONF / "backbone").glob("*.yaml"))
+BACKBONES = sorted(p.stem for p in (CONF / "backbone").glob("[!_]*.yaml"))
 KINDS = sorted(p.stem for p in (CONF / "disc").glob("*.yaml"))
 
 
 def backbone_cfg(name: str, **overrides) -> dict:
-    """conf/backbone/<name>.yaml resolved with pretrained=false."""
-    root = OmegaConf.create(
-        {"pretrained": False, "b": OmegaConf.load(CONF / "backbone" / f"{name}.yaml")}
-    )
-    cfg = OmegaConf.to_container(root.b, resolve=True)
-    cfg.update(overrides)
-    return cfg
+    """backbone=<name> as a run composes it, pretrained=false, with ``backbone.<key>`` overrides."""
+    over = [f"backbone.{k}={v}" for k, v in overrides.items()]
+    return to_container(compose("train", [f"backbone={name}", "pretrained=false", *over]).backbone)
+
+
+def discriminator(kind: str, backbone: dict) -> Discriminator:
+    """disc=<kind> (its ``net`` node) built on ``backbone``, as a GAN run builds it."""
+    cfg = compose("train", [f"disc={kind}"])
+    with open_dict(cfg):
+        cfg.backbone = backbone
+    return instantiate(cfg.disc.net)
 
 
 def test_configs_present():
     assert BACKBONES == ["efficientnet_b0", "mobilenetv3_large", "nlayer", "seresnext50"]
     assert KINDS == ["double", "patch", "single"]
     for kind in KINDS:
-        cfg = OmegaConf.load(CONF / "disc" / f"{kind}.yaml")
-        assert cfg.kind == kind and cfg.checkpoint is None and cfg.frozen is False
+        cfg = compose("train", [f"disc={kind}"]).disc
+        assert cfg.net.kind == kind and cfg.checkpoint is None and cfg.frozen is False
 
 
 @pytest.mark.parametrize("backbone", BACKBONES)
@@ -46,8 +55,7 @@ def test_every_kind_on_every_backbone(backbone):
     x = torch.rand(2, 3, 64, 64) * 2 - 1
     expected_heads = {"single": ["single"], "patch": ["patch"], "double": ["single", "patch"]}
     for kind in KINDS:
-        kind_cfg = OmegaConf.load(CONF / "disc" / f"{kind}.yaml")
-        disc = Discriminator(kind_cfg.kind, backbone_cfg(backbone))
+        disc = discriminator(kind, backbone_cfg(backbone))
         out = disc(x)
         assert isinstance(out, list) and disc.head_names == expected_heads[kind]
         assert list(disc.critics) == expected_heads[kind]
@@ -61,11 +69,11 @@ def test_every_kind_on_every_backbone(backbone):
 
 
 def test_patch_map_size_and_widths_nlayer():
-    disc = Discriminator("patch", backbone_cfg("nlayer"))
+    disc = discriminator("patch", backbone_cfg("nlayer"))
     with torch.no_grad():
         (logits,) = disc(torch.zeros(1, 3, 256, 256))
     assert logits.shape == (1, 1, 35, 35)  # DeblurGAN-v2 PatchGAN (n=3, padding 2) on 256x256
-    trunk = NLayerTrunk(ndf=64, n_layers=5)
+    trunk = NLayerTrunk(ndf=64, n_layers=5, norm=partial(torch.nn.InstanceNorm2d, affine=False))
     convs = [m for m in trunk.modules() if isinstance(m, torch.nn.Conv2d)]
     assert [c.out_channels for c in convs] == [64, 128, 256, 512, 512, 512]
     assert [c.stride[0] for c in convs] == [2, 2, 2, 2, 2, 1]
@@ -73,15 +81,15 @@ def test_patch_map_size_and_widths_nlayer():
     first = trunk.stages[0]
     assert not any(isinstance(m, torch.nn.InstanceNorm2d) for m in first)  # no norm on conv 1
     assert isinstance(first[1], torch.nn.LeakyReLU) and first[1].negative_slope == 0.2
-    three = build_trunk(backbone_cfg("nlayer", n_layers=3), "full")
+    three = build_trunk(backbone_cfg("nlayer", n_layers=3), "trunk")
     assert three.out_channels == 512 and len(three.stages) == 4
 
 
 def test_classifier_is_the_single_critic():
     cfg = backbone_cfg("nlayer")
-    net = BlurClassifierNet(OmegaConf.create(cfg))
+    net = BlurClassifierNet(cfg)
     assert isinstance(net, SingleCritic)
-    disc = Discriminator("single", cfg)
+    disc = discriminator("single", cfg)
     assert list(net.state_dict()) == list(disc.critics["single"].state_dict())
     assert net(torch.zeros(3, 3, 48, 48)).shape == (3, 1)
 
@@ -104,7 +112,7 @@ def test_classifier_weights_load_into_every_kind(backbone, tmp_path):
     torch.save(ckpt, path)
     for kind in KINDS:
         torch.manual_seed(2)
-        disc = Discriminator(kind, cfg)
+        disc = discriminator(kind, cfg)
         head_before = (
             {
                 k: v.clone()
@@ -118,8 +126,10 @@ def test_classifier_weights_load_into_every_kind(backbone, tmp_path):
         assert list(report) == disc.head_names
         source = net.state_dict()
         if "single" in disc.critics:
+            flipped = report["single"]["sign_flipped"]
+            assert flipped == ["head.2.weight", "head.2.bias"]  # blur logit -> realness logit
             for k, v in disc.critics["single"].state_dict().items():
-                assert torch.equal(v, source[k]), k
+                assert torch.equal(v, -source[k] if k in flipped else source[k]), k
             assert report["single"]["fresh"] == []
         if "patch" in disc.critics:
             patch = disc.critics["patch"].state_dict()
@@ -134,30 +144,69 @@ def test_classifier_weights_load_into_every_kind(backbone, tmp_path):
 def test_loads_bare_state_dict_and_rejects_other_backbone():
     nlayer = backbone_cfg("nlayer")
     net, _ = _classifier_ckpt(nlayer, seed=3)
-    disc = Discriminator("double", nlayer)
+    disc = discriminator("double", nlayer)
     load_classifier_weights(disc, net.state_dict(), source_backbone=nlayer)
-    torch.testing.assert_close(disc(torch.zeros(1, 3, 64, 64))[0], net(torch.zeros(1, 3, 64, 64)))
+    x = torch.zeros(1, 3, 64, 64)
+    torch.testing.assert_close(disc(x)[0], -net(x))  # the realness logit is minus the blur logit
 
-    other = Discriminator("single", backbone_cfg("mobilenetv3_large"))
+    other = discriminator("single", backbone_cfg("mobilenetv3_large"))
     with pytest.raises(ValueError, match=r"'nlayer'.*'mobilenetv3_large'.*backbone=nlayer"):
         load_classifier_weights(other, {"net." + k: v for k, v in net.state_dict().items()}, nlayer)
     # same name, other depth: caught by the key / shape comparison, still naming both
-    shallow = Discriminator("single", backbone_cfg("nlayer", n_layers=3))
+    shallow = discriminator("single", backbone_cfg("nlayer", n_layers=3))
     with pytest.raises(ValueError, match=r"n_layers=5.*n_layers=3"):
         load_classifier_weights(shallow, net.state_dict(), nlayer)
 
 
 def test_missing_checkpoint_file(tmp_path):
-    disc = Discriminator("single", backbone_cfg("nlayer"))
+    disc = discriminator("single", backbone_cfg("nlayer"))
     with pytest.raises(FileNotFoundError, match="nope.ckpt"):
         load_classifier_weights(disc, tmp_path / "nope.ckpt")
 
 
 def test_bad_kind_and_small_input():
-    with pytest.raises(ValueError, match="choose one of"):
-        Discriminator("triple", backbone_cfg("nlayer"))
-    disc = Discriminator("single", backbone_cfg("mobilenetv3_large"))
+    with pytest.raises(hydra.errors.MissingConfigException, match="triple"):
+        compose("train", ["disc=triple"])  # Hydra lists the disc options
+    disc = discriminator("single", backbone_cfg("mobilenetv3_large"))
     with pytest.raises(ValueError, match=r"40x80.*>= 64 px"):
         disc(torch.zeros(1, 3, 40, 80))
     with pytest.raises(ValueError, match="kind"):
-        build_trunk({"name": "x", "kind": "vit"}, "full")
+        build_trunk({"name": "x", "kind": "vit"}, "trunk")
+
+
+# the backbone configs written into classifier checkpoints before the trunks were `_target_` nodes
+LEGACY = {
+    "nlayer": {"name": "nlayer", "kind": "nlayer", "ndf": 8, "n_layers": 3, "patch_layers": 2,
+               "norm": "instance", "patch_head_channels": 16, "pretrained": False,
+               "weights_path": None},
+    "mobilenetv3_large": {"name": "mobilenetv3_large", "kind": "timm",
+                          "model": "mobilenetv3_large_100", "patch_level": 2,
+                          "patch_head_channels": 16, "norm": "instance", "pretrained": False,
+                          "weights_path": None},
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(LEGACY))
+def test_old_format_classifier_checkpoints_still_load(name, tmp_path):
+    """A classifier checkpoint of the old format rebuilds the same network and starts a D."""
+    old = LEGACY[name]
+    new = backbone_cfg(
+        name, **{k: v for k, v in old.items() if k in ("ndf", "n_layers", "patch_layers")}
+    )
+    torch.manual_seed(0)
+    net = BlurClassifierNet(old)
+    assert {k: v.shape for k, v in net.state_dict().items()} == {
+        k: v.shape for k, v in BlurClassifierNet(new).state_dict().items()
+    }
+    ckpt = {
+        "state_dict": {f"net.{k}": v for k, v in net.state_dict().items()},
+        "hyper_parameters": {"cfg": {"backbone": old}},
+    }
+    torch.save(ckpt, tmp_path / "old.ckpt")
+    disc = discriminator("single", new)
+    report = load_classifier_weights(disc, tmp_path / "old.ckpt")
+    assert report["single"]["loaded"] == len(net.state_dict())
+    x = torch.rand(1, 3, 64, 64) * 2 - 1
+    torch.testing.assert_close(disc.eval()(x)[0], -net.eval()(x))  # realness = -blur logit
+    with pytest.raises(BackboneConfigError, match="norm='batch'"):
+        BlurClassifierNet({**old, "norm": "batch"})

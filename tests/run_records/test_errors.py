@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hydra.utils import instantiate
 from runhelp import cli
 
 from deblur.checkpoints import CheckpointError, read_checkpoint, read_classifier_checkpoint
@@ -62,7 +63,7 @@ def test_every_wrong_file_gets_one_paragraph_naming_it(bad_files):
 
 def test_text_file_as_disc_checkpoint_is_named_not_an_index_error(bad_files):
     """It used to end in `IndexError: pop from empty list` inside torch."""
-    disc = Discriminator("single", compose("train", ["debug=smoke"]).backbone)
+    disc: Discriminator = instantiate(compose("train", ["debug=smoke", "disc=single"]).disc.net)
     with pytest.raises(CheckpointError, match=r"disc\.checkpoint=.*notes\.ckpt.*text file"):
         load_classifier_weights(disc, bad_files["text"])
 

@@ -13,8 +13,11 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from hydra.utils import instantiate
+from omegaconf import open_dict
 from torch import nn
 
+from deblur.config import compose, to_container
 from deblur.data.blur import apply_kernel, motion_kernel
 from deblur.losses.adversarial import GANLoss, RaGANLSLoss, WGANGPLoss
 from deblur.models.critics import BlurClassifierNet, Discriminator, load_classifier_weights
@@ -55,16 +58,15 @@ def pairs() -> dict[str, torch.Tensor]:
 
 
 def _backbone(name: str) -> dict:
-    if name == "nlayer":
-        return {"name": "nlayer", "kind": "nlayer", "ndf": 8, "n_layers": 3, "patch_layers": 2,
-                "norm": "instance", "patch_head_channels": 16, "pretrained": False}
-    models = {"mobilenetv3_large": "mobilenetv3_large_100", "efficientnet_b0": "efficientnet_b0",
-              "seresnext50": "seresnext50_32x4d"}
-    return {"name": name, "kind": "timm", "model": models[name], "patch_level": 2,
-            "norm": "instance", "patch_head_channels": 16, "pretrained": False}
+    """backbone=<name> as a run composes it, random init, thin (NLayer ndf 8, 3 layers)."""
+    small = ["backbone.ndf=8", "backbone.n_layers=3", "backbone.patch_layers=2"]
+    over = [f"backbone={name}", "pretrained=false", "backbone.patch_head_channels=16"]
+    return to_container(compose("train", over + (small if name == "nlayer" else [])).backbone)
 
 
-def train_classifier(backbone: dict, pairs, steps: int = 150, lr: float = 1e-3) -> BlurClassifierNet:
+def train_classifier(
+    backbone: dict, pairs, steps: int = 150, lr: float = 1e-3
+) -> BlurClassifierNet:
     """Stage 1 in miniature: sharp = 0, blurred = 1, BCE, as ClassifierSystem trains it."""
     torch.manual_seed(0)
     net = BlurClassifierNet(backbone)
@@ -95,7 +97,10 @@ def _held_out_accuracy(net: nn.Module, pairs) -> float:
 
 
 def _disc_from(net: BlurClassifierNet, backbone: dict, kind: str = "single") -> Discriminator:
-    disc = Discriminator(kind, backbone)
+    cfg = compose("train", [f"disc={kind}"])
+    with open_dict(cfg):
+        cfg.backbone = backbone
+    disc: Discriminator = instantiate(cfg.disc.net)
     load_classifier_weights(disc, {f"net.{k}": v for k, v in net.state_dict().items()}, backbone)
     return disc.eval()
 
@@ -191,7 +196,8 @@ def test_wgan_gp_penalty_drives_critic_gradient_norms_to_one(pairs):
     """Minimising the penalty alone pulls ||grad D|| at interpolates towards 1."""
     torch.manual_seed(0)
     critic = nn.Sequential(
-        nn.Conv2d(3, 8, 4, stride=2, padding=1), nn.LeakyReLU(0.2),
+        nn.Conv2d(3, 8, 4, stride=2, padding=1),
+        nn.LeakyReLU(0.2),
         nn.Conv2d(8, 1, 4, stride=2, padding=1),
     )
     with torch.no_grad():  # start far from 1-Lipschitz

@@ -107,11 +107,11 @@ def test_same_weights_give_the_logged_metric_in_one_process(ddp):
     from omegaconf import OmegaConf
 
     from deblur.metrics import psnr
-    from deblur.systems.gan import GANSystem
+    from deblur.systems.fit import build_system
 
     run_dir, rec = ddp
     ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
-    system = GANSystem(ckpt["hyper_parameters"]["cfg"])
+    system = build_system(ckpt["hyper_parameters"]["cfg"])
     system.load_state_dict(ckpt["state_dict"])
     cfg = OmegaConf.create(ckpt["hyper_parameters"]["cfg"])
     dm = instantiate(cfg.data, task="paired", _recursive_=False)
@@ -150,7 +150,7 @@ def test_classifier_under_ddp_counts_every_validation_image(tmp_path, cache_dir)
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
-    from deblur.systems.classifier import ClassifierSystem
+    from deblur.systems.fit import build_system
 
     over = [
         "data.embedded.blurs_per_photo=2",
@@ -161,7 +161,7 @@ def test_classifier_under_ddp_counts_every_validation_image(tmp_path, cache_dir)
     rec = _cli("deblur.train_classifier", tmp_path, *over, *DDP)
     assert rec["status"] == "finished", rec.get("error")
     ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
-    system = ClassifierSystem(ckpt["hyper_parameters"]["cfg"]).eval()
+    system = build_system(ckpt["hyper_parameters"]["cfg"]).eval()
     system.load_state_dict(ckpt["state_dict"])
     cfg = OmegaConf.create(ckpt["hyper_parameters"]["cfg"])
     dm = instantiate(cfg.data, task="classify", _recursive_=False)

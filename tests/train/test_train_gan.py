@@ -47,12 +47,12 @@ def test_cpu_10min_experiment_runs_its_recipe(tmp_path, cache_dir):
     rec = run("train", ["experiment=cpu_10min"], tmp_path)
     assert rec["status"] == "finished", rec.get("error")
     m = json.loads((tmp_path / "metrics.json").read_text())
-    assert m["choices"]["gen"] == "resnet" and m["choices"]["disc"] == "patch"
+    assert m["choices"]["gen"] == "resnet_cpu" and m["choices"]["disc"] == "patch"
     assert m["choices"]["loss"] == "lsgan"
     cfg = compose("train", ["experiment=cpu_10min"])
     assert cfg.trainer.max_time == "00:00:10:00" and cfg.pretrained is False
     assert cfg.model.ema_decay > 0 and cfg.model.content.perceptual_weight == 0
-    assert cfg.gen.identity_init is True
+    assert cfg.gen.residual_gate is True  # the identity start (gen=resnet_cpu)
     assert math.isfinite(m["final"]["val/psnr"])
 
 

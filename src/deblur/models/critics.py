@@ -1,49 +1,48 @@
-"""Backbone trunks, discriminators (single / patch / double) and the blur classifier network.
+"""Backbone trunks, critics (single / patch), the discriminator and the blur classifier network.
 
-One module for both stages of the study: the blur classifier is exactly the ``single`` critic
-(same class, same parameter names), so its checkpoint loads into any discriminator built on the
-same backbone (:func:`load_classifier_weights`). Inputs are images in [-1, 1]; timm trunks
-ImageNet-normalise them inside.
+Everything here is built from config with ``_target_``: a ``conf/backbone`` entry names its
+trunks (``trunk``: full depth, for the single critic and the classifier; ``patch_trunk``: the
+truncated one of the patch critic) and its ``norm`` layer; a ``conf/disc`` entry lists the
+critic heads (``net.critics``), each on one of those trunks. The blur classifier is exactly the
+``single`` critic (same class, same parameter names), so its checkpoint loads into any
+discriminator built on the same backbone (:func:`load_classifier_weights`). Inputs are images in
+[-1, 1]; timm trunks ImageNet-normalise them inside.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
-from functools import partial
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import Tensor, nn
 
+from deblur.errors import UserError
 from deblur.models.weights import create_timm, warn_random_weights
 
 log = logging.getLogger(__name__)
 
-NORMS = {
-    "instance": partial(nn.InstanceNorm2d, affine=False, track_running_stats=False),
-    "batch": nn.BatchNorm2d,
-}
-DEPTHS = ("full", "patch")
+NormLayer = Callable[[int], nn.Module]  # channels -> norm module (a ``_partial_`` in conf)
+
+
+class BackboneConfigError(UserError, ValueError):
+    """A backbone config that cannot build a trunk (an unknown old-format one, a missing node)."""
 
 
 def _plain(cfg: Mapping[str, Any] | Any) -> dict[str, Any]:
     """A plain, resolved dict from a dict or an OmegaConf DictConfig."""
-    try:
-        from omegaconf import DictConfig, OmegaConf
-
-        if isinstance(cfg, DictConfig):
-            return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
-    except ImportError:  # pragma: no cover - omegaconf is a dependency
-        pass
+    if isinstance(cfg, DictConfig):
+        return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
     return dict(cfg)
 
 
-def _norm(norm: str, channels: int) -> nn.Module:
-    if norm not in NORMS:
-        raise ValueError(f"Unknown discriminator norm '{norm}': choose one of {sorted(NORMS)}.")
-    return NORMS[norm](channels)
+def _conv_bias(norm: NormLayer) -> bool:
+    """As published: a conv bias only where the following norm has no learnable shift."""
+    return not any(True for _ in norm(1).parameters())
 
 
 def _check_input(x: Tensor, min_size: int, what: str) -> None:
@@ -59,15 +58,22 @@ def _check_input(x: Tensor, min_size: int, what: str) -> None:
 class NLayerTrunk(nn.Module):
     """NLayerDiscriminator body (DeblurGAN-v2 / pix2pix): 4x4 convs, LeakyReLU 0.2, no norm on
     the first conv, widths ``ndf * min(2^n, 8)``; ``n_layers`` stride-2 stages, then one
-    stride-1 stage. ``stages`` keeps only the first ``depth`` of them (a truncated trunk)."""
+    stride-1 stage. ``depth`` keeps only the first ``depth`` of them (null: all, full depth)."""
 
     min_size = 2
 
     def __init__(
-        self, ndf: int = 64, n_layers: int = 5, norm: str = "instance", depth: int | None = None
+        self,
+        ndf: int,
+        n_layers: int,
+        norm: NormLayer,
+        depth: int | None = None,
+        pretrained: bool = False,
     ) -> None:
         super().__init__()
-        bias = norm == "instance"  # as published: a conv bias only when the norm has no shift
+        if pretrained:
+            log.info("Backbone 'nlayer' has no ImageNet weights; it starts from random init.")
+        bias = _conv_bias(norm)
         widths = [ndf * min(2**n, 8) for n in range(n_layers + 1)]
         stages: list[nn.Module] = [
             nn.Sequential(nn.Conv2d(3, ndf, 4, stride=2, padding=2), nn.LeakyReLU(0.2, True))
@@ -77,7 +83,7 @@ class NLayerTrunk(nn.Module):
             stages.append(
                 nn.Sequential(
                     nn.Conv2d(widths[n - 1], widths[n], 4, stride=stride, padding=2, bias=bias),
-                    _norm(norm, widths[n]),
+                    norm(widths[n]),
                     nn.LeakyReLU(0.2, True),
                 )
             )
@@ -88,15 +94,11 @@ class NLayerTrunk(nn.Module):
             )
         self.stages = nn.Sequential(*stages[:depth])
         self.out_channels = widths[depth - 1]
+        self.ndf, self.n_layers = ndf, n_layers
 
-    @classmethod
-    def from_config(cls, cfg: dict[str, Any], depth: str) -> NLayerTrunk:
-        """Full depth: all n stride-2 stages + the stride-1 one; patch: the first ``patch_layers``."""
-        if cfg.get("pretrained"):
-            log.info("Backbone 'nlayer' has no ImageNet weights; it starts from random init.")
-        n_layers = int(cfg.get("n_layers", 5))
-        stages = n_layers + 1 if depth == "full" else int(cfg.get("patch_layers", 3))
-        return cls(int(cfg.get("ndf", 64)), n_layers, cfg.get("norm", "instance"), stages)
+    def describe(self) -> str:
+        """The settings that decide its parameter shapes (for load errors)."""
+        return f"ndf={self.ndf}, n_layers={self.n_layers}"
 
     def forward(self, x: Tensor) -> Tensor:
         """Feature map of ``x`` (B x 3 x H x W in [-1, 1])."""
@@ -129,11 +131,9 @@ class TimmTrunk(nn.Module):
         self.register_buffer("std", torch.tensor(cfg["std"]).view(1, 3, 1, 1), persistent=False)
         self.model_name = model
 
-    @classmethod
-    def from_config(cls, cfg: dict[str, Any], depth: str) -> TimmTrunk:
-        """Full depth: level 4 (stride 32); patch: ``patch_level`` (default 2, stride 8)."""
-        level = 4 if depth == "full" else int(cfg.get("patch_level", 2))
-        return cls(cfg["model"], level, bool(cfg.get("pretrained", False)), cfg.get("weights_path"))
+    def describe(self) -> str:
+        """The timm model (for load errors)."""
+        return f"model={self.model_name}"
 
     def forward(self, x: Tensor) -> Tensor:
         """Feature map of ``x`` (B x 3 x H x W in [-1, 1])."""
@@ -141,48 +141,89 @@ class TimmTrunk(nn.Module):
         return self.body(((x + 1) / 2 - self.mean) / self.std)[-1]
 
 
-TRUNKS = {"nlayer": NLayerTrunk.from_config, "timm": TimmTrunk.from_config}
+#: Nodes of a ``conf/backbone`` entry that build a trunk.
+TRUNK_NODES = ("trunk", "patch_trunk")
+_LEGACY_DROP = ("kind",)  # keys of the old format (checkpoints before the `_target_` trunks)
 
 
-def build_trunk(backbone_cfg: Mapping[str, Any], depth: str) -> nn.Module:
-    """Build the trunk described by a ``conf/backbone`` entry at ``depth`` ('full' or 'patch')."""
-    cfg = _plain(backbone_cfg)
-    if depth not in DEPTHS:
-        raise ValueError(f"Trunk depth '{depth}' unknown: choose one of {DEPTHS}.")
-    kind = cfg.get("kind")
-    if kind not in TRUNKS:
-        raise ValueError(
-            f"Backbone config '{cfg.get('name')}' has kind={kind!r}; conf/backbone/*.yaml needs "
-            f"kind: one of {sorted(TRUNKS)}."
+def _upgrade_legacy(cfg: dict[str, Any]) -> dict[str, Any]:
+    """An old-format backbone config (``kind: nlayer | timm``, no trunk nodes), as written in
+    classifier checkpoints before the trunks were ``_target_`` nodes: its conf/backbone entry
+    (by ``name``) with the old config's scalar values over it."""
+    from deblur.config import CONF_DIR, _compose_here
+
+    name = cfg.get("name")
+    shipped = sorted(p.stem for p in (CONF_DIR / "backbone").glob("[!_]*.yaml"))
+    if name not in shipped:
+        raise BackboneConfigError(
+            f"Backbone config '{name}' (kind={cfg.get('kind')!r}) has no trunk nodes "
+            f"({' / '.join(TRUNK_NODES)} with a `_target_`): it is in the old format, which is "
+            f"read only for the backbones shipped in {CONF_DIR / 'backbone'} ({shipped}). Fix: "
+            "choose one of those, or give the config `trunk:` and `patch_trunk:` nodes (see "
+            "conf/backbone/nlayer.yaml)."
         )
-    return TRUNKS[kind](cfg, depth)
+    if cfg.get("norm", "instance") != "instance":
+        raise BackboneConfigError(
+            f"Backbone config '{name}' is in the old format with norm={cfg['norm']!r}; only the "
+            f"shipped norm (instance) converts. Fix: start from conf/backbone/{name}.yaml and give "
+            "its `norm:` node another layer (`_target_: torch.nn.BatchNorm2d`, `_partial_: true`)."
+        )
+    root = _compose_here("train", [f"backbone={name}"])
+    with open_dict(root):
+        root.pretrained = bool(cfg.get("pretrained"))
+        for key, value in cfg.items():
+            node = root.backbone._get_node(key) if key in root.backbone else None
+            if key in _LEGACY_DROP or isinstance(node, DictConfig):
+                continue  # `norm` (a layer node now) and the trunk nodes come from the YAML
+            root.backbone[key] = value
+    return OmegaConf.to_container(root.backbone, resolve=True)  # type: ignore[return-value]
+
+
+def backbone_config(backbone: Mapping[str, Any]) -> dict[str, Any]:
+    """A resolved ``conf/backbone`` entry as a plain dict; an old-format one is converted."""
+    cfg = _plain(backbone)
+    if not any(k in cfg for k in TRUNK_NODES) and "kind" in cfg:
+        cfg = _upgrade_legacy(cfg)
+    return cfg
+
+
+def build_trunk(backbone: Mapping[str, Any], node: str = "trunk") -> nn.Module:
+    """The trunk of a ``conf/backbone`` entry: ``trunk`` (full depth) or ``patch_trunk``."""
+    cfg = backbone_config(backbone)
+    if not isinstance(cfg.get(node), Mapping) or "_target_" not in cfg[node]:
+        raise BackboneConfigError(
+            f"Backbone config '{cfg.get('name')}' has no `{node}` node with a `_target_`, so no "
+            f"trunk can be built (it has {sorted(cfg)}). Fix: add `{node}:` to "
+            "conf/backbone/<name>.yaml as in conf/backbone/nlayer.yaml."
+        )
+    return instantiate(cfg[node])
 
 
 class PatchHead(nn.Sequential):
     """PatchGAN tail: stride-1 4x4 conv + norm + LeakyReLU, then a 4x4 conv to one logit map."""
 
-    def __init__(self, cin: int, hidden: int, norm: str) -> None:
+    def __init__(self, cin: int, hidden: int, norm: NormLayer) -> None:
         super().__init__(
-            nn.Conv2d(cin, hidden, 4, padding=2, bias=norm == "instance"),
-            _norm(norm, hidden),
+            nn.Conv2d(cin, hidden, 4, padding=2, bias=_conv_bias(norm)),
+            norm(hidden),
             nn.LeakyReLU(0.2, True),
             nn.Conv2d(hidden, 1, 4, padding=2),
         )
 
 
 class SingleCritic(nn.Module):
-    """One realness logit per image (B x 1): full-depth trunk, a small per-location MLP, then the
-    average over the whole image.
+    """One realness logit per image (B x 1): a full-depth trunk, a small per-location MLP, then
+    the average over the whole image.
 
     The non-linearity comes before the average on purpose: a linear head after global pooling
     sees only per-channel means, which an instance-normalised trunk (NLayer) makes the same for
     every image, so such a critic cannot tell sharp from blurred.
     """
 
-    def __init__(self, backbone: Mapping[str, Any]) -> None:
+    def __init__(self, trunk: nn.Module) -> None:
         super().__init__()
-        self.trunk = build_trunk(backbone, "full")
-        c = self.trunk.out_channels
+        self.trunk = trunk
+        c = trunk.out_channels
         hidden = max(c // 4, 32)
         self.head = nn.Sequential(
             nn.Conv2d(c, hidden, 1), nn.LeakyReLU(0.2, True), nn.Conv2d(hidden, 1, 1)
@@ -194,14 +235,13 @@ class SingleCritic(nn.Module):
 
 
 class PatchCritic(nn.Module):
-    """A map of local logits (B x 1 x h x w): truncated trunk (stride 8) and a PatchGAN head."""
+    """A map of local logits (B x 1 x h x w): a truncated trunk (stride 8) and a PatchGAN head
+    of ``hidden`` channels."""
 
-    def __init__(self, backbone: Mapping[str, Any]) -> None:
+    def __init__(self, trunk: nn.Module, hidden: int, norm: NormLayer) -> None:
         super().__init__()
-        cfg = _plain(backbone)
-        self.trunk = build_trunk(cfg, "patch")
-        hidden = int(cfg.get("patch_head_channels", 512))
-        self.head = PatchHead(self.trunk.out_channels, hidden, cfg.get("norm", "instance"))
+        self.trunk = trunk
+        self.head = PatchHead(trunk.out_channels, hidden, norm)
 
     def forward(self, x: Tensor) -> Tensor:
         """Logit map B x 1 x h x w for images ``x`` in [-1, 1]."""
@@ -209,36 +249,40 @@ class PatchCritic(nn.Module):
 
 
 class BlurClassifierNet(SingleCritic):
-    """Blur classifier (sharp 0 / blurred 1): exactly the ``single`` critic, B x 1 logits."""
+    """Blur classifier (sharp 0 / blurred 1): exactly the ``single`` critic on the full-depth
+    ``trunk`` of ``backbone`` (a ``conf/backbone`` entry, or the one a checkpoint stores)."""
 
-
-CRITICS = {"single": SingleCritic, "patch": PatchCritic}
-KINDS = {"single": ("single",), "patch": ("patch",), "double": ("single", "patch")}
+    def __init__(self, backbone: Mapping[str, Any]) -> None:
+        super().__init__(build_trunk(backbone, "trunk"))
 
 
 class Discriminator(nn.Module):
-    """``single``, ``patch`` or ``double`` (DeblurGAN-v2's DoubleGAN: both) on one backbone.
+    """The critic heads of a ``conf/disc`` entry on one backbone: ``single``, ``patch``, or
+    ``double`` (DeblurGAN-v2's DoubleGAN: both).
 
     ``forward(x)`` returns one logits tensor per head, in ``head_names`` order; ``critics`` holds
-    the networks by head name so a gradient penalty can be taken per critic.
+    the networks by head name so a gradient penalty can be taken per critic. ``kind`` and
+    ``backbone`` (the backbone's name) are what a classifier checkpoint is checked against.
     """
 
-    def __init__(self, kind: str, backbone: Mapping[str, Any]) -> None:
+    def __init__(self, critics: Mapping[str, nn.Module], kind: str, backbone: str) -> None:
         super().__init__()
-        if kind not in KINDS:
-            raise ValueError(
-                f"Discriminator kind '{kind}' unknown: choose one of {sorted(KINDS)} (conf/disc)."
-            )
+        if not critics:
+            raise ValueError(f"Discriminator '{kind}' has no critics (conf/disc net.critics).")
         self.kind = kind
-        self.backbone_cfg = _plain(backbone)
-        self.critics = nn.ModuleDict(
-            {name: CRITICS[name](self.backbone_cfg) for name in KINDS[kind]}
-        )
+        self.backbone = backbone
+        self.critics = nn.ModuleDict(dict(critics))
 
     @property
     def head_names(self) -> list[str]:
         """Names of the heads, in the order of ``forward``'s outputs."""
         return list(self.critics.keys())
+
+    def describe_backbone(self) -> str:
+        """``'<name>' (<trunk settings>)``, as in load errors."""
+        trunk = next(iter(self.critics.values())).trunk
+        detail = trunk.describe() if hasattr(trunk, "describe") else type(trunk).__name__
+        return f"'{self.backbone}' ({detail})"
 
     def forward(self, x: Tensor) -> list[Tensor]:
         """Logits per head: single -> B x 1, patch -> B x 1 x h x w."""
@@ -267,11 +311,15 @@ def _read_classifier(
     return state, (dict(backbone) if backbone is not None else None), where
 
 
+_DESCRIBE_KEYS = ("model", "ndf", "n_layers")  # the settings that decide parameter shapes
+
+
 def _describe(cfg: Mapping[str, Any] | None) -> str:
+    """``'<name>' (<trunk settings>)`` of a backbone config (its ``trunk`` node, or old format)."""
     if cfg is None:
         return "<unknown backbone>"
-    keys = ("kind", "ndf", "n_layers", "norm") if cfg.get("kind") == "nlayer" else ("kind", "model")
-    detail = ", ".join(f"{k}={cfg[k]}" for k in keys if k in cfg)
+    trunk = cfg.get("trunk") if isinstance(cfg.get("trunk"), Mapping) else cfg
+    detail = ", ".join(f"{k}={trunk[k]}" for k in _DESCRIBE_KEYS if k in trunk)
     return f"'{cfg.get('name')}' ({detail})"
 
 
@@ -312,18 +360,17 @@ def load_classifier_weights(
     """
     state, ckpt_backbone, where = _read_classifier(source)
     src_cfg = _plain(source_backbone) if source_backbone is not None else ckpt_backbone
-    target = disc.backbone_cfg
 
     def fail(problem: str) -> ValueError:
         return ValueError(
             f"Cannot load classifier {where} into the {disc.kind} discriminator: {problem}. "
             f"The classifier was trained on backbone {_describe(src_cfg)}, the discriminator "
-            f"uses backbone {_describe(target)}. Fix: run the GAN with "
+            f"uses backbone {disc.describe_backbone()}. Fix: run the GAN with "
             f"backbone={src_cfg.get('name') if src_cfg else '<the classifier backbone>'}, or "
-            f"train a classifier with backbone={target.get('name')} and point disc.checkpoint at it."
+            f"train a classifier with backbone={disc.backbone} and point disc.checkpoint at it."
         )
 
-    if src_cfg is not None and src_cfg.get("name") != target.get("name"):
+    if src_cfg is not None and src_cfg.get("name") != disc.backbone:
         raise fail("the backbone names differ")
     report: dict[str, dict[str, Any]] = {}
     for head, critic in disc.critics.items():

@@ -2,26 +2,33 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from omegaconf import OmegaConf
-from torch import Tensor
+from torch import Tensor, nn
 from torchmetrics.classification import BinaryAccuracy
-
-from deblur.models.critics import BlurClassifierNet
 
 
 class ClassifierSystem(pl.LightningModule):
-    """Trains ``BlurClassifierNet`` (the single-critic module) so its weights can start a GAN's D."""
+    """Trains ``BlurClassifierNet`` (the single-critic module) so its weights can start a GAN's D.
 
-    def __init__(self, cfg: dict[str, Any]) -> None:
+    Built by Hydra from the run config's ``system`` node: the network and the ``_partial_``
+    optimizer are constructor arguments; ``cfg`` (the resolved run config) is saved as
+    ``hyper_parameters["cfg"]``, whose ``backbone`` rebuilds the network from a checkpoint.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        cfg: dict[str, Any] | None = None,
+    ) -> None:
         super().__init__()
         self.save_hyperparameters({"cfg": cfg}, logger=False)
-        c = OmegaConf.create(cfg)
-        self.c = c
-        self.net = BlurClassifierNet(c.backbone)
+        self.net = net
+        self.optimizer = optimizer
         self.loss_fn = torch.nn.BCEWithLogitsLoss()
         self.train_acc = BinaryAccuracy()
 
@@ -29,10 +36,7 @@ class ClassifierSystem(pl.LightningModule):
         return self.net(x).reshape(-1)
 
     def configure_optimizers(self):
-        o = self.c.optim
-        return torch.optim.Adam(
-            self.net.parameters(), lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay
-        )
+        return self.optimizer(self.net.parameters())
 
     def _step(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
         logits = self(batch["image"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 import warnings
@@ -10,10 +11,10 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
-from pytorch_lightning.loggers import TensorBoardLogger
+from pytorch_lightning.loggers import TensorBoardLogger  # the logger group's class (tb/)
 
 from deblur.checkpoints import (
     AtomicCheckpointIO,
@@ -142,66 +143,54 @@ class IdentityStamp(Callback):
             checkpoint["deblur_identity"] = self.identity
 
 
+def build_system(cfg: DictConfig | dict[str, Any]) -> pl.LightningModule:
+    """The run config's ``system`` node, built by Hydra, with the resolved config saved in it
+    (``hyper_parameters["cfg"]``: every tool rebuilds the networks from a checkpoint alone).
+
+    A loss whose class says ``uses_discriminator = False`` (``loss=none``) gets no
+    discriminator: ``system.discriminator`` (``${disc.net}``) is not built.
+    """
+    plain = to_container(cfg)
+    c = OmegaConf.create(plain)
+    skip = {}
+    if "discriminator" in c.system and not get_class(c.loss._target_).uses_discriminator:
+        skip["discriminator"] = None
+    # _partial_: the nested nodes are built now; the plain config goes in as it is (a config
+    # kwarg would be merged into the node and its `_target_`s instantiated)
+    return instantiate(c.system, _partial_=True, **skip)(cfg=plain)
+
+
 def build_trainer(
     cfg: DictConfig,
     run_dir: Path,
-    monitor: str,
-    mode: str,
     extra_callbacks: list[Callback] | None = None,
     identity: dict[str, Any] | None = None,
 ) -> tuple[pl.Trainer, TensorBoardLogger, RunStats]:
-    """A Trainer that writes everything under ``run_dir``: tb/, checkpoints/ (best + last).
+    """The ``trainer`` node, built by Hydra, writing everything under ``run_dir``: the
+    ``logger`` (tb/), the ``callbacks`` (``checkpoint``: checkpoints/best.ckpt + last.ckpt).
 
-    Checkpoints go through :class:`deblur.checkpoints.AtomicCheckpointIO` (temporary file in
-    the same folder, fsync, rename) and carry the run identity.
+    Only run-time values are added here: the run folder, ``trainer.precision=auto`` and
+    ``deterministic`` on CUDA resolved, :class:`RunStats` (metrics.json), the run identity
+    stamp, and :class:`deblur.checkpoints.AtomicCheckpointIO` (temporary file in the same
+    folder, fsync, rename).
     """
     t = cfg.trainer
-    logger = TensorBoardLogger(
-        save_dir=str(run_dir), name="tb", version="", default_hp_metric=False
-    )
+    logger = instantiate(cfg.logger, save_dir=str(run_dir))
     ckpt_dir = run_dir / "checkpoints"
-    # best.ckpt (best monitored value) and last.ckpt (after every validation) are both full
-    # checkpoints: G, D, optimizers, schedulers, EMA, counters and RNG state
-    ckpt = ModelCheckpoint(
-        dirpath=str(ckpt_dir),
-        filename="best",
-        monitor=monitor,
-        mode=mode,
-        save_top_k=1,
-        save_last=True,
-        auto_insert_metric_name=False,
-        enable_version_counter=False,
-    )
-    stats = RunStats(ckpt_dir, monitor, mode)
-    precision = resolve_precision(t.get("precision"))
-    accelerator = t.get("accelerator", "auto")
-    deterministic = t.get("deterministic", False)
-    if deterministic is True and torch.cuda.is_available() and accelerator != "cpu":
+    ckpt: ModelCheckpoint = instantiate(cfg.callbacks.checkpoint, dirpath=str(ckpt_dir))
+    others = [instantiate(v) for k, v in cfg.callbacks.items() if k != "checkpoint" and v]
+    stats = RunStats(ckpt_dir, ckpt.monitor, ckpt.mode)
+    deterministic = t.deterministic
+    if deterministic is True and torch.cuda.is_available() and t.accelerator != "cpu":
         deterministic = "warn"  # ReflectionPad2d backward has no deterministic CUDA kernel
-    benchmark = t.get("benchmark")
-    trainer = pl.Trainer(
+    trainer: pl.Trainer = instantiate(
+        t,
         default_root_dir=str(run_dir),
         logger=logger,
-        callbacks=[ckpt, stats, IdentityStamp(identity), *(extra_callbacks or [])],
+        callbacks=[ckpt, *others, stats, IdentityStamp(identity), *(extra_callbacks or [])],
         plugins=[AtomicCheckpointIO()],
-        accelerator=accelerator,
-        devices=t.get("devices", 1),
-        num_nodes=t.get("num_nodes", 1),
-        strategy=t.get("strategy", "auto"),
-        use_distributed_sampler=False,  # EpochSeededSampler shards itself (deblur.data.sampling)
-        precision=precision,
-        max_epochs=t.max_epochs,
-        max_steps=t.get("max_steps", -1),
-        max_time=t.get("max_time"),
-        limit_train_batches=t.get("limit_train_batches"),
-        limit_val_batches=t.get("limit_val_batches"),
-        check_val_every_n_epoch=t.get("check_val_every_n_epoch", 1),
-        log_every_n_steps=t.get("log_every_n_steps", 50),
-        num_sanity_val_steps=0,
+        precision=resolve_precision(t.precision),
         deterministic=deterministic,
-        benchmark=benchmark,
-        enable_progress_bar=t.get("enable_progress_bar", True),
-        enable_model_summary=t.get("enable_model_summary", True),
     )
     from deblur.systems.distributed import check_launcher
 
@@ -254,8 +243,8 @@ def _hparams(cfg: DictConfig, record: dict[str, Any]) -> dict[str, Any]:
         {
             "seed": int(cfg.seed),
             "pretrained_weights": bool(cfg.pretrained),
-            "crop_size": int(cfg.data.get("crop_size", 0) or 0),
-            "batch_size": int(cfg.data.get("batch_size", 1)),
+            "crop_size": int(cfg.data.crop_size or 0),
+            "batch_size": int(cfg.data.batch_size),
         }
     )
     return out
@@ -264,12 +253,12 @@ def _hparams(cfg: DictConfig, record: dict[str, Any]) -> dict[str, Any]:
 def _start(cfg: DictConfig, record: dict[str, Any], random_what: str) -> DictConfig:
     """Seed, take a mutable copy of the config, record weights/precision (and warn on random)."""
     pl.seed_everything(int(cfg.seed), workers=True)
-    cfg = OmegaConf.create(to_container(cfg))
+    cfg = copy.deepcopy(cfg)  # interpolations kept: the system node follows disc.checkpoint=auto
     OmegaConf.set_struct(cfg, False)
     record.update(
         {
             "pretrained_weights": bool(cfg.pretrained),
-            "precision": resolve_precision(cfg.trainer.get("precision")),
+            "precision": resolve_precision(cfg.trainer.precision),
         }
     )
     if not cfg.pretrained:
@@ -306,7 +295,6 @@ def _fit(
     system: pl.LightningModule,
     datamodule: pl.LightningDataModule,
     *,
-    monitor: tuple[str, str],
     hparams: tuple[dict[str, Any], dict[str, float], str],
     keys: tuple[str, ...],
     extra_callbacks: list[Callback] | None,
@@ -318,16 +306,14 @@ def _fit(
     only when the fit loop ran to its end here and best.ckpt and last.ckpt exist.
     """
     identity = (record or {}).get("identity")
-    if cfg.get("ckpt_path"):
+    if cfg.ckpt_path:
         check_resume_checkpoint(cfg.ckpt_path, str(cfg.task), identity, identity_of=run_identity)
-    trainer, logger, stats = build_trainer(
-        cfg, run_dir, *monitor, extra_callbacks, identity=identity
-    )
+    trainer, logger, stats = build_trainer(cfg, run_dir, extra_callbacks, identity=identity)
     _log_tb_setup(logger, *hparams)
     with warnings.catch_warnings():
         if _eval_modules_are_by_design(system):
             warnings.filterwarnings("ignore", message=_LIGHTNING_EVAL_WARNING)
-        trainer.fit(system, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        trainer.fit(system, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
     _check_complete(cfg, run_dir, trainer, stats)
     history = stats.history
     last = history[-1] if history else {}
@@ -374,10 +360,10 @@ def _check_complete(cfg: DictConfig, run_dir: Path, trainer: pl.Trainer, stats: 
         raise IncompleteRunError(f"Training of {run_dir} was interrupted; run the command again.")
     if not stats.reached_end:
         raise IncompleteRunError(
-            f"Nothing was trained in {run_dir}: ckpt_path={cfg.get('ckpt_path')} is the "
+            f"Nothing was trained in {run_dir}: ckpt_path={cfg.ckpt_path} is the "
             f"checkpoint of a run that had already reached its planned length (epoch "
             f"{trainer.current_epoch}, max_epochs={cfg.trainer.max_epochs}, "
-            f"max_steps={cfg.trainer.get('max_steps', -1)}), so this run has no results of its "
+            f"max_steps={cfg.trainer.max_steps}), so this run has no results of its "
             "own. Its results are in that run's metrics.json; to train this configuration, drop "
             "ckpt_path."
         )
@@ -402,24 +388,24 @@ def fit_gan(
     from deblur.systems.gan import GANSystem
 
     cfg = _start(cfg, record, "the generator encoder, VGG19 and timm critics")
-    ckpt_spec = cfg.disc.get("checkpoint")
+    ckpt_spec = cfg.disc.checkpoint
     if isinstance(ckpt_spec, str) and ckpt_spec.startswith("auto"):
         cfg.disc.checkpoint = str(
             resolve_classifier_checkpoint(ckpt_spec, str(cfg.backbone.name), cfg.runs_dir, cfg.seed)
         )
-    if cfg.disc.get("checkpoint"):
+    if cfg.disc.checkpoint:
         read_classifier_checkpoint(cfg.disc.checkpoint)  # one paragraph for any other file
     record.update(
         {
-            "disc_pretrained": bool(cfg.disc.get("checkpoint")),
-            "disc_frozen": bool(cfg.disc.get("frozen", False)),
-            "disc_checkpoint": cfg.disc.get("checkpoint"),
+            "disc_pretrained": bool(cfg.disc.checkpoint),
+            "disc_frozen": bool(cfg.disc.frozen),
+            "disc_checkpoint": cfg.disc.checkpoint,
         }
     )
     update_record(run_dir, record)
 
     datamodule = build_datamodule(cfg, "paired")
-    system = GANSystem(to_container(cfg))
+    system: GANSystem = build_system(cfg)
     if system.load_report:
         record["disc_load_report"] = system.load_report
     hp = _hparams(cfg, record)
@@ -437,7 +423,6 @@ def fit_gan(
         run_dir,
         system,
         datamodule,
-        monitor=("val/psnr", "max"),
         hparams=(hp, {"hp/psnr": 0.0, "hp/ssim": 0.0}, "gan"),
         keys=("val/psnr", "val/ssim", "epoch"),
         extra_callbacks=extra_callbacks,
@@ -465,7 +450,7 @@ def fit_classifier(
     cfg = _start(cfg, record, "the classifier backbone")
     update_record(run_dir, record)
     datamodule = build_datamodule(cfg, "classify")
-    system = ClassifierSystem(to_container(cfg))
+    system: ClassifierSystem = build_system(cfg)
     hp = _hparams(cfg, record)
     hp["lr"] = float(cfg.optim.lr)
     return _fit(
@@ -473,7 +458,6 @@ def fit_classifier(
         run_dir,
         system,
         datamodule,
-        monitor=("val/loss", "min"),
         hparams=(hp, {"hp/val_loss": 0.0, "hp/val_acc": 0.0}, "classifier"),
         keys=("val/loss", "val/acc", "epoch"),
         extra_callbacks=extra_callbacks,

@@ -11,12 +11,11 @@ from __future__ import annotations
 import copy
 import logging
 import math
+from collections.abc import Callable
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from hydra.utils import instantiate
-from omegaconf import OmegaConf
 from torch import Tensor, nn
 
 from deblur.errors import UserError
@@ -86,42 +85,83 @@ def linear_decay_factor(iteration: int, total: int, decay_start: float, min_fact
     return max(1.0 - frac * (1.0 - min_factor), min_factor)
 
 
-class GANSystem(pl.LightningModule):
-    """Generator + discriminator + losses for one cell of the study, built from the run config."""
+class LinearDecay(torch.optim.lr_scheduler.LambdaLR):
+    """The DeblurGAN-v2 lr schedule on iterations (:func:`linear_decay_factor`) for one optimizer.
 
-    def __init__(self, cfg: dict[str, Any]) -> None:
+    ``total()`` is the run's planned iterations (known once the Trainer is set up); the optimizer
+    steps every ``iterations_per_step`` iterations (G: every n_critic-th); the factor falls to
+    ``min_lr`` / the optimizer's lr.
+    """
+
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        total: Callable[[], int],
+        decay_start: float,
+        min_lr: float,
+        iterations_per_step: int = 1,
+    ) -> None:
+        base = float(optimizer.defaults["lr"])
+        min_factor = min(min_lr / base, 1.0) if base > 0 else 0.0
+
+        def factor(step: int) -> float:
+            return linear_decay_factor(step * iterations_per_step, total(), decay_start, min_factor)
+
+        super().__init__(optimizer, factor)
+
+
+class GANSystem(pl.LightningModule):
+    """Generator + discriminator + losses for one cell of the study.
+
+    Built by Hydra from the run config's ``system`` node (:func:`deblur.systems.fit.build_system`): networks,
+    losses, the ``_partial_`` optimizers and the lr schedule come in as constructor arguments.
+    ``cfg`` is the whole resolved run config, saved as ``hyper_parameters["cfg"]`` so every tool
+    rebuilds the networks from a checkpoint alone.
+    """
+
+    def __init__(
+        self,
+        generator: nn.Module,
+        discriminator: Discriminator | None,
+        adv_loss: Any,
+        content_loss: ContentLoss,
+        optimizer_g: Callable[..., torch.optim.Optimizer],
+        optimizer_d: Callable[..., torch.optim.Optimizer],
+        scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler],
+        adv_weight: float,
+        disc_checkpoint: str | None,
+        disc_frozen: bool,
+        ema_decay: float,
+        warmup_epochs: int,
+        grad_clip: float,
+        fused: bool,
+        channels_last: bool,
+        compile: bool,
+        health_check_every: int,
+        val_image_strips: int,
+        cfg: dict[str, Any] | None = None,
+    ) -> None:
         super().__init__()
         self.save_hyperparameters({"cfg": cfg}, logger=False)
         self.automatic_optimization = False
-        c = OmegaConf.create(cfg)
-        self.c = c
-        self.generator: nn.Module = instantiate(c.gen)
-        self.adv_loss = instantiate(c.loss)
-        mc = c.model
-        self.content_loss = ContentLoss(
-            pixel=mc.content.pixel,
-            pixel_weight=mc.content.pixel_weight,
-            perceptual_weight=mc.content.perceptual_weight,
-            perceptual_layer=mc.content.perceptual_layer,
-            pretrained=c.pretrained,
-            weights_path=mc.content.get("vgg_weights_path"),
-            pixel_space=mc.content.pixel_space,
-        )
-        self.adversarial = bool(self.adv_loss.uses_discriminator)
-        self.adv_weight = float(mc.adv_weight) if self.adversarial else 0.0
-        self.frozen_d = bool(c.disc.frozen)
-        self.disc_checkpoint = c.disc.get("checkpoint")
+        self.generator = generator
+        self.adv_loss = adv_loss
+        self.content_loss = content_loss
+        self.optimizer_g, self.optimizer_d, self.scheduler = optimizer_g, optimizer_d, scheduler
+        self.adversarial = bool(adv_loss.uses_discriminator)
+        self.adv_weight = float(adv_weight) if self.adversarial else 0.0
+        self.frozen_d = bool(disc_frozen)
+        self.disc_checkpoint = disc_checkpoint
         self.load_report: dict[str, Any] | None = None
-        self.discriminator: Discriminator | None = None
-        if not self.adversarial:
-            if self.disc_checkpoint or self.frozen_d:
-                raise UserError(
-                    f"loss=none trains without a discriminator, so disc.checkpoint="
-                    f"{self.disc_checkpoint} / disc.frozen={self.frozen_d} have nothing to act on. "
-                    "Drop those overrides, or choose an adversarial loss (loss=ragan_ls, ...)."
-                )
-        else:
-            self.discriminator = Discriminator(c.disc.kind, c.backbone)
+        self.discriminator = discriminator if self.adversarial else None
+        if not self.adversarial and (self.disc_checkpoint or self.frozen_d):
+            raise UserError(
+                f"loss=none trains without a discriminator, so disc.checkpoint="
+                f"{self.disc_checkpoint} / disc.frozen={self.frozen_d} have nothing to act on. "
+                "Drop those overrides, or choose an adversarial loss (loss=ragan_ls, ...)."
+            )
+        if self.adversarial and self.discriminator is None:
+            raise ValueError(f"{type(adv_loss).__name__} needs a discriminator; none was given.")
         if self.discriminator is not None and self.disc_checkpoint:
             self.load_report = load_classifier_weights(
                 self.discriminator, str(self.disc_checkpoint)
@@ -135,13 +175,13 @@ class GANSystem(pl.LightningModule):
         if self.frozen_d and self.discriminator is not None:
             self.discriminator.requires_grad_(False)
             self.discriminator.eval()
-        self.n_critic = int(getattr(self.adv_loss, "n_critic", 1))
-        self.ema_decay = float(mc.get("ema_decay", 0.0) or 0.0)
+        self.n_critic = int(adv_loss.n_critic)
+        self.ema_decay = float(ema_decay)
         self.ema_generator: nn.Module | None = None
         if self.ema_decay > 0:
             self.ema_generator = copy.deepcopy(self.generator).requires_grad_(False).eval()
         self.register_buffer("iteration", torch.zeros((), dtype=torch.long))
-        if mc.get("compile", False):
+        if compile:
             # compile the submodules in place (not the LightningModule: that breaks
             # toggle_optimizer); state_dict keys stay the same
             self.generator.compile()
@@ -149,15 +189,18 @@ class GANSystem(pl.LightningModule):
                 self.discriminator.compile()
             if getattr(self.content_loss, "perceptual", None) is not None:
                 self.content_loss.perceptual.compile()
-        self.check_every = int(c.model.health_check_every)
+        self.warmup_epochs = int(warmup_epochs)
+        self.grad_clip = float(grad_clip)
+        self.fused = bool(fused)
+        self.check_every = int(health_check_every)
         # first iteration at which each checked term was non-finite (-1: never), kept on the
         # device so the check needs no host sync per step (read every check_every iterations)
         self._finite_terms = ["d", "g_adv", "g_pixel", "g_perceptual"]
         self.register_buffer(
             "_first_nonfinite", torch.full((4,), -1, dtype=torch.long), persistent=False
         )
-        self.channels_last = bool(mc.get("channels_last", False))
-        self._strips = int(c.model.get("val_image_strips", 3))
+        self.channels_last = bool(channels_last)
+        self._strips = int(val_image_strips)
         self._val: dict[str, list[Tensor]] = {}
         self._encoder_frozen: bool | None = None  # warm-up state last applied to G
         self._total: int | None = None  # iterations of the whole run (the schedule's length)
@@ -206,39 +249,22 @@ class GANSystem(pl.LightningModule):
 
     # ------------------------------------------------------------------ optimizers
     def configure_optimizers(self):
-        o = self.c.optim
-        fused = bool(o.get("fused", False)) and torch.cuda.is_available()
-        opt_g = torch.optim.Adam(
-            [p for p in self.generator.parameters()],
-            lr=o.lr_g,
-            betas=tuple(o.betas),
-            weight_decay=o.get("weight_decay", 0.0),
-            fused=fused or None,
-        )
-        opts = [opt_g]
-        if self.discriminator is not None and not self.frozen_d:
-            opts.append(
-                torch.optim.Adam(
-                    self.discriminator.parameters(),
-                    lr=o.lr_d,
-                    betas=tuple(o.betas),
-                    weight_decay=o.get("weight_decay", 0.0),
-                    fused=fused or None,
-                )
-            )
-        s = self.c.schedule
-        self._min_lr = float(s.min_lr)
+        # fused kernels on CUDA only (as the optim.fused comment says); None: torch's choice
+        fused = {"fused": True} if self.fused and torch.cuda.is_available() else {}
+        opts = [self.optimizer_g(self.generator.parameters(), **fused)]
+        if self.trains_d:
+            opts.append(self.optimizer_d(self.discriminator.parameters(), **fused))
         # each scheduler steps with its optimizer; G steps every n_critic-th iteration, so its
         # k-th step is at iteration k * n_critic (the schedule runs on iterations)
         per_step = [self.n_critic if self.trains_d else 1, 1]
         scheds = [
             {
-                "scheduler": torch.optim.lr_scheduler.LambdaLR(
-                    opt, lambda it, base=base, k=k: self._lr_factor(it * k, base)
+                "scheduler": self.scheduler(
+                    opt, total=self.planned_iterations, iterations_per_step=k
                 ),
                 "interval": "step",
             }
-            for opt, base, k in zip(opts, [o.lr_g, o.lr_d], per_step)
+            for opt, k in zip(opts, per_step)
         ]
         return opts, scheds
 
@@ -282,16 +308,9 @@ class GANSystem(pl.LightningModule):
         full, rest = divmod(steps, n + 1)  # n + 1 optimizer steps per n batches
         return full * n + rest
 
-    def _lr_factor(self, it: int, base_lr: float) -> float:
-        min_factor = min(self._min_lr / base_lr, 1.0) if base_lr > 0 else 0.0
-        return linear_decay_factor(
-            it, self.planned_iterations(), float(self.c.schedule.decay_start), min_factor
-        )
-
     # ------------------------------------------------------------------ training
     def on_train_epoch_start(self) -> None:
-        warm = int(self.c.model.get("warmup_epochs", 0))
-        frozen = self.current_epoch < warm
+        frozen = self.current_epoch < self.warmup_epochs
         # apply (and log) only on a change: at the first epoch of a (resumed) run, at unfreezing
         if frozen != self._encoder_frozen and hasattr(self.generator, "set_encoder_frozen"):
             self.generator.set_encoder_frozen(frozen)
@@ -425,9 +444,10 @@ class GANSystem(pl.LightningModule):
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         """Clip here: Lightning calls this after unscaling under 16-mixed, also in manual mode."""
-        clip = float(self.c.optim.get("grad_clip", 0.0) or 0.0)
-        if clip > 0:
-            self.clip_gradients(optimizer, gradient_clip_val=clip, gradient_clip_algorithm="norm")
+        if self.grad_clip > 0:
+            self.clip_gradients(
+                optimizer, gradient_clip_val=self.grad_clip, gradient_clip_algorithm="norm"
+            )
 
     @torch.no_grad()
     def _update_ema(self) -> None:
