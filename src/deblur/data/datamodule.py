@@ -17,8 +17,6 @@ import cv2
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from hydra.errors import InstantiationException
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset
 
@@ -30,7 +28,14 @@ from deblur.data.deadleaves import (
     palette_from_images,
 )
 from deblur.data.gpu_augment import AUGMENT_ON, TensorAugment
-from deblur.data.io import DataError, ImageReadError, image_size, read_image, read_kernel
+from deblur.data.io import (
+    DataError,
+    ImageReadError,
+    image_size,
+    instantiate_node,
+    read_image,
+    read_kernel,
+)
 from deblur.data.pairs import Pair, split_by_group, subsample
 from deblur.data.sampling import EpochSeededSampler
 from deblur.data.transforms import build_train_transform
@@ -76,14 +81,8 @@ def _build_layout(layout: Mapping[str, Any]) -> Callable[..., Any]:
             f"data.layout must be a reader node such as {{_target_: deblur.data.pairs.read_gopro, "
             f"_partial_: true}} (see conf/data/*.yaml), got {layout!r}."
         )
-    try:
-        reader = instantiate(layout, _convert_="all")
-    except InstantiationException as exc:
-        cause = exc.__cause__ or exc  # the import or call error, without Hydra's wrapper
-        raise DataError(
-            f"data.layout: {layout['_target_']} could not be built ({type(cause).__name__}: "
-            f"{cause}). data.layout names a reader of deblur.data.pairs (see conf/data/*.yaml)."
-        ) from exc
+    fix = "data.layout names a reader of deblur.data.pairs (see conf/data/*.yaml)."
+    reader = instantiate_node(layout, "data.layout", fix)
     if not callable(reader):
         raise DataError(
             f"data.layout: {layout['_target_']} gave a {type(reader).__name__}, not a reader; "

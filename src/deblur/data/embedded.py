@@ -289,29 +289,8 @@ def build_embedded(
     return root
 
 
-def read_or_build(
-    root: str | os.PathLike[str] | None,
-    *,
-    long_side: int,
-    blurs_per_photo: int,
-    kernel_size: int,
-    min_length: float,
-    max_length: float | None,
-    noise_sigma: float,
-    seed: int,
-    photos: Sequence[str] | None,
-) -> dict[str, list[Pair]]:
+def read_or_build(root: str | os.PathLike[str] | None, **build: Any) -> dict[str, list[Pair]]:
     """``data=embedded``'s layout: build the dataset at ``root`` (None: the cache folder) on
-    first use, then read its pairs; the build parameters are ``data.embedded.*``."""
-    built = build_embedded(
-        root,
-        long_side=long_side,
-        blurs_per_photo=blurs_per_photo,
-        kernel_size=kernel_size,
-        min_length=min_length,
-        max_length=max_length,
-        noise_sigma=noise_sigma,
-        seed=seed,
-        photos=photos,
-    )
-    return read_embedded(built)
+    first use, then read its pairs; ``build`` are :func:`build_embedded`'s keyword arguments
+    (``data.embedded.*``, named one by one in conf/data/embedded.yaml)."""
+    return read_embedded(build_embedded(root, **build))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import struct
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -36,6 +37,23 @@ class DataError(UserError, ValueError):
 
 class ImageReadError(DataError):
     """An image file is missing, unreadable, corrupt or truncated."""
+
+
+def instantiate_node(node: Any, where: str, fix: str, **kwargs: Any) -> Any:
+    """``hydra.utils.instantiate(node, _convert_="all", **kwargs)`` (lists as plain lists); a
+    failure to import or call the ``_target_`` is a :class:`DataError` naming ``where``, the
+    cause without Hydra's wrapper, and ``fix``."""
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    try:
+        return instantiate(node, _convert_="all", **kwargs)
+    except InstantiationException as exc:
+        cause = exc.__cause__ or exc
+        raise DataError(
+            f"{where}: {node['_target_']} could not be built ({type(cause).__name__}: {cause}). "
+            f"{fix}"
+        ) from exc
 
 
 def is_image_file(path: str | os.PathLike[str]) -> bool:

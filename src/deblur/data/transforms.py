@@ -17,11 +17,9 @@ from typing import Any
 
 import albumentations as A
 import cv2
-from hydra.errors import InstantiationException
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from deblur.data.io import DataError
+from deblur.data.io import DataError, instantiate_node
 
 __all__ = ["BORDER_MODES", "augment_items", "build_augmentation", "build_train_transform"]
 
@@ -72,14 +70,8 @@ def build_augmentation(spec: Mapping[str, Any] | None, key: str = "?") -> A.Basi
                 f"Unknown border_mode '{border}' in {where}; use one of {sorted(BORDER_MODES)}."
             )
         given["border_mode"] = BORDER_MODES[border]
-    try:  # lists as plain lists: albumentations' pydantic schemas refuse ListConfig ranges
-        aug = instantiate(spec, _convert_="all", **given)
-    except InstantiationException as exc:
-        cause = exc.__cause__ or exc  # the import or constructor error, without Hydra's wrapper
-        raise DataError(
-            f"{where}: {spec['_target_']} could not be built ({type(cause).__name__}: {cause}). "
-            f"Fix the entry in conf/data/_common.yaml or its {where}.<key>=... override."
-        ) from exc
+    fix = f"Fix the entry in conf/data/_common.yaml or its {where}.<key>=... override."
+    aug = instantiate_node(spec, where, fix, **given)
     if not isinstance(aug, A.BasicTransform):
         raise DataError(
             f"{where}: {spec['_target_']} is a {type(aug).__name__}, not an albumentations "
