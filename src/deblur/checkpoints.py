@@ -333,16 +333,27 @@ _CLASSIFIER_FIX = (
 )
 
 
-def _run_config_node(ckpt: Mapping[str, Any], given: str, node: str, fix: str) -> dict[str, Any]:
-    """The ``node`` (``gen``, ``backbone``) of the run config stored in a checkpoint."""
-    value = checkpoint_cfg(ckpt).get(node)
+def _read_network(
+    path: str | os.PathLike, key: str | None, task: str, prefix: str, node: str
+) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """(how the path was given, state dict, stored run config) of a ``task`` checkpoint whose
+    network weights start with ``prefix`` and whose config has the ``node`` that rebuilds it."""
+    fix = _GAN_FIX if task == "gan" else _CLASSIFIER_FIX
+    given = _given(key, path)
+    ckpt = read_checkpoint(path, key=key, task=task, fix=fix)
+    state = ckpt["state_dict"]
+    if not any(str(k).startswith(prefix) for k in state):
+        what = "generator" if task == "gan" else "classifier"
+        raise CheckpointError(f"{given} holds no {what} weights (no `{prefix}*` keys). {fix}")
+    cfg = checkpoint_cfg(ckpt)
+    value = cfg.get(node)
     if not isinstance(value, Mapping) or (node == "gen" and "_target_" not in value):
         what = "a `gen` node with a `_target_`" if node == "gen" else f"a `{node}` node"
         raise CheckpointError(
             f"{given} stores no run config with {what} (hyper_parameters['cfg']), so its "
             f"network cannot be rebuilt: it was not written by this project's training. {fix}"
         )
-    return dict(value)
+    return given, state, cfg
 
 
 def _without_pretrained(node: Mapping[str, Any]) -> dict[str, Any]:
@@ -378,18 +389,11 @@ def load_generator(
     without gradients (its EMA copy when the checkpoint has one and ``use_ema``)."""
     from hydra.utils import instantiate
 
-    given = _given(key, path)
-    ckpt = read_checkpoint(path, key=key, task="gan", fix=_GAN_FIX)
-    state = ckpt["state_dict"]
-    if not any(str(k).startswith("generator.") for k in state):
-        raise CheckpointError(
-            f"{given} holds no generator weights (no `generator.*` keys). {_GAN_FIX}"
-        )
-    gen_cfg = _run_config_node(ckpt, given, "gen", _GAN_FIX)
+    given, state, cfg = _read_network(path, key, "gan", "generator.", "gen")
     prefix = "generator."
     if use_ema and any(str(k).startswith("ema_generator.") for k in state):
         prefix = "ema_generator."
-    net: torch.nn.Module = instantiate(_without_pretrained(gen_cfg), _convert_="all")
+    net: torch.nn.Module = instantiate(_without_pretrained(cfg["gen"]), _convert_="all")
     _load_strict(net, _sub_state(state, prefix), given, prefix.rstrip("."))
     log.info("Loaded %s weights from %s", prefix.rstrip("."), path)
     return net.eval().requires_grad_(False)
@@ -404,17 +408,10 @@ def load_classifier(path: str | os.PathLike, key: str | None = "ckpt") -> torch.
 
     from deblur.models.critics import BlurClassifierNet
 
-    given = _given(key, path)
-    ckpt = read_checkpoint(path, key=key, task="classifier", fix=_CLASSIFIER_FIX)
-    state = ckpt["state_dict"]
-    if not any(str(k).startswith("net.") for k in state):
-        raise CheckpointError(
-            f"{given} holds no classifier weights (no `net.*` keys). {_CLASSIFIER_FIX}"
-        )
-    backbone = _run_config_node(ckpt, given, "backbone", _CLASSIFIER_FIX)
-    net = BlurClassifierNet(OmegaConf.create(_without_pretrained(backbone)))
+    given, state, cfg = _read_network(path, key, "classifier", "net.", "backbone")
+    net = BlurClassifierNet(OmegaConf.create(_without_pretrained(cfg["backbone"])))
     _load_strict(net, _sub_state(state, "net."), given, "classifier")
-    crop = (checkpoint_cfg(ckpt).get("data") or {}).get("crop_size")
+    crop = (cfg.get("data") or {}).get("crop_size")
     net.crop_size = int(crop) if crop else None
     return net.eval().requires_grad_(False)
 
