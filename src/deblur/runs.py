@@ -452,7 +452,12 @@ def run_identity(
     flat = {k: v for k, v in _flatten(plain).items() if not _excluded(k)}
     for key, path in files.items():
         p = Path(path).expanduser()
-        flat[key] = f"sha256:{file_sha256(p)}" if p.is_file() else f"missing file:{path}"
+        digest = f"sha256:{file_sha256(p)}" if p.is_file() else f"missing file:{path}"
+        flat[key] = digest
+        # the same path copied into derived nodes (e.g. system.disc_checkpoint) is content too
+        for other, value in flat.items():
+            if other != key and value == path:
+                flat[other] = digest
     for key in PATH_KEYS:
         if flat.get(key):
             flat[key] = os.path.abspath(os.path.expanduser(str(flat[key])))
