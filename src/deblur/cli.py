@@ -20,7 +20,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from hydra.errors import CompactHydraException
+from hydra.errors import CompactHydraException, InstantiationException
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
@@ -73,6 +73,17 @@ def check_command_line(argv: list[str]) -> None:
             ) from None
 
 
+def user_error_cause(err: BaseException) -> UserError | None:
+    """The UserError behind ``err`` (Hydra wraps errors of constructors), or None."""
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, UserError):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
+
+
 def report(err: UserError) -> str:
     """The paragraph printed for ``err`` (its message, on one line)."""
     return " ".join(str(err).split())
@@ -91,7 +102,14 @@ def entry_point(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Cal
             try:
                 if HydraConfig.initialized():
                     check_overrides(cfg, config_name, list(HydraConfig.get().overrides.task))
-                return task(cfg)
+                try:
+                    return task(cfg)
+                except InstantiationException as wrapped:
+                    # a UserError raised while Hydra builds an object arrives wrapped
+                    cause = user_error_cause(wrapped)
+                    if cause is None:
+                        raise
+                    raise cause from None
             except UserError as err:
                 _to_log_file(err)
                 message = f"[deblur] error: {report(err)}"

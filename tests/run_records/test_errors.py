@@ -121,3 +121,20 @@ def test_unlexable_path_gets_the_quoting_hint(arg):
         check_command_line(["debug=smoke", arg])
     assert arg in str(err.value)
     check_command_line(["debug=smoke", "ckpt_path='/runs/a=b/last.ckpt'", "-m", "seed=1,2"])
+
+
+def test_user_error_raised_inside_hydra_instantiate_is_found_for_the_one_paragraph():
+    """Hydra wraps constructor errors in InstantiationException: the entry point unwraps them."""
+    from hydra.errors import InstantiationException
+
+    from deblur.cli import user_error_cause
+    from deblur.errors import UserError
+
+    try:
+        try:
+            raise UserError("data.augment_on must be one of ('cpu', 'gpu')")
+        except UserError as err:
+            raise InstantiationException("Error in call to target") from err
+    except InstantiationException as wrapped:
+        assert isinstance(user_error_cause(wrapped), UserError)
+    assert user_error_cause(InstantiationException("a bug")) is None
