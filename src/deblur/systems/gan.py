@@ -181,6 +181,7 @@ class GANSystem(pl.LightningModule):
         if self.ema_decay > 0:
             self.ema_generator = copy.deepcopy(self.generator).requires_grad_(False).eval()
         self.register_buffer("iteration", torch.zeros((), dtype=torch.long))
+        self._host_iteration = 0  # = int(self.iteration), kept on the host (on_train_start)
         if compile:
             # compile the submodules in place (not the LightningModule: that breaks
             # toggle_optimizer); state_dict keys stay the same
@@ -365,8 +366,13 @@ class GANSystem(pl.LightningModule):
             "(optim.grad_clip=1.0), or train in bf16/fp32 instead of 16-mixed."
         )
 
+    def on_train_start(self) -> None:
+        # a host copy of the (checkpointed) device counter, read once after a resume: the step
+        # then needs no device sync to decide the G step or the health check
+        self._host_iteration = int(self.iteration)
+
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        if self.check_every > 0 and int(self.iteration) % self.check_every == 0:
+        if self.check_every > 0 and self._host_iteration % self.check_every == 0:
             self.raise_if_nonfinite()
 
     def on_train_end(self) -> None:
@@ -384,7 +390,7 @@ class GANSystem(pl.LightningModule):
         opt_g, opt_d = opts[0], (opts[1] if len(opts) > 1 else None)
         # with n_critic > 1 the G step comes every n_critic-th batch, so n_critic D steps see
         # n_critic different batches (not n_critic repeats on one pair)
-        g_step = opt_d is None or (int(self.iteration) + 1) % self.n_critic == 0
+        g_step = opt_d is None or (self._host_iteration + 1) % self.n_critic == 0
 
         if g_step:
             fake = self.generator(blur)
@@ -439,6 +445,7 @@ class GANSystem(pl.LightningModule):
                 }
             )
         self.iteration += 1
+        self._host_iteration += 1
         self.log_dict(logs, on_step=True, on_epoch=False, batch_size=blur.shape[0])
         self.log("train/lr_g", opt_g.param_groups[0]["lr"], on_step=True, batch_size=blur.shape[0])
 
