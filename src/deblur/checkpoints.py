@@ -7,7 +7,8 @@ file that is not a checkpoint of the expected kind (a text file, an empty or cut
 classifier checkpoint where a GAN one is expected and vice versa) gets one paragraph naming the
 path, the key it was given as and the fix (:class:`CheckpointError`).
 
-Writing: :class:`AtomicCheckpointIO` is the Trainer's CheckpointIO. It writes ``best.ckpt`` /
+Writing: :class:`LastCheckpoint` is the one writer of ``last.ckpt`` (Lightning's ModelCheckpoint
+writes only ``best.ckpt``). :class:`AtomicCheckpointIO` is the Trainer's CheckpointIO. It writes ``best.ckpt`` /
 ``last.ckpt`` to a temporary file in the same folder, flushes and fsyncs it and renames it over
 the final name, so no file at a final name is ever partial (Lightning's own save goes through a
 temporary file that may live on another filesystem, where the final "move" is a copy).
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from pytorch_lightning.callbacks import Checkpoint
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
 from deblur.errors import UserError
@@ -331,6 +333,33 @@ _CLASSIFIER_FIX = (
     "Blur scoring needs the checkpoints/best.ckpt of a blur-classifier run "
     "(python -m deblur.train_classifier); a GAN checkpoint goes to python -m deblur.predict."
 )
+
+
+class LastCheckpoint(Checkpoint):
+    """``<dirpath>/last.ckpt``, the full checkpoint a run resumes from (``resume=auto``).
+
+    Written after every validation (the state next to the newest validation record) and at the
+    end of training (the loops marked done: resuming from it trains nothing). A Lightning
+    ``Checkpoint``, so the Trainer runs it after the other callbacks and the run statistics it
+    saves are up to date. ``dirpath`` is the run folder's ``checkpoints/``, set when the Trainer
+    is built.
+    """
+
+    FILENAME = "last.ckpt"
+
+    def __init__(self, dirpath: str | os.PathLike) -> None:
+        self.dirpath = Path(dirpath)
+
+    @property
+    def path(self) -> Path:
+        return self.dirpath / self.FILENAME
+
+    def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
+        if trainer.state.fn == "fit" and not trainer.sanity_checking:
+            trainer.save_checkpoint(str(self.path), weights_only=False)
+
+    def on_train_end(self, trainer: Any, pl_module: Any) -> None:
+        trainer.save_checkpoint(str(self.path), weights_only=False)
 
 
 def _read_network(

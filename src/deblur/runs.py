@@ -77,6 +77,8 @@ IDENTITY_EXCLUDE = (
     "trainer.log_every_n_steps",
     "model.val_image_strips",  # TensorBoard images only
     "model.health_check_every",  # how often NaN/inf is looked for, not the values
+    "callbacks.last",  # the writer of last.ckpt (a file of the run, not its result)
+    "callbacks.checkpoint.save_last",  # moot since callbacks.last (kept out: older runs match)
 )
 #: Files a run starts a network from: in the identity by content hash, never by path.
 START_FILE_KEYS = (

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -23,7 +25,16 @@ from deblur.data.pairs import Pair
 from deblur.data.preview import Sample, contact_sheet, preview_samples
 from deblur.data.sampling import EpochSeededSampler
 
-SMALL = {"size": 64, "kernel_size": 9, "min_length": 3.0, "noise_sigma": 0.0}
+from embedded_yaml import LEAVES
+
+SMALL = {
+    "size": 64,
+    "kernel_size": 9,
+    "min_length": 3.0,
+    "max_length": None,
+    "noise_sigma": 0.0,
+    "params": LEAVES,
+}
 TINY_EMBEDDED = [
     "data.embedded.long_side=96",
     "data.embedded.blurs_per_photo=1",
@@ -93,7 +104,7 @@ def test_radii_follow_the_power_law():
 
 
 def test_images_have_natural_statistics_that_noise_has_not():
-    pairs = ProceduralPairs(size=256, kernel_size=9)
+    pairs = ProceduralPairs(**dict(SMALL, size=256, min_length=7.0, noise_sigma=1.0), seed=0)
     images = [pairs.sharp(0, i) for i in range(6)]
     slopes = [spectral_slope(im) for im in images]
     assert all(1.5 <= s <= 3.0 for s in slopes), slopes  # photos: 2.6-3.1 with this estimate
@@ -102,16 +113,18 @@ def test_images_have_natural_statistics_that_noise_has_not():
     assert not 1.5 <= spectral_slope(noise) <= 3.0
     assert gradient_kurtosis(noise) < 3.5
     # textures and smoothing are switchable
-    flat = dead_leaves(64, np.random.default_rng(1), DeadLeaves(textured=0.0, smooth_sigma=0.0))
+    flat = dead_leaves(
+        64, np.random.default_rng(1), replace(LEAVES, textured=0.0, smooth_sigma=0.0)
+    )
     assert len(np.unique(flat.reshape(-1, 3), axis=0)) < 400  # one colour per visible leaf
 
 
 def test_bad_generator_parameters_are_named():
     with pytest.raises(DataError, match="r_min < r_max"):
-        DeadLeaves(r_min=5.0, r_max=2.0)
+        replace(LEAVES, r_min=5.0, r_max=2.0)
     with pytest.raises(DataError, match="shapes"):
-        DeadLeaves(shapes=("hexagon",))
-    with pytest.raises(DataError, match=r"Unknown key\(s\) \['rmin'\] in data.embedded.procedural"):
+        replace(LEAVES, shapes=("hexagon",))
+    with pytest.raises(DataError, match=r"procedural: unknown key\(s\) \['rmin'\], missing"):
         DeadLeaves.from_config({"rmin": 1.0})
 
 

@@ -15,7 +15,9 @@ from deblur.data.embedded import VAL_PHOTOS, available_photos, build_embedded
 from deblur.data.io import DataError, read_image, read_kernel
 from deblur.data.pairs import read_embedded
 
-TINY = {"long_side": 64, "blurs_per_photo": 2, "kernel_size": 9, "noise_sigma": 0.0}
+from embedded_yaml import BUILD
+
+TINY = {**BUILD, "long_side": 64, "blurs_per_photo": 2, "kernel_size": 9, "noise_sigma": 0.0}
 PHOTOS = ["astronaut", "chelsea", "coffee", "rocket"]
 
 
@@ -103,7 +105,7 @@ def test_parallel_builds_do_not_race(tmp_path):
 @pytest.mark.slow
 def test_default_build_under_30s(tmp_path):
     start = time.perf_counter()
-    root = build_embedded(tmp_path / "full")
+    root = build_embedded(tmp_path / "full", photos=None, **BUILD)
     assert time.perf_counter() - start < 30
     assert len(list(root.rglob("blur/*.png"))) >= 8 * 4
 
@@ -121,14 +123,14 @@ def test_scikit_learn_photos_train_and_validation_stays_chelsea_rocket(tmp_path)
 def test_photo_set_is_part_of_the_cache_identity(tmp_path, monkeypatch):
     """A build made without a package's photos is never reused once the package is there."""
     monkeypatch.setenv("DEBLUR_CACHE", str(tmp_path / "cache"))
-    everything = build_embedded(**TINY)
+    everything = build_embedded(photos=None, **TINY)
     manifest = json.loads((everything / "manifest.json").read_text())
     assert manifest["params"]["photos"] == sorted(available_photos())
     real_dir = embedded._package_dir
     monkeypatch.setattr(
         embedded, "_package_dir", lambda pkg: None if pkg == "sklearn" else real_dir(pkg)
     )
-    without = build_embedded(**TINY)
+    without = build_embedded(photos=None, **TINY)
     assert without != everything
     assert {p.group for p in read_embedded(without)["train"]}.isdisjoint({"china", "flower"})
     assert embedded.default_root().name == f"embedded_v{embedded.FORMAT_VERSION}"

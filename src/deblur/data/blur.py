@@ -251,3 +251,45 @@ def random_motion_blur(
     if noise_sigma > 0:
         blurred = add_noise(blurred, noise_sigma, rng)
     return blurred, kernel
+
+
+def trim_kernel(kernel: np.ndarray) -> np.ndarray:
+    """The kernel without its all-zero border, cut symmetrically (odd sides, same centre)."""
+    ys, xs = np.nonzero(kernel)
+    cy, cx = kernel.shape[0] // 2, kernel.shape[1] // 2
+    ry = int(np.abs(ys - cy).max()) if ys.size else 0
+    rx = int(np.abs(xs - cx).max()) if xs.size else 0
+    return np.ascontiguousarray(kernel[cy - ry : cy + ry + 1, cx - rx : cx + rx + 1])
+
+
+def blur_centre(
+    big: np.ndarray,
+    size: int,
+    rng: np.random.Generator,
+    kernel_size: int,
+    min_length: float,
+    max_length: float,
+    noise_sigma: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(blurred, sharp, kernel)``: the centre ``size x size`` of ``big`` blurred with a fresh kernel.
+
+    ``big`` is the sharp image with ``kernel_size // 2`` extra pixels on every side, so the blur
+    inside the returned crop sees real image content, never a reflected border. The steps are
+    :func:`random_motion_blur`'s (path length uniform in ``[min_length, max_length]``, then
+    Gaussian noise on the crop), with the kernel's zero border trimmed for the convolution.
+    """
+    margin = int(kernel_size) // 2
+    if big.shape[0] < size + 2 * margin or big.shape[1] < size + 2 * margin:
+        raise ValueError(
+            f"blur_centre needs an image of at least {size + 2 * margin} px a side "
+            f"(size {size} + 2 x {margin}), got {big.shape[1]}x{big.shape[0]}."
+        )
+    top = (big.shape[0] - size) // 2
+    left = (big.shape[1] - size) // 2
+    length = float(rng.uniform(min_length, max_length))
+    kernel = motion_kernel(int(kernel_size), rng, length=length)
+    crop = (slice(top, top + size), slice(left, left + size))
+    blurred = apply_kernel(big, trim_kernel(kernel))[crop]
+    if noise_sigma > 0:
+        blurred = add_noise(blurred, noise_sigma, rng)
+    return np.ascontiguousarray(blurred), np.ascontiguousarray(big[crop]), kernel

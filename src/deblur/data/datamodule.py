@@ -37,6 +37,7 @@ from deblur.data.io import (
     read_kernel,
 )
 from deblur.data.pairs import Pair, split_by_group, subsample
+from deblur.data.reblur import ReblurredPhotos
 from deblur.data.sampling import EpochSeededSampler
 from deblur.data.transforms import build_train_transform
 
@@ -49,8 +50,21 @@ TASKS = ("paired", "classify")
 TRAIN_SOURCES = ("photos", "procedural", "both")
 """``data.embedded.train_source``: the embedded photos, dead-leaves pairs, or both mixed."""
 
-_MIX_KEYS = ("train_source", "procedural_per_epoch", "procedural")
+TRAIN_BLURS = ("fixed", "fresh")
+"""``data.embedded.train_blur``: the stored blurred photos, or the sharp photos blurred anew
+per (seed, epoch, index) (:class:`deblur.data.reblur.ReblurredPhotos`)."""
+
+_MIX_KEYS = ("train_source", "train_blur", "procedural_per_epoch", "procedural")
 """Keys of ``data.embedded`` that choose the training mix (not build parameters of the photos)."""
+
+_FILE_PAIRS_ONLY = {
+    "train_source": "photos",
+    "train_blur": "fixed",
+    "procedural_per_epoch": 0,
+    "procedural": None,
+}
+"""The training mix of data options other than embedded: their own pairs, as stored (these are
+not defaults of data=embedded, whose YAML sets each key)."""
 
 
 def worker_init_fn(worker_id: int) -> None:
@@ -174,8 +188,17 @@ class DeblurDataModule(pl.LightningDataModule):
         embedded = dict(_plain(embedded) or {})
         mix = {k: embedded.pop(k) for k in _MIX_KEYS if k in embedded}
         self.embedded = embedded  # build parameters of the photo pairs (deblur.data.embedded)
-        # data options without data.embedded (every one but embedded) train on file pairs only
-        self.train_source = str(mix.get("train_source") or "photos")
+        if set(_KERNEL_KEYS) <= embedded.keys():  # data=embedded: its YAML sets every mix key
+            missing = [k for k in _MIX_KEYS if k not in mix]
+            if missing:
+                raise DataError(
+                    f"data.embedded lacks {', '.join(missing)}: every key of the training mix is "
+                    "set in conf/data/embedded.yaml; restore it there or give "
+                    f"+data.embedded.{missing[0]}=... on the command line."
+                )
+        else:  # the other data options train on their own file pairs: no mix to choose
+            mix = {**_FILE_PAIRS_ONLY, **mix}
+        self.train_source = str(mix["train_source"])
         if self.train_source not in TRAIN_SOURCES:
             raise DataError(
                 f"data.embedded.train_source must be one of {', '.join(TRAIN_SOURCES)}, got "
@@ -188,21 +211,43 @@ class DeblurDataModule(pl.LightningDataModule):
                 f"data={name} (layout '{self.layout}'). Use data=embedded, or leave "
                 "train_source at photos."
             )
-        self.procedural_per_epoch = int(mix.get("procedural_per_epoch") or 0)
+        self.train_blur = str(mix["train_blur"])
+        if self.train_blur not in TRAIN_BLURS:
+            raise DataError(
+                f"data.embedded.train_blur must be one of {', '.join(TRAIN_BLURS)}, got "
+                f"'{self.train_blur}'."
+            )
+        if self.train_blur == "fresh" and not set(_KERNEL_KEYS) <= embedded.keys():
+            raise DataError(
+                "data.embedded.train_blur=fresh re-blurs the sharp photos with data=embedded's "
+                f"kernel and noise keys, but this is data={name} (layout '{self.layout}'), whose "
+                "blurred images are real. Use data=embedded, or leave train_blur at fixed."
+            )
+        if self.train_blur == "fresh" and not self.crop_size:
+            raise DataError(
+                "data.embedded.train_blur=fresh blurs training crops anew, but data.crop_size is "
+                "null (whole images). Set data.crop_size (e.g. 256), or use train_blur=fixed."
+            )
+        self.procedural_per_epoch = int(mix["procedural_per_epoch"] or 0)
         if self.train_source != "photos" and self.procedural_per_epoch < 1:
             raise DataError(
                 f"data.embedded.train_source={self.train_source} needs "
                 f"data.embedded.procedural_per_epoch >= 1 (pairs per epoch), got "
                 f"{self.procedural_per_epoch}."
             )
-        procedural = dict(mix.get("procedural") or {})
-        self.procedural_colors = str(procedural.pop("colors", "photos"))
-        if self.procedural_colors not in ("photos", "lab"):
+        procedural = dict(mix["procedural"] or {})
+        self.procedural_colors = str(procedural.pop("colors", None)) if procedural else None
+        if procedural and self.procedural_colors not in ("photos", "lab"):
             raise DataError(
                 "data.embedded.procedural.colors must be 'photos' (colours of the training "
                 f"photos) or 'lab' (a CIELAB palette), got '{self.procedural_colors}'."
             )
-        self.dead_leaves = DeadLeaves.from_config(procedural)
+        self.dead_leaves = DeadLeaves.from_config(procedural) if procedural else None
+        if self.train_source != "photos" and self.dead_leaves is None:
+            raise DataError(
+                f"data.embedded.train_source={self.train_source} draws dead-leaves images, but "
+                "data.embedded.procedural is empty; restore it from conf/data/embedded.yaml."
+            )
         self._procedural: ProceduralPairs | None = None
         self._splits: dict[str, list[Pair]] | None = None
         self._datasets: dict[str, Dataset] = {}
@@ -346,7 +391,9 @@ class DeblurDataModule(pl.LightningDataModule):
                 None, pre, paired=self.task == "paired", seed=self.seed
             )
         ds: Dataset
-        if self.task == "classify":
+        if train and self.train_blur == "fresh":
+            ds = ProceduralDataset(self._reblurred(pairs), len(pairs), self.task)
+        elif self.task == "classify":
             ds = ClassificationDataset(pairs, transform, cache=self._image_cache)
         else:
             with_kernel = not train and bool(pairs) and all(p.kernel is not None for p in pairs)
@@ -360,6 +407,41 @@ class DeblurDataModule(pl.LightningDataModule):
                 procedural if self.train_source == "procedural" else ConcatSamples([ds, procedural])
             )
         return ds
+
+    def _reblurred(self, pairs: Sequence[Pair]) -> ReblurredPhotos:
+        """``train_blur=fresh``: the sharp photos of ``pairs``, augmented and blurred per sample.
+
+        The augmentations run on the sharp image only, at the item size plus the kernel's margin
+        (the GPU path: the margin around its pre-crop patch), and the blur comes after them.
+        """
+        e = self.embedded
+        margin = int(e["kernel_size"]) // 2
+        size = self._procedural_size()
+        if self._tensor_augment is not None:
+            transform = build_train_transform(None, size + 2 * margin, paired=False, seed=self.seed)
+        else:
+            pre = self._pre_crop()
+            big = size + 2 * margin
+            transform = build_train_transform(
+                self.augment,
+                big,
+                paired=False,
+                seed=self.seed,
+                pre_crop=None if pre is None else int(round(big * float(self.pre_crop_scale))),
+            )
+        cache = self._image_cache
+        return ReblurredPhotos(
+            sharp=[p.sharp for p in pairs],
+            read=cache.read if cache is not None else read_image,
+            transform=transform,
+            size=size,
+            kernel_size=int(e["kernel_size"]),
+            min_length=float(e["min_length"]),
+            max_length=e["max_length"],
+            noise_sigma=float(e["noise_sigma"]),
+            seed=self.seed,
+            names=[p.name for p in pairs],
+        )
 
     # ------------------------------------------------------------ fail early
     def check_sizes(self, min_side: int | None = None, split: str = "val") -> None:

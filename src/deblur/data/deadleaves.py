@@ -23,21 +23,22 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields
-from typing import Any
+from dataclasses import dataclass, fields
+from typing import Any, Protocol
 
 import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from deblur.data.blur import add_noise, apply_kernel, motion_kernel
+from deblur.data.blur import blur_centre
 from deblur.data.io import DataError, to_tensor
 from deblur.data.sampling import split_sample
 
 __all__ = [
     "SHAPES",
     "DeadLeaves",
+    "PairSource",
     "ProceduralDataset",
     "ProceduralPairs",
     "dead_leaves",
@@ -104,17 +105,18 @@ class DeadLeaves:
     invariant); ``textured`` the fraction of shapes with a gradient or sinusoid texture (half
     each); ``smooth_sigma`` the anti-aliasing Gaussian (pixels, 0 = hard edges); ``coverage``
     the mean number of shapes over a pixel (the last 1/e^coverage show the background leaf);
-    ``max_shapes`` bounds the drawing time.
+    ``max_shapes`` bounds the drawing time. Every field is required: the values live in
+    conf/data/embedded.yaml (``data.embedded.procedural``).
     """
 
-    r_min: float = 1.5
-    r_max: float = 200.0
-    alpha: float = 3.0
-    shapes: tuple[str, ...] = SHAPES
-    textured: float = 0.5
-    smooth_sigma: float = 0.6
-    coverage: float = 3.0
-    max_shapes: int = 20000
+    r_min: float
+    r_max: float
+    alpha: float
+    shapes: tuple[str, ...]
+    textured: float
+    smooth_sigma: float
+    coverage: float
+    max_shapes: int
 
     def __post_init__(self) -> None:
         where = "data.embedded.procedural"
@@ -142,18 +144,17 @@ class DeadLeaves:
 
     @classmethod
     def from_config(cls, cfg: dict[str, Any] | None) -> DeadLeaves:
-        """From a plain dict; unknown keys are refused, naming them and the known ones."""
+        """From a plain dict; unknown or missing keys are refused, naming them and the known ones."""
         cfg = dict(cfg or {})
         known = {f.name for f in fields(cls)}
-        unknown = sorted(set(cfg) - known)
-        if unknown:
+        unknown, missing = sorted(set(cfg) - known), sorted(known - set(cfg))
+        if unknown or missing:
             raise DataError(
-                f"Unknown key(s) {unknown} in data.embedded.procedural; known keys: "
-                f"{sorted(known)}."
+                f"data.embedded.procedural: unknown key(s) {unknown}, missing key(s) {missing}; "
+                f"the keys are {sorted(known)}, each set in conf/data/embedded.yaml."
             )
-        if "shapes" in cfg and cfg["shapes"] is not None:
-            cfg["shapes"] = tuple(cfg["shapes"])
-        return cls(**{k: v for k, v in cfg.items() if v is not None})
+        cfg["shapes"] = tuple(cfg["shapes"] or ())
+        return cls(**cfg)
 
 
 def _shape_count(h: int, w: int, p: DeadLeaves) -> int:
@@ -164,7 +165,7 @@ def _shape_count(h: int, w: int, p: DeadLeaves) -> int:
 def dead_leaves(
     size: int | tuple[int, int],
     rng: np.random.Generator,
-    params: DeadLeaves | None = None,
+    params: DeadLeaves,
     palette: np.ndarray | None = None,
 ) -> np.ndarray:
     """One sharp dead-leaves image, uint8 ``H x W x 3`` RGB.
@@ -173,7 +174,7 @@ def dead_leaves(
     (``M x 3`` uint8 RGB, e.g. :func:`palette_from_images` of photos) or, when None, from
     :func:`lab_palette`. All randomness comes from ``rng``.
     """
-    p = params or DeadLeaves()
+    p = params
     h, w = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
     if h < 1 or w < 1:
         raise DataError(f"dead_leaves needs a positive size, got {h}x{w}.")
@@ -266,12 +267,12 @@ class ProceduralPairs:
     """
 
     size: int
-    kernel_size: int = 31
-    min_length: float = 7.0
-    max_length: float | None = None
-    noise_sigma: float = 1.0
-    seed: int = 0
-    params: DeadLeaves = field(default_factory=DeadLeaves)
+    kernel_size: int
+    min_length: float
+    max_length: float | None
+    noise_sigma: float
+    seed: int
+    params: DeadLeaves
     palette: np.ndarray | None = None
 
     def __post_init__(self) -> None:
@@ -295,30 +296,33 @@ class ProceduralPairs:
     def pair(self, epoch: int, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(blurred, sharp, kernel)``: uint8 ``size x size x 3`` twice and the float32 PSF."""
         rng = self.rng(epoch, index)
-        margin = self.kernel_size // 2
-        big = dead_leaves(self.size + 2 * margin, rng, self.params, self.palette)
-        length = float(rng.uniform(self.min_length, self.max_length))
-        # random_motion_blur's steps, with the noise drawn on the crop only and the kernel's
-        # zero border trimmed for the convolution (same pair, a third of the time)
-        kernel = motion_kernel(self.kernel_size, rng, length=length)
-        crop = (slice(margin, margin + self.size), slice(margin, margin + self.size))
-        blurred = apply_kernel(big, _trim_kernel(kernel))[crop]
-        if self.noise_sigma > 0:
-            blurred = add_noise(blurred, self.noise_sigma, rng)
-        return np.ascontiguousarray(blurred), np.ascontiguousarray(big[crop]), kernel
+        big = dead_leaves(self.size + 2 * (self.kernel_size // 2), rng, self.params, self.palette)
+        return blur_centre(
+            big,
+            self.size,
+            rng,
+            self.kernel_size,
+            self.min_length,
+            float(self.max_length),  # type: ignore[arg-type]
+            self.noise_sigma,
+        )
+
+    def name(self, epoch: int, index: int) -> str:
+        """The sample's name in logs and batches."""
+        return f"deadleaves/e{epoch}/{index:06d}"
 
 
-def _trim_kernel(kernel: np.ndarray) -> np.ndarray:
-    """The kernel without its all-zero border, cut symmetrically (odd sides, same centre)."""
-    ys, xs = np.nonzero(kernel)
-    cy, cx = kernel.shape[0] // 2, kernel.shape[1] // 2
-    ry = int(np.abs(ys - cy).max()) if ys.size else 0
-    rx = int(np.abs(xs - cx).max()) if xs.size else 0
-    return np.ascontiguousarray(kernel[cy - ry : cy + ry + 1, cx - rx : cx + rx + 1])
+class PairSource(Protocol):
+    """Makes training pairs on the fly: ``(blurred, sharp, kernel)`` as a pure function of
+    ``(epoch, index)`` (:class:`ProceduralPairs`, :class:`deblur.data.reblur.ReblurredPhotos`)."""
+
+    def pair(self, epoch: int, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
+
+    def name(self, epoch: int, index: int) -> str: ...
 
 
 class ProceduralDataset(Dataset):
-    """``length`` procedural pairs per epoch, indexed like the photo datasets.
+    """``length`` pairs per epoch from a :class:`PairSource`, indexed like the photo datasets.
 
     Items are ``{"blur", "sharp", "name"}`` (``task="paired"``) or, for the blur classifier,
     ``{"image", "label", "name"}`` with item ``2 i`` the blurred and ``2 i + 1`` the sharp image of
@@ -326,7 +330,7 @@ class ProceduralDataset(Dataset):
     :class:`~deblur.data.sampling.EpochSeededSampler`; a plain index means epoch 0.
     """
 
-    def __init__(self, pairs: ProceduralPairs, length: int, task: str = "paired") -> None:
+    def __init__(self, pairs: PairSource, length: int, task: str = "paired") -> None:
         if int(length) < 0:
             raise DataError(f"data.embedded.procedural_per_epoch must be >= 0, got {length}.")
         self.pairs = pairs
@@ -344,11 +348,11 @@ class ProceduralDataset(Dataset):
             return {
                 "image": to_tensor(blurred if is_blur else sharp),
                 "label": torch.tensor(1.0 if is_blur else 0.0),
-                "name": f"deadleaves/e{epoch}/{index // 2:06d}:{'blur' if is_blur else 'sharp'}",
+                "name": f"{self.pairs.name(epoch, index // 2)}:{'blur' if is_blur else 'sharp'}",
             }
         blurred, sharp, _ = self.pairs.pair(epoch, index)
         return {
             "blur": to_tensor(blurred),
             "sharp": to_tensor(sharp),
-            "name": f"deadleaves/e{epoch}/{index:06d}",
+            "name": self.pairs.name(epoch, index),
         }

@@ -223,19 +223,21 @@ def _file_lock(path: Path) -> Iterator[None]:
 def build_embedded(
     root: str | os.PathLike[str] | None = None,
     *,
-    long_side: int = 512,
-    blurs_per_photo: int = 4,
-    kernel_size: int = 31,
-    min_length: float = 7.0,
-    max_length: float | None = None,
-    noise_sigma: float = 1.0,
-    seed: int = 0,
-    photos: Sequence[str] | None = None,
+    long_side: int,
+    blurs_per_photo: int,
+    kernel_size: int,
+    min_length: float,
+    max_length: float | None,
+    noise_sigma: float,
+    seed: int,
+    photos: Sequence[str] | None,
     force: bool = False,
 ) -> Path:
     """Build the embedded dataset at ``root`` unless an identical build is already there.
 
-    Returns the root. A folder at ``root`` that is not an embedded build is never touched.
+    The keyword arguments are ``data.embedded``'s build keys, each set (and explained) in
+    conf/data/embedded.yaml. Returns the root. A folder at ``root`` that is not an embedded
+    build is never touched.
     """
     found = sorted(available_photos(photos))
     params = _params(

@@ -48,10 +48,9 @@ def _scalar(v: Any) -> Any:
 
 
 class RunStats(Callback):
-    """Validation history, best epoch, training images/s, and ``last.ckpt`` at the end of training."""
+    """Validation history, best epoch and training images/s (saved in the checkpoints)."""
 
-    def __init__(self, ckpt_dir: Path, monitor: str, mode: str) -> None:
-        self.ckpt_dir = Path(ckpt_dir)
+    def __init__(self, monitor: str, mode: str) -> None:
         self.monitor, self.mode = monitor, mode
         self.history: list[dict[str, float]] = []
         self.train_images = 0
@@ -117,8 +116,6 @@ class RunStats(Callback):
             self.history.append(metrics)
 
     def on_train_end(self, trainer, pl_module) -> None:
-        # the full checkpoint (optimizers, loops, callbacks): a run resumes from last.ckpt
-        trainer.save_checkpoint(str(self.ckpt_dir / "last.ckpt"), weights_only=False)
         self.reached_end = True
 
     def best(self) -> dict[str, float]:
@@ -167,7 +164,8 @@ def build_trainer(
     identity: dict[str, Any] | None = None,
 ) -> tuple[pl.Trainer, TensorBoardLogger, RunStats]:
     """The ``trainer`` node, built by Hydra, writing everything under ``run_dir``: the
-    ``logger`` (tb/), the ``callbacks`` (``checkpoint``: checkpoints/best.ckpt + last.ckpt).
+    ``logger`` (tb/), the ``callbacks`` (``checkpoint``: checkpoints/best.ckpt; ``last``:
+    checkpoints/last.ckpt).
 
     Only run-time values are added here: the run folder, ``trainer.precision=auto`` and
     ``deterministic`` on CUDA resolved, :class:`RunStats` (metrics.json), the run identity
@@ -177,9 +175,15 @@ def build_trainer(
     t = cfg.trainer
     logger = instantiate(cfg.logger, save_dir=str(run_dir))
     ckpt_dir = run_dir / "checkpoints"
-    ckpt: ModelCheckpoint = instantiate(cfg.callbacks.checkpoint, dirpath=str(ckpt_dir))
-    others = [instantiate(v) for k, v in cfg.callbacks.items() if k != "checkpoint" and v]
-    stats = RunStats(ckpt_dir, ckpt.monitor, ckpt.mode)
+    # a callback node with a `dirpath: null` key writes into the run folder's checkpoints/
+    built = {
+        k: instantiate(v, **({"dirpath": str(ckpt_dir)} if "dirpath" in v else {}))
+        for k, v in cfg.callbacks.items()
+        if v
+    }
+    ckpt: ModelCheckpoint = built.pop("checkpoint")
+    others = list(built.values())
+    stats = RunStats(ckpt.monitor, ckpt.mode)
     deterministic = t.deterministic
     if deterministic is True and torch.cuda.is_available() and t.accelerator != "cpu":
         deterministic = "warn"  # ReflectionPad2d backward has no deterministic CUDA kernel
