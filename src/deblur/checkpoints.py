@@ -386,13 +386,26 @@ def _read_network(
 
 
 def _without_pretrained(node: Mapping[str, Any]) -> dict[str, Any]:
-    """Copy of a config node with pretrained weights switched off (the checkpoint has them)."""
-    node = copy.deepcopy(dict(node))
-    if "pretrained" in node or "_target_" in node:
-        node["pretrained"] = False
-    if "weights_path" in node:
-        node["weights_path"] = None
-    return node
+    """Copy of a config node with pretrained weights switched off at every depth (the node and
+    nested ones such as a backbone's ``trunk``): the checkpoint holds the trained weights, and
+    rebuilding the network must never download or read ImageNet ones."""
+
+    def off(value: Any) -> Any:
+        if isinstance(value, Mapping):
+            out = {k: off(v) for k, v in value.items()}
+            if "pretrained" in out:
+                out["pretrained"] = False
+            if "weights_path" in out:
+                out["weights_path"] = None
+            return out
+        if isinstance(value, list | tuple):
+            return [off(v) for v in value]
+        return copy.deepcopy(value)
+
+    top = off(node)
+    if "_target_" in top:  # a generator node: its class takes `pretrained`
+        top["pretrained"] = False
+    return top
 
 
 def _sub_state(state_dict: Mapping[str, Any], prefix: str) -> dict[str, Any]:

@@ -190,3 +190,25 @@ def test_device_name_and_resolve_device():
     if not torch.cuda.is_available():
         with pytest.raises(RuntimeError, match="no usable CUDA GPU"):
             resolve_device("cuda")
+
+
+def test_a_timm_classifier_trained_from_imagenet_weights_loads_offline(tmp_path: Path) -> None:
+    """The stored config says pretrained=true in the backbone and in its nested trunk nodes; the
+    checkpoint holds the trained weights, so loading must not fetch ImageNet ones (offline here:
+    a download attempt would fail)."""
+    from deblur.config import compose, to_container
+    from deblur.models.critics import BlurClassifierNet
+
+    backbone = to_container(
+        compose("train_classifier", ["backbone=mobilenetv3_large", "pretrained=false"]).backbone
+    )
+    torch.manual_seed(0)
+    net = BlurClassifierNet(backbone).eval()
+    trained_from_imagenet = {**backbone, "pretrained": True}
+    for trunk in ("trunk", "patch_trunk"):
+        trained_from_imagenet[trunk] = {**backbone[trunk], "pretrained": True}
+    path = save_classifier_checkpoint(tmp_path / "cls.ckpt", net, trained_from_imagenet, 64)
+    loaded = load_classifier(path)
+    x = torch.rand(1, 3, 64, 64) * 2 - 1
+    with torch.no_grad():
+        assert torch.allclose(loaded(x), net(x), atol=1e-5)
