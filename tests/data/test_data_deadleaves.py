@@ -11,7 +11,7 @@ from hydra.utils import instantiate
 from torch.utils.data import DataLoader
 
 from deblur.config import compose
-from deblur.data.blur import apply_kernel
+from deblur.data.blur import CameraShake, apply_kernel
 from deblur.data.deadleaves import (
     DeadLeaves,
     ProceduralDataset,
@@ -27,14 +27,8 @@ from deblur.data.sampling import EpochSeededSampler
 
 from embedded_yaml import LEAVES
 
-SMALL = {
-    "size": 64,
-    "kernel_size": 9,
-    "min_length": 3.0,
-    "max_length": None,
-    "noise_sigma": 0.0,
-    "params": LEAVES,
-}
+SHAKE = CameraShake(kernel_size=9, min_length=3.0, max_length=None, noise_sigma=0.0)
+SMALL = {"size": 64, "blur": SHAKE, "params": LEAVES}
 TINY_EMBEDDED = [
     "data.embedded.long_side=96",
     "data.embedded.blurs_per_photo=1",
@@ -90,7 +84,7 @@ def test_pair_is_its_sharp_image_blurred_with_its_kernel_plus_the_noise_model():
         np.abs(np.diff(blur.astype(float), axis=1)).mean()
         < np.abs(np.diff(sharp.astype(float), axis=1)).mean()
     )
-    noisy, sharp2, kernel2 = ProceduralPairs(seed=0, **dict(SMALL, noise_sigma=3.0)).pair(0, 1)
+    noisy, sharp2, kernel2 = ProceduralPairs(seed=0, **dict(SMALL, blur=replace(SHAKE, noise_sigma=3.0))).pair(0, 1)
     np.testing.assert_array_equal(sharp2, sharp)
     residual = noisy[inner].astype(float) - apply_kernel(sharp2, kernel2)[inner]
     assert 2.5 < residual.std() < 3.5  # Gaussian sensor noise of std noise_sigma, as embedded
@@ -104,7 +98,8 @@ def test_radii_follow_the_power_law():
 
 
 def test_images_have_natural_statistics_that_noise_has_not():
-    pairs = ProceduralPairs(**dict(SMALL, size=256, min_length=7.0, noise_sigma=1.0), seed=0)
+    shake = replace(SHAKE, min_length=7.0, noise_sigma=1.0)
+    pairs = ProceduralPairs(**dict(SMALL, size=256, blur=shake), seed=0)
     images = [pairs.sharp(0, i) for i in range(6)]
     slopes = [spectral_slope(im) for im in images]
     assert all(1.5 <= s <= 3.0 for s in slopes), slopes  # photos: 2.6-3.1 with this estimate

@@ -6,7 +6,7 @@ import albumentations as A
 import numpy as np
 import pytest
 
-from deblur.data.blur import apply_kernel, blur_centre, trim_kernel
+from deblur.data.blur import CameraShake, apply_kernel, trim_kernel
 from deblur.data.embedded import VAL_PHOTOS
 from deblur.data.io import DataError
 from deblur.data.reblur import ReblurredPhotos
@@ -26,10 +26,7 @@ def _source(**kw) -> ReblurredPhotos:
         read=lambda path: photo,
         transform=A.Compose([A.RandomCrop(48 + 8, 48 + 8)], seed=0),
         size=48,
-        kernel_size=9,
-        min_length=3.0,
-        max_length=None,
-        noise_sigma=0.0,
+        blur=CameraShake(kernel_size=9, min_length=3.0, max_length=None, noise_sigma=0.0),
         seed=1,
         names=["a/000", "b/000"],
     )
@@ -39,14 +36,15 @@ def _source(**kw) -> ReblurredPhotos:
 
 def test_blur_centre_is_the_kernel_applied_to_real_pixels_around_the_crop():
     big = _photo(40, 40)
-    blurred, sharp, kernel = blur_centre(big, 24, np.random.default_rng(3), 15, 6.0, 14.0, 0.0)
+    shake = CameraShake(kernel_size=15, min_length=6.0, max_length=14.0, noise_sigma=0.0)
+    blurred, sharp, kernel = shake.blur_centre(big, 24, np.random.default_rng(3))
     np.testing.assert_array_equal(sharp, big[8:32, 8:32])
     full = apply_kernel(big, trim_kernel(kernel))  # the crop is inside: no border pixel used
     np.testing.assert_array_equal(blurred, full[8:32, 8:32])
     assert kernel.shape == (15, 15) and abs(float(kernel.sum()) - 1.0) < 1e-4
     assert np.abs(blurred.astype(int) - sharp.astype(int)).mean() > 5  # it is blurred
     with pytest.raises(ValueError, match="at least 38 px"):
-        blur_centre(big[:30], 24, np.random.default_rng(3), 15, 6.0, 14.0, 0.0)
+        shake.blur_centre(big[:30], 24, np.random.default_rng(3))
 
 
 def test_fresh_pairs_are_a_pure_function_of_seed_epoch_index_and_change_every_epoch():
@@ -67,10 +65,7 @@ def test_fresh_pairs_follow_the_embedded_kernel_lengths_and_noise():
     src = _source(
         read=lambda path: photo,
         transform=A.Compose([A.CenterCrop(62, 62)], seed=0),
-        kernel_size=15,
-        min_length=6.0,
-        max_length=14.0,
-        noise_sigma=2.0,
+        blur=CameraShake(kernel_size=15, min_length=6.0, max_length=14.0, noise_sigma=2.0),
     )
     spans, residual = [], []
     for epoch in range(12):

@@ -12,11 +12,15 @@ All randomness comes from a ``numpy.random.Generator``.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
+from deblur.data.io import DataError
+
 __all__ = [
+    "CameraShake",
     "add_noise",
     "apply_kernel",
     "gaussian_kernel",
@@ -26,6 +30,7 @@ __all__ = [
     "random_motion_blur",
     "rasterize_trajectory",
     "shake_trajectory",
+    "trim_kernel",
 ]
 
 
@@ -262,34 +267,55 @@ def trim_kernel(kernel: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(kernel[cy - ry : cy + ry + 1, cx - rx : cx + rx + 1])
 
 
-def blur_centre(
-    big: np.ndarray,
-    size: int,
-    rng: np.random.Generator,
-    kernel_size: int,
-    min_length: float,
-    max_length: float,
-    noise_sigma: float,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(blurred, sharp, kernel)``: the centre ``size x size`` of ``big`` blurred with a fresh kernel.
+@dataclass(frozen=True)
+class CameraShake:
+    """The blur of generated training pairs: ``data.embedded``'s kernel and noise keys.
 
-    ``big`` is the sharp image with ``kernel_size // 2`` extra pixels on every side, so the blur
-    inside the returned crop sees real image content, never a reflected border. The steps are
-    :func:`random_motion_blur`'s (path length uniform in ``[min_length, max_length]``, then
-    Gaussian noise on the crop), with the kernel's zero border trimmed for the convolution.
+    A fresh camera-shake kernel (:func:`motion_kernel`, path length uniform in
+    ``[min_length, max_length]``; None = ``kernel_size - 1``) per pair, then Gaussian sensor noise
+    of std ``noise_sigma`` (0-255 levels): the distribution the stored embedded pairs were made
+    with (:func:`random_motion_blur`).
     """
-    margin = int(kernel_size) // 2
-    if big.shape[0] < size + 2 * margin or big.shape[1] < size + 2 * margin:
-        raise ValueError(
-            f"blur_centre needs an image of at least {size + 2 * margin} px a side "
-            f"(size {size} + 2 x {margin}), got {big.shape[1]}x{big.shape[0]}."
-        )
-    top = (big.shape[0] - size) // 2
-    left = (big.shape[1] - size) // 2
-    length = float(rng.uniform(min_length, max_length))
-    kernel = motion_kernel(int(kernel_size), rng, length=length)
-    crop = (slice(top, top + size), slice(left, left + size))
-    blurred = apply_kernel(big, trim_kernel(kernel))[crop]
-    if noise_sigma > 0:
-        blurred = add_noise(blurred, noise_sigma, rng)
-    return np.ascontiguousarray(blurred), np.ascontiguousarray(big[crop]), kernel
+
+    kernel_size: int
+    min_length: float
+    max_length: float | None
+    noise_sigma: float
+
+    def __post_init__(self) -> None:
+        if int(self.kernel_size) < 1 or int(self.kernel_size) % 2 == 0:
+            raise DataError(f"data.embedded.kernel_size must be odd, got {self.kernel_size}.")
+        object.__setattr__(self, "kernel_size", int(self.kernel_size))
+        if self.max_length is None:
+            object.__setattr__(self, "max_length", float(self.kernel_size - 1))
+
+    @property
+    def margin(self) -> int:
+        """Pixels the blur reads beyond each side of the crop it returns."""
+        return self.kernel_size // 2
+
+    def blur_centre(
+        self, big: np.ndarray, size: int, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(blurred, sharp, kernel)``: the centre ``size x size`` of ``big`` blurred anew.
+
+        ``big`` is the sharp image with :attr:`margin` extra pixels on every side, so the blur
+        inside the returned crop sees real image content, never a reflected border. The kernel's
+        zero border is trimmed for the convolution (same result, faster); the noise is drawn on
+        the crop.
+        """
+        margin = self.margin
+        if big.shape[0] < size + 2 * margin or big.shape[1] < size + 2 * margin:
+            raise ValueError(
+                f"blur_centre needs an image of at least {size + 2 * margin} px a side "
+                f"(size {size} + 2 x {margin}), got {big.shape[1]}x{big.shape[0]}."
+            )
+        top = (big.shape[0] - size) // 2
+        left = (big.shape[1] - size) // 2
+        length = float(rng.uniform(self.min_length, self.max_length))
+        kernel = motion_kernel(self.kernel_size, rng, length=length)
+        crop = (slice(top, top + size), slice(left, left + size))
+        blurred = apply_kernel(big, trim_kernel(kernel))[crop]
+        if self.noise_sigma > 0:
+            blurred = add_noise(blurred, self.noise_sigma, rng)
+        return np.ascontiguousarray(blurred), np.ascontiguousarray(big[crop]), kernel

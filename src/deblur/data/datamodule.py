@@ -20,6 +20,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset
 
+from deblur.data.blur import CameraShake
 from deblur.data.datasets import ClassificationDataset, ConcatSamples, ImageCache, PairedDataset
 from deblur.data.deadleaves import (
     DeadLeaves,
@@ -329,13 +330,9 @@ class DeblurDataModule(pl.LightningDataModule):
                     )
                 rng = np.random.default_rng([self.seed, 0xC010])
                 palette = palette_from_images([read_image(p) for p in sharp], rng)
-            e = self.embedded
             self._procedural = ProceduralPairs(
                 size=self._procedural_size(),
-                kernel_size=int(e["kernel_size"]),
-                min_length=float(e["min_length"]),
-                max_length=e["max_length"],
-                noise_sigma=float(e["noise_sigma"]),
+                blur=self._camera_shake(),
                 seed=self.seed,
                 params=self.dead_leaves,
                 palette=palette,
@@ -414,8 +411,8 @@ class DeblurDataModule(pl.LightningDataModule):
         The augmentations run on the sharp image only, at the item size plus the kernel's margin
         (the GPU path: the margin around its pre-crop patch), and the blur comes after them.
         """
-        e = self.embedded
-        margin = int(e["kernel_size"]) // 2
+        blur = self._camera_shake()
+        margin = blur.margin
         size = self._procedural_size()
         if self._tensor_augment is not None:
             transform = build_train_transform(None, size + 2 * margin, paired=False, seed=self.seed)
@@ -435,12 +432,19 @@ class DeblurDataModule(pl.LightningDataModule):
             read=cache.read if cache is not None else read_image,
             transform=transform,
             size=size,
-            kernel_size=int(e["kernel_size"]),
-            min_length=float(e["min_length"]),
-            max_length=e["max_length"],
-            noise_sigma=float(e["noise_sigma"]),
+            blur=blur,
             seed=self.seed,
             names=[p.name for p in pairs],
+        )
+
+    def _camera_shake(self) -> CameraShake:
+        """The blur of generated training pairs: the embedded build's kernel and noise keys."""
+        e = self.embedded
+        return CameraShake(
+            kernel_size=int(e["kernel_size"]),
+            min_length=float(e["min_length"]),
+            max_length=None if e["max_length"] is None else float(e["max_length"]),
+            noise_sigma=float(e["noise_sigma"]),
         )
 
     # ------------------------------------------------------------ fail early

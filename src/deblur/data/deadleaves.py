@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from deblur.data.blur import blur_centre
+from deblur.data.blur import CameraShake
 from deblur.data.io import DataError, to_tensor
 from deblur.data.sampling import split_sample
 
@@ -260,17 +260,14 @@ def dead_leaves(
 class ProceduralPairs:
     """(blurred, sharp, kernel) dead-leaves pairs as a pure function of ``(seed, epoch, index)``.
 
-    The sharp image is drawn at ``size`` plus the kernel's radius on every side and blurred with a
-    fresh camera-shake kernel of the embedded dataset (path length uniform in ``[min_length,
-    max_length]``, then Gaussian noise ``noise_sigma``), so the blur inside the returned centre
-    crop has no border effects. ``palette``: colours to draw from (None = CIELAB palette).
+    The sharp image is drawn at ``size`` plus the blur's margin on every side and blurred with a
+    fresh camera-shake kernel and noise of the embedded dataset (``blur``), so the blur inside
+    the returned centre crop has no border effects. ``palette``: colours to draw from (None =
+    CIELAB palette).
     """
 
     size: int
-    kernel_size: int
-    min_length: float
-    max_length: float | None
-    noise_sigma: float
+    blur: CameraShake
     seed: int
     params: DeadLeaves
     palette: np.ndarray | None = None
@@ -278,12 +275,7 @@ class ProceduralPairs:
     def __post_init__(self) -> None:
         if int(self.size) < 1:
             raise DataError(f"Procedural pairs need a positive size, got {self.size}.")
-        if int(self.kernel_size) < 1 or int(self.kernel_size) % 2 == 0:
-            raise DataError(f"data.embedded.kernel_size must be odd, got {self.kernel_size}.")
         self.size = int(self.size)
-        self.kernel_size = int(self.kernel_size)
-        if self.max_length is None:
-            self.max_length = float(self.kernel_size - 1)
 
     def rng(self, epoch: int, index: int) -> np.random.Generator:
         """The generator of sample ``index`` in ``epoch`` (the tag keeps it apart from other uses)."""
@@ -296,16 +288,8 @@ class ProceduralPairs:
     def pair(self, epoch: int, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(blurred, sharp, kernel)``: uint8 ``size x size x 3`` twice and the float32 PSF."""
         rng = self.rng(epoch, index)
-        big = dead_leaves(self.size + 2 * (self.kernel_size // 2), rng, self.params, self.palette)
-        return blur_centre(
-            big,
-            self.size,
-            rng,
-            self.kernel_size,
-            self.min_length,
-            float(self.max_length),  # type: ignore[arg-type]
-            self.noise_sigma,
-        )
+        big = dead_leaves(self.size + 2 * self.blur.margin, rng, self.params, self.palette)
+        return self.blur.blur_centre(big, self.size, rng)
 
     def name(self, epoch: int, index: int) -> str:
         """The sample's name in logs and batches."""

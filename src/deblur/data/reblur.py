@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from deblur.data.blur import blur_centre
+from deblur.data.blur import CameraShake
 from deblur.data.io import DataError
 
 __all__ = ["ReblurredPhotos"]
@@ -32,18 +32,14 @@ class ReblurredPhotos:
     ``sharp``: the sharp image of each training item (a photo appears once per stored blur, so an
     epoch has as many items as the fixed pairs); ``read``: path -> uint8 RGB image (the decoded-image
     cache); ``transform``: an unpaired albumentations pipeline whose output measures ``size`` plus
-    ``kernel_size // 2`` on every side (the margin the blur reads); the other fields are
-    ``data.embedded``'s kernel and noise keys.
+    ``blur.margin`` on every side; ``blur``: ``data.embedded``'s kernel and noise keys.
     """
 
     sharp: Sequence[Path]
     read: Callable[[Path], np.ndarray]
     transform: Any
     size: int
-    kernel_size: int
-    min_length: float
-    max_length: float | None
-    noise_sigma: float
+    blur: CameraShake
     seed: int
     names: Sequence[str] | None = None
 
@@ -53,17 +49,7 @@ class ReblurredPhotos:
                 "data.embedded.train_blur=fresh needs training photos, but the training split is "
                 "empty. Use train_blur=fixed, or train_source=procedural alone."
             )
-        if int(self.kernel_size) < 1 or int(self.kernel_size) % 2 == 0:
-            raise DataError(f"data.embedded.kernel_size must be odd, got {self.kernel_size}.")
-        self.kernel_size = int(self.kernel_size)
         self.size = int(self.size)
-        if self.max_length is None:
-            self.max_length = float(self.kernel_size - 1)
-
-    @property
-    def margin(self) -> int:
-        """Pixels the blur reads beyond each side of the returned crop."""
-        return self.kernel_size // 2
 
     def rng(self, epoch: int, index: int) -> np.random.Generator:
         """The generator of sample ``index`` in ``epoch`` (the tag keeps it apart from other uses)."""
@@ -75,18 +61,9 @@ class ReblurredPhotos:
         photo = self.read(Path(self.sharp[index % len(self.sharp)]))
         if hasattr(self.transform, "set_random_seed"):
             self.transform.set_random_seed(int(rng.integers(2**31 - 1)))
-        big = self.transform(image=photo)["image"]
-        return blur_centre(
-            big,
-            self.size,
-            rng,
-            self.kernel_size,
-            self.min_length,
-            float(self.max_length),  # type: ignore[arg-type]
-            self.noise_sigma,
-        )
+        return self.blur.blur_centre(self.transform(image=photo)["image"], self.size, rng)
 
     def name(self, epoch: int, index: int) -> str:
-        """``<photo item name>/e<epoch>``: the sample's name in logs and batches."""
+        """``<photo item name>/fresh_e<epoch>``: the sample's name in logs and batches."""
         base = self.names[index % len(self.names)] if self.names else f"{index:06d}"
         return f"{base}/fresh_e{epoch}"
