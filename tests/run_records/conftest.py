@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from runhelp import run
+from entry_runs import run
 
 
 @pytest.fixture(scope="session")

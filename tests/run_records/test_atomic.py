@@ -10,7 +10,7 @@ import os
 
 import pytest
 import pytorch_lightning as pl
-from runhelp import run
+from entry_runs import run
 
 import deblur.checkpoints as ckpts
 from deblur.checkpoints import CheckpointWriteError, read_checkpoint

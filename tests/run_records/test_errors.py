@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from hydra.utils import instantiate
-from runhelp import cli
+from entry_runs import cli
 
 from deblur.checkpoints import CheckpointError, read_checkpoint, read_classifier_checkpoint
 from deblur.cli import check_command_line

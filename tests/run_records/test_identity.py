@@ -9,7 +9,7 @@ import shutil
 import pytest
 import torch
 from hydra.core.hydra_config import HydraConfig
-from runhelp import run
+from entry_runs import run
 
 from deblur.config import compose, run_dirname
 from deblur.runs import RunConfigChangedError, run_identity

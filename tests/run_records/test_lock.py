@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 
-from runhelp import cli
+from entry_runs import cli
 
 from deblur.runs import LOCK_FILE, managed_run, read_metrics
 

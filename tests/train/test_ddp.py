@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import run
+from entry_runs import run
 
 from deblur.data.sampling import EpochSeededSampler, shard_positions
 

@@ -8,7 +8,7 @@ import math
 import pytest
 import pytorch_lightning as pl
 import torch
-from helpers import run
+from entry_runs import run
 
 from deblur.config import compose
 from deblur.systems.gan import NonFiniteLossError, linear_decay_factor

@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from helpers import run
+from entry_runs import run
 
 pytestmark = [
     pytest.mark.gpu,

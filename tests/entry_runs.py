@@ -1,4 +1,6 @@
-"""Run the real entry-point code (composed config -> managed_run -> fit) inside the test process."""
+"""Run the real entry-point code inside the test process (composed config -> managed_run -> fit),
+or an entry point as a subprocess. Importable from every test folder (pytest puts tests/ on the
+path for the root conftest.py)."""
 
 from __future__ import annotations
 
@@ -16,12 +18,16 @@ from deblur.runs import managed_run
 
 
 def run(
-    config_name: str, overrides: list[str], run_dir: Path, callbacks: list | None = None
+    config_name: str,
+    overrides: list[str],
+    run_dir: Path,
+    callbacks: list | None = None,
+    debug: str = "smoke",
 ) -> dict[str, Any]:
-    """Like ``python -m deblur.<entry> debug=smoke ...`` with its run folder at ``run_dir``."""
+    """Like ``python -m deblur.<entry> debug=<debug> ...`` with its run folder at ``run_dir``."""
     from deblur.systems.fit import fit_classifier, fit_gan
 
-    cfg = compose(config_name, ["debug=smoke", *overrides], return_hydra_config=True)
+    cfg = compose(config_name, [f"debug={debug}", *overrides], return_hydra_config=True)
     HydraConfig.instance().set_config(cfg)
     with open_dict(cfg):
         del cfg["hydra"]
