@@ -29,6 +29,7 @@ from typing import Any
 
 import torch
 from pytorch_lightning.callbacks import Checkpoint
+from pytorch_lightning.loops.loop import _Loop
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
 from deblur.errors import UserError
@@ -335,6 +336,9 @@ _CLASSIFIER_FIX = (
 )
 
 
+_LoopRestarting = _Loop.restarting  # the plain setter (the fit loop's own forces True)
+
+
 class LastCheckpoint(Checkpoint):
     """``<dirpath>/last.ckpt``, the full checkpoint a run resumes from (``resume=auto``).
 
@@ -360,6 +364,18 @@ class LastCheckpoint(Checkpoint):
 
     def on_train_end(self, trainer: Any, pl_module: Any) -> None:
         trainer.save_checkpoint(str(self.path), weights_only=False)
+
+    def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+        # A resume from the end-of-training checkpoint (between two epochs) of a run with
+        # trainer.max_steps: Lightning (2.6) treats every iteration-based fit as restarting and
+        # replays the finished epoch as an empty one, so current_epoch and the sampler's epoch
+        # end up one ahead of an uninterrupted run's (other data order, other results). Start
+        # the next epoch afresh instead, as a run that had not stopped would.
+        loop = trainer.fit_loop
+        ep = loop.epoch_progress.current
+        between_epochs = ep.ready == ep.started == ep.processed == ep.completed > 0
+        if trainer.max_steps != -1 and loop.restarting and between_epochs:
+            _LoopRestarting.fset(loop.epoch_loop, False)
 
 
 def _read_network(

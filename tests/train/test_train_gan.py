@@ -148,6 +148,30 @@ def test_exact_resume_matches_uninterrupted_run(tmp_path, cache_dir):
     assert resumed["final"]["val/psnr"] == pytest.approx(full["final"]["val/psnr"], abs=1e-4)
 
 
+def test_resume_under_max_steps_from_the_end_of_training_checkpoint_is_exact(tmp_path, cache_dir):
+    """A run stopped between epochs writes last.ckpt at the end of training; resumed under
+    trainer.max_steps, Lightning would replay the finished epoch as an empty one and run every
+    later epoch one ahead (another sampler epoch: other data, other results)."""
+    over = [
+        "loss=ragan_ls",
+        "disc=double",
+        "trainer.max_epochs=100",
+        "trainer.max_steps=16",  # 8 iterations, 2 per epoch
+        "model.ema_decay=0.9",
+    ]
+    full = run("train", over, tmp_path / "full")
+    part = run("train", over, tmp_path / "part", callbacks=[_StopAfterEpoch(1)])
+    assert part["status"] != "finished" and part["iterations"] == 2
+    resumed = run(
+        "train",
+        [*over, f"ckpt_path={tmp_path / 'part' / 'checkpoints' / 'last.ckpt'}"],
+        tmp_path / "part",
+    )
+    assert [h["epoch"] for h in resumed["history"]] == [h["epoch"] for h in full["history"]]
+    assert resumed["iterations"] == full["iterations"] == 8
+    assert resumed["final"]["val/psnr"] == pytest.approx(full["final"]["val/psnr"], abs=1e-4)
+
+
 def test_checkpoints_are_full_and_resume_refuses_other_files(tmp_path, classifier_ckpt):
     rec = run("train", ["loss=lsgan", "disc=patch"], tmp_path / "run")
     assert rec["status"] == "finished"
