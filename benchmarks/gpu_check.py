@@ -92,6 +92,11 @@ def finite(values: list[float]) -> bool:
     return all(isinstance(v, int | float) and math.isfinite(v) for v in values)
 
 
+def _throughput_module():
+    """benchmarks/train_throughput.py (the throughput phase's script) as a module."""
+    return load_module("train_throughput", BENCH / "train_throughput.py")
+
+
 def load_module(name: str, path: Path):
     import importlib.util
 
@@ -158,7 +163,7 @@ def phase_env(args, work: Path) -> dict[str, Any]:
                 timeout=20,
             ).stdout.strip()
     # the two ceilings: a large matmul (bf16 on GPU, fp32 on CPU) and a device copy
-    tt = load_module("train_throughput", BENCH / "train_throughput.py")
+    tt = _throughput_module()
     n = 1024 if args.tiny else (8192 if device.type == "cuda" else 2048)
     flops, what = tt.matmul_peak(device, n)
     out["matmul_flops"], out["matmul"] = flops, what
@@ -420,7 +425,7 @@ def phase_throughput(args, work: Path) -> dict[str, Any]:
         cmd += ["--variants", *args.variants]
     cmd += ["--steps", "gan", "--json", str(js), "--out", str(out_md)]
     t0 = time.perf_counter()
-    tt = load_module("train_throughput", BENCH / "train_throughput.py")
+    tt = _throughput_module()
     tt.main(cmd[2:])  # in this (phase) process: one import of torch less
     data = read_json(js) or {}
     data.update(command="benchmarks/train_throughput.py " + " ".join(cmd[2:]))
@@ -989,15 +994,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--variants",
         nargs="+",
-        default=[
-            "baseline",
-            "bf16",
-            "channels_last",
-            "fused",
-            "no_health_check",
-            "cudnn_benchmark",
-            "all",
-        ],
+        help="switch sets of the throughput matrix (default: train_throughput.MATRIX_DEFAULT)",
     )
     p.add_argument("--tp-warmup", type=int, default=10)
     p.add_argument("--tp-iters", type=int, default=40)
@@ -1021,6 +1018,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "min_pairs": 4 if tiny else 320,
         "data_workers": [0] if tiny else [0, 8, 16],
         "deadline": 120.0 if tiny else 470.0,
+        "variants": list(_throughput_module().MATRIX_DEFAULT),
     }
     for k, v in defaults.items():
         if getattr(args, k) is None:

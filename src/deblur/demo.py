@@ -71,7 +71,14 @@ def steps(scale: str, runs: Path, seeds: str, study: bool, overwrite: bool) -> l
         out.append(
             (
                 "stage 2: pretrained vs fresh discriminator (Table 4.3, RaGAN, NLayer)",
-                ["deblur.train", "-m", "experiment=table4_3", "loss=ragan", "backbone=nlayer", *gan],
+                [
+                    "deblur.train",
+                    "-m",
+                    "experiment=table4_3",
+                    "loss=ragan",
+                    "backbone=nlayer",
+                    *gan,
+                ],
             )
         )
     return out

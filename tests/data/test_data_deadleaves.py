@@ -7,6 +7,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+from embedded_yaml import LEAVES
 from hydra.utils import instantiate
 from torch.utils.data import DataLoader
 
@@ -24,8 +25,6 @@ from deblur.data.io import DataError
 from deblur.data.pairs import Pair
 from deblur.data.preview import Sample, contact_sheet, preview_samples
 from deblur.data.sampling import EpochSeededSampler
-
-from embedded_yaml import LEAVES
 
 SHAKE = CameraShake(kernel_size=9, min_length=3.0, max_length=None, noise_sigma=0.0)
 SMALL = {"size": 64, "blur": SHAKE, "params": LEAVES}
@@ -84,7 +83,9 @@ def test_pair_is_its_sharp_image_blurred_with_its_kernel_plus_the_noise_model():
         np.abs(np.diff(blur.astype(float), axis=1)).mean()
         < np.abs(np.diff(sharp.astype(float), axis=1)).mean()
     )
-    noisy, sharp2, kernel2 = ProceduralPairs(seed=0, **dict(SMALL, blur=replace(SHAKE, noise_sigma=3.0))).pair(0, 1)
+    noisy, sharp2, kernel2 = ProceduralPairs(
+        seed=0, **dict(SMALL, blur=replace(SHAKE, noise_sigma=3.0))
+    ).pair(0, 1)
     np.testing.assert_array_equal(sharp2, sharp)
     residual = noisy[inner].astype(float) - apply_kernel(sharp2, kernel2)[inner]
     assert 2.5 < residual.std() < 3.5  # Gaussian sensor noise of std noise_sigma, as embedded

@@ -8,14 +8,13 @@ import time
 
 import numpy as np
 import pytest
+from embedded_yaml import BUILD
 
 from deblur.data import embedded
 from deblur.data.blur import apply_kernel
 from deblur.data.embedded import VAL_PHOTOS, available_photos, build_embedded
 from deblur.data.io import DataError, read_image, read_kernel
 from deblur.data.pairs import read_embedded
-
-from embedded_yaml import BUILD
 
 TINY = {**BUILD, "long_side": 64, "blurs_per_photo": 2, "kernel_size": 9, "noise_sigma": 0.0}
 PHOTOS = ["astronaut", "chelsea", "coffee", "rocket"]

@@ -5,13 +5,12 @@ from __future__ import annotations
 import albumentations as A
 import numpy as np
 import pytest
+from test_data_deadleaves import TINY_EMBEDDED
 
 from deblur.data.blur import CameraShake, apply_kernel, trim_kernel
 from deblur.data.embedded import VAL_PHOTOS
 from deblur.data.io import DataError
 from deblur.data.reblur import ReblurredPhotos
-
-from test_data_deadleaves import TINY_EMBEDDED
 
 
 def _photo(h: int = 80, w: int = 100) -> np.ndarray:
@@ -96,7 +95,9 @@ def test_datamodule_fresh_trains_on_reblurred_photos_and_validates_on_stored_pai
     ds = fresh.dataset("train")
     assert len(ds) == len(fixed.dataset("train")) == 3  # an epoch as long as the fixed pairs
     items = [ds[(i, 0, 4)] for i in range(len(ds))]
-    assert {it["name"] for it in items} == {f"{p}/000/fresh_e4" for p in ("astronaut", "coffee", "china")}
+    assert {it["name"] for it in items} == {
+        f"{p}/000/fresh_e4" for p in ("astronaut", "coffee", "china")
+    }
     assert all(it["blur"].shape == it["sharp"].shape == (3, 64, 64) for it in items)
     again = ds[(0, 0, 4)]
     assert (again["blur"] == items[0]["blur"]).all()  # reproducible within the epoch

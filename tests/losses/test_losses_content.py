@@ -109,7 +109,9 @@ def test_pixel_space_scales_like_the_reference():
 
 
 def test_pixel_only_builds_no_vgg():
-    loss = ContentLoss(perceptual_weight=0.0, pretrained=True, pixel_space="minus1_1")  # no VGG, so no download needed
+    loss = ContentLoss(
+        perceptual_weight=0.0, pretrained=True, pixel_space="minus1_1"
+    )  # no VGG, so no download needed
     assert loss.perceptual is None
     pred, target = torch.zeros(1, 3, 8, 8), torch.ones(1, 3, 8, 8)
     out = loss(pred, target)

@@ -10,11 +10,11 @@ import os
 
 import pytest
 import pytorch_lightning as pl
-from entry_runs import run
 
 import deblur.checkpoints as ckpts
 from deblur.checkpoints import CheckpointWriteError, read_checkpoint
 from deblur.runs import write_json_atomic
+from entry_runs import run
 
 
 class _DiskFullFromEpoch(pl.Callback):

@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 from hydra.utils import instantiate
-from entry_runs import cli
 
 from deblur.checkpoints import CheckpointError, read_checkpoint, read_classifier_checkpoint
 from deblur.cli import check_command_line
 from deblur.config import ConfigValueError, check_overrides, compose
 from deblur.errors import UserError
 from deblur.models.critics import Discriminator, load_classifier_weights
+from entry_runs import cli
 
 
 @pytest.fixture()

@@ -9,10 +9,10 @@ import shutil
 import pytest
 import torch
 from hydra.core.hydra_config import HydraConfig
-from entry_runs import run
 
 from deblur.config import compose, run_dirname
 from deblur.runs import RunConfigChangedError, run_identity
+from entry_runs import run
 
 
 def _metrics(run_dir):

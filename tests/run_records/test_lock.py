@@ -10,9 +10,8 @@ import subprocess
 import sys
 import time
 
-from entry_runs import cli
-
 from deblur.runs import LOCK_FILE, managed_run, read_metrics
+from entry_runs import cli
 
 
 def test_second_launch_of_a_live_run_folder_fails_naming_the_first(tmp_path, cache_dir):

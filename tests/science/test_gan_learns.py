@@ -4,6 +4,7 @@ validation PSNR (the claim make demo prints for every Table 4.1 cell)."""
 from __future__ import annotations
 
 import pytest
+
 from entry_runs import run
 
 

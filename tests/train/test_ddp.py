@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from entry_runs import run
 
 from deblur.data.sampling import EpochSeededSampler, shard_positions
+from entry_runs import run
 
 GAN = [
     "experiment=cpu_10min",

@@ -8,10 +8,10 @@ import math
 import pytest
 import pytorch_lightning as pl
 import torch
-from entry_runs import run
 
 from deblur.config import compose
 from deblur.systems.gan import NonFiniteLossError, linear_decay_factor
+from entry_runs import run
 
 
 def _state(path, prefix):

@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+
 from entry_runs import run
 
 pytestmark = [
