@@ -160,3 +160,30 @@ def test_resnet_residual_gate_starts_as_identity_and_learns_one_scalar_first():
     assert g.gate.grad is not None and g.gate.grad.abs().item() > 0
     others = [p.grad for n, p in g.named_parameters() if n != "gate"]
     assert all(p is None or p.abs().max() == 0 for p in others)
+
+
+def test_resnet_linear_bank_starts_as_identity_and_mixes_its_filters_by_softmax_weights():
+    """linear_bank=K: K zero-initialised k x k filters mixed per region by a selector's softmax
+    weights; G(x) = x at start, the weights sum to 1 everywhere, and K equal filters act as one."""
+    from deblur.models.resnet import ResNetGenerator
+
+    torch.manual_seed(0)
+    kw = dict(n_blocks=1, ngf=8, dropout=0.0, norm="none", residual_gate=True, linear_skip=5)
+    g = ResNetGenerator(**kw, linear_bank=3)
+    x = torch.rand(2, 3, 37, 45) * 1.6 - 0.8  # any size: padded to a multiple of 4 inside
+    assert torch.equal(g(x), x)
+    w = g.bank_weights(x)
+    assert w.shape == (2, 3, 37, 45) and torch.allclose(w.sum(1), torch.ones(2, 37, 45))
+    assert w.std(dim=(2, 3)).mean() > 0  # the weights vary with the image content
+    torch.nn.functional.mse_loss(g(x), torch.zeros_like(x)).backward()
+    grads = g.linear.weight.grad.view(3, 3, 3, 5, 5)
+    assert all(grads[k].abs().max() > 0 for k in range(3))  # every filter learns
+    assert not torch.allclose(grads[0], grads[1])  # and differently (no symmetric saddle)
+    single = ResNetGenerator(**kw)
+    with torch.no_grad():
+        single.linear.weight.normal_(0, 0.01)
+        g.linear.weight.copy_(single.linear.weight.repeat(3, 1, 1, 1))
+        g.linear.bias.copy_(single.linear.bias.repeat(3))
+        assert torch.allclose(g.linear_residual(x), single.linear_residual(x), atol=1e-6)
+    with pytest.raises(ValueError, match="linear_bank must be >= 1 and needs gen.linear_skip"):
+        ResNetGenerator(n_blocks=1, ngf=8, linear_bank=2)

@@ -57,6 +57,7 @@ class ResNetGenerator(nn.Module):
         identity_init: bool = False,
         residual_gate: bool = False,
         linear_skip: int = 0,
+        linear_bank: int = 1,
     ) -> None:
         super().__init__()
         if norm not in NORMS:
@@ -108,10 +109,45 @@ class ResNetGenerator(nn.Module):
                     f"gen.linear_skip must be odd (a centred kernel); got {linear_skip}."
                 )
             self.linear = nn.Conv2d(
-                3, 3, linear_skip, padding=linear_skip // 2, padding_mode="reflect"
+                3, 3 * linear_bank, linear_skip, padding=linear_skip // 2, padding_mode="reflect"
             )
             nn.init.zeros_(self.linear.weight)
             nn.init.zeros_(self.linear.bias)
+        # linear_bank=K > 1: K such filters, mixed per region by softmax weights a small selector
+        # computes from the input at 1/8 resolution (upsampled): a blind, blur-adaptive inverse
+        # filter (a short blur wants a milder filter than a long one; one filter must average
+        # them). Starts at the identity like the single filter (all K filters are zero).
+        if linear_bank < 1 or (linear_bank > 1 and not linear_skip):
+            raise ValueError(
+                f"gen.linear_bank must be >= 1 and needs gen.linear_skip > 0; got linear_bank="
+                f"{linear_bank}, linear_skip={linear_skip}."
+            )
+        self.bank = int(linear_bank)
+        self.selector: nn.Sequential | None = None
+        if self.bank > 1:
+            self.selector = nn.Sequential(
+                nn.Conv2d(3, 16, 5, stride=4, padding=2),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(16, 16, 3, stride=2, padding=1),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(16, self.bank, 1),
+            )
+
+    def bank_weights(self, x: Tensor) -> Tensor:
+        """B x K x H x W softmax weights of the K linear filters (``linear_bank > 1``)."""
+        assert self.selector is not None
+        logits = F.interpolate(self.selector(x), size=x.shape[-2:], mode="bilinear")
+        return torch.softmax(logits, dim=1)
+
+    def linear_residual(self, x: Tensor) -> Tensor:
+        """The linear skip's residual: one filter, or the bank mixed by :meth:`bank_weights`."""
+        assert self.linear is not None
+        filtered = self.linear(x)
+        if self.bank == 1:
+            return filtered
+        b, _, h, w = filtered.shape
+        stacked = filtered.view(b, self.bank, 3, h, w)
+        return (self.bank_weights(x).unsqueeze(2) * stacked).sum(dim=1)
 
     def set_encoder_frozen(self, frozen: bool) -> None:
         """No-op: the ResNet generator has no pretrained encoder to freeze (logged)."""
@@ -139,6 +175,6 @@ class ResNetGenerator(nn.Module):
         if self.gate is not None:
             residual = self.gate * residual
         if self.linear is not None:
-            residual = residual + self.linear(padded)
+            residual = residual + self.linear_residual(padded)
         out = torch.clamp(residual + padded, -1.0, 1.0)
         return out[..., :h, :w]
