@@ -187,3 +187,20 @@ def test_resnet_linear_bank_starts_as_identity_and_mixes_its_filters_by_softmax_
         assert torch.allclose(g.linear_residual(x), single.linear_residual(x), atol=1e-6)
     with pytest.raises(ValueError, match="linear_bank must be >= 1 and needs gen.linear_skip"):
         ResNetGenerator(n_blocks=1, ngf=8, linear_bank=2)
+
+
+def test_resnet_without_deep_branch_is_the_identity_plus_a_linear_filter():
+    from deblur.models.resnet import ResNetGenerator
+
+    g = ResNetGenerator(n_blocks=1, ngf=8, norm="none", linear_skip=5, deep_branch=False)
+    assert g.model is None and g.gate is None
+    x = torch.rand(1, 3, 20, 22) * 1.6 - 0.8
+    assert torch.equal(g(x), x)
+    with torch.no_grad():
+        g.linear.weight.normal_(0, 0.01)
+    y = g(x)
+    expected = torch.clamp(x + g.linear(x), -1, 1)  # linear: conv(ax + by) = a conv(x) + b conv(y)
+    assert torch.allclose(y, expected, atol=1e-6)
+    assert sum(p.numel() for p in g.parameters()) == 3 * 3 * 5 * 5 + 3
+    with pytest.raises(ValueError, match="deep_branch=false needs gen.linear_skip"):
+        ResNetGenerator(n_blocks=1, ngf=8, deep_branch=False)
