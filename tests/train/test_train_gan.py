@@ -53,6 +53,9 @@ def test_cpu_10min_experiment_runs_its_recipe(tmp_path, cache_dir):
     assert cfg.trainer.max_time == "00:00:10:00" and cfg.pretrained is False
     assert cfg.model.ema_decay > 0 and cfg.model.content.perceptual_weight == 0
     assert cfg.gen.residual_gate is True  # the identity start (gen=resnet_cpu)
+    assert cfg.gen.norm == "none"  # instance norm's deep branch made validation fade (measured)
+    long = compose("train", ["experiment=cpu_30min"])
+    assert long.trainer.max_time == "00:00:30:00" and long.gen.deep_branch is False
     assert math.isfinite(m["final"]["val/psnr"])
 
 
