@@ -189,7 +189,8 @@ class DeblurDataModule(pl.LightningDataModule):
         embedded = dict(_plain(embedded) or {})
         mix = {k: embedded.pop(k) for k in _MIX_KEYS if k in embedded}
         self.embedded = embedded  # build parameters of the photo pairs (deblur.data.embedded)
-        if set(_KERNEL_KEYS) <= embedded.keys():  # data=embedded: its YAML sets every mix key
+        is_embedded = set(_KERNEL_KEYS) <= embedded.keys()
+        if is_embedded:  # data=embedded: its YAML sets every mix key
             missing = [k for k in _MIX_KEYS if k not in mix]
             if missing:
                 raise DataError(
@@ -205,7 +206,7 @@ class DeblurDataModule(pl.LightningDataModule):
                 f"data.embedded.train_source must be one of {', '.join(TRAIN_SOURCES)}, got "
                 f"'{self.train_source}'."
             )
-        if self.train_source != "photos" and not set(_KERNEL_KEYS) <= embedded.keys():
+        if self.train_source != "photos" and not is_embedded:
             raise DataError(
                 f"data.embedded.train_source={self.train_source} mixes procedural pairs into "
                 f"data=embedded only (they take its kernel and noise keys), but this is "
@@ -218,7 +219,7 @@ class DeblurDataModule(pl.LightningDataModule):
                 f"data.embedded.train_blur must be one of {', '.join(TRAIN_BLURS)}, got "
                 f"'{self.train_blur}'."
             )
-        if self.train_blur == "fresh" and not set(_KERNEL_KEYS) <= embedded.keys():
+        if self.train_blur == "fresh" and not is_embedded:
             raise DataError(
                 "data.embedded.train_blur=fresh re-blurs the sharp photos with data=embedded's "
                 f"kernel and noise keys, but this is data={name} (layout '{self.layout}'), whose "
@@ -412,13 +413,12 @@ class DeblurDataModule(pl.LightningDataModule):
         (the GPU path: the margin around its pre-crop patch), and the blur comes after them.
         """
         blur = self._camera_shake()
-        margin = blur.margin
         size = self._procedural_size()
+        big = size + 2 * blur.margin
         if self._tensor_augment is not None:
-            transform = build_train_transform(None, size + 2 * margin, paired=False, seed=self.seed)
+            transform = build_train_transform(None, big, paired=False, seed=self.seed)
         else:
             pre = self._pre_crop()
-            big = size + 2 * margin
             transform = build_train_transform(
                 self.augment,
                 big,

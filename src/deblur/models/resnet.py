@@ -179,12 +179,13 @@ class ResNetGenerator(nn.Module):
             )
         ph, pw = (-h) % self.multiple, (-w) % self.multiple
         padded = F.pad(x, (0, pw, 0, ph), mode="reflect") if ph or pw else x
-        residual = torch.zeros_like(padded)
+        residual: Tensor | None = None  # the constructor ensures a deep branch or a linear skip
         if self.model is not None:
             residual = self.model(padded)
             if self.gate is not None:
                 residual = self.gate * residual
         if self.linear is not None:
-            residual = residual + self.linear_residual(padded)
+            linear = self.linear_residual(padded)
+            residual = linear if residual is None else residual + linear
         out = torch.clamp(residual + padded, -1.0, 1.0)
         return out[..., :h, :w]
