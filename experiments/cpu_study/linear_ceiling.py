@@ -84,12 +84,19 @@ class Normal:
         n = 3 * size * size + 1
         self.xtx = np.zeros((n, n))
         self.xty = np.zeros((n, 3))
+        self.images = 0
 
     def add(self, other: tuple[np.ndarray, np.ndarray]) -> None:
         self.xtx += other[0]
         self.xty += other[1]
+        self.images += 1
 
-    def solve(self, ridge: float = 1e-4) -> np.ndarray:
+    def solve(self, name: str, ridge: float = 1e-4) -> np.ndarray:
+        if self.images == 0:
+            raise SystemExit(
+                f"linear_ceiling: no fresh blur fell in the bin '{name}', so its filter cannot be "
+                "fitted. Raise --fresh-per-photo (the default, 36, fills every bin at --seed 1)."
+            )
         n = self.xtx.shape[0]
         reg = ridge * np.trace(self.xtx) / n * np.eye(n)
         return np.linalg.solve(self.xtx + reg, self.xty)
@@ -154,9 +161,10 @@ def main(argv: list[str] | None = None) -> int:
             by_length[length_bin(length)].add(terms)
             by_both[(length_bin(length), direction_bin(kernel))].add(terms)
 
-    filters = {"stored": stored.solve(), "fresh": fresh.solve()}
-    length_filters = [n.solve() for n in by_length]
-    both_filters = {key: n.solve() for key, n in by_both.items()}
+    filters = {"stored": stored.solve("stored"), "fresh": fresh.solve("fresh")}
+    length_filters = [n.solve(f"length {i}") for i, n in enumerate(by_length)]
+    both_filters = {key: n.solve(f"length {key[0]}, direction {key[1]}")
+                    for key, n in by_both.items()}
 
     manifest_lengths = _val_lengths(root)
     rows = []
@@ -177,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     frame["bin"] = [f"{lo}-{hi - 1} px" for lo, hi in
                     (LENGTH_BINS[length_bin(x)] for x in frame["length"])]
     table = frame.pivot_table(index="method", columns="bin", values="gain_db", aggfunc="mean")
+    table = table[[f"{lo}-{hi - 1} px" for lo, hi in LENGTH_BINS]]
     table["all"] = frame.groupby("method")["gain_db"].mean()
     order = ["stored", "fresh", "oracle_length", "oracle_length_direction"]
     print(f"linear {size}x{size} filter, least squares; fresh blurs: {args.fresh_per_photo} per "
