@@ -29,13 +29,13 @@ import sys
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
+from deblur.data import io
 from deblur.data.blur import add_noise, apply_kernel, motion_kernel, trim_kernel
 from deblur.data.embedded import build_embedded
 from deblur.data.pairs import read_embedded
@@ -70,11 +70,7 @@ def direction_bin(kernel: np.ndarray) -> int:
 
 def to_tensor(image: np.ndarray) -> torch.Tensor:
     """H x W x 3 uint8 RGB -> 1 x 3 x H x W float64 in [-1, 1] (the training range)."""
-    return torch.from_numpy(image).permute(2, 0, 1)[None].double() / 127.5 - 1.0
-
-
-def read_rgb(path: Path) -> np.ndarray:
-    return np.ascontiguousarray(cv2.imread(str(path), cv2.IMREAD_COLOR)[..., ::-1])
+    return io.to_tensor(image)[None].double()
 
 
 class Normal:
@@ -143,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
 
     stored = Normal(size)
     for pair in pairs["train"]:
-        stored.add(normal_terms(read_rgb(pair.blur), read_rgb(pair.sharp), size, args.pixels, rng))
+        stored.add(normal_terms(io.read_image(pair.blur), io.read_image(pair.sharp), size, args.pixels, rng))
 
     max_length = cfg.max_length if cfg.max_length is not None else cfg.kernel_size - 1
     fresh = Normal(size)
@@ -151,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     by_both = {(a, d): Normal(size) for a in range(len(LENGTH_BINS)) for d in range(DIRECTIONS)}
     photos = {pair.group: pair.sharp for pair in pairs["train"]}
     for sharp_path in photos.values():
-        sharp = read_rgb(sharp_path)
+        sharp = io.read_image(sharp_path)
         for _ in range(args.fresh_per_photo):
             length = float(rng.uniform(cfg.min_length, max_length))
             kernel = motion_kernel(cfg.kernel_size, rng, length=length)
@@ -169,13 +165,13 @@ def main(argv: list[str] | None = None) -> int:
     manifest_lengths = _val_lengths(root)
     rows = []
     for pair in pairs["val"]:
-        blurred, sharp = read_rgb(pair.blur), read_rgb(pair.sharp)
+        blurred, sharp = io.read_image(pair.blur), io.read_image(pair.sharp)
         target = to_tensor(sharp)
         base = float(psnr(to_tensor(blurred), target)[0])
         length = manifest_lengths[pair.name]
         chosen = dict(filters)
         chosen["oracle_length"] = length_filters[length_bin(length)]
-        kernel = np.load(pair.kernel)
+        kernel = io.read_kernel(pair.kernel)
         chosen["oracle_length_direction"] = both_filters[(length_bin(length), direction_bin(kernel))]
         for method, weights in chosen.items():
             gain = float(psnr(apply_filter(weights, blurred, size), target)[0]) - base
