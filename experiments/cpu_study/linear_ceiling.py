@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 
 from deblur.data import io
-from deblur.data.blur import add_noise, apply_kernel, motion_kernel, trim_kernel
+from deblur.data.blur import CameraShake, random_motion_blur
 from deblur.data.embedded import build_embedded
 from deblur.data.pairs import read_embedded
 from deblur.metrics import psnr
@@ -45,6 +45,7 @@ REPO = Path(__file__).resolve().parents[2]
 BUILD_KEYS = ("long_side", "blurs_per_photo", "kernel_size", "min_length", "max_length",
               "noise_sigma", "seed", "photos")
 LENGTH_BINS = [(7, 14), (14, 21), (21, 31)]
+LENGTH_LABELS = [f"{lo}-{hi - 1} px" for lo, hi in LENGTH_BINS]
 DIRECTIONS = 4
 
 
@@ -141,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     for pair in pairs["train"]:
         stored.add(normal_terms(io.read_image(pair.blur), io.read_image(pair.sharp), size, args.pixels, rng))
 
-    max_length = cfg.max_length if cfg.max_length is not None else cfg.kernel_size - 1
+    shake = CameraShake(cfg.kernel_size, cfg.min_length, cfg.max_length, cfg.noise_sigma)
     fresh = Normal(size)
     by_length = [Normal(size) for _ in LENGTH_BINS]
     by_both = {(a, d): Normal(size) for a in range(len(LENGTH_BINS)) for d in range(DIRECTIONS)}
@@ -149,9 +150,10 @@ def main(argv: list[str] | None = None) -> int:
     for sharp_path in photos.values():
         sharp = io.read_image(sharp_path)
         for _ in range(args.fresh_per_photo):
-            length = float(rng.uniform(cfg.min_length, max_length))
-            kernel = motion_kernel(cfg.kernel_size, rng, length=length)
-            blurred = add_noise(apply_kernel(sharp, trim_kernel(kernel)), cfg.noise_sigma, rng)
+            length = float(rng.uniform(shake.min_length, shake.max_length))
+            blurred, kernel = random_motion_blur(
+                sharp, rng, shake.kernel_size, length, shake.noise_sigma
+            )
             terms = normal_terms(blurred, sharp, size, args.pixels, rng)
             fresh.add(terms)
             by_length[length_bin(length)].add(terms)
@@ -178,10 +180,9 @@ def main(argv: list[str] | None = None) -> int:
             rows.append({"method": method, "image": pair.name, "length": length,
                          "input_psnr": base, "gain_db": gain})
     frame = pd.DataFrame(rows)
-    frame["bin"] = [f"{lo}-{hi - 1} px" for lo, hi in
-                    (LENGTH_BINS[length_bin(x)] for x in frame["length"])]
+    frame["bin"] = [LENGTH_LABELS[length_bin(x)] for x in frame["length"]]
     table = frame.pivot_table(index="method", columns="bin", values="gain_db", aggfunc="mean")
-    table = table[[f"{lo}-{hi - 1} px" for lo, hi in LENGTH_BINS]]
+    table = table[LENGTH_LABELS]
     table["all"] = frame.groupby("method")["gain_db"].mean()
     order = ["stored", "fresh", "oracle_length", "oracle_length_direction"]
     print(f"linear {size}x{size} filter, least squares; fresh blurs: {args.fresh_per_photo} per "
