@@ -27,6 +27,7 @@ def test_gan_trains_on_gpu_with_finite_losses(tmp_path, cache_dir, precision, lo
             "trainer.accelerator=gpu",
             f"trainer.precision={precision}",
             "trainer.limit_train_batches=8",
+            "data.max_train_pairs=8",  # debug=smoke keeps 4 pairs (4 batches an epoch) otherwise
             "optim.grad_clip=1.0",
         ],
         tmp_path,
