@@ -447,7 +447,15 @@ class GANSystem(pl.LightningModule):
         self.iteration += 1
         self._host_iteration += 1
         self.log_dict(logs, on_step=True, on_epoch=False, batch_size=blur.shape[0])
-        self.log("train/lr_g", opt_g.param_groups[0]["lr"], on_step=True, batch_size=blur.shape[0])
+        self._log_lr(opt_g.param_groups[0]["lr"])
+
+    def _log_lr(self, lr: float) -> None:
+        """The learning rate, a host float, straight to the loggers on logging steps: through
+        ``self.log`` it would become a device tensor (a blocking host-to-device copy) every step."""
+        every = max(1, int(self.trainer.log_every_n_steps))
+        if self._host_iteration % every == 0 and self.trainer.is_global_zero:
+            for logger in self.trainer.loggers:
+                logger.log_metrics({"train/lr_g": float(lr)}, step=self._host_iteration)
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         """Clip here: Lightning calls this after unscaling under 16-mixed, also in manual mode."""
