@@ -343,11 +343,13 @@ class GANSystem(pl.LightningModule):
         """Record, on the device, the first iteration at which each term is non-finite."""
         if self.check_every <= 0:
             return
-        idx = [self._finite_terms.index(k) for k in terms]
+        # the terms are a run of _finite_terms: a slice is a view (a Python-list index would be
+        # copied to the device, a blocking host-to-device copy, twice per call)
+        start = self._finite_terms.index(next(iter(terms)))
+        assert list(terms) == self._finite_terms[start : start + len(terms)], list(terms)
         bad = ~torch.isfinite(torch.stack([t.detach().float().reshape(()) for t in terms.values()]))
-        cur = self._first_nonfinite[idx]
-        new = torch.where(bad & (cur < 0), self.iteration.to(cur.device), cur)
-        self._first_nonfinite[idx] = new
+        cur = self._first_nonfinite[start : start + len(terms)]
+        cur.copy_(torch.where(bad & (cur < 0), self.iteration, cur))
 
     def raise_if_nonfinite(self) -> None:
         """Raise :class:`NonFiniteLossError` if any term was ever non-finite (one host sync)."""
