@@ -149,10 +149,16 @@ def phase_env(args, work: Path) -> dict[str, Any]:
     for mod in ("hydra", "omegaconf", "albumentations", "timm", "torchvision", "cv2", "numpy"):
         with contextlib.suppress(Exception):
             out[mod] = __import__(mod).__version__
-    with contextlib.suppress(Exception):
-        out["git"] = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-        ).stdout.strip()
+    # the device gets a copy of the working tree, maybe without .git: the commit comes in a
+    # file: `git rev-parse --short HEAD > .commit` here, then carry [".commit"] in the call
+    commit_file = ROOT / ".commit"
+    if commit_file.is_file():
+        out["git"] = commit_file.read_text().strip()
+    else:
+        with contextlib.suppress(Exception):
+            out["git"] = subprocess.run(
+                ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+            ).stdout.strip()
     if shutil.which("nvidia-smi"):
         q = "name,memory.total,driver_version,clocks.sm,clocks.max.sm,power.limit"
         with contextlib.suppress(Exception):

@@ -11,6 +11,7 @@
 # exactly the versions installed in .venv, for CPython ${WHEEL_PYTHON:-3.12} on manylinux x86-64.
 set -u
 export GPU_CHECK_T0=${GPU_CHECK_T0:-$(date +%s)}   # the global deadline counts from here
+export NO_ALBUMENTATIONS_UPDATE=1   # albumentations asks a package index for updates (2 s a process)
 cd "$(dirname "$0")/.."
 
 if [ -z "${PYTHON:-}" ]; then
