@@ -251,9 +251,31 @@ def _write_chunk(fd: int, chunk: memoryview, path: Path) -> int:
     return os.write(fd, chunk)
 
 
+def _current_umask() -> int:
+    """The process umask, read without changing it where the system allows (Linux:
+    /proc/self/status; elsewhere set and restore at once)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def file_mode() -> int:
+    """The mode a plain ``open(path, "w")`` gives a new file: ``0o666 & ~umask`` (0644 under
+    umask 022, 0640 under 027). mkstemp's 0600 would hide a run's files from the team."""
+    return 0o666 & ~_current_umask()
+
+
 def write_bytes_atomic(path: str | os.PathLike, data: bytes, what: str = "file") -> None:
     """Write ``data`` to ``path`` through a temporary file in the same folder: write, flush,
-    fsync, rename. A failure leaves the previous file at ``path`` untouched and raises
+    fsync, rename. The file gets the user's umask mode (as ``open`` would), not mkstemp's 0600.
+    A failure leaves the previous file at ``path`` untouched and raises
     :class:`CheckpointWriteError` naming the path and the cause."""
     path = Path(path)
     try:
@@ -263,6 +285,8 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes, what: str = "file")
         raise _write_error(path, what, err) from err
     try:
         try:
+            if hasattr(os, "fchmod"):
+                os.fchmod(fd, file_mode())
             view = memoryview(data)
             while view:
                 n = _write_chunk(fd, view[: 1 << 22], path)
