@@ -251,7 +251,9 @@ class GANSystem(pl.LightningModule):
     # ------------------------------------------------------------------ optimizers
     def configure_optimizers(self):
         # fused kernels on CUDA only (as the optim.fused comment says); None: torch's choice
-        fused = {"fused": True} if self.fused and torch.cuda.is_available() else {}
+        fused = (
+            {"fused": True, "foreach": False} if self.fused and torch.cuda.is_available() else {}
+        )
         opts = [self.optimizer_g(self.generator.parameters(), **fused)]
         if self.trains_d:
             opts.append(self.optimizer_d(self.discriminator.parameters(), **fused))
