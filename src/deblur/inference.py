@@ -5,6 +5,9 @@
   works), done with index arithmetic on tensor sizes so traced / ONNX exports stay dynamic.
 - :func:`deblur_image` runs a generator on one uint8 RGB image, whole or in overlapping tiles
   blended with linear cross-fades (memory bounded by the tile size), on CPU or GPU, bf16 optional.
+- :func:`record_norm_stats` / :func:`frozen_norm_stats`: tiles share one set of normalisation
+  statistics (instance / group norm), measured on a downscaled copy of the whole image, so tiled
+  output matches whole-image output instead of each tile normalising itself (seams, colour shifts).
 - :func:`resolve_device` / :func:`device_name`: ``device=auto|cpu|cuda`` and what a figure was
   measured on.
 """
@@ -13,10 +16,12 @@ from __future__ import annotations
 
 import platform
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = [
@@ -28,6 +33,9 @@ __all__ = [
     "deblur_image",
     "tile_starts",
     "blend_ramp",
+    "input_stat_norms",
+    "record_norm_stats",
+    "frozen_norm_stats",
 ]
 
 STRIDE = 32  # FPN generators downsample by 32; padding to it is harmless for the others
@@ -194,6 +202,102 @@ def _tiles(h: int, w: int, tile: int, overlap: int) -> Iterator[tuple[int, int, 
             yield y, x, th, tw, wy[:, None] * wx[None, :]
 
 
+# --------------------------------------------------------------------------- shared norm stats
+
+
+def input_stat_norms(model: nn.Module) -> list[nn.Module]:
+    """The layers of ``model`` whose output depends on statistics of their own input: instance
+    norm without running statistics (or in training mode) and group norm (incl. layer norm over
+    channels as ``GroupNorm(1, C)``). Batch norm in eval mode uses fixed statistics: not listed."""
+    found: list[nn.Module] = []
+    for m in model.modules():
+        if isinstance(m, nn.modules.instancenorm._InstanceNorm):
+            if m.training or m.running_mean is None:
+                found.append(m)
+        elif isinstance(m, nn.GroupNorm):
+            found.append(m)
+    return found
+
+
+def _groups(m: nn.Module) -> int:
+    return int(m.num_groups) if isinstance(m, nn.GroupNorm) else int(m.num_features)
+
+
+def _stats(m: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-group (instance norm: per-channel) mean and biased variance of image 0 of ``x``."""
+    g = x[:1].float().reshape(_groups(m), -1)
+    var, mean = torch.var_mean(g, dim=1, unbiased=False)
+    return mean, var
+
+
+def _apply_stats(m: nn.Module, x: Tensor, mean: Tensor, var: Tensor) -> Tensor:
+    """``m`` applied to ``x`` with the given per-group statistics instead of ``x``'s own."""
+    n, c = x.shape[:2]
+    groups = mean.numel()
+    xf = x.float().reshape(n, groups, c // groups, -1)
+    scale = torch.rsqrt(var + m.eps)[None, :, None, None]
+    y = ((xf - mean[None, :, None, None]) * scale).reshape(x.shape)
+    if getattr(m, "weight", None) is not None:
+        shape = (1, c) + (1,) * (x.ndim - 2)
+        y = y * m.weight.float().reshape(shape) + m.bias.float().reshape(shape)
+    return y.to(x.dtype)
+
+
+@contextmanager
+def _patched(layers: dict[nn.Module, object]):
+    """Temporarily give each module its own ``forward`` (restored on exit, also on errors)."""
+    try:
+        for m, fwd in layers.items():
+            m.forward = fwd
+        yield
+    finally:
+        for m in layers:
+            m.__dict__.pop("forward", None)
+
+
+def record_norm_stats(
+    model: nn.Module, x: Tensor, device: torch.device, bf16: bool = False
+) -> dict[nn.Module, tuple[Tensor, Tensor]]:
+    """Run ``model`` once on ``x`` (``1 x 3 x h x w``) and return the statistics every
+    :func:`input_stat_norms` layer normalised with (``{layer: (mean, var)}``, on ``device``)."""
+    stats: dict[nn.Module, tuple[Tensor, Tensor]] = {}
+
+    def recorder(m: nn.Module):
+        original = type(m).forward
+
+        def forward(inp: Tensor) -> Tensor:
+            stats[m] = _stats(m, inp)
+            return original(m, inp)
+
+        return forward
+
+    layers = input_stat_norms(model)
+    if layers:
+        with _patched({m: recorder(m) for m in layers}):
+            _run(model, x, device, bf16)
+    return stats
+
+
+def frozen_norm_stats(stats: dict[nn.Module, tuple[Tensor, Tensor]]):
+    """Context manager: the layers in ``stats`` normalise with those statistics, not their
+    input's (so tiles of one image are all normalised like the whole image)."""
+
+    def fixed(m: nn.Module, mean: Tensor, var: Tensor):
+        return lambda inp: _apply_stats(m, inp, mean, var)
+
+    return _patched({m: fixed(m, *mv) for m, mv in stats.items()})
+
+
+def _downscaled(x: Tensor, long_side: int) -> Tensor:
+    """``x`` resized (area average) so its long side is at most ``long_side``."""
+    h, w = x.shape[-2:]
+    scale = long_side / max(h, w)
+    if scale >= 1:
+        return x
+    size = (max(1, round(h * scale)), max(1, round(w * scale)))
+    return F.interpolate(x, size=size, mode="area")
+
+
 def deblur_tensor(
     model: nn.Module,
     x: Tensor,
@@ -201,11 +305,16 @@ def deblur_tensor(
     overlap: int = 32,
     device: str | torch.device | None = "auto",
     bf16: bool = False,
+    shared_stats: bool = True,
+    stats_size: int = 512,
 ) -> Tensor:
     """Deblur a ``1 x 3 x H x W`` (or ``3 x H x W``) [-1, 1] tensor; output on CPU, same shape.
 
-    Tiling is exact for local networks; generators with instance norm normalise each tile with
-    its own statistics, so tiled output differs slightly from whole-image output (use big tiles).
+    Tiled (``tile`` set and smaller than the image), tiles overlap by ``overlap`` pixels and are
+    cross-faded. Layers that normalise with their input's statistics (instance / group norm) use,
+    with ``shared_stats`` (default), one set for all tiles, measured first on a copy of the whole
+    image downscaled to a long side of ``stats_size`` (a small extra pass); ``shared_stats=False``
+    lets each tile normalise itself (visible seams and colour shifts between tiles).
     """
     squeeze = x.ndim == 3
     if squeeze:
@@ -223,12 +332,16 @@ def deblur_tensor(
             f"tile={tile} is too small for overlap={overlap}: a tile must be at least twice the "
             "overlap so its cross-fades do not meet. Raise tile= or lower overlap=."
         )
+    stats = {}
+    if shared_stats and input_stat_norms(model):
+        stats = record_norm_stats(model, _downscaled(x, max(stats_size, 1)), dev, bf16)
     acc = torch.zeros(1, 3, h, w, dtype=torch.float32)
     weight = torch.zeros(1, 1, h, w, dtype=torch.float32)
-    for y, x0, th, tw, wt in _tiles(h, w, tile, overlap):
-        part = _run(model, x[:, :, y : y + th, x0 : x0 + tw], dev, bf16)
-        acc[:, :, y : y + th, x0 : x0 + tw] += part * wt
-        weight[:, :, y : y + th, x0 : x0 + tw] += wt
+    with frozen_norm_stats(stats):
+        for y, x0, th, tw, wt in _tiles(h, w, tile, overlap):
+            part = _run(model, x[:, :, y : y + th, x0 : x0 + tw], dev, bf16)
+            acc[:, :, y : y + th, x0 : x0 + tw] += part * wt
+            weight[:, :, y : y + th, x0 : x0 + tw] += wt
     out = acc / weight.clamp_min(1e-8)
     return out[0] if squeeze else out
 
@@ -249,8 +362,3 @@ def deblur_image(
     x = to_tensor(rgb_uint8)
     out = deblur_tensor(model, x, tile, overlap, device, bf16)
     return to_uint8(out)
-
-
-def count_parameters(model: nn.Module) -> int:
-    """Number of parameters (for reports)."""
-    return int(sum(p.numel() for p in model.parameters()))

@@ -149,6 +149,26 @@ def _process_video(
     return n
 
 
+class _NoRandomWeightsBanner(logging.Filter):
+    """Drops the RANDOM WEIGHTS banner: a checkpoint's generator is rebuilt without ImageNet
+    weights only to have its trained weights loaded over them right after."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "RANDOM WEIGHTS" not in record.getMessage()
+
+
+def _load_quietly(ckpt, use_ema: bool) -> nn.Module:
+    """:func:`load_generator` without the RANDOM WEIGHTS banner its network builder logs before
+    the checkpoint's weights are loaded (they are never random here)."""
+    quiet = _NoRandomWeightsBanner()
+    weights_log = logging.getLogger("deblur.models.weights")
+    weights_log.addFilter(quiet)
+    try:
+        return load_generator(ckpt, use_ema=use_ema)
+    finally:
+        weights_log.removeFilter(quiet)
+
+
 def run_predict(cfg: DictConfig, model: nn.Module | None = None) -> Summary:
     """Deblur everything ``cfg.input`` names into ``cfg.output``; returns the :class:`Summary`.
 
@@ -184,7 +204,7 @@ def run_predict(cfg: DictConfig, model: nn.Module | None = None) -> Summary:
     bf16_opt = cfg.get("bf16", "auto")
     bf16 = dev.type == "cuda" if str(bf16_opt) == "auto" else bool(bf16_opt)
     if model is None and outputs:
-        model = load_generator(cfg.ckpt, use_ema=bool(cfg.get("use_ema", True)))
+        model = _load_quietly(cfg.ckpt, use_ema=bool(cfg.get("use_ema", True)))
     progress = bool(cfg.get("progress", True))
     if model is not None:
         model = model.to(dev).eval()
