@@ -221,3 +221,14 @@ def test_cli_bad_output_or_checkpoint_is_one_paragraph(tmp_path) -> None:
     assert proc.returncode == 1, proc.stderr
     assert f"[deblur] error: ckpt={tmp_path / 'missing.ckpt'}: no such file" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_no_random_weights_banner_when_a_checkpoint_is_loaded(gan_ckpt, tmp_path, caplog) -> None:
+    import logging
+
+    write_image(tmp_path / "in" / "a.png", rgb(32, 32))
+    with caplog.at_level(logging.WARNING):
+        summary = run_predict(cfg_for(gan_ckpt, tmp_path / "in", tmp_path / "out"))
+    assert summary.images == 1
+    assert "RANDOM WEIGHTS" not in caplog.text
+    assert not logging.getLogger("deblur.models.weights").filters  # the filter is removed again
