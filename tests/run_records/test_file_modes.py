@@ -18,6 +18,7 @@ def umask():
     """Set a umask for one test; the old one comes back after it."""
     old = os.umask(0o022)
     os.umask(old)
+
     def set_mask(mask: int) -> None:
         os.umask(mask)
 
@@ -56,7 +57,5 @@ def test_every_file_of_a_run_gets_the_umask_mode(tmp_path, cache_dir, umask, mas
     for want in ("metrics.json", "checkpoints/best.ckpt", "checkpoints/last.ckpt"):
         assert want in names, sorted(names)
     assert any(n.startswith(".hydra/") and n.endswith(".yaml") for n in names), sorted(names)
-    wrong = {
-        n: oct(m) for n, m in modes.items() if m != (dmode if n.endswith("/") else fmode)
-    }
+    wrong = {n: oct(m) for n, m in modes.items() if m != (dmode if n.endswith("/") else fmode)}
     assert not wrong, wrong

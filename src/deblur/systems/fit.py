@@ -14,7 +14,7 @@ import torch
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
-from pytorch_lightning.loggers import TensorBoardLogger  # the logger group's class (tb/)
+from pytorch_lightning.loggers import Logger, TensorBoardLogger
 
 from deblur.checkpoints import (
     AtomicCheckpointIO,
@@ -22,6 +22,7 @@ from deblur.checkpoints import (
     read_classifier_checkpoint,
 )
 from deblur.config import to_container
+from deblur.errors import UserError
 from deblur.runs import (
     IncompleteRunError,
     resolve_classifier_checkpoint,
@@ -30,6 +31,54 @@ from deblur.runs import (
 )
 
 log = logging.getLogger(__name__)
+
+
+class _NoLitLoggerTip(logging.Filter):
+    """Drops Lightning's "try installing litlogger" tip, printed at every Trainer start."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "litlogger" not in str(record.msg)
+
+
+logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(_NoLitLoggerTip())
+
+# logger group option -> (module it needs, the pip install that provides it)
+_LOGGER_PACKAGES = {"wandb": ("wandb", "wandb"), "mlflow": ("mlflow", "mlflow-skinny")}
+
+
+class LoggerPackageError(UserError, ImportError):
+    """A chosen logger whose package is not installed."""
+
+
+def build_loggers(cfg: DictConfig, run_dir: Path) -> list[Logger]:
+    """The ``logger`` group's named loggers (``logger=[tensorboard,csv]``), built by Hydra, each
+    writing inside ``run_dir`` (``save_dir``; MLflow: ``tracking_uri`` file:<run>/mlruns)."""
+    import importlib.util
+
+    out: list[Logger] = []
+    for name, node in (cfg.get("logger") or {}).items():
+        if not node:
+            continue
+        module, pip = _LOGGER_PACKAGES.get(str(name), (None, None))
+        if module and importlib.util.find_spec(module) is None:
+            raise LoggerPackageError(
+                f"logger={name} needs the {module} package, which is not installed: run "
+                f"`pip install {pip}` (or `pip install deblur[{name}]`), or choose another "
+                "logger, e.g. logger=[tensorboard,csv]. The run's metrics.json does not depend "
+                "on the logger."
+            )
+        extra: dict[str, Any] = {}
+        if "save_dir" in node:
+            extra["save_dir"] = str(run_dir)
+        if "tracking_uri" in node:
+            extra["tracking_uri"] = (run_dir / "mlruns").resolve().as_uri()
+        out.append(instantiate(node, **extra))
+    return out
+
+
+def tensorboard_of(loggers: list[Logger]) -> TensorBoardLogger | None:
+    """The TensorBoard logger among the chosen ones (its HPARAMS and layout), or None."""
+    return next((lg for lg in loggers if isinstance(lg, TensorBoardLogger)), None)
 
 
 def resolve_precision(precision: str | int | None) -> str:
@@ -162,9 +211,10 @@ def build_trainer(
     run_dir: Path,
     extra_callbacks: list[Callback] | None = None,
     identity: dict[str, Any] | None = None,
-) -> tuple[pl.Trainer, TensorBoardLogger, RunStats]:
+) -> tuple[pl.Trainer, list[Logger], RunStats]:
     """The ``trainer`` node, built by Hydra, writing everything under ``run_dir``: the
-    ``logger`` (tb/), the ``callbacks`` (``checkpoint``: checkpoints/best.ckpt; ``last``:
+    ``logger`` group's loggers (:func:`build_loggers`; default tb/), the ``callbacks``
+    (``checkpoint``: checkpoints/best.ckpt; ``last``:
     checkpoints/last.ckpt).
 
     Only run-time values are added here: the run folder, ``trainer.precision=auto`` and
@@ -173,7 +223,7 @@ def build_trainer(
     folder, fsync, rename).
     """
     t = cfg.trainer
-    logger = instantiate(cfg.logger, save_dir=str(run_dir))
+    loggers = build_loggers(cfg, run_dir)
     ckpt_dir = run_dir / "checkpoints"
     # a callback node with a `dirpath: null` key writes into the run folder's checkpoints/
     built = {
@@ -190,7 +240,7 @@ def build_trainer(
     trainer: pl.Trainer = instantiate(
         t,
         default_root_dir=str(run_dir),
-        logger=logger,
+        logger=loggers or False,
         callbacks=[ckpt, *others, stats, IdentityStamp(identity), *(extra_callbacks or [])],
         plugins=[AtomicCheckpointIO()],
         precision=resolve_precision(t.precision),
@@ -199,7 +249,7 @@ def build_trainer(
     from deblur.systems.distributed import check_launcher
 
     check_launcher(trainer)  # spawn strategies / a local multirun over several processes
-    return trainer, logger, stats
+    return trainer, loggers, stats
 
 
 def build_datamodule(cfg: DictConfig, task: str) -> pl.LightningDataModule:
@@ -229,9 +279,16 @@ def _loud_random_weights_banner(what: str) -> str:
 
 
 def _log_tb_setup(
-    logger: TensorBoardLogger, params: dict[str, Any], metrics: dict[str, float], kind: str
+    loggers: list[Logger], params: dict[str, Any], metrics: dict[str, float], kind: str
 ) -> None:
-    """HPARAMS (with placeholder metrics that validation then logs) and the custom-scalars layout."""
+    """HPARAMS (with placeholder metrics that validation then logs) and the custom-scalars
+    layout on the TensorBoard logger; the other loggers get the hyperparameters only."""
+    logger = tensorboard_of(loggers)
+    for other in loggers:
+        if other is not logger:
+            other.log_hyperparams(params)
+    if logger is None:
+        return
     logger.log_hyperparams(params, metrics)
     try:
         from deblur.tb_layout import custom_scalars_layout
@@ -312,8 +369,8 @@ def _fit(
     identity = (record or {}).get("identity")
     if cfg.ckpt_path:
         check_resume_checkpoint(cfg.ckpt_path, str(cfg.task), identity, identity_of=run_identity)
-    trainer, logger, stats = build_trainer(cfg, run_dir, extra_callbacks, identity=identity)
-    _log_tb_setup(logger, *hparams)
+    trainer, loggers, stats = build_trainer(cfg, run_dir, extra_callbacks, identity=identity)
+    _log_tb_setup(loggers, *hparams)
     with warnings.catch_warnings():
         if _eval_modules_are_by_design(system):
             warnings.filterwarnings("ignore", message=_LIGHTNING_EVAL_WARNING)
