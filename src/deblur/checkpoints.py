@@ -22,6 +22,7 @@ import hashlib
 import io
 import logging
 import os
+import pickle
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -99,6 +100,12 @@ def read_checkpoint(
             head = fh.read(256)
         if head and all(32 <= b < 127 or b in (9, 10, 13) for b in head):
             kind = f"a text file ({size} bytes)"
+        elif isinstance(err, pickle.UnpicklingError) and "weights_only" in str(err).lower():
+            kind = (
+                f"a pickle ({size} bytes) that is not a deblur checkpoint: it holds objects "
+                "that safe loading (torch.load weights_only=True) refuses, so it was not run "
+                "(a foreign or unsafe pickle); give the .ckpt file a deblur run wrote"
+            )
         else:
             detail = str(err).splitlines()[0][:160] if str(err) else "no detail"
             kind = (

@@ -99,16 +99,21 @@ def _match(
     """Keys present on both sides; raises when either side has images without a twin."""
     only_blur = blur.keys() - sharp.keys()
     only_sharp = sharp.keys() - blur.keys()
+    base = blur_dir.parent
+
+    def on_disk(files: dict[str, Path], keys: Iterable[str]) -> list[str]:
+        return [files[k].relative_to(base).as_posix() for k in keys]
+
     if only_blur:
         raise DataError(
             f"{len(only_blur)} blurred image(s) in '{blur_dir}' have no sharp twin in "
-            f"'{sharp_dir}': {_preview(only_blur)}. Pairs are matched by relative path "
+            f"'{sharp_dir}': {_preview(on_disk(blur, only_blur))}. Pairs are matched by relative path "
             f"(expected layout: {expected}); add the missing sharp images or remove these."
         )
     if only_sharp:
         raise DataError(
             f"{len(only_sharp)} sharp image(s) in '{sharp_dir}' have no blurred twin in "
-            f"'{blur_dir}': {_preview(only_sharp)}. Pairs are matched by relative path "
+            f"'{blur_dir}': {_preview(on_disk(sharp, only_sharp))}. Pairs are matched by relative path "
             f"(expected layout: {expected}); add the missing blurred images or remove these."
         )
     return sorted(blur.keys())

@@ -1,0 +1,38 @@
+"""Errors about files (issue 22, items 1-2): one paragraph naming the file as on disk and the fix."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+
+from deblur.checkpoints import CheckpointError, read_checkpoint
+from deblur.data.io import DataError, write_image
+from deblur.data.pairs import read_folder
+
+
+def test_blurred_without_twin_is_named_as_on_disk(tmp_path):
+    img = np.zeros((8, 8, 3), np.uint8)
+    for side in ("blur", "sharp"):
+        write_image(tmp_path / side / "g1" / "5.png", img)
+    write_image(tmp_path / "blur" / "g1" / "6.png", img)
+    with pytest.raises(DataError) as err:
+        read_folder(tmp_path)
+    msg = str(err.value)
+    assert "blur/g1/6.png" in msg and "add the missing sharp images" in msg and "\n" not in msg
+
+
+class _Foreign:
+    def __reduce__(self):
+        return (print, ("this would run",))
+
+
+def test_foreign_pickle_is_not_called_cut_off(tmp_path):
+    bad = tmp_path / "evil.ckpt"
+    bad.write_bytes(pickle.dumps(_Foreign()))
+    with pytest.raises(CheckpointError) as err:
+        read_checkpoint(bad, key="ckpt_path")
+    msg = str(err.value)
+    assert str(bad) in msg and "not a deblur checkpoint" in msg and "refuses" in msg, msg
+    assert "cut off" not in msg and "\n" not in msg
