@@ -156,6 +156,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"TensorBoard over {logdir}: {len(runs)} run(s)")
     for name in runs:
         print(f"  {name}")
+    no_events = sorted(
+        str(d.relative_to(logdir)) for d, _ in find_runs([logdir]) if not _event_files(d)
+    )
+    if no_events:  # trained with e.g. logger=csv: their metrics.json is there, no TB events
+        print(
+            f"  ({len(no_events)} run(s) without TensorBoard events, not shown: trained without "
+            "the tensorboard logger; add it next time with logger=[tensorboard,csv])"
+        )
     if args.dry_run:
         print("tensorboard " + " ".join(tensorboard_argv(logdir, args.port, args.host)))
         return 0
