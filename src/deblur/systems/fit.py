@@ -63,7 +63,7 @@ def build_loggers(cfg: DictConfig, run_dir: Path) -> list[Logger]:
         if module and importlib.util.find_spec(module) is None:
             raise LoggerPackageError(
                 f"logger={name} needs the {module} package, which is not installed: run "
-                f"`pip install {pip}` (or `pip install deblur[{name}]`), or choose another "
+                f"`pip install {pip}`, or choose another "
                 "logger, e.g. logger=[tensorboard,csv]. The run's metrics.json does not depend "
                 "on the logger."
             )
