@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from deblur.errors import UserError
+
 __all__ = [
     "BASELINES",
     "MissingKernelError",
@@ -31,7 +33,7 @@ __all__ = [
 ]
 
 
-class MissingKernelError(ValueError):
+class MissingKernelError(UserError, ValueError):
     """A deconvolution baseline was asked for on data whose blur kernel is unknown."""
 
 

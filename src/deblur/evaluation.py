@@ -99,11 +99,28 @@ def evaluate_pairs(
     if model is None and name != "identity":
         missing = [p for p in pairs if p.kernel is None]
         if missing:
+            first = missing[0]
+            depth = len(Path(first.name).parts)
+            ups = first.blur.parents
+            if depth < len(ups) and ups[depth - 1].name and depth > 0:
+                root = ups[depth]  # <root>/<blur folder>/<name>.<ext>
+                on_disk = first.blur.relative_to(root).as_posix()
+            else:
+                root, on_disk = first.blur.parent, first.blur.name
+            kernel_dir = f"{root}/kernel/"
+            rel = Path(on_disk)
+            tail = rel.parts[1:] if len(rel.parts) > 1 else (rel.name,)
+            example = Path("kernel", *tail)
+            example = example.with_suffix(".npy")
             raise MissingKernelError(
                 f"baseline={name} needs the true blur kernel of every image, but {len(missing)} "
-                f"of {len(pairs)} pairs have none (e.g. {missing[0].name}). This dataset has no "
-                "known kernel: Wiener and Richardson-Lucy work on synthetic data that saved its "
-                "kernels (data=embedded); use baseline=identity or a trained model otherwise."
+                f"of {len(pairs)} pairs have none, no known kernel (e.g. {on_disk} in '{root}'); "
+                "kernels are read "
+                f"from '{kernel_dir}', one <relative name of the blurred image>.npy each "
+                f"(e.g. {example.as_posix()}). "
+                f"Fix: add the kernel files under '{kernel_dir}' (or use data=embedded, which "
+                "saves them), or use baseline=identity or a trained model (ckpt=...) on data "
+                "without kernels."
             )
     per_image: list[dict[str, Any]] = []
     busy = 0.0

@@ -36,3 +36,20 @@ def test_foreign_pickle_is_not_called_cut_off(tmp_path):
     msg = str(err.value)
     assert str(bad) in msg and "not a deblur checkpoint" in msg and "refuses" in msg, msg
     assert "cut off" not in msg and "\n" not in msg
+
+
+def test_wiener_without_kernels_names_the_kernel_folder_and_both_fixes(tmp_path):
+    from deblur.baselines import MissingKernelError
+    from deblur.errors import UserError
+    from deblur.evaluation import evaluate_pairs
+
+    img = np.zeros((8, 8, 3), np.uint8)
+    for side in ("blur", "sharp"):
+        write_image(tmp_path / side / "g1" / "6.png", img)
+    pairs = read_folder(tmp_path)["train"]
+    with pytest.raises(MissingKernelError) as err:
+        evaluate_pairs("wiener", pairs, progress=False)
+    msg = str(err.value)
+    assert isinstance(err.value, UserError) and "\n" not in msg
+    assert f"{tmp_path}/kernel/" in msg and "kernel/g1/6.npy" in msg and "blur/g1/6.png" in msg
+    assert "baseline=identity" in msg and "data=embedded" in msg
