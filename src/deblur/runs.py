@@ -698,6 +698,23 @@ def _auto_resume_checkpoint(
     return last if last.is_file() else None
 
 
+def _ensure_run_dir(run_dir: Path, cfg: DictConfig) -> None:
+    """Create the run folder, or refuse in one paragraph (before any training) naming
+    ``runs_dir`` and the fix when it cannot be written (read-only disk, permissions)."""
+    from deblur.inputs import OutputError, ensure_writable_dir
+
+    runs_dir = cfg.get("runs_dir", "runs")
+    try:
+        ensure_writable_dir(run_dir, "runs_dir")
+    except OutputError as err:
+        reason = getattr(err.__cause__, "strerror", None) or "no file can be written in it"
+        raise OutputError(
+            f"The run folder {run_dir} cannot be written (runs_dir={runs_dir}: {reason}). Fix: "
+            "give a writable folder with runs_dir=/path/you/can/write (or DEBLUR_RUNS=...), or "
+            "make that folder writable (chmod u+w / a disk that is not read-only)."
+        ) from err
+
+
 def managed_run(
     cfg: DictConfig,
     task: str,
@@ -719,7 +736,7 @@ def managed_run(
         from deblur.systems.distributed import follow_rank_zero
 
         return follow_rank_zero(cfg, body, run_dir)  # waits for rank 0's start and resume choice
-    run_dir.mkdir(parents=True, exist_ok=True)
+    _ensure_run_dir(run_dir, cfg)
     with RunLock(run_dir):
         return _managed_run_locked(cfg, task, body, run_dir)
 

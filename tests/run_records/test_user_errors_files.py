@@ -53,3 +53,32 @@ def test_wiener_without_kernels_names_the_kernel_folder_and_both_fixes(tmp_path)
     assert isinstance(err.value, UserError) and "\n" not in msg
     assert f"{tmp_path}/kernel/" in msg and "kernel/g1/6.npy" in msg and "blur/g1/6.png" in msg
     assert "baseline=identity" in msg and "data=embedded" in msg
+
+
+
+def test_read_only_runs_dir_is_refused_before_the_body_runs(tmp_path, monkeypatch):
+    """A read-only disk (simulated: tests may run as root) is one paragraph, not OSError 30."""
+    import errno
+    from pathlib import Path
+
+    from omegaconf import OmegaConf
+
+    from deblur.errors import UserError
+    from deblur.runs import managed_run
+
+    runs = tmp_path / "ro"
+    real_mkdir = Path.mkdir
+
+    def read_only_mkdir(self, *args, **kwargs):
+        if str(self).startswith(str(runs)):
+            raise OSError(errno.EROFS, "Read-only file system", str(self))
+        return real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", read_only_mkdir)
+    ran = []
+    cfg = OmegaConf.create({"runs_dir": str(runs)})
+    with pytest.raises(UserError) as err:
+        managed_run(cfg, "gan", lambda d, r: ran.append(d) or {}, run_dir=runs / "e" / "x")
+    msg = str(err.value)
+    assert not ran and str(runs) in msg and "runs_dir=" in msg and "\n" not in msg, msg
+    assert "Read-only" in msg and "writable" in msg
