@@ -46,9 +46,20 @@ def test_tensorboard_and_csv_together(tmp_path, cache_dir):
 
 
 @pytest.mark.parametrize("name, pip", [("wandb", "wandb"), ("mlflow", "mlflow-skinny")])
-def test_missing_logger_package_names_the_install(tmp_path, name, pip):
-    if importlib.util.find_spec(name) is not None:
-        pytest.skip(f"{name} is installed")
+def test_missing_logger_package_names_the_install(tmp_path, monkeypatch, name, pip):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda mod, *a: None if mod == name else real(mod, *a)
+    )
     cfg = compose("train", [f"logger=[tensorboard,{name}]"])
     with pytest.raises(UserError, match=f"pip install {pip}"):
         build_loggers(cfg, tmp_path)
+
+
+def test_mlflow_offline_file_store(tmp_path, cache_dir):
+    """MLflow with a local file store in the run folder (mlflow-skinny is a dev dependency)."""
+    pytest.importorskip("mlflow")
+    _finished(tmp_path, run("train", ["logger=[tensorboard,mlflow]"], tmp_path))
+    metric_files = [str(p) for p in (tmp_path / "mlruns").rglob("metrics/**/*") if p.is_file()]
+    assert any(p.endswith("val/psnr") for p in metric_files), metric_files
+    assert _events(tmp_path)

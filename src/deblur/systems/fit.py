@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import copy
+import importlib.util
 import logging
+import os
 import time
 import warnings
 from pathlib import Path
@@ -52,9 +54,8 @@ class LoggerPackageError(UserError, ImportError):
 
 def build_loggers(cfg: DictConfig, run_dir: Path) -> list[Logger]:
     """The ``logger`` group's named loggers (``logger=[tensorboard,csv]``), built by Hydra, each
-    writing inside ``run_dir`` (``save_dir``; MLflow: ``tracking_uri`` file:<run>/mlruns)."""
-    import importlib.util
-
+    writing inside ``run_dir`` (``save_dir``; MLflow without a ``tracking_uri``: a file store in
+    <run>/mlruns; a server given as ``logger.mlflow.tracking_uri=http://...`` is kept)."""
     out: list[Logger] = []
     for name, node in (cfg.get("logger") or {}).items():
         if not node:
@@ -70,8 +71,10 @@ def build_loggers(cfg: DictConfig, run_dir: Path) -> list[Logger]:
         extra: dict[str, Any] = {}
         if "save_dir" in node:
             extra["save_dir"] = str(run_dir)
-        if "tracking_uri" in node:
+        if "tracking_uri" in node and not node.tracking_uri:
             extra["tracking_uri"] = (run_dir / "mlruns").resolve().as_uri()
+            # MLflow >= 3.x refuses a file store unless asked for: the run folder is the point
+            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
         out.append(instantiate(node, **extra))
     return out
 
