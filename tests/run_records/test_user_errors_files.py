@@ -82,3 +82,28 @@ def test_read_only_runs_dir_is_refused_before_the_body_runs(tmp_path, monkeypatc
     msg = str(err.value)
     assert not ran and str(runs) in msg and "runs_dir=" in msg and "\n" not in msg, msg
     assert "Read-only" in msg and "writable" in msg
+
+
+def test_truncated_training_png_is_one_paragraph_at_setup(tmp_path):
+    from hydra.utils import instantiate
+
+    from deblur.config import compose
+
+    rng = np.random.default_rng(0)
+    root = tmp_path / "pairs"
+    for split, names in (("train", ("t0", "t1")), ("val", ("v0",))):
+        for name in names:
+            for side in ("blur", "sharp"):
+                write_image(root / split / side / f"{name}.png", rng.integers(0, 255, (64, 64, 3), np.uint8))
+    bad = root / "train" / "blur" / "t1.png"
+    bad.write_bytes(bad.read_bytes()[:200])
+    cfg = compose("train", ["data=folder"])
+    cfg.data.root, cfg.data.num_workers, cfg.data.crop_size = str(root), 0, 32
+    dm = instantiate(cfg.data, task="paired")
+    with pytest.raises(DataError) as err:
+        dm.setup("fit")
+    msg = str(err.value)
+    assert str(bad) in msg and "truncated" in msg and "train split" in msg and "\n" not in msg
+    assert "data.check_train_files=false" in msg
+    cfg.data.check_train_files = False
+    instantiate(cfg.data, task="paired").setup("fit")  # the switch skips the check

@@ -147,6 +147,7 @@ class DeblurDataModule(pl.LightningDataModule):
         seed: int,
         variant: str | None = None,
         embedded: Mapping[str, Any] | None = None,
+        check_train_files: bool = True,
     ) -> None:
         """Every argument is a ``data.*`` key of ``conf/data/<name>.yaml`` (their defaults live
         there), plus ``task``. ``layout`` is the reader's Hydra node (built here, so a wrong
@@ -185,6 +186,7 @@ class DeblurDataModule(pl.LightningDataModule):
         self.max_val_pairs = max_val_pairs
         self.max_test_pairs = max_test_pairs
         self.min_val_side = None if min_val_side is None else int(min_val_side)
+        self.check_train_files = bool(check_train_files)
         self.seed = int(seed)
         embedded = dict(_plain(embedded) or {})
         mix = {k: embedded.pop(k) for k in _MIX_KEYS if k in embedded}
@@ -501,11 +503,16 @@ class DeblurDataModule(pl.LightningDataModule):
                 f"{len(small)} image(s) have a side below {min_side} px, the smallest the "
                 f"generator takes (data.min_val_side): {shown}{more}"
             )
+        fix = (
+            "Fix or remove these files, or (on a huge set checked once) skip this check with "
+            "data.check_train_files=false."
+            if split == "train"
+            else "Fix or remove these files (validation images are used at full resolution), "
+            "or, for a generator that takes smaller images, lower data.min_val_side."
+        )
         raise DataError(
             f"The {split} split of data={self.name} ({len(pairs)} pairs) is not usable, found "
-            f"before training: {'; '.join(parts)}. Fix or remove these files (validation images "
-            "are used at full resolution), or, for a generator that takes smaller images, lower "
-            "data.min_val_side."
+            f"before training: {'; '.join(parts)}. {fix}"
         )
 
     def _warn_small_training_images(self) -> None:
@@ -554,6 +561,8 @@ class DeblurDataModule(pl.LightningDataModule):
         splits = self._resolve()
         for split in missing:  # fail early: not after the first training epoch
             if split == "train":
+                if self.check_train_files:  # data.check_train_files=false skips it on huge sets
+                    self.check_sizes(min_side=0, split="train")
                 self._warn_small_training_images()
             else:
                 self.check_sizes(split=split)
