@@ -18,10 +18,10 @@ import traceback
 from collections import Counter
 from pathlib import Path
 
-import pytorch_lightning as pl
 from torch.utils._python_dispatch import TorchDispatchMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from dispatch_window import DispatchWindow  # noqa: E402  (shared with the host-sync test)
 from entry_runs import run  # noqa: E402  (the tests' in-process runner)
 
 BASE = [
@@ -54,24 +54,9 @@ class OpCounter(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-class Count(pl.Callback):
-    def __init__(self) -> None:
-        self.counter, self.active, self.iterations = OpCounter(), False, 0
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        if batch_idx >= 1:
-            self.counter.__enter__()
-            self.active = True
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if self.active:
-            self.counter.__exit__(None, None, None)
-            self.active, self.iterations = False, self.iterations + 1
-
-
 def main() -> None:
     overrides = [*BASE, *sys.argv[1:]]
-    count = Count()
+    count = DispatchWindow(OpCounter())
     with tempfile.TemporaryDirectory() as tmp:
         run("train", overrides, Path(tmp), callbacks=[count])
     n = max(count.iterations, 1)

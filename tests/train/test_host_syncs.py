@@ -22,6 +22,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from dispatch_window import DispatchWindow
 from entry_runs import run
 
 SYNC_OPS = {"aten._local_scalar_dense.default", "aten.lift_fresh.default"}
@@ -47,22 +48,9 @@ class SyncCounter(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-class CountSteps(pl.Callback):
-    """Counts inside every training batch after the first (lazy set-up happens in the first)."""
-
-    def __init__(self) -> None:
-        self.counter = SyncCounter()
-        self.active = False
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        if batch_idx >= 1:
-            self.counter.__enter__()
-            self.active = True
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if self.active:
-            self.counter.__exit__(None, None, None)
-            self.active = False
+def count_steps() -> DispatchWindow:
+    """A :class:`SyncCounter` over every training batch after the first."""
+    return DispatchWindow(SyncCounter())
 
 
 PRODUCTION = [
@@ -76,7 +64,7 @@ PRODUCTION = [
 
 @pytest.mark.parametrize("loss", ["gan", "lsgan", "ragan", "ragan_ls", "wgangp", "none"])
 def test_training_step_has_no_host_sync(tmp_path, cache_dir, loss):
-    counting = CountSteps()
+    counting = count_steps()
     rec = run(
         "train",
         [f"loss={loss}", "disc=double", *PRODUCTION],
@@ -96,7 +84,7 @@ def test_the_counter_sees_a_sync(tmp_path, cache_dir):
                 float(pl_module.iteration)
                 pl_module.iteration.new_tensor([1.0])
 
-    counting = CountSteps()
+    counting = count_steps()
     run("train", ["loss=lsgan", *PRODUCTION], tmp_path, callbacks=[ReadsLoss(), counting])
     kinds = {k.split(" at ")[0] for k in counting.counter.hits}
     assert kinds == SYNC_OPS, dict(counting.counter.hits)
