@@ -245,3 +245,52 @@ def test_ragan_without_pool_at_batch_one_is_plain_rsgan():
     rsgan = F.binary_cross_entropy_with_logits(real - fake, torch.ones(1, 1))
     # RaGAN: 1/2 [BCE(r - f, 1) + BCE(f - r, 0)] = BCE(r - f, 1) (both terms are equal)
     assert d.item() == pytest.approx(rsgan.item())
+
+
+@pytest.mark.parametrize("cls", [RaGANLoss, RaGANLSLoss])
+def test_frozen_d_fills_the_pool_in_g_steps(cls):
+    """A frozen D takes no D step: ``observe`` (called by the G step) fills the same pool, so
+    frozen and unfrozen cells use the same reference, not each image's own score."""
+    loss = cls(pool_size=50)
+    torch.manual_seed(0)
+    history = [torch.randn(4, 1) + 3.0 for _ in range(5)]
+    for real in history:
+        loss.observe([real], [real - 5.0])
+    real, fake = torch.zeros(4, 1), torch.zeros(4, 1, requires_grad=True)
+    loss.observe([real], [fake])
+    pooled = torch.cat([*history, real]).mean()
+    assert len(loss.state_dict()["real/0"]) == 24
+    # the reference of the fake side is the pool's mean of real scores (no batch mean)
+    expected = cls(pool_size=0)._d_term(
+        fake - pooled, real - (torch.cat([h - 5 for h in history] + [fake.detach()]).mean())
+    )
+    torch.testing.assert_close(loss.g_loss([real], [fake]), expected)
+    assert not torch.allclose(loss.g_loss([real], [fake]), cls(pool_size=50).g_loss([real], [fake]))
+
+
+@pytest.mark.parametrize("cls", [GANLoss, RaGANLoss])
+def test_bce_losses_need_no_calibration(cls):
+    assert cls().calibration(torch.tensor([5.0]), torch.tensor([-5.0]), None) == (1.0, 0.0)
+    assert cls.needs_calibration_data is False
+
+
+def test_lsgan_calibration_undoes_a_confident_classifier():
+    """A confident classifier (D(sharp) ~ 5) would make the sharp image itself cost 8 under
+    LSGAN's G loss; the least-squares map makes it ~0 and blurred ~1/2."""
+    torch.manual_seed(0)
+    real, fake = 5 + 0.3 * torch.randn(64), -5 + 0.3 * torch.randn(64)
+    a, b = LSGANLoss().calibration(real, fake, None)
+    loss = LSGANLoss()
+    assert float(loss.g_loss(None, real)) > 7
+    assert float(loss.g_loss(None, a * real + b)) < 0.01
+    assert float(loss.g_loss(None, a * fake + b)) == pytest.approx(0.5, abs=0.02)
+
+
+def test_ragan_ls_and_wgangp_calibration_scales():
+    real, fake = torch.tensor([4.0, 6.0]), torch.tensor([-6.0, -4.0])
+    a, b = RaGANLSLoss().calibration(real, fake, None)
+    assert a * (real.mean() - fake.mean()) == pytest.approx(1.0) and b == pytest.approx(0.0)
+    a, _ = WGANGPLoss().calibration(real, fake, torch.tensor([30.0, 34.0]))
+    assert a == pytest.approx(1 / 32)
+    with pytest.raises(ValueError, match="gradient norms"):
+        WGANGPLoss().calibration(real, fake, None)

@@ -55,7 +55,6 @@ def test_wiener_without_kernels_names_the_kernel_folder_and_both_fixes(tmp_path)
     assert "baseline=identity" in msg and "data=embedded" in msg
 
 
-
 def test_read_only_runs_dir_is_refused_before_the_body_runs(tmp_path, monkeypatch):
     """A read-only disk (simulated: tests may run as root) is one paragraph, not OSError 30."""
     import errno
@@ -94,7 +93,9 @@ def test_truncated_training_png_is_one_paragraph_at_setup(tmp_path):
     for split, names in (("train", ("t0", "t1")), ("val", ("v0",))):
         for name in names:
             for side in ("blur", "sharp"):
-                write_image(root / split / side / f"{name}.png", rng.integers(0, 255, (64, 64, 3), np.uint8))
+                write_image(
+                    root / split / side / f"{name}.png", rng.integers(0, 255, (64, 64, 3), np.uint8)
+                )
     bad = root / "train" / "blur" / "t1.png"
     bad.write_bytes(bad.read_bytes()[:200])
     cfg = compose("train", ["data=folder"])

@@ -10,6 +10,7 @@ import pytorch_lightning as pl
 import torch
 
 from deblur.config import compose
+from deblur.errors import UserError
 from deblur.systems.gan import NonFiniteLossError, linear_decay_factor
 from entry_runs import run
 
@@ -23,7 +24,9 @@ def _state(path, prefix):
 def classifier_ckpt(tmp_path_factory, cache_dir):
     """A smoke-trained NLayer blur classifier, as stage 1 of the study leaves it."""
     run_dir = tmp_path_factory.mktemp("clf")
-    rec = run("train_classifier", ["backbone=nlayer"], run_dir)
+    # 2 validation pairs = 4 images, both classes: the scores a GAN calibrates the classifier from
+    over = ["backbone=nlayer", "data.max_val_pairs=2", "trainer.limit_val_batches=4"]
+    rec = run("train_classifier", over, run_dir)
     assert rec["status"] == "finished", rec.get("error")
     return run_dir / "checkpoints" / "best.ckpt"
 
@@ -122,8 +125,76 @@ def test_missing_classifier_checkpoint_file(tmp_path, cache_dir):
 
 
 def test_frozen_without_checkpoint_is_refused(tmp_path, cache_dir):
-    with pytest.raises(ValueError, match="disc.checkpoint"):
+    with pytest.raises(UserError, match="disc.checkpoint"):
         run("train", ["disc.frozen=true"], tmp_path)
+
+
+@pytest.mark.parametrize("disc", ["patch", "double"])
+def test_frozen_fresh_patch_head_is_refused(tmp_path, classifier_ckpt, disc):
+    """A classifier gives the patch critic only its trunk: frozen, G would learn from noise."""
+    with pytest.raises(UserError, match=f"disc={disc} disc.frozen=true.*random patch head"):
+        run(
+            "train",
+            [f"disc={disc}", f"disc.checkpoint={classifier_ckpt}", "disc.frozen=true"],
+            tmp_path,
+        )
+
+
+def test_classifier_checkpoint_stores_its_validation_scores(classifier_ckpt):
+    ckpt = torch.load(classifier_ckpt, weights_only=True)
+    scores = ckpt["deblur_calibration"]
+    n = len(scores["label"])
+    assert n > 0 and len(scores["logit"]) == n == len(scores["grad_norm"])
+    assert set(scores["label"].tolist()) == {0.0, 1.0}
+    assert bool((scores["grad_norm"] > 0).all())
+
+
+@pytest.mark.parametrize("loss", ["lsgan", "ragan_ls", "wgangp"])
+def test_loaded_classifier_is_calibrated_for_the_loss(tmp_path, classifier_ckpt, loss):
+    """The stored scores, mapped as the loss reads them: LSGAN sharp -> 1 / blurred -> 0 in
+    least squares, RaGAN-LS a mean gap of 1, WGAN-GP a mean input-gradient norm of 1."""
+    rec = run(
+        "train",
+        ["disc=single", f"loss={loss}", f"disc.checkpoint={classifier_ckpt}", "disc.frozen=true"],
+        tmp_path,
+    )
+    assert rec["status"] == "finished", rec.get("error")
+    cal = rec["disc_load_report"]["single"]["calibration"]
+    scores = torch.load(classifier_ckpt, weights_only=True)["deblur_calibration"]
+    r = -scores["logit"].double() * cal["scale"] + cal["shift"]  # the critic's calibrated output
+    sharp, blurred = r[scores["label"] == 0], r[scores["label"] == 1]
+    if loss == "lsgan":  # residuals orthogonal to the regressors (1, r): least squares
+        t = (scores["label"] == 0).double()
+        assert abs(float((r - t).mean())) < 1e-6
+        assert abs(float(((r - t) * (-scores["logit"].double())).mean())) < 1e-6
+    elif loss == "ragan_ls":
+        assert float(sharp.mean() - blurred.mean()) == pytest.approx(1.0, rel=1e-6)
+    else:
+        assert float(scores["grad_norm"].double().mean()) * cal["scale"] == pytest.approx(1.0)
+    # the checkpoint's frozen critic is the classifier with the map folded into its last conv
+    clf = _state(classifier_ckpt, "net.")
+    after = _state(tmp_path / "checkpoints" / "last.ckpt", "discriminator.critics.single.")
+    torch.testing.assert_close(after["head.2.weight"], -clf["head.2.weight"] * cal["scale"])
+    torch.testing.assert_close(
+        after["head.2.bias"], -clf["head.2.bias"] * cal["scale"] + cal["shift"]
+    )
+
+
+def test_classifier_without_stored_scores_is_refused_for_a_scale_reading_loss(
+    tmp_path, classifier_ckpt
+):
+    old = tmp_path / "old.ckpt"
+    ckpt = torch.load(classifier_ckpt, weights_only=True)
+    del ckpt["deblur_calibration"]
+    torch.save(ckpt, old)
+    with pytest.raises(UserError, match="stores no validation scores.*disc.calibrate=false"):
+        run("train", ["disc=single", "loss=lsgan", f"disc.checkpoint={old}"], tmp_path / "run")
+    rec = run(
+        "train",
+        ["disc=single", "loss=lsgan", f"disc.checkpoint={old}", "disc.calibrate=false"],
+        tmp_path / "run2",
+    )
+    assert rec["status"] == "finished" and "calibration" not in rec["disc_load_report"]["single"]
 
 
 class _StopAfterEpoch(pl.Callback):

@@ -20,6 +20,10 @@ from torch import Tensor, nn
 Logits = Tensor | Sequence[Tensor]
 
 
+def _as_heads(logits: Logits) -> list[Tensor]:
+    return [logits] if isinstance(logits, Tensor) else list(logits)
+
+
 def _bce(logits: Tensor, target: float) -> Tensor:
     return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target))
 
@@ -64,6 +68,25 @@ class AdversarialLoss(abc.ABC):
     @abc.abstractmethod
     def _g(self, real: Tensor | None, fake: Tensor, head: int) -> Tensor:
         """The G loss of one head on tensors."""
+
+    #: whether :meth:`calibration` needs the classifier's validation logits (not the identity)
+    needs_calibration_data: bool = False
+
+    def calibration(
+        self, real: Tensor, fake: Tensor, grad_norm: Tensor | None
+    ) -> tuple[float, float]:
+        """(scale, shift) that turn a loaded classifier's realness logits ``r`` into the scale
+        this loss reads, ``a * r + b``, from the logits on validation images it was trained on:
+        ``real`` on sharp ones, ``fake`` on blurred ones (``-z`` of the blur classifier) and
+        ``grad_norm``, the per-image norms of the input gradient (for WGAN-GP).
+
+        BCE losses (``gan``, ``ragan``): the identity, since BCE(-z, 1 - t) = BCE(z, t) makes
+        the negated logit exactly the classifier's confidence that an image is sharp.
+        """
+        return 1.0, 0.0
+
+    def observe(self, real_logits: Logits, fake_logits: Logits) -> None:  # noqa: B027 - default
+        """The scores a frozen D gave in a G step (it takes no D step): see RaGAN's pool."""
 
     def state_dict(self) -> dict[str, list[Tensor]]:
         """Loss state that a checkpoint must carry (RaGAN pools); stateless losses: empty."""
@@ -117,6 +140,21 @@ class LSGANLoss(AdversarialLoss):
     def _g(self, real: Tensor | None, fake: Tensor, head: int) -> Tensor:
         return 0.5 * ((fake - 1) ** 2).mean()
 
+    needs_calibration_data = True
+
+    def calibration(
+        self, real: Tensor, fake: Tensor, grad_norm: Tensor | None
+    ) -> tuple[float, float]:
+        """The least-squares affine map sharp -> 1, blurred -> 0 (the targets this loss's D
+        learns), so that a frozen D's G target ``D = 1`` is the sharp images' level."""
+        x = torch.cat([real, fake]).double().reshape(-1)
+        t = torch.cat([torch.ones(real.numel()), torch.zeros(fake.numel())]).double()
+        var = float(x.var(unbiased=False))
+        if var <= 0:
+            raise ValueError("calibration: the classifier gives every validation image one score.")
+        scale = float(((x - x.mean()) * (t - t.mean())).mean()) / var
+        return scale, float(t.mean() - scale * x.mean())
+
 
 class WGANGPLoss(AdversarialLoss):
     """Wasserstein GAN with gradient penalty (Gulrajani et al., 2017).
@@ -136,6 +174,19 @@ class WGANGPLoss(AdversarialLoss):
 
     def _g(self, real: Tensor | None, fake: Tensor, head: int) -> Tensor:
         return -fake.mean()
+
+    needs_calibration_data = True
+
+    def calibration(
+        self, real: Tensor, fake: Tensor, grad_norm: Tensor | None
+    ) -> tuple[float, float]:
+        """Scale so the mean input-gradient norm on the validation images is 1: the gradient
+        penalty then starts near 0 instead of rewriting the loaded critic in its first steps.
+        The shift is irrelevant to a Wasserstein critic; it centres the scores at 0."""
+        if grad_norm is None or not grad_norm.numel():
+            raise ValueError("WGAN-GP calibration needs the classifier's input-gradient norms.")
+        scale = 1.0 / max(float(grad_norm.double().mean()), 1e-12)
+        return scale, -scale * float(torch.cat([real, fake]).double().mean())
 
     def gradient_penalty(
         self,
@@ -172,8 +223,8 @@ class _MeanReference:
 
     ``pool_size=0``: the mean of the current batch's logits, with gradient (Jolicoeur-Martineau's
     formula). ``pool_size=N`` (DeblurGAN-v2: 50): a history pool of the last N per-image mean
-    logits, filled in the D step only (the current batch is added before the mean is taken, as
-    the reference's ImagePool does) and detached, so the reference is a constant in both steps.
+    logits, filled in the D step (a frozen D: in the G step, ``RaGANLoss.observe``; the current
+    batch is added before the mean is taken, as the reference's ImagePool does) and detached, so the reference is a constant in both steps.
     With batch 1 and no pool the "average" is the image's own score: plain RSGAN.
     """
 
@@ -215,7 +266,7 @@ class RaGANLoss(AdversarialLoss):
     D: ½ [BCE(D(y) - E D(ŷ), 1) + BCE(D(ŷ) - E D(y), 0)];
     G: ½ [BCE(D(y) - E D(ŷ), 0) + BCE(D(ŷ) - E D(y), 1)].
     E is the batch mean (``pool_size=0``) or, as in DeblurGAN-v2 (``pool_size=50``), the mean of
-    a pool of the last 50 per-image D outputs filled in the D step only (see ``_MeanReference``).
+    a pool of the last 50 per-image D outputs filled in the D step (see ``_MeanReference``).
     """
 
     uses_real_in_g = True
@@ -240,6 +291,14 @@ class RaGANLoss(AdversarialLoss):
         self._ref.push(fake, "fake", head)
         return self._d_term(*self._relative(real, fake, head))
 
+    def observe(self, real_logits: Logits, fake_logits: Logits) -> None:
+        """A frozen D never takes a D step, so its G-step scores fill the pool instead: frozen
+        and unfrozen cells then use the same reference (the last ``pool_size`` images)."""
+        reals = _as_heads(real_logits)
+        for head, (real, fake) in enumerate(zip(reals, _as_heads(fake_logits), strict=True)):
+            self._ref.push(real, "real", head)
+            self._ref.push(fake, "fake", head)
+
     def state_dict(self) -> dict[str, list[Tensor]]:
         return self._ref.state_dict()
 
@@ -257,6 +316,18 @@ class RaGANLSLoss(RaGANLoss):
     D: ½ [E((D(y) - E D(ŷ) - 1)²) + E((D(ŷ) - E D(y) + 1)²)];
     G: ½ [E((D(ŷ) - E D(y) - 1)²) + E((D(y) - E D(ŷ) + 1)²)].
     """
+
+    needs_calibration_data = True
+
+    def calibration(
+        self, real: Tensor, fake: Tensor, grad_norm: Tensor | None
+    ) -> tuple[float, float]:
+        """Scale so the mean gap E D(sharp) - E D(blurred) is 1, the margin D's optimum has
+        (D(y) - E D(ŷ) -> 1, D(ŷ) - E D(y) -> -1); scores are centred at 0 (shift-invariant)."""
+        gap = float(real.double().mean() - fake.double().mean())
+        if gap <= 0:
+            raise ValueError(f"calibration: the classifier scores blurred above sharp (gap {gap}).")
+        return 1.0 / gap, -float(torch.cat([real, fake]).double().mean()) / gap
 
     def _d_term(self, real_rel: Tensor, fake_rel: Tensor) -> Tensor:
         return 0.5 * (((real_rel - 1) ** 2).mean() + ((fake_rel + 1) ** 2).mean())

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from hydra.utils import instantiate
@@ -291,8 +291,9 @@ class Discriminator(nn.Module):
 
 def _read_classifier(
     source: str | os.PathLike | Mapping[str, Any],
-) -> tuple[dict[str, Tensor], dict[str, Any] | None, str]:
-    """(state dict without the ``net.`` prefix, backbone config if known, description)."""
+) -> tuple[dict[str, Tensor], dict[str, Any] | None, str, dict[str, Any] | None]:
+    """(state dict without the ``net.`` prefix, backbone config if known, description, the
+    validation scores stored for calibration if any)."""
     where = "the given state dict"
     if isinstance(source, str | os.PathLike):
         from deblur.checkpoints import read_classifier_checkpoint
@@ -301,14 +302,16 @@ def _read_classifier(
         # one paragraph naming the path for a missing, empty, text, cut-off or GAN file
         source = read_classifier_checkpoint(source)
     backbone = None
+    scores = source.get(CALIBRATION_KEY) if isinstance(source, Mapping) else None
     if "state_dict" in source and isinstance(source["state_dict"], Mapping):
         cfg = source.get("hyper_parameters", {}).get("cfg") or {}
         backbone = cfg.get("backbone") if isinstance(cfg, Mapping) else None
         source = source["state_dict"]
     state = dict(source)
+    state.pop(CALIBRATION_KEY, None)
     if any(k.startswith("net.") for k in state):
         state = {k[len("net.") :]: v for k, v in state.items() if k.startswith("net.")}
-    return state, (dict(backbone) if backbone is not None else None), where
+    return state, (dict(backbone) if backbone is not None else None), where, scores
 
 
 _DESCRIBE_KEYS = ("model", "ndf", "n_layers")  # the settings that decide parameter shapes
@@ -321,6 +324,33 @@ def _describe(cfg: Mapping[str, Any] | None) -> str:
     trunk = cfg.get("trunk") if isinstance(cfg.get("trunk"), Mapping) else cfg
     detail = ", ".join(f"{k}={trunk[k]}" for k in _DESCRIBE_KEYS if k in trunk)
     return f"'{cfg.get('name')}' ({detail})"
+
+
+#: the checkpoint key under which a blur classifier stores its last validation's scores
+CALIBRATION_KEY = "deblur_calibration"
+
+
+def calibration_scores(net: nn.Module, images: Tensor) -> dict[str, Tensor]:
+    """A blur classifier's logits ``z`` (B) on ``images`` and the per-image norms of their
+    input gradients (B), the data a GAN calibrates a loaded classifier from (the network is
+    used as it is: in eval mode each image's gradient is its own)."""
+    with torch.inference_mode(False), torch.enable_grad():
+        x = images.detach().clone().float().requires_grad_(True)
+        z = net(x).reshape(x.shape[0], -1).mean(dim=1)
+        (grad,) = torch.autograd.grad(z.sum(), x)
+    norm = grad.reshape(x.shape[0], -1).norm(dim=1)
+    return {"logit": z.detach().clone(), "grad_norm": norm.detach().clone()}
+
+
+def rescale_logits(critic: SingleCritic, scale: float, shift: float) -> None:
+    """Make ``critic`` output ``scale * D + shift``: folded into its last 1x1 conv (whose
+    outputs are averaged over the image), so checkpoints and exports carry it."""
+    last = critic.head[-1]
+    with torch.no_grad():
+        last.weight.mul_(scale)
+        if last.bias is None:  # pragma: no cover - the head's last conv has a bias
+            raise TypeError("SingleCritic's last conv has no bias to shift.")
+        last.bias.mul_(scale).add_(shift)
 
 
 def flip_to_realness(critic: SingleCritic) -> list[str]:
@@ -348,6 +378,7 @@ def load_classifier_weights(
     disc: Discriminator,
     source: str | os.PathLike | Mapping[str, Any],
     source_backbone: Mapping[str, Any] | None = None,
+    calibrate: Calibrate | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Load a blur-classifier checkpoint into every critic of ``disc``, strictly.
 
@@ -356,9 +387,11 @@ def load_classifier_weights(
     ``source_backbone``). The single critic loads every key and its last layer is negated
     (:func:`flip_to_realness`: the classifier scores blur, a critic scores realness = sharpness);
     the patch critic loads its truncated trunk (features have no sign) and keeps its fresh head.
-    Returns ``{head: {"loaded": n, "fresh": [keys], "sign_flipped": [keys]}}``.
+    ``calibrate`` (the adversarial loss) maps the realness logits onto the scale
+    the loss reads, from the validation scores stored under :data:`CALIBRATION_KEY`.
+    Returns ``{head: {"loaded": n, "fresh": [keys], "sign_flipped": [keys], ...}}``.
     """
-    state, ckpt_backbone, where = _read_classifier(source)
+    state, ckpt_backbone, where, scores = _read_classifier(source)
     src_cfg = _plain(source_backbone) if source_backbone is not None else ckpt_backbone
 
     def fail(problem: str) -> ValueError:
@@ -394,12 +427,61 @@ def load_classifier_weights(
         flipped = flip_to_realness(critic) if head == "single" else []
         fresh = [k for k in own if k not in wanted]
         report[head] = {"loaded": len(wanted), "fresh": fresh, "sign_flipped": flipped}
+        if head == "single" and calibrate is not None:
+            report[head]["calibration"] = _calibrate(critic, calibrate, scores, where)
         log.info(
-            "Classifier weights %s -> %s critic: %d tensors loaded%s%s",
+            "Classifier weights %s -> %s critic: %d tensors loaded%s%s%s",
             where,
             head,
             len(wanted),
             "; last layer negated (blur score -> realness)" if flipped else "",
             f"; head kept freshly initialised ({len(fresh)} tensors: {fresh})" if fresh else "",
+            f"; calibrated {report[head]['calibration']}" if "calibration" in report[head] else "",
         )
     return report
+
+
+class Calibrate(Protocol):
+    """What an adversarial loss offers to calibrate a loaded classifier for itself."""
+
+    needs_calibration_data: bool
+
+    def calibration(
+        self, real: Tensor, fake: Tensor, grad_norm: Tensor | None
+    ) -> tuple[float, float]: ...
+
+
+def _calibrate(
+    critic: SingleCritic, calibrate: Calibrate, scores: Mapping[str, Any] | None, where: str
+) -> dict[str, Any]:
+    """Apply ``calibrate`` to the negated critic from the stored scores; the report entry."""
+    if not calibrate.needs_calibration_data:  # the BCE losses: exact as negated
+        return {"scale": 1.0, "shift": 0.0, "images": 0}
+    if scores is None:
+        raise UserError(
+            f"The classifier {where} stores no validation scores ('{CALIBRATION_KEY}': it "
+            f"was trained before calibration existed), and {type(calibrate).__name__} reads the "
+            "discriminator's raw output on a fixed scale, so the loaded classifier cannot be "
+            "calibrated for it. Fix: retrain the classifier (python -m deblur.train_classifier "
+            "...), use a BCE loss (loss=gan or loss=ragan, exact without calibration), or pass "
+            "disc.calibrate=false to train against the negated logits as they are."
+        )
+    logit = torch.as_tensor(scores["logit"]).float().reshape(-1)
+    label = torch.as_tensor(scores["label"]).float().reshape(-1)
+    grad = scores.get("grad_norm")
+    real, fake = -logit[label == 0], -logit[label == 1]  # realness = minus the blur logit
+    if not real.numel() or not fake.numel():
+        raise UserError(
+            f"The classifier {where} stores validation scores of {real.numel()} sharp and "
+            f"{fake.numel()} blurred images; calibration needs both. Fix: retrain it with a "
+            "validation split that holds both classes, or pass disc.calibrate=false."
+        )
+    grad_t = torch.as_tensor(grad).float().reshape(-1) if grad is not None else None
+    scale, shift = calibrate.calibration(real, fake, grad_t)
+    rescale_logits(critic, scale, shift)
+    return {
+        "scale": scale,
+        "shift": shift,
+        "images": int(label.numel()),
+        "step": int(scores.get("step", -1)),
+    }

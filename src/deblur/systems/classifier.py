@@ -10,6 +10,8 @@ import torch
 from torch import Tensor, nn
 from torchmetrics.classification import BinaryAccuracy
 
+from deblur.models.critics import CALIBRATION_KEY, calibration_scores
+
 
 class ClassifierSystem(pl.LightningModule):
     """Trains ``BlurClassifierNet`` (the single-critic module) so its weights can start a GAN's D.
@@ -32,6 +34,13 @@ class ClassifierSystem(pl.LightningModule):
         self.loss_fn = torch.nn.BCEWithLogitsLoss()
         self.train_acc = BinaryAccuracy()
 
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Store the last validation's scores: a GAN loading this classifier as its D maps the
+        logits onto the scale its loss reads (``deblur.models.critics.load_classifier_weights``)."""
+        scores = getattr(self, "_calibration", None)
+        if scores is not None:
+            checkpoint[CALIBRATION_KEY] = scores
+
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x).reshape(-1)
 
@@ -52,11 +61,21 @@ class ClassifierSystem(pl.LightningModule):
         return loss
 
     def on_validation_epoch_start(self) -> None:
-        self._val: dict[str, list[Tensor]] = {"loss": [], "prob": [], "target": []}
+        self._val: dict[str, list[Tensor]] = {
+            "loss": [],
+            "prob": [],
+            "target": [],
+            "logit": [],
+            "grad_norm": [],
+        }
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        logits = self(batch["image"])
+        # the logits and input-gradient norms a GAN calibrates this classifier from, per loss
+        scores = calibration_scores(self.net, batch["image"])
+        logits = scores["logit"]
         target = batch["label"].float().reshape(-1)
+        self._val["logit"].append(logits)
+        self._val["grad_norm"].append(scores["grad_norm"])
         # per image, so that the epoch's loss and accuracy count every image once (all DDP ranks)
         loss = torch.nn.functional.binary_cross_entropy_with_logits(
             logits, target, reduction="none"
@@ -71,6 +90,12 @@ class ClassifierSystem(pl.LightningModule):
         per_image = gather_per_image(self, getattr(self, "_val", {}))
         if not len(per_image.get("loss", ())):
             return
+        self._calibration = {
+            "logit": per_image["logit"].cpu(),
+            "label": per_image["target"].cpu(),
+            "grad_norm": per_image["grad_norm"].cpu(),
+            "step": int(self.global_step),
+        }
         loss = per_image["loss"].mean()
         correct = (per_image["prob"] > 0.5).float() == per_image["target"]  # as BinaryAccuracy
         acc = correct.float().mean() * 100.0

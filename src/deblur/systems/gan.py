@@ -131,6 +131,7 @@ class GANSystem(pl.LightningModule):
         adv_weight: float,
         disc_checkpoint: str | None,
         disc_frozen: bool,
+        disc_calibrate: bool,
         ema_decay: float,
         warmup_epochs: int,
         grad_clip: float,
@@ -162,15 +163,26 @@ class GANSystem(pl.LightningModule):
             )
         if self.adversarial and self.discriminator is None:
             raise ValueError(f"{type(adv_loss).__name__} needs a discriminator; none was given.")
-        if self.discriminator is not None and self.disc_checkpoint:
-            self.load_report = load_classifier_weights(
-                self.discriminator, str(self.disc_checkpoint)
-            )
-        elif self.frozen_d:
-            raise ValueError(
+        if self.frozen_d and not self.disc_checkpoint:
+            raise UserError(
                 "disc.frozen=true needs a pretrained discriminator: a frozen random D teaches the "
                 "generator nothing. Give disc.checkpoint=<classifier best.ckpt> (or "
                 "disc.checkpoint=auto to take the Table 4.2 classifier of this backbone)."
+            )
+        fresh_heads = [h for h in getattr(self.discriminator, "head_names", []) if h != "single"]
+        if self.frozen_d and fresh_heads:
+            raise UserError(
+                f"disc={self.discriminator.kind} disc.frozen=true would train G against a frozen "
+                f"random {' and '.join(fresh_heads)} head: a classifier checkpoint gives only "
+                "the single critic its head (the patch critic loads the trunk and keeps a fresh "
+                "head). Fix: disc=single disc.frozen=true (Table 4.4), or keep "
+                f"disc={self.discriminator.kind} with disc.frozen=false so the fresh head trains."
+            )
+        if self.discriminator is not None and self.disc_checkpoint:
+            self.load_report = load_classifier_weights(
+                self.discriminator,
+                str(self.disc_checkpoint),
+                calibrate=adv_loss if disc_calibrate else None,
             )
         if self.frozen_d and self.discriminator is not None:
             self.discriminator.requires_grad_(False)
@@ -338,6 +350,8 @@ class GANSystem(pl.LightningModule):
             with torch.no_grad():
                 real_out = [r.detach() for r in _as_list(self.discriminator(real))]
         fake_out = _as_list(self.discriminator(fake))
+        if self.frozen_d:  # no D step fills the RaGAN pool: the G step's scores do
+            self.adv_loss.observe(real_out, fake_out)
         g_adv = self.adv_loss.g_loss(real_out, fake_out)  # lists: mean over the heads
         return g_adv, real_out or [], fake_out
 
