@@ -130,3 +130,51 @@ def test_gpu_filter_path_equals_cpu_path(valid: bool) -> None:
     conv = _gaussian_filter(z, valid, use_cv2=False)  # the grouped-convolution path used on GPUs
     assert cpu.shape == conv.shape == ((2, 15, 13, 21) if valid else (2, 15, 23, 31))
     assert torch.allclose(cpu, conv, atol=1e-3)
+
+
+# ---------------------------------------------------------------- sharpness (issue 19)
+
+
+def _photo_like(seed: int = 0, size: int = 96) -> torch.Tensor:
+    """Random rectangles with hard edges (rich in high frequencies), in [-1, 1]."""
+    g = torch.Generator().manual_seed(seed)
+    img = torch.zeros(3, size, size)
+    for _ in range(40):
+        y0, x0 = torch.randint(0, size - 8, (2,), generator=g).tolist()
+        h, w = torch.randint(4, 30, (2,), generator=g).tolist()
+        img[:, y0 : y0 + h, x0 : x0 + w] = torch.rand(3, 1, 1, generator=g) * 2 - 1
+    return img.unsqueeze(0)
+
+
+def _box_blur(x: torch.Tensor, k: int) -> torch.Tensor:
+    w = torch.full((3, 1, k, k), 1.0 / (k * k))
+    return torch.nn.functional.conv2d(
+        torch.nn.functional.pad(x, [k // 2] * 4, mode="reflect"), w, groups=3
+    )
+
+
+def test_sharpness_ratios_are_one_on_the_target_and_fall_with_blur():
+    from deblur.metrics import sharpness_ratios
+
+    sharp = _photo_like()
+    same = sharpness_ratios(sharp, sharp)
+    assert float(same["grad_energy"]) == pytest.approx(1.0) and float(same["high_band"]) == 1.0
+    ratios = [sharpness_ratios(_box_blur(sharp, k), sharp) for k in (3, 5, 9)]
+    for key in ("grad_energy", "high_band"):
+        values = [float(r[key]) for r in ratios]
+        assert 1.0 > values[0] > values[1] > values[2] > 0, (key, values)
+    # the high band loses more to blur than the gradient energy (it is the top octave)
+    assert float(ratios[0]["high_band"]) < float(ratios[0]["grad_energy"])
+    # over-sharpening (unsharp mask) is reported above 1
+    over = sharp + 1.5 * (sharp - _box_blur(sharp, 3))
+    assert float(sharpness_ratios(over, sharp)["grad_energy"]) > 1.5
+
+
+def test_high_band_power_sees_only_its_band():
+    from deblur.metrics import high_band_power
+
+    n = 64
+    yy, xx = torch.meshgrid(torch.arange(n), torch.arange(n), indexing="ij")
+    low = torch.cos(2 * torch.pi * 0.1 * xx).expand(1, 3, n, n).float() * 0.5
+    high = torch.cos(2 * torch.pi * 0.375 * xx).expand(1, 3, n, n).float() * 0.5
+    assert float(high_band_power(high)) > 1e3 * float(high_band_power(low))

@@ -20,6 +20,15 @@ the written PNGs. Peak / data range is 255.
   Gaussian window 11x11x11 with sigma 1.5 over (H, W, channel), ``replicate`` padding in all three
   axes, same constants, the map averaged over every voxel (no border dropped). It is NOT
   comparable to :func:`ssim`; tables label it ``ssim_matlab3d``.
+
+Sharpness, judged against the sharp image and independent of any discriminator (issue 19), on
+the unquantised [-1, 1] values, luminance = the channel mean:
+
+- :func:`gradient_energy`: mean over pixels of the squared forward differences
+  ``(x[i, j+1] - x[i, j])^2 + (x[i+1, j] - x[i, j])^2``; ``sharpness_ratios`` divides the
+  output's by the sharp image's (1 = as sharp as the target, < 1 blurrier, > 1 over-sharpened);
+- :func:`high_band_power`: the power of the 2-D DFT (Hann-windowed, mean removed) in the radial
+  band ``lo <= |f| < hi`` cycles/px (default 0.25-0.5: the top octave, where blur removes most).
 """
 
 from __future__ import annotations
@@ -28,7 +37,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["psnr", "ssim", "ssim_matlab3d", "to_levels", "gaussian_window_1d"]
+__all__ = [
+    "psnr",
+    "ssim",
+    "ssim_matlab3d",
+    "to_levels",
+    "gaussian_window_1d",
+    "gradient_energy",
+    "high_band_power",
+    "sharpness_ratios",
+]
 
 DATA_RANGE = 255.0
 K1, K2 = 0.01, 0.03
@@ -201,4 +219,44 @@ def image_metrics(pred: torch.Tensor, target: torch.Tensor) -> dict[str, torch.T
         "psnr": psnr(pred, target),
         "ssim": ssim(pred, target),
         "ssim_matlab3d": ssim_matlab3d(pred, target),
+    }
+
+
+def _luminance(x: torch.Tensor) -> torch.Tensor:
+    return _batched(x, "image").to(_compute_dtype(x.device)).mean(dim=1)
+
+
+def gradient_energy(x: torch.Tensor) -> torch.Tensor:
+    """Mean squared forward difference (horizontal + vertical) of the luminance, per image."""
+    y = _luminance(x)
+    dx = (y[:, :, 1:] - y[:, :, :-1]) ** 2
+    dy = (y[:, 1:, :] - y[:, :-1, :]) ** 2
+    return (dx.flatten(1).mean(1) + dy.flatten(1).mean(1)).double()
+
+
+def high_band_power(x: torch.Tensor, lo: float = 0.25, hi: float = 0.5) -> torch.Tensor:
+    """Mean DFT power of the Hann-windowed luminance in the band ``lo <= |f| < hi`` cycles/px."""
+    y = _luminance(x)
+    h, w = y.shape[-2:]
+    win = torch.outer(
+        torch.hann_window(h, periodic=False, dtype=y.dtype, device=y.device),
+        torch.hann_window(w, periodic=False, dtype=y.dtype, device=y.device),
+    )
+    y = (y - y.mean(dim=(1, 2), keepdim=True)) * win
+    power = torch.fft.rfft2(y).abs() ** 2
+    fy = torch.fft.fftfreq(h, device=y.device, dtype=y.dtype)[:, None]
+    fx = torch.fft.rfftfreq(w, device=y.device, dtype=y.dtype)[None, :]
+    radius = torch.sqrt(fy**2 + fx**2)
+    band = (radius >= lo) & (radius < hi)
+    return (power[:, band].mean(dim=1) / (h * w)).double()
+
+
+def sharpness_ratios(pred: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
+    """``{"grad_energy", "high_band"}``: pred's gradient energy / high-band power over target's,
+    per image (1 = the target's sharpness)."""
+    pred, target = _check_pair(pred, target)
+    tiny = 1e-20
+    return {
+        "grad_energy": gradient_energy(pred) / gradient_energy(target).clamp_min(tiny),
+        "high_band": high_band_power(pred) / high_band_power(target).clamp_min(tiny),
     }

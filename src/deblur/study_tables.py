@@ -10,6 +10,7 @@ through :mod:`deblur.render` (Markdown, LaTeX), ``DataFrame.to_csv`` and ``DataF
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import logging
 import math
@@ -58,7 +59,14 @@ class Metric:
 
 PSNR, SSIM = Metric("val/psnr", "PSNR", 2), Metric("val/ssim", "SSIM", 4)
 VAL_LOSS, ACCURACY = Metric("val/loss", "val loss", 3), Metric("val/acc", "accuracy %", 2)
-METRICS = {m.key: m for m in (PSNR, SSIM, VAL_LOSS, ACCURACY)}
+# sharpness against the sharp image, a held-out judge classifier, D's ranking (issue 19): a GAN
+# table shows each of these columns when one of its runs measured it
+GRAD_ENERGY = Metric("val/grad_energy", "grad-energy ratio", 3)
+HIGH_BAND = Metric("val/high_band", "high-band ratio", 3)
+JUDGE = Metric("val/judge_blur", "judge P(blurred)", 3)
+D_RANK = Metric("val/d_rank_acc", "D rank acc", 2)
+GAN_EXTRA = (GRAD_ENERGY, HIGH_BAND, JUDGE, D_RANK)
+METRICS = {m.key: m for m in (PSNR, SSIM, VAL_LOSS, ACCURACY, *GAN_EXTRA)}
 # experiments/thesis_tables.csv's columns, renamed to our fields and metric keys
 THESIS_NAMES = {"adv_loss": "loss", "disc_type": "disc", "disc_backbone": "backbone"}
 THESIS_NAMES |= {
@@ -83,6 +91,7 @@ class TableSpec:
     metrics: tuple[Metric, ...]
     variant: tuple[str, ...] = ()
     col_order: tuple[str, ...] = ()
+    extra: tuple[Metric, ...] = ()  # shown when a run of the table has them
 
     @property
     def keys(self) -> list[str]:
@@ -103,6 +112,7 @@ SPECS: dict[str, TableSpec] = {
         rows=("loss",),
         col="disc",
         metrics=(PSNR, SSIM),
+        extra=GAN_EXTRA,
         variant=("gen", "backbone"),
         col_order=("single", "patch", "double"),
     ),
@@ -123,6 +133,7 @@ SPECS: dict[str, TableSpec] = {
         rows=("backbone", "loss"),
         col="pretrained",
         metrics=(PSNR, SSIM),
+        extra=GAN_EXTRA,
         variant=("gen", "disc"),
         col_order=("no", "yes"),
     ),
@@ -134,6 +145,7 @@ SPECS: dict[str, TableSpec] = {
         rows=("backbone", "loss"),
         col="frozen",
         metrics=(PSNR, SSIM),
+        extra=GAN_EXTRA,
         variant=("gen", "disc"),
         col_order=("no", "yes"),
     ),
@@ -266,7 +278,8 @@ def read_thesis(path: str | Path | None = None) -> pd.DataFrame:
 def _thesis_cells(spec: TableSpec, thesis: pd.DataFrame) -> pd.DataFrame:
     """The thesis' numbers of ``spec`` in long form: rows..., col, metric, thesis."""
     mine = thesis[thesis["table"] == spec.id].assign(_col="")
-    keys, metrics = spec.keys[len(spec.variant) :], [m.key for m in spec.metrics]
+    keys = spec.keys[len(spec.variant) :]
+    metrics = [m.key for m in spec.metrics if m.key in mine.columns]  # the thesis has PSNR/SSIM
     long = mine.melt(id_vars=keys, value_vars=metrics, var_name="metric", value_name="thesis")
     return long.assign(thesis=pd.to_numeric(long["thesis"], errors="coerce"))
 
@@ -349,7 +362,7 @@ def _text(cell: pd.Series) -> str:
     d = metric.digits
     if cell["row"] == INPUT:
         if state != "ok":
-            return "missing"
+            return "—" if cell["metric"] == D_RANK.key else "missing"  # no D judges the input
         same = pd.isna(cell["std"]) or cell["std"] < 0.5 * 10**-d  # every run saw the same images
         return f"{cell['mean']:.{d}f}" if same else f"{cell['mean']:.{d}f} ± {cell['std']:.{d}f}"
     if state == "ok":
@@ -373,6 +386,8 @@ def build_table(spec: TableSpec, runs: pd.DataFrame, thesis: pd.DataFrame, which
     mine = runs.loc[(runs["task"] == spec.task) & belongs.astype(bool)]
     if spec.select:
         mine = mine.query(spec.select)
+    measured = tuple(m for m in spec.extra if mine[m.key].notna().any())
+    spec = dataclasses.replace(spec, metrics=spec.metrics + measured, extra=())
     published = _thesis_cells(spec, thesis)
     blocks = []
     if not mine.empty:
@@ -490,6 +505,7 @@ def _markdown_cells(table: Table) -> pd.Series:
     cells = table.cells
     thesis = cells.apply(lambda c: _thesis_text(c, "—"), axis=1)
     plain = (cells["row"] == INPUT) | (cells["state"] == "not in thesis")
+    plain |= cells["metric"].isin([m.key for m in GAN_EXTRA])  # the thesis did not measure them
     suffix = (" · thesis " + thesis).where(~plain, "")
     return table.cells["text"] + suffix
 

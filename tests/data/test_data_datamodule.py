@@ -124,12 +124,26 @@ def test_worker_init_fn_sets_cv2_threads():
         cv2.setNumThreads(before)
 
 
+def test_gopro_val_sequences_are_named_training_sequences(tmp_path, make_datamodule):
+    root = _gopro(tmp_path / "GOPRO_Large")
+    dm = make_datamodule("gopro", root, val_sequences=["S2"], num_workers=0)
+    dm.setup("fit")
+    assert {p.group for p in dm.val_pairs} == {"S2"}
+    assert {p.group for p in dm.train_pairs} == {"S1", "S3"}
+    with pytest.raises(DataError, match="val_sequences names T1.*S1, S2, S3"):
+        make_datamodule("gopro", root, val_sequences=["T1"], num_workers=0).setup("fit")
+
+
 def test_gopro_datamodule_batches(tmp_path, make_datamodule):
     root = _gopro(tmp_path / "GOPRO_Large")
     dm = make_datamodule("gopro", root, crop_size=32, batch_size=2, num_workers=0)
     dm.setup("fit")
-    assert len(dm.train_pairs) == 6 and [p.group for p in dm.val_pairs] == ["T1", "T1"]
-    assert dm.test_pairs == dm.val_pairs
+    # validation = one held-out training sequence (val_fraction 0.1 of 3, at least 1), never
+    # the test split: that is what deblur.evaluate reports
+    val_groups = {p.group for p in dm.val_pairs}
+    assert len(val_groups) == 1 and val_groups < {"S1", "S2", "S3"} and len(dm.val_pairs) == 2
+    assert len(dm.train_pairs) == 4 and not val_groups & {p.group for p in dm.train_pairs}
+    assert [p.group for p in dm.test_pairs] == ["T1", "T1"]
     batch = next(iter(dm.train_dataloader()))
     assert batch["blur"].shape == (2, 3, 32, 32) and batch["sharp"].shape == (2, 3, 32, 32)
     assert len(batch["name"]) == 2

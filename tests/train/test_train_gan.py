@@ -197,6 +197,45 @@ def test_classifier_without_stored_scores_is_refused_for_a_scale_reading_loss(
     assert rec["status"] == "finished" and "calibration" not in rec["disc_load_report"]["single"]
 
 
+@pytest.mark.parametrize("loss", ["lsgan", "ragan_ls"])
+def test_classifier_that_ranks_blurred_above_sharp_is_refused(tmp_path, classifier_ckpt, loss):
+    """Calibration keeps the sign: a classifier whose validation scores put blurred above sharp
+    (here: the stored labels swapped) would reward blur, so it is named, not rescaled."""
+    swapped = tmp_path / "swapped.ckpt"
+    ckpt = torch.load(classifier_ckpt, weights_only=True)
+    ckpt["deblur_calibration"]["label"] = 1 - ckpt["deblur_calibration"]["label"]
+    torch.save(ckpt, swapped)
+    with pytest.raises(UserError, match="does not tell sharp from blurred.*disc.calibrate=false"):
+        run("train", ["disc=single", f"loss={loss}", f"disc.checkpoint={swapped}"], tmp_path / "r")
+
+
+def test_adversarial_gradient_share_and_sharpness_metrics_are_logged(tmp_path, classifier_ckpt):
+    """val/adv_grad_share is ||grad_G w L_adv|| / ||grad_G L_content||: linear in w at the
+    first G step (same weights, same batch); the sharpness, judge and D-ranking values
+    of the final validation land in metrics.json."""
+    shares = {}
+    for w in (0.5, 1.0):
+        rec = run(
+            "train",
+            [
+                "loss=lsgan",
+                "disc=patch",
+                f"model.adv_weight={w}",
+                "model.grad_share_every=2",  # of the smoke run's 2 iterations: the first only
+                f"model.judge_checkpoint={classifier_ckpt}",
+            ],
+            tmp_path / f"w{w}",
+        )
+        assert rec["status"] == "finished", rec.get("error")
+        shares[w] = rec["final"]["val/adv_grad_share"]
+    assert shares[1.0] > 0
+    assert shares[1.0] == pytest.approx(2 * shares[0.5], rel=1e-4)
+    final = rec["final"]
+    for key in ("grad_energy", "high_band", "judge_blur"):
+        assert 0 < final[f"val/{key}"] and 0 < final[f"val/{key}_input"], key
+    assert 0 < final["val/judge_blur"] < 1 and final["val/d_rank_acc"] in (0.0, 1.0)
+
+
 class _StopAfterEpoch(pl.Callback):
     def __init__(self, epoch: int) -> None:
         self.epoch = epoch

@@ -116,8 +116,10 @@ class DeblurDataModule(pl.LightningDataModule):
 
     ``task="paired"`` yields ``{"blur", "sharp", "name"}`` (+ ``"kernel"`` in val/test when
     known); ``task="classify"`` yields ``{"image", "label"}`` with sharp 0 and blurred 1.
-    The validation split is the dataset's own ``val`` or ``test`` split, else ``val_fraction``
-    of its groups (sequences / photos), never of its frames.
+    The validation split (what picks ``best.ckpt``) is ``val_sequences`` (training groups named
+    by the user), else the dataset's own ``val`` split, else ``val_fraction`` of its training
+    groups (sequences / photos), never of its frames, and never the ``test`` split (GoPro,
+    RealBlur: that is what ``deblur.evaluate`` reports, so choosing on it would leak).
     """
 
     def __init__(
@@ -140,6 +142,7 @@ class DeblurDataModule(pl.LightningDataModule):
         augment: Mapping[str, Any] | Sequence[Any] | None,
         augment_on: str,
         val_fraction: float,
+        val_sequences: Sequence[str] | None = None,
         max_train_pairs: int | None,
         max_val_pairs: int | None,
         max_test_pairs: int | None,
@@ -182,6 +185,9 @@ class DeblurDataModule(pl.LightningDataModule):
             TensorAugment(self.augment, crop_size, seed=int(seed)) if augment_on == "gpu" else None
         )
         self.val_fraction = float(val_fraction)
+        if isinstance(val_sequences, str):
+            val_sequences = [val_sequences]
+        self.val_sequences = [str(v) for v in val_sequences] if val_sequences else None
         self.max_train_pairs = max_train_pairs
         self.max_val_pairs = max_val_pairs
         self.max_test_pairs = max_test_pairs
@@ -264,11 +270,27 @@ class DeblurDataModule(pl.LightningDataModule):
         root = self.root
         found = self.read_pairs(root)
         train = found.get("train", [])
-        if "val" in found:
+        if self.val_sequences:
+            groups = {p.group for p in train}
+            unknown = sorted(set(self.val_sequences) - groups)
+            if unknown:
+                raise DataError(
+                    f"data.val_sequences names {', '.join(unknown)}, which the training split of "
+                    f"{self.name} does not have (its {len(groups)} sequences: "
+                    f"{', '.join(sorted(groups)[:8])}{' ...' if len(groups) > 8 else ''}). "
+                    "Fix: name training sequences, or data.val_sequences=null."
+                )
+            held = set(self.val_sequences)
+            if held >= groups:
+                raise DataError(
+                    f"data.val_sequences holds out every training sequence of {self.name}: "
+                    "nothing is left to train on. Name fewer sequences."
+                )
+            val = [p for p in train if p.group in held]
+            train = [p for p in train if p.group not in held]
+        elif "val" in found:
             val = found["val"]
-        elif "test" in found:
-            val = found["test"]
-        else:
+        else:  # held-out training sequences: the test split never picks a checkpoint
             train, val = split_by_group(train, self.val_fraction, self.seed)
         test = found.get("test", val)
         self._photo_train = list(train)  # the colour palette of procedural images comes from these

@@ -476,8 +476,24 @@ def _calibrate(
             f"{fake.numel()} blurred images; calibration needs both. Fix: retrain it with a "
             "validation split that holds both classes, or pass disc.calibrate=false."
         )
+    if float(real.double().mean()) <= float(fake.double().mean()):
+        raise UserError(
+            f"The classifier {where} does not tell sharp from blurred on its own validation "
+            f"images (mean blur logit {float(-real.mean()):.4g} on {real.numel()} sharp, "
+            f"{float(-fake.mean()):.4g} on {fake.numel()} blurred), so calibrating it for "
+            f"{type(calibrate).__name__} would make it reward blur. (A debug=smoke classifier "
+            "trains two iterations and is random.) Fix: train the classifier until its "
+            "validation accuracy is above chance, or use a BCE loss (loss=gan or loss=ragan, "
+            "no calibration), or pass disc.calibrate=false to load its logits as they are."
+        )
     grad_t = torch.as_tensor(grad).float().reshape(-1) if grad is not None else None
-    scale, shift = calibrate.calibration(real, fake, grad_t)
+    try:
+        scale, shift = calibrate.calibration(real, fake, grad_t)
+    except ValueError as err:
+        raise UserError(
+            f"The classifier {where} cannot be calibrated for {type(calibrate).__name__}: "
+            f"{err} Fix: retrain the classifier, or pass disc.calibrate=false."
+        ) from err
     rescale_logits(critic, scale, shift)
     return {
         "scale": scale,

@@ -353,6 +353,24 @@ def _eval_modules_are_by_design(system: pl.LightningModule) -> bool:
     return True
 
 
+# the validation values a GAN run's metrics.json keeps as "final" / "best" (those logged)
+GAN_RESULT_KEYS = (
+    "val/psnr",
+    "val/ssim",
+    "val/psnr_input",
+    "val/psnr_sd",
+    "val/grad_energy",
+    "val/grad_energy_input",
+    "val/high_band",
+    "val/high_band_input",
+    "val/d_rank_acc",
+    "val/judge_blur",
+    "val/judge_blur_input",
+    "val/adv_grad_share",
+    "epoch",
+)
+
+
 def _fit(
     cfg: DictConfig,
     run_dir: Path,
@@ -488,14 +506,16 @@ def fit_gan(
         system,
         datamodule,
         hparams=(hp, {"hp/psnr": 0.0, "hp/ssim": 0.0}, "gan"),
-        keys=("val/psnr", "val/ssim", "epoch"),
+        keys=GAN_RESULT_KEYS,
         extra_callbacks=extra_callbacks,
         record=record,
     )
     last = results["history"][-1] if results["history"] else {}
+    # the blurred inputs' own values (the table's input row): what deblurring starts from
     results["input"] = {
-        "val/psnr": last.get("val/psnr_input"),
-        "val/ssim": last.get("val/ssim_input"),
+        key: last.get(f"{key}_input")
+        for key in ("val/psnr", "val/ssim", "val/grad_energy", "val/high_band", "val/judge_blur")
+        if f"{key}_input" in last or key in ("val/psnr", "val/ssim")
     }
     results["iterations"] = int(system.iteration)
     results["planned_iterations"] = system.planned_iterations()  # the lr schedule's length

@@ -18,9 +18,10 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
 
+from deblur.checkpoints import load_classifier
 from deblur.errors import UserError
 from deblur.losses.content import ContentLoss
-from deblur.metrics import psnr, ssim
+from deblur.metrics import psnr, sharpness_ratios, ssim
 from deblur.models.critics import Discriminator, load_classifier_weights
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,12 @@ def _mean_scores(real_out: list[Tensor], fake_out: list[Tensor]) -> tuple[Tensor
     d_real = torch.stack([r.detach().float().mean() for r in real_out]).mean()
     d_fake = torch.stack([f.detach().float().mean() for f in fake_out]).mean()
     return d_real, d_fake
+
+
+def per_image_scores(critic_out: Tensor | list[Tensor] | tuple[Tensor, ...]) -> Tensor:
+    """One realness score per image: each head's logits averaged over space, then over heads."""
+    heads = _as_list(critic_out)
+    return torch.stack([h.float().flatten(1).mean(dim=1) for h in heads]).mean(dim=0)
 
 
 def rng_state() -> dict[str, Any]:
@@ -110,6 +117,16 @@ class LinearDecay(torch.optim.lr_scheduler.LambdaLR):
         super().__init__(optimizer, factor)
 
 
+# per-image validation values -> their val/ keys (the others keep their name)
+VAL_NAMES = {
+    "psnr_in": "psnr_input",
+    "ssim_in": "ssim_input",
+    "grad_energy_in": "grad_energy_input",
+    "high_band_in": "high_band_input",
+    "judge_blur_in": "judge_blur_input",
+}
+
+
 class GANSystem(pl.LightningModule):
     """Generator + discriminator + losses for one cell of the study.
 
@@ -140,6 +157,8 @@ class GANSystem(pl.LightningModule):
         compile: bool,
         health_check_every: int,
         val_image_strips: int,
+        grad_share_every: int = 0,
+        judge_checkpoint: str | None = None,
         cfg: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
@@ -214,6 +233,16 @@ class GANSystem(pl.LightningModule):
         )
         self.channels_last = bool(channels_last)
         self._strips = int(val_image_strips)
+        # every N-th G step: ||grad_G w L_adv|| / ||grad_G L_content|| (two extra backward
+        # passes on that step); the mean since the last validation is logged as val/adv_grad_share
+        self.grad_share_every = int(grad_share_every)
+        self._grad_shares: list[Tensor] = []
+        # a held-out blur classifier (never a discriminator here) judging G's validation outputs;
+        # kept in a list so it is no submodule: not in the checkpoint, not trained, not in DDP
+        self.judge_checkpoint = judge_checkpoint
+        self._judge: list[nn.Module] = []
+        if judge_checkpoint:
+            self._judge = [load_classifier(judge_checkpoint, key="model.judge_checkpoint")]
         self._val: dict[str, list[Tensor]] = {}
         self._encoder_frozen: bool | None = None  # warm-up state last applied to G
         self._total: int | None = None  # iterations of the whole run (the schedule's length)
@@ -441,6 +470,10 @@ class GANSystem(pl.LightningModule):
                     d_real, d_fake = _mean_scores(real_out, fake_out)
                     logs.update({"train/d_real": d_real, "train/d_fake": d_fake})
                 g_total = content["total"] + self.adv_weight * g_adv
+                if self.grad_share_every and self._host_iteration % self.grad_share_every == 0:
+                    share = self._adv_grad_share(content["total"], g_adv)
+                    self._grad_shares.append(share)
+                    logs["train/adv_grad_share"] = share
             else:  # loss=none: content only
                 g_adv = content["total"].new_zeros(())
                 g_total = content["total"]
@@ -466,6 +499,17 @@ class GANSystem(pl.LightningModule):
         self._host_iteration += 1
         self.log_dict(logs, on_step=True, on_epoch=False, batch_size=blur.shape[0])
         self._log_lr(opt_g.param_groups[0]["lr"])
+
+    def _adv_grad_share(self, content: Tensor, g_adv: Tensor) -> Tensor:
+        """||grad_G (w L_adv)|| / ||grad_G L_content|| over G's trainable parameters."""
+        params = [p for p in self.generator.parameters() if p.requires_grad]
+
+        def norm(loss: Tensor) -> Tensor:
+            grads = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
+            norms = [torch.linalg.vector_norm(g.float()) for g in grads if g is not None]
+            return torch.linalg.vector_norm(torch.stack(norms)) if norms else content.new_zeros(())
+
+        return (norm(self.adv_weight * g_adv) / norm(content).clamp_min(1e-30)).detach()
 
     def _log_lr(self, lr: float) -> None:
         """The learning rate, a host float, straight to the loggers on logging steps: through
@@ -496,15 +540,30 @@ class GANSystem(pl.LightningModule):
         return self.ema_generator if self.ema_generator is not None else self.generator
 
     def on_validation_epoch_start(self) -> None:
-        self._val = {"psnr": [], "ssim": [], "psnr_in": [], "ssim_in": []}
+        self._val = {}
+        for judge in self._judge:
+            judge.to(self.device)
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        blur, sharp = batch["blur"], batch["sharp"]
-        out = self.eval_generator()(blur).float()
-        self._val["psnr"].append(psnr(out, sharp.float()))
-        self._val["ssim"].append(ssim(out, sharp.float()))
-        self._val["psnr_in"].append(psnr(blur.float(), sharp.float()))
-        self._val["ssim_in"].append(ssim(blur.float(), sharp.float()))
+        blur, sharp = batch["blur"].float(), batch["sharp"].float()
+        out = self.eval_generator()(batch["blur"]).float()
+        per_image = {
+            "psnr": psnr(out, sharp),
+            "ssim": ssim(out, sharp),
+            "psnr_in": psnr(blur, sharp),
+            "ssim_in": ssim(blur, sharp),
+        }
+        per_image.update(sharpness_ratios(out, sharp))
+        per_image.update({f"{k}_in": v for k, v in sharpness_ratios(blur, sharp).items()})
+        if self.discriminator is not None:  # is the game alive: does D still rank sharp first?
+            real, fake = self.discriminator(batch["sharp"]), self.discriminator(out)
+            rank = per_image_scores(real) > per_image_scores(fake)
+            per_image["d_rank_acc"] = rank.double()
+        for judge in self._judge:
+            per_image["judge_blur"] = torch.sigmoid(per_image_scores(judge(out))).double()
+            per_image["judge_blur_in"] = torch.sigmoid(per_image_scores(judge(blur))).double()
+        for k, v in per_image.items():
+            self._val.setdefault(k, []).append(v)
         if batch_idx < self._strips and self.logger is not None:
             strip = torch.cat([blur[0], out[0], sharp[0]], dim=-1).float()
             strip = ((strip.clamp(-1, 1) + 1) / 2).cpu()
@@ -520,15 +579,14 @@ class GANSystem(pl.LightningModule):
         if not len(per_image.get("psnr", ())):
             return
         vals = {k: v.mean() for k, v in per_image.items()}
+        logs = {f"val/{VAL_NAMES.get(k, k)}": v for k, v in vals.items()}
+        logs |= {"hp/psnr": vals["psnr"], "hp/ssim": vals["ssim"]}
+        logs["val/psnr_sd"] = per_image["psnr"].std() if len(per_image["psnr"]) > 1 else 0.0
+        if self._grad_shares:  # the adversarial share of G's gradient since the last validation
+            logs["val/adv_grad_share"] = torch.stack(self._grad_shares).mean()
+            self._grad_shares = []
         self.log_dict(
-            {
-                "val/psnr": vals["psnr"],
-                "val/ssim": vals["ssim"],
-                "val/psnr_input": vals["psnr_in"],
-                "val/ssim_input": vals["ssim_in"],
-                "hp/psnr": vals["psnr"],
-                "hp/ssim": vals["ssim"],
-            },
+            logs,
             on_epoch=True,
             sync_dist=True,  # the ranks hold the same values: max keeps them exact
             reduce_fx="max",
