@@ -32,8 +32,10 @@ def sentence(name_a: str, a, name_b: str, b) -> str:
     diff = a[0] - b[0]
     spread = a[1] + b[1]
     verdict = "exceeds" if abs(diff) > spread else "is within"
-    return (f"- {name_a} ({a[0]:.3f} ± {a[1]:.3f}, n={a[2]}) vs {name_b} ({b[0]:.3f} ± {b[1]:.3f}, "
-            f"n={b[2]}): difference {diff:+.3f} dB {verdict} the seed spread ({spread:.3f}).")
+    return (
+        f"- {name_a} ({a[0]:.3f} ± {a[1]:.3f}, n={a[2]}) vs {name_b} ({b[0]:.3f} ± {b[1]:.3f}, "
+        f"n={b[2]}): difference {diff:+.3f} dB {verdict} the seed spread ({spread:.3f})."
+    )
 
 
 def main(paths: list[str]) -> int:
@@ -47,12 +49,20 @@ def main(paths: list[str]) -> int:
         for disc in ("single", "patch", "double"):
             out.append(sentence(f"{loss}/{disc}", _stats(t41, loss=loss, disc=disc), "none", none))
     for disc_a, disc_b in (("single", "patch"), ("single", "double"), ("patch", "double")):
-        out.append(sentence(f"disc={disc_a} (all losses)", _stats(t41[t41["loss"] != "none"], disc=disc_a),
-                            f"disc={disc_b}", _stats(t41[t41["loss"] != "none"], disc=disc_b)))
+        out.append(
+            sentence(
+                f"disc={disc_a} (all losses)",
+                _stats(t41[t41["loss"] != "none"], disc=disc_a),
+                f"disc={disc_b}",
+                _stats(t41[t41["loss"] != "none"], disc=disc_b),
+            )
+        )
     inp = t41[f"input {PSNR}"].dropna()
     if not inp.empty:
         worst = t41.groupby(["loss", "disc"])["gain"].mean().min()
-        out.append(f"- blurred input: {inp.iloc[0]:.3f} dB; the smallest cell gain over it is {worst:+.3f} dB.")
+        out.append(
+            f"- blurred input: {inp.iloc[0]:.3f} dB; the smallest cell gain over it is {worst:+.3f} dB."
+        )
     for table, key in (("table4_3", "pretrained"), ("table4_4", "frozen")):
         sub = gan[gan["experiment"] == table]
         if sub.empty:
@@ -60,8 +70,14 @@ def main(paths: list[str]) -> int:
         out.append(f"\n### Table {table[5]}.{table[7]} (PSNR, dB)")
         for loss in sorted(sub["loss"].unique()):
             s = sub[sub["loss"] == loss]
-            out.append(sentence(f"{loss}, {key}=yes", _stats(s, **{key: "yes"}),
-                                f"{key}=no", _stats(s, **{key: "no"})))
+            out.append(
+                sentence(
+                    f"{loss}, {key}=yes",
+                    _stats(s, **{key: "yes"}),
+                    f"{key}=no",
+                    _stats(s, **{key: "no"}),
+                )
+            )
     print("\n".join(out))
     return 0
 

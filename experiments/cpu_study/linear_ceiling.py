@@ -42,8 +42,16 @@ from deblur.data.pairs import read_embedded
 from deblur.metrics import psnr
 
 REPO = Path(__file__).resolve().parents[2]
-BUILD_KEYS = ("long_side", "blurs_per_photo", "kernel_size", "min_length", "max_length",
-              "noise_sigma", "seed", "photos")
+BUILD_KEYS = (
+    "long_side",
+    "blurs_per_photo",
+    "kernel_size",
+    "min_length",
+    "max_length",
+    "noise_sigma",
+    "seed",
+    "photos",
+)
 LENGTH_BINS = [(7, 14), (14, 21), (21, 31)]
 LENGTH_LABELS = [f"{lo}-{hi - 1} px" for lo, hi in LENGTH_BINS]
 DIRECTIONS = 4
@@ -99,8 +107,9 @@ class Normal:
         return np.linalg.solve(self.xtx + reg, self.xty)
 
 
-def normal_terms(blurred: np.ndarray, sharp: np.ndarray, size: int, pixels: int,
-                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def normal_terms(
+    blurred: np.ndarray, sharp: np.ndarray, size: int, pixels: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """X^T X and X^T Y of ``pixels`` random pixels: X = the k x k x 3 window of the blurred
     image (reflect-padded) plus a constant, Y = the sharp pixel's residual (sharp - blurred)."""
     x = to_tensor(blurred)
@@ -140,7 +149,11 @@ def main(argv: list[str] | None = None) -> int:
 
     stored = Normal(size)
     for pair in pairs["train"]:
-        stored.add(normal_terms(io.read_image(pair.blur), io.read_image(pair.sharp), size, args.pixels, rng))
+        stored.add(
+            normal_terms(
+                io.read_image(pair.blur), io.read_image(pair.sharp), size, args.pixels, rng
+            )
+        )
 
     shake = CameraShake(cfg.kernel_size, cfg.min_length, cfg.max_length, cfg.noise_sigma)
     fresh = Normal(size)
@@ -161,8 +174,9 @@ def main(argv: list[str] | None = None) -> int:
 
     filters = {"stored": stored.solve("stored"), "fresh": fresh.solve("fresh")}
     length_filters = [n.solve(f"length {i}") for i, n in enumerate(by_length)]
-    both_filters = {key: n.solve(f"length {key[0]}, direction {key[1]}")
-                    for key, n in by_both.items()}
+    both_filters = {
+        key: n.solve(f"length {key[0]}, direction {key[1]}") for key, n in by_both.items()
+    }
 
     manifest_lengths = _val_lengths(root)
     rows = []
@@ -174,20 +188,31 @@ def main(argv: list[str] | None = None) -> int:
         chosen = dict(filters)
         chosen["oracle_length"] = length_filters[length_bin(length)]
         kernel = io.read_kernel(pair.kernel)
-        chosen["oracle_length_direction"] = both_filters[(length_bin(length), direction_bin(kernel))]
+        chosen["oracle_length_direction"] = both_filters[
+            (length_bin(length), direction_bin(kernel))
+        ]
         for method, weights in chosen.items():
             gain = float(psnr(apply_filter(weights, blurred, size), target)[0]) - base
-            rows.append({"method": method, "image": pair.name, "length": length,
-                         "input_psnr": base, "gain_db": gain})
+            rows.append(
+                {
+                    "method": method,
+                    "image": pair.name,
+                    "length": length,
+                    "input_psnr": base,
+                    "gain_db": gain,
+                }
+            )
     frame = pd.DataFrame(rows)
     frame["bin"] = [LENGTH_LABELS[length_bin(x)] for x in frame["length"]]
     table = frame.pivot_table(index="method", columns="bin", values="gain_db", aggfunc="mean")
     table = table[LENGTH_LABELS]
     table["all"] = frame.groupby("method")["gain_db"].mean()
     order = ["stored", "fresh", "oracle_length", "oracle_length_direction"]
-    print(f"linear {size}x{size} filter, least squares; fresh blurs: {args.fresh_per_photo} per "
-          f"training photo x {len(photos)} photos; {args.pixels} pixels per image; seed "
-          f"{args.seed}; {time.perf_counter() - start:.0f} s on the CPU")
+    print(
+        f"linear {size}x{size} filter, least squares; fresh blurs: {args.fresh_per_photo} per "
+        f"training photo x {len(photos)} photos; {args.pixels} pixels per image; seed "
+        f"{args.seed}; {time.perf_counter() - start:.0f} s on the CPU"
+    )
     print("gain over the blurred input (dB), embedded validation set:")
     print(table.loc[order].round(3).to_markdown())
     if args.out is not None:
@@ -198,8 +223,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def _val_lengths(root: Path) -> dict[str, float]:
     manifest = json.loads((Path(root) / "manifest.json").read_text())
-    return {f"{p['photo']}/{p['index']:03d}": p["length"]
-            for p in manifest["pairs"] if p["split"] == "val"}
+    return {
+        f"{p['photo']}/{p['index']:03d}": p["length"]
+        for p in manifest["pairs"]
+        if p["split"] == "val"
+    }
 
 
 if __name__ == "__main__":

@@ -31,17 +31,28 @@ def main(paths: list[str]) -> int:
         rec = json.loads((Path(path) / "metrics.json").read_text())
         for img in rec["per_image"]:
             key = img["name"]
-            rows.append({"method": rec.get("method", Path(path).name), "name": key,
-                         "length": length.get(key), "psnr": img["psnr"]})
+            rows.append(
+                {
+                    "method": rec.get("method", Path(path).name),
+                    "name": key,
+                    "length": length.get(key),
+                    "psnr": img["psnr"],
+                }
+            )
     frame = pd.DataFrame(rows)
     missing = frame[frame["length"].isna()]["name"].unique()
     if len(missing):
         print(f"no blur length for {list(missing)[:3]} ...", file=sys.stderr)
         return 2
-    frame["bin"] = pd.cut(frame["length"], [b[0] for b in BINS] + [BINS[-1][1]], right=False,
-                          labels=[f"{a}-{b - 1} px" for a, b in BINS])
-    table = frame.pivot_table(index="method", columns="bin", values="psnr", aggfunc="mean",
-                              observed=False)
+    frame["bin"] = pd.cut(
+        frame["length"],
+        [b[0] for b in BINS] + [BINS[-1][1]],
+        right=False,
+        labels=[f"{a}-{b - 1} px" for a, b in BINS],
+    )
+    table = frame.pivot_table(
+        index="method", columns="bin", values="psnr", aggfunc="mean", observed=False
+    )
     table["all"] = frame.groupby("method")["psnr"].mean()
     counts = frame[frame["method"] == frame["method"].iloc[0]].groupby("bin", observed=False).size()
     print(table.round(2).to_markdown())

@@ -57,8 +57,12 @@ class ClassifierSystem(pl.LightningModule):
         self.train_acc.update(torch.sigmoid(logits.detach()), target.long())
         bs = target.shape[0]
         self.log("train/loss", loss, on_step=True, on_epoch=True, batch_size=bs)
-        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, batch_size=bs)
         return loss
+
+    def on_train_epoch_end(self) -> None:
+        # in percent, as val/acc (one TensorBoard chart holds both)
+        self.log("train/acc", self.train_acc.compute() * 100.0, sync_dist=False)
+        self.train_acc.reset()
 
     def on_validation_epoch_start(self) -> None:
         self._val: dict[str, list[Tensor]] = {
