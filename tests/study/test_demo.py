@@ -7,7 +7,10 @@ import os
 import subprocess
 import sys
 
+import pytest
 
+
+@pytest.mark.slow  # the whole make demo (~2-4 min on 2 cores): make test-slow
 def test_demo_runs_every_stage_and_writes_the_tables(tmp_path, cache_dir):
     runs = tmp_path / "demo"
     env = dict(os.environ, PYTHONUNBUFFERED="1")

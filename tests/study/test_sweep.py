@@ -53,6 +53,7 @@ def grid(tmp_path_factory, cache_dir):
     return runs / "grid"
 
 
+@pytest.mark.slow  # minutes on 2 cores: make test-slow (the default suite stays <= 10 min)
 def test_twelve_cell_sweep_writes_twelve_finished_runs(grid):
     found = _metrics(grid)
     assert len(found) == 12
@@ -61,6 +62,7 @@ def test_twelve_cell_sweep_writes_twelve_finished_runs(grid):
         assert f"loss={m['choices']['loss']}" in name and f"disc={m['choices']['disc']}" in name
 
 
+@pytest.mark.slow  # minutes on 2 cores: make test-slow (the default suite stays <= 10 min)
 def test_table_4_1_is_complete(grid, tmp_path):
     proc = _cli("deblur.tables", str(grid), "--out", str(tmp_path), runs=grid.parent)
     text = (tmp_path / "tables.md").read_text()
@@ -139,6 +141,7 @@ def test_failed_run_does_not_stop_others_and_relaunch_reruns_only_it(tmp_path, c
     assert list((runs / "pre").rglob("attempts/1/metrics.json"))
 
 
+@pytest.mark.slow  # minutes on 2 cores: make test-slow (the default suite stays <= 10 min)
 def test_tensorboard_serves_every_run_of_the_sweep(grid):
     from tb_server import check_served
 
@@ -151,6 +154,7 @@ def test_tensorboard_serves_every_run_of_the_sweep(grid):
         assert served["hparam_metrics"].get("hp/psnr", 0) > 0, name
 
 
+@pytest.mark.slow  # minutes on 2 cores: make test-slow (the default suite stays <= 10 min)
 def test_submitit_local_launcher_runs_jobs_concurrently(tmp_path, cache_dir):
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     runs = tmp_path / "runs"
