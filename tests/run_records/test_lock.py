@@ -10,10 +10,13 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from deblur.runs import LOCK_FILE, managed_run, read_metrics
 from entry_runs import cli
 
 
+@pytest.mark.slow  # two real launches (~1 min); the lock's rules stay in the tests below
 def test_second_launch_of_a_live_run_folder_fails_naming_the_first(tmp_path, cache_dir):
     """Before the lock, the second launch moved the first's live files to attempts/1 and both
     ended 'finished'. The first run here trains until the test stops it (Ctrl-C)."""

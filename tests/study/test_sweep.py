@@ -76,6 +76,8 @@ def test_table_4_1_is_complete(grid, tmp_path):
     assert (tmp_path / "table4_1.csv").is_file()
 
 
+@pytest.mark.slow  # builds the 12-cell grid (~2 min); relaunch skipping stays in the default
+# suite through test_failed_run_does_not_stop_others_and_relaunch_reruns_only_it
 def test_relaunch_skips_finished_runs(grid):
     before = {k: v["ended"] for k, v in _metrics(grid).items()}
     proc = _cli(
