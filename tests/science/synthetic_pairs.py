@@ -8,6 +8,9 @@ these live in ``tests/science/conftest.py``.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import cv2
 import numpy as np
 import torch
@@ -20,6 +23,19 @@ from deblur.data.blur import apply_kernel, motion_kernel
 from deblur.models.critics import BlurClassifierNet, Discriminator, load_classifier_weights
 
 SIZE = 64
+
+
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """Run torch on one thread inside: these nets are tiny, and on the 2 shared cores a second
+    thread spin-waits (measured under load: classifier training 2.5 s on one thread, 22 s on
+    two; a direction check 0.8 s against 2-12 s)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _shapes(rng: np.random.Generator, size: int) -> np.ndarray:
