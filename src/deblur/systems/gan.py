@@ -117,16 +117,6 @@ class LinearDecay(torch.optim.lr_scheduler.LambdaLR):
         super().__init__(optimizer, factor)
 
 
-# per-image validation values -> their val/ keys (the others keep their name)
-VAL_NAMES = {
-    "psnr_in": "psnr_input",
-    "ssim_in": "ssim_input",
-    "grad_energy_in": "grad_energy_input",
-    "high_band_in": "high_band_input",
-    "judge_blur_in": "judge_blur_input",
-}
-
-
 class GANSystem(pl.LightningModule):
     """Generator + discriminator + losses for one cell of the study.
 
@@ -550,22 +540,22 @@ class GANSystem(pl.LightningModule):
         per_image = {
             "psnr": psnr(out, sharp),
             "ssim": ssim(out, sharp),
-            "psnr_in": psnr(blur, sharp),
-            "ssim_in": ssim(blur, sharp),
+            "psnr_input": psnr(blur, sharp),
+            "ssim_input": ssim(blur, sharp),
         }
         per_image.update(sharpness_ratios(out, sharp))
-        per_image.update({f"{k}_in": v for k, v in sharpness_ratios(blur, sharp).items()})
+        per_image.update({f"{k}_input": v for k, v in sharpness_ratios(blur, sharp).items()})
         if self.discriminator is not None:  # is the game alive: does D still rank sharp first?
             real, fake = self.discriminator(batch["sharp"]), self.discriminator(out)
             rank = per_image_scores(real) > per_image_scores(fake)
             per_image["d_rank_acc"] = rank.double()
         for judge in self._judge:
             per_image["judge_blur"] = torch.sigmoid(per_image_scores(judge(out))).double()
-            per_image["judge_blur_in"] = torch.sigmoid(per_image_scores(judge(blur))).double()
+            per_image["judge_blur_input"] = torch.sigmoid(per_image_scores(judge(blur))).double()
         for k, v in per_image.items():
             self._val.setdefault(k, []).append(v)
         if batch_idx < self._strips and self.logger is not None:
-            strip = torch.cat([blur[0], out[0], sharp[0]], dim=-1).float()
+            strip = torch.cat([blur[0], out[0], sharp[0]], dim=-1)
             strip = ((strip.clamp(-1, 1) + 1) / 2).cpu()
             exp = getattr(self.logger, "experiment", None)
             if exp is not None and hasattr(exp, "add_image"):
@@ -579,7 +569,7 @@ class GANSystem(pl.LightningModule):
         if not len(per_image.get("psnr", ())):
             return
         vals = {k: v.mean() for k, v in per_image.items()}
-        logs = {f"val/{VAL_NAMES.get(k, k)}": v for k, v in vals.items()}
+        logs = {f"val/{k}": v for k, v in vals.items()}
         logs |= {"hp/psnr": vals["psnr"], "hp/ssim": vals["ssim"]}
         logs["val/psnr_sd"] = per_image["psnr"].std() if len(per_image["psnr"]) > 1 else 0.0
         if self._grad_shares:  # the adversarial share of G's gradient since the last validation
