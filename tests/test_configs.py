@@ -20,6 +20,7 @@ import torch
 from hydra.utils import get_class
 from omegaconf import OmegaConf, open_dict
 
+from deblur.checks import check_values
 from deblur.config import CONF_DIR, compose, to_container
 from deblur.data.datamodule import DeblurDataModule
 from deblur.systems.fit import build_datamodule, build_system, build_trainer
@@ -128,6 +129,7 @@ def test_option_composes_and_builds(root, group, option, tmp_path, cache_dir):
     smoke = OmegaConf.select(cfg, "hydra.runtime.choices.debug") == "smoke"
     with open_dict(cfg):
         del cfg["hydra"]  # the run config, as the entry points hand it on
+    check_values(cfg)  # every shipped option is in range (the entry points check it first)
     task = TASK[root]
 
     dm = _datamodule(cfg, task, smoke)
@@ -156,6 +158,7 @@ def test_launchers_compose(launcher):
 def test_tool_roots_compose(root):
     """The tools' roots compose with their defaults, and with every data option they take."""
     cfg = compose(root, [])  # a compose error fails here
+    check_values(cfg)
     if "data" in cfg:
         for option in options("data"):
             data = compose(root, [f"data={option}"]).data

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from deblur.data.io import read_kernel
 from deblur.errors import UserError
 
 __all__ = [
@@ -40,8 +41,6 @@ class MissingKernelError(UserError, ValueError):
 def load_kernel(kernel: np.ndarray | str | Path) -> np.ndarray:
     """A 2-D float64 kernel summing to 1, from an array or a ``.npy`` / PNG file."""
     if isinstance(kernel, (str, Path)):
-        from deblur.data.io import read_kernel
-
         kernel = read_kernel(kernel)
     k = np.asarray(kernel, dtype=np.float64)
     k = np.squeeze(k)

@@ -20,7 +20,6 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from deblur.checkpoints import load_classifier
 from deblur.cli import entry_point
 from deblur.data.io import IMAGE_EXTENSIONS, DataError, read_image, to_tensor
 from deblur.inference import pad_to_multiple, resolve_device, tile_starts
@@ -31,6 +30,7 @@ from deblur.inputs import (
     ensure_writable_file,
     without_outputs,
 )
+from deblur.models.load import load_classifier
 
 log = logging.getLogger(__name__)
 

@@ -1,5 +1,6 @@
 """The one owner of checkpoint files: reading and validating them, hashing them, writing them,
-and the networks in them (:func:`load_generator`, :func:`load_classifier`).
+and the state dicts and configs in them (:func:`generator_state`, :func:`classifier_state`),
+which :mod:`deblur.models.load` builds into networks.
 
 Every file a person names as a checkpoint (``ckpt_path=``, ``disc.checkpoint=``, ``ckpt=``) is
 read here, safely (``torch.load(weights_only=True)``: nothing in the file is executed), and any
@@ -17,13 +18,10 @@ temporary file that may live on another filesystem, where the final "move" is a 
 from __future__ import annotations
 
 import copy
-import errno
-import hashlib
 import io
 import logging
 import os
 import pickle
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -34,6 +32,7 @@ from pytorch_lightning.loops.loop import _Loop
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
 from deblur.errors import UserError
+from deblur.files import write_bytes_atomic
 
 log = logging.getLogger(__name__)
 
@@ -48,18 +47,10 @@ class MissingCheckpointError(CheckpointError, FileNotFoundError):
     """A file given as a checkpoint does not exist."""
 
 
-class CheckpointWriteError(UserError, OSError):
-    """A checkpoint or metrics file could not be written (disk full, permissions, quota);
-    ``filename`` and ``strerror`` are the path and the cause."""
-
-    def __str__(self) -> str:
-        return str(self.args[0]) if self.args else super().__str__()
-
-
 # --------------------------------------------------------------------------- reading
 
 
-def _given(key: str | None, path: str | os.PathLike) -> str:
+def given_as(key: str | None, path: str | os.PathLike) -> str:
     return f"{key}={path}" if key else f"'{path}'"
 
 
@@ -76,7 +67,7 @@ def read_checkpoint(
     ``task`` (``gan`` | ``classifier``) is the kind of run that must have written it; ``fix``
     ends the message of every refusal (what to give instead).
     """
-    given = _given(key, path)
+    given = given_as(key, path)
     fix = f" {fix}" if fix else ""
     p = Path(path).expanduser()
     if not p.is_file():
@@ -231,118 +222,6 @@ def describe_diff(diff: list[tuple[str, Any, Any]], limit: int = 6) -> str:
     return f"{n} key{'s' if n != 1 else ''}: " + ", ".join(parts) + more
 
 
-# --------------------------------------------------------------------------- hashing
-
-_HASHES: dict[tuple[str, int, int], str] = {}
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """sha256 of a file's content (cached per path, size and modification time)."""
-    p = Path(path).expanduser().resolve()
-    st = p.stat()
-    key = (str(p), st.st_size, st.st_mtime_ns)
-    if key not in _HASHES:
-        h = hashlib.sha256()
-        with p.open("rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
-        _HASHES[key] = h.hexdigest()
-    return _HASHES[key]
-
-
-# --------------------------------------------------------------------------- writing
-
-
-def _write_chunk(fd: int, chunk: memoryview, path: Path) -> int:
-    """One ``os.write`` (its own function so tests can inject a full disk)."""
-    return os.write(fd, chunk)
-
-
-def _current_umask() -> int:
-    """The process umask, read without changing it where the system allows (Linux:
-    /proc/self/status; elsewhere set and restore at once)."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def file_mode() -> int:
-    """The mode a plain ``open(path, "w")`` gives a new file: ``0o666 & ~umask`` (0644 under
-    umask 022, 0640 under 027). mkstemp's 0600 would hide a run's files from the team."""
-    return 0o666 & ~_current_umask()
-
-
-def write_bytes_atomic(path: str | os.PathLike, data: bytes, what: str = "file") -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder: write, flush,
-    fsync, rename. The file gets the user's umask mode (as ``open`` would), not mkstemp's 0600.
-    A failure leaves the previous file at ``path`` untouched and raises
-    :class:`CheckpointWriteError` naming the path and the cause."""
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as err:
-        raise _write_error(path, what, err) from err
-    try:
-        try:
-            if hasattr(os, "fchmod"):
-                os.fchmod(fd, file_mode())
-            view = memoryview(data)
-            while view:
-                n = _write_chunk(fd, view[: 1 << 22], path)
-                view = view[n:]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    except OSError as err:
-        raise _write_error(path, what, err) from err
-    finally:
-        if os.path.exists(tmp):
-            try:
-                os.unlink(tmp)
-            except OSError:  # pragma: no cover - the disk is in trouble; the error says so
-                pass
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # pragma: no cover - e.g. Windows
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover - some filesystems refuse fsync on folders
-        pass
-    finally:
-        os.close(fd)
-
-
-def _write_error(path: Path, what: str, err: OSError) -> CheckpointWriteError:
-    cause = os.strerror(err.errno) if err.errno else str(err)
-    hint = {
-        errno.ENOSPC: "free space on that disk or point runs_dir at one with room",
-        errno.EDQUOT: "free space within your quota or point runs_dir at another disk",
-        errno.EACCES: "make the folder writable or point runs_dir at a writable folder",
-        errno.EROFS: "point runs_dir at a writable disk",
-    }.get(err.errno or -1, "check the disk and the folder's permissions")
-    e = CheckpointWriteError(
-        f"Could not write the {what} {path}: {cause}. The file at that name was not changed "
-        f"(the earlier version, if any, is intact). Fix: {hint}, then run the same command "
-        "again.",
-    )
-    e.errno, e.strerror, e.filename = err.errno, cause, str(path)
-    return e
-
-
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Lightning CheckpointIO writing each checkpoint atomically in its own folder."""
 
@@ -415,7 +294,7 @@ def _read_network(
     """(how the path was given, state dict, stored run config) of a ``task`` checkpoint whose
     network weights start with ``prefix`` and whose config has the ``node`` that rebuilds it."""
     fix = _GAN_FIX if task == "gan" else _CLASSIFIER_FIX
-    given = _given(key, path)
+    given = given_as(key, path)
     ckpt = read_checkpoint(path, key=key, task=task, fix=fix)
     state = ckpt["state_dict"]
     if not any(str(k).startswith(prefix) for k in state):
@@ -459,7 +338,7 @@ def _sub_state(state_dict: Mapping[str, Any], prefix: str) -> dict[str, Any]:
     return {k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)}
 
 
-def _load_strict(net: torch.nn.Module, state: dict[str, Any], given: str, what: str) -> None:
+def load_state_strict(net: torch.nn.Module, state: dict[str, Any], given: str, what: str) -> None:
     result = net.load_state_dict(state, strict=False)
     if result.missing_keys or result.unexpected_keys:
         raise CheckpointError(
@@ -471,38 +350,32 @@ def _load_strict(net: torch.nn.Module, state: dict[str, Any], given: str, what: 
         )
 
 
-def load_generator(
+def generator_state(
     path: str | os.PathLike, use_ema: bool = True, key: str | None = "ckpt"
-) -> torch.nn.Module:
-    """The generator of a GAN checkpoint, rebuilt from its stored ``gen`` config, in eval mode
-    without gradients (its EMA copy when the checkpoint has one and ``use_ema``)."""
-    from hydra.utils import instantiate
-
-    given, state, cfg = _read_network(path, key, "gan", "generator.", "gen")
-    prefix = "generator."
+) -> tuple[dict[str, Any], dict[str, Any], str]:
+    """(generator state dict without its prefix, the ``gen`` node with pretrained weights off,
+    which copy: ``generator`` or ``ema_generator``) of a GAN checkpoint: what a builder needs
+    (:func:`deblur.models.load.load_generator`). The EMA copy when there is one and ``use_ema``."""
+    _, state, cfg = _read_network(path, key, "gan", "generator.", "gen")
+    which = "generator"
     if use_ema and any(str(k).startswith("ema_generator.") for k in state):
-        prefix = "ema_generator."
-    net: torch.nn.Module = instantiate(_without_pretrained(cfg["gen"]), _convert_="all")
-    _load_strict(net, _sub_state(state, prefix), given, prefix.rstrip("."))
-    log.info("Loaded %s weights from %s", prefix.rstrip("."), path)
-    return net.eval().requires_grad_(False)
+        which = "ema_generator"
+    return _sub_state(state, which + "."), _without_pretrained(cfg["gen"]), which
 
 
-def load_classifier(path: str | os.PathLike, key: str | None = "ckpt") -> torch.nn.Module:
-    """The ``BlurClassifierNet`` of a blur-classifier checkpoint in eval mode (outputs logits).
-
-    Its ``crop_size`` attribute is the training crop size from the stored config (or None).
-    """
-    from omegaconf import OmegaConf
-
-    from deblur.models.critics import BlurClassifierNet
-
-    given, state, cfg = _read_network(path, key, "classifier", "net.", "backbone")
-    net = BlurClassifierNet(OmegaConf.create(_without_pretrained(cfg["backbone"])))
-    _load_strict(net, _sub_state(state, "net."), given, "classifier")
+def classifier_state(
+    path: str | os.PathLike, key: str | None = "ckpt"
+) -> tuple[dict[str, Any], dict[str, Any], int | None]:
+    """(classifier state dict without the ``net.`` prefix, its backbone config with pretrained
+    weights off, the training crop size or None) of a blur-classifier checkpoint: what a builder
+    needs to rebuild the network (:func:`deblur.models.load.load_classifier`)."""
+    _, state, cfg = _read_network(path, key, "classifier", "net.", "backbone")
     crop = (cfg.get("data") or {}).get("crop_size")
-    net.crop_size = int(crop) if crop else None
-    return net.eval().requires_grad_(False)
+    return (
+        _sub_state(state, "net."),
+        _without_pretrained(cfg["backbone"]),
+        int(crop) if crop else None,
+    )
 
 
 def save_generator_checkpoint(
@@ -512,7 +385,7 @@ def save_generator_checkpoint(
     ema_generator: torch.nn.Module | None = None,
     cfg: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Write a generator in the GAN checkpoint format (e.g. to import weights trained elsewhere).
+    """Write a generator in the GAN checkpoint format (e.g. to bring in weights trained elsewhere).
 
     ``gen_cfg`` is the ``conf/gen`` node (``_target_`` + kwargs) that rebuilds ``generator``.
     """

@@ -4,8 +4,11 @@
 
 * an override Hydra cannot lex (a path with ``=``, ``,``, a space or a non-ASCII letter) is
   reported before Hydra starts, with the quoting that fixes it;
-* the composed config is checked (:func:`deblur.config.check_overrides`: a value of the wrong
-  type, a key added with ``+`` that the config does not have);
+* an override of a key the config does not have is refused with the close match before Hydra
+  composes (:func:`deblur.checks.check_known_keys`), and the composed config is checked
+  (:func:`deblur.checks.check_overrides`: a value of the wrong type, a key added with ``+`` that
+  no code reads; :func:`deblur.checks.check_values`: the ranges of numeric keys and the
+  discriminator's switches), all before any network is built or any file written;
 * a :class:`deblur.errors.UserError` raised inside the run prints one paragraph on the console,
   without a traceback (the traceback goes to the run's log file and its ``metrics.json``); the
   process exits with status 1. Any other exception is a bug and keeps its traceback.
@@ -20,11 +23,14 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from hydra.errors import CompactHydraException, InstantiationException
+from hydra._internal.utils import get_args_parser
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import CompactHydraException, InstantiationException, OverrideParseException
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from deblur.config import CONF_DIR, check_overrides, register_resolvers
+from deblur.checks import check_known_keys, check_overrides, check_values
+from deblur.config import CONF_DIR, register_resolvers
 from deblur.errors import UserError
 
 log = logging.getLogger("deblur")
@@ -54,10 +60,6 @@ QUOTING_HINT = (
 
 def check_command_line(argv: list[str]) -> None:
     """Lex the overrides the way Hydra will; one that fails gets the quoting hint."""
-    from hydra._internal.utils import get_args_parser
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.errors import OverrideParseException
-
     try:
         args = get_args_parser().parse_args(argv)
     except SystemExit:
@@ -71,6 +73,14 @@ def check_command_line(argv: list[str]) -> None:
             raise UserError(
                 f"Hydra cannot read the override {item!r} ({detail}). {QUOTING_HINT}"
             ) from None
+
+
+def _overrides_of(argv: list[str]) -> list[str]:
+    """The overrides of a command line (Hydra's own flags dropped)."""
+    try:
+        return list(get_args_parser().parse_args(argv).overrides or [])
+    except SystemExit:
+        return []
 
 
 def user_error_cause(err: BaseException) -> UserError | None:
@@ -100,8 +110,12 @@ def entry_point(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Cal
             from hydra.core.hydra_config import HydraConfig
 
             try:
-                if HydraConfig.initialized():
-                    check_overrides(cfg, config_name, list(HydraConfig.get().overrides.task))
+                overrides = (
+                    list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+                )
+                if overrides:
+                    check_overrides(cfg, config_name, overrides)
+                check_values(cfg, overrides)
                 try:
                     return task(cfg)
                 except InstantiationException as wrapped:
@@ -129,6 +143,7 @@ def entry_point(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Cal
             register_resolvers()
             try:
                 check_command_line(sys.argv[1:])
+                check_known_keys(config_name, _overrides_of(sys.argv[1:]))
             except UserError as err:
                 print(f"[deblur] error: {report(err)}", file=sys.stderr, flush=True)
                 sys.exit(2)

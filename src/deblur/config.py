@@ -1,9 +1,9 @@
 """One place for configuration plumbing: the conf/ folder, the run-folder names (the OmegaConf
-resolvers ``run_dirname`` and ``eval_slug``), value checks, composing for tests and notebooks."""
+resolvers ``run_dirname`` and ``eval_slug``), composing for tests and notebooks (the checks of
+the values a person sets: :mod:`deblur.checks`)."""
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import os
 import re
@@ -13,7 +13,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from deblur.errors import UserError
+from deblur.files import file_sha256
 
 
 def _find_conf_dir() -> Path:
@@ -32,10 +32,6 @@ def _find_conf_dir() -> Path:
 
 
 CONF_DIR: Path = _find_conf_dir()
-
-
-class ConfigValueError(UserError, ValueError):
-    """A command-line value of the wrong type, or a key the config does not have."""
 
 
 # --------------------------------------------------------------------------- run-folder names
@@ -77,15 +73,13 @@ def path_tag(value: str) -> str:
         name = p.stem or p.name
     name = _UNSAFE.sub("-", name).strip("-.")[:40] or "file"
     if p.is_file():
-        from deblur.checkpoints import file_sha256
-
         digest = file_sha256(p)
     else:
         digest = hashlib.sha256(str(p).encode()).hexdigest()
     return f"{name}-{digest[:8]}"
 
 
-def _parse(overrides: Sequence[str]) -> list[Any]:
+def parse_overrides(overrides: Sequence[str]) -> list[Any]:
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     return OverridesParser.create().parse_overrides([str(o) for o in overrides])
@@ -97,7 +91,7 @@ def run_dirname(overrides: Sequence[str]) -> str:
     ``override_dirname`` writes them ("default" when none), without :data:`FOLDER_EXCLUDE`;
     a path value becomes a :func:`path_tag`, so a path never becomes nested folders."""
     lines = []
-    for ov in _parse(overrides):
+    for ov in parse_overrides(overrides):
         if ov.key_or_group in FOLDER_EXCLUDE:
             continue
         line = str(ov.input_line)
@@ -176,110 +170,6 @@ def register_resolvers() -> None:
 
 
 register_resolvers()
-
-
-# --------------------------------------------------------------------------- checks
-
-
-def _is_group(key: str) -> bool:
-    return (CONF_DIR / key).is_dir()
-
-
-def _compose_here(config_name: str, overrides: list[str]) -> DictConfig:
-    """Compose inside a running Hydra app (its search path) or, outside one, from CONF_DIR."""
-    from hydra.core.global_hydra import GlobalHydra
-
-    if GlobalHydra.instance().is_initialized():
-        from hydra import compose as hydra_compose
-
-        return hydra_compose(config_name=config_name, overrides=overrides)
-    return compose(config_name, overrides)
-
-
-def _type_name(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true or false"
-    if isinstance(value, int):
-        return "an integer"
-    if isinstance(value, float):
-        return "a number"
-    return "a string"
-
-
-def _type_ok(default: Any, value: Any) -> bool:
-    if default is None or value is None:
-        return True
-    if isinstance(default, bool):
-        return isinstance(value, bool)
-    if isinstance(default, int):
-        return isinstance(value, int) and not isinstance(value, bool)
-    if isinstance(default, float):
-        return isinstance(value, int | float) and not isinstance(value, bool)
-    return True  # strings (and the rest) take any scalar, as the code reads them
-
-
-#: Sections whose keys are all read by the code: a key added with ``+`` that they lack is a typo.
-SCHEMA_SECTIONS = ("model", "optim", "schedule")
-_ABSENT = object()
-
-
-def check_overrides(cfg: DictConfig, config_name: str, overrides: Sequence[str]) -> None:
-    """Refuse a command-line value whose type differs from the config's default (``seed=x``,
-    ``trainer.max_epochs=abc``), and a key added with ``+`` that the config does not have, at
-    the top level or in :data:`SCHEMA_SECTIONS` (``+model.adv_wieght=...``), naming the key,
-    the close match and the fix."""
-    parsed = _parse(overrides)
-    groups = [str(o.input_line) for o in parsed if _is_group(o.key_or_group.split("@")[0])]
-    base = None
-    for ov in parsed:
-        key = str(ov.key_or_group)
-        if ov.is_delete() or _is_group(key.split("@")[0]) or key.startswith("hydra."):
-            continue
-        if base is None:
-            base = _compose_here(config_name, groups)
-        default = OmegaConf.select(base, key, default=_ABSENT, throw_on_missing=False)
-        given = ov.input_line.split("=", 1)[1] if "=" in str(ov.input_line) else ""
-        if default is _ABSENT:
-            section = key.split(".", 1)[0] if "." in key else ""
-            if (ov.is_add() or ov.is_force_add()) and (not section or section in SCHEMA_SECTIONS):
-                known = [
-                    k
-                    for k in _flat_keys(base)
-                    if (k.startswith(section + ".") if section else "." not in k)
-                ]
-                close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
-                hint = (
-                    f"Did you mean {close[0]}? Fix: {close[0]}={given}"
-                    if close
-                    else (f"Its keys: {', '.join(known[:12])}. Fix: one of those")
-                )
-                raise ConfigValueError(
-                    f"{ov.input_line}: '{key}' is not a key of the {config_name} config, so no "
-                    f"code would read it and the value would be ignored. {hint} (without '+': "
-                    "'+' adds keys the config does not have)."
-                )
-            continue
-        if isinstance(default, DictConfig | dict) or OmegaConf.is_missing(base, key):
-            continue
-        value = OmegaConf.select(cfg, key, default=None, throw_on_missing=False)
-        if not _type_ok(default, value):
-            raise ConfigValueError(
-                f"{key}={given}: {key} takes {_type_name(default)} (its default is "
-                f"{default!r}), not {value!r}. Fix: give {key}=<{_type_name(default)}>, e.g. "
-                f"{key}={str(default).lower() if isinstance(default, bool) else default}."
-            )
-
-
-def _flat_keys(node: Any, prefix: str = "") -> list[str]:
-    out: list[str] = []
-    if isinstance(node, DictConfig):
-        for k in node.keys():
-            child = node._get_node(k)
-            full = f"{prefix}{k}"
-            out.append(full)
-            if isinstance(child, DictConfig):
-                out += _flat_keys(child, full + ".")
-    return out
 
 
 # --------------------------------------------------------------------------- plumbing

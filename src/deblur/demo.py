@@ -17,6 +17,9 @@ import sys
 import time
 from pathlib import Path
 
+from deblur.runs import find_runs
+from deblur.study_tables import build_tables, render_markdown, write_outputs
+
 # stage 1 at demo scale: long enough for the NLayer classifier to learn on this data, so stage 2
 # loads a real classifier (see experiments/cpu_study)
 CLASSIFIER_SCALE = [
@@ -86,8 +89,6 @@ def steps(scale: str, runs: Path, seeds: str, study: bool, overwrite: bool) -> l
 
 def beats_input_line(runs: Path) -> str:
     """One line: which Table 4.1 cells (mean over seeds) are above the blurred input's PSNR."""
-    from deblur.runs import find_runs
-
     cells: dict[str, list[tuple[float, float]]] = {}
     for _, rec in find_runs([runs]):
         choices = rec.choices
@@ -131,8 +132,6 @@ def main(argv: list[str] | None = None) -> int:
         took = time.perf_counter() - start
         print(f"\n[demo] step {i}/{len(plan)}: {title}  ({took:.0f} s so far)", flush=True)
         failures += _run(cmd, env) != 0
-
-    from deblur.study_tables import build_tables, render_markdown, write_outputs
 
     tables = build_tables([runs])
     written = write_outputs(tables, runs / "tables", [runs])

@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from deblur.baselines import BASELINES
 from deblur.cli import entry_point
 from deblur.evaluation import evaluate_pairs, pairs_for_split, per_image_table, results_table
+from deblur.runs import managed_run
 
 NOTES = (
     "PSNR: RGB, peak 255, per image on 8-bit levels, then averaged. SSIM: Gaussian 11x11, "
@@ -63,8 +64,6 @@ def run_evaluate(cfg: DictConfig, run_dir: Path, record: dict[str, Any]) -> dict
 
 @entry_point("evaluate")
 def main(cfg: DictConfig) -> float | None:
-    from deblur.runs import managed_run
-
     record = managed_run(cfg, "evaluate", lambda run_dir, rec: run_evaluate(cfg, run_dir, rec))
     return (record.get("final") or {}).get(f"{cfg.split}/psnr")
 

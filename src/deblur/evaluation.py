@@ -23,13 +23,13 @@ from omegaconf import DictConfig
 from torch import nn
 
 from deblur.baselines import BASELINES, MissingKernelError, run_baseline
-from deblur.checkpoints import load_generator
 from deblur.config import eval_slug
 from deblur.data.blur import apply_kernel, gaussian_kernel, linear_motion_kernel, median_blur
 from deblur.data.io import read_image, to_tensor, write_image
 from deblur.data.pairs import Pair
 from deblur.inference import deblur_image, resolve_device
 from deblur.metrics import image_metrics, psnr, ssim
+from deblur.models.load import load_generator
 from deblur.render import markdown
 
 METRICS = ("psnr", "ssim", "ssim_matlab3d")

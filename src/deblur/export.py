@@ -18,9 +18,9 @@ import torch
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
-from deblur.checkpoints import load_generator
 from deblur.cli import entry_point
 from deblur.inference import PadCrop
+from deblur.models.load import load_generator
 
 log = logging.getLogger(__name__)
 

@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from deblur.data.io import to_tensor, to_uint8
+
 __all__ = [
     "pad_to_multiple",
     "crop_to",
@@ -355,8 +357,6 @@ def deblur_image(
     bf16: bool = False,
 ) -> np.ndarray:
     """Deblur one ``H x W x 3`` uint8 RGB image (any size); returns the same shape and dtype."""
-    from deblur.data.io import to_tensor, to_uint8
-
     if rgb_uint8.ndim != 3 or rgb_uint8.shape[2] != 3:
         raise ValueError(f"deblur_image expects an H x W x 3 RGB image, got {rgb_uint8.shape}.")
     x = to_tensor(rgb_uint8)

@@ -18,7 +18,6 @@ import numpy as np
 from omegaconf import DictConfig
 from torch import nn
 
-from deblur.checkpoints import load_generator
 from deblur.cli import entry_point
 from deblur.data.io import IMAGE_EXTENSIONS, DataError, read_image, write_image
 from deblur.inference import deblur_image, resolve_device
@@ -30,6 +29,7 @@ from deblur.inputs import (
     ensure_writable_dir,
     without_outputs,
 )
+from deblur.models.load import load_generator
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,6 @@ from typing import Any
 from omegaconf import DictConfig
 from torch import nn
 
-from deblur.checkpoints import load_generator
 from deblur.cli import entry_point
 from deblur.data.io import read_image
 from deblur.evaluation import (
@@ -26,6 +25,8 @@ from deblur.evaluation import (
     robustness_table,
 )
 from deblur.inference import resolve_device
+from deblur.models.load import load_generator
+from deblur.runs import managed_run
 
 
 def run_robustness(
@@ -75,8 +76,6 @@ def run_robustness(
 
 @entry_point("robustness")
 def main(cfg: DictConfig) -> None:
-    from deblur.runs import managed_run
-
     managed_run(cfg, "robustness", lambda run_dir, rec: run_robustness(cfg, run_dir, rec))
 
 

@@ -9,12 +9,11 @@ from omegaconf import DictConfig
 
 from deblur.cli import entry_point
 from deblur.runs import managed_run
+from deblur.systems.fit import fit_gan
 
 
 @entry_point("train")
 def main(cfg: DictConfig) -> float | None:
-    from deblur.systems.fit import fit_gan
-
     record = managed_run(cfg, "gan", lambda run_dir, rec: fit_gan(cfg, run_dir, rec))
     return (record.get("final") or {}).get("val/psnr")
 

@@ -6,12 +6,11 @@ from omegaconf import DictConfig
 
 from deblur.cli import entry_point
 from deblur.runs import managed_run
+from deblur.systems.fit import fit_classifier
 
 
 @entry_point("train_classifier")
 def main(cfg: DictConfig) -> float | None:
-    from deblur.systems.fit import fit_classifier
-
     record = managed_run(cfg, "classifier", lambda run_dir, rec: fit_classifier(cfg, run_dir, rec))
     return (record.get("final") or {}).get("val/acc")
 

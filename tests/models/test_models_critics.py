@@ -174,39 +174,8 @@ def test_bad_kind_and_small_input():
         build_trunk({"name": "x", "kind": "vit"}, "trunk")
 
 
-# the backbone configs written into classifier checkpoints before the trunks were `_target_` nodes
-LEGACY = {
-    "nlayer": {"name": "nlayer", "kind": "nlayer", "ndf": 8, "n_layers": 3, "patch_layers": 2,
-               "norm": "instance", "patch_head_channels": 16, "pretrained": False,
-               "weights_path": None},
-    "mobilenetv3_large": {"name": "mobilenetv3_large", "kind": "timm",
-                          "model": "mobilenetv3_large_100", "patch_level": 2,
-                          "patch_head_channels": 16, "norm": "instance", "pretrained": False,
-                          "weights_path": None},
-}  # fmt: skip
-
-
-@pytest.mark.parametrize("name", sorted(LEGACY))
-def test_old_format_classifier_checkpoints_still_load(name, tmp_path):
-    """A classifier checkpoint of the old format rebuilds the same network and starts a D."""
-    old = LEGACY[name]
-    new = backbone_cfg(
-        name, **{k: v for k, v in old.items() if k in ("ndf", "n_layers", "patch_layers")}
-    )
-    torch.manual_seed(0)
-    net = BlurClassifierNet(old)
-    assert {k: v.shape for k, v in net.state_dict().items()} == {
-        k: v.shape for k, v in BlurClassifierNet(new).state_dict().items()
-    }
-    ckpt = {
-        "state_dict": {f"net.{k}": v for k, v in net.state_dict().items()},
-        "hyper_parameters": {"cfg": {"backbone": old}},
-    }
-    torch.save(ckpt, tmp_path / "old.ckpt")
-    disc = discriminator("single", new)
-    report = load_classifier_weights(disc, tmp_path / "old.ckpt")
-    assert report["single"]["loaded"] == len(net.state_dict())
-    x = torch.rand(1, 3, 64, 64) * 2 - 1
-    torch.testing.assert_close(disc.eval()(x)[0], -net.eval()(x))  # realness = -blur logit
-    with pytest.raises(BackboneConfigError, match="norm='batch'"):
-        BlurClassifierNet({**old, "norm": "batch"})
+def test_old_format_backbone_is_refused_in_one_paragraph():
+    """Checkpoints from before the `_target_` trunks (``kind: nlayer``) are no longer read."""
+    old = {"name": "nlayer", "kind": "nlayer", "ndf": 8, "n_layers": 3, "norm": "instance"}
+    with pytest.raises(BackboneConfigError, match=r"old format.*train the classifier again"):
+        BlurClassifierNet(old)

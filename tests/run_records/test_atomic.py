@@ -11,8 +11,9 @@ import os
 import pytest
 import pytorch_lightning as pl
 
-import deblur.checkpoints as ckpts
-from deblur.checkpoints import CheckpointWriteError, read_checkpoint
+import deblur.files as ckpts
+from deblur.checkpoints import read_checkpoint
+from deblur.files import CheckpointWriteError
 from deblur.runs import write_json_atomic
 from entry_runs import run
 

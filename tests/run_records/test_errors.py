@@ -7,8 +7,9 @@ import torch
 from hydra.utils import instantiate
 
 from deblur.checkpoints import CheckpointError, read_checkpoint, read_classifier_checkpoint
+from deblur.checks import ConfigValueError, check_known_keys, check_overrides, check_values
 from deblur.cli import check_command_line
-from deblur.config import ConfigValueError, check_overrides, compose
+from deblur.config import compose
 from deblur.errors import UserError
 from deblur.models.critics import Discriminator, load_classifier_weights
 from entry_runs import cli
@@ -138,3 +139,76 @@ def test_user_error_raised_inside_hydra_instantiate_is_found_for_the_one_paragra
     except InstantiationException as wrapped:
         assert isinstance(user_error_cause(wrapped), UserError)
     assert user_error_cause(InstantiationException("a bug")) is None
+
+
+# --------------------------------------------------------------------------- issue 22: ranges
+RANGE_CASES = [
+    ("optim.lr_g=-1", r"optim\.lr_g=-1 \(set on the command line\).*must be a number > 0"),
+    ("optim.lr_d=0", r"optim\.lr_d=0 .*must be a number > 0"),
+    ("model.adv_weight=-1", r"model\.adv_weight=-1 .*must be a number >= 0"),
+    ("data.crop_size=0", r"data\.crop_size=0 .*an integer > 0 or null.*data\.crop_size=256"),
+    ("data.batch_size=0", r"data\.batch_size=0 .*an integer > 0"),
+    ("data.val_fraction=1.0", r"data\.val_fraction=1\.0 .*in \[0, 1\)"),
+    ("model.ema_decay=1", r"model\.ema_decay=1 .*in \[0, 1\)"),
+    ("optim.betas=[0.9,1.5]", r"optim\.betas=\[0\.9, 1\.5\]"),
+    ("disc.frozen=true", r"disc\.frozen=true needs a pretrained discriminator"),
+    ("disc=patch disc.frozen=true disc.checkpoint=c.ckpt", r"frozen random patch head"),
+    ("loss=none disc.frozen=true", r"loss=none trains without a discriminator"),
+]
+
+
+@pytest.mark.parametrize(("overrides", "words"), RANGE_CASES)
+def test_out_of_range_values_are_one_paragraph_naming_the_key(overrides, words):
+    over = ["debug=smoke", *overrides.split()]
+    with pytest.raises(ConfigValueError, match=words) as err:
+        check_values(compose("train", over), over)
+    msg = str(err.value)
+    assert "\n" not in msg and any(w in msg for w in ("Fix:", "Give disc.checkpoint", "Drop"))
+
+
+def test_in_range_values_pass_and_a_yaml_value_is_checked_too():
+    over = ["debug=smoke", "optim.lr_g=1", "data.crop_size=null", "model.adv_weight=0"]
+    check_values(compose("train", over), over)
+    check_values(compose("train_classifier", ["optim.lr=0.01"]), ["optim.lr=0.01"])
+    cfg = compose("train", ["debug=smoke"])
+    cfg.optim.lr_g = -1.0  # as an experiment file would set it
+    with pytest.raises(ConfigValueError, match=r"set by the composed config"):
+        check_values(cfg, ["debug=smoke"])
+
+
+@pytest.mark.parametrize(
+    ("overrides", "words"),
+    [
+        ("model.adv_wieght=1", r"Did you mean model\.adv_weight\? Fix: model\.adv_weight=1\."),
+        ("gen.nrom=instance", r"Did you mean gen\.norm\?"),
+        ("loss=gan,lsgan optim.lr_gg=1", r"'optim\.lr_gg' is not a key.*Did you mean optim\.lr_g"),
+    ],
+)
+def test_unknown_key_without_plus_gets_the_close_match_not_hydras_plus_advice(overrides, words):
+    with pytest.raises(ConfigValueError, match=words) as err:
+        check_known_keys("train", ["debug=smoke", *overrides.split()])
+    assert "+model" not in str(err.value)
+
+
+def test_known_keys_pass_under_the_group_that_has_them():
+    check_known_keys("train", ["gen=resnet_cpu", "gen.norm=none", "loss=gan,lsgan"])
+    check_known_keys("train", ["-m", "gen=fpn_mobilenetv2,resnet_cpu", "gen.norm=none"][1:])
+
+
+def test_plus_key_of_a_constructor_node_must_be_its_parameter():
+    over = ["debug=smoke", "+data.crop_sise=32"]
+    with pytest.raises(ConfigValueError, match=r"DeblurDataModule.*'crop_sise'.*data\.crop_size"):
+        check_overrides(compose("train", over), "train", over)
+    over = ["debug=smoke", "+trainer.accumulate_grad_batches=2"]  # a real Trainer parameter
+    check_overrides(compose("train", over), "train", over)
+
+
+def test_a_range_mistake_stops_the_cli_before_any_file_is_written(tmp_path):
+    runs = tmp_path / "runs"
+    proc = cli("deblur.train", "debug=smoke", "optim.lr_g=-1", runs=runs)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "[deblur] error: optim.lr_g=-1" in proc.stderr and "Traceback" not in proc.stderr
+    assert not runs.exists() or not any(runs.rglob("*.json"))
+    proc = cli("deblur.train", "debug=smoke", "model.adv_wieght=1", runs=runs)
+    assert proc.returncode == 2 and "Did you mean model.adv_weight" in proc.stderr
+    assert "+model.adv_wieght" not in proc.stderr

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from deblur.checkpoints import file_mode, write_bytes_atomic
+from deblur.files import file_mode, write_bytes_atomic
 from entry_runs import run
 
 

@@ -9,8 +9,9 @@ import logging
 import pytest
 import torch
 
-from deblur.checkpoints import CheckpointError, load_classifier, load_generator
+from deblur.checkpoints import CheckpointError
 from deblur.dashboard import run_folders
+from deblur.models.load import load_classifier, load_generator
 from deblur.runs import RecordFieldError, RunRecord, find_runs, read_metrics
 from deblur.study_tables import read_runs
 

@@ -10,10 +10,11 @@ import torch
 from tiny_nets import NLAYER_CFG, rgb
 
 from deblur.blur_score import blur_score, run_blur_score
-from deblur.checkpoints import load_classifier, save_classifier_checkpoint
+from deblur.checkpoints import save_classifier_checkpoint
 from deblur.config import compose
 from deblur.data.io import to_tensor, write_image
 from deblur.models.critics import BlurClassifierNet
+from deblur.models.load import load_classifier
 
 
 @pytest.fixture(scope="module")

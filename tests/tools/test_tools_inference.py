@@ -14,8 +14,6 @@ from torch import nn
 
 from deblur.checkpoints import (
     CheckpointError,
-    load_classifier,
-    load_generator,
     save_classifier_checkpoint,
     save_generator_checkpoint,
 )
@@ -29,6 +27,7 @@ from deblur.inference import (
     resolve_device,
     tile_starts,
 )
+from deblur.models.load import load_classifier, load_generator
 
 
 def make_fpn(seed: int = 0) -> nn.Module:

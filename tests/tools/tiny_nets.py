@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from deblur.config import compose, to_container
+
 FPN_CFG = {
     "_target_": "deblur.models.fpn.FPNGenerator",
     "backbone": "mobilenetv2_100",
@@ -22,17 +24,13 @@ RESNET_CFG = {
     "pretrained": False,
     "weights_path": None,
 }
-NLAYER_CFG = {
-    "name": "nlayer",
-    "kind": "nlayer",
-    "ndf": 8,
-    "n_layers": 3,
-    "patch_layers": 2,
-    "norm": "instance",
-    "patch_head_channels": 16,
-    "pretrained": False,
-    "weights_path": None,
-}
+NLAYER_CFG = to_container(
+    compose(
+        "train",
+        ["backbone=nlayer", "pretrained=false", "backbone.ndf=8", "backbone.n_layers=3"]
+        + ["backbone.patch_layers=2", "backbone.patch_head_channels=16"],
+    ).backbone
+)
 
 
 def rgb(h: int, w: int, seed: int = 0) -> np.ndarray:

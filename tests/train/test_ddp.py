@@ -283,7 +283,7 @@ def test_rank_one_follows_rank_zero_record(tmp_path, monkeypatch):
     from omegaconf import OmegaConf
     from pytorch_lightning.utilities import rank_zero_only
 
-    from deblur.systems.distributed import DistributedLaunchError, follow_rank_zero
+    from deblur.runs.launch import DistributedLaunchError, follow_rank_zero
 
     monkeypatch.setattr(rank_zero_only, "rank", rank_zero_only.rank)
     for var in ("RANK", "SLURM_PROCID", "NODE_RANK", "DEBLUR_LAUNCH_ID", "TORCHELASTIC_RUN_ID"):

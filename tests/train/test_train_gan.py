@@ -435,7 +435,7 @@ def test_run_cut_short_continues_from_last_ckpt_when_relaunched(tmp_path, cache_
 def test_ctrl_c_and_sigterm_count_as_interrupted():
     from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-    from deblur.runs import _stopped_from_outside
+    from deblur.runs.managed import _stopped_from_outside
 
     assert _stopped_from_outside(KeyboardInterrupt())
     assert _stopped_from_outside(SIGTERMException())

@@ -587,6 +587,15 @@ class DeblurDataModule(pl.LightningDataModule):
                     self.check_sizes(min_side=0, split="train")
                 self._warn_small_training_images()
             else:
+                if split == "val" and not splits["val"]:
+                    raise DataError(
+                        f"data={self.name} has no validation pairs (layout '{self.layout}', root "
+                        f"{self.root or 'the default folder'}, data.val_fraction="
+                        f"{self.val_fraction}), so no checkpoint could be picked and the run "
+                        "could not finish. Fix: data.val_fraction=0.1 (hold out training "
+                        "sequences), data.val_sequences=[<names>], or a val/ folder in the "
+                        "dataset."
+                    )
                 self.check_sizes(split=split)
         if self.cache:
             paths = [p for s in missing for q in splits[s] for p in (q.blur, q.sharp)]

@@ -380,7 +380,7 @@ def split_by_group(
         raise DataError(
             f"Cannot hold out {val_fraction:.0%} for validation: all {len(pairs)} pairs belong "
             f"to one group ('{groups[0] if groups else ''}') and splits never cut a sequence. "
-            "Give the dataset a test/ split, more sequences, or set data.val_fraction=0."
+            "Give the dataset a val/ folder, or more sequences (sub-folders) to hold out."
         )
     n_val = min(len(groups) - 1, max(1, round(val_fraction * len(groups))))
     order = np.random.default_rng(seed).permutation(len(groups))

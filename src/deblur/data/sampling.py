@@ -20,6 +20,8 @@ from collections.abc import Iterator
 import torch
 from torch.utils.data import Sampler
 
+from deblur.data.io import DataError
+
 UNEVEN = ("drop", "pad")
 
 
@@ -76,8 +78,6 @@ class EpochSeededSampler(Sampler[tuple[int, int, int]]):
         self.uneven = uneven or ("drop" if shuffle else "pad")
         self.positions = shard_positions(self.length, self.num_replicas, self.rank, self.uneven)
         if self.length > 0 and not self.positions:
-            from deblur.data.io import DataError
-
             raise DataError(
                 f"The training data has {self.length} item(s) but the run has {self.num_replicas} "
                 "processes (trainer.devices x trainer.num_nodes), so some process would get none. "

@@ -18,9 +18,10 @@ from typing import Any, Protocol
 
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
+from deblur.checkpoints import read_classifier_checkpoint
 from deblur.errors import UserError
 from deblur.models.weights import create_timm, warn_random_weights
 
@@ -143,47 +144,20 @@ class TimmTrunk(nn.Module):
 
 #: Nodes of a ``conf/backbone`` entry that build a trunk.
 TRUNK_NODES = ("trunk", "patch_trunk")
-_LEGACY_DROP = ("kind",)  # keys of the old format (checkpoints before the `_target_` trunks)
-
-
-def _upgrade_legacy(cfg: dict[str, Any]) -> dict[str, Any]:
-    """An old-format backbone config (``kind: nlayer | timm``, no trunk nodes), as written in
-    classifier checkpoints before the trunks were ``_target_`` nodes: its conf/backbone entry
-    (by ``name``) with the old config's scalar values over it."""
-    from deblur.config import CONF_DIR, _compose_here
-
-    name = cfg.get("name")
-    shipped = sorted(p.stem for p in (CONF_DIR / "backbone").glob("[!_]*.yaml"))
-    if name not in shipped:
-        raise BackboneConfigError(
-            f"Backbone config '{name}' (kind={cfg.get('kind')!r}) has no trunk nodes "
-            f"({' / '.join(TRUNK_NODES)} with a `_target_`): it is in the old format, which is "
-            f"read only for the backbones shipped in {CONF_DIR / 'backbone'} ({shipped}). Fix: "
-            "choose one of those, or give the config `trunk:` and `patch_trunk:` nodes (see "
-            "conf/backbone/nlayer.yaml)."
-        )
-    if cfg.get("norm", "instance") != "instance":
-        raise BackboneConfigError(
-            f"Backbone config '{name}' is in the old format with norm={cfg['norm']!r}; only the "
-            f"shipped norm (instance) converts. Fix: start from conf/backbone/{name}.yaml and give "
-            "its `norm:` node another layer (`_target_: torch.nn.BatchNorm2d`, `_partial_: true`)."
-        )
-    root = _compose_here("train", [f"backbone={name}"])
-    with open_dict(root):
-        root.pretrained = bool(cfg.get("pretrained"))
-        for key, value in cfg.items():
-            node = root.backbone._get_node(key) if key in root.backbone else None
-            if key in _LEGACY_DROP or isinstance(node, DictConfig):
-                continue  # `norm` (a layer node now) and the trunk nodes come from the YAML
-            root.backbone[key] = value
-    return OmegaConf.to_container(root.backbone, resolve=True)  # type: ignore[return-value]
 
 
 def backbone_config(backbone: Mapping[str, Any]) -> dict[str, Any]:
-    """A resolved ``conf/backbone`` entry as a plain dict; an old-format one is converted."""
+    """A resolved ``conf/backbone`` entry as a plain dict; the old format (``kind:``, from
+    classifier checkpoints before the trunks were ``_target_`` nodes) is refused."""
     cfg = _plain(backbone)
     if not any(k in cfg for k in TRUNK_NODES) and "kind" in cfg:
-        cfg = _upgrade_legacy(cfg)
+        raise BackboneConfigError(
+            f"Backbone config '{cfg.get('name')}' (kind={cfg.get('kind')!r}) has no trunk nodes "
+            f"({' / '.join(TRUNK_NODES)} with a `_target_`): it is the old format of classifier "
+            "checkpoints written before the trunks were config nodes, which this version no "
+            "longer reads. Fix: train the classifier again with this version "
+            "(python -m deblur.train_classifier), or use the version that wrote it."
+        )
     return cfg
 
 
@@ -296,8 +270,6 @@ def _read_classifier(
     validation scores stored for calibration if any)."""
     where = "the given state dict"
     if isinstance(source, str | os.PathLike):
-        from deblur.checkpoints import read_classifier_checkpoint
-
         where = str(source)
         # one paragraph naming the path for a missing, empty, text, cut-off or GAN file
         source = read_classifier_checkpoint(source)

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from torchmetrics.classification import BinaryAccuracy
 
 from deblur.models.critics import CALIBRATION_KEY, calibration_scores
+from deblur.systems.distributed import gather_per_image
 
 
 class ClassifierSystem(pl.LightningModule):
@@ -89,8 +90,6 @@ class ClassifierSystem(pl.LightningModule):
         self._val["target"].append(target)
 
     def on_validation_epoch_end(self) -> None:
-        from deblur.systems.distributed import gather_per_image
-
         per_image = gather_per_image(self, getattr(self, "_val", {}))
         if not len(per_image.get("loss", ())):
             return

@@ -24,6 +24,7 @@ from deblur.checkpoints import (
     read_classifier_checkpoint,
 )
 from deblur.config import to_container
+from deblur.data.io import DataError
 from deblur.errors import UserError
 from deblur.runs import (
     IncompleteRunError,
@@ -31,6 +32,10 @@ from deblur.runs import (
     run_identity,
     update_record,
 )
+from deblur.systems.classifier import ClassifierSystem
+from deblur.systems.distributed import check_launcher
+from deblur.systems.gan import GANSystem
+from deblur.tb_layout import custom_scalars_layout
 
 log = logging.getLogger(__name__)
 
@@ -249,8 +254,6 @@ def build_trainer(
         precision=resolve_precision(t.precision),
         deterministic=deterministic,
     )
-    from deblur.systems.distributed import check_launcher
-
     check_launcher(trainer)  # spawn strategies / a local multirun over several processes
     return trainer, loggers, stats
 
@@ -259,8 +262,6 @@ def build_datamodule(cfg: DictConfig, task: str) -> pl.LightningDataModule:
     """The data group's DataModule; a missing ``data.root`` gets a message naming the fix."""
     root = cfg.data.get("root", None) if OmegaConf.is_missing(cfg.data, "root") is False else "???"
     if root == "???":
-        from deblur.data.io import DataError
-
         name = cfg.data.get("name", "?")
         raise DataError(
             f"data={name} needs the dataset folder: add data.root=/path/to/{name} to the command "
@@ -294,8 +295,6 @@ def _log_tb_setup(
         return
     logger.log_hyperparams(params, metrics)
     try:
-        from deblur.tb_layout import custom_scalars_layout
-
         logger.experiment.add_custom_scalars(custom_scalars_layout(kind))
     except (ImportError, TypeError) as err:  # pragma: no cover - layout is optional sugar
         log.info("No custom-scalars layout: %s", err)
@@ -467,8 +466,6 @@ def fit_gan(
     extra_callbacks: list[Callback] | None = None,
 ) -> dict[str, Any]:
     """Train the GAN of one study cell in ``run_dir``; return what goes into metrics.json."""
-    from deblur.systems.gan import GANSystem
-
     cfg = _start(cfg, record, "the generator encoder, VGG19 and timm critics")
     ckpt_spec = cfg.disc.checkpoint
     if isinstance(ckpt_spec, str) and ckpt_spec.startswith("auto"):
@@ -487,6 +484,7 @@ def fit_gan(
     update_record(run_dir, record)
 
     datamodule = build_datamodule(cfg, "paired")
+    datamodule.setup("fit")  # the data checks (files, sizes, a validation split) before any network
     system: GANSystem = build_system(cfg)
     if system.load_report:
         record["disc_load_report"] = system.load_report
@@ -529,11 +527,10 @@ def fit_classifier(
     extra_callbacks: list[Callback] | None = None,
 ) -> dict[str, Any]:
     """Train the blur classifier in ``run_dir``; return what goes into metrics.json."""
-    from deblur.systems.classifier import ClassifierSystem
-
     cfg = _start(cfg, record, "the classifier backbone")
     update_record(run_dir, record)
     datamodule = build_datamodule(cfg, "classify")
+    datamodule.setup("fit")  # the data checks before any network is built
     system: ClassifierSystem = build_system(cfg)
     hp = _hparams(cfg, record)
     hp["lr"] = float(cfg.optim.lr)

@@ -18,11 +18,12 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
 
-from deblur.checkpoints import load_classifier
-from deblur.errors import UserError
+from deblur.checks import check_disc_switches
 from deblur.losses.content import ContentLoss
 from deblur.metrics import psnr, sharpness_ratios, ssim
 from deblur.models.critics import Discriminator, load_classifier_weights
+from deblur.models.load import load_classifier
+from deblur.systems.distributed import gather_per_image
 
 log = logging.getLogger(__name__)
 
@@ -164,29 +165,15 @@ class GANSystem(pl.LightningModule):
         self.disc_checkpoint = disc_checkpoint
         self.load_report: dict[str, Any] | None = None
         self.discriminator = discriminator if self.adversarial else None
-        if not self.adversarial and (self.disc_checkpoint or self.frozen_d):
-            raise UserError(
-                f"loss=none trains without a discriminator, so disc.checkpoint="
-                f"{self.disc_checkpoint} / disc.frozen={self.frozen_d} have nothing to act on. "
-                "Drop those overrides, or choose an adversarial loss (loss=ragan_ls, ...)."
-            )
         if self.adversarial and self.discriminator is None:
             raise ValueError(f"{type(adv_loss).__name__} needs a discriminator; none was given.")
-        if self.frozen_d and not self.disc_checkpoint:
-            raise UserError(
-                "disc.frozen=true needs a pretrained discriminator: a frozen random D teaches the "
-                "generator nothing. Give disc.checkpoint=<classifier best.ckpt> (or "
-                "disc.checkpoint=auto to take the Table 4.2 classifier of this backbone)."
-            )
-        fresh_heads = [h for h in getattr(self.discriminator, "head_names", []) if h != "single"]
-        if self.frozen_d and fresh_heads:
-            raise UserError(
-                f"disc={self.discriminator.kind} disc.frozen=true would train G against a frozen "
-                f"random {' and '.join(fresh_heads)} head: a classifier checkpoint gives only "
-                "the single critic its head (the patch critic loads the trunk and keeps a fresh "
-                "head). Fix: disc=single disc.frozen=true (Table 4.4), or keep "
-                f"disc={self.discriminator.kind} with disc.frozen=false so the fresh head trains."
-            )
+        check_disc_switches(
+            adversarial=self.adversarial,
+            checkpoint=self.disc_checkpoint,
+            frozen=self.frozen_d,
+            heads=getattr(self.discriminator, "head_names", []),
+            kind=getattr(self.discriminator, "kind", "?"),
+        )
         if self.discriminator is not None and self.disc_checkpoint:
             self.load_report = load_classifier_weights(
                 self.discriminator,
@@ -562,8 +549,6 @@ class GANSystem(pl.LightningModule):
                 exp.add_image(f"val/strip_{batch_idx}", strip, self.current_epoch)
 
     def on_validation_epoch_end(self) -> None:
-        from deblur.systems.distributed import gather_per_image
-
         # every DDP rank's per-image values, each validation image once (one process: as is)
         per_image = gather_per_image(self, self._val)
         if not len(per_image.get("psnr", ())):

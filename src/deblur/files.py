@@ -1,0 +1,130 @@
+"""Files every layer writes or names: content hashes and atomic writes with the user's umask.
+
+The lowest layer beside :mod:`deblur.errors`: checkpoints, run records and config all use it,
+and it imports nothing of deblur but the error base.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+from deblur.errors import UserError
+
+
+class CheckpointWriteError(UserError, OSError):
+    """A checkpoint or metrics file could not be written (disk full, permissions, quota);
+    ``filename`` and ``strerror`` are the path and the cause."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else super().__str__()
+
+
+_HASHES: dict[tuple[str, int, int], str] = {}
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """sha256 of a file's content (cached per path, size and modification time)."""
+    p = Path(path).expanduser().resolve()
+    st = p.stat()
+    key = (str(p), st.st_size, st.st_mtime_ns)
+    if key not in _HASHES:
+        h = hashlib.sha256()
+        with p.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+        _HASHES[key] = h.hexdigest()
+    return _HASHES[key]
+
+
+def _write_chunk(fd: int, chunk: memoryview, path: Path) -> int:
+    """One ``os.write`` (its own function so tests can inject a full disk)."""
+    return os.write(fd, chunk)
+
+
+def _current_umask() -> int:
+    """The process umask, read without changing it where the system allows (Linux:
+    /proc/self/status; elsewhere set and restore at once)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def file_mode() -> int:
+    """The mode a plain ``open(path, "w")`` gives a new file: ``0o666 & ~umask`` (0644 under
+    umask 022, 0640 under 027). mkstemp's 0600 would hide a run's files from the team."""
+    return 0o666 & ~_current_umask()
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes, what: str = "file") -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder: write, flush,
+    fsync, rename. The file gets the user's umask mode (as ``open`` would), not mkstemp's 0600.
+    A failure leaves the previous file at ``path`` untouched and raises
+    :class:`CheckpointWriteError` naming the path and the cause."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:
+        raise _write_error(path, what, err) from err
+    try:
+        try:
+            if hasattr(os, "fchmod"):
+                os.fchmod(fd, file_mode())
+            view = memoryview(data)
+            while view:
+                n = _write_chunk(fd, view[: 1 << 22], path)
+                view = view[n:]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except OSError as err:
+        raise _write_error(path, what, err) from err
+    finally:
+        if os.path.exists(tmp):
+            try:
+                os.unlink(tmp)
+            except OSError:  # pragma: no cover - the disk is in trouble; the error says so
+                pass
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # pragma: no cover - e.g. Windows
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover - some filesystems refuse fsync on folders
+        pass
+    finally:
+        os.close(fd)
+
+
+def _write_error(path: Path, what: str, err: OSError) -> CheckpointWriteError:
+    cause = os.strerror(err.errno) if err.errno else str(err)
+    hint = {
+        errno.ENOSPC: "free space on that disk or point runs_dir at one with room",
+        errno.EDQUOT: "free space within your quota or point runs_dir at another disk",
+        errno.EACCES: "make the folder writable or point runs_dir at a writable folder",
+        errno.EROFS: "point runs_dir at a writable disk",
+    }.get(err.errno or -1, "check the disk and the folder's permissions")
+    e = CheckpointWriteError(
+        f"Could not write the {what} {path}: {cause}. The file at that name was not changed "
+        f"(the earlier version, if any, is intact). Fix: {hint}, then run the same command "
+        "again.",
+    )
+    e.errno, e.strerror, e.filename = err.errno, cause, str(path)
+    return e

@@ -1,0 +1,84 @@
+"""Finding runs: the one walk over run folders, and ``disc.checkpoint=auto``."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from deblur.checkpoints import MissingCheckpointError
+from deblur.runs.record import METRICS_FILE, RunRecord, read_metrics
+
+log = logging.getLogger(__name__)
+
+
+def walk_runs_tree(root: str | Path) -> Iterator[tuple[Path, list[str]]]:
+    """(folder, file names) of every folder below ``root``, in path order: symlinked folders are
+    followed (as TensorBoard does) and each real folder visited once (no link loops), archived
+    earlier attempts (``attempts/``) are left out."""
+    seen: set[str] = set()
+    for folder, dirs, names in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        dirs.sort()
+        if real in seen:  # a link loop, or a second link to the same folder
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs[:] = [d for d in dirs if d != "attempts"]
+        yield Path(folder), names
+
+
+def find_runs(paths: Iterable[str | Path]) -> list[tuple[Path, RunRecord]]:
+    """Every (run folder, record) below the given run or sweep folders (:func:`walk_runs_tree`),
+    in path order: the one run discovery of every reader (tables, dashboard, demo,
+    ``disc.checkpoint=auto``). Unreadable records are skipped with a warning."""
+    found: list[tuple[Path, RunRecord]] = []
+    for root in map(Path, paths):
+        if not root.is_dir():
+            continue
+        folders = sorted(d for d, names in walk_runs_tree(root) if METRICS_FILE in names)
+        for folder in folders:
+            record = read_metrics(folder)
+            if record is not None:
+                found.append((folder, record))
+    return found
+
+
+def resolve_classifier_checkpoint(
+    spec: str, backbone: str, runs_dir: str | Path, seed: int | None
+) -> Path:
+    """Turn ``disc.checkpoint=auto[:<sweep>]`` into the best checkpoint of a finished classifier run.
+
+    ``auto`` looks in ``<runs_dir>/table4_2`` (the classifier sweep of Table 4.2); ``auto:<folder>``
+    in ``<runs_dir>/<folder>``. The run must be a finished classifier run of the same backbone;
+    when several seeds exist the one with the same seed is preferred.
+    """
+    sweep = spec.split(":", 1)[1] if ":" in spec else "table4_2"
+    folder = Path(sweep) if Path(sweep).is_absolute() else Path(runs_dir) / sweep
+    matches = []
+    if folder.is_dir():
+        matches = [
+            (d, m)
+            for d, m in find_runs([folder])
+            if m.task == "classifier"
+            and m.status == "finished"
+            and m.choices.get("backbone") == backbone
+        ]
+    if not matches:
+        raise MissingCheckpointError(
+            f"disc.checkpoint={spec}: no finished blur-classifier run with backbone={backbone} "
+            f"under {folder}. Train the classifiers first, e.g. "
+            f"`python -m deblur.train_classifier -m experiment=table4_2` (or "
+            f"`python -m deblur.train_classifier backbone={backbone} hydra.run.dir={folder}/backbone={backbone}`), "
+            "or give a checkpoint file: disc.checkpoint=/path/to/best.ckpt."
+        )
+    same_seed = [(d, m) for d, m in matches if m.seed == seed]
+    run_dir, _ = sorted(same_seed or matches, key=lambda dm: str(dm[0]))[0]
+    ckpt = run_dir / "checkpoints" / "best.ckpt"
+    if not ckpt.is_file():
+        raise MissingCheckpointError(
+            f"disc.checkpoint={spec}: the classifier run {run_dir} is finished but has no "
+            f"{ckpt.name}; re-run it with overwrite=true."
+        )
+    return ckpt

@@ -1,0 +1,124 @@
+"""A run's identity: the config keys that define its result and the content of its start files."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from deblur.checkpoints import describe_diff
+from deblur.config import to_container
+from deblur.errors import UserError
+from deblur.files import file_sha256
+from deblur.runs.discover import resolve_classifier_checkpoint
+
+log = logging.getLogger(__name__)
+
+#: Config keys (and everything below them) that do not change a run's result, left out of its
+#: identity: where the run lives, how it is relaunched, how data is fed and what is shown.
+IDENTITY_EXCLUDE = (
+    "runs_dir",
+    "sweep_name",
+    "overwrite",
+    "resume",
+    "ckpt_path",  # exact resume: the result is the same as an uninterrupted run's
+    "data.num_workers",
+    "data.pin_memory",
+    "data.persistent_workers",
+    "data.multiprocessing_context",
+    "data.cache",  # RAM cache of the decoded images: the same pixels
+    "trainer.enable_progress_bar",
+    "trainer.enable_model_summary",
+    "trainer.log_every_n_steps",
+    "model.val_image_strips",  # TensorBoard images only
+    "model.health_check_every",  # how often NaN/inf is looked for, not the values
+    "callbacks.last",  # the writer of last.ckpt (a file of the run, not its result)
+    "callbacks.checkpoint.save_last",  # moot since callbacks.last (kept out: older runs match)
+)
+#: Files a run starts a network from: in the identity by content hash, never by path.
+START_FILE_KEYS = (
+    "ckpt",  # the checkpoint evaluate / robustness runs measure
+    "disc.checkpoint",
+    "gen.weights_path",
+    "backbone.weights_path",
+    "model.content.vgg_weights_path",
+)
+#: Folder keys: in the identity as absolute paths (``data/x`` and ``/home/me/data/x`` are one).
+PATH_KEYS = ("data.root",)
+
+
+class RunConfigChangedError(UserError, ValueError):
+    """A finished run's folder is relaunched with another configuration."""
+
+
+def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(node, Mapping):
+        out: dict[str, Any] = {}
+        for k, v in node.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+        return out if out or not prefix else {prefix[:-1]: {}}
+    return {prefix[:-1]: list(node) if isinstance(node, list | tuple) else node}
+
+
+def _excluded(key: str) -> bool:
+    return any(key == ex or key.startswith(ex + ".") for ex in IDENTITY_EXCLUDE)
+
+
+def resolve_start_files(cfg: Mapping[str, Any] | DictConfig) -> dict[str, str]:
+    """``{key: file}`` of the files the run starts a network from (``disc.checkpoint=auto``
+    resolved to the classifier run's best.ckpt)."""
+    plain = to_container(cfg) if isinstance(cfg, DictConfig) else dict(cfg)
+    flat = _flatten(plain)
+    out: dict[str, str] = {}
+    for key in START_FILE_KEYS:
+        value = flat.get(key)
+        if not value:
+            continue
+        value = str(value)
+        if key == "disc.checkpoint" and value.startswith("auto"):
+            backbone = (plain.get("backbone") or {}).get("name")
+            value = str(
+                resolve_classifier_checkpoint(
+                    value, str(backbone), plain.get("runs_dir", "runs"), plain.get("seed")
+                )
+            )
+        out[key] = value
+    return out
+
+
+def run_identity(
+    cfg: Mapping[str, Any] | DictConfig, start_files: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """``{"hash": sha256 hex, "config": {flat key: value}}``: what decides the run's result."""
+    plain = to_container(cfg) if isinstance(cfg, DictConfig) else dict(cfg)
+    files = dict(start_files) if start_files is not None else resolve_start_files(plain)
+    flat = {k: v for k, v in _flatten(plain).items() if not _excluded(k)}
+    for key, path in files.items():
+        p = Path(path).expanduser()
+        digest = f"sha256:{file_sha256(p)}" if p.is_file() else f"missing file:{path}"
+        flat[key] = digest
+        # the same path copied into derived nodes (e.g. system.disc_checkpoint) is content too
+        for other, value in flat.items():
+            if other != key and value == path:
+                flat[other] = digest
+    for key in PATH_KEYS:
+        if flat.get(key):
+            flat[key] = os.path.abspath(os.path.expanduser(str(flat[key])))
+    text = json.dumps(flat, sort_keys=True, default=str)
+    return {"hash": hashlib.sha256(text.encode()).hexdigest(), "config": dict(sorted(flat.items()))}
+
+
+def changed_config_message(run_dir: Path, diff: list[tuple[str, Any, Any]]) -> str:
+    return (
+        f"{run_dir} holds a finished run of another configuration: this command differs from it "
+        f"in {describe_diff(diff)}. Skipping would report that run's results as this one's, so "
+        "nothing was run. Fix: pass overwrite=true to redo the run in this folder (the finished "
+        "one is moved to attempts/<n>/), or give this configuration its own folder with another "
+        "sweep_name=... or runs_dir=..."
+    )

@@ -1,0 +1,277 @@
+"""The run record: metrics.json as a typed dataclass, written atomically, read back checked."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import json
+import logging
+import platform
+import subprocess
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any, Union
+
+from deblur.files import write_bytes_atomic
+
+log = logging.getLogger(__name__)
+
+METRICS_FILE = "metrics.json"
+STUDY_GROUPS = ("loss", "disc", "backbone", "gen", "data", "trainer", "experiment", "debug")
+
+
+def now_iso() -> str:
+    return _dt.datetime.now(_dt.UTC).astimezone().isoformat(timespec="seconds")
+
+
+def write_json_atomic(path: str | Path, data: dict[str, Any]) -> None:
+    """Write JSON through a temporary file in the same folder, fsync and an atomic rename (a crash
+    or a full disk never leaves half a file; the error names the path and the cause)."""
+    text = json.dumps(data, indent=2, sort_keys=False, default=str) + "\n"
+    write_bytes_atomic(Path(path), text.encode(), what="run record")
+
+
+#: recorded name -> distribution whose installed version is read (importlib.metadata)
+_VERSIONED = {"torch": "torch", "pytorch_lightning": "pytorch-lightning", "timm": "timm"}
+_VERSIONED |= {"hydra": "hydra-core", "omegaconf": "omegaconf", "albumentations": "albumentations"}
+
+
+def versions() -> dict[str, str]:
+    """Versions of the packages that decide a result."""
+    out = {"python": platform.python_version()}
+    for name, dist in _VERSIONED.items():
+        try:
+            out[name] = version(dist)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+_CODE: dict[str, Any] | None = None
+
+
+def code_version() -> dict[str, Any]:
+    """The deblur package version and, in a git checkout, its commit and whether it had local
+    changes (recorded in metrics.json, outside the run identity)."""
+    global _CODE
+    if _CODE is None:
+        try:
+            out: dict[str, Any] = {"deblur": version("deblur")}
+        except PackageNotFoundError:  # pragma: no cover - always installed
+            out = {"deblur": None}
+        src = Path(__file__).resolve().parent
+
+        def git(*args: str) -> str | None:
+            try:
+                proc = subprocess.run(
+                    ["git", *args], cwd=src, capture_output=True, text=True, timeout=5
+                )
+            except (OSError, subprocess.SubprocessError):
+                return None
+            return proc.stdout.strip() if proc.returncode == 0 else None
+
+        commit = git("rev-parse", "HEAD")
+        if commit:
+            out["git_commit"] = commit
+            status = git("status", "--porcelain", "--untracked-files=no")
+            out["git_dirty"] = bool(status) if status is not None else None
+        _CODE = out
+    return dict(_CODE)
+
+
+class RecordFieldError(KeyError):
+    """Code put a key into a run record that :class:`RunRecord` has no field for."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+@dataclass
+class RunRecord:
+    """The ``metrics.json`` of a run folder: the one schema every writer and reader goes through.
+
+    Attribute access (``record.final``) is the API; item access (``record["final"]``,
+    ``record.get``, ``record.update(results)``, ``dict(record)``) sees the same fields as the
+    JSON file, so a field that is ``None`` is absent, as it is from the file. Only schema
+    fields can be set (:class:`RecordFieldError` names any other key). A file written by
+    another version keeps its unknown keys in :attr:`extra` (read and written back verbatim);
+    fields it lacks are ``None`` (or empty). :meth:`read` refuses a file whose fields have the
+    wrong JSON type, as it refuses broken JSON.
+    """
+
+    # every run (written by managed_run at the start)
+    status: str | None = None  # running | finished | failed | interrupted | stopped
+    task: str | None = None  # gan | classifier | evaluate | robustness
+    choices: dict[str, str] = field(default_factory=dict)  # Hydra group choices (loss, disc, ...)
+    seed: int | None = None
+    overrides: list[str] = field(default_factory=list)
+    run_dir: str | None = None
+    started: str | None = None
+    host: str | None = None
+    pid: int | None = None
+    versions: dict[str, str] = field(default_factory=dict)
+    code: dict[str, Any] = field(default_factory=dict)  # deblur version, git commit / dirty
+    launch: str | None = None  # the launch id DDP ranks > 0 wait for
+    identity: dict[str, Any] | None = None  # {"hash", "config"}: see run_identity
+    start_files: dict[str, str] | None = None
+    previous_status: str | None = None
+    resumed_from: str | None = None
+    # how it ended
+    ended: str | None = None
+    wall_time_s: float | None = None
+    error: dict[str, Any] | None = None  # type, message, traceback (path, cause for OSErrors)
+    stopped: str | None = None  # why a 'stopped' run ended before its planned length
+    # training (systems.fit)
+    pretrained_weights: bool | None = None
+    precision: str | None = None
+    warning: str | None = None
+    disc_pretrained: bool | None = None
+    disc_frozen: bool | None = None
+    disc_checkpoint: str | None = None
+    disc_load_report: dict[str, Any] | None = None
+    final: dict[str, Any] | None = None  # last validation's metrics (val/psnr, val/ssim, ...)
+    best: dict[str, Any] | None = None  # best validation's metrics and its epoch
+    input: dict[str, Any] | None = None  # the blurred input's own metrics
+    history: list[dict[str, Any]] | None = None
+    epochs: int | None = None
+    iterations: int | None = None
+    planned_iterations: int | None = None
+    images_per_s: float | None = None
+    device: str | None = None
+    checkpoints: dict[str, str] | None = None  # {"best": path, "last": path}
+    # evaluate / robustness (deblur.evaluation)
+    method: str | None = None
+    method_kind: str | None = None  # model | baseline
+    data: str | None = None
+    split: str | None = None
+    n_images: int | None = None
+    seconds_per_image: float | None = None
+    per_image: list[dict[str, Any]] | None = None
+    rows: list[dict[str, Any]] | None = None  # robustness: one per (blur type, size)
+    ckpt: str | None = None
+    baseline: str | None = None
+    # keys of other versions of the code, kept as they were
+    extra: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    # ---------------------------------------------------------------- JSON form
+
+    @classmethod
+    def fields(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(cls) if f.name != "extra")
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any], source: str = "a run record") -> RunRecord:
+        """A record from the JSON object of a metrics.json (missing fields: None or empty).
+
+        Raises ``ValueError`` naming the field when a value has the wrong JSON type."""
+        if not isinstance(data, Mapping):
+            raise ValueError(
+                f"{source} holds {_JSON_NAMES.get(type(data), 'a value')}, not an object"
+            )
+        known = set(cls.fields())
+        values: dict[str, Any] = {}
+        for key, value in data.items():
+            if key not in known or value is None:
+                continue
+            allowed = _JSON_TYPES[key]
+            if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
+                want = " or ".join(
+                    _JSON_NAMES[t] for t in allowed if not (t is int and float in allowed)
+                )
+                raise ValueError(
+                    f"{source}: field '{key}' is {_JSON_NAMES.get(type(value), 'a value')} in "
+                    f"JSON, not {want}"
+                )
+            values[key] = value
+        extra = {k: v for k, v in data.items() if k not in known}
+        return cls(**values, extra=extra)
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON object of metrics.json: the set fields in schema order, then ``extra``."""
+        out = {k: getattr(self, k) for k in self.fields() if getattr(self, k) is not None}
+        return out | {k: v for k, v in self.extra.items() if k not in out}
+
+    def write(self, run_dir: str | Path) -> None:
+        """Write ``<run_dir>/metrics.json`` atomically (temporary file, fsync, rename)."""
+        write_json_atomic(Path(run_dir) / METRICS_FILE, self.to_json())
+
+    # ---------------------------------------------------------------- item access
+
+    def _check(self, key: str) -> None:
+        if key not in self.fields():
+            raise RecordFieldError(
+                f"'{key}' is not a field of the run record (metrics.json). Add it to "
+                "deblur.runs.RunRecord (with its type) and to docs/DESIGN.md's schema."
+            )
+
+    def __getitem__(self, key: str) -> Any:
+        value = getattr(self, key, None) if key in self.fields() else self.extra.get(key)
+        if value is None:
+            raise KeyError(key)
+        return value
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self._check(key)
+        setattr(self, key, value)
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and key in self.to_json()
+
+    def get(self, key: str, default: Any = None) -> Any:
+        try:
+            return self[key]
+        except KeyError:
+            return default
+
+    def keys(self) -> list[str]:
+        return list(self.to_json())
+
+    def update(self, values: Mapping[str, Any]) -> None:
+        """Set several fields (a body's results); any key that is not a field is refused."""
+        for key in values:
+            self._check(key)
+        for key, value in values.items():
+            setattr(self, key, value)
+
+
+def _json_types(hint: Any) -> tuple[type, ...]:
+    """The Python types json.loads gives for a field annotation (``dict[str, Any] | None``...)."""
+    args = typing.get_args(hint) if typing.get_origin(hint) in (Union, types.UnionType) else ()
+    out: list[type] = []
+    for part in args or (hint,):
+        if part is type(None):
+            continue
+        origin = typing.get_origin(part) or part
+        if origin is float:
+            out += [float, int]
+        elif origin is Any:
+            return (object,)
+        else:
+            out.append(origin)
+    return tuple(out)
+
+
+_JSON_TYPES = {
+    name: _json_types(hint)
+    for name, hint in typing.get_type_hints(RunRecord).items()
+    if name != "extra"
+}
+_JSON_NAMES = {dict: "an object", list: "an array", str: "a string", int: "an integer"}
+_JSON_NAMES |= {float: "a number", bool: "true/false", object: "a value"}
+
+
+def read_metrics(run_dir: str | Path) -> RunRecord | None:
+    """The record of ``run_dir``, or None when it has none or it is unreadable (a warning names
+    the file and the problem, e.g. broken JSON or a field of the wrong type)."""
+    path = Path(run_dir) / METRICS_FILE
+    if not path.is_file():
+        return None
+    try:
+        return RunRecord.from_json(json.loads(path.read_text()), str(path))
+    except (OSError, ValueError) as err:  # json.JSONDecodeError is a ValueError
+        log.warning("Unreadable %s (%s): the run is treated as not finished.", path, err)
+        return None
