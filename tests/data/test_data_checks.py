@@ -126,3 +126,20 @@ def test_folder_kernels_must_cover_every_image(tmp_path):
     np.save(root / "kernel" / "extra.npy", np.ones((3, 3), np.float32))
     with pytest.raises(DataError, match=r"1 kernel file\(s\).*no blurred image.*extra\.npy"):
         read_folder(root)
+
+
+def test_no_validation_pair_stops_before_any_network(tmp_path, runs_dir, monkeypatch):
+    """data=folder data.val_fraction=0 on a folder without val/: one paragraph before the GAN is
+    built (not 'no validation ran' after the whole run)."""
+    import deblur.systems.fit as fit
+    from entry_runs import run
+
+    root = tmp_path / "flat"
+    for i in range(3):
+        _pair(root, f"scene{i}/img", 64, 64, seed=i)
+    built = []
+    monkeypatch.setattr(fit, "build_system", lambda cfg: built.append(cfg) or 1 / 0)
+    over = ["data=folder", f"data.root={root}", "data.val_fraction=0", f"runs_dir={runs_dir}"]
+    with pytest.raises(DataError, match=r"no validation pairs.*Fix: data\.val_fraction=0\.1"):
+        run("train", over, tmp_path / "run")
+    assert built == []
