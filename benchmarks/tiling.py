@@ -4,9 +4,9 @@
     python benchmarks/tiling.py --gen fpn_mobilenetv2                            # random weights
 
 The photo is the embedded data's ``rocket`` (scikit-image) resized to 1600x1200 (``--size``).
-For each tile size it runs the generator whole and tiled (``deblur.inference.deblur_tensor``,
-overlap 32), with the shared normalisation statistics (the default) and without them (each tile
-normalising itself), and prints one Markdown row per setting: PSNR of tiled against whole (in
+For each tile size and context margin (``--contexts``) it runs the generator whole and tiled
+(``deblur.inference.deblur_tensor``, overlap 32), with the shared normalisation statistics (the
+default) and without them (each tile normalising itself), and prints one Markdown row per setting: PSNR of tiled against whole (in
 [-1, 1] -> [0, 1] units, peak 1), the largest absolute difference in 8-bit levels, and the
 median wall time of ``--runs`` runs with its ratio to the whole image's. On the device it names.
 """
@@ -61,6 +61,7 @@ def main() -> None:
     ap.add_argument("--size", type=int, nargs=2, default=[1600, 1200], help="width height")
     ap.add_argument("--tiles", type=int, nargs="+", default=[256, 512])
     ap.add_argument("--overlap", type=int, default=32)
+    ap.add_argument("--contexts", type=int, nargs="+", default=[0], help="context margins (px)")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--device", default="auto")
     args = ap.parse_args()
@@ -73,25 +74,27 @@ def main() -> None:
     print(f"{what}; {args.size[0]}x{args.size[1]}; overlap {args.overlap}; {device_name(dev)}")
     with torch.inference_mode():
         whole, t_whole = timed(lambda: deblur_tensor(model, x, None, device=dev), args.runs)
-        print("| tile | shared stats | PSNR vs whole (dB) | max diff (8-bit) | time (s) | x whole |")
-        print("|---|---|---|---|---|---|")
-        print(f"| whole | - | - | - | {t_whole:.2f} | 1.00 |")
-        for tile in args.tiles:
-            for shared in (True, False):
-                out, t = timed(
-                    lambda tile=tile, shared=shared: deblur_tensor(
-                        model, x, tile, args.overlap, dev, shared_stats=shared
-                    ),
-                    args.runs,
-                )
-                a, b = (whole.clamp(-1, 1) + 1) / 2, (out.clamp(-1, 1) + 1) / 2
-                mse = float(((a - b) ** 2).mean())
-                psnr = float("inf") if mse == 0 else 10 * np.log10(1 / mse)
-                worst = float((a - b).abs().max()) * 255
-                print(
-                    f"| {tile} | {'yes' if shared else 'no'} | {psnr:.1f} | {worst:.0f} | "
-                    f"{t:.2f} | {t / t_whole:.2f} |"
-                )
+        print(
+            "| tile | context | shared stats | PSNR vs whole (dB) | max diff (8-bit) | time (s) | x whole |"
+        )
+        print("|---|---|---|---|---|---|---|")
+        print(f"| whole | - | - | - | - | {t_whole:.2f} | 1.00 |")
+        settings = [(t, c, sh) for t in args.tiles for c in args.contexts for sh in (True, False)]
+        for tile, context, shared in settings:
+            out, t = timed(
+                lambda tile=tile, shared=shared, context=context: deblur_tensor(
+                    model, x, tile, args.overlap, dev, shared_stats=shared, context=context
+                ),
+                args.runs,
+            )
+            a, b = (whole.clamp(-1, 1) + 1) / 2, (out.clamp(-1, 1) + 1) / 2
+            mse = float(((a - b) ** 2).mean())
+            psnr = float("inf") if mse == 0 else 10 * np.log10(1 / mse)
+            worst = float((a - b).abs().max()) * 255
+            print(
+                f"| {tile} | {context} | {'yes' if shared else 'no'} | {psnr:.1f} | "
+                f"{worst:.0f} | {t:.2f} | {t / t_whole:.2f} |"
+            )
 
 
 if __name__ == "__main__":

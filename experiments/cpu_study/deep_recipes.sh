@@ -2,25 +2,43 @@
 # Issue 19 item 5: the CPU recipes re-measured with the deep branch live (no residual gate, an
 # identity start by a zero last convolution), into $RUNS (default runs/deep). Results and the
 # reading: experiments/cpu_study/deep_recipes.md. A relaunch skips finished runs.
-#   bash experiments/cpu_study/deep_recipes.sh
+#   bash experiments/cpu_study/deep_recipes.sh                 # STAGES="ten eval" (measured)
+#   STAGES="grid thirty" bash experiments/cpu_study/deep_recipes.sh   # not measured (see .md)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PY:-.venv/bin/python}
 RUNS=${RUNS:-runs/deep}
-STAGES=${STAGES:-"ten thirty"}
+STAGES=${STAGES:-"ten eval"}
 # the recipes' iteration counts decide the length (max_time raised so that a busy CPU does not cut
 # a run short: "10 min" = 3200 iterations, "30 min" = 15000, as on the idle 2-core CPU)
 deep="gen.residual_gate=false gen.identity_init=true gen.deep_branch=true
   data.embedded.train_blur=fresh model.ema_decay=0.999 trainer.max_time=00:02:00:00"
+ten="$RUNS/deep_10min/data.embedded.train_blur=fresh,gen.deep_branch=True,gen.identity_init=True,gen.norm=none,gen.residual_gate=False,model.ema_decay=0.999,optim.lr_g=0.0001"
 for stage in $STAGES; do
   echo "=== $stage $(date -u +%FT%TZ)"
   case $stage in
-  ten)  # cpu_10min with the deep branch: no norm (the recipe's) and instance norm, lr_g 1e-4 / 4e-4
+  ten)  # cpu_10min with the deep branch, no norm, lr_g 1e-4: seed 0, then seeds 1 and 2
+    "$PY" -m deblur.train -m experiment=cpu_10min $deep runs_dir="$RUNS" sweep_name=deep_10min \
+      gen.norm=none optim.lr_g=1e-4
+    "$PY" -m deblur.train -m experiment=cpu_10min $deep runs_dir="$RUNS" sweep_name=deep_10min \
+      gen.norm=none optim.lr_g=1e-4 seed=1,2 ;;
+  eval)  # each final checkpoint: the validation photos, and every photo with new kernels
+    for run in "$ten,trainer.max_time=00:02:00:00" "$ten,seed=1,trainer.max_time=00:02:00:00" \
+               "$ten,seed=2,trainer.max_time=00:02:00:00"; do
+      run=${run//:/\\:}
+      tag=$(basename "$run" | grep -o "seed=[0-9]" || echo seed=0)
+      "$PY" -m deblur.evaluate ckpt="'$run/checkpoints/last.ckpt'" runs_dir="$RUNS/eval" \
+        sweep_name="val_$tag" device=cpu
+      "$PY" -m deblur.evaluate ckpt="'$run/checkpoints/last.ckpt'" runs_dir="$RUNS/eval" \
+        sweep_name="newk_$tag" data.embedded.seed=7 split=all device=cpu
+    done
+    "$PY" experiments/cpu_study/per_length.py "$RUNS"/eval/* ;;
+  grid)  # the other cells of norm x lr (run 2 started, stopped for time: not reported)
     "$PY" -m deblur.train -m experiment=cpu_10min $deep runs_dir="$RUNS" sweep_name=deep_10min \
       gen.norm=none,instance optim.lr_g=1e-4,4e-4 ;;
-  thirty)  # cpu_30min with the deep branch back on (the recipe itself trains the filter only)
+  thirty)  # cpu_30min with the deep branch back on: ~55 min on the idle CPU (not measured)
     "$PY" -m deblur.train -m experiment=cpu_30min $deep runs_dir="$RUNS" sweep_name=deep_30min \
-      gen.norm="${NORM30:-none}" optim.lr_g="${LR30:-1e-4}" ;;
+      gen.norm=none optim.lr_g=1e-4 ;;
   esac
 done
 echo "=== done $(date -u +%FT%TZ)"

@@ -86,11 +86,11 @@ def run_blur_score(cfg: DictConfig, net: nn.Module | None = None) -> ScoreSummar
     """Score everything ``cfg.input`` names; writes the CSV ``cfg.output``; returns a summary."""
     from tqdm import tqdm
 
-    sort = str(cfg.get("sort", "desc"))
+    sort = str(cfg.sort)
     if sort not in SORTS:
         raise ValueError(f"sort={sort}: choose one of {', '.join(SORTS)}.")
     out = Path(cfg.output).expanduser()
-    _, files = collect_inputs(cfg.input, bool(cfg.get("recursive", False)))
+    _, files = collect_inputs(cfg.input, bool(cfg.recursive))
     files = without_outputs(files, out)  # a CSV of an earlier run inside the input folder
     if out.suffix.lower() in (*IMAGE_EXTENSIONS, *VIDEO_EXTENSIONS):
         raise OutputError(
@@ -100,12 +100,12 @@ def run_blur_score(cfg: DictConfig, net: nn.Module | None = None) -> ScoreSummar
     ensure_writable_file(out)  # before the model runs: a typo costs seconds, not the whole scan
     if net is None:
         net = load_classifier(cfg.ckpt)
-    tile_opt = cfg.get("tile", "auto")
+    tile_opt = cfg.tile
     tile = getattr(net, "crop_size", None) if str(tile_opt) == "auto" else tile_opt
     tile = int(tile) if tile else None
-    device = str(cfg.get("device", "auto"))
+    device = str(cfg.device)
     summary = ScoreSummary()
-    progress = bool(cfg.get("progress", True))
+    progress = bool(cfg.progress)
     for path in tqdm(files, desc="blur score", unit="img", disable=not progress):
         if path.suffix.lower() not in IMAGE_EXTENSIONS:
             reason = f"not an image (suffix '{path.suffix}'; images: {' '.join(IMAGE_EXTENSIONS)})"

@@ -61,6 +61,67 @@ def method_label(method: str | Path | nn.Module) -> str:
     return eval_slug([f"ckpt={method}"]).split("/", 1)[0]
 
 
+def _check_kernels(name: str, pairs: Sequence[Pair]) -> None:
+    """A kernel-based baseline needs every pair's true kernel: one paragraph naming the folder
+    they are read from and a missing file, as on disk."""
+    missing = [p for p in pairs if p.kernel is None]
+    if missing:
+        first = missing[0]
+        depth = len(Path(first.name).parts)
+        ups = first.blur.parents
+        if depth < len(ups) and ups[depth - 1].name and depth > 0:
+            root = ups[depth]  # <root>/<blur folder>/<name>.<ext>
+            on_disk = first.blur.relative_to(root).as_posix()
+        else:
+            root, on_disk = first.blur.parent, first.blur.name
+        kernel_dir = f"{root}/kernel/"
+        rel = Path(on_disk)
+        tail = rel.parts[1:] if len(rel.parts) > 1 else (rel.name,)
+        example = Path("kernel", *tail)
+        example = example.with_suffix(".npy")
+        raise MissingKernelError(
+            f"baseline={name} needs the true blur kernel of every image, but {len(missing)} "
+            f"of {len(pairs)} pairs have none, no known kernel (e.g. {on_disk} in '{root}'); "
+            "kernels are read "
+            f"from '{kernel_dir}', one <relative name of the blurred image>.npy each "
+            f"(e.g. {example.as_posix()}). "
+            f"Fix: add the kernel files under '{kernel_dir}' (or use data=embedded, which "
+            "saves them), or use baseline=identity or a trained model (ckpt=...) on data "
+            "without kernels."
+        )
+
+
+def _evaluate_one(
+    pair: Pair, run: Callable[[np.ndarray], np.ndarray]
+) -> tuple[dict[str, Any], np.ndarray, float]:
+    """The per-image row of ``pair`` (metrics of the output and of the blurred input), the
+    output ``run`` made of its blurred image, and the seconds ``run`` took."""
+    blur, sharp = read_image(pair.blur), read_image(pair.sharp)
+    if blur.shape != sharp.shape:
+        raise ValueError(
+            f"Pair {pair.name}: blurred {pair.blur} is {blur.shape[1]}x{blur.shape[0]} but "
+            f"sharp {pair.sharp} is {sharp.shape[1]}x{sharp.shape[0]}; fix the dataset."
+        )
+    start = time.perf_counter()
+    out = run(blur)
+    seconds = time.perf_counter() - start
+    t_sharp = to_tensor(sharp).unsqueeze(0)
+    got = image_metrics(to_tensor(out).unsqueeze(0), t_sharp)
+    inp = image_metrics(to_tensor(blur).unsqueeze(0), t_sharp)
+    row: dict[str, Any] = {"name": pair.name, "blur": str(pair.blur)}
+    row.update({k: round(float(v[0]), 6) for k, v in got.items()})
+    row.update({f"input_{k}": round(float(v[0]), 6) for k, v in inp.items()})
+    return row, out, seconds
+
+
+def _model_of(method: str | Path | nn.Module, use_ema: bool) -> tuple[nn.Module | None, str]:
+    """(the generator to run, or None for a baseline; the baseline's name or "")."""
+    if isinstance(method, nn.Module):
+        return method, ""
+    name = str(method)
+    return (None if name in BASELINES else load_generator(name, use_ema=use_ema)), name
+
+
 def evaluate_pairs(
     method: str | Path | nn.Module,
     pairs: Sequence[Pair],
@@ -89,62 +150,24 @@ def evaluate_pairs(
             "split=all for a folder without its own val/test split."
         )
     dev = resolve_device(device)
-    model: nn.Module | None = None
-    name = str(method) if not isinstance(method, nn.Module) else ""
-    if isinstance(method, nn.Module):
-        model = method
-    elif name not in BASELINES:
-        model = load_generator(name, use_ema=use_ema)
+    model, name = _model_of(method, use_ema)
     params = dict((baseline_params or {}).get(name, {})) if model is None else {}
     if model is None and name != "identity":
-        missing = [p for p in pairs if p.kernel is None]
-        if missing:
-            first = missing[0]
-            depth = len(Path(first.name).parts)
-            ups = first.blur.parents
-            if depth < len(ups) and ups[depth - 1].name and depth > 0:
-                root = ups[depth]  # <root>/<blur folder>/<name>.<ext>
-                on_disk = first.blur.relative_to(root).as_posix()
-            else:
-                root, on_disk = first.blur.parent, first.blur.name
-            kernel_dir = f"{root}/kernel/"
-            rel = Path(on_disk)
-            tail = rel.parts[1:] if len(rel.parts) > 1 else (rel.name,)
-            example = Path("kernel", *tail)
-            example = example.with_suffix(".npy")
-            raise MissingKernelError(
-                f"baseline={name} needs the true blur kernel of every image, but {len(missing)} "
-                f"of {len(pairs)} pairs have none, no known kernel (e.g. {on_disk} in '{root}'); "
-                "kernels are read "
-                f"from '{kernel_dir}', one <relative name of the blurred image>.npy each "
-                f"(e.g. {example.as_posix()}). "
-                f"Fix: add the kernel files under '{kernel_dir}' (or use data=embedded, which "
-                "saves them), or use baseline=identity or a trained model (ckpt=...) on data "
-                "without kernels."
-            )
+        _check_kernels(name, pairs)
     per_image: list[dict[str, Any]] = []
     busy = 0.0
     for pair in tqdm(pairs, desc=f"evaluate {method_label(method)}", disable=not progress):
-        blur, sharp = read_image(pair.blur), read_image(pair.sharp)
-        if blur.shape != sharp.shape:
-            raise ValueError(
-                f"Pair {pair.name}: blurred {pair.blur} is {blur.shape[1]}x{blur.shape[0]} but "
-                f"sharp {pair.sharp} is {sharp.shape[1]}x{sharp.shape[0]}; fix the dataset."
-            )
-        start = time.perf_counter()
-        if model is not None:
-            out = deblur_image(model, blur, tile=tile, overlap=overlap, device=dev, bf16=bf16)
-        else:
-            out = run_baseline(name, blur, pair.kernel, name=pair.name, **params)
-        busy += time.perf_counter() - start
+        row, out, seconds = _evaluate_one(
+            pair,
+            lambda blur, pair=pair: (
+                deblur_image(model, blur, tile=tile, overlap=overlap, device=dev, bf16=bf16)
+                if model is not None
+                else run_baseline(name, blur, pair.kernel, name=pair.name, **params)
+            ),
+        )
+        busy += seconds
         if images_dir is not None:
             write_image(Path(images_dir) / f"{pair.name.replace('/', '__')}.png", out)
-        t_sharp = to_tensor(sharp).unsqueeze(0)
-        got = image_metrics(to_tensor(out).unsqueeze(0), t_sharp)
-        inp = image_metrics(to_tensor(blur).unsqueeze(0), t_sharp)
-        row: dict[str, Any] = {"name": pair.name, "blur": str(pair.blur)}
-        row.update({k: round(float(v[0]), 6) for k, v in got.items()})
-        row.update({f"input_{k}": round(float(v[0]), 6) for k, v in inp.items()})
         per_image.append(row)
     n = len(per_image)
     frame = pd.DataFrame(per_image)

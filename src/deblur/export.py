@@ -154,12 +154,12 @@ def run_export(cfg: DictConfig, model: nn.Module | None = None) -> tuple[Path, f
     if fmt not in FORMATS:
         raise ValueError(f"format={fmt}: choose one of {', '.join(FORMATS)}.")
     if model is None:
-        model = load_generator(cfg.ckpt, use_ema=bool(cfg.get("use_ema", True)))
-    out = Path(cfg.out) if cfg.get("out") else Path(str(cfg.ckpt)).with_suffix(FORMATS[fmt])
-    path = export_model(model, fmt, out, list(cfg.example_size), cfg.get("opset"))
+        model = load_generator(cfg.ckpt, use_ema=bool(cfg.use_ema))
+    out = Path(cfg.out) if cfg.out else Path(str(cfg.ckpt)).with_suffix(FORMATS[fmt])
+    path = export_model(model, fmt, out, list(cfg.example_size), cfg.opset)
     print(f"[deblur.export] {fmt} written to {path}", flush=True)
     diff = None
-    if cfg.get("check", True):
+    if cfg.check:
         diff = check_export(model, path, list(cfg.check_size))
         ok = diff <= float(cfg.atol)
         print(

@@ -309,6 +309,7 @@ def deblur_tensor(
     bf16: bool = False,
     shared_stats: bool = True,
     stats_size: int = 512,
+    context: int = 0,
 ) -> Tensor:
     """Deblur a ``1 x 3 x H x W`` (or ``3 x H x W``) [-1, 1] tensor; output on CPU, same shape.
 
@@ -316,7 +317,10 @@ def deblur_tensor(
     cross-faded. Layers that normalise with their input's statistics (instance / group norm) use,
     with ``shared_stats`` (default), one set for all tiles, measured first on a copy of the whole
     image downscaled to a long side of ``stats_size`` (a small extra pass); ``shared_stats=False``
-    lets each tile normalise itself (visible seams and colour shifts between tiles).
+    lets each tile normalise itself (visible seams and colour shifts between tiles). ``context``
+    > 0: each tile is run on a window ``context`` pixels larger on every side (within the
+    image) and only the tile is kept, for networks whose output depends on far content (an FPN's
+    stride-32 features reach ~250 px: benchmarks/RESULTS.md), at the cost of the larger windows.
     """
     squeeze = x.ndim == 3
     if squeeze:
@@ -341,7 +345,10 @@ def deblur_tensor(
     weight = torch.zeros(1, 1, h, w, dtype=torch.float32)
     with frozen_norm_stats(stats):
         for y, x0, th, tw, wt in _tiles(h, w, tile, overlap):
-            part = _run(model, x[:, :, y : y + th, x0 : x0 + tw], dev, bf16)
+            ya, xa = max(0, y - context), max(0, x0 - context)
+            yb, xb = min(h, y + th + context), min(w, x0 + tw + context)
+            part = _run(model, x[:, :, ya:yb, xa:xb], dev, bf16)
+            part = part[:, :, y - ya : y - ya + th, x0 - xa : x0 - xa + tw]
             acc[:, :, y : y + th, x0 : x0 + tw] += part * wt
             weight[:, :, y : y + th, x0 : x0 + tw] += wt
     out = acc / weight.clamp_min(1e-8)
@@ -355,10 +362,12 @@ def deblur_image(
     overlap: int = 32,
     device: str | torch.device | None = "auto",
     bf16: bool = False,
+    context: int = 0,
 ) -> np.ndarray:
-    """Deblur one ``H x W x 3`` uint8 RGB image (any size); returns the same shape and dtype."""
+    """Deblur one ``H x W x 3`` uint8 RGB image (any size); returns the same shape and dtype
+    (tiling: :func:`deblur_tensor`)."""
     if rgb_uint8.ndim != 3 or rgb_uint8.shape[2] != 3:
         raise ValueError(f"deblur_image expects an H x W x 3 RGB image, got {rgb_uint8.shape}.")
     x = to_tensor(rgb_uint8)
-    out = deblur_tensor(model, x, tile, overlap, device, bf16)
+    out = deblur_tensor(model, x, tile, overlap, device, bf16, context=context)
     return to_uint8(out)

@@ -71,13 +71,13 @@ def plan_outputs(
     images: list[Path], videos: list[Path], base: Path, out_dir: Path, cfg: DictConfig
 ) -> dict[Path, Path]:
     """A distinct output for every image and video (see :func:`deblur.inputs.distinct_outputs`)."""
-    ext = str(cfg.get("ext", ".png"))
+    ext = str(cfg.ext)
     if ext.lower() not in IMAGE_EXTENSIONS:
         raise OutputError(
             f"ext={ext} is not an image suffix; use one of {' '.join(IMAGE_EXTENSIONS)} "
             "(with the dot, e.g. ext=.jpg)."
         )
-    frames = bool(cfg.get("video_as_frames", False))
+    frames = bool(cfg.video_as_frames)
 
     def target(src: Path, tag: str) -> Path:
         if src.suffix.lower() not in VIDEO_EXTENSIONS:
@@ -100,7 +100,7 @@ def _side_by_side(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def _process_image(model: nn.Module, src: Path, dst: Path, cfg: DictConfig, dev, bf16) -> None:
     rgb = read_image(src)
-    out = deblur_image(model, rgb, tile=cfg.tile, overlap=cfg.overlap, device=dev, bf16=bf16)
+    out = deblur_image(model, rgb, cfg.tile, cfg.overlap, dev, bf16, context=int(cfg.context))
     write_image(dst, _side_by_side(rgb, out) if cfg.side_by_side else out)
 
 
@@ -125,7 +125,7 @@ def _process_video(
                 if not ok:
                     break
                 rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-                out = deblur_image(model, rgb, cfg.tile, cfg.overlap, dev, bf16)
+                out = deblur_image(model, rgb, cfg.tile, cfg.overlap, dev, bf16, int(cfg.context))
                 if cfg.side_by_side:
                     out = _side_by_side(rgb, out)
                 if cfg.video_as_frames:
@@ -178,7 +178,7 @@ def run_predict(cfg: DictConfig, model: nn.Module | None = None) -> Summary:
     from tqdm import tqdm
 
     out_dir = Path(cfg.output).expanduser()
-    base, files = collect_inputs(cfg.input, bool(cfg.get("recursive", False)))
+    base, files = collect_inputs(cfg.input, bool(cfg.recursive))
     files = without_outputs(
         files, out_dir, base
     )  # input=photos/ output=photos/sharp recursive=true
@@ -200,12 +200,12 @@ def run_predict(cfg: DictConfig, model: nn.Module | None = None) -> Summary:
     outputs = plan_outputs(images, videos, base, out_dir, cfg)
     if outputs:
         ensure_writable_dir(out_dir)
-    dev = resolve_device(cfg.get("device", "auto"))
-    bf16_opt = cfg.get("bf16", "auto")
+    dev = resolve_device(cfg.device)
+    bf16_opt = cfg.bf16
     bf16 = dev.type == "cuda" if str(bf16_opt) == "auto" else bool(bf16_opt)
     if model is None and outputs:
-        model = _load_quietly(cfg.ckpt, use_ema=bool(cfg.get("use_ema", True)))
-    progress = bool(cfg.get("progress", True))
+        model = _load_quietly(cfg.ckpt, use_ema=bool(cfg.use_ema))
+    progress = bool(cfg.progress)
     if model is not None:
         model = model.to(dev).eval()
     for src in tqdm(images, desc="deblur", unit="img", disable=not progress or not images):

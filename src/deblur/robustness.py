@@ -35,7 +35,7 @@ def run_robustness(
     """The body of one robustness run (inside :func:`deblur.runs.managed_run`)."""
     pairs = pairs_for_split(cfg, str(cfg.split))
     sharp_paths = list(dict.fromkeys(p.sharp for p in pairs))
-    if cfg.get("max_images"):
+    if cfg.max_images:
         sharp_paths = sharp_paths[: int(cfg.max_images)]
     if not sharp_paths:
         raise ValueError(f"split={cfg.split} of data={cfg.data.name} has no images.")
@@ -48,7 +48,7 @@ def run_robustness(
         images,
         sizes=list(cfg.sizes),
         motion_lengths=list(cfg.motion_lengths),
-        gaussian_sigma=cfg.get("gaussian_sigma"),
+        gaussian_sigma=cfg.gaussian_sigma,
         seed=int(cfg.seed),
         tile=cfg.tile,
         overlap=int(cfg.overlap),

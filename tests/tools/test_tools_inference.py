@@ -236,3 +236,21 @@ def test_tiles_share_the_whole_images_norm_statistics() -> None:
     assert _psnr(own, whole) < _psnr(exact, whole) - 10
     for m in model.modules():  # the patched forwards are gone again
         assert "forward" not in m.__dict__
+
+
+def test_tile_context_reads_far_content_and_keeps_only_the_tile() -> None:
+    """A network whose output depends on pixels 12 away (a 25-wide box filter, zero padded):
+    tiles without context differ near their edges; with context >= 12 they equal the whole."""
+
+    class Wide(nn.Module):
+        multiple, min_size = 1, 1
+
+        def forward(self, x):
+            return F.avg_pool2d(x, 25, stride=1, padding=12, count_include_pad=True)
+
+    x = 0.8 + 0.1 * torch.rand(1, 3, 96, 120)
+    whole = deblur_tensor(Wide(), x, device="cpu")
+    plain = deblur_tensor(Wide(), x, tile=48, overlap=8, device="cpu")
+    framed = deblur_tensor(Wide(), x, tile=48, overlap=8, device="cpu", context=12)
+    assert (plain - whole).abs().max() > 0.05
+    torch.testing.assert_close(framed, whole, atol=1e-5, rtol=0)

@@ -160,41 +160,64 @@ class DeblurDataModule(pl.LightningDataModule):
         super().__init__()
         if task not in TASKS:
             raise DataError(f"DeblurDataModule task must be one of {TASKS}, got '{task}'.")
-        self.task = task
-        self.name = name
+        self.task, self.name = task, name
         self.read_pairs = _build_layout(layout)
         self.layout = _layout_name(self.read_pairs)
         self.root = None if root in (None, "") else Path(str(root)).expanduser()
-        self.blur_key = blur_key
-        self.variant = variant
+        self.blur_key, self.variant = blur_key, variant
         self.crop_size = crop_size
         self.pre_crop_scale = None if pre_crop_scale is None else float(pre_crop_scale)
+        self._set_loading(
+            batch_size, val_batch_size, num_workers, pin_memory, persistent_workers, cache
+        )
+        self.multiprocessing_context = multiprocessing_context
+        self._set_augment(augment, augment_on, crop_size, int(seed))
+        self.val_fraction = float(val_fraction)
+        if isinstance(val_sequences, str):
+            val_sequences = [val_sequences]
+        self.val_sequences = [str(v) for v in val_sequences] if val_sequences else None
+        self.max_train_pairs, self.max_val_pairs = max_train_pairs, max_val_pairs
+        self.max_test_pairs = max_test_pairs
+        self.min_val_side = None if min_val_side is None else int(min_val_side)
+        self.check_train_files = bool(check_train_files)
+        self.seed = int(seed)
+        self._set_mix(dict(_plain(embedded) or {}), name)
+        self._procedural: ProceduralPairs | None = None
+        self._splits: dict[str, list[Pair]] | None = None
+        self._datasets: dict[str, Dataset] = {}
+        self._image_cache: ImageCache | None = None
+
+    # ----------------------------------------------------------------- pairs
+    def _set_loading(
+        self,
+        batch_size: int,
+        val_batch_size: int,
+        num_workers: int,
+        pin_memory: bool | None,
+        persistent_workers: bool,
+        cache: bool,
+    ) -> None:
+        """The DataLoader settings (pin_memory null = on when CUDA is available)."""
         self.batch_size = int(batch_size)
         self.val_batch_size = int(val_batch_size)
         self.num_workers = int(num_workers)
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else bool(pin_memory)
         self.persistent_workers = bool(persistent_workers)
-        self.multiprocessing_context = multiprocessing_context
         self.cache = bool(cache)
+
+    def _set_augment(self, augment: Any, augment_on: str, crop_size: int | None, seed: int) -> None:
+        """The augmentation nodes and where they run (CPU workers, or the GPU after transfer)."""
         self.augment = _plain(augment)
         if augment_on not in AUGMENT_ON:
             raise DataError(f"data.augment_on must be one of {AUGMENT_ON}, got '{augment_on}'.")
         self.augment_on = augment_on
         # augment_on=gpu: workers only cut the square patch; on_after_batch_transfer warps it
         self._tensor_augment = (
-            TensorAugment(self.augment, crop_size, seed=int(seed)) if augment_on == "gpu" else None
+            TensorAugment(self.augment, crop_size, seed=seed) if augment_on == "gpu" else None
         )
-        self.val_fraction = float(val_fraction)
-        if isinstance(val_sequences, str):
-            val_sequences = [val_sequences]
-        self.val_sequences = [str(v) for v in val_sequences] if val_sequences else None
-        self.max_train_pairs = max_train_pairs
-        self.max_val_pairs = max_val_pairs
-        self.max_test_pairs = max_test_pairs
-        self.min_val_side = None if min_val_side is None else int(min_val_side)
-        self.check_train_files = bool(check_train_files)
-        self.seed = int(seed)
-        embedded = dict(_plain(embedded) or {})
+
+    def _set_mix(self, embedded: dict[str, Any], name: str) -> None:
+        """``data.embedded``: its build parameters and the training mix, checked."""
         mix = {k: embedded.pop(k) for k in _MIX_KEYS if k in embedded}
         self.embedded = embedded  # build parameters of the photo pairs (deblur.data.embedded)
         is_embedded = set(_KERNEL_KEYS) <= embedded.keys()
@@ -238,6 +261,10 @@ class DeblurDataModule(pl.LightningDataModule):
                 "data.embedded.train_blur=fresh blurs training crops anew, but data.crop_size is "
                 "null (whole images). Set data.crop_size (e.g. 256), or use train_blur=fixed."
             )
+        self._set_procedural(mix)
+
+    def _set_procedural(self, mix: dict[str, Any]) -> None:
+        """The dead-leaves pairs of ``train_source=procedural|both``, checked."""
         self.procedural_per_epoch = int(mix["procedural_per_epoch"] or 0)
         if self.train_source != "photos" and self.procedural_per_epoch < 1:
             raise DataError(
@@ -258,12 +285,7 @@ class DeblurDataModule(pl.LightningDataModule):
                 f"data.embedded.train_source={self.train_source} draws dead-leaves images, but "
                 "data.embedded.procedural is empty; restore it from conf/data/embedded.yaml."
             )
-        self._procedural: ProceduralPairs | None = None
-        self._splits: dict[str, list[Pair]] | None = None
-        self._datasets: dict[str, Dataset] = {}
-        self._image_cache: ImageCache | None = None
 
-    # ----------------------------------------------------------------- pairs
     def _resolve(self) -> dict[str, list[Pair]]:
         if self._splits is not None:
             return self._splits

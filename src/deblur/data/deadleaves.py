@@ -162,6 +162,59 @@ def _shape_count(h: int, w: int, p: DeadLeaves) -> int:
     return int(min(p.max_shapes, math.ceil(p.coverage * h * w / mean_area)))
 
 
+def _outlines(shapes, kind, centre, pose, vertex_angles, n_vertices):
+    """Every leaf's outline in OpenCV fixed point: (polygon vertices, vertex counts, is-disc
+    flags, disc centres, disc radii)."""
+    cx, cy, radius = centre
+    angle, aspect = pose
+    # all vertices up front, in OpenCV fixed point: rectangles use 4 of the 7 slots, polygons
+    # 3-7 vertices on the circle of radius r at sorted random angles (hence convex)
+    scale = float(1 << _SHIFT)
+    th = np.sort(vertex_angles, axis=1)
+    vx = radius[:, None] * np.cos(th)
+    vy = radius[:, None] * np.sin(th)
+    c, s = np.cos(angle)[:, None], np.sin(angle)[:, None]
+    rx = radius[:, None] * np.array([1.0, -1.0, -1.0, 1.0])
+    ry = (radius * aspect)[:, None] * np.array([1.0, 1.0, -1.0, -1.0])
+    is_rect = np.array([names_i == "rectangle" for names_i in shapes])[kind]
+    vx[is_rect, :4] = rx[is_rect] * c[is_rect] - ry[is_rect] * s[is_rect]
+    vy[is_rect, :4] = rx[is_rect] * s[is_rect] + ry[is_rect] * c[is_rect]
+    n_vertices = np.where(is_rect, 4, n_vertices)
+    verts = np.stack([(cx[:, None] + vx) * scale, (cy[:, None] + vy) * scale], axis=2)
+    verts = np.rint(verts).astype(np.int32)
+    is_disc = np.array([names_i == "disc" for names_i in shapes])[kind].tolist()
+    centres = np.rint(np.stack([cx, cy], axis=1) * scale).astype(np.int64).tolist()
+    radii = np.maximum(1, np.rint(radius * scale)).astype(np.int64).tolist()
+    counts = n_vertices.tolist()
+    return verts, counts, is_disc, centres, radii
+
+
+def _texture(image, label, texture, centre, wave_params, colours) -> None:
+    """Paint the textured leaves of ``label`` into ``image`` (in place): a linear gradient
+    (``texture == 1``) or a sine wave (2) from colour a to colour b, scaled by contrast."""
+    cx, cy, radius = centre
+    tex_angle, period, phase, contrast = wave_params
+    colour_a, colour_b = colours
+    lab_tex = texture[label]
+    sel = lab_tex > 0
+    if sel.any():
+        ids = label[sel]
+        ys, xs = np.nonzero(sel)
+        dx = xs.astype(np.float32) - cx[ids].astype(np.float32)
+        dy = ys.astype(np.float32) - cy[ids].astype(np.float32)
+        proj = dx * np.cos(tex_angle[ids]).astype(np.float32) + dy * np.sin(tex_angle[ids]).astype(
+            np.float32
+        )
+        gradient = np.clip(0.5 + proj / (2.0 * radius[ids].astype(np.float32)), 0.0, 1.0)
+        wave = 0.5 + 0.5 * np.sin(
+            (2.0 * math.pi) * proj / period[ids].astype(np.float32) + phase[ids].astype(np.float32)
+        )
+        t = np.where(lab_tex[sel] == 1, gradient, wave).astype(np.float32)
+        t *= contrast[ids]
+        a_col = colour_a[ids]
+        image[sel] = a_col + (colour_b[ids] - a_col) * t[:, None]
+
+
 def dead_leaves(
     size: int | tuple[int, int],
     rng: np.random.Generator,
@@ -202,26 +255,9 @@ def dead_leaves(
     phase = rng.uniform(0.0, 2.0 * math.pi, n + 1)
     vertex_angles = rng.uniform(0.0, 2.0 * math.pi, (n + 1, 7))
 
-    # all vertices up front, in OpenCV fixed point: rectangles use 4 of the 7 slots, polygons
-    # 3-7 vertices on the circle of radius r at sorted random angles (hence convex)
-    scale = float(1 << _SHIFT)
-    th = np.sort(vertex_angles, axis=1)
-    vx = radius[:, None] * np.cos(th)
-    vy = radius[:, None] * np.sin(th)
-    c, s = np.cos(angle)[:, None], np.sin(angle)[:, None]
-    rx = radius[:, None] * np.array([1.0, -1.0, -1.0, 1.0])
-    ry = (radius * aspect)[:, None] * np.array([1.0, 1.0, -1.0, -1.0])
-    is_rect = np.array([names_i == "rectangle" for names_i in p.shapes])[kind]
-    vx[is_rect, :4] = rx[is_rect] * c[is_rect] - ry[is_rect] * s[is_rect]
-    vy[is_rect, :4] = rx[is_rect] * s[is_rect] + ry[is_rect] * c[is_rect]
-    n_vertices = np.where(is_rect, 4, n_vertices)
-    verts = np.stack([(cx[:, None] + vx) * scale, (cy[:, None] + vy) * scale], axis=2)
-    verts = np.rint(verts).astype(np.int32)
-    is_disc = np.array([names_i == "disc" for names_i in p.shapes])[kind].tolist()
-    centres = np.rint(np.stack([cx, cy], axis=1) * scale).astype(np.int64).tolist()
-    radii = np.maximum(1, np.rint(radius * scale)).astype(np.int64).tolist()
-    counts = n_vertices.tolist()
-
+    verts, counts, is_disc, centres, radii = _outlines(
+        p.shapes, kind, (cx, cy, radius), (angle, aspect), vertex_angles, n_vertices
+    )
     label = np.zeros((h, w), np.int32)
     circle, polygon, line = cv2.circle, cv2.fillConvexPoly, cv2.LINE_8
     for i in range(1, n + 1):  # back to front: a later shape hides the earlier ones
@@ -232,25 +268,14 @@ def dead_leaves(
 
     image = colour_a[label]  # H x W x 3 float32
     if p.textured > 0:
-        lab_tex = texture[label]
-        sel = lab_tex > 0
-        if sel.any():
-            ids = label[sel]
-            ys, xs = np.nonzero(sel)
-            dx = xs.astype(np.float32) - cx[ids].astype(np.float32)
-            dy = ys.astype(np.float32) - cy[ids].astype(np.float32)
-            proj = dx * np.cos(tex_angle[ids]).astype(np.float32) + dy * np.sin(
-                tex_angle[ids]
-            ).astype(np.float32)
-            gradient = np.clip(0.5 + proj / (2.0 * radius[ids].astype(np.float32)), 0.0, 1.0)
-            wave = 0.5 + 0.5 * np.sin(
-                (2.0 * math.pi) * proj / period[ids].astype(np.float32)
-                + phase[ids].astype(np.float32)
-            )
-            t = np.where(lab_tex[sel] == 1, gradient, wave).astype(np.float32)
-            t *= contrast[ids]
-            a_col = colour_a[ids]
-            image[sel] = a_col + (colour_b[ids] - a_col) * t[:, None]
+        _texture(
+            image,
+            label,
+            texture,
+            (cx, cy, radius),
+            (tex_angle, period, phase, contrast),
+            (colour_a, colour_b),
+        )
     if p.smooth_sigma > 0:
         image = cv2.GaussianBlur(image, (0, 0), p.smooth_sigma, borderType=cv2.BORDER_REFLECT_101)
     return np.clip(np.rint(image), 0, 255).astype(np.uint8)

@@ -220,6 +220,16 @@ def _file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
+def _cache_root(params: dict[str, Any]) -> Path:
+    """The cache folder of a build: the default one for the default parameters, else one per
+    parameter set (builds of other sizes never replace each other)."""
+    every_photo = [n for n, _, _ in EMBEDDED_PHOTOS]
+    if params == _params(512, 4, 31, 7.0, None, 1.0, 0, every_photo):
+        return default_root()
+    digest = hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:10]
+    return default_root().with_name(f"{default_root().name}-{digest}")
+
+
 def build_embedded(
     root: str | os.PathLike[str] | None = None,
     *,
@@ -243,14 +253,7 @@ def build_embedded(
     params = _params(
         long_side, blurs_per_photo, kernel_size, min_length, max_length, noise_sigma, seed, found
     )
-    every_photo = [n for n, _, _ in EMBEDDED_PHOTOS]
-    if root is not None:
-        root = Path(root).expanduser()
-    elif params == _params(512, 4, 31, 7.0, None, 1.0, 0, every_photo):
-        root = default_root()
-    else:  # one cache folder per parameter set: builds of other sizes never replace each other
-        digest = hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:10]
-        root = default_root().with_name(f"{default_root().name}-{digest}")
+    root = Path(root).expanduser() if root is not None else _cache_root(params)
 
     def ready() -> bool:
         m = _manifest(root)

@@ -39,6 +39,54 @@ class ResBlock(nn.Module):
         return x + self.block(x)
 
 
+def _v1_layers(n_blocks: int, ngf: int, dropout: float, norm: str) -> list[nn.Module]:
+    """DeblurGAN v1's layers up to (without) the last 7x7 conv and tanh."""
+    bias = norm != "batch"  # a norm with a learned shift makes the conv bias redundant
+    layers: list[nn.Module] = [
+        nn.ReflectionPad2d(3),
+        nn.Conv2d(3, ngf, 7, bias=bias),
+        NORMS[norm](ngf),
+        nn.ReLU(inplace=True),
+    ]
+    for mult in (1, 2):
+        layers += [
+            nn.Conv2d(ngf * mult, ngf * mult * 2, 3, stride=2, padding=1, bias=bias),
+            NORMS[norm](ngf * mult * 2),
+            nn.ReLU(inplace=True),
+        ]
+    layers += [ResBlock(ngf * 4, norm, dropout, bias) for _ in range(n_blocks)]
+    for mult in (4, 2):
+        layers += [
+            nn.ConvTranspose2d(
+                ngf * mult, ngf * mult // 2, 3, stride=2, padding=1, output_padding=1, bias=bias
+            ),
+            NORMS[norm](ngf * mult // 2),
+            nn.ReLU(inplace=True),
+        ]
+    return layers
+
+
+def _selector(bank: int) -> nn.Sequential:
+    """The small network that weights ``bank`` linear filters per region (at 1/8 resolution)."""
+    return nn.Sequential(
+        nn.Conv2d(3, 16, 5, stride=4, padding=2),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(16, 16, 3, stride=2, padding=1),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(16, bank, 1),
+    )
+
+
+def _linear_skip(size: int, bank: int) -> nn.Conv2d:
+    """``bank`` zero-initialised ``size`` x ``size`` colour filters of the input (odd size)."""
+    if size % 2 == 0:
+        raise ValueError(f"gen.linear_skip must be odd (a centred kernel); got {size}.")
+    conv = nn.Conv2d(3, 3 * bank, size, padding=size // 2, padding_mode="reflect")
+    nn.init.zeros_(conv.weight)
+    nn.init.zeros_(conv.bias)
+    return conv
+
+
 class ResNetGenerator(nn.Module):
     """DeblurGAN v1 generator: 7x7 conv, two stride-2 convs, ``n_blocks`` ResBlocks, two
     transposed convs, 7x7 conv, tanh, global skip ``clamp(tanh(out) + x, -1, 1)``; any size."""
@@ -67,28 +115,7 @@ class ResNetGenerator(nn.Module):
             log.info(
                 "ResNetGenerator has no ImageNet weights: pretrained/weights_path are ignored."
             )
-        bias = norm != "batch"  # a norm with a learned shift makes the conv bias redundant
-        layers: list[nn.Module] = [
-            nn.ReflectionPad2d(3),
-            nn.Conv2d(3, ngf, 7, bias=bias),
-            NORMS[norm](ngf),
-            nn.ReLU(inplace=True),
-        ]
-        for mult in (1, 2):
-            layers += [
-                nn.Conv2d(ngf * mult, ngf * mult * 2, 3, stride=2, padding=1, bias=bias),
-                NORMS[norm](ngf * mult * 2),
-                nn.ReLU(inplace=True),
-            ]
-        layers += [ResBlock(ngf * 4, norm, dropout, bias) for _ in range(n_blocks)]
-        for mult in (4, 2):
-            layers += [
-                nn.ConvTranspose2d(
-                    ngf * mult, ngf * mult // 2, 3, stride=2, padding=1, output_padding=1, bias=bias
-                ),
-                NORMS[norm](ngf * mult // 2),
-                nn.ReLU(inplace=True),
-            ]
+        layers = _v1_layers(n_blocks, ngf, dropout, norm)
         layers += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, 3, 7), nn.Tanh()]
         # deep_branch=false: no convolutional branch at all, G(x) = x + the linear skip (a purely
         # linear, learned inverse filter; CPU recipes, where the deep branch lowered validation
@@ -110,17 +137,7 @@ class ResNetGenerator(nn.Module):
         # linear_skip=k: a zero-initialised k x k colour convolution of the input is added as a
         # second residual, a learned average inverse filter (Wiener-like) that trains in tens of
         # iterations while the deep branch is slow to start; 0 = none (as published)
-        self.linear: nn.Conv2d | None = None
-        if linear_skip:
-            if linear_skip % 2 == 0:
-                raise ValueError(
-                    f"gen.linear_skip must be odd (a centred kernel); got {linear_skip}."
-                )
-            self.linear = nn.Conv2d(
-                3, 3 * linear_bank, linear_skip, padding=linear_skip // 2, padding_mode="reflect"
-            )
-            nn.init.zeros_(self.linear.weight)
-            nn.init.zeros_(self.linear.bias)
+        self.linear = _linear_skip(linear_skip, linear_bank) if linear_skip else None
         # linear_bank=K > 1: K such filters, mixed per region by softmax weights a small selector
         # computes from the input at 1/8 resolution (upsampled): a blind, blur-adaptive inverse
         # filter (a short blur wants a milder filter than a long one; one filter must average
@@ -131,15 +148,7 @@ class ResNetGenerator(nn.Module):
                 f"{linear_bank}, linear_skip={linear_skip}."
             )
         self.bank = int(linear_bank)
-        self.selector: nn.Sequential | None = None
-        if self.bank > 1:
-            self.selector = nn.Sequential(
-                nn.Conv2d(3, 16, 5, stride=4, padding=2),
-                nn.ReLU(inplace=True),
-                nn.Conv2d(16, 16, 3, stride=2, padding=1),
-                nn.ReLU(inplace=True),
-                nn.Conv2d(16, self.bank, 1),
-            )
+        self.selector = _selector(self.bank) if self.bank > 1 else None
 
     def bank_weights(self, x: Tensor) -> Tensor:
         """B x K x H x W softmax weights of the K linear filters (``linear_bank > 1``)."""

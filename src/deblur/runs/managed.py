@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from deblur.checkpoints import identity_diff
@@ -47,8 +48,6 @@ class IncompleteRunError(UserError, RuntimeError):
 
 def hydra_run_dir() -> Path | None:
     """Hydra's output dir of the current job, or None outside a Hydra app."""
-    from hydra.core.hydra_config import HydraConfig
-
     if not HydraConfig.initialized():
         return None
     return Path(HydraConfig.get().runtime.output_dir)
@@ -56,8 +55,6 @@ def hydra_run_dir() -> Path | None:
 
 def hydra_choices() -> dict[str, str]:
     """The config-group choices of the current job (loss, disc, backbone, gen, data, ...)."""
-    from hydra.core.hydra_config import HydraConfig
-
     if not HydraConfig.initialized():
         return {}
     choices = HydraConfig.get().runtime.choices
@@ -65,8 +62,6 @@ def hydra_choices() -> dict[str, str]:
 
 
 def hydra_overrides() -> list[str]:
-    from hydra.core.hydra_config import HydraConfig
-
     if not HydraConfig.initialized():
         return []
     return list(HydraConfig.get().overrides.task)
@@ -76,8 +71,6 @@ def _write_hydra_files(run_dir: Path, cfg: DictConfig) -> None:
     """``.hydra/{config,hydra,overrides}.yaml`` as Hydra writes them, for entry points whose root
     config sets ``hydra.output_subdir: null`` so that they are written only once the run holds its
     folder (a refused relaunch must not rewrite a finished run's record)."""
-    from hydra.core.hydra_config import HydraConfig
-
     if not HydraConfig.initialized() or HydraConfig.get().output_subdir is not None:
         return
     hydra_cfg = HydraConfig.get()
@@ -221,42 +214,45 @@ def managed_run(
         return _managed_run_locked(cfg, task, body, run_dir)
 
 
-def _managed_run_locked(
-    cfg: DictConfig,
-    task: str,
-    body: Callable[[Path, RunRecord], Mapping[str, Any]],
-    run_dir: Path,
-) -> RunRecord:
-    _resume_mode(cfg)
-    previous = read_metrics(run_dir)
-    identity: dict[str, Any] | None = None
-    start_files: dict[str, str] = {}
-    identity_error: Exception | None = None
+def _identity(cfg: DictConfig) -> tuple[dict[str, Any] | None, dict[str, str], Exception | None]:
+    """(identity, start files, the error that prevented them): the error is raised once the
+    record exists, so it is recorded (e.g. ``disc.checkpoint=auto`` without a classifier)."""
     try:
         start_files = resolve_start_files(cfg)
-        identity = run_identity(cfg, start_files)
-    except Exception as err:  # noqa: BLE001 - e.g. disc.checkpoint=auto without a classifier
-        identity_error = err
-    if previous is not None and previous.status == "finished":
-        if not cfg.get("overwrite", False):
-            theirs = previous.identity or {}
-            if identity_error is not None:
-                raise identity_error
-            assert identity is not None
-            if not theirs.get("config"):
-                log.warning(
-                    "%s finished before run identities were recorded: not compared.", run_dir
-                )
-                print(f"[deblur] skip (finished; no identity recorded to compare): {run_dir}")
-                return previous
-            diff = identity_diff(theirs["config"], identity["config"])
-            if diff:
-                raise RunConfigChangedError(changed_config_message(run_dir, diff))
-            log.info(
-                "Skipping %s: already finished (pass overwrite=true to run it again).", run_dir
-            )
-            print(f"[deblur] skip (finished): {run_dir}", flush=True)
-            return previous
+        return run_identity(cfg, start_files), start_files, None
+    except Exception as err:  # noqa: BLE001 - raised later, inside the recorded run
+        return None, {}, err
+
+
+def _skip_finished(
+    cfg: DictConfig,
+    previous: RunRecord,
+    identity: dict[str, Any] | None,
+    identity_error: Exception | None,
+    run_dir: Path,
+) -> RunRecord:
+    """A finished run is skipped: its record, if the config is the same (else one paragraph)."""
+    if identity_error is not None:
+        raise identity_error
+    assert identity is not None
+    theirs = previous.identity or {}
+    if not theirs.get("config"):
+        log.warning("%s finished before run identities were recorded: not compared.", run_dir)
+        print(f"[deblur] skip (finished; no identity recorded to compare): {run_dir}")
+        return previous
+    diff = identity_diff(theirs["config"], identity["config"])
+    if diff:
+        raise RunConfigChangedError(changed_config_message(run_dir, diff))
+    log.info("Skipping %s: already finished (pass overwrite=true to run it again).", run_dir)
+    print(f"[deblur] skip (finished): {run_dir}", flush=True)
+    return previous
+
+
+def _prepare_folder(
+    cfg: DictConfig, previous: RunRecord | None, run_dir: Path, start_files: dict[str, str]
+) -> None:
+    """Resume an unfinished run from its last.ckpt, or archive the earlier attempt; write the
+    Hydra files; pin ``disc.checkpoint=auto`` to the file it resolved to."""
     auto = _auto_resume_checkpoint(cfg, previous, run_dir)
     if auto is not None:
         cfg.ckpt_path = str(auto)
@@ -266,11 +262,8 @@ def _managed_run_locked(
             f"{auto} (pass resume=never to start it over)",
             flush=True,
         )
-    resuming = bool(cfg.get("ckpt_path"))
-    from hydra.core.hydra_config import HydraConfig
-
     hydra_wrote = HydraConfig.initialized() and HydraConfig.get().output_subdir is not None
-    if previous is not None and not resuming:
+    if previous is not None and not cfg.get("ckpt_path"):
         dest = _archive_previous_attempt(
             run_dir, keep_hydra=hydra_wrote or not HydraConfig.initialized()
         )
@@ -282,13 +275,48 @@ def _managed_run_locked(
         with open_dict(cfg):
             cfg.disc.checkpoint = start_files["disc.checkpoint"]
 
+
+def _record_failure(record: RunRecord, err: BaseException, run_dir: Path, start: float) -> None:
+    """Write how the run ended (``interrupted`` or ``failed``, the error) before re-raising."""
+    record.status = "interrupted" if _stopped_from_outside(err) else "failed"
+    record.error = {
+        "type": type(err).__name__,
+        "message": str(err),
+        "traceback": traceback.format_exc(),
+    }
+    if isinstance(err, OSError) and getattr(err, "filename", None):
+        record.error["path"] = str(err.filename)
+        record.error["cause"] = err.strerror or os.strerror(err.errno or 0)
+    record.ended = now_iso()
+    record.wall_time_s = round(time.perf_counter() - start, 3)
+    path = run_dir / METRICS_FILE
+    try:
+        record.write(run_dir)
+    except OSError as write_err:  # the disk that failed the run may refuse this too
+        log.error("Could not record the failure in %s: %s", path, write_err)
+        print(f"[deblur] could not record the failure in {path}: {write_err}", flush=True)
+    brief = type(err).__name__ if isinstance(err, UserError) else f"{type(err).__name__}: {err}"
+    print(f"[deblur] {record.status}: {run_dir}: {brief}", flush=True)
+
+
+def _managed_run_locked(
+    cfg: DictConfig,
+    task: str,
+    body: Callable[[Path, RunRecord], Mapping[str, Any]],
+    run_dir: Path,
+) -> RunRecord:
+    _resume_mode(cfg)
+    previous = read_metrics(run_dir)
+    identity, start_files, identity_error = _identity(cfg)
+    if previous is not None and previous.status == "finished" and not cfg.get("overwrite", False):
+        return _skip_finished(cfg, previous, identity, identity_error, run_dir)
+    _prepare_folder(cfg, previous, run_dir, start_files)
     record = base_record(cfg, task, run_dir)
     record.launch = launch_id()  # what the DDP ranks > 0 wait for (follow_rank_zero)
     record.identity = identity
     record.start_files = start_files or None
     record.previous_status = previous.status if previous is not None else None
     record.resumed_from = str(cfg.ckpt_path) if cfg.get("ckpt_path") else None
-    path = run_dir / METRICS_FILE
     record.write(run_dir)
     start = time.perf_counter()
     print(f"[deblur] {task} run: {run_dir}", flush=True)
@@ -297,24 +325,7 @@ def _managed_run_locked(
             raise identity_error
         results = body(run_dir, record)
     except BaseException as err:  # noqa: BLE001 - record every way a run can end, then re-raise
-        record.status = "interrupted" if _stopped_from_outside(err) else "failed"
-        record.error = {
-            "type": type(err).__name__,
-            "message": str(err),
-            "traceback": traceback.format_exc(),
-        }
-        if isinstance(err, OSError) and getattr(err, "filename", None):
-            record.error["path"] = str(err.filename)
-            record.error["cause"] = err.strerror or os.strerror(err.errno or 0)
-        record.ended = now_iso()
-        record.wall_time_s = round(time.perf_counter() - start, 3)
-        try:
-            record.write(run_dir)
-        except OSError as write_err:  # the disk that failed the run may refuse this too
-            log.error("Could not record the failure in %s: %s", path, write_err)
-            print(f"[deblur] could not record the failure in {path}: {write_err}", flush=True)
-        brief = type(err).__name__ if isinstance(err, UserError) else f"{type(err).__name__}: {err}"
-        print(f"[deblur] {record.status}: {run_dir}: {brief}", flush=True)
+        _record_failure(record, err, run_dir, start)
         raise
     record.update(results)
     record.status = results.get("status") or "finished"

@@ -11,9 +11,11 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import random
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
@@ -51,10 +53,6 @@ def per_image_scores(critic_out: Tensor | list[Tensor] | tuple[Tensor, ...]) -> 
 
 def rng_state() -> dict[str, Any]:
     """Global RNG states as plain containers (loadable with ``weights_only=True``)."""
-    import random
-
-    import numpy as np
-
     np_state = np.random.get_state()
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
@@ -68,10 +66,6 @@ def rng_state() -> dict[str, Any]:
 
 def set_rng_state(state: dict[str, Any]) -> None:
     """Restore what :func:`rng_state` saved (exact resume)."""
-    import random
-
-    import numpy as np
-
     torch.set_rng_state(state["torch"])
     n = state["numpy"]
     np.random.set_state((n[0], np.asarray(n[1], dtype=np.uint32), *n[2:]))
@@ -161,8 +155,67 @@ class GANSystem(pl.LightningModule):
         self.optimizer_g, self.optimizer_d, self.scheduler = optimizer_g, optimizer_d, scheduler
         self.adversarial = bool(adv_loss.uses_discriminator)
         self.adv_weight = float(adv_weight) if self.adversarial else 0.0
-        self.frozen_d = bool(disc_frozen)
-        self.disc_checkpoint = disc_checkpoint
+        self._set_discriminator(
+            discriminator, adv_loss, disc_checkpoint, disc_frozen, disc_calibrate
+        )
+        self.n_critic = int(adv_loss.n_critic)
+        self.ema_decay = float(ema_decay)
+        self.ema_generator: nn.Module | None = None
+        if self.ema_decay > 0:
+            self.ema_generator = copy.deepcopy(self.generator).requires_grad_(False).eval()
+        self.register_buffer("iteration", torch.zeros((), dtype=torch.long))
+        self._host_iteration = 0  # = int(self.iteration), kept on the host (on_train_start)
+        if compile:
+            self._compile_in_place()
+        self.warmup_epochs = int(warmup_epochs)
+        self.grad_clip = float(grad_clip)
+        self.fused = bool(fused)
+        self.channels_last = bool(channels_last)
+        self._set_watches(health_check_every, val_image_strips, grad_share_every, judge_checkpoint)
+        self._val: dict[str, list[Tensor]] = {}
+        self._encoder_frozen: bool | None = None  # warm-up state last applied to G
+        self._total: int | None = None  # iterations of the whole run (the schedule's length)
+
+    def _set_watches(
+        self,
+        health_check_every: int,
+        val_image_strips: int,
+        grad_share_every: int,
+        judge_checkpoint: str | None,
+    ) -> None:
+        """What is measured beside the losses: the NaN watch, validation strips, the
+        adversarial gradient share and the held-out judge classifier."""
+        self.check_every = int(health_check_every)
+        # first iteration at which each checked term was non-finite (-1: never), kept on the
+        # device so the check needs no host sync per step (read every check_every iterations)
+        self._finite_terms = ["d", "g_adv", "g_pixel", "g_perceptual"]
+        self.register_buffer(
+            "_first_nonfinite", torch.full((4,), -1, dtype=torch.long), persistent=False
+        )
+        self._strips = int(val_image_strips)
+        # every N-th G step: ||grad_G w L_adv|| / ||grad_G L_content|| (two extra backward
+        # passes on that step); the mean since the last validation is logged as val/adv_grad_share
+        self.grad_share_every = int(grad_share_every)
+        self._grad_shares: list[Tensor] = []
+        # a held-out blur classifier (never a discriminator here) judging G's validation outputs;
+        # kept in a list so it is no submodule: not in the checkpoint, not trained, not in DDP
+        self.judge_checkpoint = judge_checkpoint
+        self._judge: list[nn.Module] = []
+        if judge_checkpoint:
+            self._judge = [load_classifier(judge_checkpoint, key="model.judge_checkpoint")]
+
+    def _set_discriminator(
+        self,
+        discriminator: Discriminator | None,
+        adv_loss: Any,
+        checkpoint: str | None,
+        frozen: bool,
+        calibrate: bool,
+    ) -> None:
+        """D (none under ``loss=none``), loaded from a classifier checkpoint and calibrated for
+        ``adv_loss`` when one is given, frozen when asked."""
+        self.frozen_d = bool(frozen)
+        self.disc_checkpoint = checkpoint
         self.load_report: dict[str, Any] | None = None
         self.discriminator = discriminator if self.adversarial else None
         if self.adversarial and self.discriminator is None:
@@ -178,51 +231,20 @@ class GANSystem(pl.LightningModule):
             self.load_report = load_classifier_weights(
                 self.discriminator,
                 str(self.disc_checkpoint),
-                calibrate=adv_loss if disc_calibrate else None,
+                calibrate=adv_loss if calibrate else None,
             )
         if self.frozen_d and self.discriminator is not None:
             self.discriminator.requires_grad_(False)
             self.discriminator.eval()
-        self.n_critic = int(adv_loss.n_critic)
-        self.ema_decay = float(ema_decay)
-        self.ema_generator: nn.Module | None = None
-        if self.ema_decay > 0:
-            self.ema_generator = copy.deepcopy(self.generator).requires_grad_(False).eval()
-        self.register_buffer("iteration", torch.zeros((), dtype=torch.long))
-        self._host_iteration = 0  # = int(self.iteration), kept on the host (on_train_start)
-        if compile:
-            # compile the submodules in place (not the LightningModule: that breaks
-            # toggle_optimizer); state_dict keys stay the same
-            self.generator.compile()
-            if self.discriminator is not None:
-                self.discriminator.compile()
-            if getattr(self.content_loss, "perceptual", None) is not None:
-                self.content_loss.perceptual.compile()
-        self.warmup_epochs = int(warmup_epochs)
-        self.grad_clip = float(grad_clip)
-        self.fused = bool(fused)
-        self.check_every = int(health_check_every)
-        # first iteration at which each checked term was non-finite (-1: never), kept on the
-        # device so the check needs no host sync per step (read every check_every iterations)
-        self._finite_terms = ["d", "g_adv", "g_pixel", "g_perceptual"]
-        self.register_buffer(
-            "_first_nonfinite", torch.full((4,), -1, dtype=torch.long), persistent=False
-        )
-        self.channels_last = bool(channels_last)
-        self._strips = int(val_image_strips)
-        # every N-th G step: ||grad_G w L_adv|| / ||grad_G L_content|| (two extra backward
-        # passes on that step); the mean since the last validation is logged as val/adv_grad_share
-        self.grad_share_every = int(grad_share_every)
-        self._grad_shares: list[Tensor] = []
-        # a held-out blur classifier (never a discriminator here) judging G's validation outputs;
-        # kept in a list so it is no submodule: not in the checkpoint, not trained, not in DDP
-        self.judge_checkpoint = judge_checkpoint
-        self._judge: list[nn.Module] = []
-        if judge_checkpoint:
-            self._judge = [load_classifier(judge_checkpoint, key="model.judge_checkpoint")]
-        self._val: dict[str, list[Tensor]] = {}
-        self._encoder_frozen: bool | None = None  # warm-up state last applied to G
-        self._total: int | None = None  # iterations of the whole run (the schedule's length)
+
+    def _compile_in_place(self) -> None:
+        """torch.compile the submodules in place (not the LightningModule: that breaks
+        toggle_optimizer); state_dict keys stay the same."""
+        self.generator.compile()
+        if self.discriminator is not None:
+            self.discriminator.compile()
+        if getattr(self.content_loss, "perceptual", None) is not None:
+            self.content_loss.perceptual.compile()
 
     # ------------------------------------------------------------------ checkpoints
     _FIXED_PREFIX = "content_loss."  # frozen VGG19: rebuilt from its weights, not stored per run
@@ -423,59 +445,68 @@ class GANSystem(pl.LightningModule):
                 fake = self.generator(blur)
         logs: dict[str, Tensor] = {}
         if opt_d is not None:
-            self.toggle_optimizer(opt_d)
-            d_loss, d_real, d_fake = self._d_loss(sharp, fake.detach())
-            self._note_finite({"d": d_loss})
-            opt_d.zero_grad(set_to_none=True)
-            self.manual_backward(d_loss)
-            opt_d.step()
-            self.untoggle_optimizer(opt_d)
-            scheds[1].step()
-            logs.update(
-                {"train/d": d_loss.detach(), "train/d_real": d_real, "train/d_fake": d_fake}
-            )
-
+            logs.update(self._d_step(opt_d, scheds[1], sharp, fake.detach()))
         if g_step:
-            self.toggle_optimizer(opt_g)
-            content = self.content_loss(fake, sharp)
-            if self.discriminator is not None:
-                # a frozen D has no D step: its D(real) / D(fake) for the logs come from here
-                g_adv, real_out, fake_out = self._g_adv(
-                    sharp, fake, need_real=opt_d is None or self.adv_loss.uses_real_in_g
-                )
-                if opt_d is None:
-                    d_real, d_fake = _mean_scores(real_out, fake_out)
-                    logs.update({"train/d_real": d_real, "train/d_fake": d_fake})
-                g_total = content["total"] + self.adv_weight * g_adv
-                if self.grad_share_every and self._host_iteration % self.grad_share_every == 0:
-                    share = self._adv_grad_share(content["total"], g_adv)
-                    self._grad_shares.append(share)
-                    logs["train/adv_grad_share"] = share
-            else:  # loss=none: content only
-                g_adv = content["total"].new_zeros(())
-                g_total = content["total"]
-            self._note_finite(
-                {"g_adv": g_adv, "g_pixel": content["pixel"], "g_perceptual": content["perceptual"]}
-            )
-            opt_g.zero_grad(set_to_none=True)
-            self.manual_backward(g_total)
-            opt_g.step()
-            self.untoggle_optimizer(opt_g)
-            scheds[0].step()
-            if self.ema_generator is not None:
-                self._update_ema()
-            logs.update(
-                {
-                    "train/g_total": g_total.detach(),
-                    "train/g_adv": g_adv.detach(),
-                    "train/g_pixel": content["pixel"].detach(),
-                    "train/g_perceptual": content["perceptual"].detach(),
-                }
-            )
+            logs.update(self._g_step(opt_g, scheds[0], sharp, fake, d_trains=opt_d is not None))
         self.iteration += 1
         self._host_iteration += 1
         self.log_dict(logs, on_step=True, on_epoch=False, batch_size=blur.shape[0])
         self._log_lr(opt_g.param_groups[0]["lr"])
+
+    def _d_step(self, opt_d, sched_d, sharp: Tensor, fake: Tensor) -> dict[str, Tensor]:
+        """One discriminator step on (sharp, detached fake); its loss terms for the logs."""
+        self.toggle_optimizer(opt_d)
+        d_loss, d_real, d_fake = self._d_loss(sharp, fake)
+        self._note_finite({"d": d_loss})
+        opt_d.zero_grad(set_to_none=True)
+        self.manual_backward(d_loss)
+        opt_d.step()
+        self.untoggle_optimizer(opt_d)
+        sched_d.step()
+        return {"train/d": d_loss.detach(), "train/d_real": d_real, "train/d_fake": d_fake}
+
+    def _g_step(
+        self, opt_g, sched_g, sharp: Tensor, fake: Tensor, d_trains: bool
+    ) -> dict[str, Tensor]:
+        """One generator step (content + weighted adversarial loss); its terms for the logs."""
+        logs: dict[str, Tensor] = {}
+        self.toggle_optimizer(opt_g)
+        content = self.content_loss(fake, sharp)
+        if self.discriminator is not None:
+            # a frozen D has no D step: its D(real) / D(fake) for the logs come from here
+            g_adv, real_out, fake_out = self._g_adv(
+                sharp, fake, need_real=not d_trains or self.adv_loss.uses_real_in_g
+            )
+            if not d_trains:
+                d_real, d_fake = _mean_scores(real_out, fake_out)
+                logs.update({"train/d_real": d_real, "train/d_fake": d_fake})
+            g_total = content["total"] + self.adv_weight * g_adv
+            if self.grad_share_every and self._host_iteration % self.grad_share_every == 0:
+                share = self._adv_grad_share(content["total"], g_adv)
+                self._grad_shares.append(share)
+                logs["train/adv_grad_share"] = share
+        else:  # loss=none: content only
+            g_adv = content["total"].new_zeros(())
+            g_total = content["total"]
+        self._note_finite(
+            {"g_adv": g_adv, "g_pixel": content["pixel"], "g_perceptual": content["perceptual"]}
+        )
+        opt_g.zero_grad(set_to_none=True)
+        self.manual_backward(g_total)
+        opt_g.step()
+        self.untoggle_optimizer(opt_g)
+        sched_g.step()
+        if self.ema_generator is not None:
+            self._update_ema()
+        logs.update(
+            {
+                "train/g_total": g_total.detach(),
+                "train/g_adv": g_adv.detach(),
+                "train/g_pixel": content["pixel"].detach(),
+                "train/g_perceptual": content["perceptual"].detach(),
+            }
+        )
+        return logs
 
     def _adv_grad_share(self, content: Tensor, g_adv: Tensor) -> Tensor:
         """||grad_G (w L_adv)|| / ||grad_G L_content|| over G's trainable parameters."""
