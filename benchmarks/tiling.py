@@ -62,6 +62,8 @@ def main() -> None:
     ap.add_argument("--tiles", type=int, nargs="+", default=[256, 512])
     ap.add_argument("--overlap", type=int, default=32)
     ap.add_argument("--contexts", type=int, nargs="+", default=[0], help="context margins (px)")
+    ap.add_argument("--stats-size", type=int, default=512, help="long side the shared stats use")
+    ap.add_argument("--no-own-stats", action="store_true", help="skip the rows without them")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--device", default="auto")
     args = ap.parse_args()
@@ -71,7 +73,10 @@ def main() -> None:
     dev = resolve_device(args.device)
     x = photo(tuple(args.size))
     what = args.ckpt or f"{args.gen} (random weights)"
-    print(f"{what}; {args.size[0]}x{args.size[1]}; overlap {args.overlap}; {device_name(dev)}")
+    print(
+        f"{what}; {args.size[0]}x{args.size[1]}; overlap {args.overlap}; shared stats at long "
+        f"side {args.stats_size}; {device_name(dev)}"
+    )
     with torch.inference_mode():
         whole, t_whole = timed(lambda: deblur_tensor(model, x, None, device=dev), args.runs)
         print(
@@ -79,11 +84,19 @@ def main() -> None:
         )
         print("|---|---|---|---|---|---|---|")
         print(f"| whole | - | - | - | - | {t_whole:.2f} | 1.00 |")
-        settings = [(t, c, sh) for t in args.tiles for c in args.contexts for sh in (True, False)]
+        shares = (True,) if args.no_own_stats else (True, False)
+        settings = [(t, c, sh) for t in args.tiles for c in args.contexts for sh in shares]
         for tile, context, shared in settings:
             out, t = timed(
                 lambda tile=tile, shared=shared, context=context: deblur_tensor(
-                    model, x, tile, args.overlap, dev, shared_stats=shared, context=context
+                    model,
+                    x,
+                    tile,
+                    args.overlap,
+                    dev,
+                    shared_stats=shared,
+                    stats_size=args.stats_size,
+                    context=context,
                 ),
                 args.runs,
             )
