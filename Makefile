@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-slow test-gpu lint dashboard preview clean
+.PHONY: install demo test test-slow test-e2e test-gpu lint dashboard preview clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -23,6 +23,9 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow
+
+test-e2e: $(STAMP)
+	$(PY) -m pytest -q -m e2e
 
 # on a machine without the venv (the GPU machine): make test-gpu PY=python3
 test-gpu: $(if $(filter $(PY),$(VENV)/bin/python),$(STAMP))

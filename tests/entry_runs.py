@@ -38,14 +38,36 @@ def run(
     )
 
 
-def cli(module: str, *args: str, runs: Path, **kw: Any) -> subprocess.CompletedProcess:
-    """``python -m <module> <args>`` with DEBLUR_RUNS=runs; returns the finished process."""
-    env = dict(os.environ, DEBLUR_RUNS=str(runs), PYTHONUNBUFFERED="1")
-    return subprocess.run(
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+
+def cli(
+    module: str,
+    *args: str,
+    runs: Path | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = 600,
+    check: bool = False,
+    **kw: Any,
+) -> subprocess.CompletedProcess:
+    """``python -m <module> <args>`` (the one command-line runner of the tests), with
+    DEBLUR_RUNS=runs when given, this checkout's src/ first on the path and ``env`` added;
+    returns the finished process (``check``: fail with its output unless it exited 0)."""
+    full = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
+    full["PYTHONPATH"] = os.pathsep.join(p for p in (str(SRC), full.get("PYTHONPATH")) if p)
+    if runs is not None:
+        full["DEBLUR_RUNS"] = str(runs)
+    proc = subprocess.run(
         [sys.executable, "-m", module, *args],
-        env=env,
+        env=full,
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=timeout,
         **kw,
     )
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"{module} {' '.join(args)} exited {proc.returncode}:\n{proc.stdout[-3000:]}\n"
+            f"{proc.stderr[-5000:]}"
+        )
+    return proc

@@ -3,24 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
+from entry_runs import cli
 
+
+@pytest.mark.e2e
 @pytest.mark.slow  # the whole make demo (~2-4 min on 2 cores): make test-slow
 def test_demo_runs_every_stage_and_writes_the_tables(tmp_path, cache_dir):
     runs = tmp_path / "demo"
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    proc = subprocess.run(
-        [sys.executable, "-m", "deblur.demo", "--scale", "smoke", "--runs-dir", str(runs)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+    proc = cli("deblur.demo", "--scale", "smoke", "--runs-dir", str(runs), timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     records = {
         p.parent.relative_to(runs).as_posix(): json.loads(p.read_text())

@@ -3,31 +3,19 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from entry_runs import cli
 
 LOSSES = ("gan", "lsgan", "wgangp", "ragan")
 DISCS = ("single", "patch", "double")
 
 
 def _cli(module: str, *args: str, runs: Path, check: bool = True) -> subprocess.CompletedProcess:
-    env = dict(os.environ, DEBLUR_RUNS=str(runs), PYTHONUNBUFFERED="1")
-    proc = subprocess.run(
-        [sys.executable, "-m", module, *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(
-            f"{module} {args} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
-        )
-    return proc
+    return cli(module, *args, runs=runs, check=check, timeout=900)
 
 
 def _metrics(folder: Path) -> dict[str, dict]:
@@ -53,6 +41,7 @@ def grid(tmp_path_factory, cache_dir):
     return runs / "grid"
 
 
+@pytest.mark.e2e
 @pytest.mark.slow  # minutes on 2 cores: make test-slow (the default suite stays <= 10 min)
 def test_twelve_cell_sweep_writes_twelve_finished_runs(grid):
     found = _metrics(grid)
@@ -62,6 +51,7 @@ def test_twelve_cell_sweep_writes_twelve_finished_runs(grid):
         assert f"loss={m['choices']['loss']}" in name and f"disc={m['choices']['disc']}" in name
 
 
+@pytest.mark.e2e
 @pytest.mark.slow  # minutes on 2 cores: make test-slow (the default suite stays <= 10 min)
 def test_table_4_1_is_complete(grid, tmp_path):
     proc = _cli("deblur.tables", str(grid), "--out", str(tmp_path), runs=grid.parent)
@@ -76,6 +66,7 @@ def test_table_4_1_is_complete(grid, tmp_path):
     assert (tmp_path / "table4_1.csv").is_file()
 
 
+@pytest.mark.e2e
 @pytest.mark.slow  # builds the 12-cell grid (~2 min); relaunch skipping stays in the default
 # suite through test_failed_run_does_not_stop_others_and_relaunch_reruns_only_it
 def test_relaunch_skips_finished_runs(grid):
@@ -143,6 +134,7 @@ def test_failed_run_does_not_stop_others_and_relaunch_reruns_only_it(tmp_path, c
     assert list((runs / "pre").rglob("attempts/1/metrics.json"))
 
 
+@pytest.mark.e2e
 @pytest.mark.slow  # minutes on 2 cores: make test-slow (the default suite stays <= 10 min)
 def test_tensorboard_serves_every_run_of_the_sweep(grid):
     from tb_server import check_served
@@ -156,6 +148,7 @@ def test_tensorboard_serves_every_run_of_the_sweep(grid):
         assert served["hparam_metrics"].get("hp/psnr", 0) > 0, name
 
 
+@pytest.mark.e2e
 @pytest.mark.slow  # minutes on 2 cores: make test-slow (the default suite stays <= 10 min)
 def test_submitit_local_launcher_runs_jobs_concurrently(tmp_path, cache_dir):
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")

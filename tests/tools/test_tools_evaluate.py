@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import cv2
@@ -26,6 +23,7 @@ from deblur.data.pairs import Pair
 from deblur.evaluate import run_evaluate
 from deblur.evaluation import evaluate_methods
 from deblur.metrics import psnr
+from entry_runs import cli
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -109,20 +107,13 @@ def expected_psnr(root: Path) -> list[float]:
 
 def test_cli_identity_on_a_folder_writes_metrics_json(folder_data: Path, tmp_path: Path) -> None:
     runs = tmp_path / "runs"
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "DEBLUR_RUNS": str(runs)}
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "deblur.evaluate",
-            "baseline=identity",
-            "data=folder",
-            f"data.root={folder_data}",
-            "split=all",
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
+    proc = cli(
+        "deblur.evaluate",
+        "baseline=identity",
+        "data=folder",
+        f"data.root={folder_data}",
+        "split=all",
+        runs=runs,
         cwd=tmp_path,
         timeout=300,
     )

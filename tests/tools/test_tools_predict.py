@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import cv2
@@ -18,6 +16,7 @@ from deblur.checkpoints import save_generator_checkpoint
 from deblur.config import compose
 from deblur.data.io import read_image, write_image
 from deblur.predict import run_predict
+from entry_runs import cli
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -95,23 +94,15 @@ def test_video_to_mp4_and_to_frames(gan_ckpt, tmp_path) -> None:
 
 
 def test_cli_exit_codes(gan_ckpt, tmp_path) -> None:
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     junk = tmp_path / "junk"
     junk.mkdir()
     (junk / "a.txt").write_text("x")
-    bad = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "deblur.predict",
-            f"ckpt={gan_ckpt}",
-            f"input={junk}",
-            f"output={tmp_path / 'o'}",
-            "progress=false",
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
+    bad = cli(
+        "deblur.predict",
+        f"ckpt={gan_ckpt}",
+        f"input={junk}",
+        f"output={tmp_path / 'o'}",
+        "progress=false",
         cwd=tmp_path,
         timeout=300,
     )
@@ -198,15 +189,7 @@ def test_output_inside_a_recursive_input_is_not_read_back(gan_ckpt, tmp_path) ->
 
 
 def _predict_cli(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    return subprocess.run(
-        [sys.executable, "-m", "deblur.predict", *overrides, "progress=false"],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-        timeout=300,
-    )
+    return cli("deblur.predict", *overrides, "progress=false", cwd=tmp_path, timeout=300)
 
 
 def test_cli_bad_output_or_checkpoint_is_one_paragraph(tmp_path) -> None:

@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from deblur.data.sampling import EpochSeededSampler, shard_positions
-from entry_runs import run
+from entry_runs import cli, run
 
 GAN = [
     "experiment=cpu_10min",
@@ -37,14 +37,14 @@ HERE = Path(__file__).parent
 
 
 def _cli(module: str, run_dir: Path, *overrides: str) -> dict:
-    proc = subprocess.run(
-        [sys.executable, "-m", module, "debug=smoke", *overrides, f"hydra.run.dir={run_dir}"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    cli(
+        module,
+        "debug=smoke",
+        *overrides,
+        f"hydra.run.dir={run_dir}",
+        env={"OMP_NUM_THREADS": "1"},
+        check=True,
     )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return json.loads((run_dir / "metrics.json").read_text())
 
 
