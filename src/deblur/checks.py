@@ -2,7 +2,8 @@
 
 :func:`check_values` runs on the composed config of every entry point (``deblur.cli``): the
 ranges of the numeric keys (:data:`RULES`), the keys added with ``+`` to a node that a
-constructor reads whole (:func:`check_closed_keys`), and the discriminator's switches
+constructor reads whole (:func:`check_closed_keys`), fp16 with a fused, clipped Adam, and the
+discriminator's switches
 (:func:`check_disc_switches`, also called by the GAN system itself). Each refusal is one
 :class:`ConfigValueError` paragraph naming the key, its value, where it came from and the fix.
 """
@@ -356,7 +357,24 @@ def _flat_keys(node: Any, prefix: str = "") -> list[str]:
     return out
 
 
+def _check_precision(cfg: DictConfig) -> None:
+    """fp16 mixed precision scales the loss (a GradScaler); Lightning cannot clip the gradients
+    of a fused Adam, which unscales inside its own kernel, so the three are refused together."""
+    precision = str(OmegaConf.select(cfg, "trainer.precision", default=""))
+    fused = bool(OmegaConf.select(cfg, "optim.fused", default=False))
+    clip = OmegaConf.select(cfg, "optim.grad_clip", default=0) or 0
+    if precision in ("16-mixed", "16", "16-true") and fused and float(clip) > 0:
+        raise ConfigValueError(
+            f"trainer.precision={precision} optim.fused=true optim.grad_clip={clip}: fp16 "
+            "training unscales a fused Adam's gradients inside the optimizer, so they cannot be "
+            "clipped first (Lightning refuses it at the first step). Fix: optim.fused=false "
+            "(foreach Adam, nearly as fast), optim.grad_clip=0, or trainer.precision=bf16-mixed "
+            "(no loss scaling)."
+        )
+
+
 def check_values(cfg: DictConfig, overrides: Sequence[str] = ()) -> None:
-    """Ranges and the discriminator's switches (see the module doc)."""
+    """Ranges, precision x optimizer, and the discriminator's switches (see the module doc)."""
     check_ranges(cfg, overrides)
+    _check_precision(cfg)
     _check_disc(cfg)

@@ -11,6 +11,7 @@ import torch
 
 from deblur.config import compose
 from deblur.errors import UserError
+from deblur.systems.fit import build_system
 from deblur.systems.gan import NonFiniteLossError, linear_decay_factor
 from entry_runs import run
 
@@ -447,3 +448,15 @@ def test_ctrl_c_and_sigterm_count_as_interrupted():
     except SystemExit as err:
         assert _stopped_from_outside(err)
     assert not _stopped_from_outside(SystemExit(2)) and not _stopped_from_outside(ValueError())
+
+
+def test_compiled_critic_leaves_the_gradient_penalty_eager():
+    """model.compile=true compiles D's call in place; WGAN-GP's penalty (a double backward,
+    which aot_autograd does not support on every torch) calls each critic head directly, so it
+    never runs through the compiled graph."""
+    system = build_system(
+        compose("train", ["debug=smoke", "loss=wgangp", "model.compile=true", "disc=double"])
+    )
+    assert system.discriminator._compiled_call_impl is not None
+    critics = list(system.discriminator.critics.values())
+    assert critics and all(c._compiled_call_impl is None for c in critics)
