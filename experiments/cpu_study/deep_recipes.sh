@@ -26,7 +26,7 @@ for stage in $STAGES; do
     for run in "$ten,trainer.max_time=00:02:00:00" "$ten,seed=1,trainer.max_time=00:02:00:00" \
                "$ten,seed=2,trainer.max_time=00:02:00:00"; do
       run=${run//:/\\:}
-      tag=$(basename "$run" | grep -o "seed=[0-9]" || echo seed=0)
+      tag=$(basename "$run" | grep -o "seed=[0-9]" | tr -d = || echo seed0)
       "$PY" -m deblur.evaluate ckpt="'$run/checkpoints/last.ckpt'" runs_dir="$RUNS/eval" \
         sweep_name="val_$tag" device=cpu
       "$PY" -m deblur.evaluate ckpt="'$run/checkpoints/last.ckpt'" runs_dir="$RUNS/eval" \
