@@ -94,7 +94,7 @@ def run_dirname(overrides: Sequence[str]) -> str:
     for ov in parse_overrides(overrides):
         if ov.key_or_group in FOLDER_EXCLUDE:
             continue
-        line = str(ov.input_line)
+        line = str(ov.input_line).replace("\\:", ":")  # Hydra escapes ':' in overrides.task
         value = ov.value() if not ov.is_sweep_override() else None
         if isinstance(value, str) and _looks_like_path(value):
             prefix = line[: line.index(ov.key_or_group)] if ov.key_or_group in line else ""

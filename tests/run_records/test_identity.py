@@ -106,4 +106,6 @@ def test_a_path_override_never_becomes_nested_folders(tmp_path):
     )
     assert run_dirname(["loss=gan", "disc=single"]) == "disc=single,loss=gan"
     assert run_dirname([]) == "default"
+    # hydra.overrides.task escapes ':' (trainer.max_time=00:00:10:00): no backslash in a folder
+    assert run_dirname(["trainer.max_time=00\\:00\\:10\\:00"]) == "trainer.max_time=00:00:10:00"
     assert run_dirname(["data.root=/data/GOPRO", "overwrite=true", "seed=1"]) == "seed=1"
