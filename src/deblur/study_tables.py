@@ -196,28 +196,15 @@ def _experiment(record: RunRecord) -> str:
     return "" if exp in (None, "null", "None") else str(exp)
 
 
-def _disc_flags(record: RunRecord, run_dir: Path) -> tuple[bool, bool]:
-    """(pretrained, frozen) of a GAN run's critic; a run that failed before recording them is
-    placed from its composed config (.hydra/config.yaml)."""
-    pretrained, frozen = record.disc_pretrained, record.disc_frozen
-    if record.task == "gan" and (pretrained is None or frozen is None):
-        try:
-            import yaml
-
-            cfg = yaml.safe_load((run_dir / ".hydra" / "config.yaml").read_text()) or {}
-            disc = cfg.get("disc") if isinstance(cfg.get("disc"), dict) else {}
-        except (OSError, ValueError, AttributeError):
-            disc = {}
-        if pretrained is None:
-            pretrained = disc.get("checkpoint") not in (None, "", "null")
-        if frozen is None:
-            frozen = disc.get("frozen", False)
-    return bool(pretrained), bool(frozen)
+def _disc_flags(record: RunRecord) -> tuple[bool, bool]:
+    """(pretrained, frozen) of a GAN run's critic, as its record holds them (from the start of
+    the run; a record of an older version without them counts as fresh and trained)."""
+    return bool(record.disc_pretrained), bool(record.disc_frozen)
 
 
 def _run_row(run_dir: Path, record: RunRecord, which: str) -> dict[str, Any]:
     choices = {k: str(v) for k, v in record.choices.items()}
-    pretrained, frozen = _disc_flags(record, run_dir)
+    pretrained, frozen = _disc_flags(record)
     row: dict[str, Any] = {
         "path": str(run_dir),
         "status": record.status or "unknown",

@@ -9,6 +9,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from deblur.config import compose
+from deblur.runs import base_record
 from deblur.study_tables import build_tables, render_markdown
 from deblur.tables import main
 
@@ -348,13 +350,18 @@ def test_best_metrics_mixture_variants_attempts_and_unreadable_files(tmp_path):
     assert "1 run(s) are debug=smoke runs" in notes
 
 
-def test_failed_run_without_disc_flags_is_placed_from_its_hydra_config(tmp_path):
-    run = write_run(
-        tmp_path / "x", status="failed", pretrained=None, frozen=None, loss="ragan", disc="single"
+def test_failed_run_is_placed_from_the_flags_its_record_holds_from_the_start(tmp_path):
+    """A GAN run's record carries disc_pretrained / disc_frozen from its first write
+    (runs.base_record), so a run that fails early is placed by its record alone (no .hydra/)."""
+    cfg = compose("train", ["debug=smoke", "disc=single", "disc.frozen=true", "disc.checkpoint=x"])
+    start = base_record(cfg, "gan", tmp_path)
+    assert (start.disc_pretrained, start.disc_frozen) == (True, True)
+    fresh = base_record(compose("train", ["debug=smoke"]), "gan", tmp_path)
+    assert (fresh.disc_pretrained, fresh.disc_frozen) == (False, False)
+    write_run(
+        tmp_path / "x", status="failed", pretrained=True, frozen=True, loss="ragan", disc="single"
     )
-    (run / ".hydra").mkdir()
-    (run / ".hydra" / "config.yaml").write_text("disc:\n  checkpoint: auto\n  frozen: true\n")
-    tables = build_tables([tmp_path])
+    tables = build_tables([tmp_path / "x"])
     failed = cell(tables["4.4"], frozen="yes", backbone="nlayer", loss="ragan")
     assert failed["text"] == "failed (1)"
     assert tables["4.1"].runs.empty

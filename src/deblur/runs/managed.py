@@ -113,8 +113,12 @@ def _archive_previous_attempt(run_dir: Path, keep_hydra: bool = True) -> Path | 
 
 
 def base_record(cfg: DictConfig, task: str, run_dir: Path) -> RunRecord:
-    """The fields every metrics.json has, whatever the task, at the start of a run."""
+    """The fields every metrics.json has, whatever the task, at the start of a run (a GAN
+    run's critic flags too, so a run that fails early is still placed in its table)."""
+    gan = task == "gan" and "disc" in cfg
     return RunRecord(
+        disc_pretrained=bool(cfg.disc.get("checkpoint")) if gan else None,
+        disc_frozen=bool(cfg.disc.get("frozen")) if gan else None,
         status="running",
         task=task,
         choices=hydra_choices(),
