@@ -13,7 +13,6 @@ STAGES=${STAGES:-"ten eval"}
 # a run short: "10 min" = 3200 iterations, "30 min" = 15000, as on the idle 2-core CPU)
 deep="gen.residual_gate=false gen.identity_init=true gen.deep_branch=true
   data.embedded.train_blur=fresh model.ema_decay=0.999 trainer.max_time=00:02:00:00"
-ten="$RUNS/deep_10min/data.embedded.train_blur=fresh,gen.deep_branch=True,gen.identity_init=True,gen.norm=none,gen.residual_gate=False,model.ema_decay=0.999,optim.lr_g=0.0001"
 for stage in $STAGES; do
   echo "=== $stage $(date -u +%FT%TZ)"
   case $stage in
@@ -23,14 +22,12 @@ for stage in $STAGES; do
     "$PY" -m deblur.train -m experiment=cpu_10min $deep runs_dir="$RUNS" sweep_name=deep_10min \
       gen.norm=none optim.lr_g=1e-4 seed=1,2 ;;
   eval)  # each final checkpoint: the validation photos, and every photo with new kernels
-    for run in "$ten,trainer.max_time=00:02:00:00" "$ten,seed=1,trainer.max_time=00:02:00:00" \
-               "$ten,seed=2,trainer.max_time=00:02:00:00"; do
-      run=${run//:/\\:}
-      tag=$(basename "$run" | grep -o "seed=[0-9]" | tr -d = || echo seed0)
-      "$PY" -m deblur.evaluate ckpt="'$run/checkpoints/last.ckpt'" runs_dir="$RUNS/eval" \
-        sweep_name="val_$tag" device=cpu
-      "$PY" -m deblur.evaluate ckpt="'$run/checkpoints/last.ckpt'" runs_dir="$RUNS/eval" \
-        sweep_name="newk_$tag" data.embedded.seed=7 split=all device=cpu
+    for ckpt in "$RUNS"/deep_10min/*gen.norm=none*optim.lr_g=0.0001,*/checkpoints/last.ckpt; do
+      tag=$(echo "$ckpt" | grep -o "seed=[0-9]*" | tr -d = || echo seed0)
+      "$PY" -m deblur.evaluate ckpt="'$ckpt'" runs_dir="$RUNS/eval" sweep_name="val_$tag" \
+        device=cpu
+      "$PY" -m deblur.evaluate ckpt="'$ckpt'" runs_dir="$RUNS/eval" sweep_name="newk_$tag" \
+        data.embedded.seed=7 split=all device=cpu
     done
     "$PY" experiments/cpu_study/per_length.py "$RUNS"/eval/* ;;
   grid)  # the other cells of norm x lr (run 2 started, stopped for time: not reported)
