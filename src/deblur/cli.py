@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 import sys
 import traceback
 from collections.abc import Callable
@@ -94,9 +95,18 @@ def user_error_cause(err: BaseException) -> UserError | None:
     return None
 
 
+_WORKER = re.compile(r"^Caught \w+ in DataLoader worker process \d+\.\s*Original Traceback", re.S)
+
+
 def report(err: UserError) -> str:
-    """The paragraph printed for ``err`` (its message, on one line)."""
-    return " ".join(str(err).split())
+    """The paragraph printed for ``err`` (its message, on one line). An error raised in a
+    DataLoader worker arrives with the worker's traceback in its message: only the original
+    message is kept (the traceback still goes to the log file)."""
+    text = str(err)
+    if _WORKER.match(text):
+        marker = f"{type(err).__name__}: "
+        text = text[text.rfind(marker) + len(marker) :] if marker in text else text
+    return " ".join(text.split())
 
 
 def entry_point(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Callable[[], Any]]:

@@ -5,11 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 from hydra.utils import instantiate
+from torch.utils.data import DataLoader, Dataset
 
 from deblur.checkpoints import CheckpointError, read_checkpoint, read_classifier_checkpoint
 from deblur.checks import ConfigValueError, check_known_keys, check_overrides, check_values
-from deblur.cli import check_command_line
+from deblur.cli import check_command_line, report
 from deblur.config import compose
+from deblur.data.io import DataError
 from deblur.errors import UserError
 from deblur.models.critics import Discriminator, load_classifier_weights
 from entry_runs import cli
@@ -230,3 +232,20 @@ def test_fp16_with_a_fused_clipped_adam_is_refused_and_nothing_else(precision, f
             check_values(cfg, over)
     else:
         check_values(cfg, over)
+
+
+def test_an_error_from_a_loader_worker_is_its_own_paragraph():
+    """A DataError raised in a DataLoader worker comes back with the worker's traceback in its
+    message; the printed paragraph is the original message alone."""
+
+    class Broken(Dataset):
+        def __len__(self):
+            return 2
+
+        def __getitem__(self, i):
+            raise DataError("blur/g1/6.png is cut off. Fix: copy it again.")
+
+    with pytest.raises(DataError) as err:
+        next(iter(DataLoader(Broken(), num_workers=1)))
+    assert "Original Traceback" in str(err.value)  # what torch hands back
+    assert report(err.value) == "blur/g1/6.png is cut off. Fix: copy it again."
