@@ -2,13 +2,13 @@
 # Issue 19 item 5: the CPU recipes re-measured with the deep branch live (no residual gate, an
 # identity start by a zero last convolution), into $RUNS (default runs/deep). Results and the
 # reading: experiments/cpu_study/deep_recipes.md. A relaunch skips finished runs.
-#   bash experiments/cpu_study/deep_recipes.sh                 # STAGES="ten eval" (measured)
+#   bash experiments/cpu_study/deep_recipes.sh        # STAGES="ten control eval" (measured)
 #   STAGES="grid thirty" bash experiments/cpu_study/deep_recipes.sh   # not measured (see .md)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PY:-.venv/bin/python}
 RUNS=${RUNS:-runs/deep}
-STAGES=${STAGES:-"ten eval"}
+STAGES=${STAGES:-"ten control eval"}
 # the recipes' iteration counts decide the length (max_time raised so that a busy CPU does not cut
 # a run short: "10 min" = 3200 iterations, "30 min" = 15000, as on the idle 2-core CPU)
 deep="gen.residual_gate=false gen.identity_init=true gen.deep_branch=true
@@ -16,6 +16,13 @@ deep="gen.residual_gate=false gen.identity_init=true gen.deep_branch=true
 for stage in $STAGES; do
   echo "=== $stage $(date -u +%FT%TZ)"
   case $stage in
+  control)  # the published recipe (linear filter behind the gate), seed 0, as the paired control
+    "$PY" -m deblur.train experiment=cpu_10min runs_dir="$RUNS" sweep_name=control_10min \
+      trainer.max_time=00:02:00:00
+    ckpt=$(ls -d "$RUNS"/control_10min/*/checkpoints/last.ckpt | head -1)
+    "$PY" -m deblur.evaluate ckpt="'$ckpt'" runs_dir="$RUNS/eval" sweep_name=val_control device=cpu
+    "$PY" -m deblur.evaluate ckpt="'$ckpt'" runs_dir="$RUNS/eval" sweep_name=newk_control \
+      data.embedded.seed=7 split=all device=cpu ;;
   ten)  # cpu_10min with the deep branch, no norm, lr_g 1e-4: seed 0, then seeds 1 and 2
     "$PY" -m deblur.train -m experiment=cpu_10min $deep runs_dir="$RUNS" sweep_name=deep_10min \
       gen.norm=none optim.lr_g=1e-4
