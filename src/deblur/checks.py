@@ -302,8 +302,11 @@ def _has_key(cfg: DictConfig, key: str) -> bool:
 def check_known_keys(config_name: str, overrides: Sequence[str]) -> None:
     """Before Hydra composes: a ``key=value`` (no ``+``) whose key the config lacks gets the
     close match, not Hydra's advice to add the typo with ``+``. A sweep's groups are tried in
-    each of their values until one composition has the key."""
+    each of their values until one composition has the key. Overrides that extend the search
+    path (``hydra.searchpath``) skip the check (their keys are not in ``conf/``)."""
     parsed = parse_overrides(overrides)
+    if any(str(ov.key_or_group).startswith("hydra.searchpath") for ov in parsed):
+        return
     plain = [
         ov
         for ov in parsed
@@ -330,7 +333,10 @@ def check_known_keys(config_name: str, overrides: Sequence[str]) -> None:
     ]
     missing = plain
     for groups in tried:
-        base = _compose_here(config_name, groups)
+        try:
+            base = _compose_here(config_name, groups)
+        except Exception:  # noqa: BLE001 - a group option only Hydra can find: Hydra reports it
+            return
         missing = [ov for ov in missing if not _has_key(base, str(ov.key_or_group))]
         if not missing:
             return

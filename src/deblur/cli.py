@@ -77,11 +77,15 @@ def check_command_line(argv: list[str]) -> None:
 
 
 def _overrides_of(argv: list[str]) -> list[str]:
-    """The overrides of a command line (Hydra's own flags dropped)."""
+    """The overrides of a command line (Hydra's own flags dropped); none when another config
+    folder is given (``--config-dir`` / ``--config-path``: its keys are not in ``conf/``)."""
     try:
-        return list(get_args_parser().parse_args(argv).overrides or [])
+        args = get_args_parser().parse_args(argv)
     except SystemExit:
         return []
+    if args.config_dir or args.config_path or args.config_name:
+        return []
+    return list(args.overrides or [])
 
 
 def user_error_cause(err: BaseException) -> UserError | None:

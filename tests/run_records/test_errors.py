@@ -9,7 +9,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from deblur.checkpoints import CheckpointError, read_checkpoint, read_classifier_checkpoint
 from deblur.checks import ConfigValueError, check_known_keys, check_overrides, check_values
-from deblur.cli import check_command_line, report
+from deblur.cli import _overrides_of, check_command_line, report
 from deblur.config import compose
 from deblur.data.io import DataError
 from deblur.errors import UserError
@@ -249,3 +249,12 @@ def test_an_error_from_a_loader_worker_is_its_own_paragraph():
         next(iter(DataLoader(Broken(), num_workers=1)))
     assert "Original Traceback" in str(err.value)  # what torch hands back
     assert report(err.value) == "blur/g1/6.png is cut off. Fix: copy it again."
+
+
+def test_key_check_leaves_other_config_folders_and_unknown_groups_to_hydra():
+    """Keys of a user's own config folder (hydra.searchpath, --config-dir) are not in conf/: the
+    check stays out of the way; a group option it cannot compose is Hydra's to report."""
+    check_known_keys("train", ["hydra.searchpath=[file:///elsewhere]", "model.mine=1"])
+    check_known_keys("train", ["experiment=not_in_conf", "model.adv_wieght=1"])
+    assert _overrides_of(["--config-dir", "/elsewhere", "model.mine=1"]) == []
+    assert _overrides_of(["model.adv_wieght=1"]) == ["model.adv_wieght=1"]
