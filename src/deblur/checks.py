@@ -23,6 +23,8 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from deblur.config import CONF_DIR, compose, parse_overrides
 from deblur.errors import UserError
 
+_ABSENT = object()
+
 
 class ConfigValueError(UserError, ValueError):
     """A config value or key a person gave that no run could use (one paragraph)."""
@@ -236,7 +238,6 @@ def _type_ok(default: Any, value: Any) -> bool:
 
 #: Sections whose keys are all read by the code: a key added with ``+`` that they lack is a typo.
 SCHEMA_SECTIONS = ("model", "optim", "schedule")
-_ABSENT = object()
 
 
 def _did_you_mean(key: str, base: DictConfig, given: str) -> str:
@@ -332,22 +333,23 @@ def check_known_keys(config_name: str, overrides: Sequence[str]) -> None:
         for v in c[1:]
     ]
     missing = plain
+    first: DictConfig | None = None
     for groups in tried:
         try:
             base = _compose_here(config_name, groups)
         except Exception:  # noqa: BLE001 - a group option only Hydra can find: Hydra reports it
             return
+        first = base if first is None else first
         missing = [ov for ov in missing if not _has_key(base, str(ov.key_or_group))]
         if not missing:
             return
     ov = missing[0]
     key = str(ov.key_or_group)
     given = str(ov.input_line).split("=", 1)[1] if "=" in str(ov.input_line) else ""
-    base = _compose_here(config_name, tried[0])
     raise ConfigValueError(
         f"{ov.input_line}: '{key}' is not a key of the {config_name} config (with "
         f"{' '.join(tried[0]) or 'its default groups'}), so no code would read it. "
-        f"{_did_you_mean(key, base, given)}."
+        f"{_did_you_mean(key, first, given)}."
     )
 
 

@@ -196,15 +196,10 @@ def _experiment(record: RunRecord) -> str:
     return "" if exp in (None, "null", "None") else str(exp)
 
 
-def _disc_flags(record: RunRecord) -> tuple[bool, bool]:
-    """(pretrained, frozen) of a GAN run's critic, as its record holds them (from the start of
-    the run; a record of an older version without them counts as fresh and trained)."""
-    return bool(record.disc_pretrained), bool(record.disc_frozen)
-
-
 def _run_row(run_dir: Path, record: RunRecord, which: str) -> dict[str, Any]:
     choices = {k: str(v) for k, v in record.choices.items()}
-    pretrained, frozen = _disc_flags(record)
+    # the critic's flags are in the record from a GAN run's first write (runs.base_record)
+    pretrained, frozen = bool(record.disc_pretrained), bool(record.disc_frozen)
     row: dict[str, Any] = {
         "path": str(run_dir),
         "status": record.status or "unknown",
