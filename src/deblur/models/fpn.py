@@ -3,29 +3,15 @@
 from __future__ import annotations
 
 import logging
-from functools import partial
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from deblur.models.layers import keep_layout, norm_layer
 from deblur.models.weights import create_timm, warn_random_weights
 
 log = logging.getLogger(__name__)
-
-# Decoder norm layers; DeblurGAN-v2 releases use instance norm (no affine). Ours keeps no running
-# statistics, so train and eval normalise the same way.
-NORMS = {
-    "instance": partial(nn.InstanceNorm2d, affine=False, track_running_stats=False),
-    "batch": nn.BatchNorm2d,
-}
-
-
-def norm_layer(norm: str, channels: int) -> nn.Module:
-    """The decoder norm layer named ``norm`` ('instance' or 'batch') for ``channels`` channels."""
-    if norm not in NORMS:
-        raise ValueError(f"Unknown norm '{norm}': choose one of {sorted(NORMS)}.")
-    return NORMS[norm](channels)
 
 
 class ConvNormReLU(nn.Sequential):
@@ -177,11 +163,8 @@ class FPNGenerator(nn.Module):
         h, w = x.shape[-2:]
         top, bottom = self._padding(h)
         left, right = self._padding(w)
-        padded = (
-            F.pad(x, (left, right, top, bottom), mode="reflect")
-            if top or bottom or left or right
-            else x
-        )
+        pad = (left, right, top, bottom)
+        padded = keep_layout(F.pad(x, pad, mode="reflect"), x) if any(pad) else x
 
         enc = self.encoder(((padded + 1) / 2 - self.mean) / self.std)
         lateral = [conv(e) for conv, e in zip(self.laterals, enc[1:])]

@@ -3,19 +3,14 @@
 from __future__ import annotations
 
 import logging
-from functools import partial
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-log = logging.getLogger(__name__)
+from deblur.models.layers import ReflectionPad, keep_layout, norm_layer
 
-NORMS = {
-    "instance": partial(nn.InstanceNorm2d, affine=False, track_running_stats=False),
-    "batch": nn.BatchNorm2d,
-    "none": lambda channels: nn.Identity(),  # no statistics: crops and full frames behave alike
-}
+log = logging.getLogger(__name__)
 
 
 class ResBlock(nn.Module):
@@ -24,14 +19,14 @@ class ResBlock(nn.Module):
     def __init__(self, dim: int, norm: str, dropout: float, bias: bool) -> None:
         super().__init__()
         layers: list[nn.Module] = [
-            nn.ReflectionPad2d(1),
+            ReflectionPad(1),
             nn.Conv2d(dim, dim, 3, bias=bias),
-            NORMS[norm](dim),
+            norm_layer(norm, dim),
             nn.ReLU(inplace=True),
         ]
         if dropout > 0:
             layers.append(nn.Dropout(dropout))
-        layers += [nn.ReflectionPad2d(1), nn.Conv2d(dim, dim, 3, bias=bias), NORMS[norm](dim)]
+        layers += [ReflectionPad(1), nn.Conv2d(dim, dim, 3, bias=bias), norm_layer(norm, dim)]
         self.block = nn.Sequential(*layers)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -43,15 +38,15 @@ def _v1_layers(n_blocks: int, ngf: int, dropout: float, norm: str) -> list[nn.Mo
     """DeblurGAN v1's layers up to (without) the last 7x7 conv and tanh."""
     bias = norm != "batch"  # a norm with a learned shift makes the conv bias redundant
     layers: list[nn.Module] = [
-        nn.ReflectionPad2d(3),
+        ReflectionPad(3),
         nn.Conv2d(3, ngf, 7, bias=bias),
-        NORMS[norm](ngf),
+        norm_layer(norm, ngf),
         nn.ReLU(inplace=True),
     ]
     for mult in (1, 2):
         layers += [
             nn.Conv2d(ngf * mult, ngf * mult * 2, 3, stride=2, padding=1, bias=bias),
-            NORMS[norm](ngf * mult * 2),
+            norm_layer(norm, ngf * mult * 2),
             nn.ReLU(inplace=True),
         ]
     layers += [ResBlock(ngf * 4, norm, dropout, bias) for _ in range(n_blocks)]
@@ -60,7 +55,7 @@ def _v1_layers(n_blocks: int, ngf: int, dropout: float, norm: str) -> list[nn.Mo
             nn.ConvTranspose2d(
                 ngf * mult, ngf * mult // 2, 3, stride=2, padding=1, output_padding=1, bias=bias
             ),
-            NORMS[norm](ngf * mult // 2),
+            norm_layer(norm, ngf * mult // 2),
             nn.ReLU(inplace=True),
         ]
     return layers
@@ -109,14 +104,12 @@ class ResNetGenerator(nn.Module):
         deep_branch: bool = True,
     ) -> None:
         super().__init__()
-        if norm not in NORMS:
-            raise ValueError(f"ResNetGenerator: unknown norm '{norm}'; choose {sorted(NORMS)}.")
         if pretrained or weights_path:
             log.info(
                 "ResNetGenerator has no ImageNet weights: pretrained/weights_path are ignored."
             )
         layers = _v1_layers(n_blocks, ngf, dropout, norm)
-        layers += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, 3, 7), nn.Tanh()]
+        layers += [ReflectionPad(3), nn.Conv2d(ngf, 3, 7), nn.Tanh()]
         # deep_branch=false: no convolutional branch at all, G(x) = x + the linear skip (a purely
         # linear, learned inverse filter; CPU recipes, where the deep branch lowered validation
         # PSNR in every measured run: experiments/cpu_study)
@@ -164,7 +157,7 @@ class ResNetGenerator(nn.Module):
             return filtered
         b, _, h, w = filtered.shape
         stacked = filtered.view(b, self.bank, 3, h, w)
-        return (self.bank_weights(x).unsqueeze(2) * stacked).sum(dim=1)
+        return keep_layout((self.bank_weights(x).unsqueeze(2) * stacked).sum(dim=1), x)
 
     def set_encoder_frozen(self, frozen: bool) -> None:
         """No-op: the ResNet generator has no pretrained encoder to freeze (logged)."""
@@ -187,7 +180,7 @@ class ResNetGenerator(nn.Module):
                 "Upscale or pad the image."
             )
         ph, pw = (-h) % self.multiple, (-w) % self.multiple
-        padded = F.pad(x, (0, pw, 0, ph), mode="reflect") if ph or pw else x
+        padded = keep_layout(F.pad(x, (0, pw, 0, ph), mode="reflect"), x) if ph or pw else x
         residual: Tensor | None = None  # the constructor ensures a deep branch or a linear skip
         if self.model is not None:
             residual = self.model(padded)
