@@ -11,7 +11,7 @@ import sys
 
 import pandas as pd
 
-from deblur.study_tables import read_runs
+from deblur.study.tables import read_runs
 
 PSNR = "val/psnr"
 

@@ -18,7 +18,8 @@ import time
 from pathlib import Path
 
 from deblur.runs import find_runs
-from deblur.study_tables import build_tables, render_markdown, write_outputs
+from deblur.study.report import render_markdown, write_outputs
+from deblur.study.tables import build_tables
 
 # stage 1 at demo scale: long enough for the NLayer classifier to learn on this data, so stage 2
 # loads a real classifier (see experiments/cpu_study)

@@ -5,7 +5,7 @@
   ``ssim_matlab3d``) that MPRNet / NAFNet tables report, and the blurred input's own numbers.
 - :func:`robustness_table`: the sharp images blurred with a Gaussian, a median filter and straight
   motion blur of growing size (seed 002): how a generator copes with blur it was not trained on.
-- Their Markdown tables go through :mod:`deblur.render`, like the thesis tables.
+- Their Markdown tables go through :mod:`deblur.study.render`, like the thesis tables.
 
 The entry points ``deblur.evaluate`` and ``deblur.robustness`` compose the config and call these.
 """
@@ -30,7 +30,7 @@ from deblur.data.pairs import Pair
 from deblur.inference import deblur_image, resolve_device
 from deblur.metrics import image_metrics, psnr, ssim
 from deblur.models.load import load_generator
-from deblur.render import markdown
+from deblur.study.render import markdown
 
 METRICS = ("psnr", "ssim", "ssim_matlab3d")
 

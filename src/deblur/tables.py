@@ -2,8 +2,8 @@
 
 ``python -m deblur.tables runs/table4_1 [more folders] [--out DIR] [--which final|best]``
 prints Markdown and writes ``tables.md``, ``table4_N.csv``, ``table4_N.tex`` and ``table4_N.png``
-(the library: :mod:`deblur.study_tables`). Each cell is the mean ± sample std over seeds with n,
-beside the thesis' published number.
+(the library: :mod:`deblur.study.tables`, :mod:`deblur.study.report`). Each cell is the mean ±
+sample std over seeds with n, beside the thesis' published number.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from deblur.study_tables import TABLE_IDS, TablesError, build_tables, table_id, write_outputs
+from deblur.study.report import write_outputs
+from deblur.study.tables import TABLE_IDS, TablesError, build_tables, table_id
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -47,7 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = Path(args.out) if args.out else (first.parent if first.is_file() else first) / "tables"
     written = write_outputs(tables, out, args.paths)
     sys.stdout.write(written[0].read_text())
-    print(f"Wrote {', '.join(str(p) for p in written)}", file=sys.stderr)
+    print(f"Wrote {', '.join(map(str, written))}", file=sys.stderr)
     return 0 if found else 1
 
 

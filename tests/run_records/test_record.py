@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from deblur.checkpoints import CheckpointError
-from deblur.dashboard import run_folders
 from deblur.models.load import load_classifier, load_generator
 from deblur.runs import RecordFieldError, RunRecord, find_runs, read_metrics
-from deblur.study_tables import read_runs
+from deblur.study.dashboard import run_folders
+from deblur.study.tables import read_runs
 
 # a metrics.json as the code before RunRecord wrote it for a finished GAN run (trimmed), with a key
 # this version does not know

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from deblur.dashboard import run_folders, tensorboard_argv
+from deblur.study.dashboard import run_folders, tensorboard_argv
 
 REQUIREMENTS = ("scalars", "images", "hparams")
 

@@ -13,8 +13,9 @@ import pytest
 import torch
 from tb_server import ServedError, check_served
 
-from deblur.dashboard import DashboardError, latest_sweep, main, resolve_logdir, run_folders
-from deblur.tb_layout import custom_scalars_layout, tag_regex
+from deblur.dashboard import main
+from deblur.study.dashboard import DashboardError, latest_sweep, resolve_logdir, run_folders
+from deblur.study.layout import custom_scalars_layout, tag_regex
 
 
 def _chart(layout: dict, tag: str) -> list[str]:

@@ -11,7 +11,8 @@ import pytest
 
 from deblur.config import compose
 from deblur.runs import base_record
-from deblur.study_tables import build_tables, render_markdown
+from deblur.study.report import render_markdown
+from deblur.study.tables import build_tables
 from deblur.tables import main
 
 LOSSES = ("gan", "lsgan", "wgangp", "ragan")

@@ -32,10 +32,10 @@ from deblur.runs import (
     run_identity,
     update_record,
 )
+from deblur.study.layout import custom_scalars_layout
 from deblur.systems.classifier import ClassifierSystem
 from deblur.systems.distributed import check_launcher
 from deblur.systems.gan import GANSystem
-from deblur.tb_layout import custom_scalars_layout
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """The one path every table of the project takes to text: a pandas DataFrame to Markdown or LaTeX.
 
-Used by the thesis tables (:mod:`deblur.study_tables`), ``deblur.evaluate`` and
+Used by the thesis tables (:mod:`deblur.study.report`), ``deblur.evaluate`` and
 ``deblur.robustness``. Values are formatted per column; a missing value prints as ``—``, never 0.
 """
 
@@ -20,24 +20,17 @@ def escape_latex(text: str) -> str:
     return str(text).translate(_TEX)
 
 
-def formatted(frame: pd.DataFrame, formats: Mapping[str, str] | None = None) -> pd.DataFrame:
-    """``frame`` as strings: ``formats`` maps a column to a format spec (``".2f"``, ``"+.2f"``)."""
-    formats = formats or {}
-
-    def text(value: object, spec: str) -> str:
-        if value is None or (isinstance(value, float) and not math.isfinite(value)):
-            return MISSING
-        return format(value, spec)
-
-    return pd.DataFrame(
-        {col: [text(v, formats.get(col, "")) for v in frame[col]] for col in frame.columns},
-        index=frame.index,
-    )
-
-
 def markdown(frame: pd.DataFrame, formats: Mapping[str, str] | None = None) -> str:
-    """A GitHub-flavoured Markdown table of ``frame`` (columns aligned, cells kept as written)."""
-    return formatted(frame, formats).to_markdown(index=False, disable_numparse=True)
+    """A GitHub-flavoured Markdown table of ``frame`` (columns aligned, cells kept as written):
+    ``formats`` maps a column to a format spec (``".2f"``, ``"+.2f"``)."""
+    formats = formats or {}
+    texts = {col: [_text(v, formats.get(col, "")) for v in frame[col]] for col in frame.columns}
+    return pd.DataFrame(texts).to_markdown(index=False, disable_numparse=True)
+
+
+def _text(value: object, spec: str) -> str:
+    missing = value is None or (isinstance(value, float) and not math.isfinite(value))
+    return MISSING if missing else format(value, spec)
 
 
 def latex(frame: pd.DataFrame, caption: str, escape_columns: tuple[str, ...] = ()) -> str:
@@ -47,9 +40,10 @@ def latex(frame: pd.DataFrame, caption: str, escape_columns: tuple[str, ...] = (
     style = frame.style.hide(axis="index").format_index(escape="latex", axis=1)
     if escape_columns:
         style = style.format(escape="latex", subset=list(escape_columns))
+    columns = "l" + "c" * (frame.shape[1] - 1)
     return style.to_latex(
         hrules=True,
-        column_format="l" + "c" * (frame.shape[1] - 1),
+        column_format=columns,
         caption=caption,
         position="ht",
         position_float="centering",
