@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from functools import partial
 from pathlib import Path
 
 import hydra
@@ -73,7 +72,7 @@ def test_patch_map_size_and_widths_nlayer():
     with torch.no_grad():
         (logits,) = disc(torch.zeros(1, 3, 256, 256))
     assert logits.shape == (1, 1, 35, 35)  # DeblurGAN-v2 PatchGAN (n=3, padding 2) on 256x256
-    trunk = NLayerTrunk(ndf=64, n_layers=5, norm=partial(torch.nn.InstanceNorm2d, affine=False))
+    trunk = NLayerTrunk(ndf=64, n_layers=5, norm="instance")
     convs = [m for m in trunk.modules() if isinstance(m, torch.nn.Conv2d)]
     assert [c.out_channels for c in convs] == [64, 128, 256, 512, 512, 512]
     assert [c.stride[0] for c in convs] == [2, 2, 2, 2, 2, 1]

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any, Protocol
 
 import torch
@@ -23,11 +23,10 @@ from torch import Tensor, nn
 
 from deblur.checkpoints import read_classifier_checkpoint
 from deblur.errors import UserError
+from deblur.models.layers import has_shift, norm_layer
 from deblur.models.weights import create_timm, warn_random_weights
 
 log = logging.getLogger(__name__)
-
-NormLayer = Callable[[int], nn.Module]  # channels -> norm module (a ``_partial_`` in conf)
 
 
 class BackboneConfigError(UserError, ValueError):
@@ -39,11 +38,6 @@ def _plain(cfg: Mapping[str, Any] | Any) -> dict[str, Any]:
     if isinstance(cfg, DictConfig):
         return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
     return dict(cfg)
-
-
-def _conv_bias(norm: NormLayer) -> bool:
-    """As published: a conv bias only where the following norm has no learnable shift."""
-    return not any(True for _ in norm(1).parameters())
 
 
 def _check_input(x: Tensor, min_size: int, what: str) -> None:
@@ -67,14 +61,14 @@ class NLayerTrunk(nn.Module):
         self,
         ndf: int,
         n_layers: int,
-        norm: NormLayer,
+        norm: str,
         depth: int | None = None,
         pretrained: bool = False,
     ) -> None:
         super().__init__()
         if pretrained:
             log.info("Backbone 'nlayer' has no ImageNet weights; it starts from random init.")
-        bias = _conv_bias(norm)
+        bias = not has_shift(norm)  # as published: a conv bias only before a norm without shift
         widths = [ndf * min(2**n, 8) for n in range(n_layers + 1)]
         stages: list[nn.Module] = [
             nn.Sequential(nn.Conv2d(3, ndf, 4, stride=2, padding=2), nn.LeakyReLU(0.2, True))
@@ -84,7 +78,7 @@ class NLayerTrunk(nn.Module):
             stages.append(
                 nn.Sequential(
                     nn.Conv2d(widths[n - 1], widths[n], 4, stride=stride, padding=2, bias=bias),
-                    norm(widths[n]),
+                    norm_layer(norm, widths[n]),
                     nn.LeakyReLU(0.2, True),
                 )
             )
@@ -176,10 +170,10 @@ def build_trunk(backbone: Mapping[str, Any], node: str = "trunk") -> nn.Module:
 class PatchHead(nn.Sequential):
     """PatchGAN tail: stride-1 4x4 conv + norm + LeakyReLU, then a 4x4 conv to one logit map."""
 
-    def __init__(self, cin: int, hidden: int, norm: NormLayer) -> None:
+    def __init__(self, cin: int, hidden: int, norm: str) -> None:
         super().__init__(
-            nn.Conv2d(cin, hidden, 4, padding=2, bias=_conv_bias(norm)),
-            norm(hidden),
+            nn.Conv2d(cin, hidden, 4, padding=2, bias=not has_shift(norm)),
+            norm_layer(norm, hidden),
             nn.LeakyReLU(0.2, True),
             nn.Conv2d(hidden, 1, 4, padding=2),
         )
@@ -212,7 +206,7 @@ class PatchCritic(nn.Module):
     """A map of local logits (B x 1 x h x w): a truncated trunk (stride 8) and a PatchGAN head
     of ``hidden`` channels."""
 
-    def __init__(self, trunk: nn.Module, hidden: int, norm: NormLayer) -> None:
+    def __init__(self, trunk: nn.Module, hidden: int, norm: str) -> None:
         super().__init__()
         self.trunk = trunk
         self.head = PatchHead(trunk.out_channels, hidden, norm)

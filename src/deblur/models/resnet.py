@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from deblur.models.layers import ReflectionPad, keep_layout, norm_layer
+from deblur.models.layers import ReflectionPad, has_shift, keep_layout, norm_layer
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ class ResBlock(nn.Module):
 
 def _v1_layers(n_blocks: int, ngf: int, dropout: float, norm: str) -> list[nn.Module]:
     """DeblurGAN v1's layers up to (without) the last 7x7 conv and tanh."""
-    bias = norm != "batch"  # a norm with a learned shift makes the conv bias redundant
+    bias = not has_shift(norm)  # a norm with a learned shift makes the conv bias redundant
     layers: list[nn.Module] = [
         ReflectionPad(3),
         nn.Conv2d(3, ngf, 7, bias=bias),
