@@ -23,11 +23,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="TensorBoard over run or sweep folders (default: the latest sweep under "
         "${DEBLUR_RUNS:-runs}); runs are named by their folder, i.e. their choices.",
     )
-    parser.add_argument("folders", nargs="*", help="run or sweep folders")
-    parser.add_argument("--port", type=int, help="default: 6006 or the next free port")
-    parser.add_argument("--host", default="localhost", help="0.0.0.0 to serve other machines")
-    parser.add_argument("--latest", action="store_true", help="only the latest sweep inside them")
-    parser.add_argument("--dry-run", action="store_true", help="print runs and command only")
+    add = parser.add_argument
+    add("folders", nargs="*", help="run or sweep folders")
+    add("--port", type=int, help="default: 6006 or the next free port")
+    add("--host", default="localhost", help="0.0.0.0 to serve other machines")
+    add("--latest", action="store_true", help="only the latest sweep inside the given folders")
+    add("--dry-run", action="store_true", help="print the runs and the command, start nothing")
     args = parser.parse_args(argv)
     try:
         logdir = board.resolve_logdir(args.folders, args.latest)

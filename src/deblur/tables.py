@@ -23,13 +23,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m deblur.tables",
         description="Regenerate the thesis' Tables 4.1-4.4 from the runs' metrics.json files.",
     )
-    parser.add_argument("paths", nargs="+", help="run or sweep folders (searched recursively)")
-    parser.add_argument("--out", help="output folder (default: <first folder>/tables)")
-    parser.add_argument("--which", choices=("final", "best"), default="final")
-    parser.add_argument("--tables", default=",".join(TABLE_IDS), help="e.g. 4.1,4.3")
-    parser.add_argument(
-        "--thesis", help="thesis numbers CSV (default experiments/thesis_tables.csv)"
-    )
+    add = parser.add_argument
+    add("paths", nargs="+", help="run or sweep folders (searched recursively)")
+    add("--out", help="output folder (default: <first folder>/tables)")
+    add("--which", choices=("final", "best"), default="final")
+    add("--tables", default=",".join(TABLE_IDS), help="e.g. 4.1,4.3")
+    add("--thesis", help="thesis numbers CSV (default experiments/thesis_tables.csv)")
     args = parser.parse_args(argv)
     try:
         ids = [table_id(t) for t in args.tables.split(",") if t.strip()]

@@ -10,12 +10,16 @@ import time
 from pathlib import Path
 
 import pytest
+import pytorch_lightning as pl
 import torch
 from tb_server import ServedError, check_served
+from torch import nn
+from torch.utils.data import DataLoader
 
 from deblur.dashboard import main
 from deblur.study.dashboard import DashboardError, latest_sweep, resolve_logdir, run_folders
 from deblur.study.layout import custom_scalars_layout, tag_regex
+from deblur.systems.classifier import ClassifierSystem
 
 
 def _chart(layout: dict, tag: str) -> list[str]:
@@ -145,3 +149,21 @@ def test_latest_sweep_views_and_cli(tmp_path, monkeypatch, capsys):
     with pytest.raises(DashboardError, match="no runs under"):
         resolve_logdir()
     assert main(["--dry-run"]) == 2
+
+
+def test_the_accuracy_chart_gets_train_and_val_in_percent(tmp_path):
+    """The "accuracy % (train vs val)" chart overlays train/acc and val/acc: a classifier that
+    calls every image blurred is right on half of a half-blurred set, 50 % in both (not 0.5)."""
+    net = nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 4, 1))
+    nn.init.zeros_(net[1].weight), nn.init.constant_(net[1].bias, 5.0)  # always "blurred"
+    system = ClassifierSystem(net, optimizer=lambda p: torch.optim.SGD(p, lr=0.0))
+    images = [{"image": torch.rand(3, 4, 4), "label": torch.tensor(i % 2)} for i in range(4)]
+    trainer = pl.Trainer(
+        max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, default_root_dir=tmp_path, accelerator="cpu",
+    )  # fmt: skip
+    trainer.fit(system, DataLoader(images, batch_size=4), DataLoader(images, batch_size=4))
+    logged = trainer.callback_metrics
+    assert float(logged["train/acc"]) == pytest.approx(50.0)
+    assert float(logged["val/acc"]) == pytest.approx(50.0)
+    assert any(re.match(r, "train/acc") for r in _chart(custom_scalars_layout(), "val/acc"))
