@@ -24,7 +24,7 @@ from hydra.utils import instantiate
 from deblur.config import compose
 from deblur.data.blur import apply_kernel, motion_kernel
 from deblur.data.io import write_image
-from deblur.inference import device_name
+from deblur.eval.inference import device_name
 
 
 def natural_like(rng: np.random.Generator, h: int = 720, w: int = 1280) -> np.ndarray:

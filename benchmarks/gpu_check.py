@@ -132,7 +132,7 @@ def phase_env(args, work: Path) -> dict[str, Any]:
     import pytorch_lightning as pl
     import torch
 
-    from deblur.inference import device_name
+    from deblur.eval.inference import device_name
 
     device = resolve_device(args.device)
     out: dict[str, Any] = {
@@ -448,8 +448,8 @@ def phase_inference(args, work: Path) -> dict[str, Any]:
     from hydra.utils import instantiate
 
     from deblur.config import compose
-    from deblur.inference import PadCrop
-    from deblur.metrics import psnr
+    from deblur.eval.inference import PadCrop
+    from deblur.eval.metrics import psnr
 
     device = resolve_device(args.device)
     w, h = (96, 64) if args.tiny else (1280, 720)

@@ -3,7 +3,7 @@
     python benchmarks/inference_latency.py                     # FPN-MobileNetV2, auto device
     python benchmarks/inference_latency.py --device cpu --runs 5 --gen resnet
 
-Times the whole ``deblur.inference`` path on a tensor already on the device (mirror padding to
+Times the whole ``deblur.eval.inference`` path on a tensor already on the device (mirror padding to
 the stride, the network, the crop back), in fp32 and under bf16 autocast, with
 ``torch.cuda.synchronize()`` around every timed run on a GPU (CUDA calls are asynchronous).
 Random weights (pretrained=False): latency does not depend on them. Prints one Markdown row per
@@ -21,7 +21,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from deblur.inference import PadCrop, device_name, resolve_device
+from deblur.eval.inference import PadCrop, device_name, resolve_device
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "gen"
 

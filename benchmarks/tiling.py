@@ -5,7 +5,7 @@
 
 The photo is the embedded data's ``rocket`` (scikit-image) resized to 1600x1200 (``--size``).
 For each tile size and context margin (``--contexts``) it runs the generator whole and tiled
-(``deblur.inference.deblur_tensor``, overlap 32), with the shared normalisation statistics (the
+(``deblur.eval.inference.deblur_tensor``, overlap 32), with the shared normalisation statistics (the
 default) and without them (each tile normalising itself), and prints one Markdown row per setting: PSNR of tiled against whole (in
 [-1, 1] -> [0, 1] units, peak 1), the largest absolute difference in 8-bit levels, and the
 median wall time of ``--runs`` runs with its ratio to the whole image's. On the device it names.
@@ -26,7 +26,7 @@ from omegaconf import OmegaConf
 
 from deblur.data.embedded import available_photos
 from deblur.data.io import read_image, to_tensor
-from deblur.inference import PadCrop, deblur_tensor, device_name, resolve_device
+from deblur.eval.inference import PadCrop, deblur_tensor, device_name, resolve_device
 from deblur.models.load import load_generator
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "gen"

@@ -43,7 +43,7 @@ from torch.utils.data import DataLoader, Dataset
 from torch.utils.flop_counter import FlopCounterMode
 
 from deblur.config import compose, to_container
-from deblur.inference import device_name
+from deblur.eval.inference import device_name
 
 SECTION = "## Training throughput"
 REFERENCE = ["gen=fpn_mobilenetv2", "disc=double", "backbone=nlayer", "loss=ragan_ls"]

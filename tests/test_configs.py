@@ -69,7 +69,7 @@ def test_every_group_is_covered():
     # logger=[...]: a list group (several at once), absent from Hydra's choices; each of its
     # options is composed and built in tests/train/test_loggers.py
     folders -= {"logger"}
-    assert folders == set(groups("train")) | set(groups("train_classifier"))
+    assert folders == {g for root in (*ROOTS, "evaluate") for g in groups(root)}
     assert {"data", "gen", "backbone", "disc", "loss", "trainer", "debug", "experiment"} <= set(
         groups("train")
     )

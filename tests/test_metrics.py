@@ -13,7 +13,7 @@ from skimage import data as skdata
 from skimage.metrics import structural_similarity
 
 from deblur.data.blur import apply_kernel, gaussian_kernel
-from deblur.metrics import image_metrics, psnr, ssim, ssim_matlab3d
+from deblur.eval.metrics import image_metrics, psnr, ssim, ssim_matlab3d
 
 
 def t(img: np.ndarray) -> torch.Tensor:
@@ -123,7 +123,7 @@ def test_accepts_unbatched_and_rejects_bad_shapes() -> None:
 
 @pytest.mark.parametrize("valid", [True, False])
 def test_gpu_filter_path_equals_cpu_path(valid: bool) -> None:
-    from deblur.metrics import _gaussian_filter
+    from deblur.eval.metrics import _gaussian_filter
 
     z = torch.rand(2, 15, 23, 31) * 255 - 128
     cpu = _gaussian_filter(z, valid, use_cv2=True)
@@ -154,7 +154,7 @@ def _box_blur(x: torch.Tensor, k: int) -> torch.Tensor:
 
 
 def test_sharpness_ratios_are_one_on_the_target_and_fall_with_blur():
-    from deblur.metrics import sharpness_ratios
+    from deblur.eval.metrics import sharpness_ratios
 
     sharp = _photo_like()
     same = sharpness_ratios(sharp, sharp)
@@ -171,7 +171,7 @@ def test_sharpness_ratios_are_one_on_the_target_and_fall_with_blur():
 
 
 def test_high_band_power_sees_only_its_band():
-    from deblur.metrics import high_band_power
+    from deblur.eval.metrics import high_band_power
 
     n = 64
     yy, xx = torch.meshgrid(torch.arange(n), torch.arange(n), indexing="ij")

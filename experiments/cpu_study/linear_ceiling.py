@@ -39,7 +39,7 @@ from deblur.data import io
 from deblur.data.blur import CameraShake, random_motion_blur
 from deblur.data.embedded import build_embedded
 from deblur.data.pairs import read_embedded
-from deblur.metrics import psnr
+from deblur.eval.metrics import psnr
 
 REPO = Path(__file__).resolve().parents[2]
 BUILD_KEYS = (

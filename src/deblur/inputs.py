@@ -1,6 +1,7 @@
 """The files a tool reads and where its outputs go (``deblur.predict``, ``deblur.blur_score``).
 
-- :func:`collect_inputs` turns ``input=`` (a file, a folder, a glob, a video) into a file list.
+- :func:`collect_inputs` turns ``input=`` (a file, a folder, a glob, a video) into a file list;
+  :class:`Tally` sorts it by kind and counts the files that could not be used, with the reason.
 - :func:`distinct_outputs` maps every input to its own output path: two inputs that would land
   on one name (``a.png`` and ``a.jpg``, ``clip.mp4`` and ``clip.avi``) keep their source suffix
   in the name (``a_png.png``, ``a_jpg.png``); what still collides, or would overwrite an input,
@@ -12,14 +13,19 @@
 from __future__ import annotations
 
 import glob
+import logging
 import os
 import tempfile
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from deblur.errors import UserError
 
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 VIDEO_EXTENSIONS: tuple[str, ...] = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg")
 """File suffixes (lower case) read as videos with ``cv2.VideoCapture``."""
 
@@ -38,14 +44,10 @@ def collect_inputs(spec: str | Path, recursive: bool = False) -> tuple[Path, lis
     path = Path(spec).expanduser()
     if glob.has_magic(spec):
         files = sorted(Path(p) for p in glob.glob(str(path), recursive=True) if Path(p).is_file())
-        parts = []
-        for part in path.parts:
-            if glob.has_magic(part):
-                break
-            parts.append(part)
         if not files:
             raise InputError(f"input={spec}: the pattern matches no files.")
-        return (Path(*parts) if parts else Path(".")), files
+        fixed = path.parts[: next(i for i, p in enumerate(path.parts) if glob.has_magic(p))]
+        return Path(*fixed) if fixed else Path("."), files
     if path.is_dir():
         files = sorted(p for p in path.glob("**/*" if recursive else "*") if p.is_file())
         if not files:
@@ -69,6 +71,46 @@ def without_outputs(files: Sequence[Path], output: Path, base: Path | None = Non
     return [f for f in files if f.resolve() != out and not (nested and out in f.resolve().parents)]
 
 
+@dataclass
+class Tally:
+    """What a tool made of its inputs: each file it could not use, with the reason."""
+
+    tool: str
+    failed: list[tuple[Path, str]] = field(default_factory=list)
+
+    def report(self, done: str, verb: str) -> str:
+        """``done`` and the count of files not ``verb`` on one line, then one line per file."""
+        head = f"[deblur.{self.tool}] {done}; {len(self.failed)} file(s) not {verb}."
+        return "\n".join([head, *(f"  not {verb}: {p}: {why}" for p, why in self.failed)])
+
+    def refuse(self, path: Path, reason: str, verb: str = "skipped") -> None:
+        self.failed.append((path, reason))
+        log.warning("[deblur.%s] %s %s: %s", self.tool, verb, path, reason)
+
+    def by_kind(
+        self, files: Sequence[Path], kinds: Mapping[str, Sequence[str]]
+    ) -> dict[str, list[Path]]:
+        """``files`` by the kind (``"image"``) their suffix names; the others are refused."""
+        out: dict[str, list[Path]] = {kind: [] for kind in kinds}
+        for f in files:
+            kind = next((k for k, suffixes in kinds.items() if f.suffix.lower() in suffixes), None)
+            if kind is not None:
+                out[kind].append(f)
+            else:
+                known = "; ".join(f"{k}s: {' '.join(s)}" for k, s in kinds.items())
+                self.refuse(f, f"not an {' or '.join(kinds)} (suffix '{f.suffix}'; {known})")
+        return out
+
+    def attempt(self, path: Path, work: Callable[[Path], T]) -> T | None:
+        """``work(path)``, or None with ``path`` refused when it raises a ValueError (a
+        DataError among them: an unreadable, corrupt or truncated file)."""
+        try:
+            return work(path)
+        except ValueError as err:
+            self.refuse(path, str(err), "failed")
+            return None
+
+
 def _key(path: Path) -> str:
     # case-folded: A.png and a.png are one file on macOS, Windows and exFAT disks
     return os.path.normcase(str(path.expanduser().resolve())).casefold()
@@ -90,23 +132,17 @@ def distinct_outputs(
         for src, p in zip(sources, plain)
     ]
     inputs = {_key(src): src for src in sources}
-    holds_input = {_key(d): src for src in sources for d in src.expanduser().resolve().parents}
-    holds_output = {
-        _key(d): src for src, dst in zip(sources, outputs) for d in dst.resolve().parents
-    }
-    owner: dict[str, Path] = {}
+    inputs |= {_key(d): src for src in sources for d in src.expanduser().resolve().parents}
+    owner = {_key(d): src for src, dst in zip(sources, outputs) for d in dst.resolve().parents}
     for src, dst in zip(sources, outputs):
-        key = _key(dst)
-        other = owner.get(key) or holds_output.get(key)
-        if other is not None:
+        if (other := owner.get(_key(dst))) is not None:
             raise OutputError(
                 f"The inputs {other} and {src} would both be written to {dst}, even with "
                 "their source suffix in the name. Rename one of them or process them into "
                 f"different {what} folders."
             )
-        owner[key] = src
-        hit = inputs.get(key) or holds_input.get(key)
-        if hit is not None:
+        owner[_key(dst)] = src
+        if (hit := inputs.get(_key(dst))) is not None:
             raise OutputError(
                 f"The {what} for {src} would be {dst}, which would overwrite the input {hit}. "
                 f"Pick an {what} folder outside the inputs (e.g. {what}=deblurred/)."
@@ -114,16 +150,8 @@ def distinct_outputs(
     return outputs
 
 
-def _probe(folder: Path, what: str) -> None:
-    try:
-        fd, probe = tempfile.mkstemp(prefix=".deblur-write-test-", dir=folder)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as err:
-        raise OutputError(
-            f"{what} is not writable ({type(err).__name__}: {err.strerror or err}). Give a place "
-            "you can write to (e.g. under $HOME), or fix the folder's permissions."
-        ) from err
+def _os_detail(err: OSError) -> str:
+    return f"{type(err).__name__}: {err.strerror or err}"
 
 
 def ensure_writable_dir(folder: str | Path, name: str = "output", _what: str = "") -> Path:
@@ -132,18 +160,26 @@ def ensure_writable_dir(folder: str | Path, name: str = "output", _what: str = "
     what = _what or f"{name}={folder}"
     if folder.exists() and not folder.is_dir():
         raise OutputError(
-            f"{what} is a file, not a folder. Give a folder path (created if missing)."
-            if not _what
-            else f"{what}: its folder {folder} is a file. Give a path inside a folder."
+            f"{what}: its folder {folder} is a file. Give a path inside a folder."
+            if _what
+            else f"{what} is a file, not a folder. Give a folder path (created if missing)."
         )
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise OutputError(
-            f"{what} cannot be created ({type(err).__name__}: {err.strerror or err}; is a part "
-            "of the path a file, or read-only?). Give a place you can write to."
+            f"{what} cannot be created ({_os_detail(err)}; is a part of the path a file, or "
+            "read-only?). Give a place you can write to."
         ) from err
-    _probe(folder, what)
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".deblur-write-test-", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise OutputError(
+            f"{what} is not writable ({_os_detail(err)}). Give a place you can write to (e.g. "
+            "under $HOME), or fix the folder's permissions."
+        ) from err
     return folder
 
 

@@ -14,7 +14,7 @@ from deblur.data.blur import apply_kernel, motion_kernel
 from deblur.data.datamodule import DeblurDataModule
 from deblur.data.io import DataError, image_size, write_image
 from deblur.data.pairs import read_folder
-from deblur.evaluate import run_evaluate
+from deblur.eval.evaluation import run_evaluate
 
 
 def _pair(root: Path, name: str, h: int, w: int, seed: int = 0, kernel: bool = False) -> None:

@@ -36,7 +36,7 @@ from torch import nn
 
 from deblur.config import compose
 from deblur.errors import UserError
-from deblur.metrics import gradient_energy
+from deblur.eval.metrics import gradient_energy
 from deblur.models import critics
 from deblur.models.critics import (
     CALIBRATION_KEY,

@@ -9,10 +9,10 @@ import pytest
 import torch
 from tiny_nets import NLAYER_CFG, rgb
 
-from deblur.blur_score import blur_score, run_blur_score
 from deblur.checkpoints import save_classifier_checkpoint
 from deblur.config import compose
 from deblur.data.io import to_tensor, write_image
+from deblur.eval.blur_score import blur_score, run_blur_score
 from deblur.models.critics import BlurClassifierNet
 from deblur.models.load import load_classifier
 

@@ -14,15 +14,22 @@ from hydra.utils import instantiate
 from skimage import data as skdata
 from tiny_nets import RESNET_CFG
 
-from deblur.baselines import MissingKernelError, identity, load_kernel, richardson_lucy, wiener
 from deblur.checkpoints import save_generator_checkpoint
 from deblur.config import compose, eval_slug
 from deblur.data.blur import apply_kernel, motion_kernel
 from deblur.data.io import to_tensor, write_image
 from deblur.data.pairs import Pair
-from deblur.evaluate import run_evaluate
-from deblur.evaluation import evaluate_methods
-from deblur.metrics import psnr
+from deblur.eval.baselines import (
+    MissingKernelError,
+    baseline_names,
+    identity,
+    load_baseline,
+    load_kernel,
+    richardson_lucy,
+    wiener,
+)
+from deblur.eval.evaluation import evaluate_methods, run_evaluate
+from deblur.eval.metrics import psnr
 from entry_runs import cli
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -194,3 +201,20 @@ def test_run_folder_names() -> None:
         eval_slug([sweep_ckpt, "device=cpu", "split=test"])
         == "t41_disc=double,loss=gan_last/split=test"
     )
+
+
+def test_every_baseline_option_builds_and_its_parameters_reach_it(blurred) -> None:
+    """baseline=<name> is a group of conf/baseline/ (the one list of baselines); its keys are
+    the function's parameters (baseline.num_iter=...), and an unknown name lists the options."""
+    sharp, blur, kernel = blurred
+    assert baseline_names() == ["identity", "richardson_lucy", "wiener"]
+    for name in baseline_names():
+        node = compose("evaluate", [f"baseline={name}"]).baseline
+        out = instantiate(node)(blur, kernel)
+        assert out.shape == blur.shape and out.dtype == np.uint8
+        assert np.array_equal(out, load_baseline(name)(blur, kernel))
+    few = compose("evaluate", ["baseline=richardson_lucy", "baseline.num_iter=2"]).baseline
+    assert db(instantiate(few)(blur, kernel), sharp) < db(richardson_lucy(blur, kernel), sharp)
+    assert compose("evaluate", []).baseline is None
+    with pytest.raises(ValueError, match="identity, richardson_lucy, wiener"):
+        load_baseline("tikhonov")

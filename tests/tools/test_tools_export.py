@@ -12,8 +12,14 @@ from tiny_nets import FPN_CFG, RESNET_CFG
 
 from deblur.checkpoints import save_generator_checkpoint
 from deblur.config import compose
-from deblur.export import check_export, export_onnx, export_torchscript, run_export, run_exported
-from deblur.inference import PadCrop
+from deblur.eval.export import (
+    check_export,
+    export_onnx,
+    export_torchscript,
+    run_export,
+    run_exported,
+)
+from deblur.eval.inference import PadCrop
 
 HAS_ORT = all(importlib.util.find_spec(m) for m in ("onnx", "onnxruntime", "onnxscript"))
 needs_ort = pytest.mark.skipif(
@@ -66,3 +72,16 @@ def test_cli_config_exports_next_to_the_checkpoint(resnet, tmp_path: Path, capsy
     assert "max abs difference" in capsys.readouterr().out
     with pytest.raises(ValueError, match="torchscript, onnx"):
         run_export(compose("export", [f"ckpt={ckpt}", "format=tflite"]))
+
+
+def test_every_format_of_the_config_names_its_suffix_and_exporter() -> None:
+    """format=<name> picks formats.<name> of conf/export.yaml; opset= reaches the ONNX exporter."""
+    cfg = compose("export", ["ckpt=x.ckpt", "opset=17"])
+    assert list(cfg.formats) == ["torchscript", "onnx"]
+    exporters = {name: instantiate(node.exporter) for name, node in cfg.formats.items()}
+    assert exporters["torchscript"].func is export_torchscript
+    assert exporters["onnx"].func is export_onnx and exporters["onnx"].keywords == {"opset": 17}
+    assert {n: node.suffix for n, node in cfg.formats.items()} == {
+        "torchscript": ".pt",
+        "onnx": ".onnx",
+    }

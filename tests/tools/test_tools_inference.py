@@ -17,7 +17,7 @@ from deblur.checkpoints import (
     save_classifier_checkpoint,
     save_generator_checkpoint,
 )
-from deblur.inference import (
+from deblur.eval.inference import (
     blend_ramp,
     crop_to,
     deblur_image,
@@ -254,3 +254,21 @@ def test_tile_context_reads_far_content_and_keeps_only_the_tile() -> None:
     framed = deblur_tensor(Wide(), x, tile=48, overlap=8, device="cpu", context=12)
     assert (plain - whole).abs().max() > 0.05
     torch.testing.assert_close(framed, whole, atol=1e-5, rtol=0)
+
+
+def test_shared_norm_stats_leave_no_hook_behind() -> None:
+    """The statistics are recorded and applied through forward hooks, all removed on exit
+    (also when the run inside fails)."""
+    from deblur.eval.inference import shared_norm_stats
+
+    norm = nn.GroupNorm(2, 4)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), norm, nn.Conv2d(4, 3, 1)).eval()
+    whole = torch.rand(1, 3, 32, 32)
+    with shared_norm_stats(model, whole, torch.device("cpu")):
+        assert len(norm._forward_hooks) == 1  # the applying hook, the recording one is gone
+        ref = model(whole)
+    assert not norm._forward_hooks
+    torch.testing.assert_close(ref, model(whole), atol=1e-5, rtol=0)  # same stats: same output
+    with pytest.raises(RuntimeError), shared_norm_stats(model, whole, torch.device("cpu")):
+        model(torch.rand(1, 5, 8, 8))  # wrong channels
+    assert not norm._forward_hooks

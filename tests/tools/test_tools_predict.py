@@ -15,7 +15,7 @@ from tiny_nets import FPN_CFG, rgb
 from deblur.checkpoints import save_generator_checkpoint
 from deblur.config import compose
 from deblur.data.io import read_image, write_image
-from deblur.predict import run_predict
+from deblur.eval.predict import run_predict
 from entry_runs import cli
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -15,8 +15,12 @@ from torch import nn
 from deblur.checkpoints import save_generator_checkpoint
 from deblur.config import compose
 from deblur.data.io import write_image
-from deblur.evaluation import robustness_markdown, robustness_plot, robustness_table
-from deblur.robustness import run_robustness
+from deblur.eval.robustness import (
+    robustness_markdown,
+    robustness_plot,
+    robustness_table,
+    run_robustness,
+)
 
 
 class Identity(nn.Module):

@@ -106,7 +106,7 @@ def test_same_weights_give_the_logged_metric_in_one_process(ddp):
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
-    from deblur.metrics import psnr
+    from deblur.eval.metrics import psnr
     from deblur.systems.fit import build_system
 
     run_dir, rec = ddp

@@ -21,8 +21,8 @@ import torch
 from torch import Tensor, nn
 
 from deblur.checks import check_disc_switches
+from deblur.eval.metrics import psnr, sharpness_ratios, ssim
 from deblur.losses.content import ContentLoss
-from deblur.metrics import psnr, sharpness_ratios, ssim
 from deblur.models.critics import Discriminator, load_classifier_weights
 from deblur.models.load import load_classifier
 from deblur.systems.distributed import gather_per_image

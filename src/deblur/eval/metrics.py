@@ -9,11 +9,11 @@ the written PNGs. Peak / data range is 255.
 - :func:`psnr`: ``10 log10(255^2 / MSE)``, MSE over all pixels and the 3 channels of one image
   (the literature's per-image PSNR, averaged over images by the caller). Identical images give
   ``max_db`` (100 dB) instead of ``inf`` so means and JSON stay finite.
-- :func:`ssim`: the pinned SSIM of the training issue: Gaussian window 11x11, sigma 1.5, per
-  channel, constants K1 = 0.01, K2 = 0.03, population (not sample) covariance, the map averaged
-  over the valid region (5 border pixels dropped) and then over the channels. Equal to
-  ``skimage.metrics.structural_similarity(gaussian_weights=True, sigma=1.5,
-  use_sample_covariance=False, channel_axis=-1, data_range=255)`` on the uint8 images.
+- :func:`ssim`: Gaussian window 11x11, sigma 1.5, per channel, constants K1 = 0.01, K2 = 0.03,
+  population (not sample) covariance, the map averaged over the valid region (5 border pixels
+  dropped) and then over the channels. Equal to ``skimage.metrics.structural_similarity(
+  gaussian_weights=True, sigma=1.5, use_sample_covariance=False, channel_axis=-1,
+  data_range=255)`` on the uint8 images.
 - :func:`ssim_matlab3d`: MATLAB's ``ssim(A, ref)`` applied to the uint8 RGB array, as the
   MPRNet / NAFNet tables do (MPRNet ``evaluate_GOPRO_HIDE.m`` calls ``ssim(input, gt)``; MATLAB
   treats an ``H x W x 3`` array as a 3-D volume; NAFNet's ``_ssim_3d`` mimics it): one 3-D
@@ -21,11 +21,11 @@ the written PNGs. Peak / data range is 255.
   axes, same constants, the map averaged over every voxel (no border dropped). It is NOT
   comparable to :func:`ssim`; tables label it ``ssim_matlab3d``.
 
-Sharpness, judged against the sharp image and independent of any discriminator (issue 19), on
-the unquantised [-1, 1] values, luminance = the channel mean:
+Sharpness, judged against the sharp image and independent of any discriminator, on the
+unquantised [-1, 1] values, luminance = the channel mean:
 
 - :func:`gradient_energy`: mean over pixels of the squared forward differences
-  ``(x[i, j+1] - x[i, j])^2 + (x[i+1, j] - x[i, j])^2``; ``sharpness_ratios`` divides the
+  ``(x[i, j+1] - x[i, j])^2 + (x[i+1, j] - x[i, j])^2``; :func:`sharpness_ratios` divides the
   output's by the sharp image's (1 = as sharp as the target, < 1 blurrier, > 1 over-sharpened);
 - :func:`high_band_power`: the power of the 2-D DFT (Hann-windowed, mean removed) in the radial
   band ``lo <= |f| < hi`` cycles/px (default 0.25-0.5: the top octave, where blur removes most).
@@ -33,34 +33,20 @@ the unquantised [-1, 1] values, luminance = the channel mean:
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
-
-__all__ = [
-    "psnr",
-    "ssim",
-    "ssim_matlab3d",
-    "to_levels",
-    "gaussian_window_1d",
-    "gradient_energy",
-    "high_band_power",
-    "sharpness_ratios",
-]
 
 DATA_RANGE = 255.0
 K1, K2 = 0.01, 0.03
 SSIM_SIGMA = 1.5
 SSIM_WIN = 11
-
-
-def _compute_dtype(device: torch.device) -> torch.dtype:
-    return torch.float32 if device.type == "mps" else torch.float64
+_CENTRE = 128.0  # moments of images centred here keep float32 cancellation below ~1e-5 of SSIM
 
 
 def _batched(x: torch.Tensor, name: str) -> torch.Tensor:
-    if x.ndim == 3:
-        x = x.unsqueeze(0)
+    x = x.unsqueeze(0) if x.ndim == 3 else x
     if x.ndim != 4:
         raise ValueError(
             f"metrics: `{name}` must be a B x C x H x W (or C x H x W) tensor in [-1, 1], "
@@ -82,11 +68,10 @@ def _check_pair(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor,
 def to_levels(
     x: torch.Tensor, quantize: bool = True, dtype: torch.dtype | None = None
 ) -> torch.Tensor:
-    """Map a [-1, 1] tensor to [0, 255] (float64 by default), rounded to uint8 levels."""
-    y = (x.detach().to(dtype or _compute_dtype(x.device)) + 1.0) * 127.5
-    if quantize:
-        y = torch.round(y)
-    return y.clamp(0.0, DATA_RANGE)
+    """Map a [-1, 1] tensor to [0, 255] (float64, float32 on MPS), rounded to uint8 levels."""
+    dtype = dtype or (torch.float32 if x.device.type == "mps" else torch.float64)
+    y = (x.detach().to(dtype) + 1.0) * 127.5
+    return (torch.round(y) if quantize else y).clamp(0.0, DATA_RANGE)
 
 
 def psnr(
@@ -94,8 +79,7 @@ def psnr(
 ) -> torch.Tensor:
     """Per-image PSNR in dB (RGB, peak 255, uint8 levels); ``Tensor[B]``."""
     pred, target = _check_pair(pred, target)
-    p, t = to_levels(pred, quantize), to_levels(target, quantize)
-    mse = ((p - t) ** 2).flatten(1).mean(dim=1)
+    mse = ((to_levels(pred, quantize) - to_levels(target, quantize)) ** 2).flatten(1).mean(dim=1)
     floor = DATA_RANGE**2 / 10.0 ** (max_db / 10.0)
     return (10.0 * torch.log10(DATA_RANGE**2 / mse.clamp_min(floor))).clamp(max=max_db)
 
@@ -104,62 +88,48 @@ def gaussian_window_1d(
     size: int = SSIM_WIN, sigma: float = SSIM_SIGMA, dtype=torch.float64, device=None
 ) -> torch.Tensor:
     """Normalised 1-D Gaussian of ``size`` taps (11 taps, sigma 1.5 = scipy truncate 3.5)."""
-    r = (size - 1) / 2.0
-    x = torch.arange(size, dtype=dtype, device=device) - r
+    x = torch.arange(size, dtype=dtype, device=device) - (size - 1) / 2.0
     g = torch.exp(-(x**2) / (2.0 * sigma**2))
     return g / g.sum()
 
 
-def _ssim_from_moments(m: torch.Tensor, c: int) -> torch.Tensor:
-    """SSIM map from the filtered moments ``[x, y, x^2, y^2, xy]`` (each ``c`` channels).
+def _moments(pred: torch.Tensor, target: torch.Tensor, quantize: bool) -> torch.Tensor:
+    """``[x, y, x^2, y^2, xy]`` of the centred float32 levels, stacked on the channel axis."""
+    x = to_levels(pred, quantize, torch.float32) - _CENTRE
+    y = to_levels(target, quantize, torch.float32) - _CENTRE
+    return torch.cat([x, y, x * x, y * y, x * y], dim=1)
 
-    The moments are of images centred at 128 and computed in float32: centring keeps the
-    variance cancellation error below ~1e-5 of SSIM (tested against scikit-image's float64).
-    """
+
+def _ssim_from_moments(m: torch.Tensor, c: int) -> torch.Tensor:
+    """SSIM map from the filtered moments ``[x, y, x^2, y^2, xy]`` (each ``c`` channels)."""
     mx, my, xx, yy, xy = (m[:, i * c : (i + 1) * c] for i in range(5))
     vx, vy, cxy = xx - mx**2, yy - my**2, xy - mx * my
     mx, my = mx + _CENTRE, my + _CENTRE
     c1, c2 = (K1 * DATA_RANGE) ** 2, (K2 * DATA_RANGE) ** 2
-    num = (2 * mx * my + c1) * (2 * cxy + c2)
-    den = (mx**2 + my**2 + c1) * (vx + vy + c2)
-    return num / den
-
-
-_CENTRE = 128.0
-
-
-def _moments(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """``[x, y, x^2, y^2, xy]`` of the centred images, stacked on the channel axis."""
-    xc, yc = x - _CENTRE, y - _CENTRE
-    return torch.cat([xc, yc, xc * xc, yc * yc, xc * yc], dim=1)
+    return (2 * mx * my + c1) * (2 * cxy + c2) / ((mx**2 + my**2 + c1) * (vx + vy + c2))
 
 
 def _gaussian_filter(z: torch.Tensor, valid: bool, use_cv2: bool | None = None) -> torch.Tensor:
-    """Separable 11-tap Gaussian on every map of ``z`` (B x n x H x W).
+    """Separable 11-tap Gaussian on every map of ``z`` (B x n x H x W), float32.
 
     ``valid``: only positions where the window fits (H-10 x W-10); else replicate borders.
     CPU tensors go through OpenCV's ``sepFilter2D`` (several times faster than grouped
-    convolutions), other devices through grouped convolutions; both float32.
+    convolutions), other devices through grouped convolutions.
     """
     r = (SSIM_WIN - 1) // 2
     if use_cv2 if use_cv2 is not None else z.device.type == "cpu":
-        import cv2
-
         g = gaussian_window_1d(dtype=torch.float32).numpy()
         arr = z.float().contiguous().numpy()
         out = np.empty_like(arr)
-        for i in range(arr.shape[0]):
-            for j in range(arr.shape[1]):
-                cv2.sepFilter2D(
-                    arr[i, j], cv2.CV_32F, g, g, dst=out[i, j], borderType=cv2.BORDER_REPLICATE
-                )
+        for i, j in np.ndindex(*arr.shape[:2]):
+            cv2.sepFilter2D(
+                arr[i, j], cv2.CV_32F, g, g, dst=out[i, j], borderType=cv2.BORDER_REPLICATE
+            )
         res = torch.from_numpy(out)
         return res[:, :, r:-r, r:-r] if valid else res
     n = z.shape[1]
     g = gaussian_window_1d(dtype=torch.float32, device=z.device)
-    z = z.float()
-    if not valid:
-        z = F.pad(z, (r, r, r, r), mode="replicate")
+    z = z.float() if valid else F.pad(z.float(), (r, r, r, r), mode="replicate")
     z = F.conv2d(z, g.view(1, 1, SSIM_WIN, 1).repeat(n, 1, 1, 1), groups=n)
     return F.conv2d(z, g.view(1, 1, 1, SSIM_WIN).repeat(n, 1, 1, 1), groups=n)
 
@@ -167,63 +137,39 @@ def _gaussian_filter(z: torch.Tensor, valid: bool, use_cv2: bool | None = None) 
 def ssim(pred: torch.Tensor, target: torch.Tensor, quantize: bool = True) -> torch.Tensor:
     """Per-image SSIM (Gaussian 11x11, sigma 1.5, per channel; = skimage's); ``Tensor[B]``."""
     pred, target = _check_pair(pred, target)
-    b, c, h, w = pred.shape
+    h, w = pred.shape[-2:]
     if h < SSIM_WIN or w < SSIM_WIN:
         raise ValueError(
             f"metrics.ssim: images of {h}x{w} pixels are smaller than the {SSIM_WIN}x{SSIM_WIN} "
             "SSIM window (as in scikit-image); evaluate on images at least 11 pixels high and wide."
         )
-    z = _gaussian_filter(
-        _moments(
-            to_levels(pred, quantize, torch.float32), to_levels(target, quantize, torch.float32)
-        ),
-        True,
+    smap = _ssim_from_moments(
+        _gaussian_filter(_moments(pred, target, quantize), True), pred.shape[1]
     )
-    smap = _ssim_from_moments(z, c)
     return smap.double().flatten(2).mean(dim=2).mean(dim=1)
-
-
-def _channel_mix_matrix(n: int, g: torch.Tensor) -> torch.Tensor:
-    """Matrix ``M`` with ``M[c, k]`` the weight of channel ``k`` in the replicate-padded 1-D
-    Gaussian along the channel axis at channel ``c``."""
-    r = (g.numel() - 1) // 2
-    m = torch.zeros(n, n, dtype=g.dtype, device=g.device)
-    for c in range(n):
-        for t in range(g.numel()):
-            k = min(max(c + t - r, 0), n - 1)
-            m[c, k] += g[t]
-    return m
 
 
 def ssim_matlab3d(pred: torch.Tensor, target: torch.Tensor, quantize: bool = True) -> torch.Tensor:
     """Per-image MATLAB-style 3-D SSIM (11x11x11 Gaussian over H, W, RGB; replicate)."""
     pred, target = _check_pair(pred, target)
     b, c, h, w = pred.shape
-    z = _gaussian_filter(
-        _moments(
-            to_levels(pred, quantize, torch.float32), to_levels(target, quantize, torch.float32)
-        ),
-        False,
-    )
-    mix = _channel_mix_matrix(
-        c, gaussian_window_1d(dtype=z.dtype, device=z.device)
-    )  # the Gaussian along the (replicate-padded) channel axis
+    z = _gaussian_filter(_moments(pred, target, quantize), False)
+    g = gaussian_window_1d(dtype=z.dtype, device=z.device)
+    mix = torch.zeros(c, c, dtype=z.dtype, device=z.device)  # the Gaussian along the channels,
+    for ch, t in np.ndindex(c, SSIM_WIN):  # replicate-padded: mix[ch, k] weighs channel k
+        mix[ch, min(max(ch + t - SSIM_WIN // 2, 0), c - 1)] += g[t]
     z = torch.einsum("ck,bmkhw->bmchw", mix, z.reshape(b, 5, c, h, w)).reshape(b, 5 * c, h, w)
-    smap = _ssim_from_moments(z, c)
-    return smap.double().flatten(1).mean(dim=1)
+    return _ssim_from_moments(z, c).double().flatten(1).mean(dim=1)
 
 
 def image_metrics(pred: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
     """All three metrics at once: ``{"psnr", "ssim", "ssim_matlab3d"}`` each ``Tensor[B]``."""
-    return {
-        "psnr": psnr(pred, target),
-        "ssim": ssim(pred, target),
-        "ssim_matlab3d": ssim_matlab3d(pred, target),
-    }
+    return {f.__name__: f(pred, target) for f in (psnr, ssim, ssim_matlab3d)}
 
 
 def _luminance(x: torch.Tensor) -> torch.Tensor:
-    return _batched(x, "image").to(_compute_dtype(x.device)).mean(dim=1)
+    x = _batched(x, "image")
+    return x.to(torch.float32 if x.device.type == "mps" else torch.float64).mean(dim=1)
 
 
 def gradient_energy(x: torch.Tensor) -> torch.Tensor:
@@ -238,15 +184,14 @@ def high_band_power(x: torch.Tensor, lo: float = 0.25, hi: float = 0.5) -> torch
     """Mean DFT power of the Hann-windowed luminance in the band ``lo <= |f| < hi`` cycles/px."""
     y = _luminance(x)
     h, w = y.shape[-2:]
+    kw = {"dtype": y.dtype, "device": y.device}
     win = torch.outer(
-        torch.hann_window(h, periodic=False, dtype=y.dtype, device=y.device),
-        torch.hann_window(w, periodic=False, dtype=y.dtype, device=y.device),
+        torch.hann_window(h, periodic=False, **kw), torch.hann_window(w, periodic=False, **kw)
     )
-    y = (y - y.mean(dim=(1, 2), keepdim=True)) * win
-    power = torch.fft.rfft2(y).abs() ** 2
-    fy = torch.fft.fftfreq(h, device=y.device, dtype=y.dtype)[:, None]
-    fx = torch.fft.rfftfreq(w, device=y.device, dtype=y.dtype)[None, :]
-    radius = torch.sqrt(fy**2 + fx**2)
+    power = torch.fft.rfft2((y - y.mean(dim=(1, 2), keepdim=True)) * win).abs() ** 2
+    radius = torch.sqrt(
+        torch.fft.fftfreq(h, **kw)[:, None] ** 2 + torch.fft.rfftfreq(w, **kw)[None, :] ** 2
+    )
     band = (radius >= lo) & (radius < hi)
     return (power[:, band].mean(dim=1) / (h * w)).double()
 
@@ -255,8 +200,7 @@ def sharpness_ratios(pred: torch.Tensor, target: torch.Tensor) -> dict[str, torc
     """``{"grad_energy", "high_band"}``: pred's gradient energy / high-band power over target's,
     per image (1 = the target's sharpness)."""
     pred, target = _check_pair(pred, target)
-    tiny = 1e-20
     return {
-        "grad_energy": gradient_energy(pred) / gradient_energy(target).clamp_min(tiny),
-        "high_band": high_band_power(pred) / high_band_power(target).clamp_min(tiny),
+        "grad_energy": gradient_energy(pred) / gradient_energy(target).clamp_min(1e-20),
+        "high_band": high_band_power(pred) / high_band_power(target).clamp_min(1e-20),
     }

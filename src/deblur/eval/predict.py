@@ -1,0 +1,177 @@
+"""Deblur images, folders, globs and videos with a trained generator (``deblur.predict``).
+
+Every check that needs no model runs first (the inputs exist, each gets a distinct output, the
+output folder is writable); then each input file is either processed or reported by name with
+the reason (not an image, unreadable, corrupt) in the :class:`Summary`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+from omegaconf import DictConfig
+from torch import nn
+from tqdm import tqdm
+
+from deblur.data.io import IMAGE_EXTENSIONS, DataError, read_image, write_image
+from deblur.eval.inference import deblur_image, resolve_device
+from deblur.inputs import (
+    VIDEO_EXTENSIONS,
+    OutputError,
+    Tally,
+    collect_inputs,
+    distinct_outputs,
+    ensure_writable_dir,
+    without_outputs,
+)
+from deblur.models.load import load_generator
+
+
+@dataclass
+class Summary(Tally):
+    """What a predict run did: written outputs and the inputs it could not use (with reasons)."""
+
+    tool: str = "predict"
+    written: list[Path] = field(default_factory=list)
+    images: int = 0
+    videos: int = 0
+    frames: int = 0
+
+    @property
+    def processed(self) -> int:
+        return self.images + self.videos
+
+    def report(self) -> str:
+        done = f"{self.images} image(s) and {self.videos} video(s) ({self.frames} frames)"
+        return super().report(f"processed {done}", "processed")
+
+
+def output_path(src: Path, base: Path, out_dir: Path, ext: str, tag: str = "") -> Path:
+    """Where the result of ``src`` goes: its path relative to ``base`` under ``out_dir``, with
+    ``ext`` for its suffix and ``_<tag>`` (the source suffix) after the stem when given."""
+    rel = src.relative_to(base) if src.is_relative_to(base) else Path(src.name)
+    return out_dir / rel.parent / f"{rel.stem}{'_' + tag if tag else ''}{ext}"
+
+
+def plan_outputs(
+    sources: list[Path], base: Path, out_dir: Path, cfg: DictConfig
+) -> dict[Path, Path]:
+    """A distinct output for every image and video (see :func:`deblur.inputs.distinct_outputs`):
+    an image file with ``ext``, a ``<stem>_deblurred.mp4`` or a folder of frames per video."""
+    if str(cfg.ext).lower() not in IMAGE_EXTENSIONS:
+        raise OutputError(
+            f"ext={cfg.ext} is not an image suffix; use one of {' '.join(IMAGE_EXTENSIONS)} "
+            "(with the dot, e.g. ext=.jpg)."
+        )
+    video_ext = "" if cfg.video_as_frames else "_deblurred.mp4"
+
+    def target(src: Path, tag: str) -> Path:
+        is_video = src.suffix.lower() in VIDEO_EXTENSIONS
+        return output_path(src, base, out_dir, video_ext if is_video else str(cfg.ext), tag)
+
+    outputs = dict(zip(sources, distinct_outputs(sources, target)))
+    for src, dst in outputs.items():
+        if dst != target(src, ""):
+            print(f"[deblur.predict] {src} -> {dst} (another input has the same name)", flush=True)
+    return outputs
+
+
+def _mp4(dst: Path, fps: float, shape: tuple[int, ...]) -> cv2.VideoWriter:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    writer = cv2.VideoWriter(str(dst), cv2.VideoWriter_fourcc(*"mp4v"), fps, shape[1::-1])
+    if not writer.isOpened():
+        raise DataError(f"OpenCV cannot write video '{dst}' (mp4v codec).")
+    return writer
+
+
+def _read_all(cap: cv2.VideoCapture) -> Iterator[np.ndarray]:
+    while (got := cap.read())[0]:
+        yield got[1]
+
+
+def _process_video(src: Path, dst: Path, cfg: DictConfig, deblur) -> int:
+    """Deblur every frame of a video into an mp4 or numbered PNG frames; the frames done."""
+    cap = cv2.VideoCapture(str(src))
+    if not cap.isOpened():
+        raise DataError(f"Video '{src}' cannot be opened by OpenCV (corrupt or unsupported codec).")
+    fps, total = cap.get(cv2.CAP_PROP_FPS) or 25.0, int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) or None
+    writer, n = None, 0
+    frames = _read_all(cap)
+    try:
+        for bgr in tqdm(frames, total=total, desc=src.name, unit="frame", disable=not cfg.progress):
+            out = deblur(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+            if cfg.video_as_frames:
+                write_image(dst / f"frame_{n:06d}.png", out)
+            else:
+                writer = writer or _mp4(dst, fps, out.shape)
+                writer.write(cv2.cvtColor(out, cv2.COLOR_RGB2BGR))
+            n += 1
+    finally:
+        cap.release()
+        if writer is not None:
+            writer.release()
+    if n == 0:
+        raise DataError(f"Video '{src}' has no readable frames (corrupt or unsupported codec).")
+    return n
+
+
+class _NoRandomWeightsBanner(logging.Filter):
+    """Drops the RANDOM WEIGHTS banner a checkpoint's network builder logs before the trained
+    weights are loaded over the (never used) random ones."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "RANDOM WEIGHTS" not in record.getMessage()
+
+
+def _load_quietly(ckpt, use_ema: bool) -> nn.Module:
+    quiet, weights_log = _NoRandomWeightsBanner(), logging.getLogger("deblur.models.weights")
+    weights_log.addFilter(quiet)
+    try:
+        return load_generator(ckpt, use_ema=use_ema)
+    finally:
+        weights_log.removeFilter(quiet)
+
+
+def run_predict(cfg: DictConfig, model: nn.Module | None = None) -> Summary:
+    """Deblur everything ``cfg.input`` names into ``cfg.output``; returns the :class:`Summary`
+    (the checkpoint is loaded only after every check that needs no model)."""
+    out_dir = Path(cfg.output).expanduser()
+    base, files = collect_inputs(cfg.input, bool(cfg.recursive))
+    summary = Summary()
+    kinds = summary.by_kind(
+        without_outputs(files, out_dir, base),
+        {"image": IMAGE_EXTENSIONS, "video": VIDEO_EXTENSIONS},
+    )
+    outputs = plan_outputs(kinds["image"] + kinds["video"], base, out_dir, cfg)
+    if not outputs:
+        print(summary.report(), flush=True)
+        return summary
+    ensure_writable_dir(out_dir)
+    dev = resolve_device(cfg.device)
+    bf16 = dev.type == "cuda" if str(cfg.bf16) == "auto" else bool(cfg.bf16)
+    if model is None:
+        model = _load_quietly(cfg.ckpt, use_ema=bool(cfg.use_ema))
+    model = model.to(dev).eval()
+
+    def deblur(rgb: np.ndarray) -> np.ndarray:
+        out = deblur_image(model, rgb, cfg.tile, cfg.overlap, dev, bf16, context=int(cfg.context))
+        return np.concatenate([rgb, out], axis=1) if cfg.side_by_side else out
+
+    images = kinds["image"]
+    for src in tqdm(images, desc="deblur", unit="img", disable=not cfg.progress or not images):
+        if summary.attempt(src, lambda p: write_image(outputs[p], deblur(read_image(p)))):
+            summary.images += 1
+            summary.written.append(outputs[src])
+    for src in kinds["video"]:
+        if n := summary.attempt(src, lambda p: _process_video(p, outputs[p], cfg, deblur)):
+            summary.videos, summary.frames = summary.videos + 1, summary.frames + n
+            summary.written.append(outputs[src])
+    print(summary.report(), flush=True)
+    if summary.processed:
+        print(f"[deblur.predict] outputs in {out_dir}", flush=True)
+    return summary
