@@ -10,8 +10,10 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from deblur.config import compose
 from deblur.models.fpn import FPNGenerator
 from deblur.models.resnet import ResNetGenerator
+from deblur.models.resnet_cpu import CPUResNetGenerator
 
 GEN_DIR = Path(__file__).resolve().parents[2] / "conf" / "gen"
 GENS = sorted(p.stem for p in GEN_DIR.glob("*.yaml"))
@@ -150,10 +152,8 @@ def test_resnet_freeze_is_logged_noop(caplog):
 def test_resnet_residual_gate_starts_as_identity_and_learns_one_scalar_first():
     """residual_gate: G(x) = x exactly at start; the first gradient reaches only the gate
     (the residual is multiplied by it), and norm='none' keeps crops and full frames alike."""
-    from deblur.models.resnet import ResNetGenerator
-
     torch.manual_seed(0)
-    g = ResNetGenerator(n_blocks=1, ngf=8, dropout=0.0, norm="none", residual_gate=True)
+    g = CPUResNetGenerator(n_blocks=1, ngf=8, norm="none", linear_skip=0)
     x = torch.rand(2, 3, 32, 32) * 1.6 - 0.8
     assert torch.equal(g(x), x)
     torch.nn.functional.mse_loss(g(x), torch.zeros_like(x)).backward()
@@ -165,11 +165,9 @@ def test_resnet_residual_gate_starts_as_identity_and_learns_one_scalar_first():
 def test_resnet_linear_bank_starts_as_identity_and_mixes_its_filters_by_softmax_weights():
     """linear_bank=K: K zero-initialised k x k filters mixed per region by a selector's softmax
     weights; G(x) = x at start, the weights sum to 1 everywhere, and K equal filters act as one."""
-    from deblur.models.resnet import ResNetGenerator
-
     torch.manual_seed(0)
-    kw = dict(n_blocks=1, ngf=8, dropout=0.0, norm="none", residual_gate=True, linear_skip=5)
-    g = ResNetGenerator(**kw, linear_bank=3)
+    kw = dict(n_blocks=1, ngf=8, norm="none", linear_skip=5)
+    g = CPUResNetGenerator(**kw, linear_bank=3)
     x = torch.rand(2, 3, 37, 45) * 1.6 - 0.8  # any size: padded to a multiple of 4 inside
     assert torch.equal(g(x), x)
     w = g.bank_weights(x)
@@ -179,20 +177,18 @@ def test_resnet_linear_bank_starts_as_identity_and_mixes_its_filters_by_softmax_
     grads = g.linear.weight.grad.view(3, 3, 3, 5, 5)
     assert all(grads[k].abs().max() > 0 for k in range(3))  # every filter learns
     assert not torch.allclose(grads[0], grads[1])  # and differently (no symmetric saddle)
-    single = ResNetGenerator(**kw)
+    single = CPUResNetGenerator(**kw)
     with torch.no_grad():
         single.linear.weight.normal_(0, 0.01)
         g.linear.weight.copy_(single.linear.weight.repeat(3, 1, 1, 1))
         g.linear.bias.copy_(single.linear.bias.repeat(3))
         assert torch.allclose(g.linear_residual(x), single.linear_residual(x), atol=1e-6)
     with pytest.raises(ValueError, match="linear_bank must be >= 1 and needs gen.linear_skip"):
-        ResNetGenerator(n_blocks=1, ngf=8, linear_bank=2)
+        CPUResNetGenerator(n_blocks=1, ngf=8, linear_skip=0, linear_bank=2)
 
 
 def test_resnet_without_deep_branch_is_the_identity_plus_a_linear_filter():
-    from deblur.models.resnet import ResNetGenerator
-
-    g = ResNetGenerator(n_blocks=1, ngf=8, norm="none", linear_skip=5, deep_branch=False)
+    g = CPUResNetGenerator(n_blocks=1, ngf=8, norm="none", linear_skip=5, deep_branch=False)
     assert g.model is None and g.gate is None
     x = torch.rand(1, 3, 20, 22) * 1.6 - 0.8
     assert torch.equal(g(x), x)
@@ -203,4 +199,18 @@ def test_resnet_without_deep_branch_is_the_identity_plus_a_linear_filter():
     assert torch.allclose(y, expected, atol=1e-6)
     assert sum(p.numel() for p in g.parameters()) == 3 * 3 * 5 * 5 + 3
     with pytest.raises(ValueError, match="deep_branch=false needs gen.linear_skip"):
-        ResNetGenerator(n_blocks=1, ngf=8, deep_branch=False)
+        CPUResNetGenerator(n_blocks=1, ngf=8, linear_skip=0, deep_branch=False)
+
+
+def test_resnet_cpu_is_the_plain_resnet_plus_its_skips_with_the_same_keys():
+    """gen=resnet_cpu: the keys users type build CPUResNetGenerator, whose state dict is the plain
+    ResNet's (``model.*``) plus ``gate`` and ``linear.*``; ResNetGenerator has no such flags."""
+    cpu = instantiate(compose("train", ["gen=resnet_cpu", "pretrained=false"]).gen)
+    plain = ResNetGenerator(n_blocks=3, ngf=16, dropout=0.0)
+    assert type(cpu) is CPUResNetGenerator and type(build("resnet")) is ResNetGenerator
+    assert list(cpu.state_dict()) == ["gate", *plain.state_dict(), "linear.weight", "linear.bias"]
+    over = ["gen.residual_gate=false", "gen.identity_init=true", "gen.deep_branch=true"]
+    variant = instantiate(compose("train", ["gen=resnet_cpu", "pretrained=false", *over]).gen)
+    assert variant.gate is None and variant.model[-2].weight.abs().max() == 0
+    with pytest.raises(TypeError, match="residual_gate"):
+        ResNetGenerator(residual_gate=True)
