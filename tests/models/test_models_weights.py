@@ -92,6 +92,9 @@ def test_random_weights_are_loud(caplog):
     record = caplog.records[-1]
     assert record.levelno == logging.WARNING
     assert "RANDOM WEIGHTS" in record.getMessage() and "the thing" in record.getMessage()
+    with caplog.at_level(logging.WARNING, logger="deblur.models.weights"):
+        create_timm("mobilenetv2_100", False, features_only=True)
+    assert "RANDOM WEIGHTS: timm model 'mobilenetv2_100'" in caplog.records[-1].getMessage()
 
 
 def test_vgg_features_file_loads(tmp_path):

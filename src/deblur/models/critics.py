@@ -1,12 +1,9 @@
 """Backbone trunks, critics (single / patch), the discriminator and the blur classifier network.
 
-Everything here is built from config with ``_target_``: a ``conf/backbone`` entry names its
-trunks (``trunk``: full depth, for the single critic and the classifier; ``patch_trunk``: the
-truncated one of the patch critic) and its ``norm`` layer; a ``conf/disc`` entry lists the
-critic heads (``net.critics``), each on one of those trunks. The blur classifier is exactly the
-``single`` critic (same class, same parameter names), so its checkpoint loads into any
-discriminator built on the same backbone (:func:`load_classifier_weights`). Inputs are images in
-[-1, 1]; timm trunks ImageNet-normalise them inside.
+A ``conf/backbone`` entry names its trunks (``trunk``: full depth; ``patch_trunk``: truncated) and
+its ``norm``; a ``conf/disc`` entry lists the critic heads (``net.critics``). The blur classifier
+is exactly the ``single`` critic, so its checkpoint loads into any discriminator on the same
+backbone (:func:`load_classifier_weights`). Inputs are images in [-1, 1].
 """
 
 from __future__ import annotations
@@ -23,8 +20,8 @@ from torch import Tensor, nn
 
 from deblur.checkpoints import read_classifier_checkpoint
 from deblur.errors import UserError
-from deblur.models.layers import has_shift, norm_layer
-from deblur.models.weights import create_timm, warn_random_weights
+from deblur.models.layers import check_images, has_shift, norm_layer
+from deblur.models.weights import create_timm
 
 log = logging.getLogger(__name__)
 
@@ -38,16 +35,6 @@ def _plain(cfg: Mapping[str, Any] | Any) -> dict[str, Any]:
     if isinstance(cfg, DictConfig):
         return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
     return dict(cfg)
-
-
-def _check_input(x: Tensor, min_size: int, what: str) -> None:
-    if x.dim() != 4 or x.shape[1] != 3 or x.shape[0] < 1:
-        raise ValueError(f"{what} expects a B x 3 x H x W batch; got {tuple(x.shape)}.")
-    if min(x.shape[-2:]) < min_size:
-        raise ValueError(
-            f"{what} got a {x.shape[-2]}x{x.shape[-1]} image; the smallest side must be >= "
-            f"{min_size} px (its last feature map would be 1x1). Use larger crops."
-        )
 
 
 class NLayerTrunk(nn.Module):
@@ -97,7 +84,7 @@ class NLayerTrunk(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """Feature map of ``x`` (B x 3 x H x W in [-1, 1])."""
-        _check_input(x, self.min_size, "NLayer trunk")
+        check_images(x, self.min_size, "NLayer trunk")
         return self.stages(x)
 
 
@@ -108,8 +95,6 @@ class TimmTrunk(nn.Module):
         self, model: str, level: int, pretrained: bool, weights_path: str | None = None
     ) -> None:
         super().__init__()
-        if not pretrained:
-            warn_random_weights(f"discriminator / classifier trunk '{model}'")
         # 'getter' prunes the layers after `level`, so a truncated trunk's keys are a prefix subset.
         self.body = create_timm(
             model,
@@ -132,7 +117,7 @@ class TimmTrunk(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """Feature map of ``x`` (B x 3 x H x W in [-1, 1])."""
-        _check_input(x, self.min_size, f"timm trunk '{self.model_name}'")
+        check_images(x, self.min_size, f"timm trunk '{self.model_name}'")
         return self.body(((x + 1) / 2 - self.mean) / self.std)[-1]
 
 
@@ -314,8 +299,6 @@ def rescale_logits(critic: SingleCritic, scale: float, shift: float) -> None:
     last = critic.head[-1]
     with torch.no_grad():
         last.weight.mul_(scale)
-        if last.bias is None:  # pragma: no cover - the head's last conv has a bias
-            raise TypeError("SingleCritic's last conv has no bias to shift.")
         last.bias.mul_(scale).add_(shift)
 
 
@@ -327,17 +310,11 @@ def flip_to_realness(critic: SingleCritic) -> list[str]:
     critic scores sharp as real with exactly the classifier's confidence. Returns the names of
     the negated tensors.
     """
-    last = critic.head[-1]
-    if not isinstance(last, nn.Conv2d):  # pragma: no cover - guards a future head change
-        raise TypeError(f"SingleCritic head ends in {type(last).__name__}, expected a Conv2d.")
-    idx = len(critic.head) - 1
+    last, idx = critic.head[-1], len(critic.head) - 1
     with torch.no_grad():
         last.weight.neg_()
-        names = [f"head.{idx}.weight"]
-        if last.bias is not None:
-            last.bias.neg_()
-            names.append(f"head.{idx}.bias")
-    return names
+        last.bias.neg_()
+    return [f"head.{idx}.weight", f"head.{idx}.bias"]
 
 
 def load_classifier_weights(
@@ -395,15 +372,7 @@ def load_classifier_weights(
         report[head] = {"loaded": len(wanted), "fresh": fresh, "sign_flipped": flipped}
         if head == "single" and calibrate is not None:
             report[head]["calibration"] = _calibrate(critic, calibrate, scores, where)
-        log.info(
-            "Classifier weights %s -> %s critic: %d tensors loaded%s%s%s",
-            where,
-            head,
-            len(wanted),
-            "; last layer negated (blur score -> realness)" if flipped else "",
-            f"; head kept freshly initialised ({len(fresh)} tensors: {fresh})" if fresh else "",
-            f"; calibrated {report[head]['calibration']}" if "calibration" in report[head] else "",
-        )
+        log.info("Classifier weights %s -> %s critic: %s", where, head, report[head])
     return report
 
 

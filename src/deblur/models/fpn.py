@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from deblur.models.layers import keep_layout, norm_layer
-from deblur.models.weights import create_timm, warn_random_weights
+from deblur.models.layers import check_images, keep_layout, norm_layer
+from deblur.models.weights import create_timm
 
 log = logging.getLogger(__name__)
 
@@ -62,10 +62,8 @@ class FPNGenerator(nn.Module):
         identity_init: bool = False,
     ) -> None:
         super().__init__()
-        self._encoder_frozen = False
+        self.encoder_frozen = False  # warm-up: see set_encoder_frozen
         self.backbone = backbone
-        if not pretrained:
-            warn_random_weights(f"generator encoder '{backbone}'")
         self.encoder = create_timm(
             backbone, pretrained, weights_path, features_only=True, out_indices=(0, 1, 2, 3, 4)
         )
@@ -124,33 +122,17 @@ class FPNGenerator(nn.Module):
 
     def set_encoder_frozen(self, frozen: bool) -> None:
         """Freeze (or unfreeze) the encoder: no gradients and BN statistics fixed (eval mode)."""
-        self._encoder_frozen = bool(frozen)
+        self.encoder_frozen = bool(frozen)
         self.encoder.requires_grad_(not frozen)
         self.encoder.train(self.training and not frozen)
         log.info("FPNGenerator encoder '%s' %s", self.backbone, "frozen" if frozen else "trainable")
 
-    @property
-    def encoder_frozen(self) -> bool:
-        """Whether the encoder is frozen (warm-up)."""
-        return self._encoder_frozen
-
     def train(self, mode: bool = True) -> FPNGenerator:
         """Set train/eval mode; a frozen encoder stays in eval mode."""
         super().train(mode)
-        if self._encoder_frozen:
+        if self.encoder_frozen:
             self.encoder.eval()
         return self
-
-    def _check_size(self, x: Tensor) -> None:
-        if x.dim() != 4 or x.shape[1] != 3 or x.shape[0] < 1:
-            raise ValueError(f"FPNGenerator expects a B x 3 x H x W batch; got {tuple(x.shape)}.")
-        h, w = x.shape[-2:]
-        if min(h, w) < self.min_size:
-            raise ValueError(
-                f"FPNGenerator('{self.backbone}') got a {h}x{w} image; the smallest side must be "
-                f">= {self.min_size} px (its deepest feature map would otherwise be 1x1 or empty). "
-                "Upscale or pad the image, or deblur a larger region."
-            )
 
     def _padding(self, size: int) -> tuple[int, int]:
         target = max(-(-size // self.multiple) * self.multiple, self.min_padded)
@@ -159,7 +141,7 @@ class FPNGenerator(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """Deblur ``x`` (B x 3 x H x W in [-1, 1]); output has the same shape and range."""
-        self._check_size(x)
+        check_images(x, self.min_size, f"FPNGenerator('{self.backbone}')")
         h, w = x.shape[-2:]
         top, bottom = self._padding(h)
         left, right = self._padding(w)

@@ -1,5 +1,6 @@
-"""The norm layers of every network, by the name a user types (``gen.norm``, ``backbone.norm``),
-and layers that keep a channels_last input channels_last (``nn.InstanceNorm2d`` returns NCHW)."""
+"""What every network shares: norm layers by the name a user types (``gen.norm``,
+``backbone.norm``), layers that keep a channels_last input channels_last (``nn.InstanceNorm2d``
+returns NCHW), and the check of an input batch."""
 
 from __future__ import annotations
 
@@ -38,15 +39,11 @@ class ReflectionPad(nn.ReflectionPad2d):
         return keep_layout(super().forward(x), x)
 
 
-def _no_norm(channels: int) -> nn.Module:
-    return nn.Identity()
-
-
 #: norm name -> layer class, called with the channel count
 NORMS: dict[str, Callable[[int], nn.Module]] = {
     "instance": InstanceNorm,
     "batch": nn.BatchNorm2d,  # keeps the layout itself
-    "none": _no_norm,  # no statistics: crops and full frames behave alike
+    "none": lambda channels: nn.Identity(),  # no statistics: crops and full frames behave alike
 }
 
 
@@ -67,3 +64,15 @@ def norm_layer(norm: str, channels: int) -> nn.Module:
 def has_shift(norm: str) -> bool:
     """Whether the norm layer learns a shift (then the conv before it needs no bias)."""
     return any(True for _ in norm_layer(norm, 1).parameters())
+
+
+def check_images(x: Tensor, min_size: int, what: str) -> None:
+    """Raise a ValueError unless ``x`` is a B x 3 x H x W batch with sides >= ``min_size``."""
+    if x.dim() != 4 or x.shape[1] != 3 or x.shape[0] < 1:
+        raise ValueError(f"{what} expects a B x 3 x H x W batch; got {tuple(x.shape)}.")
+    if min(x.shape[-2:]) < min_size:
+        raise ValueError(
+            f"{what} got a {x.shape[-2]}x{x.shape[-1]} image; the smallest side must be >= "
+            f"{min_size} px (its deepest feature map would otherwise be 1x1 or empty). Upscale "
+            "or pad the image, or use larger crops."
+        )

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from deblur.models.layers import ReflectionPad, has_shift, keep_layout, norm_layer
+from deblur.models.layers import ReflectionPad, check_images, has_shift, keep_layout, norm_layer
 
 log = logging.getLogger(__name__)
 
@@ -92,11 +92,7 @@ class ResNetGenerator(nn.Module):
 
     def set_encoder_frozen(self, frozen: bool) -> None:
         """No-op: the ResNet generator has no pretrained encoder to freeze (logged)."""
-        log.info(
-            "%s has no pretrained encoder: set_encoder_frozen(%s) does nothing.",
-            type(self).__name__,
-            frozen,
-        )
+        log.info("%s has no pretrained encoder to freeze (%s).", type(self).__name__, frozen)
 
     def residual(self, padded: Tensor) -> Tensor:
         """What is added to the (padded) input: ``tanh`` of the network's output."""
@@ -104,15 +100,8 @@ class ResNetGenerator(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """Deblur ``x`` (B x 3 x H x W in [-1, 1]); output has the same shape and range."""
-        name = type(self).__name__
-        if x.dim() != 4 or x.shape[1] != 3 or x.shape[0] < 1:
-            raise ValueError(f"{name} expects a B x 3 x H x W batch; got {tuple(x.shape)}.")
+        check_images(x, self.min_size, type(self).__name__)
         h, w = x.shape[-2:]
-        if min(h, w) < self.min_size:
-            raise ValueError(
-                f"{name} got a {h}x{w} image; the smallest side must be >= {self.min_size} px "
-                "(after two stride-2 convs the map would be 1x1). Upscale or pad the image."
-            )
         ph, pw = (-h) % self.multiple, (-w) % self.multiple
         padded = keep_layout(F.pad(x, (0, pw, 0, ph), mode="reflect"), x) if ph or pw else x
         out = torch.clamp(self.residual(padded) + padded, -1.0, 1.0)

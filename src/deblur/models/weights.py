@@ -31,14 +31,11 @@ class PretrainedWeightsError(RuntimeError):
 
 def warn_random_weights(what: str) -> None:
     """Log loudly that ``what`` starts from random weights because ``pretrained=false``."""
-    banner = "!" * 78
+    bar = "!" * 78
     log.warning(
-        "\n%s\n!! RANDOM WEIGHTS: %s is built WITHOUT ImageNet weights (pretrained=false).\n"
-        "!! Fine for tests and the offline demo; results are not comparable to pretrained runs.\n"
-        "%s",
-        banner,
-        what,
-        banner,
+        "\n%s\n!! RANDOM WEIGHTS: %s is built WITHOUT ImageNet weights (pretrained=false).\n!! "
+        "Fine for tests and the offline demo; results are not comparable to pretrained runs.\n%s",
+        *(bar, what, bar),
     )
 
 
@@ -65,23 +62,6 @@ def _check_file(path: str | os.PathLike, what: str) -> Path:
     return path
 
 
-def _offline_errors() -> tuple[type[BaseException], ...]:
-    errors: list[type[BaseException]] = [OSError, ConnectionError, TimeoutError]
-    try:
-        from huggingface_hub.errors import LocalEntryNotFoundError
-
-        errors.append(LocalEntryNotFoundError)
-    except ImportError:  # pragma: no cover - huggingface_hub is a timm dependency
-        pass
-    try:
-        import urllib.error
-
-        errors.append(urllib.error.URLError)
-    except ImportError:  # pragma: no cover
-        pass
-    return tuple(errors)
-
-
 def _check_timm_file(name: str, path: Path) -> None:
     """Raise ValueError unless ``path`` holds every backbone tensor of timm's ``name``.
 
@@ -106,8 +86,10 @@ def _check_timm_file(name: str, path: Path) -> None:
 def create_timm(
     name: str, pretrained: bool, weights_path: str | os.PathLike | None = None, **kwargs: Any
 ) -> nn.Module:
-    """``timm.create_model(name, **kwargs)`` with ImageNet weights from the hub or a local file."""
+    """``timm.create_model(name, **kwargs)`` with ImageNet weights from the hub or a local file
+    (``pretrained=false``: random weights, logged loudly)."""
     if not pretrained:
+        warn_random_weights(f"timm model '{name}'")
         return timm.create_model(name, pretrained=False, **kwargs)
     local = _check_file(weights_path, f"timm model '{name}'") if weights_path else _env_file(name)
     if local is not None:
@@ -127,7 +109,7 @@ def create_timm(
             ) from err
     try:
         return timm.create_model(name, pretrained=True, **kwargs)
-    except _offline_errors() as err:
+    except OSError as err:  # offline: the hub's LocalEntryNotFoundError, URLError, ... are OSErrors
         cfg = timm.models.get_pretrained_cfg(name)
         hub_id = getattr(cfg, "hf_hub_id", None) if cfg is not None else None
         source = f"Hugging Face repo '{hub_id}'" if hub_id else "timm's download URL"
@@ -188,7 +170,7 @@ def create_vgg19_features(
         return features
     try:
         return vgg19(weights=VGG19_Weights.IMAGENET1K_V1).features
-    except _offline_errors() as err:
+    except OSError as err:  # offline (urllib's URLError)
         cache = Path(torch.hub.get_dir()) / "checkpoints" / VGG19_FILE
         raise PretrainedWeightsError(
             f"Pretrained weights for VGG19 (perceptual loss) could not be downloaded "
