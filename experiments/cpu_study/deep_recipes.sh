@@ -3,7 +3,7 @@
 # identity start by a zero last convolution), into $RUNS (default runs/deep). Results and the
 # reading: experiments/cpu_study/deep_recipes.md. A relaunch skips finished runs.
 #   bash experiments/cpu_study/deep_recipes.sh        # STAGES="ten control eval" (measured)
-#   STAGES="grid thirty" bash experiments/cpu_study/deep_recipes.sh   # not measured (see .md)
+#   STAGES=thirty bash experiments/cpu_study/deep_recipes.sh   # measured; STAGES=grid: not measured
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PY:-.venv/bin/python}
@@ -40,7 +40,7 @@ for stage in $STAGES; do
   grid)  # the other cells of norm x lr (run 2 started, stopped for time: not reported)
     "$PY" -m deblur.train -m experiment=cpu_10min $deep runs_dir="$RUNS" sweep_name=deep_10min \
       gen.norm=none,instance optim.lr_g=1e-4,4e-4 ;;
-  thirty)  # cpu_30min with the deep branch back on: ~55 min on the idle CPU (not measured)
+  thirty)  # cpu_30min with the deep branch back on: ~50 min on the CPU (measured, see the .md)
     "$PY" -m deblur.train -m experiment=cpu_30min $deep runs_dir="$RUNS" sweep_name=deep_30min \
       gen.norm=none optim.lr_g=1e-4 ;;
   esac
