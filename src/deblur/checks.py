@@ -15,6 +15,7 @@ import inspect
 from collections.abc import Sequence
 from typing import Any
 
+import torch
 from hydra import compose as hydra_compose
 from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import get_object
@@ -31,7 +32,8 @@ class ConfigValueError(UserError, ValueError):
 
 
 # (key, rule, what the key is, a good value): rules "> 0", ">= 0", "> 0 or null", ">= 0 or null", "[0, 1)",
-# "[0, 1]"; integer keys carry "int". A key the config does not have is not checked.
+# "[0, 1]", "bool"; integer keys carry "int", "or auto" allows auto. A key the config does not
+# have is not checked.
 RULES: tuple[tuple[str, str, str, str], ...] = (
     ("optim.lr", "> 0", "a learning rate", "1.0e-4"),
     ("optim.lr_g", "> 0", "the generator's learning rate", "1.0e-4"),
@@ -53,7 +55,10 @@ RULES: tuple[tuple[str, str, str, str], ...] = (
     ("data.val_batch_size", "> 0 int", "validation pairs per batch", "1"),
     ("data.crop_size", "> 0 int or null", "the training crop side in pixels (null = whole)", "256"),
     ("data.pre_crop_scale", ">= 1", "the augmented patch's size over the crop's", "1.6"),
-    ("data.num_workers", ">= 0 int", "loader processes", "2"),
+    ("data.num_workers", ">= 0 int or auto", "loader processes (auto: from the cores)", "auto"),
+    ("data.cache", "bool or auto", "whether decoded images stay in RAM", "auto"),
+    ("data.val_pairs_during_training", "> 0 int or null", "validation pairs while training", "64"),
+    ("val_every_iterations", "> 0 int or null", "iterations between validations", "5000"),
     ("data.val_fraction", "[0, 1)", "the share of training sequences held out to validate", "0.1"),
     ("data.max_train_pairs", "> 0 int or null", "a limit on training pairs (null = all)", "null"),
     ("data.max_val_pairs", "> 0 int or null", "a limit on validation pairs (null = all)", "null"),
@@ -87,21 +92,26 @@ def _where(key: str, overrides: Sequence[str]) -> str:
 def _check_one(
     key: str, rule: str, what: str, example: str, value: Any, overrides: Sequence[str]
 ) -> None:
-    if value is None and "or null" in rule:
+    if (value is None and "or null" in rule) or (value == "auto" and "or auto" in rule):
         return
     values = list(value) if isinstance(value, ListConfig | list | tuple) else [value]
     for v in values:
         is_number = isinstance(v, int | float) and not isinstance(v, bool)
         whole = not ("int" in rule and is_number and float(v) != int(v))
-        if is_number and whole and _in_range(rule, float(v)):
+        if rule.startswith("bool") and isinstance(v, bool):
+            continue
+        if not rule.startswith("bool") and is_number and whole and _in_range(rule, float(v)):
             continue
         shown = OmegaConf.to_container(value) if isinstance(value, ListConfig) else value
-        kind = rule.replace(" int", "").replace(" or null", "")
+        kind = rule.replace(" int", "").replace(" or null", "").replace(" or auto", "")
         needs = (
             f"{'an integer' if 'int' in rule else 'a number'} {'in ' if '[' in kind else ''}{kind}"
         )
-        if "or null" in rule:
-            needs += " or null"
+        if rule.startswith("bool"):
+            needs = "true or false"
+        for alternative in ("null", "auto"):
+            if f"or {alternative}" in rule:
+                needs += f" or {alternative}"
         raise ConfigValueError(
             f"{key}={shown} (set {_where(key, overrides)}): {key} is {what} and must be "
             f"{needs}. Fix: give {key}=<{needs}>, e.g. {key}={example}."
@@ -371,6 +381,15 @@ def _check_precision(cfg: DictConfig) -> None:
     precision = str(OmegaConf.select(cfg, "trainer.precision", default=""))
     fused = bool(OmegaConf.select(cfg, "optim.fused", default=False))
     clip = OmegaConf.select(cfg, "optim.grad_clip", default=0) or 0
+    accelerator = str(OmegaConf.select(cfg, "trainer.accelerator", default="auto"))
+    on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
+    if precision in ("16-mixed", "16") and on_cpu:
+        raise ConfigValueError(
+            f"trainer.precision={precision} with trainer.accelerator={accelerator}: fp16 mixed "
+            "precision needs a CUDA GPU; on the CPU Lightning would quietly train in bf16-mixed "
+            f"while the run record says {precision}. Fix: trainer.precision=bf16-mixed or "
+            "32-true on the CPU, or trainer=gpu_fp16 on a GPU."
+        )
     if precision in ("16-mixed", "16", "16-true") and fused and float(clip) > 0:
         raise ConfigValueError(
             f"trainer.precision={precision} optim.fused=true optim.grad_clip={clip}: fp16 "

@@ -7,6 +7,7 @@ the DataModule hook that applies them to training batches only.
 
 from __future__ import annotations
 
+import types
 from pathlib import Path
 
 import albumentations as A
@@ -218,6 +219,7 @@ def _gopro(root: Path, h: int = 48, w: int = 64) -> Path:
 class _Trainer:
     def __init__(self, training: bool) -> None:
         self.training, self.current_epoch = training, 0
+        self.state = types.SimpleNamespace(fn="fit")
 
 
 def test_datamodule_gpu_mode_cuts_patches_and_hook_augments_training_batches(

@@ -216,24 +216,6 @@ def test_a_range_mistake_stops_the_cli_before_any_file_is_written(tmp_path):
     assert "+model.adv_wieght" not in proc.stderr
 
 
-@pytest.mark.parametrize("precision", ["32-true", "16-mixed", "bf16-mixed"])
-@pytest.mark.parametrize("fused", [False, True])
-@pytest.mark.parametrize("clip", [0.0, 1.0])
-def test_fp16_with_a_fused_clipped_adam_is_refused_and_nothing_else(precision, fused, clip):
-    over = [
-        "debug=smoke",
-        f"trainer.precision={precision}",
-        f"optim.fused={str(fused).lower()}",
-        f"optim.grad_clip={clip}",
-    ]
-    cfg = compose("train", over)
-    if precision == "16-mixed" and fused and clip > 0:
-        with pytest.raises(ConfigValueError, match=r"optim\.fused=true optim\.grad_clip=1\.0.*Fix"):
-            check_values(cfg, over)
-    else:
-        check_values(cfg, over)
-
-
 def test_an_error_from_a_loader_worker_is_its_own_paragraph():
     """A DataError raised in a DataLoader worker comes back with the worker's traceback in its
     message; the printed paragraph is the original message alone."""

@@ -37,6 +37,7 @@ from deblur.data.io import (
     read_image,
     read_kernel,
 )
+from deblur.data.loading import AUTO, cache_decision, loader_workers
 from deblur.data.pairs import Pair, split_by_group, subsample
 from deblur.data.reblur import ReblurredPhotos
 from deblur.data.sampling import EpochSeededSampler
@@ -134,11 +135,11 @@ class DeblurDataModule(pl.LightningDataModule):
         pre_crop_scale: float | None,
         batch_size: int,
         val_batch_size: int,
-        num_workers: int,
+        num_workers: int | str,
         pin_memory: bool | None,
         persistent_workers: bool,
         multiprocessing_context: str | None,
-        cache: bool,
+        cache: bool | str,
         augment: Mapping[str, Any] | Sequence[Any] | None,
         augment_on: str,
         val_fraction: float,
@@ -151,16 +152,20 @@ class DeblurDataModule(pl.LightningDataModule):
         variant: str | None = None,
         embedded: Mapping[str, Any] | None = None,
         check_train_files: bool = True,
+        val_pairs_during_training: int | None = None,
+        on_gpu: bool = False,
     ) -> None:
         """Every argument is a ``data.*`` key of ``conf/data/<name>.yaml`` (their defaults live
         there), plus ``task``. ``layout`` is the reader's Hydra node (built here, so a wrong
         target is a :class:`DataError`); ``blur_key`` and ``variant`` (data=realblur only) reach
         the reader through its interpolations. ``embedded`` (data=embedded only) holds the
-        build parameters and the training mix (``train_source``, ``procedural*``)."""
+        build parameters and the training mix (``train_source``, ``procedural*``). ``on_gpu``
+        (the trainer's device, not a YAML key) decides ``num_workers`` / ``cache`` = auto
+        (:mod:`deblur.data.loading`)."""
         super().__init__()
         if task not in TASKS:
             raise DataError(f"DeblurDataModule task must be one of {TASKS}, got '{task}'.")
-        self.task, self.name = task, name
+        self.task, self.name, self.on_gpu = task, name, bool(on_gpu)
         self.read_pairs = _build_layout(layout)
         self.layout = _layout_name(self.read_pairs)
         self.root = None if root in (None, "") else Path(str(root)).expanduser()
@@ -173,11 +178,10 @@ class DeblurDataModule(pl.LightningDataModule):
         self.multiprocessing_context = multiprocessing_context
         self._set_augment(augment, augment_on, crop_size, int(seed))
         self.val_fraction = float(val_fraction)
-        if isinstance(val_sequences, str):
-            val_sequences = [val_sequences]
-        self.val_sequences = [str(v) for v in val_sequences] if val_sequences else None
-        self.max_train_pairs, self.max_val_pairs = max_train_pairs, max_val_pairs
-        self.max_test_pairs = max_test_pairs
+        seqs = [val_sequences] if isinstance(val_sequences, str) else val_sequences or []
+        self.val_sequences = [str(v) for v in seqs] or None
+        self.limits = {"train": max_train_pairs, "val": max_val_pairs, "test": max_test_pairs}
+        self.val_pairs_during_training = val_pairs_during_training
         self.min_val_side = None if min_val_side is None else int(min_val_side)
         self.check_train_files = bool(check_train_files)
         self.seed = int(seed)
@@ -192,18 +196,19 @@ class DeblurDataModule(pl.LightningDataModule):
         self,
         batch_size: int,
         val_batch_size: int,
-        num_workers: int,
+        num_workers: int | str,
         pin_memory: bool | None,
         persistent_workers: bool,
-        cache: bool,
+        cache: bool | str,
     ) -> None:
-        """The DataLoader settings (pin_memory null = on when CUDA is available)."""
+        """The DataLoader settings (pin_memory null = on when CUDA is available; cache=auto is
+        decided in :meth:`setup`, once the image sizes are known)."""
         self.batch_size = int(batch_size)
         self.val_batch_size = int(val_batch_size)
-        self.num_workers = int(num_workers)
+        self.num_workers = loader_workers(num_workers, self.on_gpu)
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else bool(pin_memory)
         self.persistent_workers = bool(persistent_workers)
-        self.cache = bool(cache)
+        self.cache = cache
 
     def _set_augment(self, augment: Any, augment_on: str, crop_size: int | None, seed: int) -> None:
         """The augmentation nodes and where they run (CPU workers, or the GPU after transfer)."""
@@ -319,9 +324,9 @@ class DeblurDataModule(pl.LightningDataModule):
         self._splits = {
             "train": []
             if self.train_source == "procedural"
-            else subsample(train, self.max_train_pairs),
-            "val": subsample(val, self.max_val_pairs),
-            "test": subsample(test, self.max_test_pairs),
+            else subsample(train, self.limits["train"]),
+            "val": subsample(val, self.limits["val"]),
+            "test": subsample(test, self.limits["test"]),
         }
         extra = (
             f" + {self.procedural_per_epoch} procedural (dead-leaves) train pairs per epoch"
@@ -409,8 +414,14 @@ class DeblurDataModule(pl.LightningDataModule):
         return int(round(self.crop_size * self.pre_crop_scale))
 
     def _make(self, split: str) -> Dataset:
-        pairs = self._resolve()[split]
+        if split == "val_subset":  # data.val_pairs_during_training: evenly spaced, fixed
+            pairs = subsample(self._resolve()["val"], self.val_pairs_during_training)
+        else:
+            pairs = self._resolve()[split]
         train = split == "train"
+        # augment_on=gpu: training items stay uint8 (a quarter of the bytes through the workers
+        # and pinned memory); TensorAugment scales them to [-1, 1] on the device
+        raw = train and self._tensor_augment is not None
         transform = (
             build_train_transform(
                 self.augment,
@@ -436,17 +447,21 @@ class DeblurDataModule(pl.LightningDataModule):
             )
         ds: Dataset
         if train and self.train_blur == "fresh":
-            ds = ProceduralDataset(self._reblurred(pairs), len(pairs), self.task)
+            ds = ProceduralDataset(self._reblurred(pairs), len(pairs), self.task, uint8=raw)
         elif self.task == "classify":
-            ds = ClassificationDataset(pairs, transform, cache=self._image_cache)
+            ds = ClassificationDataset(pairs, transform, cache=self._image_cache, uint8=raw)
         else:
             with_kernel = not train and bool(pairs) and all(p.kernel is not None for p in pairs)
-            ds = PairedDataset(pairs, transform, cache=self._image_cache, with_kernel=with_kernel)
+            ds = PairedDataset(
+                pairs, transform, cache=self._image_cache, with_kernel=with_kernel, uint8=raw
+            )
         if train and self.procedural is not None:
             # dead-leaves pairs are drawn at the size of a photo item (the crop, or the GPU's
             # pre-crop patch) and skip the CPU augmentations: the model is stationary and
             # isotropic, so flips, rotations and warps would only cost time
-            procedural = ProceduralDataset(self.procedural, self.procedural_per_epoch, self.task)
+            procedural = ProceduralDataset(
+                self.procedural, self.procedural_per_epoch, self.task, uint8=raw
+            )
             ds = (
                 procedural if self.train_source == "procedural" else ConcatSamples([ds, procedural])
             )
@@ -619,8 +634,10 @@ class DeblurDataModule(pl.LightningDataModule):
                         "dataset."
                     )
                 self.check_sizes(split=split)
+        paths = [p for s in missing for q in splits[s] for p in (q.blur, q.sharp)]
+        if self.cache == AUTO:  # decided once, at the first setup (fit: train + val)
+            self.cache = cache_decision(AUTO, self.on_gpu, paths)
         if self.cache:
-            paths = [p for s in missing for q in splits[s] for p in (q.blur, q.sharp)]
             new = ImageCache.preload(
                 p for p in paths if self._image_cache is None or p not in self._image_cache
             )
@@ -633,6 +650,9 @@ class DeblurDataModule(pl.LightningDataModule):
 
     def dataset(self, split: str) -> Dataset:
         """The torch Dataset of ``split`` (``train``, ``val`` or ``test``)."""
+        if split == "val_subset" and split not in self._datasets:
+            self.setup("validate")
+            self._datasets[split] = self._make(split)
         if split not in self._datasets:
             self.setup({"train": "fit", "val": "validate", "test": "test"}[split])
         return self._datasets[split]
@@ -664,13 +684,21 @@ class DeblurDataModule(pl.LightningDataModule):
         trainer = getattr(self, "trainer", None)
         if self._tensor_augment is not None and trainer is not None and trainer.training:
             batch = self._tensor_augment(batch, epoch=int(trainer.current_epoch))
+        elif self._tensor_augment is not None:  # a uint8 training batch outside training
+            batch = self._tensor_augment.to_float(batch)
         return batch
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", self.batch_size, shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val", self.val_batch_size, shuffle=False)
+        """The validation pairs; while fitting, the fixed ``data.val_pairs_during_training``
+        subset when set (the full set validates the final weights after the fit, in
+        :func:`deblur.systems.fit.fit_gan` / ``fit_classifier``, and in ``deblur.evaluate``)."""
+        trainer = getattr(self, "trainer", None)
+        during_fit = trainer is not None and trainer.state.fn == "fit"
+        split = "val_subset" if self.val_pairs_during_training and during_fit else "val"
+        return self._loader(split, self.val_batch_size, shuffle=False)
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", self.val_batch_size, shuffle=False)

@@ -79,7 +79,8 @@ class PairedDataset(Dataset):
 
     ``transform`` is called as ``transform(image=blur, target=sharp)`` (identical geometry);
     None keeps full-resolution un-augmented images. ``with_kernel`` adds ``"kernel"``
-    (``1 x k x k``) for pairs that know their blur kernel.
+    (``1 x k x k``) for pairs that know their blur kernel; ``uint8`` keeps the images uint8
+    (``data.augment_on=gpu``: scaled on the device).
     """
 
     def __init__(
@@ -88,11 +89,13 @@ class PairedDataset(Dataset):
         transform: Transform | None = None,
         cache: bool | ImageCache | None = None,
         with_kernel: bool = False,
+        uint8: bool = False,
     ) -> None:
         self.pairs = list(pairs)
         self.transform = transform
         self.cache = _resolve_cache(cache, (p for q in self.pairs for p in (q.blur, q.sharp)))
         self.with_kernel = with_kernel
+        self.uint8 = uint8
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -127,8 +130,8 @@ class PairedDataset(Dataset):
             out = self.transform(image=blur, target=sharp)
             blur, sharp = out["image"], out["target"]
         item: dict[str, Any] = {
-            "blur": to_tensor(blur),
-            "sharp": to_tensor(sharp),
+            "blur": to_tensor(blur, self.uint8),
+            "sharp": to_tensor(sharp, self.uint8),
             "name": pair.name,
         }
         if self.with_kernel and pair.kernel is not None:
@@ -148,10 +151,12 @@ class ClassificationDataset(Dataset):
         pairs: Sequence[Pair],
         transform: Transform | None = None,
         cache: bool | ImageCache | None = None,
+        uint8: bool = False,
     ) -> None:
         self.pairs = list(pairs)
         self.transform = transform
         self.cache = _resolve_cache(cache, (p for q in self.pairs for p in (q.blur, q.sharp)))
+        self.uint8 = uint8  # as PairedDataset's
 
     def __len__(self) -> int:
         return 2 * len(self.pairs)
@@ -171,7 +176,7 @@ class ClassificationDataset(Dataset):
         if self.transform is not None:
             image = self.transform(image=image)["image"]
         return {
-            "image": to_tensor(image),
+            "image": to_tensor(image, self.uint8),
             "label": torch.tensor(1.0 if is_blur else 0.0),
             "name": f"{pair.name}:{'blur' if is_blur else 'sharp'}",
         }

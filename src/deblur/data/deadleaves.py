@@ -339,12 +339,15 @@ class ProceduralDataset(Dataset):
     :class:`~deblur.data.sampling.EpochSeededSampler`; a plain index means epoch 0.
     """
 
-    def __init__(self, pairs: PairSource, length: int, task: str = "paired") -> None:
+    def __init__(
+        self, pairs: PairSource, length: int, task: str = "paired", uint8: bool = False
+    ) -> None:
         if int(length) < 0:
             raise DataError(f"data.embedded.procedural_per_epoch must be >= 0, got {length}.")
         self.pairs = pairs
         self.n_pairs = int(length)
         self.task = task
+        self.uint8 = uint8  # items as uint8 tensors (data.augment_on=gpu scales them)
 
     def __len__(self) -> int:
         return self.n_pairs * (2 if self.task == "classify" else 1)
@@ -355,13 +358,13 @@ class ProceduralDataset(Dataset):
             blurred, sharp, _ = self.pairs.pair(epoch, index // 2)
             is_blur = index % 2 == 0
             return {
-                "image": to_tensor(blurred if is_blur else sharp),
+                "image": to_tensor(blurred if is_blur else sharp, self.uint8),
                 "label": torch.tensor(1.0 if is_blur else 0.0),
                 "name": f"{self.pairs.name(epoch, index // 2)}:{'blur' if is_blur else 'sharp'}",
             }
         blurred, sharp, _ = self.pairs.pair(epoch, index)
         return {
-            "blur": to_tensor(blurred),
-            "sharp": to_tensor(sharp),
+            "blur": to_tensor(blurred, self.uint8),
+            "sharp": to_tensor(sharp, self.uint8),
             "name": self.pairs.name(epoch, index),
         }

@@ -25,6 +25,7 @@ draws the same augmentations.
 
 from __future__ import annotations
 
+import functools
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -36,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from deblur.data.io import DataError
+from deblur.data.io import DataError, from_uint8
 from deblur.data.transforms import augment_items, build_augmentation
 
 __all__ = ["AUGMENT_ON", "TensorAugment", "affine_matrix", "gaussian_kernel1d"]
@@ -162,6 +163,12 @@ def affine_matrix(
     return m
 
 
+@functools.lru_cache(maxsize=16)
+def _kernel_on(sigma: float, ksize: int | None, device: torch.device) -> Tensor:
+    """The elastic field's Gaussian taps on ``device``, copied there once."""
+    return gaussian_kernel1d(sigma, ksize).to(device)
+
+
 def _reflect101(x: Tensor, size: int) -> Tensor:
     """Reflect continuous pixel coordinates into [0, size - 1] about the edge pixel centres
     (OpenCV's BORDER_REFLECT_101 for interpolated reads)."""
@@ -251,14 +258,15 @@ class TensorAugment:
         dev_gen = torch.Generator(device=device).manual_seed(
             int(torch.randint(0, 2**62, (1,), generator=gen))
         )
+        dev = self._to_device(params, batch, device)
 
-        def per(t: Tensor) -> Tensor:  # (B,) -> (B, 1, 1) float on the device
-            return t.to(device=device, dtype=torch.float32).view(-1, 1, 1)
+        def per(key: str) -> Tensor:  # (B,) -> (B, 1, 1) float on the device
+            return dev[key].view(-1, 1, 1)
 
         # backward map: output pixel -> source pixel; the last transform applied comes first
         for i in reversed(range(len(self.ops))):
             op = self.ops[i]
-            on = per(params[f"{i}.on"]) > 0.5
+            on = per(f"{i}.on") > 0.5
             if op.kind == "hflip":
                 x = torch.where(on, (size - 1) - x, x)
             elif op.kind == "vflip":
@@ -266,7 +274,7 @@ class TensorAugment:
             elif op.kind == "transpose":
                 x, y = torch.where(on, y, x), torch.where(on, x, y)
             elif op.kind == "affine":
-                inv = torch.linalg.inv(params[f"{i}.matrix"]).to(device, torch.float32)
+                inv = dev[f"{i}.inverse"].view(batch, 3, 3)
                 a = [[inv[:, r_, c_].view(-1, 1, 1) for c_ in range(3)] for r_ in range(2)]
                 x, y = (
                     a[0][0] * x + a[0][1] * y + a[0][2],
@@ -277,7 +285,7 @@ class TensorAugment:
                 # cv2.initUndistortRectifyMap with camera matrix [[S, 0, S/2], [0, S, S/2]],
                 # distortion (k, k, 0, 0, 0) and OpenCV's default new camera matrix (principal
                 # point at the centre pixel, (S - 1) / 2)
-                k = per(params[f"{i}.k"])
+                k = per(f"{i}.k")
                 c0, c1 = (size - 1) / 2, size / 2
                 xn, yn = (x - c0) / size, (y - c0) / size
                 f = 1 + k * (xn * xn + yn * yn) + k * (xn * xn + yn * yn) ** 2
@@ -296,6 +304,28 @@ class TensorAugment:
         grid = torch.stack([x, y], dim=-1) / (size - 1) * 2 - 1
         return grid, params
 
+    def _to_device(self, params: dict[str, Tensor], batch: int, device: torch.device) -> dict:
+        """The parameters the warp reads, moved to ``device`` in one host-to-device copy (one
+        packed float32 tensor, pinned on CUDA): ``{i}.on``, ``{i}.k`` and the inverse affine
+        matrices ``{i}.inverse`` (inverted on the host, in float64)."""
+        host = {}
+        for i, op in enumerate(self.ops):
+            host[f"{i}.on"] = params[f"{i}.on"]
+            if op.kind == "affine":
+                host[f"{i}.inverse"] = torch.linalg.inv(params[f"{i}.matrix"])
+            elif op.kind == "optical":
+                host[f"{i}.k"] = params[f"{i}.k"]
+        flat = [t.reshape(batch, -1).to(torch.float32) for t in host.values()]
+        if not flat:  # no op: nothing to copy
+            return {}
+        packed = torch.cat(flat, dim=1)
+        if device.type == "cuda":
+            packed = packed.pin_memory().to(device, non_blocking=True)
+        else:
+            packed = packed.to(device)
+        widths = [f.shape[1] for f in flat]
+        return dict(zip(host, packed.split(widths, dim=1)))
+
     @staticmethod
     def _elastic_field(
         batch: int, size: int, device: torch.device, gen: torch.Generator, q: dict[str, Any]
@@ -310,7 +340,7 @@ class TensorAugment:
             f = torch.where(peak > 1e-6, f / peak.clamp_min(1e-6), f)
         else:
             f = torch.rand(shape, generator=gen, device=device) * 2 - 1
-        k = gaussian_kernel1d(q["sigma"], q["ksize"]).to(device)
+        k = _kernel_on(float(q["sigma"]), q["ksize"], device)
         pad = k.numel() // 2
         f = f.reshape(batch * ch, 1, size, size)
         f = F.conv2d(F.pad(f, (pad, pad, 0, 0), mode="replicate"), k.view(1, 1, 1, -1))
@@ -349,8 +379,17 @@ class TensorAugment:
             outs.append(out.to(t.dtype) if not t.is_floating_point() else out)
         return outs, params
 
+    @staticmethod
+    def to_float(batch: dict[str, Any]) -> dict[str, Any]:
+        """The uint8 image tensors of a batch (the workers' patches) in [-1, 1], on their device."""
+        return {
+            k: from_uint8(v) if isinstance(v, Tensor) and v.dtype == torch.uint8 else v
+            for k, v in batch.items()
+        }
+
     def __call__(self, batch: dict[str, Any], epoch: int = 0) -> dict[str, Any]:
         """Augment the image tensors of a collated batch (``blur`` + ``sharp``, or ``image``)."""
+        batch = self.to_float(batch)
         keys = [k for k in ("blur", "sharp", "image") if isinstance(batch.get(k), Tensor)]
         if not keys:
             return batch

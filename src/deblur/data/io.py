@@ -256,13 +256,19 @@ def read_kernel(path: str | os.PathLike[str]) -> np.ndarray:
     return kernel / total
 
 
-def to_tensor(image: np.ndarray) -> torch.Tensor:
-    """uint8 ``H x W x 3`` -> float32 ``3 x H x W`` in [-1, 1]."""
+def to_tensor(image: np.ndarray, uint8: bool = False) -> torch.Tensor:
+    """uint8 ``H x W x 3`` -> float32 ``3 x H x W`` in [-1, 1] (``uint8``: the uint8
+    ``3 x H x W`` tensor, for :func:`from_uint8` on the device)."""
     if image.dtype != np.uint8 or image.ndim != 3:
         raise DataError(
             f"to_tensor needs a uint8 H x W x C image, got {image.dtype} {image.shape}."
         )
     chw = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
+    return chw if uint8 else from_uint8(chw)
+
+
+def from_uint8(chw: torch.Tensor) -> torch.Tensor:
+    """uint8 image tensor -> float32 in [-1, 1], as :func:`to_tensor` (the same rounding)."""
     return chw.float().div_(127.5).sub_(1.0)
 
 

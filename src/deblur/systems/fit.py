@@ -170,13 +170,16 @@ class RunStats(Callback):
         }
         if metrics:
             metrics["epoch"] = trainer.current_epoch
+            metrics["iteration"] = int(getattr(pl_module, "_host_iteration", trainer.global_step))
+            if trainer.state.fn != "fit":  # the whole split, after a fit on a subset
+                metrics["full_set"] = 1
             self.history.append(metrics)
 
     def on_train_end(self, trainer, pl_module) -> None:
         self.reached_end = True
 
     def best(self) -> dict[str, float]:
-        scored = [h for h in self.history if self.monitor in h]
+        scored = [h for h in self.history if self.monitor in h and "full_set" not in h]
         if not scored:
             return {}
         pick = max if self.mode == "max" else min
@@ -245,6 +248,8 @@ def build_trainer(
     deterministic = t.deterministic
     if deterministic is True and torch.cuda.is_available() and t.accelerator != "cpu":
         deterministic = "warn"  # ReflectionPad2d backward has no deterministic CUDA kernel
+    every = cfg.val_every_iterations  # validation by iterations (batches), across epochs
+    schedule = {"val_check_interval": every, "check_val_every_n_epoch": None} if every else {}
     trainer: pl.Trainer = instantiate(
         t,
         default_root_dir=str(run_dir),
@@ -253,6 +258,7 @@ def build_trainer(
         plugins=[AtomicCheckpointIO()],
         precision=resolve_precision(t.precision),
         deterministic=deterministic,
+        **schedule,
     )
     check_launcher(trainer)  # spawn strategies / a local multirun over several processes
     return trainer, loggers, stats
@@ -268,7 +274,9 @@ def build_datamodule(cfg: DictConfig, task: str) -> pl.LightningDataModule:
             f"(expected layout in conf/data/{name}.yaml and the README's Datasets table), or use "
             "data=embedded, the built-in dataset that needs no download."
         )
-    return instantiate(cfg.data, task=task, _recursive_=False)
+    accelerator = str(cfg.trainer.accelerator)
+    on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    return instantiate(cfg.data, task=task, on_gpu=on_gpu, _recursive_=False)
 
 
 def _loud_random_weights_banner(what: str) -> str:
@@ -396,6 +404,8 @@ def _fit(
             warnings.filterwarnings("ignore", message=_LIGHTNING_EVAL_WARNING)
         trainer.fit(system, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
     _check_complete(cfg, run_dir, trainer, stats)
+    if _needs_final_validation(cfg, stats, system):
+        trainer.validate(system, datamodule=datamodule, verbose=False)
     history = stats.history
     last = history[-1] if history else {}
     status = {}
@@ -418,6 +428,17 @@ def _fit(
             "last": str(run_dir / "checkpoints" / "last.ckpt"),
         },
     }
+
+
+def _needs_final_validation(cfg: DictConfig, stats: RunStats, system: Any) -> bool:
+    """The final weights were validated on a subset only (``data.val_pairs_during_training``),
+    or not at all (``val_every_iterations`` not a divisor of the run's length): the whole
+    validation split, once more, for metrics.json's ``final``."""
+    if cfg.data.val_pairs_during_training:
+        return True
+    last = stats.history[-1] if stats.history else {}
+    now = int(getattr(system, "_host_iteration", system.trainer.global_step))
+    return bool(cfg.val_every_iterations) and last.get("iteration") != now
 
 
 def _planned_end_reached(trainer: pl.Trainer) -> bool:
@@ -455,6 +476,7 @@ def _check_complete(cfg: DictConfig, run_dir: Path, trainer: pl.Trainer, stats: 
             f"Training of {run_dir} ended without writing {' and '.join(missing)} in {ckpts}: "
             "best.ckpt is written at a validation, so no validation ran. Make the run validate "
             "at least once (trainer.check_val_every_n_epoch <= trainer.max_epochs, "
+            "val_every_iterations <= the run's iterations, "
             "trainer.limit_val_batches > 0)."
         )
 

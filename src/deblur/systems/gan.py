@@ -171,6 +171,8 @@ class GANSystem(pl.LightningModule):
         self.grad_clip = float(grad_clip)
         self.fused = bool(fused)
         self.channels_last = bool(channels_last)
+        if self.channels_last:  # weights with the inputs: every conv then runs NHWC
+            self.to(memory_format=torch.channels_last)
         self._set_watches(health_check_every, val_image_strips, grad_share_every, judge_checkpoint)
         self._val: dict[str, list[Tensor]] = {}
         self._encoder_frozen: bool | None = None  # warm-up state last applied to G
