@@ -39,8 +39,8 @@ def test_foreign_pickle_is_not_called_cut_off(tmp_path):
 
 
 def test_wiener_without_kernels_names_the_kernel_folder_and_both_fixes(tmp_path):
-    from deblur.eval.baselines import MissingKernelError
     from deblur.errors import UserError
+    from deblur.eval.baselines import MissingKernelError
     from deblur.eval.evaluation import evaluate_pairs
 
     img = np.zeros((8, 8, 3), np.uint8)
