@@ -2,9 +2,15 @@
 
 Builds a synthetic GoPro-layout folder in a temp dir and reads it through the real
 ``DeblurDataModule`` train loader (conf/data/gopro.yaml defaults: thesis augmentations),
-with and without the RAM cache, for several worker counts. Usage:
+with and without the RAM cache, for several worker counts, with the augmentations in the
+workers (``data.augment_on=cpu``) or on the device (``gpu``: the workers cut uint8 patches; the
+warps, run on the batch by the GPU, are not part of this count). Usage:
 
     python benchmarks/data_throughput.py [--pairs 20] [--workers 0 2] [--min-pairs 60]
+        [--augment-on cpu gpu] [--batch-size 1]
+
+With ``--workers 1`` one worker process does all the loading: its pairs/s is the figure per
+worker core (the main process only receives batches).
 """
 
 from __future__ import annotations
@@ -52,7 +58,9 @@ def make_gopro(root: Path, pairs: int, sequences: int, seed: int = 0) -> float:
     return float(np.mean(sizes)) / 1e6
 
 
-def measure(root: Path, workers: int, cache: bool, pre_crop: str, min_pairs: int) -> dict:
+def measure(
+    root: Path, workers: int, cache: bool, pre_crop: str, min_pairs: int, on: str, batch: int
+) -> dict:
     cfg = compose(
         "train",
         [
@@ -62,7 +70,8 @@ def measure(root: Path, workers: int, cache: bool, pre_crop: str, min_pairs: int
             f"data.cache={str(cache).lower()}",
             f"data.pre_crop_scale={pre_crop}",
             "data.crop_size=256",
-            "data.batch_size=1",
+            f"data.batch_size={batch}",
+            f"data.augment_on={on}",
         ],
     )
     dm = instantiate(cfg.data, task="paired")
@@ -89,6 +98,8 @@ def main() -> None:
     parser.add_argument("--sequences", type=int, default=2)
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 2])
     parser.add_argument("--min-pairs", type=int, default=60)
+    parser.add_argument("--augment-on", nargs="+", default=["cpu"], choices=["cpu", "gpu"])
+    parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument(
         "--whole-frame",
         action="store_true",
@@ -110,21 +121,29 @@ def main() -> None:
         )
         rows = []
         crops = ["1.6"] + (["null"] if args.whole_frame else [])
-        for pre_crop in crops:
-            for cache in (False, True):
-                for workers in args.workers:
-                    r = measure(root, workers, cache, pre_crop, args.min_pairs)
-                    rows.append((pre_crop, cache, workers, r))
-                    print(
-                        f"  measured cache={cache} workers={workers} pre_crop_scale={pre_crop}: "
-                        f"{r['pairs_per_s']:.1f} pairs/s",
-                        flush=True,
-                    )
-        print("\n| pre_crop_scale | RAM cache | workers | pairs/s (256x256 crops) | setup s |")
-        print("|---|---|---|---|---|")
-        for pre_crop, cache, workers, r in rows:
+        settings = [
+            (on, pre_crop, cache, workers)
+            for on in args.augment_on
+            for pre_crop in crops
+            for cache in (False, True)
+            for workers in args.workers
+        ]
+        for on, pre_crop, cache, workers in settings:
+            if on == "gpu" and pre_crop == "null":
+                continue  # the GPU path needs a patch (data.pre_crop_scale)
+            r = measure(root, workers, cache, pre_crop, args.min_pairs, on, args.batch_size)
+            rows.append((on, pre_crop, cache, workers, r))
             print(
-                f"| {pre_crop} | {'yes' if cache else 'no'} | {workers} | "
+                f"  measured augment_on={on} cache={cache} workers={workers} "
+                f"pre_crop_scale={pre_crop}: {r['pairs_per_s']:.1f} pairs/s",
+                flush=True,
+            )
+        print(f"\nbatch size {args.batch_size}, {args.min_pairs} pairs timed per row")
+        print("| augment_on | pre_crop_scale | RAM cache | workers | pairs/s | setup s |")
+        print("|---|---|---|---|---|---|")
+        for on, pre_crop, cache, workers, r in rows:
+            print(
+                f"| {on} | {pre_crop} | {'yes' if cache else 'no'} | {workers} | "
                 f"{r['pairs_per_s']:.1f} | {r['setup_s']:.1f} |"
             )
 
