@@ -54,17 +54,24 @@ class OpCounter(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-def main() -> None:
-    overrides = [*BASE, *sys.argv[1:]]
+def ops_per_iteration(extra: list[str]) -> tuple[dict[str, float], int]:
+    """ATen ops per iteration by part (and the iterations counted) of one short real run."""
     count = DispatchWindow(OpCounter())
     with tempfile.TemporaryDirectory() as tmp:
-        run("train", overrides, Path(tmp), callbacks=[count])
+        run("train", [*BASE, *extra], Path(tmp), callbacks=[count])
     n = max(count.iterations, 1)
-    print(f"device: cpu (ops are counted, not timed); overrides: {' '.join(overrides)}")
-    print(f"iterations counted: {count.iterations}")
-    for part, c in sorted(count.counter.parts.items()):
-        print(f"  {part:45s} {c / n:8.0f} ops/iteration")
-    print(f"  {'total':45s} {sum(count.counter.parts.values()) / n:8.0f} ops/iteration")
+    return {part: c / n for part, c in count.counter.parts.items()}, count.iterations
+
+
+def main() -> None:
+    parts, iterations = ops_per_iteration(sys.argv[1:])
+    print(
+        f"device: cpu (ops are counted, not timed); overrides: {' '.join([*BASE, *sys.argv[1:]])}"
+    )
+    print(f"iterations counted: {iterations}")
+    for part, c in sorted(parts.items()):
+        print(f"  {part:45s} {c:8.0f} ops/iteration")
+    print(f"  {'total':45s} {sum(parts.values()):8.0f} ops/iteration")
 
 
 if __name__ == "__main__":

@@ -542,8 +542,9 @@ class GANSystem(pl.LightningModule):
         ema_p = list(self.ema_generator.parameters())
         cur_p = list(self.generator.parameters())
         torch._foreach_lerp_(ema_p, cur_p, 1.0 - self.ema_decay)
-        for eb, cb in zip(self.ema_generator.buffers(), self.generator.buffers()):
-            eb.copy_(cb)
+        ema_b = list(self.ema_generator.buffers())
+        if ema_b:  # BatchNorm statistics: copied, in one op
+            torch._foreach_copy_(ema_b, list(self.generator.buffers()))
 
     # ------------------------------------------------------------------ validation
     def eval_generator(self) -> nn.Module:
