@@ -48,3 +48,23 @@ def test_the_count_sees_a_per_tensor_ema(op_count, monkeypatch):
     monkeypatch.setattr(GANSystem, "_update_ema", per_tensor)
     parts, _ = op_count.ops_per_iteration(["debug=smoke"])
     assert sum(parts.values()) > 2300 and parts[OTHER] > 200, parts
+
+
+def test_the_one_op_ema_is_the_ema():
+    """Parameters move by (1 - decay) towards G's; buffers (BatchNorm statistics) are copied."""
+    from deblur.config import compose
+    from deblur.systems.fit import build_system
+
+    system = build_system(compose("train", ["debug=smoke", "model.ema_decay=0.75"]))
+    ema, gen = system.ema_generator, system.generator
+    before = [p.clone() for p in ema.parameters()]
+    with torch.no_grad():
+        for p in gen.parameters():
+            p.add_(1.0)
+        for b in gen.buffers():
+            b.add_(3)
+    system._update_ema()
+    for old, new, cur in zip(before, ema.parameters(), gen.parameters()):
+        assert torch.allclose(new, old + 0.25 * (cur - old), atol=1e-6)
+    buffers = list(zip(ema.buffers(), gen.buffers()))
+    assert buffers and all(torch.equal(e, c) for e, c in buffers)
