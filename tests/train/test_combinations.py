@@ -177,3 +177,17 @@ def test_the_covering_subset_covers_every_pair_and_the_check_sees_a_missing_row(
     rows = _covering(EAGER)
     assert pairs(rows) == pairs(EAGER) and len(rows) < len(EAGER) // 3
     assert any(pairs(rows[:k] + rows[k + 1 :]) != pairs(EAGER) for k in range(len(rows)))
+
+
+def test_compile_mode_reaches_torch_compile_and_a_wrong_one_is_named(monkeypatch):
+    """model.compile_mode=reduce-overhead (CUDA graphs at batch 1) is passed to every compiled
+    network; a mode torch.compile does not have is refused naming the key."""
+    seen = []
+    monkeypatch.setattr(nn.Module, "compile", lambda m, **kw: seen.append(kw))
+    over = ["model.compile=true", "model.compile_mode=reduce-overhead"]
+    build_system(compose("train", ["debug=smoke", *over]))
+    assert seen == [{"mode": "reduce-overhead"}] * 3  # G, D, VGG
+    with pytest.raises(ConfigValueError, match=r"model\.compile_mode=fast .*reduce-overhead"):
+        build_system(
+            compose("train", ["debug=smoke", "model.compile=true", "model.compile_mode=fast"])
+        )

@@ -20,7 +20,7 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
 
-from deblur.checks import check_disc_switches
+from deblur.checks import ConfigValueError, check_disc_switches
 from deblur.eval.metrics import psnr, sharpness_ratios, ssim
 from deblur.losses.content import ContentLoss
 from deblur.models.critics import Discriminator, load_classifier_weights
@@ -28,6 +28,10 @@ from deblur.models.load import load_classifier
 from deblur.systems.distributed import gather_per_image
 
 log = logging.getLogger(__name__)
+
+
+#: model.compile_mode values (torch.compile's modes; None = its default)
+COMPILE_MODES = (None, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -144,6 +148,7 @@ class GANSystem(pl.LightningModule):
         val_image_strips: int,
         grad_share_every: int = 0,
         judge_checkpoint: str | None = None,
+        compile_mode: str | None = None,
         cfg: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
@@ -166,7 +171,7 @@ class GANSystem(pl.LightningModule):
         self.register_buffer("iteration", torch.zeros((), dtype=torch.long))
         self._host_iteration = 0  # = int(self.iteration), kept on the host (on_train_start)
         if compile:
-            self._compile_in_place()
+            self._compile_in_place(compile_mode)
         self.warmup_epochs = int(warmup_epochs)
         self.grad_clip = float(grad_clip)
         self.fused = bool(fused)
@@ -239,14 +244,21 @@ class GANSystem(pl.LightningModule):
             self.discriminator.requires_grad_(False)
             self.discriminator.eval()
 
-    def _compile_in_place(self) -> None:
+    def _compile_in_place(self, mode: str | None) -> None:
         """torch.compile the submodules in place (not the LightningModule: that breaks
-        toggle_optimizer); state_dict keys stay the same."""
-        self.generator.compile()
+        toggle_optimizer) with ``model.compile_mode`` (e.g. ``reduce-overhead``: CUDA graphs,
+        fewer launches at batch 1; null: torch's default); state_dict keys stay the same."""
+        if mode not in COMPILE_MODES:
+            raise ConfigValueError(
+                f"model.compile_mode={mode} is not a torch.compile mode. Fix: one of "
+                f"{', '.join(str(m).lower() for m in COMPILE_MODES)}."
+            )
+        kw = {"mode": mode} if mode else {}
+        self.generator.compile(**kw)
         if self.discriminator is not None:
-            self.discriminator.compile()
+            self.discriminator.compile(**kw)
         if getattr(self.content_loss, "perceptual", None) is not None:
-            self.content_loss.perceptual.compile()
+            self.content_loss.perceptual.compile(**kw)
 
     # ------------------------------------------------------------------ checkpoints
     _FIXED_PREFIX = "content_loss."  # frozen VGG19: rebuilt from its weights, not stored per run
