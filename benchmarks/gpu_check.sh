@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
-# The prepared GPU check of issue 14 (see benchmarks/README.md, "GPU check").
+# The prepared GPU check of issue 20 (see benchmarks/README.md, "GPU check").
 #
 #   benchmarks/gpu_check.sh wheels                 # HERE, once: wheels the device lacks -> .whl/
-#   benchmarks/gpu_check.sh [gpu_check.py options] # THERE (device tool, carry [".whl"]):
+#   git describe --always --dirty > .commit        # HERE, before each call (the device gets no .git)
+#   benchmarks/gpu_check.sh [gpu_check.py options] # THERE (device tool, carry [".whl", ".commit"]):
 #                                                  # install .whl/*.whl, run every phase into $OUT
 #   benchmarks/gpu_check.sh --device cpu --tiny --out /tmp/c   # anywhere: checks the script
+#
+# The global deadline (gpu_check.py --deadline, 400 s) counts from this script's start, the
+# wheel install included: the phases' budgets add up to 380 s.
 #
 # The device's python3 (3.12) has torch, Lightning, timm, OpenCV, scikit-image... but not Hydra,
 # OmegaConf, antlr4 or albumentations (and albumentations' pydantic stack): `wheels` downloads
