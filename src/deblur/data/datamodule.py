@@ -10,6 +10,9 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, fields
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -29,14 +32,7 @@ from deblur.data.deadleaves import (
     palette_from_images,
 )
 from deblur.data.gpu_augment import AUGMENT_ON, TensorAugment
-from deblur.data.io import (
-    DataError,
-    ImageReadError,
-    image_size,
-    instantiate_node,
-    read_image,
-    read_kernel,
-)
+from deblur.data.io import DataError, image_size, instantiate_node, read_image, read_kernel
 from deblur.data.loading import AUTO, cache_decision, loader_workers
 from deblur.data.pairs import Pair, split_by_group, subsample
 from deblur.data.reblur import ReblurredPhotos
@@ -45,28 +41,84 @@ from deblur.data.transforms import build_train_transform
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DeblurDataModule", "worker_init_fn"]
-
 TASKS = ("paired", "classify")
+_KERNEL_KEYS = ("kernel_size", "min_length", "max_length", "noise_sigma")
+"""Keys of ``data.embedded`` that generated pairs blur with (the photos' kernel and noise)."""
 
-TRAIN_SOURCES = ("photos", "procedural", "both")
-"""``data.embedded.train_source``: the embedded photos, dead-leaves pairs, or both mixed."""
 
-TRAIN_BLURS = ("fixed", "fresh")
-"""``data.embedded.train_blur``: the stored blurred photos, or the sharp photos blurred anew
-per (seed, epoch, index) (:class:`deblur.data.reblur.ReblurredPhotos`)."""
+def _choice(key: str, value: Any, choices: Sequence[str]) -> None:
+    if value not in choices:
+        raise DataError(f"{key} must be one of {', '.join(choices)}, got '{value}'.")
 
-_MIX_KEYS = ("train_source", "train_blur", "procedural_per_epoch", "procedural")
-"""Keys of ``data.embedded`` that choose the training mix (not build parameters of the photos)."""
 
-_FILE_PAIRS_ONLY = {
-    "train_source": "photos",
-    "train_blur": "fixed",
-    "procedural_per_epoch": 0,
-    "procedural": None,
-}
-"""The training mix of data options other than embedded: their own pairs, as stored (these are
-not defaults of data=embedded, whose YAML sets each key)."""
+@dataclass
+class TrainingMix:
+    """``data.embedded``'s training mix, checked when built. ``train_source``: the photos,
+    dead-leaves pairs or both; ``train_blur``: the stored blurred photos (fixed) or the sharp
+    ones blurred anew per (seed, epoch, index) (fresh). The defaults are the mix of the other
+    data options (their own pairs, as stored); data=embedded's YAML sets every key."""
+
+    train_source: str = "photos"
+    train_blur: str = "fixed"
+    procedural_per_epoch: int = 0
+    procedural: dict[str, Any] | None = None
+    data: str = "embedded"  # data=<name> (layout '<reader>'), for the messages
+    embedded: bool = True  # data.embedded has the kernel and noise keys generated pairs need
+    crop_size: int | None = None
+    colors: str | None = field(init=False, default=None)
+    dead_leaves: DeadLeaves | None = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        _choice("data.embedded.train_source", self.train_source, ("photos", "procedural", "both"))
+        _choice("data.embedded.train_blur", self.train_blur, ("fixed", "fresh"))
+        for key, plain in (("train_source", "photos"), ("train_blur", "fixed")):
+            value = getattr(self, key)
+            if value != plain and not self.embedded:
+                raise DataError(
+                    f"data.embedded.{key}={value} makes pairs with data=embedded's kernel and "
+                    f"noise keys (data=embedded only), but this is {self.data}, whose blurred "
+                    f"images are real. Use data=embedded, or leave {key} at {plain}."
+                )
+            if value != plain and not self.crop_size:
+                raise DataError(
+                    f"data.embedded.{key}={value} makes training images at the crop size, but "
+                    f"data.crop_size is null (whole images). Set data.crop_size (e.g. 256), or "
+                    f"use data.embedded.{key}={plain}."
+                )
+        self.procedural_per_epoch = int(self.procedural_per_epoch or 0)
+        src = self.train_source
+        if src != "photos" and self.procedural_per_epoch < 1:
+            raise DataError(
+                f"data.embedded.train_source={src} needs data.embedded.procedural_per_epoch >= 1 "
+                f"(pairs per epoch), got {self.procedural_per_epoch}."
+            )
+        procedural = dict(self.procedural or {})
+        if procedural:
+            self.colors = str(procedural.pop("colors", None))
+            _choice("data.embedded.procedural.colors", self.colors, ("photos", "lab"))
+            self.dead_leaves = DeadLeaves.from_config(procedural)
+        elif src != "photos":
+            raise DataError(
+                f"data.embedded.train_source={src} draws dead-leaves images, but "
+                "data.embedded.procedural is empty; restore it from conf/data/embedded.yaml."
+            )
+
+
+_MIX_KEYS = tuple(f.name for f in fields(TrainingMix)[:4])
+
+
+def _training_mix(embedded: dict[str, Any], data: str, crop_size: int | None) -> TrainingMix:
+    """The mix keys of ``data.embedded`` (removed from it: the rest are build parameters)."""
+    mix = {k: embedded.pop(k) for k in _MIX_KEYS if k in embedded}
+    is_embedded = set(_KERNEL_KEYS) <= embedded.keys()
+    missing = [k for k in _MIX_KEYS if k not in mix]
+    if is_embedded and missing:
+        raise DataError(
+            f"data.embedded lacks {', '.join(missing)}: every key of the training mix is set in "
+            f"conf/data/embedded.yaml; restore it there or give +data.embedded.{missing[0]}=... "
+            "on the command line."
+        )
+    return TrainingMix(**mix, data=data, embedded=is_embedded, crop_size=crop_size)
 
 
 def worker_init_fn(worker_id: int) -> None:
@@ -80,14 +132,8 @@ def worker_init_fn(worker_id: int) -> None:
         info.dataset.reseed(seed)
 
 
-_KERNEL_KEYS = ("kernel_size", "min_length", "max_length", "noise_sigma")
-"""Keys of ``data.embedded`` the procedural pairs blur with (the photos' kernel and noise)."""
-
-
 def _plain(value: Any) -> Any:
-    if isinstance(value, DictConfig):
-        return OmegaConf.to_container(value, resolve=True)
-    return value
+    return OmegaConf.to_container(value, resolve=True) if isinstance(value, DictConfig) else value
 
 
 def _build_layout(layout: Mapping[str, Any]) -> Callable[..., Any]:
@@ -107,9 +153,34 @@ def _build_layout(layout: Mapping[str, Any]) -> Callable[..., Any]:
     return reader
 
 
-def _layout_name(reader: Callable[..., Any]) -> str:
-    func = getattr(reader, "func", reader)
-    return str(getattr(func, "__name__", type(func).__name__))
+def _inspect(pair: Pair, check: bool) -> tuple[str | None, tuple[int, int] | None]:
+    """``(problem, size)`` of a pair from its headers; ``check`` reads every file whole."""
+    try:
+        size = image_size(pair.blur, check=check)
+        if not check:
+            return None, size
+        sharp = image_size(pair.sharp, check=True)
+        if pair.kernel is not None:
+            read_kernel(pair.kernel)
+    except DataError as exc:  # ImageReadError included
+        return (str(exc) if check else None), None
+    if sharp != size:
+        return (
+            f"pair '{pair.name}': blurred '{pair.blur}' is {size[1]}x{size[0]} but sharp "
+            f"'{pair.sharp}' is {sharp[1]}x{sharp[0]}",
+            None,
+        )
+    return None, size
+
+
+def _inspect_all(pairs: Sequence[Pair], check: bool) -> list[tuple[str | None, Any]]:
+    with ThreadPoolExecutor(max_workers=max(1, min(8, len(pairs)))) as pool:
+        return list(pool.map(partial(_inspect, check=check), pairs))
+
+
+def _shown(items: Sequence[str], limit: int, sep: str) -> str:
+    more = len(items) - limit
+    return sep.join(items[:limit]) + (f"{sep}and {more} more" if more > 0 else "")
 
 
 class DeblurDataModule(pl.LightningDataModule):
@@ -155,28 +226,29 @@ class DeblurDataModule(pl.LightningDataModule):
         val_pairs_during_training: int | None = None,
         on_gpu: bool = False,
     ) -> None:
-        """Every argument is a ``data.*`` key of ``conf/data/<name>.yaml`` (their defaults live
-        there), plus ``task``. ``layout`` is the reader's Hydra node (built here, so a wrong
-        target is a :class:`DataError`); ``blur_key`` and ``variant`` (data=realblur only) reach
-        the reader through its interpolations. ``embedded`` (data=embedded only) holds the
-        build parameters and the training mix (``train_source``, ``procedural*``). ``on_gpu``
-        (the trainer's device, not a YAML key) decides ``num_workers`` / ``cache`` = auto
-        (:mod:`deblur.data.loading`)."""
+        """Every argument is a ``data.*`` key of ``conf/data/<name>.yaml`` (defaults there) but
+        ``task`` and ``on_gpu`` (the trainer's device: ``num_workers`` / ``cache`` = auto).
+        ``layout`` is the reader's node; ``embedded`` (data=embedded) holds the build parameters
+        and the :class:`TrainingMix`."""
         super().__init__()
-        if task not in TASKS:
-            raise DataError(f"DeblurDataModule task must be one of {TASKS}, got '{task}'.")
-        self.task, self.name, self.on_gpu = task, name, bool(on_gpu)
+        _choice("DeblurDataModule task", task, TASKS)
+        _choice("data.augment_on", augment_on, AUGMENT_ON)
+        self.task, self.name, self.on_gpu, self.seed = task, name, bool(on_gpu), int(seed)
         self.read_pairs = _build_layout(layout)
-        self.layout = _layout_name(self.read_pairs)
+        func = getattr(self.read_pairs, "func", self.read_pairs)
+        self.layout = str(getattr(func, "__name__", type(func).__name__))
         self.root = None if root in (None, "") else Path(str(root)).expanduser()
-        self.blur_key, self.variant = blur_key, variant
-        self.crop_size = crop_size
+        self.blur_key, self.variant, self.crop_size = blur_key, variant, crop_size
         self.pre_crop_scale = None if pre_crop_scale is None else float(pre_crop_scale)
-        self._set_loading(
-            batch_size, val_batch_size, num_workers, pin_memory, persistent_workers, cache
-        )
+        self.batch_size, self.val_batch_size = int(batch_size), int(val_batch_size)
+        self.num_workers = loader_workers(num_workers, self.on_gpu)
+        self.pin_memory = torch.cuda.is_available() if pin_memory is None else bool(pin_memory)
+        self.persistent_workers, self.cache = bool(persistent_workers), cache
         self.multiprocessing_context = multiprocessing_context
-        self._set_augment(augment, augment_on, crop_size, int(seed))
+        self.augment, self.augment_on = _plain(augment), augment_on
+        # augment_on=gpu: workers only cut the square patch; on_after_batch_transfer warps it
+        gpu = augment_on == "gpu"
+        self._tensor_augment = TensorAugment(self.augment, crop_size, self.seed) if gpu else None
         self.val_fraction = float(val_fraction)
         seqs = [val_sequences] if isinstance(val_sequences, str) else val_sequences or []
         self.val_sequences = [str(v) for v in seqs] or None
@@ -184,130 +256,32 @@ class DeblurDataModule(pl.LightningDataModule):
         self.val_pairs_during_training = val_pairs_during_training
         self.min_val_side = None if min_val_side is None else int(min_val_side)
         self.check_train_files = bool(check_train_files)
-        self.seed = int(seed)
-        self._set_mix(dict(_plain(embedded) or {}), name)
+        self.embedded = dict(_plain(embedded) or {})  # minus the mix: the build parameters
+        where = f"data={name} (layout '{self.layout}')"
+        self.mix = _training_mix(self.embedded, where, crop_size)
+        self.train_source, self.train_blur = self.mix.train_source, self.mix.train_blur
+        self.procedural_per_epoch = self.mix.procedural_per_epoch
         self._procedural: ProceduralPairs | None = None
         self._splits: dict[str, list[Pair]] | None = None
         self._datasets: dict[str, Dataset] = {}
         self._image_cache: ImageCache | None = None
 
     # ----------------------------------------------------------------- pairs
-    def _set_loading(
-        self,
-        batch_size: int,
-        val_batch_size: int,
-        num_workers: int | str,
-        pin_memory: bool | None,
-        persistent_workers: bool,
-        cache: bool | str,
-    ) -> None:
-        """The DataLoader settings (pin_memory null = on when CUDA is available; cache=auto is
-        decided in :meth:`setup`, once the image sizes are known)."""
-        self.batch_size = int(batch_size)
-        self.val_batch_size = int(val_batch_size)
-        self.num_workers = loader_workers(num_workers, self.on_gpu)
-        self.pin_memory = torch.cuda.is_available() if pin_memory is None else bool(pin_memory)
-        self.persistent_workers = bool(persistent_workers)
-        self.cache = cache
-
-    def _set_augment(self, augment: Any, augment_on: str, crop_size: int | None, seed: int) -> None:
-        """The augmentation nodes and where they run (CPU workers, or the GPU after transfer)."""
-        self.augment = _plain(augment)
-        if augment_on not in AUGMENT_ON:
-            raise DataError(f"data.augment_on must be one of {AUGMENT_ON}, got '{augment_on}'.")
-        self.augment_on = augment_on
-        # augment_on=gpu: workers only cut the square patch; on_after_batch_transfer warps it
-        self._tensor_augment = (
-            TensorAugment(self.augment, crop_size, seed=seed) if augment_on == "gpu" else None
-        )
-
-    def _set_mix(self, embedded: dict[str, Any], name: str) -> None:
-        """``data.embedded``: its build parameters and the training mix, checked."""
-        mix = {k: embedded.pop(k) for k in _MIX_KEYS if k in embedded}
-        self.embedded = embedded  # build parameters of the photo pairs (deblur.data.embedded)
-        is_embedded = set(_KERNEL_KEYS) <= embedded.keys()
-        if is_embedded:  # data=embedded: its YAML sets every mix key
-            missing = [k for k in _MIX_KEYS if k not in mix]
-            if missing:
-                raise DataError(
-                    f"data.embedded lacks {', '.join(missing)}: every key of the training mix is "
-                    "set in conf/data/embedded.yaml; restore it there or give "
-                    f"+data.embedded.{missing[0]}=... on the command line."
-                )
-        else:  # the other data options train on their own file pairs: no mix to choose
-            mix = {**_FILE_PAIRS_ONLY, **mix}
-        self.train_source = str(mix["train_source"])
-        if self.train_source not in TRAIN_SOURCES:
-            raise DataError(
-                f"data.embedded.train_source must be one of {', '.join(TRAIN_SOURCES)}, got "
-                f"'{self.train_source}'."
-            )
-        if self.train_source != "photos" and not is_embedded:
-            raise DataError(
-                f"data.embedded.train_source={self.train_source} mixes procedural pairs into "
-                f"data=embedded only (they take its kernel and noise keys), but this is "
-                f"data={name} (layout '{self.layout}'). Use data=embedded, or leave "
-                "train_source at photos."
-            )
-        self.train_blur = str(mix["train_blur"])
-        if self.train_blur not in TRAIN_BLURS:
-            raise DataError(
-                f"data.embedded.train_blur must be one of {', '.join(TRAIN_BLURS)}, got "
-                f"'{self.train_blur}'."
-            )
-        if self.train_blur == "fresh" and not is_embedded:
-            raise DataError(
-                "data.embedded.train_blur=fresh re-blurs the sharp photos with data=embedded's "
-                f"kernel and noise keys, but this is data={name} (layout '{self.layout}'), whose "
-                "blurred images are real. Use data=embedded, or leave train_blur at fixed."
-            )
-        if self.train_blur == "fresh" and not self.crop_size:
-            raise DataError(
-                "data.embedded.train_blur=fresh blurs training crops anew, but data.crop_size is "
-                "null (whole images). Set data.crop_size (e.g. 256), or use train_blur=fixed."
-            )
-        self._set_procedural(mix)
-
-    def _set_procedural(self, mix: dict[str, Any]) -> None:
-        """The dead-leaves pairs of ``train_source=procedural|both``, checked."""
-        self.procedural_per_epoch = int(mix["procedural_per_epoch"] or 0)
-        if self.train_source != "photos" and self.procedural_per_epoch < 1:
-            raise DataError(
-                f"data.embedded.train_source={self.train_source} needs "
-                f"data.embedded.procedural_per_epoch >= 1 (pairs per epoch), got "
-                f"{self.procedural_per_epoch}."
-            )
-        procedural = dict(mix["procedural"] or {})
-        self.procedural_colors = str(procedural.pop("colors", None)) if procedural else None
-        if procedural and self.procedural_colors not in ("photos", "lab"):
-            raise DataError(
-                "data.embedded.procedural.colors must be 'photos' (colours of the training "
-                f"photos) or 'lab' (a CIELAB palette), got '{self.procedural_colors}'."
-            )
-        self.dead_leaves = DeadLeaves.from_config(procedural) if procedural else None
-        if self.train_source != "photos" and self.dead_leaves is None:
-            raise DataError(
-                f"data.embedded.train_source={self.train_source} draws dead-leaves images, but "
-                "data.embedded.procedural is empty; restore it from conf/data/embedded.yaml."
-            )
-
     def _resolve(self) -> dict[str, list[Pair]]:
         if self._splits is not None:
             return self._splits
-        root = self.root
-        found = self.read_pairs(root)
+        found = self.read_pairs(self.root)
         train = found.get("train", [])
         if self.val_sequences:
-            groups = {p.group for p in train}
-            unknown = sorted(set(self.val_sequences) - groups)
+            groups, held = {p.group for p in train}, set(self.val_sequences)
+            unknown = sorted(held - groups)
             if unknown:
                 raise DataError(
                     f"data.val_sequences names {', '.join(unknown)}, which the training split of "
                     f"{self.name} does not have (its {len(groups)} sequences: "
-                    f"{', '.join(sorted(groups)[:8])}{' ...' if len(groups) > 8 else ''}). "
-                    "Fix: name training sequences, or data.val_sequences=null."
+                    f"{_shown(sorted(groups), 8, ', ')}). Fix: name training sequences, or "
+                    "data.val_sequences=null."
                 )
-            held = set(self.val_sequences)
             if held >= groups:
                 raise DataError(
                     f"data.val_sequences holds out every training sequence of {self.name}: "
@@ -319,15 +293,13 @@ class DeblurDataModule(pl.LightningDataModule):
             val = found["val"]
         else:  # held-out training sequences: the test split never picks a checkpoint
             train, val = split_by_group(train, self.val_fraction, self.seed)
-        test = found.get("test", val)
         self._photo_train = list(train)  # the colour palette of procedural images comes from these
         self._splits = {
-            "train": []
-            if self.train_source == "procedural"
-            else subsample(train, self.limits["train"]),
-            "val": subsample(val, self.limits["val"]),
-            "test": subsample(test, self.limits["test"]),
+            "train": [] if self.train_source == "procedural" else train,
+            "val": val,
+            "test": found.get("test", val),
         }
+        self._splits = {k: subsample(v, self.limits[k]) for k, v in self._splits.items()}
         extra = (
             f" + {self.procedural_per_epoch} procedural (dead-leaves) train pairs per epoch"
             if self.train_source != "photos"
@@ -337,7 +309,7 @@ class DeblurDataModule(pl.LightningDataModule):
             "data=%s (%s at %s): %d train / %d val / %d test pairs%s.",
             self.name,
             self.layout,
-            root or "the default folder",
+            self.root or "the default folder",
             *(len(v) for v in self._splits.values()),
             extra,
         )
@@ -345,51 +317,8 @@ class DeblurDataModule(pl.LightningDataModule):
 
     @property
     def train_pairs(self) -> list[Pair]:
-        """Training pairs from files (resolved on first access; none for ``train_source=procedural``)."""
+        """Training pairs from files (none for ``train_source=procedural``)."""
         return self._resolve()["train"]
-
-    def _procedural_size(self) -> int:
-        """Side of the procedural training images: what a photo item of the train split measures."""
-        if not self.crop_size:
-            raise DataError(
-                f"data.embedded.train_source={self.train_source} generates training images at the "
-                "crop size, but data.crop_size is null (whole images). Set data.crop_size (e.g. "
-                "256), or use data.embedded.train_source=photos."
-            )
-        if self._tensor_augment is not None:  # the GPU warps and crops a pre-crop patch
-            return self._pre_crop() or int(self.crop_size)
-        return int(self.crop_size)
-
-    @property
-    def procedural(self) -> ProceduralPairs | None:
-        """The dead-leaves pair generator of the training split (None for ``train_source=photos``).
-
-        Its images use the embedded dataset's kernel and noise parameters and, with
-        ``procedural.colors=photos``, colours drawn from the training photos (never from
-        validation); ``procedural.pair(epoch, index)`` gives ``(blurred, sharp, kernel)``.
-        """
-        if self.train_source == "photos":
-            return None
-        if self._procedural is None:
-            self._resolve()
-            palette = None
-            if self.procedural_colors == "photos":
-                sharp = sorted({p.sharp for p in self._photo_train})
-                if not sharp:
-                    raise DataError(
-                        "data.embedded.procedural.colors=photos needs training photos, but the "
-                        "embedded training split is empty; use procedural.colors=lab."
-                    )
-                rng = np.random.default_rng([self.seed, 0xC010])
-                palette = palette_from_images([read_image(p) for p in sharp], rng)
-            self._procedural = ProceduralPairs(
-                size=self._procedural_size(),
-                blur=self._camera_shake(),
-                seed=self.seed,
-                params=self.dead_leaves,
-                palette=palette,
-            )
-        return self._procedural
 
     @property
     def val_pairs(self) -> list[Pair]:
@@ -400,6 +329,33 @@ class DeblurDataModule(pl.LightningDataModule):
     def test_pairs(self) -> list[Pair]:
         """Test pairs: the dataset's test split, else the validation pairs."""
         return self._resolve()["test"]
+
+    @property
+    def procedural(self) -> ProceduralPairs | None:
+        """The dead-leaves pairs of the training split (None for ``train_source=photos``): the
+        embedded kernel and noise keys and, with ``procedural.colors=photos``, colours of the
+        training photos (never of validation)."""
+        if self.train_source == "photos":
+            return None
+        if self._procedural is None:
+            self._resolve()
+            palette = None
+            if self.mix.colors == "photos":
+                sharp = sorted({p.sharp for p in self._photo_train})
+                if not sharp:
+                    raise DataError(
+                        "data.embedded.procedural.colors=photos needs training photos, but the "
+                        "embedded training split is empty; use procedural.colors=lab."
+                    )
+                rng = np.random.default_rng([self.seed, 0xC010])
+                palette = palette_from_images([read_image(p) for p in sharp], rng)
+            self._procedural = ProceduralPairs(
+                self._item_size(), self._camera_shake(), self.seed, self.mix.dead_leaves, palette
+            )
+        return self._procedural
+
+    def _camera_shake(self) -> CameraShake:
+        return CameraShake(**{k: self.embedded[k] for k in _KERNEL_KEYS})
 
     # -------------------------------------------------------------- datasets
     def prepare_data(self) -> None:
@@ -413,154 +369,94 @@ class DeblurDataModule(pl.LightningDataModule):
             raise DataError(f"data.pre_crop_scale must be >= 1 or null, got {self.pre_crop_scale}.")
         return int(round(self.crop_size * self.pre_crop_scale))
 
+    def _item_size(self) -> int | None:
+        """Side of a training item: the crop, or (augment_on=gpu) the patch the GPU warps."""
+        if self._tensor_augment is None:
+            return self.crop_size
+        pre = self._pre_crop()
+        if pre is None:
+            raise DataError(
+                "data.augment_on=gpu needs data.pre_crop_scale (e.g. 1.6) and data.crop_size: "
+                "the workers cut a square patch that the GPU then warps and crops. Set them, "
+                "or use data.augment_on=cpu for whole-frame augmentation."
+            )
+        return pre
+
+    def _train_transform(self, size: int | None, paired: bool) -> Any:
+        """Pad + random crop to ``size`` (augment_on=gpu: the patch, the rest is on the GPU), or
+        the ``data.augment`` list on a pre-crop patch, then the centre ``size``."""
+        if self._tensor_augment is not None:
+            return build_train_transform(None, size, paired=paired, seed=self.seed)
+        pre = None if self._pre_crop() is None else int(round(size * self.pre_crop_scale))
+        return build_train_transform(self.augment, size, paired, self.seed, pre_crop=pre)
+
     def _make(self, split: str) -> Dataset:
         if split == "val_subset":  # data.val_pairs_during_training: evenly spaced, fixed
             pairs = subsample(self._resolve()["val"], self.val_pairs_during_training)
         else:
             pairs = self._resolve()[split]
-        train = split == "train"
-        # augment_on=gpu: training items stay uint8 (a quarter of the bytes through the workers
-        # and pinned memory); TensorAugment scales them to [-1, 1] on the device
-        raw = train and self._tensor_augment is not None
-        transform = (
-            build_train_transform(
-                self.augment,
-                self.crop_size,
-                paired=self.task == "paired",
-                seed=self.seed,
-                pre_crop=self._pre_crop(),
-            )
-            if train and self._tensor_augment is None
-            else None
-        )
-        if train and self._tensor_augment is not None:
-            pre = self._pre_crop()
-            if pre is None:
-                raise DataError(
-                    "data.augment_on=gpu needs data.pre_crop_scale (e.g. 1.6) and data.crop_size: "
-                    "the workers cut a square patch that the GPU then warps and crops. Set them, "
-                    "or use data.augment_on=cpu for whole-frame augmentation."
-                )
-            # the CPU path's first two steps (PadIfNeeded + RandomCrop of the patch) only
-            transform = build_train_transform(
-                None, pre, paired=self.task == "paired", seed=self.seed
-            )
+        cache, classify = self._image_cache, self.task == "classify"
+        if split != "train":
+            if classify:
+                return ClassificationDataset(pairs, None, cache=cache)
+            with_kernel = bool(pairs) and all(p.kernel is not None for p in pairs)
+            return PairedDataset(pairs, None, cache=cache, with_kernel=with_kernel)
+        # augment_on=gpu: items stay uint8 (a quarter of the bytes through the workers and
+        # pinned memory); TensorAugment scales them to [-1, 1] on the device
+        raw, size = self._tensor_augment is not None, self._item_size()
         ds: Dataset
-        if train and self.train_blur == "fresh":
-            ds = ProceduralDataset(self._reblurred(pairs), len(pairs), self.task, uint8=raw)
-        elif self.task == "classify":
-            ds = ClassificationDataset(pairs, transform, cache=self._image_cache, uint8=raw)
+        if self.train_blur == "fresh":
+            ds = ProceduralDataset(self._reblurred(pairs, size), len(pairs), self.task, raw)
         else:
-            with_kernel = not train and bool(pairs) and all(p.kernel is not None for p in pairs)
-            ds = PairedDataset(
-                pairs, transform, cache=self._image_cache, with_kernel=with_kernel, uint8=raw
-            )
-        if train and self.procedural is not None:
-            # dead-leaves pairs are drawn at the size of a photo item (the crop, or the GPU's
-            # pre-crop patch) and skip the CPU augmentations: the model is stationary and
-            # isotropic, so flips, rotations and warps would only cost time
-            procedural = ProceduralDataset(
-                self.procedural, self.procedural_per_epoch, self.task, uint8=raw
-            )
-            ds = (
-                procedural if self.train_source == "procedural" else ConcatSamples([ds, procedural])
-            )
+            transform = self._train_transform(size, paired=not classify)
+            kind = ClassificationDataset if classify else PairedDataset
+            ds = kind(pairs, transform, cache=cache, uint8=raw)
+        if self.procedural is not None:
+            # dead-leaves pairs come at the item size and skip the CPU augmentations: the model
+            # is stationary and isotropic, so flips, rotations and warps would only cost time
+            leaves = ProceduralDataset(self.procedural, self.procedural_per_epoch, self.task, raw)
+            ds = leaves if self.train_source == "procedural" else ConcatSamples([ds, leaves])
         return ds
 
-    def _reblurred(self, pairs: Sequence[Pair]) -> ReblurredPhotos:
-        """``train_blur=fresh``: the sharp photos of ``pairs``, augmented and blurred per sample.
-
-        The augmentations run on the sharp image only, at the item size plus the kernel's margin
-        (the GPU path: the margin around its pre-crop patch), and the blur comes after them.
-        """
+    def _reblurred(self, pairs: Sequence[Pair], size: int) -> ReblurredPhotos:
+        """``train_blur=fresh``: the augmentations run on the sharp photo alone, at the item size
+        plus the kernel's margin, and the blur comes after them."""
         blur = self._camera_shake()
-        size = self._procedural_size()
-        big = size + 2 * blur.margin
-        if self._tensor_augment is not None:
-            transform = build_train_transform(None, big, paired=False, seed=self.seed)
-        else:
-            pre = self._pre_crop()
-            transform = build_train_transform(
-                self.augment,
-                big,
-                paired=False,
-                seed=self.seed,
-                pre_crop=None if pre is None else int(round(big * float(self.pre_crop_scale))),
-            )
         cache = self._image_cache
         return ReblurredPhotos(
             sharp=[p.sharp for p in pairs],
             read=cache.read if cache is not None else read_image,
-            transform=transform,
+            transform=self._train_transform(size + 2 * blur.margin, paired=False),
             size=size,
             blur=blur,
             seed=self.seed,
             names=[p.name for p in pairs],
         )
 
-    def _camera_shake(self) -> CameraShake:
-        """The blur of generated training pairs: the embedded build's kernel and noise keys."""
-        e = self.embedded
-        return CameraShake(
-            kernel_size=int(e["kernel_size"]),
-            min_length=float(e["min_length"]),
-            max_length=None if e["max_length"] is None else float(e["max_length"]),
-            noise_sigma=float(e["noise_sigma"]),
-        )
-
     # ------------------------------------------------------------ fail early
     def check_sizes(self, min_side: int | None = None, split: str = "val") -> None:
-        """Before training: every image of ``split`` is readable and at least ``min_side`` px.
-
-        Reads each file of the split (blurred, sharp and kernel files) and its header, without
-        decoding the pixels: a missing, empty, truncated or undecodable file, a pair whose two
-        images differ in size and an image whose smaller side is below ``min_side`` (default
-        ``data.min_val_side``; a generator's ``min_size``) are all named in one
-        :class:`~deblur.data.io.DataError`, instead of failing after a training epoch.
-        """
-        from concurrent.futures import ThreadPoolExecutor
-
+        """Before training: every file of ``split`` (images, kernels) is readable, the two images
+        of a pair have one size and its smaller side is at least ``min_side`` (default
+        ``data.min_val_side``; a generator's ``min_size``): one :class:`DataError` names them all.
+        Reads headers only, never decodes the pixels."""
         pairs = self._resolve()[split]
         min_side = self.min_val_side if min_side is None else int(min_side)
-
-        def inspect(pair: Pair) -> tuple[str | None, tuple[int, int] | None]:
-            try:
-                size = image_size(pair.blur, check=True)
-                sharp = image_size(pair.sharp, check=True)
-                if pair.kernel is not None:
-                    read_kernel(pair.kernel)
-            except (ImageReadError, DataError) as exc:
-                return str(exc), None
-            if sharp != size:
-                return (
-                    f"pair '{pair.name}': blurred '{pair.blur}' is {size[1]}x{size[0]} but sharp "
-                    f"'{pair.sharp}' is {sharp[1]}x{sharp[0]}",
-                    None,
-                )
-            return None, size
-
-        with ThreadPoolExecutor(max_workers=max(1, min(8, len(pairs)))) as pool:
-            results = list(pool.map(inspect, pairs)) if pairs else []
+        results = _inspect_all(pairs, check=True)
         broken = [msg for msg, _ in results if msg]
         small = [
-            (pair, size)
+            f"'{pair.blur}' ({size[1]}x{size[0]})"
             for pair, (_, size) in zip(pairs, results)
             if size is not None and min_side and min(size) < min_side
         ]
         if not broken and not small:
             return
-        parts = []
-        if broken:
-            shown = " | ".join(broken[:3]) + (
-                f" | and {len(broken) - 3} more" if len(broken) > 3 else ""
-            )
-            parts.append(f"{len(broken)} pair(s) cannot be read: {shown}")
+        parts = (
+            [f"{len(broken)} pair(s) cannot be read: {_shown(broken, 3, ' | ')}"] if broken else []
+        )
         if small:
-            shown = ", ".join(f"'{p.blur}' ({s[1]}x{s[0]})" for p, s in small[:5])
-            more = f" and {len(small) - 5} more" if len(small) > 5 else ""
             parts.append(
                 f"{len(small)} image(s) have a side below {min_side} px, the smallest the "
-                f"generator takes (data.min_val_side): {shown}{more}"
+                f"generator takes (data.min_val_side): {_shown(small, 5, ', ')}"
             )
         fix = (
             "Fix or remove these files, or (on a huge set checked once) skip this check with "
@@ -576,34 +472,19 @@ class DeblurDataModule(pl.LightningDataModule):
 
     def _warn_small_training_images(self) -> None:
         """One warning with the count of training images smaller than the crop (reflect-padded)."""
-        from concurrent.futures import ThreadPoolExecutor
-
         pairs = self._resolve()["train"]
         if not self.crop_size or not pairs:
             return
         crop = int(self.crop_size)
-
-        def side(pair: Pair) -> tuple[int, int] | None:
-            try:
-                return image_size(pair.blur)
-            except (ImageReadError, DataError):
-                return None  # named when the pair is loaded
-
-        with ThreadPoolExecutor(max_workers=max(1, min(8, len(pairs)))) as pool:
-            sizes = list(pool.map(side, pairs))
-        small = [(p, s) for p, s in zip(pairs, sizes) if s is not None and min(s) < crop]
+        sizes = [(p, s) for p, (_, s) in zip(pairs, _inspect_all(pairs, check=False)) if s]
+        small = [(p, s) for p, s in sizes if min(s) < crop]
         if small:
-            p, s = small[0]
+            (p, s), n = small[0], len(small)
             log.warning(
                 "%d of %d training images are smaller than data.crop_size=%d on a side (e.g. "
                 "'%s', %dx%d): their crops are reflect-padded, i.e. partly mirrored copies. Use "
                 "a smaller data.crop_size or larger images.",
-                len(small),
-                len(pairs),
-                crop,
-                p.blur,
-                s[1],
-                s[0],
+                *(n, len(pairs), crop, p.blur, s[1], s[0]),
             )
 
     def setup(self, stage: str | None = None) -> None:
@@ -623,33 +504,28 @@ class DeblurDataModule(pl.LightningDataModule):
                 if self.check_train_files:  # data.check_train_files=false skips it on huge sets
                     self.check_sizes(min_side=0, split="train")
                 self._warn_small_training_images()
-            else:
-                if split == "val" and not splits["val"]:
-                    raise DataError(
-                        f"data={self.name} has no validation pairs (layout '{self.layout}', root "
-                        f"{self.root or 'the default folder'}, data.val_fraction="
-                        f"{self.val_fraction}), so no checkpoint could be picked and the run "
-                        "could not finish. Fix: data.val_fraction=0.1 (hold out training "
-                        "sequences), data.val_sequences=[<names>], or a val/ folder in the "
-                        "dataset."
-                    )
-                self.check_sizes(split=split)
+                continue
+            if split == "val" and not splits["val"]:
+                raise DataError(
+                    f"data={self.name} has no validation pairs (layout '{self.layout}', root "
+                    f"{self.root or 'the default folder'}, data.val_fraction={self.val_fraction}"
+                    "), so no checkpoint could be picked and the run could not finish. Fix: "
+                    "data.val_fraction=0.1 (hold out training sequences), "
+                    "data.val_sequences=[<names>], or a val/ folder in the dataset."
+                )
+            self.check_sizes(split=split)
         paths = [p for s in missing for q in splits[s] for p in (q.blur, q.sharp)]
         if self.cache == AUTO:  # decided once, at the first setup (fit: train + val)
             self.cache = cache_decision(AUTO, self.on_gpu, paths)
         if self.cache:
-            new = ImageCache.preload(
-                p for p in paths if self._image_cache is None or p not in self._image_cache
-            )
-            if self._image_cache is None:
-                self._image_cache = new
-            else:
-                self._image_cache.images.update(new.images)
+            old = self._image_cache or ImageCache()
+            old.images.update(ImageCache.preload(p for p in paths if p not in old).images)
+            self._image_cache = old
         for split in missing:
             self._datasets[split] = self._make(split)
 
     def dataset(self, split: str) -> Dataset:
-        """The torch Dataset of ``split`` (``train``, ``val`` or ``test``)."""
+        """The torch Dataset of ``split`` (``train``, ``val``, ``test`` or ``val_subset``)."""
         if split == "val_subset" and split not in self._datasets:
             self.setup("validate")
             self._datasets[split] = self._make(split)
@@ -666,35 +542,33 @@ class DeblurDataModule(pl.LightningDataModule):
                 f"'{self.root}'). Check data.root and the layout, or data.max_train_pairs."
             )
         workers = self.num_workers
-        kwargs: dict[str, Any] = {
-            "batch_size": batch_size,
+        return DataLoader(
+            ds,
+            batch_size=batch_size,
             # (index, augmentation seed) pairs fixed by (seed, epoch): reproducible and resumable
-            "sampler": EpochSeededSampler(len(ds), seed=self.seed, shuffle=shuffle),
-            "num_workers": workers,
-            "pin_memory": self.pin_memory,
-            "worker_init_fn": worker_init_fn,
-            "persistent_workers": self.persistent_workers and workers > 0,
-        }
-        if workers > 0 and self.multiprocessing_context:
-            kwargs["multiprocessing_context"] = self.multiprocessing_context
-        return DataLoader(ds, **kwargs)
+            sampler=EpochSeededSampler(len(ds), seed=self.seed, shuffle=shuffle),
+            num_workers=workers,
+            pin_memory=self.pin_memory,
+            worker_init_fn=worker_init_fn,
+            persistent_workers=self.persistent_workers and workers > 0,
+            multiprocessing_context=self.multiprocessing_context if workers > 0 else None,
+        )
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """data.augment_on=gpu: the augmentations, on the device, for training batches only."""
-        trainer = getattr(self, "trainer", None)
-        if self._tensor_augment is not None and trainer is not None and trainer.training:
-            batch = self._tensor_augment(batch, epoch=int(trainer.current_epoch))
-        elif self._tensor_augment is not None:  # a uint8 training batch outside training
-            batch = self._tensor_augment.to_float(batch)
-        return batch
+        augment, trainer = self._tensor_augment, getattr(self, "trainer", None)
+        if augment is None:
+            return batch
+        if trainer is not None and trainer.training:
+            return augment(batch, epoch=int(trainer.current_epoch))
+        return augment.to_float(batch)  # a uint8 training batch outside training
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", self.batch_size, shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
-        """The validation pairs; while fitting, the fixed ``data.val_pairs_during_training``
-        subset when set (the full set validates the final weights after the fit, in
-        :func:`deblur.systems.fit.fit_gan` / ``fit_classifier``, and in ``deblur.evaluate``)."""
+        """The validation pairs; while fitting, the ``data.val_pairs_during_training`` subset
+        when set (the full set validates the final weights after the fit)."""
         trainer = getattr(self, "trainer", None)
         during_fit = trainer is not None and trainer.state.fn == "fit"
         split = "val_subset" if self.val_pairs_during_training and during_fit else "val"
