@@ -136,8 +136,9 @@ def _plain(value: Any) -> Any:
     return OmegaConf.to_container(value, resolve=True) if isinstance(value, DictConfig) else value
 
 
-def _build_layout(layout: Mapping[str, Any]) -> Callable[..., Any]:
-    """``data.layout`` (a ``_target_`` / ``_partial_`` node) -> ``reader(root) -> splits``."""
+def _build_layout(layout: Mapping[str, Any]) -> tuple[Callable[..., Any], str]:
+    """``data.layout`` (a ``_target_`` / ``_partial_`` node) -> (``reader(root) -> splits``,
+    the reader's name)."""
     if not isinstance(layout, Mapping | DictConfig) or "_target_" not in layout:
         raise DataError(
             f"data.layout must be a reader node such as {{_target_: deblur.data.pairs.read_gopro, "
@@ -150,7 +151,8 @@ def _build_layout(layout: Mapping[str, Any]) -> Callable[..., Any]:
             f"data.layout: {layout['_target_']} gave a {type(reader).__name__}, not a reader; "
             "a function target needs _partial_: true."
         )
-    return reader
+    func = getattr(reader, "func", reader)
+    return reader, str(getattr(func, "__name__", type(func).__name__))
 
 
 def _inspect(pair: Pair, check: bool) -> tuple[str | None, tuple[int, int] | None]:
@@ -194,6 +196,10 @@ class DeblurDataModule(pl.LightningDataModule):
     RealBlur: that is what ``deblur.evaluate`` reports, so choosing on it would leak).
     """
 
+    _procedural: ProceduralPairs | None = None
+    _splits: dict[str, list[Pair]] | None = None
+    _image_cache: ImageCache | None = None
+
     def __init__(
         self,
         *,
@@ -234,9 +240,7 @@ class DeblurDataModule(pl.LightningDataModule):
         _choice("DeblurDataModule task", task, TASKS)
         _choice("data.augment_on", augment_on, AUGMENT_ON)
         self.task, self.name, self.on_gpu, self.seed = task, name, bool(on_gpu), int(seed)
-        self.read_pairs = _build_layout(layout)
-        func = getattr(self.read_pairs, "func", self.read_pairs)
-        self.layout = str(getattr(func, "__name__", type(func).__name__))
+        self.read_pairs, self.layout = _build_layout(layout)
         self.root = None if root in (None, "") else Path(str(root)).expanduser()
         self.blur_key, self.variant, self.crop_size = blur_key, variant, crop_size
         self.pre_crop_scale = None if pre_crop_scale is None else float(pre_crop_scale)
@@ -246,8 +250,7 @@ class DeblurDataModule(pl.LightningDataModule):
         self.persistent_workers, self.cache = bool(persistent_workers), cache
         self.multiprocessing_context = multiprocessing_context
         self.augment, self.augment_on = _plain(augment), augment_on
-        # augment_on=gpu: workers only cut the square patch; on_after_batch_transfer warps it
-        gpu = augment_on == "gpu"
+        gpu = augment_on == "gpu"  # the workers cut the patch, on_after_batch_transfer warps it
         self._tensor_augment = TensorAugment(self.augment, crop_size, self.seed) if gpu else None
         self.val_fraction = float(val_fraction)
         seqs = [val_sequences] if isinstance(val_sequences, str) else val_sequences or []
@@ -257,14 +260,10 @@ class DeblurDataModule(pl.LightningDataModule):
         self.min_val_side = None if min_val_side is None else int(min_val_side)
         self.check_train_files = bool(check_train_files)
         self.embedded = dict(_plain(embedded) or {})  # minus the mix: the build parameters
-        where = f"data={name} (layout '{self.layout}')"
-        self.mix = _training_mix(self.embedded, where, crop_size)
+        self.mix = _training_mix(self.embedded, f"data={name} (layout '{self.layout}')", crop_size)
         self.train_source, self.train_blur = self.mix.train_source, self.mix.train_blur
         self.procedural_per_epoch = self.mix.procedural_per_epoch
-        self._procedural: ProceduralPairs | None = None
-        self._splits: dict[str, list[Pair]] | None = None
         self._datasets: dict[str, Dataset] = {}
-        self._image_cache: ImageCache | None = None
 
     # ----------------------------------------------------------------- pairs
     def _resolve(self) -> dict[str, list[Pair]]:

@@ -1,11 +1,8 @@
-"""Dataset layouts -> lists of (blurred, sharp) :class:`Pair` s, matched by path.
+"""Dataset layouts -> ``{split: [Pair, ...]}`` (splits among ``train``, ``val``, ``test``).
 
-Every reader takes the dataset root (plus its own options) and returns ``{split: [Pair, ...]}``
-with splits among ``train``, ``val``, ``test``. ``data.layout`` in ``conf/data/<name>.yaml`` names
-the reader as a Hydra ``_partial_`` node, its options interpolated from the user-facing keys
-(``data.blur_key``, ``data.variant``): a new layout is one function here plus one YAML file.
-Pairs are matched by their path (never by the sort order of two globs) and carry a ``group``
-(sequence / scene / source photo) so that validation splits never cut through a sequence.
+A reader takes the dataset root plus its options; ``data.layout`` in ``conf/data/<name>.yaml``
+names it as a Hydra ``_partial_`` node. Pairs are matched by path (never by the sort order of two
+globs) and carry a ``group`` (sequence / scene / source photo): validation never cuts a group.
 """
 
 from __future__ import annotations
@@ -19,17 +16,6 @@ from pathlib import Path
 import numpy as np
 
 from deblur.data.io import IMAGE_EXTENSIONS, DataError, is_image_file
-
-__all__ = [
-    "Pair",
-    "read_embedded",
-    "read_folder",
-    "read_gopro",
-    "read_hide",
-    "read_realblur",
-    "split_by_group",
-    "subsample",
-]
 
 
 @dataclass(frozen=True)
@@ -53,9 +39,8 @@ class Pair:
 
 def _preview(names: Iterable[str], limit: int = 5) -> str:
     names = sorted(names)
-    shown = ", ".join(names[:limit])
     more = f" and {len(names) - limit} more" if len(names) > limit else ""
-    return f"{shown}{more}"
+    return ", ".join(names[:limit]) + more
 
 
 def _check_root(root: str | os.PathLike[str] | None, layout: str, expected: str) -> Path:
@@ -75,9 +60,8 @@ def _check_root(root: str | os.PathLike[str] | None, layout: str, expected: str)
 
 def _images_in(folder: Path, recursive: bool = False) -> dict[str, Path]:
     """Image files below ``folder`` keyed by relative path without suffix (posix)."""
-    files = folder.rglob("*") if recursive else folder.iterdir()
     out: dict[str, Path] = {}
-    for f in files:
+    for f in folder.rglob("*") if recursive else folder.iterdir():
         if f.is_file() and is_image_file(f):
             key = f.relative_to(folder).with_suffix("").as_posix()
             if key in out:
@@ -95,44 +79,34 @@ def _match(
     blur_dir: Path,
     sharp_dir: Path,
     expected: str,
+    both: bool = True,
 ) -> list[str]:
-    """Keys present on both sides; raises when either side has images without a twin."""
-    only_blur = blur.keys() - sharp.keys()
-    only_sharp = sharp.keys() - blur.keys()
-    base = blur_dir.parent
-
-    def on_disk(files: dict[str, Path], keys: Iterable[str]) -> list[str]:
-        return [files[k].relative_to(base).as_posix() for k in keys]
-
-    if only_blur:
-        raise DataError(
-            f"{len(only_blur)} blurred image(s) in '{blur_dir}' have no sharp twin in "
-            f"'{sharp_dir}': {_preview(on_disk(blur, only_blur))}. Pairs are matched by relative path "
-            f"(expected layout: {expected}); add the missing sharp images or remove these."
-        )
-    if only_sharp:
-        raise DataError(
-            f"{len(only_sharp)} sharp image(s) in '{sharp_dir}' have no blurred twin in "
-            f"'{blur_dir}': {_preview(on_disk(sharp, only_sharp))}. Pairs are matched by relative path "
-            f"(expected layout: {expected}); add the missing blurred images or remove these."
-        )
-    return sorted(blur.keys())
+    """Keys present on both sides; blurred (``both``: and sharp) images without a twin raise."""
+    sides = [("blurred", blur, sharp, blur_dir, sharp_dir, "sharp")]
+    if both:
+        sides.append(("sharp", sharp, blur, sharp_dir, blur_dir, "blurred"))
+    for kind, files, others, here, there, twin in sides:
+        alone = files.keys() - others.keys()
+        if alone:
+            shown = _preview(files[k].relative_to(blur_dir.parent).as_posix() for k in alone)
+            raise DataError(
+                f"{len(alone)} {kind} image(s) in '{here}' have no {twin} twin in '{there}': "
+                f"{shown}. Pairs are matched by relative path (expected layout: {expected}); "
+                f"add the missing {twin} images or remove these."
+            )
+    return sorted(blur.keys() & sharp.keys())
 
 
 def _read_sequences(
-    split_dir: Path,
-    blur_key: str,
-    sharp_key: str,
-    expected: str,
-    kernel_key: str | None = None,
+    split_dir: Path, blur_key: str, expected: str, kernel_key: str | None = None
 ) -> list[Pair]:
-    """``<split_dir>/<sequence>/{blur_key,sharp_key}/*`` -> pairs grouped by sequence."""
+    """``<split_dir>/<sequence>/{blur_key,sharp}/*`` -> pairs grouped by sequence."""
     sequences = sorted(d for d in split_dir.iterdir() if d.is_dir())
     if not sequences:
         raise DataError(f"Folder '{split_dir}' has no sequence sub-folders (expected {expected}).")
     pairs: list[Pair] = []
     for seq in sequences:
-        blur_dir, sharp_dir = seq / blur_key, seq / sharp_key
+        blur_dir, sharp_dir = seq / blur_key, seq / "sharp"
         for d in (blur_dir, sharp_dir):
             if not d.is_dir():
                 raise DataError(
@@ -157,10 +131,11 @@ GOPRO_LAYOUT = "<root>/{train,test}/<sequence>/{blur,blur_gamma,sharp}/*.png"
 def read_gopro(root: str | os.PathLike[str], blur_key: str = "blur") -> dict[str, list[Pair]]:
     """GoPro_Large: ``train`` and ``test`` splits; ``blur_key`` is ``blur`` or ``blur_gamma``."""
     base = _check_root(root, "gopro", GOPRO_LAYOUT)
-    splits: dict[str, list[Pair]] = {}
-    for split in ("train", "test"):
-        if (base / split).is_dir():
-            splits[split] = _read_sequences(base / split, blur_key, "sharp", GOPRO_LAYOUT)
+    splits = {
+        split: _read_sequences(base / split, blur_key, GOPRO_LAYOUT)
+        for split in ("train", "test")
+        if (base / split).is_dir()
+    }
     if not splits:
         raise DataError(
             f"GoPro root '{base}' has neither 'train/' nor 'test/' (expected {GOPRO_LAYOUT})."
@@ -175,7 +150,7 @@ def read_embedded(root: str | os.PathLike[str]) -> dict[str, list[Pair]]:
     """The embedded dataset built by :mod:`deblur.data.embedded` (true kernels included)."""
     base = _check_root(root, "embedded", EMBEDDED_LAYOUT)
     splits = {
-        split: _read_sequences(base / split, "blur", "sharp", EMBEDDED_LAYOUT, kernel_key="kernel")
+        split: _read_sequences(base / split, "blur", EMBEDDED_LAYOUT, kernel_key="kernel")
         for split in ("train", "val")
         if (base / split).is_dir()
     }
@@ -202,18 +177,16 @@ def read_realblur(root: str | os.PathLike[str], variant: str = "J") -> dict[str,
         if not listing.is_file():
             continue
         pairs: list[Pair] = []
-        missing: list[str] = []
         for n, line in enumerate(listing.read_text().splitlines(), 1):
             parts = line.split()
             if not parts:
                 continue
             if len(parts) < 2:
                 raise DataError(f"Line {n} of '{listing}' is not '<gt_path> <blur_path>': {line!r}")
-            gt, bl = base / parts[0], base / parts[1]
-            missing += [str(p) for p in (gt, bl) if not p.is_file()]
-            scene = Path(parts[0]).parent.parent.name or Path(parts[0]).parent.name
-            name = f"{scene}/{Path(parts[1]).stem}"
-            pairs.append(Pair(bl, gt, scene, None, name))
+            gt, blur = Path(parts[0]), Path(parts[1])
+            scene = gt.parent.parent.name or gt.parent.name
+            pairs.append(Pair(base / blur, base / gt, scene, None, f"{scene}/{blur.stem}"))
+        missing = [str(f) for p in pairs for f in (p.sharp, p.blur) if not f.is_file()]
         if missing:
             raise DataError(
                 f"'{listing}' names {len(missing)} file(s) that do not exist: "
@@ -232,13 +205,7 @@ HIDE_LAYOUT = (
     "<root>/train/*.png, <root>/test/{test-close-ups,test-long-shot}/*.png (blurred), "
     "<root>/GT/<same name> (sharp)"
 )
-_HIDE_SOURCE = re.compile(r"^\d+from(.+)$")
-
-
-def _hide_group(stem: str) -> str:
-    """HIDE names look like '12fromGOPR0950': frames of one source video share a group."""
-    m = _HIDE_SOURCE.match(stem)
-    return m.group(1) if m else stem
+_HIDE_SOURCE = re.compile(r"^\d+from(.+)$")  # '12fromGOPR0950': frames of one source video
 
 
 def read_hide(root: str | os.PathLike[str]) -> dict[str, list[Pair]]:
@@ -257,16 +224,10 @@ def read_hide(root: str | os.PathLike[str]) -> dict[str, list[Pair]]:
         by_name = {Path(k).name: v for k, v in blur.items()}
         if len(by_name) != len(blur):
             raise DataError(f"'{split_dir}' holds two blurred images with the same file name.")
-        missing = by_name.keys() - sharp.keys()
-        if missing:
-            raise DataError(
-                f"{len(missing)} blurred image(s) in '{split_dir}' have no sharp twin in "
-                f"'{gt_dir}': {_preview(missing)} ({HIDE_LAYOUT})."
-            )
-        pairs = [
-            Pair(by_name[k], sharp[k], _hide_group(k), None, f"{split}/{k}")
-            for k in sorted(by_name)
-        ]
+        pairs = []
+        for k in _match(by_name, sharp, split_dir, gt_dir, HIDE_LAYOUT, both=False):
+            m = _HIDE_SOURCE.match(k)
+            pairs.append(Pair(by_name[k], sharp[k], m.group(1) if m else k, None, f"{split}/{k}"))
         if not pairs:
             raise DataError(f"No images found under '{split_dir}' ({HIDE_LAYOUT}).")
         splits[split] = pairs
@@ -291,9 +252,8 @@ FOLDER_LAYOUT = (
 def _folder_kernels(base: Path, blur: dict[str, Path], blur_dir: Path) -> dict[str, Path]:
     """``<base>/kernel/<key>.npy`` for every blurred image, or {} without a ``kernel/`` folder.
 
-    A kernel folder covers all pairs of its split or none: a missing or orphan kernel file is an
-    error naming the files, because a baseline given some kernels would silently evaluate a
-    different subset of images than a model.
+    It covers all pairs of its split or none (a baseline given some kernels would silently
+    evaluate another subset of images than a model): a missing or orphan kernel raises.
     """
     kernel_dir = base / "kernel"
     if not kernel_dir.is_dir():
@@ -303,15 +263,14 @@ def _folder_kernels(base: Path, blur: dict[str, Path], blur_dir: Path) -> dict[s
         for f in kernel_dir.rglob("*.npy")
         if f.is_file()
     }
-    missing = blur.keys() - kernels.keys()
+    missing, orphans = blur.keys() - kernels.keys(), kernels.keys() - blur.keys()
     if missing:
         raise DataError(
             f"{len(missing)} of {len(blur)} blurred image(s) in '{blur_dir}' have no kernel "
-            f"file in '{kernel_dir}': {_preview(k + '.npy' for k in missing)}. A kernel/ folder "
-            "must hold one <same relative name>.npy per blurred image; add the missing kernels "
-            f"or remove '{kernel_dir}' to use the folder without kernels ({FOLDER_LAYOUT})."
+            f"file in '{kernel_dir}': {_preview(k + '.npy' for k in missing)}. Add the missing "
+            f"kernels (<same relative name>.npy) or remove '{kernel_dir}' to use the folder "
+            f"without kernels ({FOLDER_LAYOUT})."
         )
-    orphans = kernels.keys() - blur.keys()
     if orphans:
         raise DataError(
             f"{len(orphans)} kernel file(s) in '{kernel_dir}' have no blurred image in "
@@ -326,8 +285,7 @@ def _read_folder_split(base: Path, blur_key: str, sharp_key: str) -> list[Pair]:
     for d in (blur_dir, sharp_dir):
         if not d.is_dir():
             raise DataError(f"Folder '{base}' has no '{d.name}/' sub-folder ({FOLDER_LAYOUT}).")
-    blur = _images_in(blur_dir, recursive=True)
-    sharp = _images_in(sharp_dir, recursive=True)
+    blur, sharp = _images_in(blur_dir, recursive=True), _images_in(sharp_dir, recursive=True)
     if not blur and not sharp:
         raise DataError(
             f"No images ({', '.join(IMAGE_EXTENSIONS)}) found in '{blur_dir}' or "
@@ -335,22 +293,15 @@ def _read_folder_split(base: Path, blur_key: str, sharp_key: str) -> list[Pair]:
         )
     keys = _match(blur, sharp, blur_dir, sharp_dir, FOLDER_LAYOUT)
     kernels = _folder_kernels(base, blur, blur_dir)
-    pairs = []
-    for key in keys:
-        group = key.split("/")[0]  # first sub-folder, or the stem of a top-level file
-        pairs.append(Pair(blur[key], sharp[key], group, kernels.get(key), key))
-    return pairs
+    # the group: the first sub-folder, or the stem of a top-level file
+    return [Pair(blur[k], sharp[k], k.split("/")[0], kernels.get(k), k) for k in keys]
 
 
 def read_folder(
     root: str | os.PathLike[str], blur_key: str = "blur", sharp_key: str = "sharp"
 ) -> dict[str, list[Pair]]:
-    """Generic paired folder; the group is the first sub-folder (or the file stem).
-
-    A ``kernel/`` folder beside ``blur/`` gives every pair its true kernel
-    (``kernel/<relative name of the blurred image>.npy``), for the Wiener and Richardson-Lucy
-    baselines; it must cover every blurred image of its split.
-    """
+    """Generic paired folder; the group is the first sub-folder (or the file stem). A
+    ``kernel/`` folder beside ``blur/`` gives every pair its true kernel (the baselines)."""
     base = _check_root(root, "folder", FOLDER_LAYOUT)
     if (base / blur_key).is_dir() or (base / sharp_key).is_dir():
         return {"train": _read_folder_split(base, blur_key, sharp_key)}
@@ -386,8 +337,7 @@ def split_by_group(
     order = np.random.default_rng(seed).permutation(len(groups))
     val_groups = {groups[i] for i in order[:n_val]}
     train = [p for p in pairs if p.group not in val_groups]
-    val = [p for p in pairs if p.group in val_groups]
-    return train, val
+    return train, [p for p in pairs if p.group in val_groups]
 
 
 def subsample(pairs: Sequence[Pair], limit: int | None) -> list[Pair]:
