@@ -17,18 +17,12 @@ import torch
 
 from deblur.errors import UserError
 
-IMAGE_EXTENSIONS: tuple[str, ...] = (
-    ".png",
-    ".jpg",
-    ".jpeg",
-    ".bmp",
-    ".tif",
-    ".tiff",
-    ".webp",
-)
+IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 """File suffixes (lower case) that the dataset readers treat as images."""
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+_FIX = "Re-copy or re-extract the file from the original dataset, or remove the pair."
 
 
 class DataError(UserError, ValueError):
@@ -40,9 +34,8 @@ class ImageReadError(DataError):
 
 
 def instantiate_node(node: Any, where: str, fix: str, **kwargs: Any) -> Any:
-    """``hydra.utils.instantiate(node, _convert_="all", **kwargs)`` (lists as plain lists); a
-    failure to import or call the ``_target_`` is a :class:`DataError` naming ``where``, the
-    cause without Hydra's wrapper, and ``fix``."""
+    """``hydra.utils.instantiate(node, _convert_="all", **kwargs)``; a failure to import or call
+    the ``_target_`` is a :class:`DataError` naming ``where``, the cause and ``fix``."""
     from hydra.errors import InstantiationException
     from hydra.utils import instantiate
 
@@ -66,55 +59,77 @@ def _png_is_complete(data: bytes) -> bool:
     pos = len(_PNG_SIGNATURE)
     while pos + 8 <= len(data):
         (length,) = struct.unpack(">I", data[pos : pos + 4])
-        kind = data[pos + 4 : pos + 8]
         end = pos + 12 + length
         if end > len(data):
             return False
-        if kind == b"IEND":
+        if data[pos + 4 : pos + 8] == b"IEND":
             return True
         pos = end
     return False
 
 
-def _jpeg_is_complete(data: bytes) -> bool:
-    """Walk the JPEG markers; a complete file has an EOI marker after its last scan."""
-    pos = 2  # after SOI
-    n = len(data)
+def _jpeg_walk(data: bytes) -> tuple[tuple[int, int] | None, bool]:
+    """Walk the JPEG markers: ``((height, width)`` of the first SOF or None, whether an EOI
+    marker follows the last scan, i.e. the file is complete``)``."""
+    pos, n, size = 2, len(data), None  # after SOI
     while pos + 2 <= n:
         if data[pos] != 0xFF:
-            return False
+            return size, False
         marker = data[pos + 1]
         if marker == 0xFF:  # fill byte
             pos += 1
             continue
         if marker == 0xD9:  # EOI
-            return True
+            return size, True
         if 0xD0 <= marker <= 0xD7 or marker == 0x01:  # markers without a length
             pos += 2
             continue
         if pos + 4 > n:
-            return False
+            return size, False
         (length,) = struct.unpack(">H", data[pos + 2 : pos + 4])
+        if marker in _JPEG_SOF and size is None and pos + 9 <= n:
+            height, width = struct.unpack(">HH", data[pos + 5 : pos + 9])
+            size = int(height), int(width)
         pos += 2 + length
-        if marker == 0xDA:  # start of scan: skip entropy-coded data up to the next marker
-            while True:
-                pos = data.find(b"\xff", pos)
-                if pos < 0 or pos + 1 >= n:
-                    return False
-                nxt = data[pos + 1]
-                if nxt == 0x00 or 0xD0 <= nxt <= 0xD7 or nxt == 0xFF:
-                    pos += 1 if nxt == 0xFF else 2
-                    continue
+        while marker == 0xDA:  # start of scan: skip entropy-coded data up to the next marker
+            pos = data.find(b"\xff", pos)
+            if pos < 0 or pos + 1 >= n:
+                return size, False
+            nxt = data[pos + 1]
+            if not (nxt == 0x00 or 0xD0 <= nxt <= 0xD7 or nxt == 0xFF):
                 break
-    return False
+            pos += 1 if nxt == 0xFF else 2
+    return size, False
 
 
-def _truncation_problem(data: bytes) -> str | None:
-    if data.startswith(_PNG_SIGNATURE) and not _png_is_complete(data):
-        return "the PNG stream ends before its IEND chunk (truncated file)"
-    if data.startswith(b"\xff\xd8") and not _jpeg_is_complete(data):
-        return "the JPEG stream has no end-of-image marker after its last scan (truncated file)"
-    return None
+def _header_size(data: bytes) -> tuple[int, int] | None:
+    """``(height, width)`` from a PNG IHDR or JPEG SOF header, None when not found."""
+    if data.startswith(_PNG_SIGNATURE) and len(data) >= 24 and data[12:16] == b"IHDR":
+        width, height = struct.unpack(">II", data[16:24])
+        return int(height), int(width)
+    return _jpeg_walk(data)[0] if data.startswith(b"\xff\xd8") else None
+
+
+def _read_bytes(path: Path, limit: int = -1) -> bytes:
+    """The file's bytes (the first ``limit``); a missing, unreadable or empty file and (the whole
+    file read) a truncated PNG / JPEG stream are an :class:`ImageReadError` naming it."""
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(limit)
+    except FileNotFoundError:
+        raise ImageReadError(f"Image file '{path}' does not exist. {_FIX}") from None
+    except OSError as exc:
+        raise ImageReadError(f"Image file '{path}' cannot be read ({exc}). {_FIX}") from exc
+    if not data:
+        raise ImageReadError(f"Image file '{path}' is empty (0 bytes). {_FIX}")
+    problem = None
+    if limit < 0 and data.startswith(_PNG_SIGNATURE) and not _png_is_complete(data):
+        problem = "the PNG stream ends before its IEND chunk (truncated file)"
+    if limit < 0 and data.startswith(b"\xff\xd8") and not _jpeg_walk(data)[1]:
+        problem = "the JPEG stream has no end-of-image marker after its last scan (truncated file)"
+    if problem is not None:
+        raise ImageReadError(f"Image file '{path}' is corrupt: {problem}. {_FIX}")
+    return data
 
 
 def read_image(path: str | os.PathLike[str]) -> np.ndarray:
@@ -124,94 +139,29 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
     truncated (cv2 silently returns None or a gray-filled image for such files).
     """
     path = Path(path)
-    fix = "Re-copy or re-extract the file from the original dataset, or remove the pair."
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise ImageReadError(f"Image file '{path}' does not exist. {fix}") from None
-    except OSError as exc:
-        raise ImageReadError(f"Image file '{path}' cannot be read ({exc}). {fix}") from exc
-    if not data:
-        raise ImageReadError(f"Image file '{path}' is empty (0 bytes). {fix}")
-    problem = _truncation_problem(data)
-    if problem is not None:
-        raise ImageReadError(f"Image file '{path}' is corrupt: {problem}. {fix}")
-    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    bgr = cv2.imdecode(np.frombuffer(_read_bytes(path), np.uint8), cv2.IMREAD_COLOR)
     if bgr is None:
         raise ImageReadError(
             f"Image file '{path}' cannot be decoded by OpenCV (corrupt or not an image; "
-            f"supported: {', '.join(IMAGE_EXTENSIONS)}). {fix}"
+            f"supported: {', '.join(IMAGE_EXTENSIONS)}). {_FIX}"
         )
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-
-
-_JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
-
-
-def _header_size(data: bytes) -> tuple[int, int] | None:
-    """``(height, width)`` from a PNG IHDR or JPEG SOF header, None when not found."""
-    if data.startswith(_PNG_SIGNATURE):
-        if len(data) >= 24 and data[12:16] == b"IHDR":
-            width, height = struct.unpack(">II", data[16:24])
-            return int(height), int(width)
-        return None
-    if data.startswith(b"\xff\xd8"):
-        pos, n = 2, len(data)
-        while pos + 4 <= n:
-            if data[pos] != 0xFF:
-                return None
-            marker = data[pos + 1]
-            if marker == 0xFF:
-                pos += 1
-                continue
-            if 0xD0 <= marker <= 0xD9 or marker == 0x01:
-                pos += 2
-                continue
-            (length,) = struct.unpack(">H", data[pos + 2 : pos + 4])
-            if marker in _JPEG_SOF:
-                if pos + 9 > n:
-                    return None
-                height, width = struct.unpack(">HH", data[pos + 5 : pos + 9])
-                return int(height), int(width)
-            pos += 2 + length
-    return None
 
 
 def image_size(path: str | os.PathLike[str], check: bool = False) -> tuple[int, int]:
     """``(height, width)`` of an image file from its header, without decoding the pixels.
 
-    PNG and JPEG sizes come from their headers (only the first 64 KiB are read unless
-    ``check``); other formats are decoded. ``check=True`` reads the whole file and raises
-    :class:`ImageReadError` as :func:`read_image` would for a missing, empty, truncated or
-    undecodable file, so a whole split can be checked before training at a fraction of the
-    cost of decoding it.
+    PNG and JPEG sizes come from their headers (the first 64 KiB unless ``check``); other formats
+    are decoded. ``check=True`` reads the whole file and raises :class:`ImageReadError` as
+    :func:`read_image` would, so a split is checked at a fraction of the cost of decoding it.
     """
     path = Path(path)
-    fix = "Re-copy or re-extract the file from the original dataset, or remove the pair."
-    try:
-        if check:
-            data = path.read_bytes()
-        else:
-            with open(path, "rb") as fh:
-                data = fh.read(65536)
-    except FileNotFoundError:
-        raise ImageReadError(f"Image file '{path}' does not exist. {fix}") from None
-    except OSError as exc:
-        raise ImageReadError(f"Image file '{path}' cannot be read ({exc}). {fix}") from exc
-    if not data:
-        raise ImageReadError(f"Image file '{path}' is empty (0 bytes). {fix}")
-    if check:
-        problem = _truncation_problem(data)
-        if problem is not None:
-            raise ImageReadError(f"Image file '{path}' is corrupt: {problem}. {fix}")
+    data = _read_bytes(path, -1 if check else 65536)
     size = _header_size(data)
+    if (size is None or min(size) == 0) and len(data) == 65536 and not check:
+        size = _header_size(path.read_bytes())
     if size is not None and min(size) > 0:
         return size
-    if len(data) == 65536 and not check:
-        data = path.read_bytes()
-        size = _header_size(data)
-        if size is not None and min(size) > 0:
-            return size
     image = read_image(path)  # not PNG / JPEG, or a header we cannot parse: decode
     return int(image.shape[0]), int(image.shape[1])
 
