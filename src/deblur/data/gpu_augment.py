@@ -1,26 +1,14 @@
-"""The thesis augmentations on tensors, on whatever device the batch is on (``data.augment_on=gpu``).
+"""The ``data.augment`` list on tensors, on the batch's device (``data.augment_on=gpu``).
 
-The CPU path (:mod:`deblur.data.transforms`) warps every pair with albumentations in the
-DataLoader workers. With ``data.augment_on=gpu`` the workers only cut the random
-``crop * pre_crop_scale`` square (the same ``PadIfNeeded`` + ``RandomCrop`` as the CPU path),
-and :class:`TensorAugment` applies the configured list to the collated batch after it reached
-the device (``DeblurDataModule.on_after_batch_transfer``):
-
-* the same transforms, read from the same ``data.augment`` entries (each is built with
-  albumentations first, so ranges and defaults are parsed exactly as on the CPU path):
-  ``HorizontalFlip``, ``VerticalFlip``, ``Transpose``, ``Affine`` (shift / scale / rotate),
-  ``OpticalDistortion`` (camera model) and ``ElasticTransform``;
-* the same parameter distributions (probabilities, ranges, integer-pixel translation, the
-  elastic noise normalised by its largest value and blurred with OpenCV's Gaussian kernel);
-* identical geometry on every image of a sample (blurred and sharp);
-* the same border handling: coordinates are reflected (``reflect_101``) after each warp.
-
-All warps of a sample are composed into one sampling grid (``torch.nn.functional.grid_sample``,
-bilinear), evaluated only on the final centre crop: one resampling where albumentations
-resamples once per warp, so outputs are slightly sharper than the CPU path's but have the same
-geometry. Randomness comes from one ``torch.Generator`` per batch, seeded by
-(``data.seed``, epoch, the names of the batch's pairs): a resumed run (same sampler order)
-draws the same augmentations.
+The workers only cut the random ``crop * pre_crop_scale`` square (the CPU path's ``PadIfNeeded``
++ ``RandomCrop``); :class:`TensorAugment` reads the same entries (built with albumentations
+first, so ranges parse identically) with the same parameter distributions (integer-pixel
+translation, the elastic noise normalised by its peak and blurred with OpenCV's Gaussian), the
+same geometry on both images of a pair and reflect-101 coordinates after each warp. All warps of
+a sample compose into one grid, sampled (bilinear) only on the final centre crop: one resampling
+where albumentations resamples per warp, so slightly sharper output with the same geometry.
+One ``torch.Generator`` per batch, seeded by (``data.seed``, epoch, the batch's names): a resumed
+run draws the same augmentations.
 """
 
 from __future__ import annotations
@@ -38,12 +26,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from deblur.data.io import DataError, from_uint8
-from deblur.data.transforms import augment_items, build_augmentation
+from deblur.data.transforms import PATCH_BORDER, augment_items, build_augmentation
 
-__all__ = ["AUGMENT_ON", "TensorAugment", "affine_matrix", "gaussian_kernel1d"]
-
-AUGMENT_ON = ("cpu", "gpu")
-"""Values of ``data.augment_on``."""
+AUGMENT_ON = ("cpu", "gpu")  # the values of data.augment_on
 
 SUPPORTED = "HorizontalFlip, VerticalFlip, Transpose, Affine, OpticalDistortion, ElasticTransform"
 
@@ -63,15 +48,6 @@ class _Op:
     params: dict[str, Any]
 
 
-def _check_common(key: str, aug: A.BasicTransform) -> None:
-    interp = getattr(aug, "interpolation", cv2.INTER_LINEAR)
-    if interp != cv2.INTER_LINEAR:
-        raise _unsupported(key, f"interpolation={interp}")
-    border = getattr(aug, "border_mode", cv2.BORDER_REFLECT_101)
-    if border != cv2.BORDER_REFLECT_101:
-        raise _unsupported(key, f"border_mode={border}")
-
-
 def _range(value: Any) -> tuple[float, float]:
     if isinstance(value, int | float):
         return float(value), float(value)
@@ -82,54 +58,33 @@ def _range(value: Any) -> tuple[float, float]:
 def _op_from(key: str, aug: A.BasicTransform) -> _Op:
     """The tensor op of one built albumentations transform (attributes as albumentations parsed
     them), or a DataError naming the entry."""
-    p = float(aug.p)
-    name = type(aug).__name__
-    if name == "HorizontalFlip":
-        return _Op("hflip", p, {})
-    if name == "VerticalFlip":
-        return _Op("vflip", p, {})
-    if name == "Transpose":
-        return _Op("transpose", p, {})
+    p, name = float(aug.p), type(aug).__name__
+    flips = {"HorizontalFlip": "hflip", "VerticalFlip": "vflip", "Transpose": "transpose"}
+    if name in flips:
+        return _Op(flips[name], p, {})
+    if name not in ("Affine", "OpticalDistortion", "ElasticTransform"):
+        raise _unsupported(key, name)
+    for attr, value in (("interpolation", cv2.INTER_LINEAR), ("border_mode", PATCH_BORDER)):
+        if getattr(aug, attr, value) != value:
+            raise _unsupported(key, f"{attr}={getattr(aug, attr)}")
     if name == "Affine":
-        _check_common(key, aug)
         if aug.translate_px is not None:
             raise _unsupported(key, "Affine translate_px")
         if any(_range(v) != (0.0, 0.0) for v in aug.shear.values()):
             raise _unsupported(key, "Affine shear")
         if aug.fit_output or aug.balanced_scale:
             raise _unsupported(key, "Affine fit_output / balanced_scale")
-        tp = aug.translate_percent or {"x": (0.0, 0.0), "y": (0.0, 0.0)}
-        return _Op(
-            "affine",
-            p,
-            {
-                "tx": _range(tp["x"]),
-                "ty": _range(tp["y"]),
-                "sx": _range(aug.scale["x"]),
-                "sy": _range(aug.scale["y"]),
-                "keep_ratio": bool(aug.keep_ratio),
-                "rotate": _range(aug.rotate),
-            },
-        )
+        tp = aug.translate_percent or {"x": 0.0, "y": 0.0}
+        sx, sy = aug.scale["x"], aug.scale["y"]
+        q = {k: _range(v) for k, v in zip(("tx", "ty", "sx", "sy"), (tp["x"], tp["y"], sx, sy))}
+        return _Op("affine", p, {**q, "rotate": _range(aug.rotate), "keep_ratio": aug.keep_ratio})
     if name == "OpticalDistortion":
-        _check_common(key, aug)
         if aug.mode != "camera":
             raise _unsupported(key, f"OpticalDistortion mode={aug.mode}")
         return _Op("optical", p, {"k": _range(aug.distort_limit)})
-    if name == "ElasticTransform":
-        _check_common(key, aug)
-        return _Op(
-            "elastic",
-            p,
-            {
-                "alpha": float(aug.alpha),
-                "sigma": float(aug.sigma),
-                "ksize": 17 if aug.approximate else None,
-                "same_dxdy": bool(aug.same_dxdy),
-                "noise": str(aug.noise_distribution),
-            },
-        )
-    raise _unsupported(key, f"{name}")
+    q = {"alpha": float(aug.alpha), "sigma": float(aug.sigma), "same_dxdy": bool(aug.same_dxdy)}
+    q.update(ksize=17 if aug.approximate else None, noise=str(aug.noise_distribution))
+    return _Op("elastic", p, q)
 
 
 def gaussian_kernel1d(sigma: float, ksize: int | None = None) -> Tensor:
@@ -197,17 +152,11 @@ class TensorAugment:
         self.crop_size = None if crop_size in (None, 0) else int(crop_size)
         self.seed = int(seed)
 
-    def __repr__(self) -> str:
-        ops = ", ".join(f"{o.kind}(p={o.p:g})" for o in self.ops)
-        return f"TensorAugment([{ops}], crop_size={self.crop_size})"
-
-    # ----------------------------------------------------------------- seeding
     def batch_seed(self, names: Sequence[str] | None, epoch: int) -> int:
         """Seed of one batch: (data.seed, epoch, its pair names), stable across processes."""
         key = f"{self.seed}|{epoch}|" + "|".join(map(str, names or ()))
         return zlib.crc32(key.encode())
 
-    # ----------------------------------------------------------------- sampling
     def sample(self, batch: int, size: int, gen: torch.Generator) -> dict[str, Tensor]:
         """Per-sample parameters (CPU tensors) of every op, from ``gen``; an op that is not
         applied to a sample gets its identity parameters."""
@@ -228,21 +177,14 @@ class TensorAugment:
                 sx = uni(q["sx"])
                 sy = sx.clone() if q["keep_ratio"] else uni(q["sy"])
                 angle = uni(q["rotate"])
-                zero, one = torch.zeros_like(tx), torch.ones_like(tx)
-                out[f"{i}.matrix"] = affine_matrix(
-                    torch.where(on, tx, zero),
-                    torch.where(on, ty, zero),
-                    torch.where(on, sx, one),
-                    torch.where(on, sy, one),
-                    torch.where(on, angle, zero),
-                    size,
-                )
+                drawn = zip((tx, ty, sx, sy, angle), (0.0, 0.0, 1.0, 1.0, 0.0))
+                kept = [torch.where(on, v, torch.full_like(v, off)) for v, off in drawn]
+                out[f"{i}.matrix"] = affine_matrix(*kept, size)
                 out[f"{i}.angle"], out[f"{i}.scale_x"] = angle, sx
             elif op.kind == "optical":
                 out[f"{i}.k"] = torch.where(on, uni(op.params["k"]), torch.zeros(batch).double())
         return out
 
-    # ----------------------------------------------------------------- warping
     def grid(
         self, batch: int, size: int, device: torch.device, gen: torch.Generator
     ) -> tuple[Tensor, dict[str, Tensor]]:
