@@ -13,13 +13,8 @@ from torch.utils.data import DataLoader
 
 from deblur.config import compose
 from deblur.data.blur import CameraShake, apply_kernel
-from deblur.data.deadleaves import (
-    DeadLeaves,
-    ProceduralDataset,
-    ProceduralPairs,
-    dead_leaves,
-    power_law_radii,
-)
+from deblur.data.datasets import ProceduralDataset
+from deblur.data.deadleaves import DeadLeaves, ProceduralPairs, dead_leaves, power_law_radii
 from deblur.data.embedded import VAL_PHOTOS
 from deblur.data.io import DataError
 from deblur.data.pairs import Pair

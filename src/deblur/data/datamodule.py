@@ -24,13 +24,14 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset
 
 from deblur.data.blur import CameraShake
-from deblur.data.datasets import ClassificationDataset, ConcatSamples, ImageCache, PairedDataset
-from deblur.data.deadleaves import (
-    DeadLeaves,
+from deblur.data.datasets import (
+    ClassificationDataset,
+    ConcatSamples,
+    ImageCache,
+    PairedDataset,
     ProceduralDataset,
-    ProceduralPairs,
-    palette_from_images,
 )
+from deblur.data.deadleaves import DeadLeaves, ProceduralPairs, palette_from_images
 from deblur.data.gpu_augment import AUGMENT_ON, TensorAugment
 from deblur.data.io import DataError, image_size, instantiate_node, read_image, read_kernel
 from deblur.data.loading import AUTO, cache_decision, loader_workers

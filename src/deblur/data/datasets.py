@@ -1,4 +1,10 @@
-"""Torch datasets over :class:`~deblur.data.pairs.Pair` lists (paired and classification views)."""
+"""Torch datasets: pairs of files (paired and classification views) and pairs made on the fly.
+
+Items are ``{"blur", "sharp", "name"}`` (``task="paired"``) or, for the blur classifier,
+``{"image", "label", "name"}`` with item ``2 i`` the blurred (label 1) and ``2 i + 1`` the sharp
+image (label 0) of pair ``i``: balanced classes, the splits of the pairs. ``uint8`` keeps the
+images uint8 (``data.augment_on=gpu`` scales them on the device).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +13,7 @@ import os
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -15,21 +21,28 @@ from torch.utils.data import Dataset
 
 from deblur.data.io import DataError, read_image, read_kernel, to_tensor
 from deblur.data.pairs import Pair
-from deblur.data.sampling import split_index
+from deblur.data.sampling import split_sample
 
 log = logging.getLogger(__name__)
-
-__all__ = ["ClassificationDataset", "ConcatSamples", "ImageCache", "PairedDataset"]
 
 Transform = Callable[..., dict[str, Any]]
 
 
-class ImageCache:
-    """Decoded images kept in RAM, filled up front in the main process.
+def _paired_item(blur: np.ndarray, sharp: np.ndarray, name: str, uint8: bool) -> dict[str, Any]:
+    return {"blur": to_tensor(blur, uint8), "sharp": to_tensor(sharp, uint8), "name": name}
 
-    DataLoader workers started by ``fork`` share the arrays copy-on-write (numpy buffers are
-    never written), so the cache costs its size once, not once per worker.
-    """
+
+def _classify_item(image: np.ndarray, is_blur: bool, name: str, uint8: bool) -> dict[str, Any]:
+    return {
+        "image": to_tensor(image, uint8),
+        "label": torch.tensor(1.0 if is_blur else 0.0),
+        "name": f"{name}:{'blur' if is_blur else 'sharp'}",
+    }
+
+
+class ImageCache:
+    """Decoded images kept in RAM, filled up front in the main process. DataLoader workers
+    started by ``fork`` share the arrays copy-on-write (never written): it costs its size once."""
 
     def __init__(self, images: dict[Path, np.ndarray] | None = None) -> None:
         self.images: dict[Path, np.ndarray] = dict(images or {})
@@ -40,14 +53,10 @@ class ImageCache:
         unique = sorted({Path(p) for p in paths})
         threads = threads or min(8, os.cpu_count() or 1)
         with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-            arrays = list(pool.map(read_image, unique))
-        cache = cls(dict(zip(unique, arrays)))
-        log.info("Cached %d decoded images (%.1f MiB).", len(cache), cache.nbytes / 2**20)
+            cache = cls(dict(zip(unique, pool.map(read_image, unique))))
+        mib = sum(a.nbytes for a in cache.images.values()) / 2**20
+        log.info("Cached %d decoded images (%.1f MiB).", len(cache), mib)
         return cache
-
-    @property
-    def nbytes(self) -> int:
-        return sum(a.nbytes for a in self.images.values())
 
     def __len__(self) -> int:
         return len(self.images)
@@ -61,26 +70,13 @@ class ImageCache:
         return read_image(path) if image is None else image
 
 
-def _resolve_cache(cache: bool | ImageCache | None, paths: Iterable[Path]) -> ImageCache | None:
-    if cache is True:
-        return ImageCache.preload(paths)
-    if cache is False or cache is None:
-        return None
-    return cache
-
-
-def _reseed(transform: Any, seed: int) -> None:
-    if hasattr(transform, "set_random_seed"):
-        transform.set_random_seed(seed)
-
-
 class PairedDataset(Dataset):
     """(blurred, sharp) pairs -> ``{"blur", "sharp", "name"}`` tensors in [-1, 1].
 
     ``transform`` is called as ``transform(image=blur, target=sharp)`` (identical geometry);
     None keeps full-resolution un-augmented images. ``with_kernel`` adds ``"kernel"``
-    (``1 x k x k``) for pairs that know their blur kernel; ``uint8`` keeps the images uint8
-    (``data.augment_on=gpu``: scaled on the device).
+    (``1 x k x k``) for pairs that know their blur kernel; ``cache=True`` decodes every image
+    up front (an :class:`ImageCache`).
     """
 
     def __init__(
@@ -91,11 +87,10 @@ class PairedDataset(Dataset):
         with_kernel: bool = False,
         uint8: bool = False,
     ) -> None:
-        self.pairs = list(pairs)
-        self.transform = transform
-        self.cache = _resolve_cache(cache, (p for q in self.pairs for p in (q.blur, q.sharp)))
-        self.with_kernel = with_kernel
-        self.uint8 = uint8
+        self.pairs, self.transform = list(pairs), transform
+        paths = (p for q in self.pairs for p in (q.blur, q.sharp))
+        self.cache = ImageCache.preload(paths) if cache is True else cache or None
+        self.with_kernel, self.uint8 = with_kernel, uint8
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -103,9 +98,10 @@ class PairedDataset(Dataset):
     def _read(self, path: Path) -> np.ndarray:
         return self.cache.read(path) if self.cache is not None else read_image(path)
 
-    def reseed(self, seed: int) -> None:
-        """Reseed the augmentation (called per DataLoader worker)."""
-        _reseed(self.transform, seed)
+    def reseed(self, seed: int | None) -> None:
+        """Reseed the augmentation (per DataLoader worker, and per sample from the sampler)."""
+        if seed is not None and hasattr(self.transform, "set_random_seed"):
+            self.transform.set_random_seed(seed)
 
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """The decoded (blurred, sharp) uint8 RGB arrays of pair ``index``, sizes checked."""
@@ -120,31 +116,22 @@ class PairedDataset(Dataset):
             )
         return blur, sharp
 
-    def __getitem__(self, index: int | tuple[int, int]) -> dict[str, Any]:
-        index, sample_seed = split_index(index)
-        if sample_seed is not None:
-            _reseed(self.transform, sample_seed)
+    def __getitem__(self, index: int | tuple[int, ...]) -> dict[str, Any]:
+        index, sample_seed, _ = split_sample(index)
+        self.reseed(sample_seed)
         pair = self.pairs[index]
         blur, sharp = self.load(index)
         if self.transform is not None:
             out = self.transform(image=blur, target=sharp)
             blur, sharp = out["image"], out["target"]
-        item: dict[str, Any] = {
-            "blur": to_tensor(blur, self.uint8),
-            "sharp": to_tensor(sharp, self.uint8),
-            "name": pair.name,
-        }
+        item = _paired_item(blur, sharp, pair.name, self.uint8)
         if self.with_kernel and pair.kernel is not None:
             item["kernel"] = torch.from_numpy(read_kernel(pair.kernel))[None]
         return item
 
 
-class ClassificationDataset(Dataset):
-    """Blur-classifier view of pairs: every blurred image is label 1, every sharp image 0.
-
-    Item ``2 i`` is the blurred image of pair ``i``, item ``2 i + 1`` its sharp twin, so the
-    classes are balanced and the splits are exactly those of the pairs.
-    """
+class ClassificationDataset(PairedDataset):
+    """Blur-classifier view of pairs: every blurred image is label 1, every sharp image 0."""
 
     def __init__(
         self,
@@ -153,41 +140,57 @@ class ClassificationDataset(Dataset):
         cache: bool | ImageCache | None = None,
         uint8: bool = False,
     ) -> None:
-        self.pairs = list(pairs)
-        self.transform = transform
-        self.cache = _resolve_cache(cache, (p for q in self.pairs for p in (q.blur, q.sharp)))
-        self.uint8 = uint8  # as PairedDataset's
+        super().__init__(pairs, transform, cache, uint8=uint8)
 
     def __len__(self) -> int:
         return 2 * len(self.pairs)
 
-    def reseed(self, seed: int) -> None:
-        """Reseed the augmentation (called per DataLoader worker)."""
-        _reseed(self.transform, seed)
-
-    def __getitem__(self, index: int | tuple[int, int]) -> dict[str, Any]:
-        index, sample_seed = split_index(index)
-        if sample_seed is not None:
-            _reseed(self.transform, sample_seed)
-        pair = self.pairs[index // 2]
-        is_blur = index % 2 == 0
-        path = pair.blur if is_blur else pair.sharp
-        image = self.cache.read(path) if self.cache is not None else read_image(path)
+    def __getitem__(self, index: int | tuple[int, ...]) -> dict[str, Any]:
+        index, sample_seed, _ = split_sample(index)
+        self.reseed(sample_seed)
+        pair, is_blur = self.pairs[index // 2], index % 2 == 0
+        image = self._read(pair.blur if is_blur else pair.sharp)
         if self.transform is not None:
             image = self.transform(image=image)["image"]
-        return {
-            "image": to_tensor(image, self.uint8),
-            "label": torch.tensor(1.0 if is_blur else 0.0),
-            "name": f"{pair.name}:{'blur' if is_blur else 'sharp'}",
-        }
+        return _classify_item(image, is_blur, pair.name, self.uint8)
+
+
+class PairSource(Protocol):
+    """Training pairs made on the fly, ``(blurred, sharp, kernel)`` as a pure function of
+    ``(epoch, index)``: ``deadleaves.ProceduralPairs``, ``reblur.ReblurredPhotos``."""
+
+    def pair(self, epoch: int, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
+
+    def name(self, epoch: int, index: int) -> str: ...
+
+
+class ProceduralDataset(Dataset):
+    """``length`` pairs per epoch from a :class:`PairSource`, indexed like the file datasets; the
+    epoch comes with the index from the sampler (a plain index: epoch 0)."""
+
+    def __init__(
+        self, pairs: PairSource, length: int, task: str = "paired", uint8: bool = False
+    ) -> None:
+        if int(length) < 0:
+            raise DataError(f"data.embedded.procedural_per_epoch must be >= 0, got {length}.")
+        self.pairs, self.n_pairs, self.task, self.uint8 = pairs, int(length), task, uint8
+
+    def __len__(self) -> int:
+        return self.n_pairs * (2 if self.task == "classify" else 1)
+
+    def __getitem__(self, index: int | tuple[int, ...]) -> dict[str, Any]:
+        index, _, epoch = split_sample(index)
+        if self.task == "classify":
+            blurred, sharp, _ = self.pairs.pair(epoch, index // 2)
+            is_blur, name = index % 2 == 0, self.pairs.name(epoch, index // 2)
+            return _classify_item(blurred if is_blur else sharp, is_blur, name, self.uint8)
+        blurred, sharp, _ = self.pairs.pair(epoch, index)
+        return _paired_item(blurred, sharp, self.pairs.name(epoch, index), self.uint8)
 
 
 class ConcatSamples(Dataset):
-    """Datasets one after the other, passing the sampler's ``(index, seed, epoch)`` through.
-
-    (``torch.utils.data.ConcatDataset`` takes plain integer indices only.) Index ``i`` of the
-    whole is index ``i - offset`` of the dataset it falls in, with the same seed and epoch.
-    """
+    """Datasets one after the other, passing the sampler's ``(index, seed, epoch)`` through
+    (``torch.utils.data.ConcatDataset`` takes plain integer indices only)."""
 
     def __init__(self, datasets: Sequence[Dataset]) -> None:
         self.datasets = [d for d in datasets if len(d) > 0]

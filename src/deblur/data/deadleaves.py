@@ -1,22 +1,13 @@
 """Procedural sharp images (the dead-leaves model) and blurred training pairs made from them.
 
-The dead-leaves model (Matheron; Lee, Mumford and Huang 2001; used as a synthetic training set
-for restoration networks by Achddou, Gousseau and Ladjal 2021) stacks random opaque shapes
-("leaves") of i.i.d. positions, sizes and colours. With a radius density ``r ** -alpha`` on
-``[r_min, r_max]`` and ``alpha`` near 3 the images are scale invariant: their power spectrum falls
-roughly as ``1 / f ** 2`` and their gradients are sparse (flat regions, sharp edges), like
-natural photographs.
-
-Drawing: shapes are drawn back to front (painter's algorithm) as shape ids into a label map
-(OpenCV fills, sub-pixel vertices), until on average every pixel is covered ``coverage`` times;
-pixels no shape covered show a background leaf. Colours (and per-shape textures: a linear
-gradient or a sinusoid between two colours) are then looked up per pixel with numpy, and a slight
-Gaussian smoothing (``smooth_sigma``) anti-aliases the edges. No depth of field: the image is
-sharp everywhere.
-
-:class:`ProceduralPairs` turns these images into (blurred, sharp, kernel) training pairs with the
-embedded dataset's camera-shake kernels and noise (:func:`deblur.data.blur.random_motion_blur`),
-as a pure function of ``(seed, epoch, index)``.
+The dead-leaves model (Matheron; Lee, Mumford and Huang 2001; a synthetic training set for
+restoration networks in Achddou, Gousseau and Ladjal 2021) stacks random opaque shapes of i.i.d.
+positions, sizes and colours. With a radius density ``r ** -alpha`` on ``[r_min, r_max]`` and
+``alpha`` near 3 the images are scale invariant: power spectrum ~ ``1 / f ** 2`` and sparse
+gradients, like photographs. Shapes are drawn back to front as ids into a label map (OpenCV
+fills, sub-pixel vertices) until every pixel is covered ``coverage`` times on average (the rest
+shows a background leaf); colours and textures (a gradient or a sinusoid between two colours)
+are looked up per pixel and a slight Gaussian (``smooth_sigma``) anti-aliases the edges.
 """
 
 from __future__ import annotations
@@ -24,31 +15,15 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
-from typing import Any, Protocol
+from typing import Any
 
 import cv2
 import numpy as np
-import torch
-from torch.utils.data import Dataset
 
 from deblur.data.blur import CameraShake
-from deblur.data.io import DataError, to_tensor
-from deblur.data.sampling import split_sample
+from deblur.data.io import DataError
 
-__all__ = [
-    "SHAPES",
-    "DeadLeaves",
-    "PairSource",
-    "ProceduralDataset",
-    "ProceduralPairs",
-    "dead_leaves",
-    "lab_palette",
-    "palette_from_images",
-    "power_law_radii",
-]
-
-SHAPES: tuple[str, ...] = ("disc", "rectangle", "polygon")
-"""Shape kinds the generator draws (``DeadLeaves.shapes`` picks among them uniformly)."""
+SHAPES: tuple[str, ...] = ("disc", "rectangle", "polygon")  # DeadLeaves.shapes: uniformly
 
 _SHIFT = 4  # OpenCV fixed-point bits: vertices and radii at 1/16 pixel
 
@@ -99,15 +74,9 @@ def palette_from_images(
 
 @dataclass(frozen=True)
 class DeadLeaves:
-    """Parameters of the dead-leaves generator (``data.embedded.procedural`` in the configs).
-
-    Radii in pixels; ``alpha`` is the exponent of the radius density ``r ** -alpha`` (3: scale
-    invariant); ``textured`` the fraction of shapes with a gradient or sinusoid texture (half
-    each); ``smooth_sigma`` the anti-aliasing Gaussian (pixels, 0 = hard edges); ``coverage``
-    the mean number of shapes over a pixel (the last 1/e^coverage show the background leaf);
-    ``max_shapes`` bounds the drawing time. Every field is required: the values live in
-    conf/data/embedded.yaml (``data.embedded.procedural``).
-    """
+    """The dead-leaves generator, ``data.embedded.procedural`` (each key set, and explained, in
+    conf/data/embedded.yaml). Radii in pixels; ``coverage`` is the mean number of shapes over a
+    pixel (1/e^coverage of the pixels show the background leaf)."""
 
     r_min: float
     r_max: float
@@ -319,52 +288,3 @@ class ProceduralPairs:
     def name(self, epoch: int, index: int) -> str:
         """The sample's name in logs and batches."""
         return f"deadleaves/e{epoch}/{index:06d}"
-
-
-class PairSource(Protocol):
-    """Makes training pairs on the fly: ``(blurred, sharp, kernel)`` as a pure function of
-    ``(epoch, index)`` (:class:`ProceduralPairs`, :class:`deblur.data.reblur.ReblurredPhotos`)."""
-
-    def pair(self, epoch: int, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
-
-    def name(self, epoch: int, index: int) -> str: ...
-
-
-class ProceduralDataset(Dataset):
-    """``length`` pairs per epoch from a :class:`PairSource`, indexed like the photo datasets.
-
-    Items are ``{"blur", "sharp", "name"}`` (``task="paired"``) or, for the blur classifier,
-    ``{"image", "label", "name"}`` with item ``2 i`` the blurred and ``2 i + 1`` the sharp image of
-    pair ``i`` (``task="classify"``). The epoch comes with the index from
-    :class:`~deblur.data.sampling.EpochSeededSampler`; a plain index means epoch 0.
-    """
-
-    def __init__(
-        self, pairs: PairSource, length: int, task: str = "paired", uint8: bool = False
-    ) -> None:
-        if int(length) < 0:
-            raise DataError(f"data.embedded.procedural_per_epoch must be >= 0, got {length}.")
-        self.pairs = pairs
-        self.n_pairs = int(length)
-        self.task = task
-        self.uint8 = uint8  # items as uint8 tensors (data.augment_on=gpu scales them)
-
-    def __len__(self) -> int:
-        return self.n_pairs * (2 if self.task == "classify" else 1)
-
-    def __getitem__(self, index: int | tuple[int, ...]) -> dict[str, Any]:
-        index, _, epoch = split_sample(index)
-        if self.task == "classify":
-            blurred, sharp, _ = self.pairs.pair(epoch, index // 2)
-            is_blur = index % 2 == 0
-            return {
-                "image": to_tensor(blurred if is_blur else sharp, self.uint8),
-                "label": torch.tensor(1.0 if is_blur else 0.0),
-                "name": f"{self.pairs.name(epoch, index // 2)}:{'blur' if is_blur else 'sharp'}",
-            }
-        blurred, sharp, _ = self.pairs.pair(epoch, index)
-        return {
-            "blur": to_tensor(blurred, self.uint8),
-            "sharp": to_tensor(sharp, self.uint8),
-            "name": self.pairs.name(epoch, index),
-        }
