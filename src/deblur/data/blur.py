@@ -1,12 +1,10 @@
 """Blur synthesis: camera-shake motion kernels, linear / Gaussian / median blur, sensor noise.
 
-The random camera-shake trajectory follows Boracchi and Foi (2012) as used by DeblurGAN v1
-(``seeds/002_*.txt``, Algorithm 1): ``M`` steps of constant length ``Lmax / (M - 1)``, a velocity
-with inertia pulled back to the start (centripetal term), Gaussian shakes and rare big
-(impulsive) shakes that reverse the direction. The trajectory is rasterised into a PSF by
-sub-pixel (bilinear) interpolation. Kernels are float32, sum to 1, have odd sizes and their
-centre of mass on the centre pixel, so a blurred image is not shifted against its sharp twin.
-All randomness comes from a ``numpy.random.Generator``.
+The camera-shake trajectory follows Boracchi and Foi (2012) as DeblurGAN v1 used it (Algorithm 1):
+``M`` steps of length ``Lmax / (M - 1)``, a velocity with inertia pulled back to the start,
+Gaussian shakes and rare big (impulsive) shakes that reverse the direction; it is rasterised by
+bilinear splatting. Kernels are float32, sum to 1, have odd sides and their centre of mass on the
+centre pixel (a blurred image is not shifted against its sharp twin).
 """
 
 from __future__ import annotations
@@ -18,20 +16,6 @@ import cv2
 import numpy as np
 
 from deblur.data.io import DataError
-
-__all__ = [
-    "CameraShake",
-    "add_noise",
-    "apply_kernel",
-    "gaussian_kernel",
-    "linear_motion_kernel",
-    "median_blur",
-    "motion_kernel",
-    "random_motion_blur",
-    "rasterize_trajectory",
-    "shake_trajectory",
-    "trim_kernel",
-]
 
 
 def _check_odd(size: int, what: str = "kernel size") -> int:
@@ -121,33 +105,15 @@ def rasterize_trajectory(points: np.ndarray, size: int) -> np.ndarray:
 
 
 def motion_kernel(
-    size: int,
-    rng: np.random.Generator,
-    length: float | None = None,
-    iterations: int = 2000,
-    impulsive: float = 0.005,
-    max_inertia: float = 0.7,
-    max_big_shake: float = 0.2,
-    max_gaussian_shake: float = 10.0,
+    size: int, rng: np.random.Generator, length: float | None = None, **shake: float
 ) -> np.ndarray:
-    """Random camera-shake PSF of odd ``size`` (float32, sums to 1).
-
-    ``length`` is the trajectory's path length in pixels (default: uniform in
-    [size/4, size - 1]); a trajectory that does not fit is shrunk to the kernel.
-    """
+    """Random camera-shake PSF of odd ``size``; ``length`` is the path length in pixels (default:
+    uniform in [size/4, size - 1]; a path that does not fit is shrunk to the kernel), ``shake``
+    :func:`shake_trajectory`'s other keywords."""
     size = _check_odd(size)
     if length is None:
         length = rng.uniform(size / 4.0, max(size - 1.0, size / 4.0))
-    pts = shake_trajectory(
-        rng,
-        length,
-        iterations=iterations,
-        impulsive=impulsive,
-        max_inertia=max_inertia,
-        max_big_shake=max_big_shake,
-        max_gaussian_shake=max_gaussian_shake,
-    )
-    return rasterize_trajectory(pts, size)
+    return rasterize_trajectory(shake_trajectory(rng, length, **shake), size)
 
 
 def linear_motion_kernel(length: float, angle_deg: float, size: int | None = None) -> np.ndarray:
@@ -269,13 +235,9 @@ def trim_kernel(kernel: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class CameraShake:
-    """The blur of generated training pairs: ``data.embedded``'s kernel and noise keys.
-
-    A fresh camera-shake kernel (:func:`motion_kernel`, path length uniform in
-    ``[min_length, max_length]``; None = ``kernel_size - 1``) per pair, then Gaussian sensor noise
-    of std ``noise_sigma`` (0-255 levels): the distribution the stored embedded pairs were made
-    with (:func:`random_motion_blur`).
-    """
+    """The blur of generated training pairs, ``data.embedded``'s kernel and noise keys: a fresh
+    camera-shake kernel per pair (path length uniform in ``[min_length, max_length]``, None =
+    ``kernel_size - 1``), then noise of std ``noise_sigma`` (0-255), as the stored pairs had."""
 
     kernel_size: int
     min_length: float
@@ -298,20 +260,15 @@ class CameraShake:
         self, big: np.ndarray, size: int, rng: np.random.Generator
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(blurred, sharp, kernel)``: the centre ``size x size`` of ``big`` blurred anew.
-
-        ``big`` is the sharp image with :attr:`margin` extra pixels on every side, so the blur
-        inside the returned crop sees real image content, never a reflected border. The kernel's
-        zero border is trimmed for the convolution (same result, faster); the noise is drawn on
-        the crop.
-        """
+        ``big`` has :attr:`margin` extra pixels a side, so the blur inside the crop never reads a
+        reflected border; the kernel's zero border is trimmed for speed (same result)."""
         margin = self.margin
         if big.shape[0] < size + 2 * margin or big.shape[1] < size + 2 * margin:
             raise ValueError(
                 f"blur_centre needs an image of at least {size + 2 * margin} px a side "
                 f"(size {size} + 2 x {margin}), got {big.shape[1]}x{big.shape[0]}."
             )
-        top = (big.shape[0] - size) // 2
-        left = (big.shape[1] - size) // 2
+        top, left = (big.shape[0] - size) // 2, (big.shape[1] - size) // 2
         length = float(rng.uniform(self.min_length, self.max_length))
         kernel = motion_kernel(self.kernel_size, rng, length=length)
         crop = (slice(top, top + size), slice(left, left + size))

@@ -1,16 +1,10 @@
 """Data randomness as a pure function of (seed, epoch): exact resume, any number of workers.
 
-The sampler yields ``(index, sample_seed, epoch)``; the dataset reseeds its augmentation with
-``sample_seed`` before transforming, so a crop or flip does not depend on which worker loads
-the sample, on persistent workers, or on whether the run was resumed from a checkpoint.
-Procedural datasets (:mod:`deblur.data.deadleaves`) draw their images from ``(seed, epoch,
-index)``: the epoch travels with the index because persistent workers never see a change made
-to the dataset object in the main process.
-
-In a run over several processes (DDP: GPUs or nodes) every process draws the same epoch order
-and seeds as a one-process run and keeps every ``world_size``-th position of it, starting at its
-rank: the processes' k-th batches together are the one-process run's k-th batch of
-``world_size`` times the size, with the same crops.
+The sampler yields ``(index, sample_seed, epoch)``: the datasets reseed their augmentation per
+sample, and procedural ones draw from ``(seed, epoch, index)`` (persistent workers never see a
+change made to the dataset in the main process). Under DDP every process draws the one-process
+epoch order and seeds and keeps every ``world_size``-th position from its rank: the processes'
+k-th batches together are the one-process k-th batch of ``world_size`` times the size.
 """
 
 from __future__ import annotations
@@ -48,13 +42,9 @@ def shard_positions(length: int, num_replicas: int, rank: int, uneven: str) -> l
 
 
 class EpochSeededSampler(Sampler[tuple[int, int, int]]):
-    """Shuffled (or sequential) indices with per-sample augmentation seeds, fixed by seed + epoch.
-
-    Lightning calls :meth:`set_epoch` at the start of every training epoch, resumed ones included.
-    ``num_replicas`` / ``rank`` default to the initialised process group (one process: 1 / 0);
-    ``uneven`` defaults to ``"drop"`` when shuffling (training) and ``"pad"`` otherwise
-    (validation, test), see :func:`shard_positions`.
-    """
+    """Shuffled (or sequential) indices with per-sample augmentation seeds, fixed by seed + epoch
+    (Lightning calls :meth:`set_epoch` every epoch, resumed ones included). ``num_replicas`` /
+    ``rank``: the process group's; ``uneven``: ``"drop"`` when shuffling, else ``"pad"``."""
 
     def __init__(
         self,
@@ -106,13 +96,6 @@ class EpochSeededSampler(Sampler[tuple[int, int, int]]):
         for p in self.positions:
             q = p % self.length  # a padding position repeats an item from the start
             yield order[q], seeds[q], epoch
-
-
-def split_index(index: int | tuple[int, ...]) -> tuple[int, int | None]:
-    """``(index, sample_seed)`` from what the sampler gave (a plain int has no seed)."""
-    if isinstance(index, tuple | list):
-        return int(index[0]), int(index[1])
-    return int(index), None
 
 
 def split_sample(index: int | tuple[int, ...]) -> tuple[int, int | None, int]:
