@@ -1,15 +1,11 @@
 """The embedded default dataset: photos shipped inside installed packages, blurred on first use.
 
-Sources are colour photographs bundled with scikit-image (``skimage/data``), matplotlib
-(``mpl-data/sample_data``) and scikit-learn (``sklearn/datasets/images``); only files present on
-disk are used (no fetcher, no network). The photos found are part of the build's identity: a
-build made before a package was installed is never reused for a larger photo set. Each
-photo is resized (long side ``long_side``) and blurred ``blurs_per_photo`` times with random
-camera-shake kernels (:mod:`deblur.data.blur`), seeded per photo, and written as a GoPro-like
-layout ``<root>/<split>/<photo>/{blur,sharp,kernel}/NNN.{png,npy}`` plus ``manifest.json``.
-The split is by photo: the photos in :data:`VAL_PHOTOS` form the validation split.
-The build goes to a temporary folder renamed into place under a file lock, so parallel runs
-neither race nor see half-built data.
+Colour photographs of scikit-image, matplotlib and scikit-learn found on disk (no network; the
+photos found are part of the build's identity, so a new package's photos give a new build) are
+resized (long side ``long_side``) and blurred ``blurs_per_photo`` times with camera-shake
+kernels seeded per photo, into ``<root>/<split>/<photo>/{blur,sharp,kernel}/NNN.{png,npy}`` plus
+``manifest.json``; :data:`VAL_PHOTOS` form the validation split. The build goes to a temporary
+folder renamed into place under a file lock: parallel runs neither race nor see half a build.
 """
 
 from __future__ import annotations
@@ -37,38 +33,27 @@ from deblur.data.pairs import Pair, read_embedded
 
 log = logging.getLogger(__name__)
 
-__all__ = [
-    "EMBEDDED_PHOTOS",
-    "VAL_PHOTOS",
-    "available_photos",
-    "build_embedded",
-    "default_root",
-    "read_or_build",
-]
-
 FORMAT_VERSION = 2
 """Version of the on-disk build (2: scikit-learn's photos, the photo list in the identity)."""
 
-EMBEDDED_PHOTOS: tuple[tuple[str, str, str], ...] = (
-    ("astronaut", "skimage", "data/astronaut.png"),
-    ("chelsea", "skimage", "data/chelsea.png"),
-    ("coffee", "skimage", "data/coffee.png"),
-    ("rocket", "skimage", "data/rocket.jpg"),
-    ("motorcycle_left", "skimage", "data/motorcycle_left.png"),
-    ("motorcycle_right", "skimage", "data/motorcycle_right.png"),
-    ("hubble_deep_field", "skimage", "data/hubble_deep_field.jpg"),
-    ("ihc", "skimage", "data/ihc.png"),
-    ("retina", "skimage", "data/retina.jpg"),
-    ("grace_hopper", "matplotlib", "mpl-data/sample_data/grace_hopper.jpg"),
-    ("china", "sklearn", "datasets/images/china.jpg"),
-    ("flower", "sklearn", "datasets/images/flower.jpg"),
-)
-"""(photo name, package, path inside the package) of the colour photographs we use."""
+EMBEDDED_PHOTOS: dict[str, str] = {
+    "astronaut": "skimage/data/astronaut.png",
+    "chelsea": "skimage/data/chelsea.png",
+    "coffee": "skimage/data/coffee.png",
+    "rocket": "skimage/data/rocket.jpg",
+    "motorcycle_left": "skimage/data/motorcycle_left.png",
+    "motorcycle_right": "skimage/data/motorcycle_right.png",
+    "hubble_deep_field": "skimage/data/hubble_deep_field.jpg",
+    "ihc": "skimage/data/ihc.png",
+    "retina": "skimage/data/retina.jpg",
+    "grace_hopper": "matplotlib/mpl-data/sample_data/grace_hopper.jpg",
+    "china": "sklearn/datasets/images/china.jpg",
+    "flower": "sklearn/datasets/images/flower.jpg",
+}
+"""Photo name -> ``<package>/<path inside the package>`` of the colour photographs we use."""
 
 VAL_PHOTOS: tuple[str, ...] = ("chelsea", "rocket")
 """Photos held out for validation (the stereo motorcycle views both stay in train)."""
-
-_SOURCES = {n: f"{pkg}/{rel}" for n, pkg, rel in EMBEDDED_PHOTOS}
 
 
 def default_root() -> Path:
@@ -86,45 +71,42 @@ def _package_dir(package: str) -> Path | None:
 
 def available_photos(names: Sequence[str] | None = None) -> dict[str, Path]:
     """Photo name -> file for the bundled photos present on disk (optionally only ``names``)."""
-    wanted = None if names is None else set(names)
-    known = {n for n, _, _ in EMBEDDED_PHOTOS}
-    if wanted is not None and wanted - known:
+    wanted = set(EMBEDDED_PHOTOS if names is None else names)
+    if wanted - EMBEDDED_PHOTOS.keys():
         raise DataError(
-            f"Unknown embedded photo(s) {sorted(wanted - known)}; choose from {sorted(known)}."
+            f"Unknown embedded photo(s) {sorted(wanted - EMBEDDED_PHOTOS.keys())}; choose from "
+            f"{sorted(EMBEDDED_PHOTOS)}."
         )
     found: dict[str, Path] = {}
-    for name, package, rel in EMBEDDED_PHOTOS:
-        if wanted is not None and name not in wanted:
-            continue
+    for name in [n for n in EMBEDDED_PHOTOS if n in wanted]:
+        package, rel = EMBEDDED_PHOTOS[name].split("/", 1)
         base = _package_dir(package)
         if base is not None and (base / rel).is_file():
             found[name] = base / rel
     return found
 
 
-def _params(
-    long_side: int,
-    blurs_per_photo: int,
-    kernel_size: int,
-    min_length: float,
-    max_length: float | None,
-    noise_sigma: float,
-    seed: int,
-    photos: Sequence[str],
-) -> dict[str, Any]:
-    if kernel_size % 2 == 0:
-        raise DataError(f"data.embedded.kernel_size must be odd, got {kernel_size}.")
-    return {
-        "format": FORMAT_VERSION,
-        "long_side": int(long_side),
-        "blurs_per_photo": int(blurs_per_photo),
-        "kernel_size": int(kernel_size),
-        "min_length": float(min_length),
-        "max_length": float(kernel_size - 1 if max_length is None else max_length),
-        "noise_sigma": float(noise_sigma),
-        "seed": int(seed),
-        "photos": sorted(photos),  # the photos found (a new package's photos: a new build)
-    }
+_BUILD_KEYS = {
+    "long_side": int,
+    "blurs_per_photo": int,
+    "kernel_size": int,
+    "min_length": float,
+    "max_length": float,
+    "noise_sigma": float,
+    "seed": int,
+}
+
+
+def _params(values: Sequence[Any], photos: Sequence[str]) -> dict[str, Any]:
+    """The build's identity (``params`` of its manifest): the build keys' ``values`` and the
+    photos found."""
+    build = dict(zip(_BUILD_KEYS, values))
+    if int(build["kernel_size"]) % 2 == 0:
+        raise DataError(f"data.embedded.kernel_size must be odd, got {build['kernel_size']}.")
+    if build["max_length"] is None:
+        build["max_length"] = int(build["kernel_size"]) - 1
+    typed = {k: cast(build[k]) for k, cast in _BUILD_KEYS.items()}
+    return {"format": FORMAT_VERSION, **typed, "photos": sorted(photos)}
 
 
 def _resize_long_side(image: np.ndarray, long_side: int) -> np.ndarray:
@@ -154,13 +136,7 @@ def _build_into(folder: Path, params: dict[str, Any]) -> dict[str, Any]:
     val = [n for n in photos if n in VAL_PHOTOS] or [sorted(photos)[-1]]
     if len(val) == len(photos):
         val = val[-1:]
-    manifest: dict[str, Any] = {
-        "builder": "deblur.data.embedded",
-        "params": params,
-        "photos": {},
-        "pairs": [],
-    }
-    n_blur = params["blurs_per_photo"]
+    manifest: dict[str, Any] = {"builder": __name__, "params": params, "photos": {}, "pairs": []}
     for name in sorted(photos):
         split = "val" if name in val else "train"
         sharp = _resize_long_side(read_image(photos[name]), params["long_side"])
@@ -169,16 +145,10 @@ def _build_into(folder: Path, params: dict[str, Any]) -> dict[str, Any]:
             (out / sub).mkdir(parents=True, exist_ok=True)
         first_sharp = write_image(out / "sharp" / "000.png", sharp)
         rng = np.random.default_rng([params["seed"], zlib.crc32(name.encode())])
-        for i in range(n_blur):
+        for i in range(params["blurs_per_photo"]):
             length = float(rng.uniform(params["min_length"], params["max_length"]))
-            blurred, kernel = random_motion_blur(
-                sharp,
-                rng,
-                size=params["kernel_size"],
-                length=length,
-                noise_sigma=params["noise_sigma"],
-            )
-            stem = f"{i:03d}"
+            size, sigma, stem = params["kernel_size"], params["noise_sigma"], f"{i:03d}"
+            blurred, kernel = random_motion_blur(sharp, rng, size, length, sigma)
             write_image(out / "blur" / f"{stem}.png", blurred)
             np.save(out / "kernel" / f"{stem}.npy", kernel)
             if i > 0:
@@ -186,11 +156,13 @@ def _build_into(folder: Path, params: dict[str, Any]) -> dict[str, Any]:
             manifest["pairs"].append(
                 {"split": split, "photo": name, "index": i, "length": round(length, 4)}
             )
+        height, width = sharp.shape[:2]
+        source = EMBEDDED_PHOTOS[name]
         manifest["photos"][name] = {
             "split": split,
-            "source": _SOURCES[name],
-            "height": int(sharp.shape[0]),
-            "width": int(sharp.shape[1]),
+            "source": source,
+            "height": height,
+            "width": width,
         }
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return manifest
@@ -223,8 +195,7 @@ def _file_lock(path: Path) -> Iterator[None]:
 def _cache_root(params: dict[str, Any]) -> Path:
     """The cache folder of a build: the default one for the default parameters, else one per
     parameter set (builds of other sizes never replace each other)."""
-    every_photo = [n for n, _, _ in EMBEDDED_PHOTOS]
-    if params == _params(512, 4, 31, 7.0, None, 1.0, 0, every_photo):
+    if params == _params((512, 4, 31, 7.0, None, 1.0, 0), list(EMBEDDED_PHOTOS)):
         return default_root()
     digest = hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:10]
     return default_root().with_name(f"{default_root().name}-{digest}")
@@ -250,9 +221,8 @@ def build_embedded(
     build is never touched.
     """
     found = sorted(available_photos(photos))
-    params = _params(
-        long_side, blurs_per_photo, kernel_size, min_length, max_length, noise_sigma, seed, found
-    )
+    values = (long_side, blurs_per_photo, kernel_size, min_length, max_length, noise_sigma, seed)
+    params = _params(values, found)
     root = Path(root).expanduser() if root is not None else _cache_root(params)
 
     def ready() -> bool:
