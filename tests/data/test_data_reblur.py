@@ -8,9 +8,9 @@ import pytest
 from test_data_deadleaves import TINY_EMBEDDED
 
 from deblur.data.blur import CameraShake, apply_kernel, trim_kernel
+from deblur.data.deadleaves import ReblurredPhotos
 from deblur.data.embedded import VAL_PHOTOS
 from deblur.data.io import DataError
-from deblur.data.reblur import ReblurredPhotos
 
 
 def _photo(h: int = 80, w: int = 100) -> np.ndarray:

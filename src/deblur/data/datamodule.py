@@ -31,20 +31,23 @@ from deblur.data.datasets import (
     PairedDataset,
     ProceduralDataset,
 )
-from deblur.data.deadleaves import DeadLeaves, ProceduralPairs, palette_from_images
+from deblur.data.deadleaves import (
+    DeadLeaves,
+    ProceduralPairs,
+    ReblurredPhotos,
+    palette_from_images,
+)
 from deblur.data.gpu_augment import AUGMENT_ON, TensorAugment
 from deblur.data.io import DataError, image_size, instantiate_node, read_image, read_kernel
 from deblur.data.loading import AUTO, cache_decision, loader_workers
 from deblur.data.pairs import Pair, split_by_group, subsample
-from deblur.data.reblur import ReblurredPhotos
 from deblur.data.sampling import EpochSeededSampler
 from deblur.data.transforms import build_train_transform
 
 log = logging.getLogger(__name__)
 
 TASKS = ("paired", "classify")
-_KERNEL_KEYS = ("kernel_size", "min_length", "max_length", "noise_sigma")
-"""Keys of ``data.embedded`` that generated pairs blur with (the photos' kernel and noise)."""
+_KERNEL_KEYS = ("kernel_size", "min_length", "max_length", "noise_sigma")  # CameraShake's
 
 
 def _choice(key: str, value: Any, choices: Sequence[str]) -> None:
@@ -187,15 +190,12 @@ def _shown(items: Sequence[str], limit: int, sep: str) -> str:
 
 
 class DeblurDataModule(pl.LightningDataModule):
-    """Pairs from a layout (``embedded``, ``gopro``, ``realblur``, ``hide``, ``folder``).
+    """Pairs from a layout, batched for ``task`` paired or classify (docs/DESIGN.md, Data).
 
-    ``task="paired"`` yields ``{"blur", "sharp", "name"}`` (+ ``"kernel"`` in val/test when
-    known); ``task="classify"`` yields ``{"image", "label"}`` with sharp 0 and blurred 1.
     The validation split (what picks ``best.ckpt``) is ``val_sequences`` (training groups named
     by the user), else the dataset's own ``val`` split, else ``val_fraction`` of its training
-    groups (sequences / photos), never of its frames, and never the ``test`` split (GoPro,
-    RealBlur: that is what ``deblur.evaluate`` reports, so choosing on it would leak).
-    """
+    groups, never of its frames, and never the ``test`` split (what ``deblur.evaluate`` reports:
+    choosing on it would leak)."""
 
     _procedural: ProceduralPairs | None = None
     _splits: dict[str, list[Pair]] | None = None
@@ -233,10 +233,8 @@ class DeblurDataModule(pl.LightningDataModule):
         val_pairs_during_training: int | None = None,
         on_gpu: bool = False,
     ) -> None:
-        """Every argument is a ``data.*`` key of ``conf/data/<name>.yaml`` (defaults there) but
-        ``task`` and ``on_gpu`` (the trainer's device: ``num_workers`` / ``cache`` = auto).
-        ``layout`` is the reader's node; ``embedded`` (data=embedded) holds the build parameters
-        and the :class:`TrainingMix`."""
+        """Every argument is a ``data.*`` key (defaults in conf/data) but ``task`` and ``on_gpu``
+        (the trainer's device, for ``num_workers`` / ``cache`` = auto)."""
         super().__init__()
         _choice("DeblurDataModule task", task, TASKS)
         _choice("data.augment_on", augment_on, AUGMENT_ON)
@@ -294,24 +292,13 @@ class DeblurDataModule(pl.LightningDataModule):
         else:  # held-out training sequences: the test split never picks a checkpoint
             train, val = split_by_group(train, self.val_fraction, self.seed)
         self._photo_train = list(train)  # the colour palette of procedural images comes from these
-        self._splits = {
-            "train": [] if self.train_source == "procedural" else train,
-            "val": val,
-            "test": found.get("test", val),
-        }
-        self._splits = {k: subsample(v, self.limits[k]) for k, v in self._splits.items()}
-        extra = (
-            f" + {self.procedural_per_epoch} procedural (dead-leaves) train pairs per epoch"
-            if self.train_source != "photos"
-            else ""
-        )
+        files = ([] if self.train_source == "procedural" else train, val, found.get("test", val))
+        self._splits = {k: subsample(v, self.limits[k]) for k, v in zip(self.limits, files)}
+        n = [len(v) for v in self._splits.values()]
+        leaves = f" + {self.procedural_per_epoch} procedural (dead-leaves) train pairs per epoch"
         log.info(
-            "data=%s (%s at %s): %d train / %d val / %d test pairs%s.",
-            self.name,
-            self.layout,
-            self.root or "the default folder",
-            *(len(v) for v in self._splits.values()),
-            extra,
+            f"data={self.name} ({self.layout} at {self.root or 'the default folder'}): {n[0]} train"
+            f" / {n[1]} val / {n[2]} test pairs{leaves if self.train_source != 'photos' else ''}."
         )
         return self._splits
 
@@ -332,9 +319,8 @@ class DeblurDataModule(pl.LightningDataModule):
 
     @property
     def procedural(self) -> ProceduralPairs | None:
-        """The dead-leaves pairs of the training split (None for ``train_source=photos``): the
-        embedded kernel and noise keys and, with ``procedural.colors=photos``, colours of the
-        training photos (never of validation)."""
+        """The dead-leaves pairs of the training split (None for ``train_source=photos``); with
+        ``procedural.colors=photos`` their colours come from the training photos."""
         if self.train_source == "photos":
             return None
         if self._procedural is None:
@@ -419,26 +405,19 @@ class DeblurDataModule(pl.LightningDataModule):
         return ds
 
     def _reblurred(self, pairs: Sequence[Pair], size: int) -> ReblurredPhotos:
-        """``train_blur=fresh``: the augmentations run on the sharp photo alone, at the item size
-        plus the kernel's margin, and the blur comes after them."""
-        blur = self._camera_shake()
-        cache = self._image_cache
-        return ReblurredPhotos(
-            sharp=[p.sharp for p in pairs],
-            read=cache.read if cache is not None else read_image,
-            transform=self._train_transform(size + 2 * blur.margin, paired=False),
-            size=size,
-            blur=blur,
-            seed=self.seed,
-            names=[p.name for p in pairs],
-        )
+        """``train_blur=fresh``: the augmentations on the sharp photo alone (at the item size plus
+        the kernel's margin), then the blur."""
+        blur, cache = self._camera_shake(), self._image_cache
+        transform = self._train_transform(size + 2 * blur.margin, paired=False)
+        read = cache.read if cache is not None else read_image
+        sharp, names = [p.sharp for p in pairs], [p.name for p in pairs]
+        return ReblurredPhotos(sharp, read, transform, size, blur, self.seed, names)
 
     # ------------------------------------------------------------ fail early
     def check_sizes(self, min_side: int | None = None, split: str = "val") -> None:
-        """Before training: every file of ``split`` (images, kernels) is readable, the two images
-        of a pair have one size and its smaller side is at least ``min_side`` (default
-        ``data.min_val_side``; a generator's ``min_size``): one :class:`DataError` names them all.
-        Reads headers only, never decodes the pixels."""
+        """Before training, from the file headers: every file of ``split`` is readable, both
+        images of a pair have one size, at least ``min_side`` (``data.min_val_side``) a side; one
+        :class:`DataError` names every problem."""
         pairs = self._resolve()[split]
         min_side = self.min_val_side if min_side is None else int(min_side)
         results = _inspect_all(pairs, check=True)
@@ -567,8 +546,7 @@ class DeblurDataModule(pl.LightningDataModule):
         return self._loader("train", self.batch_size, shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
-        """The validation pairs; while fitting, the ``data.val_pairs_during_training`` subset
-        when set (the full set validates the final weights after the fit)."""
+        """While fitting, the ``data.val_pairs_during_training`` subset when set."""
         trainer = getattr(self, "trainer", None)
         during_fit = trainer is not None and trainer.state.fn == "fit"
         split = "val_subset" if self.val_pairs_during_training and during_fit else "val"

@@ -157,7 +157,7 @@ class ClassificationDataset(PairedDataset):
 
 class PairSource(Protocol):
     """Training pairs made on the fly, ``(blurred, sharp, kernel)`` as a pure function of
-    ``(epoch, index)``: ``deadleaves.ProceduralPairs``, ``reblur.ReblurredPhotos``."""
+    ``(epoch, index)``: ``deadleaves.ProceduralPairs`` / ``ReblurredPhotos``."""
 
     def pair(self, epoch: int, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
 

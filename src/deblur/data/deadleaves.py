@@ -1,4 +1,10 @@
-"""Procedural sharp images (the dead-leaves model) and blurred training pairs made from them.
+"""Training pairs made on the fly, ``(blurred, sharp, kernel)`` from ``(seed, epoch, index)``.
+
+:class:`ProceduralPairs` blurs procedural sharp images (the dead-leaves model);
+:class:`ReblurredPhotos` (``data.embedded.train_blur=fresh``) the sharp training photos: a few
+fixed blurs per photo are learnt by heart within a few hundred iterations, a new blur per epoch
+is not. Both blur after the augmentations, as a camera does (the warps of fixed pairs warp the
+blur too), with the embedded dataset's kernels and noise (:class:`~deblur.data.blur.CameraShake`).
 
 The dead-leaves model (Matheron; Lee, Mumford and Huang 2001; a synthetic training set for
 restoration networks in Achddou, Gousseau and Ladjal 2021) stacks random opaque shapes of i.i.d.
@@ -13,8 +19,9 @@ are looked up per pixel and a slight Gaussian (``smooth_sigma``) anti-aliases th
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any
 
 import cv2
@@ -288,3 +295,43 @@ class ProceduralPairs:
     def name(self, epoch: int, index: int) -> str:
         """The sample's name in logs and batches."""
         return f"deadleaves/e{epoch}/{index:06d}"
+
+
+@dataclass
+class ReblurredPhotos:
+    """Pairs from sharp photos, blurred per ``(epoch, index)``. ``sharp``: the sharp image of each
+    training item (a photo once per stored blur); ``read``: path -> uint8 RGB (the image cache);
+    ``transform``: an unpaired pipeline whose output is ``size`` plus ``blur.margin`` a side."""
+
+    sharp: Sequence[Path]
+    read: Callable[[Path], np.ndarray]
+    transform: Any
+    size: int
+    blur: CameraShake
+    seed: int
+    names: Sequence[str] | None = None
+
+    def __post_init__(self) -> None:
+        if not self.sharp:
+            raise DataError(
+                "data.embedded.train_blur=fresh needs training photos, but the training split is "
+                "empty. Use train_blur=fixed, or train_source=procedural alone."
+            )
+        self.size = int(self.size)
+
+    def rng(self, epoch: int, index: int) -> np.random.Generator:
+        """The generator of sample ``index`` in ``epoch`` (the tag keeps it apart from other uses)."""
+        return np.random.default_rng([0x5EB1, int(self.seed), int(epoch), int(index)])
+
+    def pair(self, epoch: int, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(blurred, sharp, kernel)``: uint8 ``size x size x 3`` twice and the float32 PSF."""
+        rng = self.rng(epoch, index)
+        photo = self.read(Path(self.sharp[index % len(self.sharp)]))
+        if hasattr(self.transform, "set_random_seed"):
+            self.transform.set_random_seed(int(rng.integers(2**31 - 1)))
+        return self.blur.blur_centre(self.transform(image=photo)["image"], self.size, rng)
+
+    def name(self, epoch: int, index: int) -> str:
+        """``<photo item name>/fresh_e<epoch>``: the sample's name in logs and batches."""
+        base = self.names[index % len(self.names)] if self.names else f"{index:06d}"
+        return f"{base}/fresh_e{epoch}"
