@@ -1,9 +1,9 @@
 """``data.num_workers=auto`` and ``data.cache=auto``: loader settings chosen from the machine.
 
 On a GPU trainer the loader must keep up with the device (~600 pairs/s at batch 16): every core
-but two (the training process and its pin-memory thread) decodes or crops, and the decoded
-images are held in RAM when they fit in half of what is free. On the CPU the workers compete
-with the training threads for the same cores, so ``auto`` keeps two workers and no cache.
+but two (the training process, its pin-memory thread) loads, and the decoded images stay in RAM
+when they fit in half of what is free. On the CPU the workers would take the training threads'
+cores: ``auto`` is two workers and no cache.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from deblur.data.io import DataError, ImageReadError, image_size
+from deblur.data.io import DataError, image_size
 
 log = logging.getLogger(__name__)
 
@@ -34,17 +34,14 @@ def _cores() -> int:
 
 
 def loader_workers(setting: int | str, on_gpu: bool) -> int:
-    """``data.num_workers``: an int as given; ``auto`` = (cores - 2) / processes on a GPU
-    trainer (at least 1), else min(2, cores)."""
+    """An int as given; ``auto``: (cores - 2) / processes on a GPU (>= 1), else min(2, cores)."""
     if setting != AUTO:
         return int(setting)
     cores = _cores()
     workers = max(1, (cores - 2) // processes_per_node()) if on_gpu else min(2, cores)
+    device = "GPU" if on_gpu else "CPU"
     log.info(
-        "data.num_workers=auto: %d loader worker(s) (%d cores, %s trainer).",
-        workers,
-        cores,
-        "GPU" if on_gpu else "CPU",
+        f"data.num_workers=auto: {workers} loader worker(s) ({cores} cores, {device} trainer)."
     )
     return workers
 
@@ -61,20 +58,20 @@ def available_ram() -> int:
 
 
 def decoded_bytes(paths: Iterable[Path]) -> int:
-    """Bytes of the decoded uint8 RGB images at ``paths`` (read from the file headers)."""
+    """Bytes of the decoded uint8 RGB images at ``paths`` (from the file headers)."""
     total = 0
     for path in set(paths):
         try:
             h, w = image_size(path)
-        except (ImageReadError, DataError):
-            continue  # named when the pair is loaded
+        except DataError:  # named when the pair is loaded
+            continue
         total += h * w * 3
     return total
 
 
 def cache_decision(setting: bool | str, on_gpu: bool, paths: Iterable[Path]) -> bool:
-    """``data.cache``: a bool as given; ``auto`` = on a GPU trainer, when the decoded images fit
-    in half of the free RAM (shared by the node's processes), said in the log."""
+    """A bool as given; ``auto``: on a GPU trainer, when the decoded images fit in half of the
+    free RAM (shared by the node's processes), said in the log."""
     if setting != AUTO:
         return bool(setting)
     if not on_gpu:
@@ -82,11 +79,9 @@ def cache_decision(setting: bool | str, on_gpu: bool, paths: Iterable[Path]) -> 
     need = decoded_bytes(paths)
     budget = available_ram() // (2 * processes_per_node())
     cache = 0 < need <= budget
+    where = "cached in RAM" if cache else "read from disk each epoch (data.cache=true forces it)"
     log.info(
-        "data.cache=auto: the decoded images take %.2f GiB, half the free RAM per process is "
-        "%.2f GiB: %s.",
-        need / 2**30,
-        budget / 2**30,
-        "cached in RAM" if cache else "read from disk each epoch (data.cache=true forces it)",
+        f"data.cache=auto: the decoded images take {need / 2**30:.2f} GiB, half the free RAM per "
+        f"process is {budget / 2**30:.2f} GiB: {where}."
     )
     return cache

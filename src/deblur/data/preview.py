@@ -1,8 +1,8 @@
-"""Contact sheet of sharp / blurred / kernel triples: ``python -m deblur.data.preview data=embedded``.
+"""Contact sheet of sharp / blurred / kernel triples: ``python -m deblur.data.preview data=...``.
 
-Writes ``preview.png`` into the run folder (or ``out=...``) and prints its path, so a person can
-look at the blur a dataset trains on. With ``data.embedded.train_source=procedural`` (or
-``both``) the training split, shown by default then, includes the dead-leaves pairs of epoch 0.
+Writes ``preview.png`` into the run folder (or ``out=...``) and prints its path. With procedural
+training pairs (``data.embedded.train_source``) the training split, shown then, has those of
+epoch 0.
 """
 
 from __future__ import annotations
@@ -22,42 +22,34 @@ from deblur.config import CONF_DIR
 from deblur.data.io import read_image, read_kernel, write_image
 from deblur.data.pairs import Pair
 
-__all__ = ["Sample", "contact_sheet", "main", "preview_samples"]
-
 _LABEL_H = 22
 
 
 def _fit(image: np.ndarray, tile: int) -> np.ndarray:
     """Resize to ``tile`` pixels high (aspect kept)."""
     h, w = image.shape[:2]
-    width = max(1, round(w * tile / h))
     interp = cv2.INTER_AREA if h > tile else cv2.INTER_NEAREST
-    return cv2.resize(image, (width, tile), interpolation=interp)
+    return cv2.resize(image, (max(1, round(w * tile / h)), tile), interpolation=interp)
+
+
+def _text(image: np.ndarray, text: str, at: tuple[int, int], scale: float, colour: int) -> None:
+    font, line = cv2.FONT_HERSHEY_SIMPLEX, cv2.LINE_AA
+    cv2.putText(image, text, at, font, scale, (colour,) * 3, 1, line)
 
 
 def _kernel_tile(kernel: np.ndarray | None, tile: int) -> np.ndarray:
     if kernel is None:
         out = np.full((tile, tile, 3), 40, np.uint8)
-        cv2.putText(
-            out,
-            "kernel unknown",
-            (8, tile // 2),
-            cv2.FONT_HERSHEY_SIMPLEX,
-            0.5,
-            (200, 200, 200),
-            1,
-            cv2.LINE_AA,
-        )
+        _text(out, "kernel unknown", (8, tile // 2), 0.5, 200)
         return out
-    k = kernel / max(float(kernel.max()), 1e-12)
-    k8 = np.round(k * 255).astype(np.uint8)
+    k8 = np.round(kernel / max(float(kernel.max()), 1e-12) * 255).astype(np.uint8)
     big = cv2.resize(k8, (tile, tile), interpolation=cv2.INTER_NEAREST)
     return cv2.cvtColor(cv2.applyColorMap(big, cv2.COLORMAP_INFERNO), cv2.COLOR_BGR2RGB)
 
 
 def _label(image: np.ndarray, text: str) -> np.ndarray:
     bar = np.full((_LABEL_H, image.shape[1], 3), 255, np.uint8)
-    cv2.putText(bar, text[:60], (4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+    _text(bar, text[:60], (4, 16), 0.45, 0)
     return np.concatenate([bar, image], axis=0)
 
 
@@ -102,9 +94,7 @@ def preview_samples(dm, split: str, n: int) -> list[Pair | Sample]:
     """``n`` items evenly spaced over ``split``: file pairs, then (train) the procedural pairs."""
     if split not in ("train", "val", "test"):
         raise ValueError(f"split={split}: choose train, val or test.")
-    items: list[Pair | int] = list(
-        {"train": dm.train_pairs, "val": dm.val_pairs, "test": dm.test_pairs}[split]
-    )
+    items: list[Pair | int] = list(getattr(dm, f"{split}_pairs"))
     generator = getattr(dm, "procedural", None) if split == "train" else None
     if generator is not None:
         items += list(range(int(dm.procedural_per_epoch)))

@@ -1,13 +1,9 @@
-"""Paired augmentation with albumentations 2.x: identical geometry on the blurred and sharp image.
+"""The training augmentations with albumentations 2.x: identical geometry on blurred and sharp.
 
-The training pipeline is the ``data.augment`` list of ``conf/data/_common.yaml`` (the thesis'
-HorizontalFlip, ShiftScaleRotate -> ``Affine`` in albumentations 2.x, Transpose,
-OpticalDistortion, ElasticTransform), then pad to and randomly crop ``crop_size``. Each entry is
-a Hydra ``_target_`` node, built by ``hydra.utils.instantiate``; ``p: 0`` or ``null`` switches
-it off. ``border_mode`` may be written by name (``reflect_101``); a warping entry must give it,
-because albumentations 2.x defaults to a black constant border. Normalisation to [-1, 1] happens
-in :func:`deblur.data.io.to_tensor` (``x / 127.5 - 1``). Validation and test use no transform:
-full-resolution, un-augmented pairs.
+``data.augment`` (conf/data/_common.yaml: the thesis' HorizontalFlip, ShiftScaleRotate as
+``Affine``, Transpose, OpticalDistortion, ElasticTransform) in order, then pad to and randomly
+crop ``crop_size``. Each entry is a ``_target_`` node (``p: 0`` or null: off); ``border_mode``
+may be a name and a warping entry must give it (albumentations 2.x defaults to a black border).
 """
 
 from __future__ import annotations
@@ -21,19 +17,11 @@ from omegaconf import DictConfig
 
 from deblur.data.io import DataError, instantiate_node
 
-__all__ = ["BORDER_MODES", "augment_items", "build_augmentation", "build_train_transform"]
-
 BORDER_MODES: dict[str, int] = {
-    "constant": cv2.BORDER_CONSTANT,
-    "replicate": cv2.BORDER_REPLICATE,
-    "reflect": cv2.BORDER_REFLECT,
-    "reflect_101": cv2.BORDER_REFLECT_101,
-    "wrap": cv2.BORDER_WRAP,
+    name: getattr(cv2, f"BORDER_{name.upper()}")
+    for name in ("constant", "replicate", "reflect", "reflect_101", "wrap")
 }
-"""Border-mode names usable in configs (``border_mode: reflect_101``)."""
-
-PATCH_BORDER = cv2.BORDER_REFLECT_101
-"""Border of the pad-to-crop steps (images smaller than the crop are mirrored, never black)."""
+PATCH_BORDER = cv2.BORDER_REFLECT_101  # pad-to-crop: images smaller than the crop are mirrored
 
 
 def augment_items(augment: Mapping[str, Any] | Sequence[Any] | None) -> list[tuple[str, Any]]:
@@ -46,11 +34,8 @@ def augment_items(augment: Mapping[str, Any] | Sequence[Any] | None) -> list[tup
 
 
 def build_augmentation(spec: Mapping[str, Any] | None, key: str = "?") -> A.BasicTransform | None:
-    """One ``data.augment.<key>`` entry built by Hydra; None when it is off (null or ``p <= 0``).
-
-    A failure is a :class:`DataError` naming the entry: no ``_target_``, a target that cannot be
-    imported or built, an unknown border-mode name, a warping transform without ``border_mode``.
-    """
+    """One ``data.augment.<key>`` entry built by Hydra; None when it is off (null or ``p <= 0``);
+    a bad entry is a :class:`DataError` naming it."""
     if spec is None:
         return None
     if not isinstance(spec, Mapping | DictConfig) or "_target_" not in spec:
@@ -93,15 +78,10 @@ def build_train_transform(
     seed: int | None,
     pre_crop: int | None = None,
 ) -> A.Compose:
-    """Training pipeline: augmentations (in order), pad to and random-crop ``crop_size``.
-
-    ``augment`` is ``data.augment`` (names to entries, or a list of entries); ``paired`` adds
-    the ``target`` image so both images get identical geometry: call
-    ``t(image=blur, target=sharp)``. ``pre_crop`` (>= crop_size) first cuts a random
-    ``pre_crop`` square so the augmentations warp a patch instead of the whole frame (about 10x
-    faster on 1280x720), then takes the centre ``crop_size``; None warps the whole image, as the
-    thesis did.
-    """
+    """The augmentations in order, then pad to and random-crop ``crop_size``; ``paired``: call
+    ``t(image=blur, target=sharp)``. ``pre_crop`` (>= crop_size) first cuts a random square so
+    the warps work on a patch (about 10x faster on 1280x720), then the centre ``crop_size``; None
+    warps the whole image, as the thesis did."""
     if pre_crop and crop_size and int(pre_crop) < int(crop_size):
         raise DataError(f"data.pre_crop ({pre_crop}) must be >= data.crop_size ({crop_size}).")
     transforms: list[A.BasicTransform] = []
@@ -119,8 +99,5 @@ def build_train_transform(
         size = int(crop_size)
         crop = A.CenterCrop(size, size) if pre_crop else A.RandomCrop(size, size)
         transforms += [A.PadIfNeeded(size, size, border_mode=PATCH_BORDER), crop]
-    return A.Compose(
-        transforms,
-        additional_targets={"target": "image"} if paired else None,
-        seed=seed,
-    )
+    targets = {"target": "image"} if paired else None
+    return A.Compose(transforms, additional_targets=targets, seed=seed)
