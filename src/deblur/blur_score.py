@@ -1,6 +1,5 @@
 """``python -m deblur.blur_score ckpt=<classifier .ckpt> input=<file|folder|glob> output=x.csv``:
-a 0..1 blur score per image (1 = blurred; :mod:`deblur.eval.blur_score`), unreadable files
-reported by name; exit code 1 when no image could be scored."""
+a 0..1 blur score per image; exit code 1 when no image could be scored."""
 
 from __future__ import annotations
 

@@ -1,9 +1,5 @@
-"""One TensorBoard over a whole sweep, every run named by its choices (its folder name).
-
-``python -m deblur.dashboard [folders...] [--port 6006] [--latest]`` (``make dashboard``) serves
-the given run or sweep folders, by default the latest sweep under ``${DEBLUR_RUNS:-runs}``
-(the library: :mod:`deblur.study.dashboard`).
-"""
+"""``python -m deblur.dashboard [folders...] [--port 6006] [--latest]``: one TensorBoard over the
+run or sweep folders (default: the latest sweep under ``${DEBLUR_RUNS:-runs}``)."""
 
 from __future__ import annotations
 
@@ -17,7 +13,6 @@ from deblur.study import dashboard as board
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """CLI: TensorBoard over run/sweep folders, by default the latest sweep."""
     parser = argparse.ArgumentParser(
         prog="python -m deblur.dashboard",
         description="TensorBoard over run or sweep folders (default: the latest sweep under "

@@ -1,11 +1,9 @@
 """``make demo``: the whole study at demo scale on the embedded data, on a CPU, offline.
 
-Stage 1 trains the blur classifier (Table 4.2), stage 2 the 4 x 3 loss x discriminator grid plus
-the content-only row ``loss=none`` (Table 4.1), and a pretrained-frozen and a pretrained-unfrozen
-GAN (Table 4.4) whose discriminator starts from that classifier. It ends with the regenerated
-Table 4.1, one line saying which cells beat the blurred input, and the command that opens
-TensorBoard. ``--study`` runs the CPU-scale study of experiments/cpu_study: seeds 0, 1, 2, the
-classifier on three backbones, and Table 4.3 for NLayer. Re-running skips finished runs.
+The blur classifier (Table 4.2), the loss x discriminator grid and ``loss=none`` (4.1), a frozen
+and an unfrozen GAN starting from that classifier (4.4); then Table 4.1, which cells beat the
+blurred input, and the TensorBoard command. ``--study``: experiments/cpu_study (seeds 0, 1, 2,
+three classifier backbones, Table 4.3 for NLayer). Re-running skips finished runs.
 """
 
 from __future__ import annotations
@@ -23,84 +21,53 @@ from deblur.study.tables import build_tables
 
 # stage 1 at demo scale: long enough for the NLayer classifier to learn on this data, so stage 2
 # loads a real classifier (see experiments/cpu_study)
-CLASSIFIER_SCALE = [
-    "trainer.max_epochs=32",
-    "trainer.limit_train_batches=null",
-    "trainer.check_val_every_n_epoch=4",
-    "data.crop_size=128",
-    "data.batch_size=16",
-]
-
-
-# the generator of every demo-scale GAN run: a small ResNet that starts as the identity and learns in
-# ~50 CPU iterations (conf/gen/resnet_cpu.yaml; the thesis' FPN needs ImageNet weights)
+CLASSIFIER_SCALE = (
+    "trainer.max_epochs=32 trainer.limit_train_batches=null trainer.check_val_every_n_epoch=4 "
+    "data.crop_size=128 data.batch_size=16"
+).split()
+# every demo-scale GAN's generator: a small ResNet that starts as the identity and learns in ~50
+# CPU iterations (conf/gen/resnet_cpu.yaml; the thesis' FPN needs ImageNet weights)
 GENERATOR = "resnet_cpu"
-
-
-def _run(args: list[str], env: dict[str, str]) -> int:
-    cmd = [sys.executable, "-m", *args]
-    print(f"\n[demo] $ {' '.join(cmd[2:])}", flush=True)
-    return subprocess.call(cmd, env=env)
 
 
 def steps(scale: str, runs: Path, seeds: str, study: bool, overwrite: bool) -> list[tuple]:
     """The (title, command) list of the demo (or, with ``study``, the CPU-scale study)."""
     common = [f"debug={scale}", f"runs_dir={runs}", f"seed={seeds}"]
-    if overwrite:
-        common.append("overwrite=true")
-    gan = [*common, f"gen={GENERATOR}"]
+    common += ["overwrite=true"] if overwrite else []
+    gan = ["deblur.train", "-m", *common, f"gen={GENERATOR}"]
     # the study leaves out SE-ResNeXt50 (~6 CPU minutes per classifier run at this scale)
     backbones = "nlayer,mobilenetv3_large,efficientnet_b0" if study else "nlayer"
+    classifier = ["deblur.train_classifier", "-m", "experiment=table4_2", f"backbone={backbones}"]
     out = [
         (
             f"stage 1: blur classifier (Table 4.2, {backbones})",
-            ["deblur.train_classifier", "-m", "experiment=table4_2", f"backbone={backbones}"]
-            + common
-            + CLASSIFIER_SCALE,
+            classifier + common + CLASSIFIER_SCALE,
         ),
-        (
-            "stage 2: loss x discriminator grid (Table 4.1, 12 cells)",
-            ["deblur.train", "-m", "experiment=table4_1", *gan],
-        ),
+        ("stage 2: loss x discriminator grid (Table 4.1, 12 cells)", ["experiment=table4_1"]),
         (
             "stage 2: no adversarial training (Table 4.1, row loss=none)",
-            ["deblur.train", "-m", "experiment=table4_1", "loss=none", "disc=single", *gan],
+            ["experiment=table4_1", "loss=none", "disc=single"],
         ),
         (
             "stage 2: pretrained discriminator, frozen vs unfrozen (Table 4.4, NLayer)",
-            ["deblur.train", "-m", "experiment=table4_4", "backbone=nlayer", *gan],
+            ["experiment=table4_4", "backbone=nlayer"],
         ),
     ]
     if study:
-        out.append(
-            (
-                "stage 2: pretrained vs fresh discriminator (Table 4.3, RaGAN, NLayer)",
-                [
-                    "deblur.train",
-                    "-m",
-                    "experiment=table4_3",
-                    "loss=ragan",
-                    "backbone=nlayer",
-                    *gan,
-                ],
-            )
-        )
-    return out
+        title = "stage 2: pretrained vs fresh discriminator (Table 4.3, RaGAN, NLayer)"
+        out.append((title, ["experiment=table4_3", "loss=ragan", "backbone=nlayer"]))
+    return out[:1] + [(title, [*gan[:2], *args, *gan[2:]]) for title, args in out[1:]]
 
 
 def beats_input_line(runs: Path) -> str:
     """One line: which Table 4.1 cells (mean over seeds) are above the blurred input's PSNR."""
-    cells: dict[str, list[tuple[float, float]]] = {}
+    cells: dict[str, list[list[float]]] = {}
     for _, rec in find_runs([runs]):
-        choices = rec.choices
-        if rec.task != "gan" or choices.get("experiment") != "table4_1":
-            continue
-        out = (rec.final or {}).get("val/psnr")
-        inp = (rec.input or {}).get("val/psnr")
-        if rec.status != "finished" or out is None or inp is None:
-            continue
-        disc = "-" if choices.get("loss") == "none" else choices.get("disc")
-        cells.setdefault(f"{choices.get('loss')}/{disc}", []).append((out, inp))
+        psnr, choices = [(r or {}).get("val/psnr") for r in (rec.final, rec.input)], rec.choices
+        finished = rec.task == "gan" and rec.status == "finished" and None not in psnr
+        if finished and choices.get("experiment") == "table4_1":
+            disc = "-" if choices.get("loss") == "none" else choices.get("disc")
+            cells.setdefault(f"{choices.get('loss')}/{disc}", []).append(psnr)
     if not cells:
         return "[demo] no finished Table 4.1 run to compare with the blurred input"
     gain = {k: sum(o - i for o, i in v) / len(v) for k, v in sorted(cells.items())}
@@ -115,24 +82,23 @@ def beats_input_line(runs: Path) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs-dir", default=None, help="default runs/demo (runs/cpu_study)")
-    parser.add_argument("--scale", default="demo", help="debug=<scale> option (demo or smoke)")
-    parser.add_argument("--seeds", default=None, help="comma-separated (demo: 0; study: 0,1,2)")
-    parser.add_argument("--study", action="store_true", help="the CPU-scale study (3 seeds, 4.3)")
-    parser.add_argument("--overwrite", action="store_true", help="re-run finished runs")
+    add = parser.add_argument
+    add("--runs-dir", default=None, help="default runs/demo (runs/cpu_study)")
+    add("--scale", default="demo", help="debug=<scale> option (demo or smoke)")
+    add("--seeds", default=None, help="comma-separated (demo: 0; study: 0,1,2)")
+    add("--study", action="store_true", help="the CPU-scale study (3 seeds, 4.3)")
+    add("--overwrite", action="store_true", help="re-run finished runs")
     args = parser.parse_args(argv)
-
     default_dir = "runs/cpu_study" if args.study else "runs/demo"
     runs = Path(args.runs_dir or os.environ.get("DEBLUR_DEMO_RUNS", default_dir))
     seeds = args.seeds or ("0,1,2" if args.study else "0")
-    env = dict(os.environ)
     start = time.perf_counter()
-    plan = steps(args.scale, runs, seeds, args.study, args.overwrite)
-    failures = 0
+    plan, failures = steps(args.scale, runs, seeds, args.study, args.overwrite), 0
     for i, (title, cmd) in enumerate(plan, 1):
         took = time.perf_counter() - start
         print(f"\n[demo] step {i}/{len(plan)}: {title}  ({took:.0f} s so far)", flush=True)
-        failures += _run(cmd, env) != 0
+        print(f"\n[demo] $ {' '.join(cmd)}", flush=True)
+        failures += subprocess.call([sys.executable, "-m", *cmd]) != 0
 
     tables = build_tables([runs])
     written = write_outputs(tables, runs / "tables", [runs])

@@ -1,6 +1,5 @@
 """``python -m deblur.export ckpt=<gan .ckpt> format=torchscript|onnx out=<file>``: the generator
-with its padding to the stride, for any ``1 x 3 x H x W`` input in [-1, 1], checked against
-PyTorch on an odd-sized image (:mod:`deblur.eval.export`; ONNX needs the extra ``export``)."""
+for any ``1 x 3 x H x W`` input, checked against PyTorch."""
 
 from __future__ import annotations
 

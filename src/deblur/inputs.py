@@ -1,14 +1,6 @@
-"""The files a tool reads and where its outputs go (``deblur.predict``, ``deblur.blur_score``).
-
-- :func:`collect_inputs` turns ``input=`` (a file, a folder, a glob, a video) into a file list;
-  :class:`Tally` sorts it by kind and counts the files that could not be used, with the reason.
-- :func:`distinct_outputs` maps every input to its own output path: two inputs that would land
-  on one name (``a.png`` and ``a.jpg``, ``clip.mp4`` and ``clip.avi``) keep their source suffix
-  in the name (``a_png.png``, ``a_jpg.png``); what still collides, or would overwrite an input,
-  is refused before any work, naming both files.
-- :func:`ensure_writable_dir` / :func:`ensure_writable_file` create the output place and write a
-  probe file, so a read-only or mistyped output fails at once, not after the model ran.
-"""
+"""What a tool reads and where its outputs go (``deblur.predict``, ``deblur.blur_score``):
+``input=`` as a file list, the files refused and why, one distinct output per input, and the
+output place checked writable before any work."""
 
 from __future__ import annotations
 
@@ -26,8 +18,7 @@ from deblur.errors import UserError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-VIDEO_EXTENSIONS: tuple[str, ...] = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg")
-"""File suffixes (lower case) read as videos with ``cv2.VideoCapture``."""
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg")  # cv2.VideoCapture
 
 
 class InputError(UserError, FileNotFoundError):
@@ -62,10 +53,8 @@ def collect_inputs(spec: str | Path, recursive: bool = False) -> tuple[Path, lis
 
 
 def without_outputs(files: Sequence[Path], output: Path, base: Path | None = None) -> list[Path]:
-    """``files`` minus the output file, and minus what lies in an output folder nested below the
-    input folder ``base`` (``input=photos/ output=photos/sharp``): a re-run never reads its own
-    results. An output folder that *is* the input folder excludes nothing (collisions are caught
-    by :func:`distinct_outputs`)."""
+    """``files`` minus the output file and what lies in an output folder below the input folder
+    ``base`` (``output=photos/sharp``), so a re-run never reads its own results."""
     out = output.expanduser().resolve()
     nested = base is not None and base.expanduser().resolve() in out.parents
     return [f for f in files if f.resolve() != out and not (nested and out in f.resolve().parents)]
@@ -79,7 +68,6 @@ class Tally:
     failed: list[tuple[Path, str]] = field(default_factory=list)
 
     def report(self, done: str, verb: str) -> str:
-        """``done`` and the count of files not ``verb`` on one line, then one line per file."""
         head = f"[deblur.{self.tool}] {done}; {len(self.failed)} file(s) not {verb}."
         return "\n".join([head, *(f"  not {verb}: {p}: {why}" for p, why in self.failed)])
 
@@ -102,8 +90,7 @@ class Tally:
         return out
 
     def attempt(self, path: Path, work: Callable[[Path], T]) -> T | None:
-        """``work(path)``, or None with ``path`` refused when it raises a ValueError (a
-        DataError among them: an unreadable, corrupt or truncated file)."""
+        """``work(path)``, or None with ``path`` refused on a ValueError (e.g. a DataError)."""
         try:
             return work(path)
         except ValueError as err:
@@ -111,20 +98,16 @@ class Tally:
             return None
 
 
-def _key(path: Path) -> str:
-    # case-folded: A.png and a.png are one file on macOS, Windows and exFAT disks
+def _key(path: Path) -> str:  # case-folded: A.png and a.png are one file on macOS, Windows, exFAT
     return os.path.normcase(str(path.expanduser().resolve())).casefold()
 
 
 def distinct_outputs(
     sources: Sequence[Path], target: Callable[[Path, str], Path], what: str = "output"
 ) -> list[Path]:
-    """One distinct output per source: ``target(src, tag)`` with tag ``""``, or the source's
-    suffix (``"jpg"``) for the sources whose plain outputs would share one path.
-
-    Raises :class:`OutputError` naming both files when outputs still collide, or when an output
-    is an input (or an output folder holds one).
-    """
+    """One output per source, ``target(src, tag)``: tag ``""``, or the source's suffix (``"jpg"``)
+    where plain outputs would share a path; an OutputError naming both files when they still
+    collide or an output is (or holds) an input."""
     plain = [target(src, "") for src in sources]
     clash = Counter(_key(p) for p in plain)
     outputs = [
@@ -150,12 +133,8 @@ def distinct_outputs(
     return outputs
 
 
-def _os_detail(err: OSError) -> str:
-    return f"{type(err).__name__}: {err.strerror or err}"
-
-
 def ensure_writable_dir(folder: str | Path, name: str = "output", _what: str = "") -> Path:
-    """Create ``folder`` (with parents) and check a file can be written in it; else OutputError."""
+    """Create ``folder`` (with parents) and write a probe file in it; else an OutputError."""
     folder = Path(folder).expanduser()
     what = _what or f"{name}={folder}"
     if folder.exists() and not folder.is_dir():
@@ -166,19 +145,17 @@ def ensure_writable_dir(folder: str | Path, name: str = "output", _what: str = "
         )
     try:
         folder.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise OutputError(
-            f"{what} cannot be created ({_os_detail(err)}; is a part of the path a file, or "
-            "read-only?). Give a place you can write to."
-        ) from err
-    try:
         fd, probe = tempfile.mkstemp(prefix=".deblur-write-test-", dir=folder)
         os.close(fd)
         os.unlink(probe)
     except OSError as err:
+        detail = f"{type(err).__name__}: {err.strerror or err}"
         raise OutputError(
-            f"{what} is not writable ({_os_detail(err)}). Give a place you can write to (e.g. "
-            "under $HOME), or fix the folder's permissions."
+            f"{what} is not writable ({detail}). Give a place you can write to (e.g. under "
+            "$HOME), or fix the folder's permissions."
+            if folder.is_dir()
+            else f"{what} cannot be created ({detail}; is a part of the path a file, or "
+            "read-only?). Give a place you can write to."
         ) from err
     return folder
 

@@ -1,6 +1,5 @@
-"""``python -m deblur.predict ckpt=<gan .ckpt> input=<file|folder|glob|video> output=<folder>``
-(options: ``conf/predict.yaml``): every input is deblurred or reported by name with the reason
-(:mod:`deblur.eval.predict`); exit code 1 when nothing could be processed."""
+"""``python -m deblur.predict ckpt=<gan .ckpt> input=<file|folder|glob|video> output=<folder>``;
+exit code 1 when nothing could be processed."""
 
 from __future__ import annotations
 

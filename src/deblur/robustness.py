@@ -1,7 +1,5 @@
-"""``python -m deblur.robustness ckpt=<gan .ckpt> [data=...]``: the sharp images of a split
-blurred with Gaussian, median and straight motion blur of growing size, and PSNR / SSIM of the
-input and the model's output (:mod:`deblur.eval.robustness`) into ``robustness.md``,
-``robustness.png`` and ``metrics.json`` of ``<runs_dir>/robustness/<checkpoint>/...``."""
+"""``python -m deblur.robustness ckpt=<gan .ckpt> [data=...]``: the model on growing Gaussian,
+median and motion blur, into ``robustness.md`` / ``.png`` and ``metrics.json``."""
 
 from __future__ import annotations
 

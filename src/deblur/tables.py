@@ -1,10 +1,6 @@
-"""Regenerate the thesis' Tables 4.1-4.4 from the runs' ``metrics.json`` files (no TensorBoard).
-
-``python -m deblur.tables runs/table4_1 [more folders] [--out DIR] [--which final|best]``
-prints Markdown and writes ``tables.md``, ``table4_N.csv``, ``table4_N.tex`` and ``table4_N.png``
-(the library: :mod:`deblur.study.tables`, :mod:`deblur.study.report`). Each cell is the mean ±
-sample std over seeds with n, beside the thesis' published number.
-"""
+"""``python -m deblur.tables runs/table4_1 [more folders] [--out DIR] [--which final|best]``: the
+thesis' Tables 4.1-4.4 from the runs' ``metrics.json`` as ``tables.md`` (printed), ``table4_N.csv``
+/ ``.tex`` / ``.png``; each cell the mean ± sample std over seeds with n, beside the thesis."""
 
 from __future__ import annotations
 
@@ -18,7 +14,6 @@ from deblur.study.tables import TABLE_IDS, TablesError, build_tables, table_id
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """CLI: regenerate the tables from run or sweep folders."""
     parser = argparse.ArgumentParser(
         prog="python -m deblur.tables",
         description="Regenerate the thesis' Tables 4.1-4.4 from the runs' metrics.json files.",

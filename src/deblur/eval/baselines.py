@@ -1,20 +1,10 @@
-"""Classical non-learned baselines that stand beside the GAN in the evaluate table.
+"""Classical baselines beside the GAN in the evaluate table, one ``conf/baseline/<name>.yaml``
+``_partial_`` node each: ``identity`` (the input), ``wiener`` and ``richardson_lucy``
+(scikit-image's deconvolutions with the TRUE kernel, per RGB channel on [0, 1] floats).
 
-``baseline=<name>`` picks ``conf/baseline/<name>.yaml``: a ``_partial_`` node of one function
-below with its parameters (``baseline.balance=0.01``); a new baseline is one function and one
-YAML file.
-
-- ``identity``: the blurred input itself (what the network must beat).
-- ``wiener``: scikit-image's Wiener-Hunt deconvolution with the TRUE blur kernel and a
-  regularisation ``balance`` (seed 001 presents Wiener filtering as the classical answer).
-- ``richardson_lucy``: scikit-image's Richardson-Lucy deconvolution with the true kernel.
-
-Deconvolution runs per RGB channel on [0, 1] floats. Before it, the image is padded by the
-kernel size (``pad_mode="edge"``; numpy's pad modes) and the result is cropped back, so FFT
-wrap-around does not ring at the borders (edge padding measured best: +0.2 dB over reflect,
-+8 dB over no padding on 128-200 px crops). Kernels come from the data (``Pair.kernel``:
-``.npy`` or 8/16-bit PNG, normalised to sum 1); without one, ``wiener`` and ``richardson_lucy``
-raise :class:`MissingKernelError`.
+Deconvolution pads by the kernel size (``pad_mode``: numpy's; ``edge`` measured best: +0.2 dB over
+reflect, +8 dB over none on 128-200 px crops) against FFT wrap-around, then crops back. Kernels
+come from ``Pair.kernel`` (``.npy`` or 8/16-bit PNG, normalised to sum 1).
 """
 
 from __future__ import annotations
@@ -70,8 +60,10 @@ def _to_float(image: np.ndarray) -> np.ndarray:
     return image.astype(np.float64) / 255.0
 
 
-def _deconvolve(image: np.ndarray, kernel: Kernel, method: str, pad_mode: str, run) -> np.ndarray:
-    """Pad by the kernel size, ``run(channel, kernel)`` on each channel, crop back."""
+def _deconvolve(
+    image: np.ndarray, kernel: Kernel, method: str, pad_mode: str, **params
+) -> np.ndarray:
+    """Pad by the kernel size, ``skimage.restoration.<method>`` on each channel, crop back."""
     if kernel is None:
         raise MissingKernelError(
             f"baseline={method} needs the true blur kernel, but this dataset has no known "
@@ -79,12 +71,12 @@ def _deconvolve(image: np.ndarray, kernel: Kernel, method: str, pad_mode: str, r
             "saved its kernels (e.g. data=embedded); on real blur (GoPro, RealBlur, HIDE, "
             "folder) use baseline=identity or a trained model."
         )
-    k = load_kernel(kernel)
-    x = _to_float(image)
+    k, x = load_kernel(kernel), _to_float(image)
     (h, w), (py, px) = x.shape[:2], k.shape
     padded = np.pad(x, ((py, py), (px, px), (0, 0)), mode=pad_mode)
-    out = np.stack([run(padded[:, :, c], k) for c in range(3)], axis=2)[py : py + h, px : px + w]
-    return np.clip(np.rint(out * 255.0), 0, 255).astype(np.uint8)
+    run = getattr(restoration, method)
+    out = np.stack([run(padded[:, :, c], k, clip=False, **params) for c in range(3)], axis=2)
+    return np.clip(np.rint(out[py : py + h, px : px + w] * 255.0), 0, 255).astype(np.uint8)
 
 
 def identity(image: np.ndarray, kernel: Kernel = None) -> np.ndarray:
@@ -93,27 +85,11 @@ def identity(image: np.ndarray, kernel: Kernel = None) -> np.ndarray:
     return image.copy()
 
 
-def wiener(
-    image: np.ndarray, kernel: Kernel, balance: float = 0.005, pad_mode: str = "edge"
-) -> np.ndarray:
-    """Wiener-Hunt deconvolution (``skimage.restoration.wiener``) with the true kernel."""
-    return _deconvolve(
-        image,
-        kernel,
-        "wiener",
-        pad_mode,
-        lambda ch, k: restoration.wiener(ch, k, balance=balance, clip=False),
-    )
+def wiener(image: np.ndarray, kernel: Kernel, balance: float = 0.005, pad_mode: str = "edge"):
+    """Wiener-Hunt deconvolution with the true kernel and regularisation ``balance``."""
+    return _deconvolve(image, kernel, "wiener", pad_mode, balance=balance)
 
 
-def richardson_lucy(
-    image: np.ndarray, kernel: Kernel, num_iter: int = 30, pad_mode: str = "edge"
-) -> np.ndarray:
-    """Richardson-Lucy deconvolution (``skimage.restoration.richardson_lucy``), true kernel."""
-    return _deconvolve(
-        image,
-        kernel,
-        "richardson_lucy",
-        pad_mode,
-        lambda ch, k: restoration.richardson_lucy(ch, k, num_iter=num_iter, clip=False),
-    )
+def richardson_lucy(image: np.ndarray, kernel: Kernel, num_iter: int = 30, pad_mode: str = "edge"):
+    """Richardson-Lucy deconvolution with the true kernel."""
+    return _deconvolve(image, kernel, "richardson_lucy", pad_mode, num_iter=num_iter)

@@ -1,9 +1,5 @@
-"""The blur classifier as a blur detector (``deblur.blur_score``): a 0..1 score per image.
-
-The score is ``sigmoid`` of the classifier logit, averaged (as logits) over tiles of the
-training crop size, so large photos are judged at the scale the classifier learned. Files that
-are not images or cannot be read are reported by name in the :class:`ScoreSummary`.
-"""
+"""The blur classifier as a blur detector (``deblur.blur_score``): per image, the sigmoid of the
+classifier's logit averaged over tiles of its training crop size (the scale it learned)."""
 
 from __future__ import annotations
 
@@ -34,7 +30,7 @@ SORTS = ("desc", "asc", "none")
 
 @dataclass
 class ScoreSummary(Tally):
-    """Scores of the readable images and the files that could not be scored (with reasons)."""
+    """The scores and the files that could not be scored (with reasons)."""
 
     tool: str = "blur_score"
     scores: list[tuple[Path, float]] = field(default_factory=list)
@@ -52,27 +48,14 @@ def blur_score(
     net = net.to(dev).eval()
     x = to_tensor(rgb_uint8).unsqueeze(0).to(dev)
     h, w = x.shape[-2:]
-    starts = (
-        [(y, x0) for y in tile_starts(h, tile, 0) for x0 in tile_starts(w, tile, 0)]
-        if tile
-        else [(0, 0)]
-    )
+    th, tw = tile or h, tile or w
     side = int(getattr(getattr(net, "trunk", None), "min_size", 0) or 32)
-    logits = [
-        # tiny images: mirror-padded up to the trunk's smallest input
-        net(pad_to_multiple(x[:, :, y : y + (tile or h), x0 : x0 + (tile or w)], 1, side)[0])
-        for y, x0 in starts
+    logits = [  # tiny images: mirror-padded up to the trunk's smallest input
+        net(pad_to_multiple(x[:, :, y : y + th, x0 : x0 + tw], 1, side)[0])
+        for y in tile_starts(h, th, 0)
+        for x0 in tile_starts(w, tw, 0)
     ]
     return float(torch.sigmoid(torch.cat([z.float().reshape(-1) for z in logits]).mean()))
-
-
-def _check_output(out: Path) -> Path:
-    if out.suffix.lower() in (*IMAGE_EXTENSIONS, *VIDEO_EXTENSIONS):
-        raise OutputError(
-            f"output={out} is the name of an image or video; the scores are a CSV file. Give e.g. "
-            f"output={out.with_suffix('.csv')}."
-        )
-    return ensure_writable_file(out)  # before the model runs: a typo costs seconds, not the scan
 
 
 def run_blur_score(cfg: DictConfig, net: nn.Module | None = None) -> ScoreSummary:
@@ -82,7 +65,12 @@ def run_blur_score(cfg: DictConfig, net: nn.Module | None = None) -> ScoreSummar
     out = Path(cfg.output).expanduser()
     _, files = collect_inputs(cfg.input, bool(cfg.recursive))
     files = without_outputs(files, out)  # a CSV of an earlier run inside the input folder
-    _check_output(out)
+    if out.suffix.lower() in (*IMAGE_EXTENSIONS, *VIDEO_EXTENSIONS):
+        raise OutputError(
+            f"output={out} is the name of an image or video; the scores are a CSV file. Give e.g. "
+            f"output={out.with_suffix('.csv')}."
+        )
+    ensure_writable_file(out)  # before the model runs: a typo costs seconds, not the scan
     if net is None:
         net = load_classifier(cfg.ckpt)
     tile = getattr(net, "crop_size", None) if cfg.tile == "auto" else cfg.tile

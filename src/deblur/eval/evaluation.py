@@ -1,11 +1,5 @@
-"""Measure a deblurring method on image pairs: a trained generator or a classical baseline.
-
-:func:`evaluate_pairs` gives PSNR and SSIM per image and mean with the pinned definitions of
-:mod:`deblur.eval.metrics`, the MATLAB-style 3-D SSIM (``ssim_matlab3d``) that MPRNet / NAFNet
-tables report, and the blurred input's own numbers; :func:`run_evaluate` is the body of one
-``python -m deblur.evaluate`` run (``metrics.json`` fields and ``results.md``). The Markdown
-tables go through :mod:`deblur.study.render`, like the thesis tables.
-"""
+"""A deblurring method (generator or baseline) on image pairs: PSNR / SSIM / MATLAB-3D SSIM per
+image and mean, and the blurred input's; the body of ``deblur.evaluate`` (``results.md``)."""
 
 from __future__ import annotations
 
@@ -44,7 +38,7 @@ COLUMNS |= {"input SSIM": ".4f", "s / image": ".3f"}  # Markdown column -> forma
 
 
 def pairs_for_split(cfg: DictConfig, split: str) -> list[Pair]:
-    """The pairs of ``split`` (val | test | all) of the ``data`` config, full resolution."""
+    """The pairs of ``split`` (val | test | all) of the ``data`` config."""
     if split not in ("val", "test", "all"):
         raise ValueError(f"split={split}: choose val, test or all.")
     dm = instantiate(cfg.data, task="paired")
@@ -57,25 +51,21 @@ def pairs_for_split(cfg: DictConfig, split: str) -> list[Pair]:
 
 
 def deblur_options(cfg: DictConfig) -> dict[str, Any]:
-    """The ``tile`` / ``overlap`` / ``device`` / ``bf16`` of an evaluate or robustness config."""
     return {"tile": cfg.tile, "overlap": cfg.overlap, "device": cfg.device, "bf16": cfg.bf16}
 
 
 def ckpt_label(ckpt: str | Path) -> str:
-    """A short name of a checkpoint: its run and file (``gan_loss=ragan_best``)."""
+    """A checkpoint's run and file (``gan_loss=ragan_best``)."""
     return eval_slug([f"ckpt={ckpt}"]).split("/", 1)[0]
 
 
 def _check_kernels(name: str, pairs: Sequence[Pair]) -> None:
-    """A kernel-based baseline needs every pair's true kernel: one paragraph naming the folder
-    they are read from and a missing file, as on disk."""
+    """Every pair has its true kernel, else one paragraph naming the kernel folder and a file."""
     missing = [p for p in pairs if p.kernel is None]
     if not missing:
         return
     blur, depth = missing[0].blur, len(Path(missing[0].name).parts)
-    root = (
-        blur.parents[depth] if 0 < depth < len(blur.parents) else blur.parent
-    )  # <root>/blur/<name>
+    root = blur.parents[depth] if 0 < depth < len(blur.parents) else blur.parent  # <root>/blur/
     on_disk = blur.relative_to(root)
     example = Path("kernel", *(on_disk.parts[1:] or on_disk.parts)).with_suffix(".npy")
     raise MissingKernelError(
@@ -89,8 +79,7 @@ def _check_kernels(name: str, pairs: Sequence[Pair]) -> None:
 
 
 def _method(method: Any, use_ema: bool) -> tuple[nn.Module | None, Callable | None, str]:
-    """(generator or None, baseline function or None, label) of a generator, a checkpoint
-    path, a baseline name or a baseline function (a ``conf/baseline`` node built)."""
+    """(generator, baseline function, label) of a generator, checkpoint, baseline name or function."""
     if isinstance(method, nn.Module):
         return method, None, type(method).__name__
     if callable(method):
@@ -122,12 +111,8 @@ def evaluate_pairs(
     progress: bool = True,
     **deblur: Any,
 ) -> dict[str, Any]:
-    """Evaluate one method (generator, checkpoint path, baseline name or function) on ``pairs``;
-    ``deblur``: the ``tile`` / ``overlap`` / ``device`` / ``bf16`` of :func:`deblur_image`.
-
-    Returns ``{"method", "method_kind", "split", "n_images", "final": {"<split>/psnr": ...},
-    "input": {...}, "seconds_per_image", "images_per_s", "device", "per_image": [...]}``.
-    """
+    """One method on ``pairs`` (``deblur``: options of :func:`deblur_image`): the record fields
+    method, method_kind, split, n_images, final / input (``<split>/psnr``...), speed, per_image."""
     if not pairs:
         raise ValueError(
             f"No pairs to evaluate in split '{split}'. Check data.root / the layout, or use "
@@ -146,10 +131,7 @@ def evaluate_pairs(
                 f"sharp {pair.sharp} is {sharp.shape[1]}x{sharp.shape[0]}; fix the dataset."
             )
         start = time.perf_counter()
-        if model is not None:
-            out = deblur_image(model, blur, **deblur)
-        else:
-            out = baseline(blur, pair.kernel)
+        out = baseline(blur, pair.kernel) if baseline else deblur_image(model, blur, **deblur)
         busy += time.perf_counter() - start
         if images_dir is not None:
             write_image(Path(images_dir) / f"{pair.name.replace('/', '__')}.png", out)
@@ -171,7 +153,7 @@ def evaluate_pairs(
 
 
 def results_table(results: Sequence[Mapping[str, Any]], data_name: str = "") -> str:
-    """One Markdown row per evaluated method (means), the input's metrics in the last columns."""
+    """One Markdown row per method (means), the input's metrics last."""
     rows = []
     for r in results:
         row = {"method": r["method"], "data": data_name or r.get("data", ""), "split": r["split"]}
@@ -195,15 +177,13 @@ def evaluate_methods(
     data_name: str = "",
     **kwargs: Any,
 ) -> tuple[list[dict[str, Any]], str]:
-    """Evaluate several methods on the same pairs: (results, Markdown table); ``methods`` and
-    ``kwargs`` as in :func:`evaluate_pairs`."""
+    """Several methods on the same pairs (as :func:`evaluate_pairs`): (results, Markdown)."""
     results = [evaluate_pairs(m, pairs, **kwargs) | {"data": data_name} for m in methods]
     return results, results_table(results, data_name)
 
 
 def run_evaluate(cfg: DictConfig, run_dir: Path, record: Mapping[str, Any]) -> dict[str, Any]:
-    """The body of one ``deblur.evaluate`` run: the result fields of its ``metrics.json``, and
-    ``results.md`` (means, notes, per image) in ``run_dir``."""
+    """The body of one ``deblur.evaluate`` run: its record fields, and ``results.md``."""
     if (cfg.ckpt is None) == (cfg.baseline is None):
         raise ValueError(
             "deblur.evaluate needs exactly one method: ckpt=<GAN checkpoint> or "
@@ -211,16 +191,15 @@ def run_evaluate(cfg: DictConfig, run_dir: Path, record: Mapping[str, Any]) -> d
             f"baseline={'null' if cfg.baseline is None else cfg.baseline._target_})."
         )
     method = instantiate(cfg.baseline) if cfg.baseline is not None else str(cfg.ckpt)
+    split, data_name = str(cfg.split), str(cfg.data.name)
     images = run_dir / "images" if cfg.save_images else None
-    pairs, split = pairs_for_split(cfg, str(cfg.split)), str(cfg.split)
-    options = deblur_options(cfg)
+    pairs, options = pairs_for_split(cfg, split), deblur_options(cfg)
     result = evaluate_pairs(
         method, pairs, split=split, use_ema=cfg.use_ema, images_dir=images, **options
     )
-    data_name = str(cfg.data.name)
     table = results_table([result], data_name)
     (run_dir / "results.md").write_text(
-        f"# Evaluation: {result['method']} on {data_name} ({cfg.split})\n\n{table}\n\n{NOTES}\n\n"
+        f"# Evaluation: {result['method']} on {data_name} ({split})\n\n{table}\n\n{NOTES}\n\n"
         f"## Per image\n\n{per_image_table(result)}\n"
     )
     print(table, flush=True)

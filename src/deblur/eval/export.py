@@ -1,13 +1,7 @@
-"""Export a generator to TorchScript or ONNX with dynamic height and width (``deblur.export``).
-
-The exported module is :class:`deblur.eval.inference.PadCrop` around the generator: mirror
-padding to the stride (pure tensor arithmetic on the input size, so it stays dynamic), the
-network, the crop back. Input and output: ``1 x 3 x H x W`` float32 RGB in [-1, 1], any H and W.
-``format=<name>`` picks ``formats.<name>`` of ``conf/export.yaml``: a file suffix and a
-``_partial_`` node of its exporter (:func:`export_torchscript`, :func:`export_onnx`), so a new
-format is one function and one entry there. After exporting, the file is run on an odd-sized
-image and compared with PyTorch.
-"""
+"""Export ``PadCrop(generator)`` (the mirror padding to the stride, the network, the crop) to
+TorchScript or ONNX with dynamic height and width: ``1 x 3 x H x W`` in [-1, 1]. ``format=<name>``
+picks ``formats.<name>`` of ``conf/export.yaml`` (a suffix and an exporter); the file is then
+checked against PyTorch on an odd-sized image."""
 
 from __future__ import annotations
 
@@ -56,10 +50,7 @@ def export_onnx(
                 "optional extra: pip install -e '.[export]' (onnx, onnxruntime, onnxscript)."
             )
     wrapped, path = _wrapped(model, path)
-    dims = {
-        2: torch.export.Dim("height", min=1, max=16384),
-        3: torch.export.Dim("width", min=1, max=16384),
-    }
+    dims = {i: torch.export.Dim(n, min=1, max=16384) for i, n in ((2, "height"), (3, "width"))}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(

@@ -1,23 +1,13 @@
-"""Run trained networks on images of any size (loading them is :mod:`deblur.models.load`).
-
-- :func:`pad_to_multiple` / :func:`crop_to` / :class:`PadCrop` make any image fit the network's
-  stride: mirror (reflect) padding, repeated periodically when the image is smaller than the pad
-  (so a 7x5 image works), done with index arithmetic on tensor sizes so traced / ONNX exports
-  stay dynamic.
-- :func:`deblur_tensor` / :func:`deblur_image` run a generator on one image, whole or in
-  overlapping tiles blended with linear cross-fades (memory bounded by the tile size), on CPU or
-  GPU, bf16 optional. Tiles share one set of normalisation statistics (instance / group norm),
-  measured on a downscaled copy of the whole image, so tiled output matches whole-image output
-  instead of each tile normalising itself (seams, colour shifts).
-- :func:`resolve_device` / :func:`device_name`: ``device=auto|cpu|cuda`` and what a figure was
-  measured on.
-"""
+"""Run generators on images of any size: mirror padding to the stride (index arithmetic, so
+exports stay dynamic; repeated for images smaller than the pad), whole or in cross-faded tiles
+that share one set of instance / group norm statistics (no seams), and the device."""
 
 from __future__ import annotations
 
 import platform
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,12 +17,10 @@ from torch import Tensor, nn
 from deblur.data.io import to_tensor, to_uint8
 
 STRIDE = 32  # FPN generators downsample by 32; padding to it is harmless for the others
-Stats = dict[nn.Module, tuple[Tensor, Tensor]]
 
 
 def _reflect_index(n, size, device: torch.device) -> Tensor:
-    """Indices 0..size-1 of a periodic mirror extension (``reflect``, repeated) of length n,
-    from ``arange`` and tensor arithmetic only (traced and exported sizes stay dynamic)."""
+    """Indices of a periodic ``reflect`` extension of 0..size-1 to length n (tensor ops only)."""
     i = torch.arange(n, device=device)
     last = torch.arange(size, device=device)[-1:]  # size - 1, as a tensor
     period = torch.clamp(2 * last, min=1)
@@ -43,9 +31,8 @@ def _reflect_index(n, size, device: torch.device) -> Tensor:
 def pad_to_multiple(
     x: Tensor, multiple: int = STRIDE, min_size: int = 0
 ) -> tuple[Tensor, tuple[int, int]]:
-    """Mirror-pad ``x`` (``... x H x W``) at the bottom/right to a multiple of ``multiple`` and
-    to at least ``min_size``, for any size (the mirror repeats); returns the padded tensor and
-    the original ``(H, W)`` for :func:`crop_to`."""
+    """Mirror-pad ``x`` bottom/right to a multiple of ``multiple``, at least ``min_size``;
+    returns it and the original ``(H, W)`` for :func:`crop_to`."""
     h, w = x.shape[-2], x.shape[-1]
     hp = (h + multiple - 1) // multiple * multiple
     wp = (w + multiple - 1) // multiple * multiple
@@ -62,8 +49,7 @@ def crop_to(x: Tensor, size: tuple[int, int]) -> Tensor:
 
 
 def _fit(model: nn.Module) -> tuple[int, int]:
-    """(size multiple, smallest padded side) a generator wants: its ``multiple`` and
-    ``min_padded`` / ``min_size`` attributes, 32 when it has none."""
+    """(multiple, smallest padded side) of a generator: its attributes, else 32."""
     multiple = int(getattr(model, "multiple", None) or STRIDE)
     low = getattr(model, "min_padded", None) or getattr(model, "min_size", None)
     return multiple, int(low or multiple)
@@ -112,7 +98,7 @@ def device_name(device: str | torch.device) -> str:
 
 @torch.inference_mode()
 def _run(model: nn.Module, x: Tensor, device: torch.device, bf16: bool) -> Tensor:
-    """Generator on one ``1 x 3 x h x w`` [-1, 1] tensor (padded, then cropped), on the CPU."""
+    """Generator on one padded ``1 x 3 x h x w`` tensor, cropped back, on the CPU."""
     padded, size = pad_to_multiple(x.to(device, non_blocking=True), *_fit(model))
     on = bf16 and device.type in ("cuda", "cpu")
     with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=on):
@@ -129,12 +115,8 @@ def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
 
 
 def blend_ramp(n: int, overlap: int, ramp_start: bool, ramp_end: bool) -> Tensor:
-    """1-D tile weights: 1 inside, a linear cross-fade over ``overlap`` pixels at inner edges.
-
-    The first ``overlap // 4`` pixels at an inner edge get weight 0 (they see the padding, not the
-    neighbouring image), the next ``overlap - 2 * (overlap // 4)`` pixels ramp up; two neighbours
-    overlapping by exactly ``overlap`` sum to 1. Image borders (no neighbour) keep weight 1.
-    """
+    """1-D tile weights: 1 inside; at an inner edge ``overlap // 4`` pixels of 0 (they see the
+    padding), then a linear ramp, so two neighbours overlapping by ``overlap`` sum to 1."""
     w = torch.ones(n, dtype=torch.float32)
     if overlap <= 0:
         return w
@@ -144,69 +126,42 @@ def blend_ramp(n: int, overlap: int, ramp_start: bool, ramp_end: bool) -> Tensor
     return torch.minimum(w, up.clamp(0, 1).flip(0)) if ramp_end else w
 
 
-# --------------------------------------------------------------------------- shared norm stats
-
-
-def _input_stat_norms(model: nn.Module) -> list[nn.Module]:
-    """Layers normalising with their own input's statistics: instance norm without running
-    statistics (or training) and group norm (layer norm as ``GroupNorm(1, C)``)."""
-    return [
-        m
-        for m in model.modules()
-        if isinstance(m, nn.GroupNorm)
-        or (
-            isinstance(m, nn.modules.instancenorm._InstanceNorm)
-            and (m.training or m.running_mean is None)
-        )
-    ]
-
-
-def _stats(m: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
-    """Per-group (instance norm: per-channel) mean and biased variance of image 0 of ``x``."""
-    groups = m.num_groups if isinstance(m, nn.GroupNorm) else m.num_features
-    var, mean = torch.var_mean(x[:1].float().reshape(int(groups), -1), dim=1, unbiased=False)
-    return mean, var
-
-
-def _apply_stats(m: nn.Module, x: Tensor, mean: Tensor, var: Tensor) -> Tensor:
-    """``m`` applied to ``x`` with the given per-group statistics instead of ``x``'s own."""
-    k = x.shape[1] // mean.numel()  # channels per group
-    mean, var = mean.repeat_interleave(k), var.repeat_interleave(k)
-    return F.batch_norm(x.float(), mean, var, m.weight, m.bias, eps=m.eps).to(x.dtype)
-
-
 @contextmanager
 def shared_norm_stats(model: nn.Module, x: Tensor | None, device: torch.device, bf16: bool = False):
-    """Context manager: the layers of ``model`` that normalise with their input's statistics use,
-    while it is open, those they saw in one pass over ``x`` (so tiles of one image are all
-    normalised like the whole image, ``x`` being its downscaled copy); ``x=None``: their own."""
-    stats: Stats = {}
-    layers = _input_stat_norms(model) if x is not None else []
-    hooks = [
-        m.register_forward_hook(lambda m, i, _: stats.update({m: _stats(m, i[0])})) for m in layers
+    """While open, ``model``'s group norms and instance norms without running statistics use the
+    statistics of one pass over ``x`` (the image downscaled), so every tile is normalised like the
+    whole image; ``x=None``: their own."""
+    norm = nn.modules.instancenorm._InstanceNorm
+    layers = [
+        m
+        for m in (model.modules() if x is not None else [])
+        if isinstance(m, nn.GroupNorm)
+        or (isinstance(m, norm) and (m.training or m.running_mean is None))
     ]
+    stats: dict[nn.Module, tuple[Tensor, Tensor]] = {}
+
+    def measure(m: nn.Module, inputs: tuple[Tensor], _) -> None:  # per group, of image 0
+        groups = int(m.num_groups if isinstance(m, nn.GroupNorm) else m.num_features)
+        var, mean = torch.var_mean(inputs[0][:1].float().reshape(groups, -1), 1, unbiased=False)
+        stats[m] = mean, var
+
+    def apply(m: nn.Module, inputs: tuple[Tensor], _) -> Tensor:
+        k = inputs[0].shape[1] // stats[m][0].numel()  # channels per group
+        mean, var = (s.repeat_interleave(k) for s in stats[m])
+        out = F.batch_norm(inputs[0].float(), mean, var, m.weight, m.bias, eps=m.eps)
+        return out.to(inputs[0].dtype)
+
+    hooks = [m.register_forward_hook(measure) for m in layers]
     try:
         if layers:
             _run(model, x, device, bf16)
         for h in hooks:
             h.remove()
-        hooks = [
-            m.register_forward_hook(lambda m, i, _: _apply_stats(m, i[0], *stats[m]))
-            for m in layers
-        ]
+        hooks = [m.register_forward_hook(apply) for m in layers]
         yield
     finally:
         for h in hooks:
             h.remove()
-
-
-def _downscaled(x: Tensor, long_side: int) -> Tensor:
-    """``x`` resized (area average) so its long side is at most ``long_side``."""
-    h, w = x.shape[-2:]
-    scale = long_side / max(h, w)
-    if scale >= 1:
-        return x
-    return F.interpolate(x, size=(max(1, round(h * scale)), max(1, round(w * scale))), mode="area")
 
 
 def _tiled(model, x: Tensor, tile: int, overlap: int, dev, bf16: bool, context: int) -> Tensor:
@@ -220,9 +175,8 @@ def _tiled(model, x: Tensor, tile: int, overlap: int, dev, bf16: bool, context: 
             wt = wy[:, None] * blend_ramp(tw, overlap, x0 > 0, x0 + tw < w)[None, :]
             ya, xa = max(0, y - context), max(0, x0 - context)
             part = _run(model, x[:, :, ya : y + th + context, xa : x0 + tw + context], dev, bf16)
-            acc[:, :, y : y + th, x0 : x0 + tw] += (
-                part[:, :, y - ya : y - ya + th, x0 - xa : x0 - xa + tw] * wt
-            )
+            part = part[:, :, y - ya : y - ya + th, x0 - xa : x0 - xa + tw]
+            acc[:, :, y : y + th, x0 : x0 + tw] += part * wt
             weight[:, :, y : y + th, x0 : x0 + tw] += wt
     return acc / weight.clamp_min(1e-8)
 
@@ -240,14 +194,10 @@ def deblur_tensor(
 ) -> Tensor:
     """Deblur a ``1 x 3 x H x W`` (or ``3 x H x W``) [-1, 1] tensor; output on CPU, same shape.
 
-    Tiled (``tile`` set and smaller than the image), tiles overlap by ``overlap`` pixels and are
-    cross-faded. Layers that normalise with their input's statistics (instance / group norm) use,
-    with ``shared_stats`` (default), one set for all tiles, measured first on a copy of the whole
-    image downscaled to a long side of ``stats_size`` (a small extra pass); ``shared_stats=False``
-    lets each tile normalise itself (visible seams and colour shifts between tiles). ``context``
-    > 0: each tile is run on a window ``context`` pixels larger on every side (within the
-    image) and only the tile is kept, for networks whose output depends on far content (an FPN's
-    stride-32 features reach ~250 px: benchmarks/RESULTS.md), at the cost of the larger windows.
+    ``tile``: tiles overlapping by ``overlap``, cross-faded; ``shared_stats``: their norms use the
+    statistics of the image downscaled to ``stats_size`` (else seams and colour shifts);
+    ``context``: each tile runs on a window that much larger and is cropped (an FPN's stride-32
+    features reach ~250 px: benchmarks/RESULTS.md).
     """
     squeeze = x.ndim == 3
     x = x.unsqueeze(0) if squeeze else x
@@ -263,25 +213,18 @@ def deblur_tensor(
             "overlap so its cross-fades do not meet. Raise tile= or lower overlap=."
         )
     else:
-        whole = _downscaled(x, max(stats_size, 1)) if shared_stats else None
+        h, w = x.shape[-2:]
+        scale = max(stats_size, 1) / max(h, w)  # the image downscaled (area) for the statistics
+        size = (max(1, round(h * scale)), max(1, round(w * scale)))
+        whole = x if scale >= 1 else F.interpolate(x, size=size, mode="area")
+        whole = whole if shared_stats else None
         with shared_norm_stats(model, whole, dev, bf16):
             out = _tiled(model, x, tile, overlap, dev, bf16, context)
     return out[0] if squeeze else out
 
 
-def deblur_image(
-    model: nn.Module,
-    rgb_uint8: np.ndarray,
-    tile: int | None = None,
-    overlap: int = 32,
-    device: str | torch.device | None = "auto",
-    bf16: bool = False,
-    context: int = 0,
-) -> np.ndarray:
-    """Deblur one ``H x W x 3`` uint8 RGB image (any size); returns the same shape and dtype
-    (tiling: :func:`deblur_tensor`)."""
+def deblur_image(model: nn.Module, rgb_uint8: np.ndarray, *args: Any, **kwargs: Any) -> np.ndarray:
+    """Deblur one ``H x W x 3`` uint8 RGB image; the options of :func:`deblur_tensor`."""
     if rgb_uint8.ndim != 3 or rgb_uint8.shape[2] != 3:
         raise ValueError(f"deblur_image expects an H x W x 3 RGB image, got {rgb_uint8.shape}.")
-    return to_uint8(
-        deblur_tensor(model, to_tensor(rgb_uint8), tile, overlap, device, bf16, context=context)
-    )
+    return to_uint8(deblur_tensor(model, to_tensor(rgb_uint8), *args, **kwargs))

@@ -1,34 +1,20 @@
-"""Image quality metrics with pinned, documented definitions.
+"""Image metrics with pinned definitions, on ``B x 3 x H x W`` (or ``3 x H x W``) RGB in [-1, 1];
+one float64 value per image. Images are first rounded to uint8 levels ``round((x + 1) * 127.5)``
+as a saved PNG would be; peak 255.
 
-All functions take ``B x 3 x H x W`` (or ``3 x H x W``) RGB tensors in **[-1, 1]** and return one
-value per image (``Tensor[B]``, float64). Before measuring, images are mapped to [0, 255] and
-**quantised to uint8 levels by rounding** (``round((x + 1) * 127.5)``, clipped to 0..255), exactly
-as an image saved to disk would be, so a metric computed on tensors equals the metric computed on
-the written PNGs. Peak / data range is 255.
+- :func:`psnr`: ``10 log10(255^2 / MSE)``, MSE over the pixels and channels of one image;
+  identical images give ``max_db`` (100), not inf.
+- :func:`ssim`: Gaussian 11x11, sigma 1.5, per channel, K1 = 0.01, K2 = 0.03, population
+  covariance, the map averaged over the valid region, then the channels: equal to skimage's
+  ``structural_similarity(gaussian_weights=True, sigma=1.5, use_sample_covariance=False)``.
+- :func:`ssim_matlab3d`: MATLAB's ``ssim`` on the uint8 ``H x W x 3`` array as a 3-D volume
+  (MPRNet ``evaluate_GOPRO_HIDE.m``, NAFNet ``_ssim_3d``): an 11x11x11 Gaussian over (H, W,
+  channel) with replicate padding, every voxel averaged. NOT comparable to :func:`ssim`.
 
-- :func:`psnr`: ``10 log10(255^2 / MSE)``, MSE over all pixels and the 3 channels of one image
-  (the literature's per-image PSNR, averaged over images by the caller). Identical images give
-  ``max_db`` (100 dB) instead of ``inf`` so means and JSON stay finite.
-- :func:`ssim`: Gaussian window 11x11, sigma 1.5, per channel, constants K1 = 0.01, K2 = 0.03,
-  population (not sample) covariance, the map averaged over the valid region (5 border pixels
-  dropped) and then over the channels. Equal to ``skimage.metrics.structural_similarity(
-  gaussian_weights=True, sigma=1.5, use_sample_covariance=False, channel_axis=-1,
-  data_range=255)`` on the uint8 images.
-- :func:`ssim_matlab3d`: MATLAB's ``ssim(A, ref)`` applied to the uint8 RGB array, as the
-  MPRNet / NAFNet tables do (MPRNet ``evaluate_GOPRO_HIDE.m`` calls ``ssim(input, gt)``; MATLAB
-  treats an ``H x W x 3`` array as a 3-D volume; NAFNet's ``_ssim_3d`` mimics it): one 3-D
-  Gaussian window 11x11x11 with sigma 1.5 over (H, W, channel), ``replicate`` padding in all three
-  axes, same constants, the map averaged over every voxel (no border dropped). It is NOT
-  comparable to :func:`ssim`; tables label it ``ssim_matlab3d``.
-
-Sharpness, judged against the sharp image and independent of any discriminator, on the
-unquantised [-1, 1] values, luminance = the channel mean:
-
-- :func:`gradient_energy`: mean over pixels of the squared forward differences
-  ``(x[i, j+1] - x[i, j])^2 + (x[i+1, j] - x[i, j])^2``; :func:`sharpness_ratios` divides the
-  output's by the sharp image's (1 = as sharp as the target, < 1 blurrier, > 1 over-sharpened);
-- :func:`high_band_power`: the power of the 2-D DFT (Hann-windowed, mean removed) in the radial
-  band ``lo <= |f| < hi`` cycles/px (default 0.25-0.5: the top octave, where blur removes most).
+Sharpness, against the sharp image, on the unquantised luminance (the channel mean):
+:func:`gradient_energy` (mean squared forward differences, both axes) and :func:`high_band_power`
+(Hann-windowed DFT power in ``lo <= |f| < hi`` cycles/px, default the top octave 0.25-0.5);
+:func:`sharpness_ratios` divides the output's by the target's (1 = as sharp, < 1 blurrier).
 """
 
 from __future__ import annotations
@@ -110,12 +96,8 @@ def _ssim_from_moments(m: torch.Tensor, c: int) -> torch.Tensor:
 
 
 def _gaussian_filter(z: torch.Tensor, valid: bool, use_cv2: bool | None = None) -> torch.Tensor:
-    """Separable 11-tap Gaussian on every map of ``z`` (B x n x H x W), float32.
-
-    ``valid``: only positions where the window fits (H-10 x W-10); else replicate borders.
-    CPU tensors go through OpenCV's ``sepFilter2D`` (several times faster than grouped
-    convolutions), other devices through grouped convolutions.
-    """
+    """Separable 11-tap Gaussian on every map of ``z`` (B x n x H x W), float32; ``valid``: only
+    where the window fits, else replicate borders. On CPU OpenCV's (several times faster)."""
     r = (SSIM_WIN - 1) // 2
     if use_cv2 if use_cv2 is not None else z.device.type == "cpu":
         g = gaussian_window_1d(dtype=torch.float32).numpy()
@@ -197,8 +179,7 @@ def high_band_power(x: torch.Tensor, lo: float = 0.25, hi: float = 0.5) -> torch
 
 
 def sharpness_ratios(pred: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
-    """``{"grad_energy", "high_band"}``: pred's gradient energy / high-band power over target's,
-    per image (1 = the target's sharpness)."""
+    """``{"grad_energy", "high_band"}``: pred's over target's, per image."""
     pred, target = _check_pair(pred, target)
     return {
         "grad_energy": gradient_energy(pred) / gradient_energy(target).clamp_min(1e-20),

@@ -1,9 +1,5 @@
-"""Deblur images, folders, globs and videos with a trained generator (``deblur.predict``).
-
-Every check that needs no model runs first (the inputs exist, each gets a distinct output, the
-output folder is writable); then each input file is either processed or reported by name with
-the reason (not an image, unreadable, corrupt) in the :class:`Summary`.
-"""
+"""Deblur images, folders, globs and videos with a trained generator (``deblur.predict``): the
+checks that need no model first, then each input processed or reported by name with the reason."""
 
 from __future__ import annotations
 
@@ -34,7 +30,7 @@ from deblur.models.load import load_generator
 
 @dataclass
 class Summary(Tally):
-    """What a predict run did: written outputs and the inputs it could not use (with reasons)."""
+    """The written outputs and the inputs that could not be used (with reasons)."""
 
     tool: str = "predict"
     written: list[Path] = field(default_factory=list)
@@ -51,18 +47,11 @@ class Summary(Tally):
         return super().report(f"processed {done}", "processed")
 
 
-def output_path(src: Path, base: Path, out_dir: Path, ext: str, tag: str = "") -> Path:
-    """Where the result of ``src`` goes: its path relative to ``base`` under ``out_dir``, with
-    ``ext`` for its suffix and ``_<tag>`` (the source suffix) after the stem when given."""
-    rel = src.relative_to(base) if src.is_relative_to(base) else Path(src.name)
-    return out_dir / rel.parent / f"{rel.stem}{'_' + tag if tag else ''}{ext}"
-
-
 def plan_outputs(
     sources: list[Path], base: Path, out_dir: Path, cfg: DictConfig
 ) -> dict[Path, Path]:
-    """A distinct output for every image and video (see :func:`deblur.inputs.distinct_outputs`):
-    an image file with ``ext``, a ``<stem>_deblurred.mp4`` or a folder of frames per video."""
+    """A distinct output per input: an image with ``ext``; per video ``<stem>_deblurred.mp4`` or
+    a folder of frames."""
     if str(cfg.ext).lower() not in IMAGE_EXTENSIONS:
         raise OutputError(
             f"ext={cfg.ext} is not an image suffix; use one of {' '.join(IMAGE_EXTENSIONS)} "
@@ -70,9 +59,10 @@ def plan_outputs(
         )
     video_ext = "" if cfg.video_as_frames else "_deblurred.mp4"
 
-    def target(src: Path, tag: str) -> Path:
-        is_video = src.suffix.lower() in VIDEO_EXTENSIONS
-        return output_path(src, base, out_dir, video_ext if is_video else str(cfg.ext), tag)
+    def target(src: Path, tag: str) -> Path:  # the path below base, then _<tag> and the suffix
+        ext = video_ext if src.suffix.lower() in VIDEO_EXTENSIONS else str(cfg.ext)
+        rel = src.relative_to(base) if src.is_relative_to(base) else Path(src.name)
+        return out_dir / rel.parent / f"{rel.stem}{'_' + tag if tag else ''}{ext}"
 
     outputs = dict(zip(sources, distinct_outputs(sources, target)))
     for src, dst in outputs.items():
@@ -100,8 +90,7 @@ def _process_video(src: Path, dst: Path, cfg: DictConfig, deblur) -> int:
     if not cap.isOpened():
         raise DataError(f"Video '{src}' cannot be opened by OpenCV (corrupt or unsupported codec).")
     fps, total = cap.get(cv2.CAP_PROP_FPS) or 25.0, int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) or None
-    writer, n = None, 0
-    frames = _read_all(cap)
+    writer, n, frames = None, 0, _read_all(cap)
     try:
         for bgr in tqdm(frames, total=total, desc=src.name, unit="frame", disable=not cfg.progress):
             out = deblur(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
@@ -120,16 +109,13 @@ def _process_video(src: Path, dst: Path, cfg: DictConfig, deblur) -> int:
     return n
 
 
-class _NoRandomWeightsBanner(logging.Filter):
-    """Drops the RANDOM WEIGHTS banner a checkpoint's network builder logs before the trained
-    weights are loaded over the (never used) random ones."""
+def _load_quietly(ckpt, use_ema: bool) -> nn.Module:
+    """``load_generator`` without the RANDOM WEIGHTS banner (the trained weights replace them)."""
 
-    def filter(self, record: logging.LogRecord) -> bool:
+    def quiet(record: logging.LogRecord) -> bool:
         return "RANDOM WEIGHTS" not in record.getMessage()
 
-
-def _load_quietly(ckpt, use_ema: bool) -> nn.Module:
-    quiet, weights_log = _NoRandomWeightsBanner(), logging.getLogger("deblur.models.weights")
+    weights_log = logging.getLogger("deblur.models.weights")
     weights_log.addFilter(quiet)
     try:
         return load_generator(ckpt, use_ema=use_ema)
@@ -138,8 +124,7 @@ def _load_quietly(ckpt, use_ema: bool) -> nn.Module:
 
 
 def run_predict(cfg: DictConfig, model: nn.Module | None = None) -> Summary:
-    """Deblur everything ``cfg.input`` names into ``cfg.output``; returns the :class:`Summary`
-    (the checkpoint is loaded only after every check that needs no model)."""
+    """Deblur everything ``cfg.input`` names into ``cfg.output``; the model is loaded last."""
     out_dir = Path(cfg.output).expanduser()
     base, files = collect_inputs(cfg.input, bool(cfg.recursive))
     summary = Summary()

@@ -1,10 +1,6 @@
-"""Robustness study (seed 002): how a generator copes with blur it was not trained on.
-
-The sharp images of a split are blurred with a Gaussian, a median filter and straight motion
-blur of growing size (a seeded random angle per image); :func:`robustness_table` measures the
-blurred input and the model's output against the sharp image, :func:`run_robustness` is the body
-of one ``python -m deblur.robustness`` run (``robustness.md``, ``robustness.png``).
-"""
+"""Robustness (seed 002): a split's sharp images blurred with a Gaussian, a median filter and
+straight motion blur (a seeded random angle per image) of growing size; PSNR / SSIM of the blurred
+input and the model's output against the sharp image (``deblur.robustness``)."""
 
 from __future__ import annotations
 
@@ -76,7 +72,6 @@ def robustness_table(
 
 
 def robustness_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
-    """The robustness table in Markdown."""
     frame = pd.DataFrame(list(rows))[list(COLUMNS)].rename(columns=HEADERS)
     return markdown(frame, {HEADERS.get(k, k): f for k, f in COLUMNS.items()})
 
@@ -104,7 +99,7 @@ def robustness_plot(rows: Sequence[Mapping[str, Any]], path: str | Path, title: 
 def run_robustness(
     cfg: DictConfig, run_dir: Path, record: Mapping[str, Any], model: nn.Module | None = None
 ) -> dict[str, Any]:
-    """The body of one ``deblur.robustness`` run: table, plot and the ``metrics.json`` fields."""
+    """The body of one ``deblur.robustness`` run: table, plot and the record fields."""
     sharp_paths = list(dict.fromkeys(p.sharp for p in pairs_for_split(cfg, str(cfg.split))))
     sharp_paths = sharp_paths[: cfg.max_images or None]
     if not sharp_paths:
@@ -125,11 +120,5 @@ def run_robustness(
         "![robustness](robustness.png)\n"
     )
     print(table, flush=True)
-    n = len(images)
-    return {
-        "ckpt": str(cfg.ckpt),
-        "split": str(cfg.split),
-        "n_images": n,
-        "rows": rows,
-        "device": str(dev),
-    }
+    fields = {"ckpt": str(cfg.ckpt), "split": str(cfg.split), "n_images": len(images)}
+    return fields | {"rows": rows, "device": str(dev)}

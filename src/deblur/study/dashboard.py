@@ -1,6 +1,5 @@
-"""TensorBoard over run and sweep folders: the runs and their event files, the latest sweep, one
-logdir of readable names over several folders, the server in this process. (The tests start the
-real server on such a folder and check its HTTP data API: tests/study/tb_server.py.)"""
+"""TensorBoard over run and sweep folders: their event files, the latest sweep, one logdir of
+readable names over several folders, the server (tested over HTTP: tests/study/tb_server.py)."""
 
 from __future__ import annotations
 
@@ -33,8 +32,7 @@ def _newest_mtime(folder: Path) -> float | None:
 
 
 def latest_sweep(roots: Iterable[str | Path] | None = None) -> Path:
-    """The sweep folder (a child of a runs root: by default ``$DEBLUR_RUNS`` or ``runs``, as
-    conf/common/run_dirs.yaml) whose runs were written last."""
+    """The sweep folder (a child of ``$DEBLUR_RUNS`` or ``runs``) whose runs were written last."""
     roots = [Path(r) for r in (roots or [os.environ.get("DEBLUR_RUNS", "runs")])]
     dated = [(_newest_mtime(c), c) for r in roots if r.is_dir() for c in r.iterdir() if c.is_dir()]
     dated = [(mtime, child) for mtime, child in dated if mtime is not None]
@@ -49,12 +47,8 @@ def latest_sweep(roots: Iterable[str | Path] | None = None) -> Path:
 
 
 def run_folders(logdir: str | Path) -> dict[str, list[str]]:
-    """Run folders below ``logdir`` (relative, '.' for logdir itself) -> their TensorBoard runs.
-
-    A TensorBoard run is a folder holding event files; it belongs to the nearest enclosing run
-    folder (:func:`deblur.runs.find_runs`: the Hydra run folder with its metrics.json), or is its
-    own entry when no run encloses it. Archived earlier attempts are left out.
-    """
+    """Run folders below ``logdir`` (relative, '.' for itself) -> their event-file folders, each
+    under its nearest enclosing run (:func:`deblur.runs.find_runs`), else its own entry."""
     logdir = Path(logdir)
     runs = {d.relative_to(logdir) for d, _ in find_runs([logdir])}
     out: dict[str, list[str]] = {}
@@ -99,13 +93,8 @@ def tensorboard_argv(
     logdir: str | Path, port: int | None = None, host: str = "localhost"
 ) -> list[str]:
     """TensorBoard CLI flags for ``logdir`` (port None: TensorBoard picks 6006 or the next free)."""
-    return [
-        "--logdir",
-        str(logdir),
-        "--host",
-        host,
-        *(["--port", str(port)] if port is not None else []),
-    ]
+    port_flags = ["--port", str(port)] if port is not None else []
+    return ["--logdir", str(logdir), "--host", host, *port_flags]
 
 
 def serve(logdir: Path, port: int | None = None, host: str = "localhost") -> str:

@@ -1,12 +1,7 @@
-"""The thesis' Tables 4.1-4.4 rebuilt from the run records, beside its published numbers.
-
-Runs are found with :func:`deblur.runs.find_runs` and become one pandas row each; a table groups
-its runs (``groupby`` over the table's fields) into cells of mean, sample std and n over the
-finished seeds, on the full grid of the thesis (a cell without runs says ``missing``, never 0),
-merged with ``experiments/thesis_tables.csv``. GAN tables get a ``blurred input`` reference row:
-the input's own PSNR / SSIM against the sharp images, stored by every run.
-:mod:`deblur.study.report` writes the tables out.
-"""
+"""The thesis' Tables 4.1-4.4 rebuilt from the run records (:func:`deblur.runs.find_runs`, one
+pandas row per run): cells of mean, sample std and n over the finished seeds on the thesis' full
+grid (no run: ``missing``, never 0), beside ``experiments/thesis_tables.csv``; GAN tables add a
+``blurred input`` row (the input's own PSNR / SSIM, stored by every run)."""
 
 from __future__ import annotations
 
@@ -28,8 +23,8 @@ from deblur.runs import RunRecord, find_runs
 THESIS_CSV = Path(__file__).resolve().parents[3] / "experiments" / "thesis_tables.csv"
 TABLE_IDS = ("4.1", "4.2", "4.3", "4.4")
 INPUT, INPUT_LABEL = "input", "blurred input (no deblurring)"  # the reference row: key, label
-# A run tagged with experiment=table4_N counts only in these tables (the thesis reused its
-# pretrained-unfrozen runs in both 4.3 and 4.4); untagged runs count wherever they fit.
+# a run of experiment=table4_N counts only in these tables (4.3 and 4.4 share the pretrained
+# unfrozen runs, as in the thesis); untagged runs count wherever they fit
 EXPERIMENT_TABLES = {"table4_1": {"4.1"}, "table4_2": {"4.2"}} | dict.fromkeys(
     ("table4_3", "table4_4"), {"4.3", "4.4"}
 )
@@ -42,9 +37,7 @@ class TablesError(UserError, ValueError):
 
 
 class Metric(NamedTuple):
-    """A reported metric: its key in metrics.json, its label and digits."""
-
-    key: str
+    key: str  # in metrics.json
     label: str
     digits: int
 
@@ -52,8 +45,7 @@ class Metric(NamedTuple):
 PSNR, SSIM = Metric("val/psnr", "PSNR", 2), Metric("val/ssim", "SSIM", 4)
 VAL_LOSS, ACCURACY = Metric("val/loss", "val loss", 3), Metric("val/acc", "accuracy %", 2)
 D_RANK = Metric("val/d_rank_acc", "D rank acc", 2)
-# sharpness against the sharp image, a held-out judge classifier, D's ranking (issue 19): a GAN
-# table shows each of these columns when one of its runs measured it; the thesis did not
+# sharpness, a held-out judge, D's ranking (issue 19): shown when measured; the thesis has none
 GAN_EXTRA = (
     Metric("val/grad_energy", "grad-energy ratio", 3),
     Metric("val/high_band", "high-band ratio", 3),
@@ -62,18 +54,15 @@ GAN_EXTRA = (
 )
 METRICS = {m.key: m for m in (PSNR, SSIM, VAL_LOSS, ACCURACY, *GAN_EXTRA)}
 # experiments/thesis_tables.csv's columns, renamed to our fields and metric keys
-THESIS_NAMES = {"adv_loss": "loss", "disc_type": "disc", "disc_backbone": "backbone"} | {
-    "psnr": PSNR.key,
-    "ssim": SSIM.key,
-    "val_loss": VAL_LOSS.key,
-    "accuracy": ACCURACY.key,
-}
+THESIS_NAMES = {"adv_loss": "loss", "disc_type": "disc", "disc_backbone": "backbone"}
+THESIS_NAMES |= {"psnr": PSNR.key, "ssim": SSIM.key, "val_loss": VAL_LOSS.key}
+THESIS_NAMES |= {"accuracy": ACCURACY.key}
 
 
 @dataclass(frozen=True)
 class TableSpec:
-    """How one thesis table groups runs: which runs (a pandas query), row fields, column field
-    and its order, metrics (``extra``: shown when measured), the fields that split it in blocks."""
+    """One thesis table: its runs (a pandas query), row fields, column field and order, metrics
+    (``extra``: shown when measured), the fields that split it in blocks (``variant``)."""
 
     id: str
     title: str
@@ -87,33 +76,29 @@ class TableSpec:
     extra: tuple[Metric, ...] = GAN_EXTRA
 
     @property
-    def grid(self) -> list[str]:
-        """Fields of one cell in a block: rows, column (``_col`` when the table has none)."""
+    def grid(self) -> list[str]:  # the fields of a cell in a block (``_col``: no column)
         return [*self.rows, self.col or "_col"]
 
 
-TITLES = {
-    "4.1": "Baselines: adversarial loss x discriminator type (discriminator trained from scratch)",
-    "4.2": "Blur classifier (sharp 0 / blurred 1) per backbone",
-    "4.3": "GAN with a pretrained (classifier) vs a fresh discriminator, unfrozen",
-    "4.4": "GAN with a pretrained discriminator: unfrozen vs frozen",
-}
 # fmt: off
 SPECS = {spec.id: spec for spec in (
-    TableSpec("4.1", TITLES["4.1"], "pretrained == 'no'", rows=("loss",), col="disc",
+    TableSpec("4.1", "Baselines: adversarial loss x discriminator type (discriminator trained "
+              "from scratch)", "pretrained == 'no'", rows=("loss",), col="disc",
               col_order=("single", "patch", "double"), variant=("gen", "backbone")),
-    TableSpec("4.2", TITLES["4.2"], task="classifier", rows=("backbone",), variant=(),
-              metrics=(VAL_LOSS, ACCURACY), extra=()),
-    TableSpec("4.3", TITLES["4.3"], "frozen == 'no'", col="pretrained"),
-    TableSpec("4.4", TITLES["4.4"], "pretrained == 'yes'", col="frozen"),
+    TableSpec("4.2", "Blur classifier (sharp 0 / blurred 1) per backbone", task="classifier",
+              rows=("backbone",), variant=(), metrics=(VAL_LOSS, ACCURACY), extra=()),
+    TableSpec("4.3", "GAN with a pretrained (classifier) vs a fresh discriminator, unfrozen",
+              "frozen == 'no'", col="pretrained"),
+    TableSpec("4.4", "GAN with a pretrained discriminator: unfrozen vs frozen",
+              "pretrained == 'yes'", col="frozen"),
 )}
 # fmt: on
 
 
 @dataclass
 class Table:
-    """A rebuilt table: ``cells`` has one row per block, cell and metric (mean, std, n, status
-    counts, state, thesis, text); ``runs`` one row per run that belongs to the table."""
+    """``cells``: one row per block, cell and metric (mean, std, n, status counts, state, thesis,
+    text); ``runs``: one row per run of the table."""
 
     spec: TableSpec
     cells: pd.DataFrame
@@ -132,11 +117,7 @@ class Table:
         return [{k: str(r[k]) for k in self.spec.variant} for _, r in firsts.iterrows()]
 
     def variant_text(self, block: int) -> str:
-        """``gen=..., backbone=...`` of one block ('' for a table without variants)."""
         return ", ".join(f"{k}={v}" for k, v in self.blocks[block].items())
-
-
-# ---------------------------------------------------------------- runs as a DataFrame
 
 
 def _number(value: Any) -> float:
@@ -158,7 +139,6 @@ def _experiment(record: RunRecord) -> str:
 def _run_row(run_dir: Path, record: RunRecord, which: str) -> dict[str, Any]:
     choices = {k: str(v) for k, v in record.choices.items()}
     values, inputs = getattr(record, which) or {}, record.input or {}
-    # the critic's flags are in the record from a GAN run's first write (runs.base_record)
     return {
         "path": str(run_dir),
         "status": record.status or "unknown",
@@ -176,8 +156,7 @@ def _run_row(run_dir: Path, record: RunRecord, which: str) -> dict[str, Any]:
 
 
 def read_runs(paths: Iterable[str | Path], which: str = "final") -> tuple[pd.DataFrame, list[str]]:
-    """One row per run below ``paths`` (``which``: final or best metrics) and a note per
-    metrics.json that could not be read."""
+    """One row per run below ``paths`` (``which``: final | best), a note per unreadable record."""
     folders = []
     for p in map(Path, paths):
         if not p.exists():
@@ -201,7 +180,6 @@ def read_runs(paths: Iterable[str | Path], which: str = "final") -> tuple[pd.Dat
 
 
 def read_thesis(path: str | Path | None = None) -> pd.DataFrame:
-    """experiments/thesis_tables.csv: the thesis' published numbers, one row per cell."""
     path = Path(path) if path is not None else THESIS_CSV
     if not path.is_file():
         raise TablesError(
@@ -209,9 +187,6 @@ def read_thesis(path: str | Path | None = None) -> pd.DataFrame:
             "experiments/thesis_tables.csv from the repository or pass --thesis PATH."
         )
     return pd.read_csv(path, dtype=str, keep_default_na=False).rename(columns=THESIS_NAMES)
-
-
-# ---------------------------------------------------------------- grouping into cells
 
 
 def _ordered(canonical: Iterable, present: Iterable) -> list:
@@ -238,8 +213,8 @@ def _counts(runs: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
 
 
 def _block(spec: TableSpec, runs: pd.DataFrame, thesis: pd.DataFrame, block: int) -> pd.DataFrame:
-    """All cells of one variant: the thesis' grid plus what the runs add, x the metrics (the
-    thesis' numbers of ``spec`` in long form: grid fields, metric, thesis)."""
+    """All cells of one variant: the thesis' grid (``thesis`` in long form) and what the runs
+    add, x the metrics."""
     grid, metrics = spec.grid, [m.key for m in spec.metrics]
     row_keys = [list(f[list(spec.rows)].itertuples(index=False, name=None)) for f in (thesis, runs)]
     cols = _ordered(spec.col_order if spec.col else [""], runs[grid[-1]])
@@ -257,8 +232,8 @@ def _block(spec: TableSpec, runs: pd.DataFrame, thesis: pd.DataFrame, block: int
 
 
 def _describe(cell: pd.Series, expected: bool) -> tuple[str, str]:
-    """The state (ok | missing | not in thesis | running | failed | interrupted | no value) and
-    text ('28.71 ± 0.12 (n=3)', '28.71 (n=1; 1 running)', 'failed (2)', 'missing', '—') of a cell."""
+    """(state, text) of a cell: ok '28.71 ± 0.12 (n=3)' / '28.71 (n=1; 1 running)', missing,
+    not in thesis '—', running / failed / interrupted 'failed (2)', no value."""
     metric, n = METRICS[cell["metric"]], int(cell["n"])
     dagger = " †" if ";" in str(cell["data"]) else ""  # runs on different data sets
     mean, std = (f"{cell[k]:.{metric.digits}f}" for k in ("mean", "std"))
@@ -281,7 +256,7 @@ def _describe(cell: pd.Series, expected: bool) -> tuple[str, str]:
 
 
 def _finish(cells: pd.DataFrame, spec: TableSpec) -> pd.DataFrame:
-    """The blocks' cells with their run counts, row label, state, text and thesis difference."""
+    """The cells with their run counts, row label, state, text and difference to the thesis."""
     every = ["n_finished", *(f"n_{s}" for s in UNFINISHED)]
     cells = cells.reindex(columns=list(dict.fromkeys([*cells.columns, *every])))
     counts = [c for c in cells.columns if c.startswith("n_")]
