@@ -152,11 +152,6 @@ class TensorAugment:
         self.crop_size = None if crop_size in (None, 0) else int(crop_size)
         self.seed = int(seed)
 
-    def batch_seed(self, names: Sequence[str] | None, epoch: int) -> int:
-        """Seed of one batch: (data.seed, epoch, its pair names), stable across processes."""
-        key = f"{self.seed}|{epoch}|" + "|".join(map(str, names or ()))
-        return zlib.crc32(key.encode())
-
     def sample(self, batch: int, size: int, gen: torch.Generator) -> dict[str, Tensor]:
         """Per-sample parameters (CPU tensors) of every op, from ``gen``; an op that is not
         applied to a sample gets its identity parameters."""
@@ -195,8 +190,7 @@ class TensorAugment:
         off = (size - crop) // 2  # albumentations CenterCrop
         r = torch.arange(off, off + crop, device=device, dtype=torch.float32)
         y, x = torch.meshgrid(r, r, indexing="ij")
-        x = x.expand(batch, crop, crop).clone()
-        y = y.expand(batch, crop, crop).clone()
+        x, y = [t.expand(batch, crop, crop).clone() for t in (x, y)]
         dev_gen = torch.Generator(device=device).manual_seed(
             int(torch.randint(0, 2**62, (1,), generator=gen))
         )
@@ -216,13 +210,10 @@ class TensorAugment:
             elif op.kind == "transpose":
                 x, y = torch.where(on, y, x), torch.where(on, x, y)
             elif op.kind == "affine":
-                inv = dev[f"{i}.inverse"].view(batch, 3, 3)
-                a = [[inv[:, r_, c_].view(-1, 1, 1) for c_ in range(3)] for r_ in range(2)]
-                x, y = (
-                    a[0][0] * x + a[0][1] * y + a[0][2],
-                    a[1][0] * x + a[1][1] * y + a[1][2],
-                )
-                x, y = _reflect101(x, size), _reflect101(y, size)
+                a = dev[f"{i}.inverse"].view(batch, 3, 3, 1, 1)
+                x, y = [
+                    _reflect101(a[:, r, 0] * x + a[:, r, 1] * y + a[:, r, 2], size) for r in (0, 1)
+                ]
             elif op.kind == "optical":
                 # cv2.initUndistortRectifyMap with camera matrix [[S, 0, S/2], [0, S, S/2]],
                 # distortion (k, k, 0, 0, 0) and OpenCV's default new camera matrix (principal
@@ -260,13 +251,9 @@ class TensorAugment:
         flat = [t.reshape(batch, -1).to(torch.float32) for t in host.values()]
         if not flat:  # no op: nothing to copy
             return {}
-        packed = torch.cat(flat, dim=1)
-        if device.type == "cuda":
-            packed = packed.pin_memory().to(device, non_blocking=True)
-        else:
-            packed = packed.to(device)
-        widths = [f.shape[1] for f in flat]
-        return dict(zip(host, packed.split(widths, dim=1)))
+        packed, cuda = torch.cat(flat, dim=1), device.type == "cuda"
+        packed = (packed.pin_memory() if cuda else packed).to(device, non_blocking=cuda)
+        return dict(zip(host, packed.split([f.shape[1] for f in flat], dim=1)))
 
     @staticmethod
     def _elastic_field(
@@ -305,9 +292,8 @@ class TensorAugment:
         for t in images[1:]:
             if t.shape[0] != first.shape[0] or t.shape[-2:] != first.shape[-2:]:
                 raise DataError(
-                    f"data.augment_on=gpu: the images of a batch differ in size "
-                    f"({tuple(first.shape)} vs {tuple(t.shape)}); both images of a pair must "
-                    "be the same size."
+                    f"data.augment_on=gpu: the images of a batch differ in size ({tuple(first.shape)}"
+                    f" vs {tuple(t.shape)}); both images of a pair must be the same size."
                 )
         b, size = first.shape[0], first.shape[-1]
         grid, params = self.grid(b, size, first.device, gen)
@@ -336,7 +322,8 @@ class TensorAugment:
         if not keys:
             return batch
         names = batch.get("name")
-        names = [names] if isinstance(names, str) else names
-        gen = torch.Generator().manual_seed(self.batch_seed(names, epoch))
+        names = [names] if isinstance(names, str) else names or ()
+        key = f"{self.seed}|{epoch}|" + "|".join(map(str, names))  # the same in every process
+        gen = torch.Generator().manual_seed(zlib.crc32(key.encode()))
         outs, _ = self.apply([batch[k] for k in keys], gen)
         return {**batch, **dict(zip(keys, outs))}
