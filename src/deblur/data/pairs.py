@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -44,16 +45,12 @@ def _preview(names: Iterable[str], limit: int = 5) -> str:
 
 
 def _check_root(root: str | os.PathLike[str] | None, layout: str, expected: str) -> Path:
-    if root is None or str(root) in ("", "???"):
+    path = None if root is None or str(root) in ("", "???") else Path(root).expanduser()
+    if path is None or not path.is_dir():
+        where = f"root '{path}' does not exist or is not a folder" if path else "needs its folder"
         raise DataError(
-            f"The '{layout}' dataset needs its folder: set data.root=/path/to/dataset "
-            f"(expected layout: {expected})."
-        )
-    path = Path(root).expanduser()
-    if not path.is_dir():
-        raise DataError(
-            f"Dataset root '{path}' for layout '{layout}' does not exist or is not a folder. "
-            f"Set data.root to the extracted dataset (expected layout: {expected})."
+            f"The '{layout}' dataset {where}: set data.root=/path/to/dataset, the extracted "
+            f"dataset (expected layout: {expected})."
         )
     return path
 
@@ -125,22 +122,25 @@ def _read_sequences(
     return pairs
 
 
+def _splits(
+    base: Path, names: Sequence[str], read: Callable[[Path], list[Pair]], expected: str
+) -> dict[str, list[Pair]]:
+    """``read(<base>/<split>)`` for each split folder of ``names`` that exists (at least one)."""
+    splits = {split: read(base / split) for split in names if (base / split).is_dir()}
+    if not splits:
+        folders = " nor ".join(f"'{split}/'" for split in names)
+        raise DataError(f"Dataset root '{base}' has neither {folders} (expected {expected}).")
+    return splits
+
+
 GOPRO_LAYOUT = "<root>/{train,test}/<sequence>/{blur,blur_gamma,sharp}/*.png"
 
 
 def read_gopro(root: str | os.PathLike[str], blur_key: str = "blur") -> dict[str, list[Pair]]:
     """GoPro_Large: ``train`` and ``test`` splits; ``blur_key`` is ``blur`` or ``blur_gamma``."""
     base = _check_root(root, "gopro", GOPRO_LAYOUT)
-    splits = {
-        split: _read_sequences(base / split, blur_key, GOPRO_LAYOUT)
-        for split in ("train", "test")
-        if (base / split).is_dir()
-    }
-    if not splits:
-        raise DataError(
-            f"GoPro root '{base}' has neither 'train/' nor 'test/' (expected {GOPRO_LAYOUT})."
-        )
-    return splits
+    read = partial(_read_sequences, blur_key=blur_key, expected=GOPRO_LAYOUT)
+    return _splits(base, ("train", "test"), read, GOPRO_LAYOUT)
 
 
 EMBEDDED_LAYOUT = "<root>/{train,val}/<photo>/{blur,sharp,kernel}/NNN.png|npy"
@@ -149,14 +149,10 @@ EMBEDDED_LAYOUT = "<root>/{train,val}/<photo>/{blur,sharp,kernel}/NNN.png|npy"
 def read_embedded(root: str | os.PathLike[str]) -> dict[str, list[Pair]]:
     """The embedded dataset built by :mod:`deblur.data.embedded` (true kernels included)."""
     base = _check_root(root, "embedded", EMBEDDED_LAYOUT)
-    splits = {
-        split: _read_sequences(base / split, "blur", EMBEDDED_LAYOUT, kernel_key="kernel")
-        for split in ("train", "val")
-        if (base / split).is_dir()
-    }
-    if "train" not in splits:
+    if not (base / "train").is_dir():
         raise DataError(f"Embedded dataset '{base}' has no 'train/' folder ({EMBEDDED_LAYOUT}).")
-    return splits
+    read = partial(_read_sequences, blur_key="blur", expected=EMBEDDED_LAYOUT, kernel_key="kernel")
+    return _splits(base, ("train", "val"), read, EMBEDDED_LAYOUT)
 
 
 REALBLUR_LAYOUT = (
@@ -215,11 +211,8 @@ def read_hide(root: str | os.PathLike[str]) -> dict[str, list[Pair]]:
     if not gt_dir.is_dir():
         raise DataError(f"HIDE root '{base}' has no 'GT/' folder of sharp images ({HIDE_LAYOUT}).")
     sharp = _images_in(gt_dir)
-    splits: dict[str, list[Pair]] = {}
-    for split in ("train", "test"):
-        split_dir = base / split
-        if not split_dir.is_dir():
-            continue
+
+    def read(split_dir: Path) -> list[Pair]:
         blur = _images_in(split_dir, recursive=True)
         by_name = {Path(k).name: v for k, v in blur.items()}
         if len(by_name) != len(blur):
@@ -227,12 +220,13 @@ def read_hide(root: str | os.PathLike[str]) -> dict[str, list[Pair]]:
         pairs = []
         for k in _match(by_name, sharp, split_dir, gt_dir, HIDE_LAYOUT, both=False):
             m = _HIDE_SOURCE.match(k)
-            pairs.append(Pair(by_name[k], sharp[k], m.group(1) if m else k, None, f"{split}/{k}"))
+            group = m.group(1) if m else k
+            pairs.append(Pair(by_name[k], sharp[k], group, None, f"{split_dir.name}/{k}"))
         if not pairs:
             raise DataError(f"No images found under '{split_dir}' ({HIDE_LAYOUT}).")
-        splits[split] = pairs
-    if not splits:
-        raise DataError(f"HIDE root '{base}' has neither 'train/' nor 'test/' ({HIDE_LAYOUT}).")
+        return pairs
+
+    splits = _splits(base, ("train", "test"), read, HIDE_LAYOUT)
     used = {p.sharp for ps in splits.values() for p in ps}
     if len(used) < len(sharp) and "train" in splits and "test" in splits:
         orphans = [k for k, v in sharp.items() if v not in used]
@@ -303,19 +297,12 @@ def read_folder(
     """Generic paired folder; the group is the first sub-folder (or the file stem). A
     ``kernel/`` folder beside ``blur/`` gives every pair its true kernel (the baselines)."""
     base = _check_root(root, "folder", FOLDER_LAYOUT)
+    read = partial(_read_folder_split, blur_key=blur_key, sharp_key=sharp_key)
     if (base / blur_key).is_dir() or (base / sharp_key).is_dir():
-        return {"train": _read_folder_split(base, blur_key, sharp_key)}
-    splits = {
-        split: _read_folder_split(base / split, blur_key, sharp_key)
-        for split in ("train", "val", "test")
-        if (base / split).is_dir()
-    }
-    if not splits:
-        raise DataError(
-            f"Folder '{base}' has no '{blur_key}/' and '{sharp_key}/' sub-folders "
-            f"({FOLDER_LAYOUT})."
-        )
-    return splits
+        return {"train": read(base)}
+    return _splits(
+        base, ("train", "val", "test"), read, f"'{blur_key}/' + '{sharp_key}/', {FOLDER_LAYOUT}"
+    )
 
 
 def split_by_group(
