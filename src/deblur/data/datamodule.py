@@ -264,7 +264,6 @@ class DeblurDataModule(pl.LightningDataModule):
         self.procedural_per_epoch = self.mix.procedural_per_epoch
         self._datasets: dict[str, Dataset] = {}
 
-    # ----------------------------------------------------------------- pairs
     def _resolve(self) -> dict[str, list[Pair]]:
         if self._splits is not None:
             return self._splits
@@ -343,7 +342,6 @@ class DeblurDataModule(pl.LightningDataModule):
     def _camera_shake(self) -> CameraShake:
         return CameraShake(**{k: self.embedded[k] for k in _KERNEL_KEYS})
 
-    # -------------------------------------------------------------- datasets
     def prepare_data(self) -> None:
         """Read the pairs once per node before ``setup`` (data=embedded: build it on first use)."""
         self._resolve()
@@ -413,7 +411,6 @@ class DeblurDataModule(pl.LightningDataModule):
         sharp, names = [p.sharp for p in pairs], [p.name for p in pairs]
         return ReblurredPhotos(sharp, read, transform, size, blur, self.seed, names)
 
-    # ------------------------------------------------------------ fail early
     def check_sizes(self, min_side: int | None = None, split: str = "val") -> None:
         """Before training, from the file headers: every file of ``split`` is readable, both
         images of a pair have one size, at least ``min_side`` (``data.min_val_side``) a side; one
@@ -437,16 +434,12 @@ class DeblurDataModule(pl.LightningDataModule):
                 f"{len(small)} image(s) have a side below {min_side} px, the smallest the "
                 f"generator takes (data.min_val_side): {_shown(small, 5, ', ')}"
             )
-        fix = (
-            "Fix or remove these files, or (on a huge set checked once) skip this check with "
-            "data.check_train_files=false."
-            if split == "train"
-            else "Fix or remove these files (validation images are used at full resolution), "
-            "or, for a generator that takes smaller images, lower data.min_val_side."
-        )
+        fix = "on a huge set, skip this check with data.check_train_files=false"
+        if split != "train":  # validation images are used at full resolution
+            fix = "for a generator that takes smaller images, lower data.min_val_side"
         raise DataError(
             f"The {split} split of data={self.name} ({len(pairs)} pairs) is not usable, found "
-            f"before training: {'; '.join(parts)}. {fix}"
+            f"before training: {'; '.join(parts)}. Fix or remove these files, or, {fix}."
         )
 
     def _warn_small_training_images(self) -> None:
@@ -455,15 +448,14 @@ class DeblurDataModule(pl.LightningDataModule):
         if not self.crop_size or not pairs:
             return
         crop = int(self.crop_size)
-        sizes = [(p, s) for p, (_, s) in zip(pairs, _inspect_all(pairs, check=False)) if s]
-        small = [(p, s) for p, s in sizes if min(s) < crop]
+        sizes = zip(pairs, _inspect_all(pairs, check=False))
+        small = [(p, s) for p, (_, s) in sizes if s is not None and min(s) < crop]
         if small:
             (p, s), n = small[0], len(small)
             log.warning(
-                "%d of %d training images are smaller than data.crop_size=%d on a side (e.g. "
-                "'%s', %dx%d): their crops are reflect-padded, i.e. partly mirrored copies. Use "
-                "a smaller data.crop_size or larger images.",
-                *(n, len(pairs), crop, p.blur, s[1], s[0]),
+                f"{n} of {len(pairs)} training images are smaller than data.crop_size={crop} on a "
+                f"side (e.g. '{p.blur}', {s[1]}x{s[0]}): their crops are reflect-padded, i.e. "
+                "partly mirrored copies. Use a smaller data.crop_size or larger images."
             )
 
     def setup(self, stage: str | None = None) -> None:
@@ -512,7 +504,6 @@ class DeblurDataModule(pl.LightningDataModule):
             self.setup({"train": "fit", "val": "validate", "test": "test"}[split])
         return self._datasets[split]
 
-    # ----------------------------------------------------------- dataloaders
     def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
         ds = self.dataset(split)
         if len(ds) == 0 and split == "train":
