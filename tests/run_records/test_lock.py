@@ -66,7 +66,9 @@ def test_stale_lock_of_a_dead_process_is_taken_over_with_a_log_line(tmp_path, ca
     (run_dir / LOCK_FILE).write_text(json.dumps(stale))
     from omegaconf import OmegaConf
 
-    cfg = OmegaConf.create({"seed": 0, "runs_dir": str(tmp_path)})
+    cfg = OmegaConf.create(
+        {"seed": 0, "runs_dir": str(tmp_path), "resume": "auto", "overwrite": False}
+    )
     rec = managed_run(cfg, "probe", lambda d, r: {"final": {"x": 1}}, run_dir=run_dir)
     assert rec["status"] == "finished"
     out = capsys.readouterr().out

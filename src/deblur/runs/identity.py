@@ -4,21 +4,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from deblur.checkpoints import describe_diff
 from deblur.config import to_container
 from deblur.errors import UserError
 from deblur.files import file_sha256
 from deblur.runs.discover import resolve_classifier_checkpoint
-
-log = logging.getLogger(__name__)
 
 #: Config keys (and everything below them) that do not change a run's result, left out of its
 #: identity: where the run lives, how it is relaunched, how data is fed and what is shown.
@@ -66,39 +63,24 @@ def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix[:-1]: list(node) if isinstance(node, list | tuple) else node}
 
 
-def _excluded(key: str) -> bool:
-    return any(key == ex or key.startswith(ex + ".") for ex in IDENTITY_EXCLUDE)
-
-
-def resolve_start_files(cfg: Mapping[str, Any] | DictConfig) -> dict[str, str]:
-    """``{key: file}`` of the files the run starts a network from (``disc.checkpoint=auto``
-    resolved to the classifier run's best.ckpt)."""
-    plain = to_container(cfg) if isinstance(cfg, DictConfig) else dict(cfg)
-    flat = _flatten(plain)
-    out: dict[str, str] = {}
+def identify(cfg: Mapping[str, Any] | DictConfig) -> tuple[dict[str, Any], dict[str, str]]:
+    """(identity ``{"hash": sha256 hex, "config": {flat key: value}}``: what decides the run's
+    result, start files ``{key: file}``: ``disc.checkpoint=auto`` resolved to a classifier
+    run's best.ckpt), from one pass over the resolved config."""
+    flat = _flatten(to_container(cfg) if isinstance(cfg, DictConfig) else dict(cfg))
+    files: dict[str, str] = {}
     for key in START_FILE_KEYS:
-        value = flat.get(key)
-        if not value:
-            continue
-        value = str(value)
+        value = str(flat.get(key) or "")
         if key == "disc.checkpoint" and value.startswith("auto"):
-            backbone = (plain.get("backbone") or {}).get("name")
-            value = str(
-                resolve_classifier_checkpoint(
-                    value, str(backbone), plain.get("runs_dir", "runs"), plain.get("seed")
-                )
-            )
-        out[key] = value
-    return out
-
-
-def run_identity(
-    cfg: Mapping[str, Any] | DictConfig, start_files: Mapping[str, str] | None = None
-) -> dict[str, Any]:
-    """``{"hash": sha256 hex, "config": {flat key: value}}``: what decides the run's result."""
-    plain = to_container(cfg) if isinstance(cfg, DictConfig) else dict(cfg)
-    files = dict(start_files) if start_files is not None else resolve_start_files(plain)
-    flat = {k: v for k, v in _flatten(plain).items() if not _excluded(k)}
+            where = (str(flat.get("backbone.name")), flat.get("runs_dir", "runs"), flat.get("seed"))
+            value = str(resolve_classifier_checkpoint(value, *where))
+        if value:
+            files[key] = value
+    flat = {
+        k: v
+        for k, v in flat.items()
+        if not any(k == x or k.startswith(x + ".") for x in IDENTITY_EXCLUDE)
+    }
     for key, path in files.items():
         p = Path(path).expanduser()
         digest = f"sha256:{file_sha256(p)}" if p.is_file() else f"missing file:{path}"
@@ -111,7 +93,21 @@ def run_identity(
         if flat.get(key):
             flat[key] = os.path.abspath(os.path.expanduser(str(flat[key])))
     text = json.dumps(flat, sort_keys=True, default=str)
-    return {"hash": hashlib.sha256(text.encode()).hexdigest(), "config": dict(sorted(flat.items()))}
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    return {"hash": digest, "config": dict(sorted(flat.items()))}, files
+
+
+def run_identity(cfg: Mapping[str, Any] | DictConfig) -> dict[str, Any]:
+    """The run identity of a config (:func:`identify`)."""
+    return identify(cfg)[0]
+
+
+def pin_start_files(cfg: DictConfig, start_files: Mapping[str, str] | None) -> None:
+    """``disc.checkpoint=auto`` replaced by the file it resolved to."""
+    auto = str(OmegaConf.select(cfg, "disc.checkpoint", default=None) or "")
+    if auto.startswith("auto") and "disc.checkpoint" in (start_files or {}):
+        with open_dict(cfg):
+            cfg.disc.checkpoint = start_files["disc.checkpoint"]
 
 
 def changed_config_message(run_dir: Path, diff: list[tuple[str, Any, Any]]) -> str:

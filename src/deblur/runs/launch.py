@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from deblur.errors import UserError
+from deblur.runs.identity import pin_start_files
 from deblur.runs.record import read_metrics
 
 # set by rank 0 for the processes Lightning's launcher starts (they inherit its environment)
@@ -135,6 +136,7 @@ def follow_rank_zero(
         time.sleep(0.5)
     if "ckpt_path" in cfg:
         cfg.ckpt_path = record.get("resumed_from")  # rank 0's resume decision, auto ones included
+    pin_start_files(cfg, record.get("start_files"))
     record = dict(record)
     record.update(body(run_dir, record))
     return record
