@@ -34,11 +34,9 @@ def shake_trajectory(
     max_big_shake: float = 0.2,
     max_gaussian_shake: float = 10.0,
 ) -> np.ndarray:
-    """Random camera-shake trajectory: ``iterations`` complex positions (x = real, y = imag).
-
-    The path length is exactly ``length`` pixels. The random draws are vectorised; only the
-    velocity recurrence (normalised every step) runs as a plain loop over Python complexes.
-    """
+    """Random camera-shake trajectory: ``iterations`` complex positions (x = real, y = imag) on a
+    path of exactly ``length`` pixels. The draws are vectorised; only the velocity recurrence
+    (normalised every step) is a loop, over Python complexes."""
     m = int(iterations)
     if m < 2:
         raise ValueError(f"A trajectory needs at least 2 iterations, got {iterations}.")
@@ -53,9 +51,7 @@ def shake_trajectory(
     big_dir = 2.0 * np.exp(1j * (math.pi + rng.uniform(size=m - 1) - 0.5))
     noise = gaussian * (rng.standard_normal(m - 1) + 1j * rng.standard_normal(m - 1))
     is_big = (big_draw < p_big * impulsive).tolist()
-    big_list = big_dir.tolist()
-    noise_list = noise.tolist()
-
+    big_list, noise_list = big_dir.tolist(), noise.tolist()
     k = impulsive * step
     v = complex(math.cos(phi), math.sin(phi)) * step
     xt = 0j
@@ -72,11 +68,8 @@ def shake_trajectory(
 
 
 def rasterize_trajectory(points: np.ndarray, size: int) -> np.ndarray:
-    """Bilinear (sub-pixel) rasterisation of complex points into a ``size x size`` PSF.
-
-    The points are moved so their mean sits on the centre pixel (bilinear splatting keeps the
-    centre of mass) and shrunk about it when they would leave the kernel.
-    """
+    """Bilinear (sub-pixel) rasterisation of complex points into a ``size x size`` PSF, their mean
+    on the centre pixel (splatting keeps the centre of mass), shrunk when they would leave it."""
     size = _check_odd(size)
     pts = np.asarray(points, np.complex128).ravel()
     if pts.size == 0:
@@ -84,18 +77,12 @@ def rasterize_trajectory(points: np.ndarray, size: int) -> np.ndarray:
     if size == 1:
         return np.ones((1, 1), np.float32)
     c = (size - 1) / 2.0
-    x = pts.real - pts.real.mean()
-    y = pts.imag - pts.imag.mean()
+    x, y = pts.real - pts.real.mean(), pts.imag - pts.imag.mean()
     reach = max(np.abs(x).max(), np.abs(y).max())
-    if reach > c:
-        x *= c / reach
-        y *= c / reach
-    x = np.clip(x + c, 0.0, size - 1.0)
-    y = np.clip(y + c, 0.0, size - 1.0)
-    x0 = np.minimum(np.floor(x).astype(np.int64), size - 2)
-    y0 = np.minimum(np.floor(y).astype(np.int64), size - 2)
-    fx = x - x0
-    fy = y - y0
+    shrink = c / reach if reach > c else 1.0
+    x, y = (np.clip(v * shrink + c, 0.0, size - 1.0) for v in (x, y))
+    x0, y0 = (np.minimum(np.floor(v).astype(np.int64), size - 2) for v in (x, y))
+    fx, fy = x - x0, y - y0
     idx = np.concatenate(
         [y0 * size + x0, y0 * size + x0 + 1, (y0 + 1) * size + x0, (y0 + 1) * size + x0 + 1]
     )
@@ -117,11 +104,8 @@ def motion_kernel(
 
 
 def linear_motion_kernel(length: float, angle_deg: float, size: int | None = None) -> np.ndarray:
-    """Uniform straight-line motion PSF of ``length`` pixels at ``angle_deg``.
-
-    The angle is counter-clockwise from the +x axis as seen on screen (image rows grow
-    downwards). ``size`` defaults to the smallest odd size holding the line.
-    """
+    """Uniform straight-line motion PSF of ``length`` pixels at ``angle_deg`` counter-clockwise
+    from +x on screen (rows grow downwards); ``size``: by default the smallest odd one."""
     length = float(length)
     if length < 0:
         raise ValueError(f"Motion length must be >= 0, got {length}.")
@@ -159,12 +143,8 @@ def _restore_dtype(out: np.ndarray, dtype: np.dtype) -> np.ndarray:
 
 
 def apply_kernel(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
-    """Convolve (true convolution, not correlation) an image with a PSF.
-
-    Borders are reflected (OpenCV ``BORDER_REFLECT_101``), never wrapped; the kernel is used as
-    given (no renormalisation). Works on integer or float ``H x W`` / ``H x W x C`` images and
-    returns the input dtype (integers rounded and clipped).
-    """
+    """Convolve (true convolution, not correlation) an ``H x W (x C)`` image with a PSF used as
+    given, borders reflected (``BORDER_REFLECT_101``); the input dtype (integers rounded, clipped)."""
     img = np.asarray(image)
     k = np.asarray(kernel, np.float32)
     if k.ndim != 2 or k.shape[0] % 2 == 0 or k.shape[1] % 2 == 0:
