@@ -13,23 +13,16 @@ from omegaconf import DictConfig
 from torch import nn
 from tqdm import tqdm
 
+from deblur import inputs
 from deblur.data.io import IMAGE_EXTENSIONS, read_image, to_tensor
 from deblur.eval.inference import pad_to_multiple, resolve_device, tile_starts
-from deblur.inputs import (
-    VIDEO_EXTENSIONS,
-    OutputError,
-    Tally,
-    collect_inputs,
-    ensure_writable_file,
-    without_outputs,
-)
 from deblur.models.load import load_classifier
 
 SORTS = ("desc", "asc", "none")
 
 
 @dataclass
-class ScoreSummary(Tally):
+class ScoreSummary(inputs.Tally):
     """The scores and the files that could not be scored (with reasons)."""
 
     tool: str = "blur_score"
@@ -63,14 +56,14 @@ def run_blur_score(cfg: DictConfig, net: nn.Module | None = None) -> ScoreSummar
     if cfg.sort not in SORTS:
         raise ValueError(f"sort={cfg.sort}: choose one of {', '.join(SORTS)}.")
     out = Path(cfg.output).expanduser()
-    _, files = collect_inputs(cfg.input, bool(cfg.recursive))
-    files = without_outputs(files, out)  # a CSV of an earlier run inside the input folder
-    if out.suffix.lower() in (*IMAGE_EXTENSIONS, *VIDEO_EXTENSIONS):
-        raise OutputError(
+    _, files = inputs.collect_inputs(cfg.input, bool(cfg.recursive))
+    files = inputs.without_outputs(files, out)  # a CSV of an earlier run inside the input folder
+    if out.suffix.lower() in (*IMAGE_EXTENSIONS, *inputs.VIDEO_EXTENSIONS):
+        raise inputs.OutputError(
             f"output={out} is the name of an image or video; the scores are a CSV file. Give e.g. "
             f"output={out.with_suffix('.csv')}."
         )
-    ensure_writable_file(out)  # before the model runs: a typo costs seconds, not the scan
+    inputs.ensure_writable_file(out)  # before the model runs: a typo costs seconds, not the scan
     if net is None:
         net = load_classifier(cfg.ckpt)
     tile = getattr(net, "crop_size", None) if cfg.tile == "auto" else cfg.tile

@@ -70,11 +70,10 @@ def _check_kernels(name: str, pairs: Sequence[Pair]) -> None:
     example = Path("kernel", *(on_disk.parts[1:] or on_disk.parts)).with_suffix(".npy")
     raise MissingKernelError(
         f"baseline={name} needs the true blur kernel of every image, but {len(missing)} of "
-        f"{len(pairs)} pairs have none, no known kernel (e.g. {on_disk.as_posix()} in '{root}'); "
-        f"kernels are read from '{root}/kernel/', one <relative name of the blurred image>.npy "
-        f"each (e.g. {example.as_posix()}). Fix: add the kernel files under '{root}/kernel/' (or "
-        "use data=embedded, which saves them), or use baseline=identity or a trained model "
-        "(ckpt=...) on data without kernels."
+        f"{len(pairs)} pairs have no known kernel (e.g. {on_disk.as_posix()} in '{root}'). Fix: "
+        f"add them as '{root}/kernel/<relative name of the blurred image>.npy' (e.g. "
+        f"{example.as_posix()}), use data=embedded (which saves them), or baseline=identity or a "
+        "trained model (ckpt=...)."
     )
 
 
@@ -165,12 +164,6 @@ def results_table(results: Sequence[Mapping[str, Any]], data_name: str = "") -> 
     return markdown(pd.DataFrame(rows), COLUMNS)
 
 
-def per_image_table(result: Mapping[str, Any]) -> str:
-    """Markdown table of every image of one result."""
-    names = {"name": "image"} | HEADERS
-    return markdown(pd.DataFrame(result["per_image"])[list(names)].rename(columns=names), COLUMNS)
-
-
 def evaluate_methods(
     methods: Sequence[str | Path | nn.Module | Callable],
     pairs: Sequence[Pair],
@@ -197,10 +190,11 @@ def run_evaluate(cfg: DictConfig, run_dir: Path, record: Mapping[str, Any]) -> d
     result = evaluate_pairs(
         method, pairs, split=split, use_ema=cfg.use_ema, images_dir=images, **options
     )
-    table = results_table([result], data_name)
+    table, names = results_table([result], data_name), {"name": "image"} | HEADERS
+    per_image = pd.DataFrame(result["per_image"])[list(names)].rename(columns=names)
     (run_dir / "results.md").write_text(
         f"# Evaluation: {result['method']} on {data_name} ({split})\n\n{table}\n\n{NOTES}\n\n"
-        f"## Per image\n\n{per_image_table(result)}\n"
+        f"## Per image\n\n{markdown(per_image, COLUMNS)}\n"
     )
     print(table, flush=True)
     baseline = result["method"] if cfg.baseline is not None else None

@@ -21,18 +21,16 @@ STRIDE = 32  # FPN generators downsample by 32; padding to it is harmless for th
 
 def _reflect_index(n, size, device: torch.device) -> Tensor:
     """Indices of a periodic ``reflect`` extension of 0..size-1 to length n (tensor ops only)."""
-    i = torch.arange(n, device=device)
     last = torch.arange(size, device=device)[-1:]  # size - 1, as a tensor
     period = torch.clamp(2 * last, min=1)
-    j = torch.remainder(i, period)
+    j = torch.remainder(torch.arange(n, device=device), period)
     return torch.minimum(torch.minimum(j, period - j), last)
 
 
 def pad_to_multiple(
     x: Tensor, multiple: int = STRIDE, min_size: int = 0
 ) -> tuple[Tensor, tuple[int, int]]:
-    """Mirror-pad ``x`` bottom/right to a multiple of ``multiple``, at least ``min_size``;
-    returns it and the original ``(H, W)`` for :func:`crop_to`."""
+    """Mirror-pad bottom/right to a multiple, at least ``min_size``; also the original ``(H, W)``."""
     h, w = x.shape[-2], x.shape[-1]
     hp = (h + multiple - 1) // multiple * multiple
     wp = (w + multiple - 1) // multiple * multiple
@@ -71,9 +69,8 @@ class PadCrop(nn.Module):
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     """``auto`` -> CUDA when available, else CPU; a clear error when CUDA is asked but absent."""
-    if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
+    auto = device is None or str(device) == "auto"
+    dev = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if auto else device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError(
             f"device={device} was asked for but this machine has no usable CUDA GPU "
@@ -108,9 +105,7 @@ def _run(model: nn.Module, x: Tensor, device: torch.device, bf16: bool) -> Tenso
 
 def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
     """Start offsets of tiles of size ``tile`` covering ``length`` with at least ``overlap``."""
-    if length <= tile:
-        return [0]
-    starts = list(range(0, length - tile + 1, tile - overlap))
+    starts = list(range(0, max(length - tile, 0) + 1, tile - overlap))
     return starts + [length - tile] if starts[-1] + tile < length else starts
 
 

@@ -23,6 +23,7 @@ import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 
 DATA_RANGE = 255.0
 K1, K2 = 0.01, 0.03
@@ -31,40 +32,34 @@ SSIM_WIN = 11
 _CENTRE = 128.0  # moments of images centred here keep float32 cancellation below ~1e-5 of SSIM
 
 
-def _batched(x: torch.Tensor, name: str) -> torch.Tensor:
-    x = x.unsqueeze(0) if x.ndim == 3 else x
-    if x.ndim != 4:
+def _batched(*images: Tensor) -> tuple[Tensor, ...]:
+    """``B x C x H x W`` views of ``pred, target`` (or one image), checked to have one shape."""
+    images = tuple(x.unsqueeze(0) if x.ndim == 3 else x for x in images)
+    names = ("pred", "target") if len(images) == 2 else ("image",)
+    for x, name in zip(images, names):
+        if x.ndim != 4:
+            raise ValueError(
+                f"metrics: `{name}` must be a B x C x H x W (or C x H x W) tensor in [-1, 1], "
+                f"got shape {tuple(x.shape)}."
+            )
+    if len(images) == 2 and images[0].shape != images[1].shape:
         raise ValueError(
-            f"metrics: `{name}` must be a B x C x H x W (or C x H x W) tensor in [-1, 1], "
-            f"got shape {tuple(x.shape)}."
+            f"metrics: prediction and target shapes differ ({tuple(images[0].shape)} vs "
+            f"{tuple(images[1].shape)}); crop or resize them to the same size first."
         )
-    return x
+    return images
 
 
-def _check_pair(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    pred, target = _batched(pred, "pred"), _batched(target, "target")
-    if pred.shape != target.shape:
-        raise ValueError(
-            f"metrics: prediction and target shapes differ ({tuple(pred.shape)} vs "
-            f"{tuple(target.shape)}); crop or resize them to the same size first."
-        )
-    return pred, target
-
-
-def to_levels(
-    x: torch.Tensor, quantize: bool = True, dtype: torch.dtype | None = None
-) -> torch.Tensor:
+def to_levels(x: Tensor, quantize: bool = True, dtype: torch.dtype | None = None) -> Tensor:
     """Map a [-1, 1] tensor to [0, 255] (float64, float32 on MPS), rounded to uint8 levels."""
     dtype = dtype or (torch.float32 if x.device.type == "mps" else torch.float64)
     y = (x.detach().to(dtype) + 1.0) * 127.5
     return (torch.round(y) if quantize else y).clamp(0.0, DATA_RANGE)
 
 
-def psnr(
-    pred: torch.Tensor, target: torch.Tensor, quantize: bool = True, max_db: float = 100.0
-) -> torch.Tensor:
+def psnr(pred: Tensor, target: Tensor, quantize: bool = True, max_db: float = 100.0) -> Tensor:
     """Per-image PSNR in dB (RGB, peak 255, uint8 levels); ``Tensor[B]``."""
-    pred, target = _check_pair(pred, target)
+    pred, target = _batched(pred, target)
     mse = ((to_levels(pred, quantize) - to_levels(target, quantize)) ** 2).flatten(1).mean(dim=1)
     floor = DATA_RANGE**2 / 10.0 ** (max_db / 10.0)
     return (10.0 * torch.log10(DATA_RANGE**2 / mse.clamp_min(floor))).clamp(max=max_db)
@@ -72,21 +67,21 @@ def psnr(
 
 def gaussian_window_1d(
     size: int = SSIM_WIN, sigma: float = SSIM_SIGMA, dtype=torch.float64, device=None
-) -> torch.Tensor:
+) -> Tensor:
     """Normalised 1-D Gaussian of ``size`` taps (11 taps, sigma 1.5 = scipy truncate 3.5)."""
     x = torch.arange(size, dtype=dtype, device=device) - (size - 1) / 2.0
     g = torch.exp(-(x**2) / (2.0 * sigma**2))
     return g / g.sum()
 
 
-def _moments(pred: torch.Tensor, target: torch.Tensor, quantize: bool) -> torch.Tensor:
+def _moments(pred: Tensor, target: Tensor, quantize: bool) -> Tensor:
     """``[x, y, x^2, y^2, xy]`` of the centred float32 levels, stacked on the channel axis."""
     x = to_levels(pred, quantize, torch.float32) - _CENTRE
     y = to_levels(target, quantize, torch.float32) - _CENTRE
     return torch.cat([x, y, x * x, y * y, x * y], dim=1)
 
 
-def _ssim_from_moments(m: torch.Tensor, c: int) -> torch.Tensor:
+def _ssim_from_moments(m: Tensor, c: int) -> Tensor:
     """SSIM map from the filtered moments ``[x, y, x^2, y^2, xy]`` (each ``c`` channels)."""
     mx, my, xx, yy, xy = (m[:, i * c : (i + 1) * c] for i in range(5))
     vx, vy, cxy = xx - mx**2, yy - my**2, xy - mx * my
@@ -95,7 +90,7 @@ def _ssim_from_moments(m: torch.Tensor, c: int) -> torch.Tensor:
     return (2 * mx * my + c1) * (2 * cxy + c2) / ((mx**2 + my**2 + c1) * (vx + vy + c2))
 
 
-def _gaussian_filter(z: torch.Tensor, valid: bool, use_cv2: bool | None = None) -> torch.Tensor:
+def _gaussian_filter(z: Tensor, valid: bool, use_cv2: bool | None = None) -> Tensor:
     """Separable 11-tap Gaussian on every map of ``z`` (B x n x H x W), float32; ``valid``: only
     where the window fits, else replicate borders. On CPU OpenCV's (several times faster)."""
     r = (SSIM_WIN - 1) // 2
@@ -116,24 +111,22 @@ def _gaussian_filter(z: torch.Tensor, valid: bool, use_cv2: bool | None = None) 
     return F.conv2d(z, g.view(1, 1, 1, SSIM_WIN).repeat(n, 1, 1, 1), groups=n)
 
 
-def ssim(pred: torch.Tensor, target: torch.Tensor, quantize: bool = True) -> torch.Tensor:
+def ssim(pred: Tensor, target: Tensor, quantize: bool = True) -> Tensor:
     """Per-image SSIM (Gaussian 11x11, sigma 1.5, per channel; = skimage's); ``Tensor[B]``."""
-    pred, target = _check_pair(pred, target)
+    pred, target = _batched(pred, target)
     h, w = pred.shape[-2:]
     if h < SSIM_WIN or w < SSIM_WIN:
         raise ValueError(
             f"metrics.ssim: images of {h}x{w} pixels are smaller than the {SSIM_WIN}x{SSIM_WIN} "
             "SSIM window (as in scikit-image); evaluate on images at least 11 pixels high and wide."
         )
-    smap = _ssim_from_moments(
-        _gaussian_filter(_moments(pred, target, quantize), True), pred.shape[1]
-    )
-    return smap.double().flatten(2).mean(dim=2).mean(dim=1)
+    z = _gaussian_filter(_moments(pred, target, quantize), True)
+    return _ssim_from_moments(z, pred.shape[1]).double().flatten(2).mean(dim=2).mean(dim=1)
 
 
-def ssim_matlab3d(pred: torch.Tensor, target: torch.Tensor, quantize: bool = True) -> torch.Tensor:
+def ssim_matlab3d(pred: Tensor, target: Tensor, quantize: bool = True) -> Tensor:
     """Per-image MATLAB-style 3-D SSIM (11x11x11 Gaussian over H, W, RGB; replicate)."""
-    pred, target = _check_pair(pred, target)
+    pred, target = _batched(pred, target)
     b, c, h, w = pred.shape
     z = _gaussian_filter(_moments(pred, target, quantize), False)
     g = gaussian_window_1d(dtype=z.dtype, device=z.device)
@@ -144,17 +137,17 @@ def ssim_matlab3d(pred: torch.Tensor, target: torch.Tensor, quantize: bool = Tru
     return _ssim_from_moments(z, c).double().flatten(1).mean(dim=1)
 
 
-def image_metrics(pred: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
+def image_metrics(pred: Tensor, target: Tensor) -> dict[str, Tensor]:
     """All three metrics at once: ``{"psnr", "ssim", "ssim_matlab3d"}`` each ``Tensor[B]``."""
     return {f.__name__: f(pred, target) for f in (psnr, ssim, ssim_matlab3d)}
 
 
-def _luminance(x: torch.Tensor) -> torch.Tensor:
-    x = _batched(x, "image")
+def _luminance(x: Tensor) -> Tensor:
+    (x,) = _batched(x)
     return x.to(torch.float32 if x.device.type == "mps" else torch.float64).mean(dim=1)
 
 
-def gradient_energy(x: torch.Tensor) -> torch.Tensor:
+def gradient_energy(x: Tensor) -> Tensor:
     """Mean squared forward difference (horizontal + vertical) of the luminance, per image."""
     y = _luminance(x)
     dx = (y[:, :, 1:] - y[:, :, :-1]) ** 2
@@ -162,25 +155,22 @@ def gradient_energy(x: torch.Tensor) -> torch.Tensor:
     return (dx.flatten(1).mean(1) + dy.flatten(1).mean(1)).double()
 
 
-def high_band_power(x: torch.Tensor, lo: float = 0.25, hi: float = 0.5) -> torch.Tensor:
+def high_band_power(x: Tensor, lo: float = 0.25, hi: float = 0.5) -> Tensor:
     """Mean DFT power of the Hann-windowed luminance in the band ``lo <= |f| < hi`` cycles/px."""
     y = _luminance(x)
     h, w = y.shape[-2:]
     kw = {"dtype": y.dtype, "device": y.device}
-    win = torch.outer(
-        torch.hann_window(h, periodic=False, **kw), torch.hann_window(w, periodic=False, **kw)
-    )
+    win = torch.outer(*(torch.hann_window(n, periodic=False, **kw) for n in (h, w)))
     power = torch.fft.rfft2((y - y.mean(dim=(1, 2), keepdim=True)) * win).abs() ** 2
-    radius = torch.sqrt(
-        torch.fft.fftfreq(h, **kw)[:, None] ** 2 + torch.fft.rfftfreq(w, **kw)[None, :] ** 2
-    )
+    fy, fx = torch.fft.fftfreq(h, **kw)[:, None], torch.fft.rfftfreq(w, **kw)[None, :]
+    radius = torch.sqrt(fy**2 + fx**2)
     band = (radius >= lo) & (radius < hi)
     return (power[:, band].mean(dim=1) / (h * w)).double()
 
 
-def sharpness_ratios(pred: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
+def sharpness_ratios(pred: Tensor, target: Tensor) -> dict[str, Tensor]:
     """``{"grad_energy", "high_band"}``: pred's over target's, per image."""
-    pred, target = _check_pair(pred, target)
+    pred, target = _batched(pred, target)
     return {
         "grad_energy": gradient_energy(pred) / gradient_energy(target).clamp_min(1e-20),
         "high_band": high_band_power(pred) / high_band_power(target).clamp_min(1e-20),

@@ -14,22 +14,14 @@ from omegaconf import DictConfig
 from torch import nn
 from tqdm import tqdm
 
+from deblur import inputs
 from deblur.data.io import IMAGE_EXTENSIONS, DataError, read_image, write_image
 from deblur.eval.inference import deblur_image, resolve_device
-from deblur.inputs import (
-    VIDEO_EXTENSIONS,
-    OutputError,
-    Tally,
-    collect_inputs,
-    distinct_outputs,
-    ensure_writable_dir,
-    without_outputs,
-)
 from deblur.models.load import load_generator
 
 
 @dataclass
-class Summary(Tally):
+class Summary(inputs.Tally):
     """The written outputs and the inputs that could not be used (with reasons)."""
 
     tool: str = "predict"
@@ -53,18 +45,18 @@ def plan_outputs(
     """A distinct output per input: an image with ``ext``; per video ``<stem>_deblurred.mp4`` or
     a folder of frames."""
     if str(cfg.ext).lower() not in IMAGE_EXTENSIONS:
-        raise OutputError(
+        raise inputs.OutputError(
             f"ext={cfg.ext} is not an image suffix; use one of {' '.join(IMAGE_EXTENSIONS)} "
             "(with the dot, e.g. ext=.jpg)."
         )
     video_ext = "" if cfg.video_as_frames else "_deblurred.mp4"
 
     def target(src: Path, tag: str) -> Path:  # the path below base, then _<tag> and the suffix
-        ext = video_ext if src.suffix.lower() in VIDEO_EXTENSIONS else str(cfg.ext)
+        ext = video_ext if src.suffix.lower() in inputs.VIDEO_EXTENSIONS else str(cfg.ext)
         rel = src.relative_to(base) if src.is_relative_to(base) else Path(src.name)
         return out_dir / rel.parent / f"{rel.stem}{'_' + tag if tag else ''}{ext}"
 
-    outputs = dict(zip(sources, distinct_outputs(sources, target)))
+    outputs = dict(zip(sources, inputs.distinct_outputs(sources, target)))
     for src, dst in outputs.items():
         if dst != target(src, ""):
             print(f"[deblur.predict] {src} -> {dst} (another input has the same name)", flush=True)
@@ -126,17 +118,17 @@ def _load_quietly(ckpt, use_ema: bool) -> nn.Module:
 def run_predict(cfg: DictConfig, model: nn.Module | None = None) -> Summary:
     """Deblur everything ``cfg.input`` names into ``cfg.output``; the model is loaded last."""
     out_dir = Path(cfg.output).expanduser()
-    base, files = collect_inputs(cfg.input, bool(cfg.recursive))
+    base, files = inputs.collect_inputs(cfg.input, bool(cfg.recursive))
     summary = Summary()
     kinds = summary.by_kind(
-        without_outputs(files, out_dir, base),
-        {"image": IMAGE_EXTENSIONS, "video": VIDEO_EXTENSIONS},
+        inputs.without_outputs(files, out_dir, base),
+        {"image": IMAGE_EXTENSIONS, "video": inputs.VIDEO_EXTENSIONS},
     )
     outputs = plan_outputs(kinds["image"] + kinds["video"], base, out_dir, cfg)
     if not outputs:
         print(summary.report(), flush=True)
         return summary
-    ensure_writable_dir(out_dir)
+    inputs.ensure_writable_dir(out_dir)
     dev = resolve_device(cfg.device)
     bf16 = dev.type == "cuda" if str(cfg.bf16) == "auto" else bool(cfg.bf16)
     if model is None:

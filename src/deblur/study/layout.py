@@ -1,8 +1,5 @@
-"""TensorBoard custom-scalars layout: G and D losses, D(real)/D(fake) and validation side by side.
-
-Pass the result to ``SummaryWriter.add_custom_scalars`` (Lightning:
-``logger.experiment.add_custom_scalars(custom_scalars_layout("gan"))``) once per run.
-"""
+"""TensorBoard custom-scalars layout (G vs D losses, D(real) / D(fake), validation), for
+``logger.experiment.add_custom_scalars(custom_scalars_layout("gan"))`` once per run."""
 
 from __future__ import annotations
 

@@ -1,8 +1,5 @@
-"""The one path every table of the project takes to text: a pandas DataFrame to Markdown or LaTeX.
-
-Used by the thesis tables (:mod:`deblur.study.report`), ``deblur.evaluate`` and
-``deblur.robustness``. Values are formatted per column; a missing value prints as ``—``, never 0.
-"""
+"""The one path of every table to text (thesis tables, evaluate, robustness): a DataFrame to
+Markdown or LaTeX, values formatted per column, a missing value as ``—``, never 0."""
 
 from __future__ import annotations
 
@@ -21,22 +18,20 @@ def escape_latex(text: str) -> str:
 
 
 def markdown(frame: pd.DataFrame, formats: Mapping[str, str] | None = None) -> str:
-    """A GitHub-flavoured Markdown table of ``frame`` (columns aligned, cells kept as written):
-    ``formats`` maps a column to a format spec (``".2f"``, ``"+.2f"``)."""
+    """A GitHub Markdown table of ``frame``; ``formats``: column -> format spec (``".2f"``)."""
+
+    def text(value: object, spec: str) -> str:
+        missing = value is None or (isinstance(value, float) and not math.isfinite(value))
+        return MISSING if missing else format(value, spec)
+
     formats = formats or {}
-    texts = {col: [_text(v, formats.get(col, "")) for v in frame[col]] for col in frame.columns}
+    texts = {col: [text(v, formats.get(col, "")) for v in frame[col]] for col in frame.columns}
     return pd.DataFrame(texts).to_markdown(index=False, disable_numparse=True)
 
 
-def _text(value: object, spec: str) -> str:
-    missing = value is None or (isinstance(value, float) and not math.isfinite(value))
-    return MISSING if missing else format(value, spec)
-
-
 def latex(frame: pd.DataFrame, caption: str, escape_columns: tuple[str, ...] = ()) -> str:
-    r"""A booktabs ``table`` of ``frame``: headers and ``escape_columns`` LaTeX-escaped, the other
-    cells written as given (they may hold math such as ``$28.10 \pm 0.10$``), and ``caption``
-    too (escape its text with :func:`escape_latex`)."""
+    r"""A booktabs ``table``: headers and ``escape_columns`` escaped, other cells and ``caption`` as
+    given (math such as ``$28.10 \pm 0.10$``; escape text with :func:`escape_latex`)."""
     style = frame.style.hide(axis="index").format_index(escape="latex", axis=1)
     if escape_columns:
         style = style.format(escape="latex", subset=list(escape_columns))

@@ -107,10 +107,6 @@ class Table:
     notes: list[str] = field(default_factory=list)
 
     @property
-    def id(self) -> str:
-        return self.spec.id
-
-    @property
     def blocks(self) -> list[dict[str, str]]:
         """The variants (e.g. ``{"gen": ..., "backbone": ...}``), the one with most runs first."""
         firsts = self.cells.drop_duplicates("block") if len(self.cells) else self.cells
@@ -177,16 +173,6 @@ def read_runs(paths: Iterable[str | Path], which: str = "final") -> tuple[pd.Dat
     columns = list(_run_row(Path("."), RunRecord(), which))
     problems = [f"skipped: {r.getMessage()}" for r in collect.buffer]
     return pd.DataFrame(rows, columns=columns), problems
-
-
-def read_thesis(path: str | Path | None = None) -> pd.DataFrame:
-    path = Path(path) if path is not None else THESIS_CSV
-    if not path.is_file():
-        raise TablesError(
-            f"deblur.tables: the thesis' numbers {path} are missing. Restore "
-            "experiments/thesis_tables.csv from the repository or pass --thesis PATH."
-        )
-    return pd.read_csv(path, dtype=str, keep_default_na=False).rename(columns=THESIS_NAMES)
 
 
 def _ordered(canonical: Iterable, present: Iterable) -> list:
@@ -309,9 +295,8 @@ def _notes(table: Table) -> list[str]:
         notes.append(f"{n} run(s) are debug={name} runs (a few iterations): not results.")
     if set(data.index) - {"gopro"}:
         notes.append("The thesis' numbers are on GoPro: runs on other data are not comparable.")
-    per_seed = (
-        runs[runs["status"] == "finished"].groupby([*spec.variant, *spec.grid, "seed"]).size()
-    )
+    finished = runs[runs["status"] == "finished"]
+    per_seed = finished.groupby([*spec.variant, *spec.grid, "seed"]).size()
     for (*cell, seed), _ in per_seed[per_seed > 1].items():
         where = "/".join(str(c) for c in cell[len(spec.variant) :] if c)
         notes.append(f"Cell {where}: several finished runs with seed {seed}.")
@@ -342,10 +327,15 @@ def build_tables(
     """Tables 4.1-4.4 (or those in ``tables``) from every metrics.json below ``paths``."""
     if which not in ("final", "best"):
         raise TablesError(f"deblur.tables: which={which!r}; use 'final' or 'best'.")
-    (runs, problems), thesis = read_runs(paths, which), read_thesis(thesis_csv)
-    out = {
-        tid: build_table(SPECS[table_id(tid)], runs, thesis, which) for tid in tables or TABLE_IDS
-    }
+    runs, problems = read_runs(paths, which)
+    path = Path(thesis_csv) if thesis_csv is not None else THESIS_CSV
+    if not path.is_file():
+        raise TablesError(
+            f"deblur.tables: the thesis' numbers {path} are missing. Restore "
+            "experiments/thesis_tables.csv from the repository or pass --thesis PATH."
+        )
+    thesis = pd.read_csv(path, dtype=str, keep_default_na=False).rename(columns=THESIS_NAMES)
+    out = {t: build_table(SPECS[table_id(t)], runs, thesis, which) for t in tables or TABLE_IDS}
     for table in out.values():
         table.notes.extend(problems)
     return out
