@@ -1,19 +1,13 @@
-"""Training pairs made on the fly, ``(blurred, sharp, kernel)`` from ``(seed, epoch, index)``.
+"""Training pairs made on the fly, ``(blurred, sharp, kernel)`` from ``(seed, epoch, index)``,
+blurred after the augmentations (as a camera does) with the embedded kernels and noise.
 
-:class:`ProceduralPairs` blurs procedural sharp images (the dead-leaves model);
-:class:`ReblurredPhotos` (``data.embedded.train_blur=fresh``) the sharp training photos: a few
-fixed blurs per photo are learnt by heart within a few hundred iterations, a new blur per epoch
-is not. Both blur after the augmentations, as a camera does (the warps of fixed pairs warp the
-blur too), with the embedded dataset's kernels and noise (:class:`~deblur.data.blur.CameraShake`).
-
-The dead-leaves model (Matheron; Lee, Mumford and Huang 2001; a synthetic training set for
-restoration networks in Achddou, Gousseau and Ladjal 2021) stacks random opaque shapes of i.i.d.
-positions, sizes and colours. With a radius density ``r ** -alpha`` on ``[r_min, r_max]`` and
-``alpha`` near 3 the images are scale invariant: power spectrum ~ ``1 / f ** 2`` and sparse
-gradients, like photographs. Shapes are drawn back to front as ids into a label map (OpenCV
-fills, sub-pixel vertices) until every pixel is covered ``coverage`` times on average (the rest
-shows a background leaf); colours and textures (a gradient or a sinusoid between two colours)
-are looked up per pixel and a slight Gaussian (``smooth_sigma``) anti-aliases the edges.
+:class:`ReblurredPhotos` (``train_blur=fresh``): the sharp training photos blurred anew per
+epoch (a few fixed blurs per photo are learnt by heart within a few hundred iterations).
+:class:`ProceduralPairs`: dead-leaves images (Matheron; Lee, Mumford and Huang 2001; for
+restoration training: Achddou, Gousseau and Ladjal 2021), random opaque shapes stacked back to
+front until each pixel is covered ``coverage`` times on average; a radius density
+``r ** -alpha`` with ``alpha`` near 3 makes them scale invariant (spectrum ~ ``1 / f ** 2``,
+sparse gradients) like photographs.
 """
 
 from __future__ import annotations
@@ -133,11 +127,6 @@ class DeadLeaves:
         return cls(**cfg)
 
 
-def _shape_count(h: int, w: int, p: DeadLeaves) -> int:
-    mean_area = math.pi * _mean_square_radius(p.r_min, min(p.r_max, 2.0 * max(h, w)), p.alpha)
-    return int(min(p.max_shapes, math.ceil(p.coverage * h * w / mean_area)))
-
-
 def _outlines(shapes, kind, centre, pose, vertex_angles, n_vertices):
     """Every leaf's outline in OpenCV fixed point: (polygon vertices, vertex counts, is-disc
     flags, disc centres, disc radii)."""
@@ -211,7 +200,8 @@ def dead_leaves(
         palette = lab_palette(rng)
     palette = np.asarray(palette, np.float32)
     r_max = min(p.r_max, 2.0 * max(h, w))  # larger leaves only ever cover the whole image
-    n = _shape_count(h, w, p)
+    mean_area = math.pi * _mean_square_radius(p.r_min, r_max, p.alpha)
+    n = int(min(p.max_shapes, math.ceil(p.coverage * h * w / mean_area)))
 
     # per-shape parameters (index 0 is the background leaf behind everything)
     radius = np.concatenate([[float(max(h, w))], power_law_radii(rng, n, p.r_min, r_max, p.alpha)])
