@@ -133,15 +133,6 @@ class PairedDataset(Dataset):
 class ClassificationDataset(PairedDataset):
     """Blur-classifier view of pairs: every blurred image is label 1, every sharp image 0."""
 
-    def __init__(
-        self,
-        pairs: Sequence[Pair],
-        transform: Transform | None = None,
-        cache: bool | ImageCache | None = None,
-        uint8: bool = False,
-    ) -> None:
-        super().__init__(pairs, transform, cache, uint8=uint8)
-
     def __len__(self) -> int:
         return 2 * len(self.pairs)
 
@@ -206,9 +197,7 @@ class ConcatSamples(Dataset):
                 d.reseed(seed)
 
     def __getitem__(self, index: int | tuple[int, ...]) -> dict[str, Any]:
-        rest: tuple[int, ...] = ()
-        if isinstance(index, tuple | list):
-            index, rest = int(index[0]), tuple(int(v) for v in index[1:])
+        index, *rest = index if isinstance(index, tuple | list) else (index,)
         index = int(index)
         if not 0 <= index < len(self):
             raise IndexError(f"Index {index} out of range for {len(self)} samples.")
