@@ -11,6 +11,7 @@ folder renamed into place under a file lock: parallel runs neither race nor see 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import importlib.util
 import json
@@ -118,13 +119,6 @@ def _resize_long_side(image: np.ndarray, long_side: int) -> np.ndarray:
     return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
 
 
-def _link_or_copy(src: Path, dst: Path) -> None:
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copyfile(src, dst)
-
-
 def _build_into(folder: Path, params: dict[str, Any]) -> dict[str, Any]:
     photos = available_photos(params["photos"])
     if len(photos) < 2:
@@ -151,8 +145,11 @@ def _build_into(folder: Path, params: dict[str, Any]) -> dict[str, Any]:
             blurred, kernel = random_motion_blur(sharp, rng, size, length, sigma)
             write_image(out / "blur" / f"{stem}.png", blurred)
             np.save(out / "kernel" / f"{stem}.npy", kernel)
-            if i > 0:
-                _link_or_copy(first_sharp, out / "sharp" / f"{stem}.png")
+            if i > 0:  # the one sharp image again: a hard link where the filesystem has them
+                try:
+                    os.link(first_sharp, out / "sharp" / f"{stem}.png")
+                except OSError:
+                    shutil.copyfile(first_sharp, out / "sharp" / f"{stem}.png")
             manifest["pairs"].append(
                 {"split": split, "photo": name, "index": i, "length": round(length, 4)}
             )
@@ -177,14 +174,9 @@ def _manifest(root: Path) -> dict[str, Any] | None:
 
 @contextlib.contextmanager
 def _file_lock(path: Path) -> Iterator[None]:
-    """Exclusive inter-process lock (POSIX flock; elsewhere the atomic rename alone protects)."""
+    """Exclusive inter-process lock (POSIX flock, as runs.lock)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a+") as fh:
-        try:
-            import fcntl
-        except ImportError:  # pragma: no cover - Windows
-            yield
-            return
         fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
         try:
             yield
@@ -214,12 +206,8 @@ def build_embedded(
     photos: Sequence[str] | None,
     force: bool = False,
 ) -> Path:
-    """Build the embedded dataset at ``root`` unless an identical build is already there.
-
-    The keyword arguments are ``data.embedded``'s build keys, each set (and explained) in
-    conf/data/embedded.yaml. Returns the root. A folder at ``root`` that is not an embedded
-    build is never touched.
-    """
+    """Build the embedded dataset at ``root`` (the keywords: ``data.embedded``'s build keys)
+    unless an identical build is there; returns the root. A foreign folder is never touched."""
     found = sorted(available_photos(photos))
     values = (long_side, blurs_per_photo, kernel_size, min_length, max_length, noise_sigma, seed)
     params = _params(values, found)
@@ -254,12 +242,10 @@ def build_embedded(
             os.replace(tmp, root)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+        pairs, photos, took = len(manifest["pairs"]), len(manifest["photos"]), time.perf_counter()
         log.info(
-            "Built the embedded dataset (%d pairs from %d photos) at %s in %.1f s.",
-            len(manifest["pairs"]),
-            len(manifest["photos"]),
-            root,
-            time.perf_counter() - start,
+            f"Built the embedded dataset ({pairs} pairs from {photos} photos) at {root} in "
+            f"{took - start:.1f} s."
         )
     return root
 
