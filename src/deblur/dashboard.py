@@ -4,6 +4,7 @@ run or sweep folders (default: the latest sweep under ``${DEBLUR_RUNS:-runs}``).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import signal
 import sys
 import threading
@@ -43,10 +44,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     url = board.serve(logdir, args.port, args.host)
     print(f"TensorBoard at {url}  (Ctrl-C to stop)", flush=True)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # so atexit removes a view folder
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         threading.Event().wait()
-    except KeyboardInterrupt:
-        pass
     return 0
 
 

@@ -1,3 +1,1 @@
-"""Measuring and running trained networks: metrics, baselines, evaluation and the robustness
-sweep, tiled inference, and the logic of the predict / blur_score / export tools (their
-``python -m deblur.<tool>`` entry points compose the config and call these)."""
+"""Metrics, baselines, inference, and the logic of the evaluate / robustness / predict tools."""

@@ -187,13 +187,10 @@ def deblur_tensor(
     stats_size: int = 512,
     context: int = 0,
 ) -> Tensor:
-    """Deblur a ``1 x 3 x H x W`` (or ``3 x H x W``) [-1, 1] tensor; output on CPU, same shape.
-
-    ``tile``: tiles overlapping by ``overlap``, cross-faded; ``shared_stats``: their norms use the
-    statistics of the image downscaled to ``stats_size`` (else seams and colour shifts);
-    ``context``: each tile runs on a window that much larger and is cropped (an FPN's stride-32
-    features reach ~250 px: benchmarks/RESULTS.md).
-    """
+    """Deblur a ``1 x 3 x H x W`` (or ``3 x H x W``) [-1, 1] tensor, output on CPU: ``tile``s
+    overlap by ``overlap``; ``shared_stats``: their norms use the statistics of the image at
+    ``stats_size`` (else seams); ``context``: each tile runs on a window that much larger (an
+    FPN's stride-32 features reach ~250 px: benchmarks/RESULTS.md)."""
     squeeze = x.ndim == 3
     x = x.unsqueeze(0) if squeeze else x
     if x.ndim != 4 or x.shape[0] != 1:

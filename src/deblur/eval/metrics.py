@@ -27,8 +27,7 @@ from torch import Tensor
 
 DATA_RANGE = 255.0
 K1, K2 = 0.01, 0.03
-SSIM_SIGMA = 1.5
-SSIM_WIN = 11
+SSIM_WIN, SSIM_SIGMA = 11, 1.5
 _CENTRE = 128.0  # moments of images centred here keep float32 cancellation below ~1e-5 of SSIM
 
 

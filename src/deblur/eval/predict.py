@@ -42,8 +42,7 @@ class Summary(inputs.Tally):
 def plan_outputs(
     sources: list[Path], base: Path, out_dir: Path, cfg: DictConfig
 ) -> dict[Path, Path]:
-    """A distinct output per input: an image with ``ext``; per video ``<stem>_deblurred.mp4`` or
-    a folder of frames."""
+    """A distinct output per input: an image with ``ext``, a ``_deblurred.mp4`` or frames folder."""
     if str(cfg.ext).lower() not in IMAGE_EXTENSIONS:
         raise inputs.OutputError(
             f"ext={cfg.ext} is not an image suffix; use one of {' '.join(IMAGE_EXTENSIONS)} "
@@ -120,10 +119,8 @@ def run_predict(cfg: DictConfig, model: nn.Module | None = None) -> Summary:
     out_dir = Path(cfg.output).expanduser()
     base, files = inputs.collect_inputs(cfg.input, bool(cfg.recursive))
     summary = Summary()
-    kinds = summary.by_kind(
-        inputs.without_outputs(files, out_dir, base),
-        {"image": IMAGE_EXTENSIONS, "video": inputs.VIDEO_EXTENSIONS},
-    )
+    media = {"image": IMAGE_EXTENSIONS, "video": inputs.VIDEO_EXTENSIONS}
+    kinds = summary.by_kind(inputs.without_outputs(files, out_dir, base), media)
     outputs = plan_outputs(kinds["image"] + kinds["video"], base, out_dir, cfg)
     if not outputs:
         print(summary.report(), flush=True)

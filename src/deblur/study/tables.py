@@ -199,8 +199,7 @@ def _counts(runs: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
 
 
 def _block(spec: TableSpec, runs: pd.DataFrame, thesis: pd.DataFrame, block: int) -> pd.DataFrame:
-    """All cells of one variant: the thesis' grid (``thesis`` in long form) and what the runs
-    add, x the metrics."""
+    """All cells x metrics of one variant: the thesis' grid (long form) and what the runs add."""
     grid, metrics = spec.grid, [m.key for m in spec.metrics]
     row_keys = [list(f[list(spec.rows)].itertuples(index=False, name=None)) for f in (thesis, runs)]
     cols = _ordered(spec.col_order if spec.col else [""], runs[grid[-1]])
