@@ -40,7 +40,7 @@ from deblur.data.deadleaves import (
 from deblur.data.gpu_augment import AUGMENT_ON, TensorAugment
 from deblur.data.io import DataError, image_size, instantiate_node, read_image, read_kernel
 from deblur.data.loading import AUTO, cache_decision, loader_workers
-from deblur.data.pairs import Pair, split_by_group, subsample
+from deblur.data.pairs import Pair, listing, split_by_group, subsample
 from deblur.data.sampling import EpochSeededSampler
 from deblur.data.transforms import build_train_transform
 
@@ -184,11 +184,6 @@ def _inspect_all(pairs: Sequence[Pair], check: bool) -> list[tuple[str | None, A
         return list(pool.map(partial(_inspect, check=check), pairs))
 
 
-def _shown(items: Sequence[str], limit: int, sep: str) -> str:
-    more = len(items) - limit
-    return sep.join(items[:limit]) + (f"{sep}and {more} more" if more > 0 else "")
-
-
 class DeblurDataModule(pl.LightningDataModule):
     """Pairs from a layout, batched for ``task`` paired or classify (docs/DESIGN.md, Data).
 
@@ -276,7 +271,7 @@ class DeblurDataModule(pl.LightningDataModule):
                 raise DataError(
                     f"data.val_sequences names {', '.join(unknown)}, which the training split of "
                     f"{self.name} does not have (its {len(groups)} sequences: "
-                    f"{_shown(sorted(groups), 8, ', ')}). Fix: name training sequences, or "
+                    f"{listing(groups, 8)}). Fix: name training sequences, or "
                     "data.val_sequences=null."
                 )
             if held >= groups:
@@ -427,12 +422,12 @@ class DeblurDataModule(pl.LightningDataModule):
         if not broken and not small:
             return
         parts = (
-            [f"{len(broken)} pair(s) cannot be read: {_shown(broken, 3, ' | ')}"] if broken else []
+            [f"{len(broken)} pair(s) cannot be read: {listing(broken, 3, ' | ')}"] if broken else []
         )
         if small:
             parts.append(
                 f"{len(small)} image(s) have a side below {min_side} px, the smallest the "
-                f"generator takes (data.min_val_side): {_shown(small, 5, ', ')}"
+                f"generator takes (data.min_val_side): {listing(small)}"
             )
         fix = "on a huge set, skip this check with data.check_train_files=false"
         if split != "train":  # validation images are used at full resolution

@@ -38,10 +38,11 @@ class Pair:
             object.__setattr__(self, "name", f"{self.group}/{self.blur.stem}")
 
 
-def _preview(names: Iterable[str], limit: int = 5) -> str:
+def listing(names: Iterable[str], limit: int = 5, sep: str = ", ") -> str:
+    """The first ``limit`` of the sorted ``names`` for an error message, "and N more"."""
     names = sorted(names)
     more = f" and {len(names) - limit} more" if len(names) > limit else ""
-    return ", ".join(names[:limit]) + more
+    return sep.join(names[:limit]) + more
 
 
 def _check_root(root: str | os.PathLike[str] | None, layout: str, expected: str) -> Path:
@@ -85,7 +86,7 @@ def _match(
     for kind, files, others, here, there, twin in sides:
         alone = files.keys() - others.keys()
         if alone:
-            shown = _preview(files[k].relative_to(blur_dir.parent).as_posix() for k in alone)
+            shown = listing(files[k].relative_to(blur_dir.parent).as_posix() for k in alone)
             raise DataError(
                 f"{len(alone)} {kind} image(s) in '{here}' have no {twin} twin in '{there}': "
                 f"{shown}. Pairs are matched by relative path (expected layout: {expected}); "
@@ -169,28 +170,30 @@ def read_realblur(root: str | os.PathLike[str], variant: str = "J") -> dict[str,
         raise DataError(f"RealBlur variant must be 'J' or 'R', got '{variant}'.")
     splits: dict[str, list[Pair]] = {}
     for split in ("train", "test"):
-        listing = base / f"RealBlur_{variant}_{split}_list.txt"
-        if not listing.is_file():
+        list_file = base / f"RealBlur_{variant}_{split}_list.txt"
+        if not list_file.is_file():
             continue
         pairs: list[Pair] = []
-        for n, line in enumerate(listing.read_text().splitlines(), 1):
+        for n, line in enumerate(list_file.read_text().splitlines(), 1):
             parts = line.split()
             if not parts:
                 continue
             if len(parts) < 2:
-                raise DataError(f"Line {n} of '{listing}' is not '<gt_path> <blur_path>': {line!r}")
+                raise DataError(
+                    f"Line {n} of '{list_file}' is not '<gt_path> <blur_path>': {line!r}"
+                )
             gt, blur = Path(parts[0]), Path(parts[1])
             scene = gt.parent.parent.name or gt.parent.name
             pairs.append(Pair(base / blur, base / gt, scene, None, f"{scene}/{blur.stem}"))
         missing = [str(f) for p in pairs for f in (p.sharp, p.blur) if not f.is_file()]
         if missing:
             raise DataError(
-                f"'{listing}' names {len(missing)} file(s) that do not exist: "
-                f"{_preview(missing, 3)}. Extract RealBlur so the list paths are relative to "
+                f"'{list_file}' names {len(missing)} file(s) that do not exist: "
+                f"{listing(missing, 3)}. Extract RealBlur so the list paths are relative to "
                 f"data.root ({REALBLUR_LAYOUT})."
             )
         if not pairs:
-            raise DataError(f"Pair list '{listing}' is empty ({REALBLUR_LAYOUT}).")
+            raise DataError(f"Pair list '{list_file}' is empty ({REALBLUR_LAYOUT}).")
         splits[split] = pairs
     if not splits:
         raise DataError(f"No RealBlur_{variant}_*_list.txt in '{base}' ({REALBLUR_LAYOUT}).")
@@ -232,7 +235,7 @@ def read_hide(root: str | os.PathLike[str]) -> dict[str, list[Pair]]:
         orphans = [k for k, v in sharp.items() if v not in used]
         raise DataError(
             f"{len(orphans)} sharp image(s) in '{gt_dir}' have no blurred twin: "
-            f"{_preview(orphans)} ({HIDE_LAYOUT})."
+            f"{listing(orphans)} ({HIDE_LAYOUT})."
         )
     return splits
 
@@ -261,14 +264,14 @@ def _folder_kernels(base: Path, blur: dict[str, Path], blur_dir: Path) -> dict[s
     if missing:
         raise DataError(
             f"{len(missing)} of {len(blur)} blurred image(s) in '{blur_dir}' have no kernel "
-            f"file in '{kernel_dir}': {_preview(k + '.npy' for k in missing)}. Add the missing "
+            f"file in '{kernel_dir}': {listing(k + '.npy' for k in missing)}. Add the missing "
             f"kernels (<same relative name>.npy) or remove '{kernel_dir}' to use the folder "
             f"without kernels ({FOLDER_LAYOUT})."
         )
     if orphans:
         raise DataError(
             f"{len(orphans)} kernel file(s) in '{kernel_dir}' have no blurred image in "
-            f"'{blur_dir}': {_preview(k + '.npy' for k in orphans)}. Kernels are matched to "
+            f"'{blur_dir}': {listing(k + '.npy' for k in orphans)}. Kernels are matched to "
             f"images by relative path; rename or remove them ({FOLDER_LAYOUT})."
         )
     return kernels
