@@ -71,13 +71,9 @@ class ImageCache:
 
 
 class PairedDataset(Dataset):
-    """(blurred, sharp) pairs -> ``{"blur", "sharp", "name"}`` tensors in [-1, 1].
-
-    ``transform`` is called as ``transform(image=blur, target=sharp)`` (identical geometry);
-    None keeps full-resolution un-augmented images. ``with_kernel`` adds ``"kernel"``
-    (``1 x k x k``) for pairs that know their blur kernel; ``cache=True`` decodes every image
-    up front (an :class:`ImageCache`).
-    """
+    """(blurred, sharp) pairs -> ``{"blur", "sharp", "name"}``; ``transform(image=blur,
+    target=sharp)`` or None (full resolution); ``with_kernel`` adds the ``1 x k x k`` ``"kernel"``
+    of pairs that know it; ``cache=True`` decodes every image up front."""
 
     def __init__(
         self,

@@ -186,12 +186,8 @@ def dead_leaves(
     params: DeadLeaves,
     palette: np.ndarray | None = None,
 ) -> np.ndarray:
-    """One sharp dead-leaves image, uint8 ``H x W x 3`` RGB.
-
-    ``size`` is a side or ``(height, width)``; colours are drawn i.i.d. from ``palette``
-    (``M x 3`` uint8 RGB, e.g. :func:`palette_from_images` of photos) or, when None, from
-    :func:`lab_palette`. All randomness comes from ``rng``.
-    """
+    """One sharp dead-leaves image, uint8 ``H x W x 3`` RGB, of a side or ``(height, width)``;
+    colours i.i.d. from ``palette`` (``M x 3`` uint8, None: :func:`lab_palette`), all from ``rng``."""
     p = params
     h, w = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
     if h < 1 or w < 1:
@@ -249,13 +245,8 @@ def dead_leaves(
 
 @dataclass
 class ProceduralPairs:
-    """(blurred, sharp, kernel) dead-leaves pairs as a pure function of ``(seed, epoch, index)``.
-
-    The sharp image is drawn at ``size`` plus the blur's margin on every side and blurred with a
-    fresh camera-shake kernel and noise of the embedded dataset (``blur``), so the blur inside
-    the returned centre crop has no border effects. ``palette``: colours to draw from (None =
-    CIELAB palette).
-    """
+    """Dead-leaves pairs from ``(seed, epoch, index)``: the sharp image is drawn at ``size`` plus
+    the blur's margin a side (no border effects in the crop); ``palette`` None: CIELAB colours."""
 
     size: int
     blur: CameraShake

@@ -133,11 +133,8 @@ def _read_bytes(path: Path, limit: int = -1) -> bytes:
 
 
 def read_image(path: str | os.PathLike[str]) -> np.ndarray:
-    """Read an image as uint8 ``H x W x 3`` RGB; gray images are expanded to 3 channels.
-
-    Raises :class:`ImageReadError` naming the file when it is missing, empty, not decodable or
-    truncated (cv2 silently returns None or a gray-filled image for such files).
-    """
+    """Read an image as uint8 ``H x W x 3`` RGB (gray expanded); a missing, empty, undecodable or
+    truncated file is an :class:`ImageReadError` (cv2 gives None or a gray-filled image)."""
     path = Path(path)
     bgr = cv2.imdecode(np.frombuffer(_read_bytes(path), np.uint8), cv2.IMREAD_COLOR)
     if bgr is None:
@@ -149,12 +146,8 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
 
 
 def image_size(path: str | os.PathLike[str], check: bool = False) -> tuple[int, int]:
-    """``(height, width)`` of an image file from its header, without decoding the pixels.
-
-    PNG and JPEG sizes come from their headers (the first 64 KiB unless ``check``); other formats
-    are decoded. ``check=True`` reads the whole file and raises :class:`ImageReadError` as
-    :func:`read_image` would, so a split is checked at a fraction of the cost of decoding it.
-    """
+    """``(height, width)`` from a PNG / JPEG header (other formats are decoded); ``check=True``
+    reads the whole file and raises as :func:`read_image` would, at a fraction of its cost."""
     path = Path(path)
     data = _read_bytes(path, -1 if check else 65536)
     size = _header_size(data)

@@ -247,11 +247,8 @@ FOLDER_LAYOUT = (
 
 
 def _folder_kernels(base: Path, blur: dict[str, Path], blur_dir: Path) -> dict[str, Path]:
-    """``<base>/kernel/<key>.npy`` for every blurred image, or {} without a ``kernel/`` folder.
-
-    It covers all pairs of its split or none (a baseline given some kernels would silently
-    evaluate another subset of images than a model): a missing or orphan kernel raises.
-    """
+    """``<base>/kernel/<key>.npy`` for every blurred image, or {} without a ``kernel/`` folder:
+    all or none (a baseline given some kernels would evaluate another subset than a model)."""
     kernel_dir = base / "kernel"
     if not kernel_dir.is_dir():
         return {}

@@ -27,14 +27,10 @@ def dist_rank_and_size() -> tuple[int, int]:
 
 
 def shard_positions(length: int, num_replicas: int, rank: int, uneven: str) -> list[int]:
-    """Positions of the epoch order that process ``rank`` of ``num_replicas`` takes.
-
-    ``uneven="drop"`` (training): the last ``length % num_replicas`` positions are left out, so
-    every process has ``length // num_replicas`` distinct items and none is seen twice.
-    ``uneven="pad"`` (validation): every position is taken once and the shards are filled up to
-    the same size with positions ``>= length`` (they repeat the first items; the metric gather,
-    :func:`deblur.systems.distributed.gather_per_image`, drops them again).
-    """
+    """Positions of the epoch order that process ``rank`` of ``num_replicas`` takes. ``drop``
+    (training): the last ``length % num_replicas`` are left out, none is seen twice. ``pad``
+    (validation): every one once, the shards filled up with positions ``>= length`` (the first
+    items again; ``systems.distributed.gather_per_image`` drops them)."""
     if uneven not in UNEVEN:
         raise ValueError(f"uneven must be one of {UNEVEN}, got {uneven!r}.")
     per_rank = length // num_replicas if uneven == "drop" else -(-length // num_replicas)
@@ -87,15 +83,9 @@ class EpochSeededSampler(Sampler[tuple[int, int, int]]):
             torch.randperm(self.length, generator=g) if self.shuffle else torch.arange(self.length)
         )
         seeds = torch.randint(0, 2**31 - 1, (self.length,), generator=g)
-        epoch = self.epoch
-        if self.num_replicas == 1:
-            for i, s in zip(order.tolist(), seeds.tolist()):
-                yield i, s, epoch
-            return
-        order, seeds = order.tolist(), seeds.tolist()
-        for p in self.positions:
-            q = p % self.length  # a padding position repeats an item from the start
-            yield order[q], seeds[q], epoch
+        order, seeds, epoch = order.tolist(), seeds.tolist(), self.epoch
+        for p in self.positions:  # a padding position (>= length) repeats an item from the start
+            yield order[p % self.length], seeds[p % self.length], epoch
 
 
 def split_sample(index: int | tuple[int, ...]) -> tuple[int, int | None, int]:
