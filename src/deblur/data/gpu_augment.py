@@ -102,20 +102,14 @@ def affine_matrix(
 ) -> Tensor:
     """albumentations' ``create_affine_transformation_matrix`` (no shear) for a batch: the
     forward 3x3 map from input to output pixel coordinates, about the centre ``size/2 - 0.5``."""
-    b = tx.shape[0]
     c = size / 2 - 0.5
     rad = torch.deg2rad(angle_deg.double() % 360)
     cos, sin = torch.cos(rad), torch.sin(rad)
-    m = torch.zeros(b, 3, 3, dtype=torch.float64)
     # shift_center @ translate @ rotate @ scale @ shift_topleft
-    m[:, 0, 0] = cos * sx
-    m[:, 0, 1] = sin * sy
-    m[:, 1, 0] = -sin * sx
-    m[:, 1, 1] = cos * sy
-    m[:, 0, 2] = -(m[:, 0, 0] * c + m[:, 0, 1] * c) + tx + c
-    m[:, 1, 2] = -(m[:, 1, 0] * c + m[:, 1, 1] * c) + ty + c
-    m[:, 2, 2] = 1.0
-    return m
+    a, b, d, e = cos * sx, sin * sy, -sin * sx, cos * sy
+    zero, one = torch.zeros_like(a), torch.ones_like(a)
+    rows = [[a, b, -(a * c + b * c) + tx + c], [d, e, -(d * c + e * c) + ty + c], [zero, zero, one]]
+    return torch.stack([torch.stack(row, -1) for row in rows], -2)
 
 
 @functools.lru_cache(maxsize=16)
