@@ -55,10 +55,8 @@ def robustness_table(
     **deblur_kwargs: Any,
 ) -> list[dict[str, Any]]:
     """One row per (blur type, size): mean PSNR / SSIM of the blurred input and of the model."""
-    rows = []
-    for kind, size, blur in tqdm(
-        _blurs(sizes, motion_lengths, gaussian_sigma), desc="robustness", disable=not progress
-    ):
+    rows, blurs = [], _blurs(sizes, motion_lengths, gaussian_sigma)
+    for kind, size, blur in tqdm(blurs, desc="robustness", disable=not progress):
         rng = np.random.default_rng(seed)  # the same angle per image for every motion length
         scores = []
         for sharp in sharp_images:
