@@ -22,6 +22,7 @@ from deblur.eval.baselines import MissingKernelError, baseline_names, identity, 
 from deblur.eval.inference import deblur_image, resolve_device
 from deblur.eval.metrics import psnr, ssim, ssim_matlab3d
 from deblur.models.load import load_generator
+from deblur.runs import RunRecord
 from deblur.study.render import markdown
 
 METRICS = ("psnr", "ssim", "ssim_matlab3d")
@@ -175,7 +176,7 @@ def evaluate_methods(
     return results, results_table(results, data_name)
 
 
-def run_evaluate(cfg: DictConfig, run_dir: Path, record: Mapping[str, Any]) -> dict[str, Any]:
+def run_evaluate(cfg: DictConfig, run_dir: Path, record: RunRecord) -> dict[str, Any]:
     """The body of one ``deblur.evaluate`` run: its record fields, and ``results.md``."""
     if (cfg.ckpt is None) == (cfg.baseline is None):
         raise ValueError(

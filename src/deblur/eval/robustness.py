@@ -21,6 +21,7 @@ from deblur.eval.evaluation import ckpt_label, deblur_options, measure, pairs_fo
 from deblur.eval.inference import deblur_image, resolve_device
 from deblur.eval.metrics import psnr, ssim
 from deblur.models.load import load_generator
+from deblur.runs import RunRecord
 from deblur.study.render import markdown
 
 Blur = Callable[[np.ndarray, int, np.random.Generator], np.ndarray]
@@ -95,7 +96,7 @@ def robustness_plot(rows: Sequence[Mapping[str, Any]], path: str | Path, title: 
 
 
 def run_robustness(
-    cfg: DictConfig, run_dir: Path, record: Mapping[str, Any], model: nn.Module | None = None
+    cfg: DictConfig, run_dir: Path, record: RunRecord, model: nn.Module | None = None
 ) -> dict[str, Any]:
     """The body of one ``deblur.robustness`` run: table, plot and the record fields."""
     sharp_paths = list(dict.fromkeys(p.sharp for p in pairs_for_split(cfg, str(cfg.split))))
