@@ -47,6 +47,7 @@ from deblur.data.transforms import build_train_transform
 log = logging.getLogger(__name__)
 
 TASKS = ("paired", "classify")
+_STAGES = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
 _KERNEL_KEYS = ("kernel_size", "min_length", "max_length", "noise_sigma")  # CameraShake's
 
 
@@ -455,12 +456,7 @@ class DeblurDataModule(pl.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         """Resolve the pairs and build the datasets the stage needs (idempotent)."""
-        wanted = {
-            "fit": ("train", "val"),
-            "validate": ("val",),
-            "test": ("test",),
-            "predict": ("test",),
-        }.get(stage or "", ("train", "val", "test"))
+        wanted = _STAGES.get(stage or "", ("train", "val", "test"))
         missing = [s for s in wanted if s not in self._datasets]
         if not missing:
             return
@@ -474,19 +470,17 @@ class DeblurDataModule(pl.LightningDataModule):
             if split == "val" and not splits["val"]:
                 raise DataError(
                     f"data={self.name} has no validation pairs (layout '{self.layout}', root "
-                    f"{self.root or 'the default folder'}, data.val_fraction={self.val_fraction}"
-                    "), so no checkpoint could be picked and the run could not finish. Fix: "
-                    "data.val_fraction=0.1 (hold out training sequences), "
-                    "data.val_sequences=[<names>], or a val/ folder in the dataset."
+                    f"{self.root or 'the default folder'}, data.val_fraction={self.val_fraction}),"
+                    " so no checkpoint could be picked. Fix: data.val_fraction=0.1 (hold out "
+                    "training sequences), data.val_sequences=[<names>], or a val/ folder."
                 )
             self.check_sizes(split=split)
         paths = [p for s in missing for q in splits[s] for p in (q.blur, q.sharp)]
         if self.cache == AUTO:  # decided once, at the first setup (fit: train + val)
             self.cache = cache_decision(AUTO, self.on_gpu, paths)
         if self.cache:
-            old = self._image_cache or ImageCache()
-            old.images.update(ImageCache.preload(p for p in paths if p not in old).images)
-            self._image_cache = old
+            self._image_cache = cache = self._image_cache or ImageCache()
+            cache.images.update(ImageCache.preload(p for p in paths if p not in cache).images)
         for split in missing:
             self._datasets[split] = self._make(split)
 
