@@ -1,23 +1,18 @@
-"""Adversarial losses on raw discriminator logits of any shape (B x 1 or B x 1 x h x w).
-
-Every loss has ``d_loss(real_logits, fake_logits)`` (to minimise in the D step, with the fake
-detached by the caller), ``g_loss(real_logits, fake_logits)`` (to minimise in the G step, the
-fake carrying gradients to G) and ``n_critic`` (D steps per G step). Means are over all elements.
-Lists of logits (one per discriminator head) give the mean of the per-head losses.
-``y`` is the sharp image, ``ŷ = G(x)`` the generated one.
-"""
+"""Adversarial losses on raw discriminator logits of any shape (B x 1 or B x 1 x h x w): means
+over all elements, lists of logits (one per head) give the mean of the per-head losses.
+``y`` is the sharp image, ``ŷ = G(x)`` the generated one."""
 
 from __future__ import annotations
 
-import abc
 from collections import deque
 from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 Logits = Tensor | Sequence[Tensor]
+Scale = tuple[float, float]  # (a, b) of a calibration a * r + b
 
 
 def _as_heads(logits: Logits) -> list[Tensor]:
@@ -28,22 +23,26 @@ def _bce(logits: Tensor, target: float) -> Tensor:
     return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target))
 
 
-class AdversarialLoss(abc.ABC):
-    """Base: per-head dispatch and the ``n_critic`` attribute."""
+def _ls(logits: Tensor, target: float) -> Tensor:
+    return ((logits - target) ** 2).mean()
+
+
+class AdversarialLoss:
+    """Base: per-head dispatch, ``n_critic``, and what a loss without a D (``loss=none``) has."""
 
     #: whether ``g_loss`` reads the real logits (relativistic losses); others take ``None``
     uses_real_in_g: bool = False
     #: False for ``loss=none``: no discriminator is built and there is no adversarial term
     uses_discriminator: bool = True
+    #: whether :meth:`calibration` needs the classifier's validation logits (not the identity)
+    needs_calibration_data: bool = False
 
     def __init__(self, n_critic: int = 1) -> None:
         if n_critic < 1:
             raise ValueError(f"n_critic must be >= 1 (D steps per G step); got {n_critic}.")
         self.n_critic = int(n_critic)
 
-    def _per_head(
-        self, fn: Callable[..., Tensor], real: Logits | None, fake: Logits, head: int
-    ) -> Tensor:
+    def _per_head(self, fn: Callable[..., Tensor], real: Logits | None, fake: Logits, head: int):
         if isinstance(fake, Tensor):
             return fn(real, fake, head)
         reals = real if real is not None else [None] * len(fake)
@@ -51,30 +50,21 @@ class AdversarialLoss(abc.ABC):
         return torch.stack(losses).mean()
 
     def d_loss(self, real_logits: Logits, fake_logits: Logits, head: int = 0) -> Tensor:
-        """Discriminator loss (fake logits computed on a detached ``G(x)``).
-
-        ``head`` keys per-head state (RaGAN pools) when called once per head with tensors.
-        """
+        """D's loss (the fake detached by the caller); ``head`` keys per-head state (RaGAN
+        pools) when called once per head with tensors."""
         return self._per_head(self._d, real_logits, fake_logits, head)
 
     def g_loss(self, real_logits: Logits | None, fake_logits: Logits, head: int = 0) -> Tensor:
-        """Generator loss (fake logits carry gradients to G)."""
+        """G's loss (the fake logits carry gradients to G)."""
         return self._per_head(self._g, real_logits, fake_logits, head)
 
-    @abc.abstractmethod
     def _d(self, real: Tensor, fake: Tensor, head: int) -> Tensor:
-        """The D loss of one head on tensors."""
+        raise RuntimeError("loss=none has no discriminator loss.")
 
-    @abc.abstractmethod
     def _g(self, real: Tensor | None, fake: Tensor, head: int) -> Tensor:
-        """The G loss of one head on tensors."""
+        raise RuntimeError("loss=none has no adversarial generator loss.")
 
-    #: whether :meth:`calibration` needs the classifier's validation logits (not the identity)
-    needs_calibration_data: bool = False
-
-    def calibration(
-        self, real: Tensor, fake: Tensor, grad_norm: Tensor | None
-    ) -> tuple[float, float]:
+    def calibration(self, real: Tensor, fake: Tensor, grad_norm: Tensor | None) -> Scale:
         """(scale, shift) that turn a loaded classifier's realness logits ``r`` into the scale
         this loss reads, ``a * r + b``, from the logits on validation images it was trained on:
         ``real`` on sharp ones, ``fake`` on blurred ones (``-z`` of the blur classifier) and
@@ -85,14 +75,14 @@ class AdversarialLoss(abc.ABC):
         """
         return 1.0, 0.0
 
-    def observe(self, real_logits: Logits, fake_logits: Logits) -> None:  # noqa: B027 - default
+    def observe(self, real_logits: Logits, fake_logits: Logits) -> None:
         """The scores a frozen D gave in a G step (it takes no D step): see RaGAN's pool."""
 
     def state_dict(self) -> dict[str, list[Tensor]]:
         """Loss state that a checkpoint must carry (RaGAN pools); stateless losses: empty."""
         return {}
 
-    def load_state_dict(self, state: dict[str, list[Tensor]]) -> None:  # noqa: B027 - stateless
+    def load_state_dict(self, state: dict[str, list[Tensor]]) -> None:
         """Restore :meth:`state_dict` (exact resume)."""
 
     def __repr__(self) -> str:
@@ -101,18 +91,10 @@ class AdversarialLoss(abc.ABC):
 
 
 class NoAdversarialLoss(AdversarialLoss):
-    """``loss=none``: content loss only, no discriminator (the thesis' question, "NoGAN").
-
-    The system builds no discriminator and no D optimizer; ``g_loss`` is never called.
-    """
+    """``loss=none``: content loss only, no discriminator (the thesis' question, "NoGAN"); the
+    system builds no discriminator and no D optimizer."""
 
     uses_discriminator = False
-
-    def _d(self, real: Tensor, fake: Tensor, head: int) -> Tensor:
-        raise RuntimeError("loss=none has no discriminator loss.")
-
-    def _g(self, real: Tensor | None, fake: Tensor, head: int) -> Tensor:
-        raise RuntimeError("loss=none has no adversarial generator loss.")
 
 
 class GANLoss(AdversarialLoss):
@@ -121,30 +103,32 @@ class GANLoss(AdversarialLoss):
     D: ½ [BCE(D(y), 1) + BCE(D(ŷ), 0)];  G: BCE(D(ŷ), 1).
     """
 
+    criterion = staticmethod(_bce)  #: c(logits, target)
+    fake_target = 0.0  #: D's target for fake logits (real ones: 1)
+    g_scale = 1.0
+
+    def _d_term(self, real: Tensor, fake: Tensor) -> Tensor:
+        """½ [c(real, 1) + c(fake, fake_target)]."""
+        return 0.5 * (self.criterion(real, 1.0) + self.criterion(fake, self.fake_target))
+
     def _d(self, real: Tensor, fake: Tensor, head: int) -> Tensor:
-        return 0.5 * (_bce(real, 1.0) + _bce(fake, 0.0))
+        return self._d_term(real, fake)
 
     def _g(self, real: Tensor | None, fake: Tensor, head: int) -> Tensor:
-        return _bce(fake, 1.0)
+        return self.g_scale * self.criterion(fake, 1.0)
 
 
-class LSGANLoss(AdversarialLoss):
+class LSGANLoss(GANLoss):
     """Least-squares GAN (Mao et al., 2017), targets a=0, b=1, c=1.
 
     D: ½ E[(D(y) - 1)²] + ½ E[D(ŷ)²];  G: ½ E[(D(ŷ) - 1)²].
     """
 
-    def _d(self, real: Tensor, fake: Tensor, head: int) -> Tensor:
-        return 0.5 * ((real - 1) ** 2).mean() + 0.5 * (fake**2).mean()
-
-    def _g(self, real: Tensor | None, fake: Tensor, head: int) -> Tensor:
-        return 0.5 * ((fake - 1) ** 2).mean()
-
+    criterion = staticmethod(_ls)
+    g_scale = 0.5
     needs_calibration_data = True
 
-    def calibration(
-        self, real: Tensor, fake: Tensor, grad_norm: Tensor | None
-    ) -> tuple[float, float]:
+    def calibration(self, real: Tensor, fake: Tensor, grad_norm: Tensor | None) -> Scale:
         """The least-squares affine map sharp -> 1, blurred -> 0 (the targets this loss's D
         learns), so that a frozen D's G target ``D = 1`` is the sharp images' level."""
         x = torch.cat([real, fake]).double().reshape(-1)
@@ -165,6 +149,8 @@ class WGANGPLoss(AdversarialLoss):
     its own batch (DeblurGAN-v2: 1, the default; Gulrajani et al.: 5).
     """
 
+    needs_calibration_data = True
+
     def __init__(self, n_critic: int = 1, gp_weight: float = 10.0) -> None:
         super().__init__(n_critic)
         self.gp_weight = float(gp_weight)
@@ -175,11 +161,7 @@ class WGANGPLoss(AdversarialLoss):
     def _g(self, real: Tensor | None, fake: Tensor, head: int) -> Tensor:
         return -fake.mean()
 
-    needs_calibration_data = True
-
-    def calibration(
-        self, real: Tensor, fake: Tensor, grad_norm: Tensor | None
-    ) -> tuple[float, float]:
+    def calibration(self, real: Tensor, fake: Tensor, grad_norm: Tensor | None) -> Scale:
         """Scale so the mean input-gradient norm on the validation images is 1: the gradient
         penalty then starts near 0 instead of rewriting the loaded critic in its first steps.
         The shift is irrelevant to a Wasserstein critic; it centres the scores at 0."""
@@ -190,7 +172,7 @@ class WGANGPLoss(AdversarialLoss):
 
     def gradient_penalty(
         self,
-        critic: nn.Module | Callable[[Tensor], Logits],
+        critic: Callable[[Tensor], Logits],
         real: Tensor,
         fake: Tensor,
         alpha: Tensor | None = None,
@@ -201,113 +183,88 @@ class WGANGPLoss(AdversarialLoss):
         when it returns a list); scores are summed over the batch so each sample's gradient is
         its own. ``alpha`` (B x 1 x 1 x 1) is drawn uniformly unless given.
         """
-        real = real.detach().float()
-        fake = fake.detach().float()
-        batch = real.shape[0]
+        real, fake, batch = real.detach().float(), fake.detach().float(), real.shape[0]
         if alpha is None:
             alpha = torch.rand(batch, 1, 1, 1, device=real.device)
         if alpha.shape != (batch, 1, 1, 1):
             raise ValueError(f"alpha must have shape ({batch}, 1, 1, 1); got {tuple(alpha.shape)}.")
         mixed = (alpha * real + (1 - alpha) * fake).requires_grad_(True)
         with torch.autocast(device_type=real.device.type, enabled=False):
-            out = critic(mixed)
-            outs = [out] if isinstance(out, Tensor) else list(out)
+            outs = _as_heads(critic(mixed))
             score = sum(o.float().reshape(batch, -1).mean(dim=1).sum() for o in outs)
             (grad,) = torch.autograd.grad(score, mixed, create_graph=True)
             norm = torch.sqrt(grad.reshape(batch, -1).pow(2).sum(dim=1) + 1e-12)
             return self.gp_weight * ((norm - 1) ** 2).mean()
 
 
-class _MeanReference:
-    """The relativistic reference E[D(·)] of RaGAN / RaGAN-LS, per head and per side.
-
-    ``pool_size=0``: the mean of the current batch's logits, with gradient (Jolicoeur-Martineau's
-    formula). ``pool_size=N`` (DeblurGAN-v2: 50): a history pool of the last N per-image mean
-    logits, filled in the D step (a frozen D: in the G step, ``RaGANLoss.observe``; the current
-    batch is added before the mean is taken, as the reference's ImagePool does) and detached, so the reference is a constant in both steps.
-    With batch 1 and no pool the "average" is the image's own score: plain RSGAN.
-    """
-
-    def __init__(self, pool_size: int) -> None:
-        if pool_size < 0:
-            raise ValueError(f"pool_size must be >= 0 (0 = batch mean); got {pool_size}.")
-        self.pool_size = int(pool_size)
-        self.pools: dict[tuple[str, int], deque[Tensor]] = {}
-
-    def mean(self, logits: Tensor, which: str, head: int) -> Tensor:
-        """The reference for ``logits`` (B x ...) of side ``which`` ('real' / 'fake')."""
-        if not self.pool_size:
-            return logits.mean()
-        pool = self.pools.get((which, head))
-        if not pool:  # a G step before any D step (a frozen D): the current batch, detached
-            return logits.detach().mean()
-        return torch.stack(list(pool)).to(logits).mean()
-
-    def push(self, logits: Tensor, which: str, head: int) -> None:
-        """Add the per-image mean logits of a D-step batch to the pool (no-op without a pool)."""
-        if self.pool_size:
-            pool = self.pools.setdefault((which, head), deque(maxlen=self.pool_size))
-            pool.extend(logits.detach().float().reshape(logits.shape[0], -1).mean(dim=1).unbind())
-
-    def state_dict(self) -> dict[str, list[Tensor]]:
-        """The pools as ``{"real/0": [tensors]}`` (checkpointed, so resume stays exact)."""
-        return {f"{w}/{h}": [t.cpu() for t in q] for (w, h), q in self.pools.items()}
-
-    def load_state_dict(self, state: dict[str, list[Tensor]]) -> None:
-        self.pools = {}
-        for key, values in state.items():
-            which, head = key.rsplit("/", 1)
-            self.pools[(which, int(head))] = deque(values, maxlen=self.pool_size or None)
-
-
-class RaGANLoss(AdversarialLoss):
+class RaGANLoss(GANLoss):
     """Relativistic average GAN (Jolicoeur-Martineau, 2018), BCE with logits.
 
     D: ½ [BCE(D(y) - E D(ŷ), 1) + BCE(D(ŷ) - E D(y), 0)];
     G: ½ [BCE(D(y) - E D(ŷ), 0) + BCE(D(ŷ) - E D(y), 1)].
-    E is the batch mean (``pool_size=0``) or, as in DeblurGAN-v2 (``pool_size=50``), the mean of
-    a pool of the last 50 per-image D outputs filled in the D step (see ``_MeanReference``).
+
+    The reference E[D(·)], per head and side: with ``pool_size=0`` the mean of the current
+    batch's logits, with gradient (Jolicoeur-Martineau's formula; at batch 1 the image's own
+    score: plain RSGAN). With ``pool_size=N`` (DeblurGAN-v2: 50) the mean of a history pool of
+    the last N per-image mean logits, filled in the D step (a frozen D: in the G step, see
+    :meth:`observe`; the current batch is added before the mean is taken, as the reference's
+    ImagePool does) and detached, so the reference is a constant in both steps.
     """
 
     uses_real_in_g = True
 
     def __init__(self, n_critic: int = 1, pool_size: int = 0) -> None:
         super().__init__(n_critic)
+        if pool_size < 0:
+            raise ValueError(f"pool_size must be >= 0 (0 = batch mean); got {pool_size}.")
         self.pool_size = int(pool_size)
-        self._ref = _MeanReference(pool_size)
+        self._pools: dict[tuple[str, int], deque[Tensor]] = {}
 
-    def _relative(self, real: Tensor, fake: Tensor, head: int) -> tuple[Tensor, Tensor]:
+    def _mean(self, logits: Tensor, which: str, head: int) -> Tensor:
+        """The reference for ``logits`` (B x ...) of side ``which`` ('real' / 'fake')."""
+        if not self.pool_size:
+            return logits.mean()
+        pool = self._pools.get((which, head))
+        if not pool:  # a G step before any D step (a frozen D): the current batch, detached
+            return logits.detach().mean()
+        return torch.stack(list(pool)).to(logits).mean()
+
+    def _push(self, real: Tensor, fake: Tensor, head: int) -> None:
+        """Add a batch's per-image mean logits to the pools (no-op without a pool)."""
+        for which, logits in (("real", real), ("fake", fake)):
+            if self.pool_size:
+                pool = self._pools.setdefault((which, head), deque(maxlen=self.pool_size))
+                pool.extend(logits.detach().float().reshape(logits.shape[0], -1).mean(1).unbind())
+
+    def _relative(self, real: Tensor | None, fake: Tensor, head: int) -> tuple[Tensor, Tensor]:
         if real is None:
             raise ValueError(f"{type(self).__name__}.g_loss needs the real logits D(y) too.")
-        real_rel = real - self._ref.mean(fake, "fake", head)
-        fake_rel = fake - self._ref.mean(real, "real", head)
-        return real_rel, fake_rel
-
-    def _d_term(self, real_rel: Tensor, fake_rel: Tensor) -> Tensor:
-        return 0.5 * (_bce(real_rel, 1.0) + _bce(fake_rel, 0.0))
+        return real - self._mean(fake, "fake", head), fake - self._mean(real, "real", head)
 
     def _d(self, real: Tensor, fake: Tensor, head: int) -> Tensor:
-        self._ref.push(real, "real", head)
-        self._ref.push(fake, "fake", head)
+        self._push(real, fake, head)
         return self._d_term(*self._relative(real, fake, head))
-
-    def observe(self, real_logits: Logits, fake_logits: Logits) -> None:
-        """A frozen D never takes a D step, so its G-step scores fill the pool instead: frozen
-        and unfrozen cells then use the same reference (the last ``pool_size`` images)."""
-        reals = _as_heads(real_logits)
-        for head, (real, fake) in enumerate(zip(reals, _as_heads(fake_logits), strict=True)):
-            self._ref.push(real, "real", head)
-            self._ref.push(fake, "fake", head)
-
-    def state_dict(self) -> dict[str, list[Tensor]]:
-        return self._ref.state_dict()
-
-    def load_state_dict(self, state: dict[str, list[Tensor]]) -> None:
-        self._ref.load_state_dict(state)
 
     def _g(self, real: Tensor | None, fake: Tensor, head: int) -> Tensor:
         real_rel, fake_rel = self._relative(real, fake, head)
         return self._d_term(fake_rel, real_rel)  # targets swapped
+
+    def observe(self, real_logits: Logits, fake_logits: Logits) -> None:
+        """A frozen D never takes a D step, so its G-step scores fill the pool instead: frozen
+        and unfrozen cells then use the same reference (the last ``pool_size`` images)."""
+        pairs = zip(_as_heads(real_logits), _as_heads(fake_logits), strict=True)
+        for head, (real, fake) in enumerate(pairs):
+            self._push(real, fake, head)
+
+    def state_dict(self) -> dict[str, list[Tensor]]:
+        """The pools as ``{"real/0": [tensors]}`` (checkpointed, so resume stays exact)."""
+        return {f"{w}/{h}": [t.cpu() for t in q] for (w, h), q in self._pools.items()}
+
+    def load_state_dict(self, state: dict[str, list[Tensor]]) -> None:
+        self._pools = {}
+        for key, values in state.items():
+            which, head = key.rsplit("/", 1)
+            self._pools[(which, int(head))] = deque(values, maxlen=self.pool_size or None)
 
 
 class RaGANLSLoss(RaGANLoss):
@@ -317,17 +274,14 @@ class RaGANLSLoss(RaGANLoss):
     G: ½ [E((D(ŷ) - E D(y) - 1)²) + E((D(y) - E D(ŷ) + 1)²)].
     """
 
+    criterion = staticmethod(_ls)
+    fake_target = -1.0
     needs_calibration_data = True
 
-    def calibration(
-        self, real: Tensor, fake: Tensor, grad_norm: Tensor | None
-    ) -> tuple[float, float]:
+    def calibration(self, real: Tensor, fake: Tensor, grad_norm: Tensor | None) -> Scale:
         """Scale so the mean gap E D(sharp) - E D(blurred) is 1, the margin D's optimum has
         (D(y) - E D(ŷ) -> 1, D(ŷ) - E D(y) -> -1); scores are centred at 0 (shift-invariant)."""
         gap = float(real.double().mean() - fake.double().mean())
         if gap <= 0:
             raise ValueError(f"calibration: the classifier scores blurred above sharp (gap {gap}).")
         return 1.0 / gap, -float(torch.cat([real, fake]).double().mean()) / gap
-
-    def _d_term(self, real_rel: Tensor, fake_rel: Tensor) -> Tensor:
-        return 0.5 * (((real_rel - 1) ** 2).mean() + ((fake_rel + 1) ** 2).mean())

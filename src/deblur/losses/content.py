@@ -12,10 +12,6 @@ from deblur.models.weights import create_vgg19_features, warn_random_weights
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 PIXEL_LOSSES = {"mse": F.mse_loss, "l1": F.l1_loss}
-PIXEL_SPACES = ("imagenet", "minus1_1", "zero_one")
-"""Where the pixel loss is taken. ``imagenet`` (DeblurGAN-v2): images mapped to [0, 1] and
-divided by the ImageNet std per channel, so the MSE is ~19.6x that of [0, 1] images; ``minus1_1``:
-the network's own [-1, 1] tensors (4x); ``zero_one``: [0, 1] images (1x)."""
 
 
 def vgg_layer_index(features: nn.Sequential) -> dict[str, int]:
@@ -53,9 +49,7 @@ class PerceptualLoss(nn.Module):
                 f"Unknown VGG19 layer '{layer}' for the perceptual loss; choose one of {names}."
             )
         self.layer = layer
-        self.features = features[: index[layer] + 1]
-        self.features.requires_grad_(False)
-        self.features.eval()
+        self.features = features[: index[layer] + 1].requires_grad_(False).eval()
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
@@ -69,7 +63,6 @@ class PerceptualLoss(nn.Module):
         return self.features(((x + 1) / 2 - self.mean) / self.std)
 
     def forward(self, pred: Tensor, target: Tensor) -> Tensor:
-        """Mean squared feature difference over the whole batch."""
         with torch.no_grad():
             target_features = self._embed(target)
         return F.mse_loss(self._embed(pred), target_features)
@@ -79,8 +72,10 @@ class ContentLoss(nn.Module):
     """Weighted pixel + perceptual loss; the thesis' L_G content part: 0.5 L_pixel + 0.006 L_vgg.
 
     Returns ``{"pixel", "perceptual", "total"}`` (unweighted terms and the weighted sum). With
-    ``perceptual_weight=0`` no VGG is built and the perceptual term is 0. ``pixel_space`` sets
-    the scale of the pixel term and so its weight relative to the other terms (:data:`PIXEL_SPACES`).
+    ``perceptual_weight=0`` no VGG is built and the perceptual term is 0. ``pixel_space`` is where
+    the pixel term is taken, so its weight relative to the others: ``imagenet`` (DeblurGAN-v2):
+    [0, 1] images divided by the ImageNet std per channel (an MSE ~19.6x that of [0, 1] images);
+    ``minus1_1``: the network's own [-1, 1] tensors (4x); ``zero_one``: [0, 1] images (1x).
     """
 
     def __init__(
@@ -96,35 +91,28 @@ class ContentLoss(nn.Module):
         super().__init__()
         if pixel not in PIXEL_LOSSES:
             raise ValueError(f"Unknown pixel loss '{pixel}'; choose one of {sorted(PIXEL_LOSSES)}.")
-        if pixel_space not in PIXEL_SPACES:
+        # per-channel factor on the [-1, 1] difference: d / 2 / std (imagenet), d, d / 2
+        half = torch.full((1, 3, 1, 1), 0.5)
+        scales = {"imagenet": half / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)}
+        scales |= {"minus1_1": half * 2, "zero_one": half}
+        if pixel_space not in scales:
             raise ValueError(
                 f"model.content.pixel_space={pixel_space!r} is unknown; choose one of "
-                f"{list(PIXEL_SPACES)} (imagenet = DeblurGAN-v2's ImageNet-normalised images)."
+                f"{list(scales)} (imagenet = DeblurGAN-v2's ImageNet-normalised images)."
             )
-        self.pixel = pixel
-        self.pixel_space = pixel_space
-        # per-channel factor on the [-1, 1] difference: d_space = d / 2 / std (imagenet), d / 2, d
-        half = torch.full((1, 3, 1, 1), 0.5)
-        scale = {
-            "imagenet": half / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1),
-            "minus1_1": torch.ones(1, 3, 1, 1),
-            "zero_one": half,
-        }[pixel_space]
-        self.register_buffer("pixel_scale", scale, persistent=False)
-        self.pixel_weight = float(pixel_weight)
-        self.perceptual_weight = float(perceptual_weight)
-        self.perceptual = (
-            PerceptualLoss(perceptual_layer, pretrained, weights_path)
-            if perceptual_weight
-            else None
-        )
+        self.pixel, self.pixel_space = pixel, pixel_space
+        self.register_buffer("pixel_scale", scales[pixel_space], persistent=False)
+        self.pixel_weight, self.perceptual_weight = float(pixel_weight), float(perceptual_weight)
+        self.perceptual = None
+        if perceptual_weight:
+            self.perceptual = PerceptualLoss(perceptual_layer, pretrained, weights_path)
 
     def forward(self, pred: Tensor, target: Tensor) -> dict[str, Tensor]:
         """Named terms and their weighted ``total`` for ``pred`` vs ``target`` in [-1, 1]."""
         scale = self.pixel_scale.to(pred.dtype)
         pixel = PIXEL_LOSSES[self.pixel](pred * scale, target * scale)
         perceptual = (
-            self.perceptual(pred, target) if self.perceptual is not None else pred.new_zeros(())
+            pred.new_zeros(()) if self.perceptual is None else self.perceptual(pred, target)
         )
         total = self.pixel_weight * pixel + self.perceptual_weight * perceptual
         return {"pixel": pixel, "perceptual": perceptual, "total": total}

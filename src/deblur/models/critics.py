@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 from hydra.utils import instantiate
@@ -24,6 +24,9 @@ from deblur.models.layers import check_images, has_shift, norm_layer
 from deblur.models.weights import create_timm
 
 log = logging.getLogger(__name__)
+
+#: the checkpoint key under which a blur classifier stores its last validation's scores
+CALIBRATION_KEY = "deblur_calibration"
 
 
 class BackboneConfigError(UserError, ValueError):
@@ -45,30 +48,18 @@ class NLayerTrunk(nn.Module):
     min_size = 2
 
     def __init__(
-        self,
-        ndf: int,
-        n_layers: int,
-        norm: str,
-        depth: int | None = None,
-        pretrained: bool = False,
+        self, ndf: int, n_layers: int, norm: str, depth: int | None = None, pretrained: bool = False
     ) -> None:
         super().__init__()
         if pretrained:
             log.info("Backbone 'nlayer' has no ImageNet weights; it starts from random init.")
         bias = not has_shift(norm)  # as published: a conv bias only before a norm without shift
         widths = [ndf * min(2**n, 8) for n in range(n_layers + 1)]
-        stages: list[nn.Module] = [
-            nn.Sequential(nn.Conv2d(3, ndf, 4, stride=2, padding=2), nn.LeakyReLU(0.2, True))
-        ]
+        stages = [nn.Sequential(nn.Conv2d(3, ndf, 4, stride=2, padding=2), nn.LeakyReLU(0.2, True))]
         for n in range(1, n_layers + 1):
             stride = 2 if n < n_layers else 1
-            stages.append(
-                nn.Sequential(
-                    nn.Conv2d(widths[n - 1], widths[n], 4, stride=stride, padding=2, bias=bias),
-                    norm_layer(norm, widths[n]),
-                    nn.LeakyReLU(0.2, True),
-                )
-            )
+            conv = nn.Conv2d(widths[n - 1], widths[n], 4, stride=stride, padding=2, bias=bias)
+            stages.append(nn.Sequential(conv, norm_layer(norm, widths[n]), nn.LeakyReLU(0.2, True)))
         depth = len(stages) if depth is None else depth
         if not 1 <= depth <= len(stages):
             raise ValueError(
@@ -83,7 +74,6 @@ class NLayerTrunk(nn.Module):
         return f"ndf={self.ndf}, n_layers={self.n_layers}"
 
     def forward(self, x: Tensor) -> Tensor:
-        """Feature map of ``x`` (B x 3 x H x W in [-1, 1])."""
         check_images(x, self.min_size, "NLayer trunk")
         return self.stages(x)
 
@@ -116,33 +106,23 @@ class TimmTrunk(nn.Module):
         return f"model={self.model_name}"
 
     def forward(self, x: Tensor) -> Tensor:
-        """Feature map of ``x`` (B x 3 x H x W in [-1, 1])."""
         check_images(x, self.min_size, f"timm trunk '{self.model_name}'")
         return self.body(((x + 1) / 2 - self.mean) / self.std)[-1]
 
 
-#: Nodes of a ``conf/backbone`` entry that build a trunk.
-TRUNK_NODES = ("trunk", "patch_trunk")
-
-
-def backbone_config(backbone: Mapping[str, Any]) -> dict[str, Any]:
-    """A resolved ``conf/backbone`` entry as a plain dict; the old format (``kind:``, from
-    classifier checkpoints before the trunks were ``_target_`` nodes) is refused."""
+def build_trunk(backbone: Mapping[str, Any], node: str = "trunk") -> nn.Module:
+    """The trunk of a ``conf/backbone`` entry: ``trunk`` (full depth) or ``patch_trunk``; the
+    old format (``kind:``, classifier checkpoints from before trunks were ``_target_`` nodes)
+    is refused."""
     cfg = _plain(backbone)
-    if not any(k in cfg for k in TRUNK_NODES) and "kind" in cfg:
+    if "trunk" not in cfg and "patch_trunk" not in cfg and "kind" in cfg:
         raise BackboneConfigError(
             f"Backbone config '{cfg.get('name')}' (kind={cfg.get('kind')!r}) has no trunk nodes "
-            f"({' / '.join(TRUNK_NODES)} with a `_target_`): it is the old format of classifier "
+            "(trunk / patch_trunk with a `_target_`): it is the old format of classifier "
             "checkpoints written before the trunks were config nodes, which this version no "
             "longer reads. Fix: train the classifier again with this version "
             "(python -m deblur.train_classifier), or use the version that wrote it."
         )
-    return cfg
-
-
-def build_trunk(backbone: Mapping[str, Any], node: str = "trunk") -> nn.Module:
-    """The trunk of a ``conf/backbone`` entry: ``trunk`` (full depth) or ``patch_trunk``."""
-    cfg = backbone_config(backbone)
     if not isinstance(cfg.get(node), Mapping) or "_target_" not in cfg[node]:
         raise BackboneConfigError(
             f"Backbone config '{cfg.get('name')}' has no `{node}` node with a `_target_`, so no "
@@ -150,18 +130,6 @@ def build_trunk(backbone: Mapping[str, Any], node: str = "trunk") -> nn.Module:
             "conf/backbone/<name>.yaml as in conf/backbone/nlayer.yaml."
         )
     return instantiate(cfg[node])
-
-
-class PatchHead(nn.Sequential):
-    """PatchGAN tail: stride-1 4x4 conv + norm + LeakyReLU, then a 4x4 conv to one logit map."""
-
-    def __init__(self, cin: int, hidden: int, norm: str) -> None:
-        super().__init__(
-            nn.Conv2d(cin, hidden, 4, padding=2, bias=not has_shift(norm)),
-            norm_layer(norm, hidden),
-            nn.LeakyReLU(0.2, True),
-            nn.Conv2d(hidden, 1, 4, padding=2),
-        )
 
 
 class SingleCritic(nn.Module):
@@ -176,28 +144,30 @@ class SingleCritic(nn.Module):
     def __init__(self, trunk: nn.Module) -> None:
         super().__init__()
         self.trunk = trunk
-        c = trunk.out_channels
-        hidden = max(c // 4, 32)
+        c, hidden = trunk.out_channels, max(trunk.out_channels // 4, 32)
         self.head = nn.Sequential(
             nn.Conv2d(c, hidden, 1), nn.LeakyReLU(0.2, True), nn.Conv2d(hidden, 1, 1)
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        """Logits B x 1 for images ``x`` in [-1, 1]."""
         return self.head(self.trunk(x)).mean(dim=(2, 3))
 
 
 class PatchCritic(nn.Module):
     """A map of local logits (B x 1 x h x w): a truncated trunk (stride 8) and a PatchGAN head
-    of ``hidden`` channels."""
+    (a stride-1 4x4 conv of ``hidden`` channels + norm + LeakyReLU, a 4x4 conv to one map)."""
 
     def __init__(self, trunk: nn.Module, hidden: int, norm: str) -> None:
         super().__init__()
         self.trunk = trunk
-        self.head = PatchHead(trunk.out_channels, hidden, norm)
+        self.head = nn.Sequential(
+            nn.Conv2d(trunk.out_channels, hidden, 4, padding=2, bias=not has_shift(norm)),
+            norm_layer(norm, hidden),
+            nn.LeakyReLU(0.2, True),
+            nn.Conv2d(hidden, 1, 4, padding=2),
+        )
 
     def forward(self, x: Tensor) -> Tensor:
-        """Logit map B x 1 x h x w for images ``x`` in [-1, 1]."""
         return self.head(self.trunk(x))
 
 
@@ -213,32 +183,23 @@ class Discriminator(nn.Module):
     """The critic heads of a ``conf/disc`` entry on one backbone: ``single``, ``patch``, or
     ``double`` (DeblurGAN-v2's DoubleGAN: both).
 
-    ``forward(x)`` returns one logits tensor per head, in ``head_names`` order; ``critics`` holds
-    the networks by head name so a gradient penalty can be taken per critic. ``kind`` and
-    ``backbone`` (the backbone's name) are what a classifier checkpoint is checked against.
+    ``forward(x)`` returns one logits tensor per head (single: B x 1, patch: B x 1 x h x w), in
+    ``head_names`` order; ``critics`` holds them by name (a gradient penalty is per critic).
+    ``kind`` and ``backbone`` (its name) are what a classifier checkpoint is checked against.
     """
 
     def __init__(self, critics: Mapping[str, nn.Module], kind: str, backbone: str) -> None:
         super().__init__()
         if not critics:
             raise ValueError(f"Discriminator '{kind}' has no critics (conf/disc net.critics).")
-        self.kind = kind
-        self.backbone = backbone
+        self.kind, self.backbone = kind, backbone
         self.critics = nn.ModuleDict(dict(critics))
 
     @property
     def head_names(self) -> list[str]:
-        """Names of the heads, in the order of ``forward``'s outputs."""
         return list(self.critics.keys())
 
-    def describe_backbone(self) -> str:
-        """``'<name>' (<trunk settings>)``, as in load errors."""
-        trunk = next(iter(self.critics.values())).trunk
-        detail = trunk.describe() if hasattr(trunk, "describe") else type(trunk).__name__
-        return f"'{self.backbone}' ({detail})"
-
     def forward(self, x: Tensor) -> list[Tensor]:
-        """Logits per head: single -> B x 1, patch -> B x 1 x h x w."""
         return [critic(x) for critic in self.critics.values()]
 
 
@@ -253,19 +214,15 @@ def _read_classifier(
         # one paragraph naming the path for a missing, empty, text, cut-off or GAN file
         source = read_classifier_checkpoint(source)
     backbone = None
-    scores = source.get(CALIBRATION_KEY) if isinstance(source, Mapping) else None
-    if "state_dict" in source and isinstance(source["state_dict"], Mapping):
+    scores = source.get(CALIBRATION_KEY)
+    if isinstance(source.get("state_dict"), Mapping):
         cfg = source.get("hyper_parameters", {}).get("cfg") or {}
         backbone = cfg.get("backbone") if isinstance(cfg, Mapping) else None
         source = source["state_dict"]
-    state = dict(source)
-    state.pop(CALIBRATION_KEY, None)
+    state = {k: v for k, v in source.items() if k != CALIBRATION_KEY}
     if any(k.startswith("net.") for k in state):
         state = {k[len("net.") :]: v for k, v in state.items() if k.startswith("net.")}
     return state, (dict(backbone) if backbone is not None else None), where, scores
-
-
-_DESCRIBE_KEYS = ("model", "ndf", "n_layers")  # the settings that decide parameter shapes
 
 
 def _describe(cfg: Mapping[str, Any] | None) -> str:
@@ -273,12 +230,9 @@ def _describe(cfg: Mapping[str, Any] | None) -> str:
     if cfg is None:
         return "<unknown backbone>"
     trunk = cfg.get("trunk") if isinstance(cfg.get("trunk"), Mapping) else cfg
-    detail = ", ".join(f"{k}={trunk[k]}" for k in _DESCRIBE_KEYS if k in trunk)
+    # the settings that decide parameter shapes
+    detail = ", ".join(f"{k}={trunk[k]}" for k in ("model", "ndf", "n_layers") if k in trunk)
     return f"'{cfg.get('name')}' ({detail})"
-
-
-#: the checkpoint key under which a blur classifier stores its last validation's scores
-CALIBRATION_KEY = "deblur_calibration"
 
 
 def calibration_scores(net: nn.Module, images: Tensor) -> dict[str, Tensor]:
@@ -291,15 +245,6 @@ def calibration_scores(net: nn.Module, images: Tensor) -> dict[str, Tensor]:
         (grad,) = torch.autograd.grad(z.sum(), x)
     norm = grad.reshape(x.shape[0], -1).norm(dim=1)
     return {"logit": z.detach().clone(), "grad_norm": norm.detach().clone()}
-
-
-def rescale_logits(critic: SingleCritic, scale: float, shift: float) -> None:
-    """Make ``critic`` output ``scale * D + shift``: folded into its last 1x1 conv (whose
-    outputs are averaged over the image), so checkpoints and exports carry it."""
-    last = critic.head[-1]
-    with torch.no_grad():
-        last.weight.mul_(scale)
-        last.bias.mul_(scale).add_(shift)
 
 
 def flip_to_realness(critic: SingleCritic) -> list[str]:
@@ -321,7 +266,7 @@ def load_classifier_weights(
     disc: Discriminator,
     source: str | os.PathLike | Mapping[str, Any],
     source_backbone: Mapping[str, Any] | None = None,
-    calibrate: Calibrate | None = None,
+    calibrate: Any = None,
 ) -> dict[str, dict[str, Any]]:
     """Load a blur-classifier checkpoint into every critic of ``disc``, strictly.
 
@@ -338,10 +283,12 @@ def load_classifier_weights(
     src_cfg = _plain(source_backbone) if source_backbone is not None else ckpt_backbone
 
     def fail(problem: str) -> ValueError:
+        trunk = next(iter(disc.critics.values())).trunk
+        detail = trunk.describe() if hasattr(trunk, "describe") else type(trunk).__name__
         return ValueError(
             f"Cannot load classifier {where} into the {disc.kind} discriminator: {problem}. "
             f"The classifier was trained on backbone {_describe(src_cfg)}, the discriminator "
-            f"uses backbone {disc.describe_backbone()}. Fix: run the GAN with "
+            f"uses backbone '{disc.backbone}' ({detail}). Fix: run the GAN with "
             f"backbone={src_cfg.get('name') if src_cfg else '<the classifier backbone>'}, or "
             f"train a classifier with backbone={disc.backbone} and point disc.checkpoint at it."
         )
@@ -350,60 +297,49 @@ def load_classifier_weights(
         raise fail("the backbone names differ")
     report: dict[str, dict[str, Any]] = {}
     for head, critic in disc.critics.items():
-        own = critic.state_dict()
-        wanted = list(own) if head == "single" else [k for k in own if k.startswith("trunk.")]
-        missing = [k for k in wanted if k not in state]
-        shapes = [
-            f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
-            for k in wanted
-            if k in state and state[k].shape != own[k].shape
-        ]
-        extra = sorted(set(state) - set(own)) if head == "single" else []
-        if missing or shapes or extra:
-            parts = [
-                f"{len(missing)} missing keys (e.g. {missing[:3]})" if missing else "",
-                f"{len(shapes)} shape mismatches (e.g. {shapes[:3]})" if shapes else "",
-                f"{len(extra)} unexpected keys (e.g. {extra[:3]})" if extra else "",
-            ]
-            raise fail(f"the {head} critic does not match: " + "; ".join(p for p in parts if p))
-        critic.load_state_dict({k: state[k] for k in wanted}, strict=head == "single")
-        flipped = flip_to_realness(critic) if head == "single" else []
+        own, single = critic.state_dict(), head == "single"
+        wanted = [k for k in own if single or k.startswith("trunk.")]
+        problems = {
+            "missing keys": [k for k in wanted if k not in state],
+            "shape mismatches": [
+                f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
+                for k in wanted
+                if k in state and state[k].shape != own[k].shape
+            ],
+            "unexpected keys": sorted(set(state) - set(own)) if single else [],
+        }
+        if any(problems.values()):
+            found = [f"{len(v)} {name} (e.g. {v[:3]})" for name, v in problems.items() if v]
+            raise fail(f"the {head} critic does not match: " + "; ".join(found))
+        critic.load_state_dict({k: state[k] for k in wanted}, strict=single)
+        flipped = flip_to_realness(critic) if single else []
         fresh = [k for k in own if k not in wanted]
         report[head] = {"loaded": len(wanted), "fresh": fresh, "sign_flipped": flipped}
-        if head == "single" and calibrate is not None:
+        if single and calibrate is not None:
             report[head]["calibration"] = _calibrate(critic, calibrate, scores, where)
         log.info("Classifier weights %s -> %s critic: %s", where, head, report[head])
     return report
 
 
-class Calibrate(Protocol):
-    """What an adversarial loss offers to calibrate a loaded classifier for itself."""
-
-    needs_calibration_data: bool
-
-    def calibration(
-        self, real: Tensor, fake: Tensor, grad_norm: Tensor | None
-    ) -> tuple[float, float]: ...
-
-
 def _calibrate(
-    critic: SingleCritic, calibrate: Calibrate, scores: Mapping[str, Any] | None, where: str
+    critic: SingleCritic, loss: Any, scores: Mapping[str, Any] | None, where: str
 ) -> dict[str, Any]:
-    """Apply ``calibrate`` to the negated critic from the stored scores; the report entry."""
-    if not calibrate.needs_calibration_data:  # the BCE losses: exact as negated
+    """Make the negated ``critic`` output ``a * D + b``, the (scale, shift) of ``loss``'s
+    ``calibration`` from the stored scores, folded into its last 1x1 conv (whose outputs are
+    averaged over the image), so checkpoints and exports carry it; the report entry."""
+    if not loss.needs_calibration_data:  # the BCE losses: exact as negated
         return {"scale": 1.0, "shift": 0.0, "images": 0}
+    name = type(loss).__name__
     if scores is None:
         raise UserError(
-            f"The classifier {where} stores no validation scores ('{CALIBRATION_KEY}': it "
-            f"was trained before calibration existed), and {type(calibrate).__name__} reads the "
-            "discriminator's raw output on a fixed scale, so the loaded classifier cannot be "
-            "calibrated for it. Fix: retrain the classifier (python -m deblur.train_classifier "
-            "...), use a BCE loss (loss=gan or loss=ragan, exact without calibration), or pass "
-            "disc.calibrate=false to train against the negated logits as they are."
+            f"The classifier {where} stores no validation scores ('{CALIBRATION_KEY}': it was "
+            f"trained before calibration existed), so it cannot be calibrated for {name}, which "
+            "reads the discriminator's raw output on a fixed scale. Fix: retrain the classifier "
+            "(python -m deblur.train_classifier), use loss=gan or loss=ragan (exact without "
+            "calibration), or pass disc.calibrate=false (the negated logits as they are)."
         )
     logit = torch.as_tensor(scores["logit"]).float().reshape(-1)
     label = torch.as_tensor(scores["label"]).float().reshape(-1)
-    grad = scores.get("grad_norm")
     real, fake = -logit[label == 0], -logit[label == 1]  # realness = minus the blur logit
     if not real.numel() or not fake.numel():
         raise UserError(
@@ -415,21 +351,24 @@ def _calibrate(
         raise UserError(
             f"The classifier {where} does not tell sharp from blurred on its own validation "
             f"images (mean blur logit {float(-real.mean()):.4g} on {real.numel()} sharp, "
-            f"{float(-fake.mean()):.4g} on {fake.numel()} blurred), so calibrating it for "
-            f"{type(calibrate).__name__} would make it reward blur. (A debug=smoke classifier "
-            "trains two iterations and is random.) Fix: train the classifier until its "
-            "validation accuracy is above chance, or use a BCE loss (loss=gan or loss=ragan, "
-            "no calibration), or pass disc.calibrate=false to load its logits as they are."
+            f"{float(-fake.mean()):.4g} on {fake.numel()} blurred): calibrated for {name} it "
+            "would reward blur (a debug=smoke classifier is random). Fix: train it until its "
+            "validation accuracy is above chance, use loss=gan or loss=ragan (no calibration), "
+            "or pass disc.calibrate=false to load its logits as they are."
         )
+    grad = scores.get("grad_norm")
     grad_t = torch.as_tensor(grad).float().reshape(-1) if grad is not None else None
     try:
-        scale, shift = calibrate.calibration(real, fake, grad_t)
+        scale, shift = loss.calibration(real, fake, grad_t)
     except ValueError as err:
         raise UserError(
-            f"The classifier {where} cannot be calibrated for {type(calibrate).__name__}: "
+            f"The classifier {where} cannot be calibrated for {name}: "
             f"{err} Fix: retrain the classifier, or pass disc.calibrate=false."
         ) from err
-    rescale_logits(critic, scale, shift)
+    last = critic.head[-1]
+    with torch.no_grad():
+        last.weight.mul_(scale)
+        last.bias.mul_(scale).add_(shift)
     return {
         "scale": scale,
         "shift": shift,

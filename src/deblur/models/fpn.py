@@ -14,25 +14,21 @@ from deblur.models.weights import create_timm
 log = logging.getLogger(__name__)
 
 
-class ConvNormReLU(nn.Sequential):
+def _conv_norm_relu(cin: int, cout: int, norm: str) -> nn.Sequential:
     """3x3 conv, norm, ReLU: the FPN top-down and smoothing block."""
-
-    def __init__(self, cin: int, cout: int, norm: str) -> None:
-        super().__init__(
-            nn.Conv2d(cin, cout, 3, padding=1), norm_layer(norm, cout), nn.ReLU(inplace=True)
-        )
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, padding=1), norm_layer(norm, cout), nn.ReLU(inplace=True)
+    )
 
 
-class FPNHead(nn.Sequential):
+def _head(cin: int, cout: int) -> nn.Sequential:
     """Per-level head: two bias-free 3x3 convs, each followed by ReLU."""
-
-    def __init__(self, cin: int, cmid: int, cout: int) -> None:
-        super().__init__(
-            nn.Conv2d(cin, cmid, 3, padding=1, bias=False),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(cmid, cout, 3, padding=1, bias=False),
-            nn.ReLU(inplace=True),
-        )
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(cout, cout, 3, padding=1, bias=False),
+        nn.ReLU(inplace=True),
+    )
 
 
 def _resize(x: Tensor, size: tuple[int, int] | torch.Size) -> Tensor:
@@ -51,6 +47,8 @@ class FPNGenerator(nn.Module):
     lateral, smoothing, x2, final 3x3 conv. Inputs are reflect-padded to what the net needs.
     """
 
+    multiple = 32
+
     def __init__(
         self,
         backbone: str = "mobilenetv2_100",
@@ -67,8 +65,10 @@ class FPNGenerator(nn.Module):
         self.encoder = create_timm(
             backbone, pretrained, weights_path, features_only=True, out_indices=(0, 1, 2, 3, 4)
         )
-        channels = self.encoder.feature_info.channels()
-        reductions = self.encoder.feature_info.reduction()
+        channels, reductions = (
+            self.encoder.feature_info.channels(),
+            self.encoder.feature_info.reduction(),
+        )
         if list(reductions) != [2, 4, 8, 16, 32]:
             raise ValueError(
                 f"FPNGenerator needs a backbone with feature strides 2, 4, 8, 16, 32; timm model "
@@ -77,7 +77,6 @@ class FPNGenerator(nn.Module):
         cfg = self.encoder.pretrained_cfg
         self.register_buffer("mean", torch.tensor(cfg["mean"]).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(cfg["std"]).view(1, 3, 1, 1), persistent=False)
-
         # Level 0 (stride 2) joins after the heads, so it has the head width (= fpn/2 as published).
         self.lateral0 = nn.Conv2d(channels[0], head_channels, 1, bias=False)
         self.laterals = nn.ModuleList(
@@ -85,21 +84,17 @@ class FPNGenerator(nn.Module):
         )
         # top_down[i] smooths pyramid level i + 1 (strides 4, 8, 16) after the sum.
         self.top_down = nn.ModuleList(
-            ConvNormReLU(fpn_channels, fpn_channels, norm) for _ in range(3)
+            _conv_norm_relu(fpn_channels, fpn_channels, norm) for _ in range(3)
         )
-        self.heads = nn.ModuleList(
-            FPNHead(fpn_channels, head_channels, head_channels) for _ in range(4)
-        )
-        self.smooth = ConvNormReLU(4 * head_channels, head_channels, norm)
-        self.smooth2 = ConvNormReLU(head_channels, head_channels // 2, norm)
+        self.heads = nn.ModuleList(_head(fpn_channels, head_channels) for _ in range(4))
+        self.smooth = _conv_norm_relu(4 * head_channels, head_channels, norm)
+        self.smooth2 = _conv_norm_relu(head_channels, head_channels // 2, norm)
         self.final = nn.Conv2d(head_channels // 2, 3, 3, padding=1)
         if identity_init:
             # zero residual at start: G(x) = x, so training starts from the blurred input's
             # PSNR instead of a random residual (off by default, as published)
             nn.init.zeros_(self.final.weight)
             nn.init.zeros_(self.final.bias)
-
-        self.multiple = 32
         self.min_padded = self._probe_min_padded()
         self.min_size = self.min_padded // 2
 
@@ -135,29 +130,24 @@ class FPNGenerator(nn.Module):
         return self
 
     def _padding(self, size: int) -> tuple[int, int]:
-        target = max(-(-size // self.multiple) * self.multiple, self.min_padded)
-        total = target - size
+        total = max(-(-size // self.multiple) * self.multiple, self.min_padded) - size
         return total // 2, total - total // 2
 
     def forward(self, x: Tensor) -> Tensor:
         """Deblur ``x`` (B x 3 x H x W in [-1, 1]); output has the same shape and range."""
         check_images(x, self.min_size, f"FPNGenerator('{self.backbone}')")
         h, w = x.shape[-2:]
-        top, bottom = self._padding(h)
-        left, right = self._padding(w)
+        (top, bottom), (left, right) = self._padding(h), self._padding(w)
         pad = (left, right, top, bottom)
         padded = keep_layout(F.pad(x, pad, mode="reflect"), x) if any(pad) else x
-
         enc = self.encoder(((padded + 1) / 2 - self.mean) / self.std)
         lateral = [conv(e) for conv, e in zip(self.laterals, enc[1:])]
         maps = [lateral[3]]  # top-down, from stride 32 to stride 4
         for level in (2, 1, 0):
             summed = lateral[level] + _resize(maps[-1], lateral[level].shape[-2:])
             maps.append(self.top_down[level](summed))
-        quarter = maps[-1].shape[-2:]
-        heads = [
-            _resize(self.heads[3 - i](m), quarter) for i, m in enumerate(maps)
-        ]  # order: stride 32, 16, 8, 4
+        quarter = maps[-1].shape[-2:]  # the heads, in order of stride 32, 16, 8, 4
+        heads = [_resize(self.heads[3 - i](m), quarter) for i, m in enumerate(maps)]
         smoothed = self.smooth(torch.cat(heads, dim=1))
         lateral0 = self.lateral0(enc[0])
         smoothed = self.smooth2(_resize(smoothed, lateral0.shape[-2:]) + lateral0)

@@ -27,7 +27,6 @@ class InstanceNorm(nn.InstanceNorm2d):
         super().__init__(channels, affine=False, track_running_stats=False)
 
     def forward(self, x: Tensor) -> Tensor:
-        """Normalise each channel of each image."""
         return keep_layout(super().forward(x), x)
 
 
@@ -35,7 +34,6 @@ class ReflectionPad(nn.ReflectionPad2d):
     """``nn.ReflectionPad2d`` that keeps the input's memory layout (CUDA's returns NCHW)."""
 
     def forward(self, x: Tensor) -> Tensor:
-        """Mirror-pad ``x``."""
         return keep_layout(super().forward(x), x)
 
 

@@ -18,47 +18,13 @@ class ResBlock(nn.Module):
 
     def __init__(self, dim: int, norm: str, dropout: float, bias: bool) -> None:
         super().__init__()
-        layers: list[nn.Module] = [
-            ReflectionPad(1),
-            nn.Conv2d(dim, dim, 3, bias=bias),
-            norm_layer(norm, dim),
-            nn.ReLU(inplace=True),
-        ]
-        if dropout > 0:
-            layers.append(nn.Dropout(dropout))
+        layers = [ReflectionPad(1), nn.Conv2d(dim, dim, 3, bias=bias), norm_layer(norm, dim)]
+        layers += [nn.ReLU(inplace=True), *([nn.Dropout(dropout)] if dropout > 0 else [])]
         layers += [ReflectionPad(1), nn.Conv2d(dim, dim, 3, bias=bias), norm_layer(norm, dim)]
         self.block = nn.Sequential(*layers)
 
     def forward(self, x: Tensor) -> Tensor:
-        """``x + block(x)``."""
         return x + self.block(x)
-
-
-def _v1_layers(n_blocks: int, ngf: int, dropout: float, norm: str) -> list[nn.Module]:
-    """DeblurGAN v1's layers up to (without) the last 7x7 conv and tanh."""
-    bias = not has_shift(norm)  # a norm with a learned shift makes the conv bias redundant
-    layers: list[nn.Module] = [
-        ReflectionPad(3),
-        nn.Conv2d(3, ngf, 7, bias=bias),
-        norm_layer(norm, ngf),
-        nn.ReLU(inplace=True),
-    ]
-    for mult in (1, 2):
-        layers += [
-            nn.Conv2d(ngf * mult, ngf * mult * 2, 3, stride=2, padding=1, bias=bias),
-            norm_layer(norm, ngf * mult * 2),
-            nn.ReLU(inplace=True),
-        ]
-    layers += [ResBlock(ngf * 4, norm, dropout, bias) for _ in range(n_blocks)]
-    for mult in (4, 2):
-        layers += [
-            nn.ConvTranspose2d(
-                ngf * mult, ngf * mult // 2, 3, stride=2, padding=1, output_padding=1, bias=bias
-            ),
-            norm_layer(norm, ngf * mult // 2),
-            nn.ReLU(inplace=True),
-        ]
-    return layers
 
 
 class ResNetGenerator(nn.Module):
@@ -83,7 +49,18 @@ class ResNetGenerator(nn.Module):
             log.info(
                 "%s has no ImageNet weights: pretrained/weights_path ignored.", type(self).__name__
             )
-        layers = _v1_layers(n_blocks, ngf, dropout, norm)
+        bias = not has_shift(norm)  # a norm with a learned shift makes the conv bias redundant
+        layers = [ReflectionPad(3), nn.Conv2d(3, ngf, 7, bias=bias), norm_layer(norm, ngf)]
+        layers.append(nn.ReLU(inplace=True))
+        for mult in (1, 2):
+            down = nn.Conv2d(ngf * mult, ngf * mult * 2, 3, stride=2, padding=1, bias=bias)
+            layers += [down, norm_layer(norm, ngf * mult * 2), nn.ReLU(inplace=True)]
+        layers += [ResBlock(ngf * 4, norm, dropout, bias) for _ in range(n_blocks)]
+        for mult in (4, 2):
+            up = nn.ConvTranspose2d(
+                ngf * mult, ngf * mult // 2, 3, stride=2, padding=1, output_padding=1, bias=bias
+            )
+            layers += [up, norm_layer(norm, ngf * mult // 2), nn.ReLU(inplace=True)]
         layers += [ReflectionPad(3), nn.Conv2d(ngf, 3, 7), nn.Tanh()]
         self.model = nn.Sequential(*layers)
         if identity_init:  # zero residual at start: G(x) = x (off by default, as published)

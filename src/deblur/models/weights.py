@@ -1,9 +1,9 @@
 """One place for pretrained weights: timm backbones and torchvision VGG19, online or from a file.
 
-Sources, in order: an explicit ``weights_path`` (config key ``weights_path``), a file named after
-the model in the folder ``$DEBLUR_WEIGHTS_DIR``, then the library's own download / cache
-(timm: Hugging Face hub cache ``$HF_HOME``; torchvision: ``$TORCH_HOME/hub/checkpoints``).
-When none works, :class:`PretrainedWeightsError` says which file is missing and how to provide it.
+Sources, in order: an explicit ``weights_path``, a file named after the model in
+``$DEBLUR_WEIGHTS_DIR``, then the library's own download / cache (timm: the Hugging Face cache
+``$HF_HOME``; torchvision: ``$TORCH_HOME/hub/checkpoints``); when none works,
+:class:`PretrainedWeightsError` says which file is missing and how to provide it.
 ``pretrained=false`` builds random weights and logs a loud warning; nothing is substituted silently.
 """
 
@@ -21,7 +21,6 @@ from torch import nn
 log = logging.getLogger(__name__)
 
 WEIGHTS_DIR_ENV = "DEBLUR_WEIGHTS_DIR"
-_EXTENSIONS = (".safetensors", ".pth", ".pt", ".bin")
 VGG19_FILE = "vgg19-dcbb9e9d.pth"
 
 
@@ -39,34 +38,35 @@ def warn_random_weights(what: str) -> None:
     )
 
 
-def _env_file(stem: str) -> Path | None:
-    """The file ``$DEBLUR_WEIGHTS_DIR/<stem>.<ext>`` if the variable is set and the file exists."""
+def _local_file(weights_path: str | os.PathLike | None, stems: list[str], what: str) -> Path | None:
+    """``weights_path`` (which must exist), else ``$DEBLUR_WEIGHTS_DIR/<stem>.<ext>`` if there."""
+    if weights_path:
+        path = Path(weights_path).expanduser()
+        if not path.is_file():
+            raise PretrainedWeightsError(
+                f"Pretrained weights for {what}: the file '{path}' given as weights_path does "
+                "not exist. Put the ImageNet weights file there, correct weights_path in the "
+                "config, or set pretrained=false to build random weights (tests / offline demo "
+                "only)."
+            )
+        return path
     folder = os.environ.get(WEIGHTS_DIR_ENV)
-    if not folder:
-        return None
-    for ext in _EXTENSIONS:
-        candidate = Path(folder) / f"{stem}{ext}"
-        if candidate.is_file():
-            return candidate
-    return None
+    exts = (".safetensors", ".pth", ".pt", ".bin")
+    found = [Path(folder) / f"{s}{e}" for s in stems for e in exts] if folder else []
+    return next((p for p in found if p.is_file()), None)
 
 
-def _check_file(path: str | os.PathLike, what: str) -> Path:
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise PretrainedWeightsError(
-            f"Pretrained weights for {what}: the file '{path}' given as weights_path does not "
-            "exist. Put the ImageNet weights file there, correct weights_path in the config, or "
-            "set pretrained=false to build random weights (tests / offline demo only)."
-        )
-    return path
+def _unreadable(what: str, path: Path, err: Exception, expected: str) -> PretrainedWeightsError:
+    return PretrainedWeightsError(
+        f"Pretrained weights for {what}: the file '{path}' could not be loaded "
+        f"({type(err).__name__}: {str(err)[:300]}). It must be {expected}. Replace the file, "
+        "or set pretrained=false to build random weights."
+    )
 
 
 def _check_timm_file(name: str, path: Path) -> None:
-    """Raise ValueError unless ``path`` holds every backbone tensor of timm's ``name``.
-
-    timm loads feature extractors non-strictly, so a wrong file would otherwise load silently.
-    """
+    """Raise ValueError unless ``path`` holds every backbone tensor of timm's ``name`` (timm
+    loads feature extractors non-strictly: a wrong file would otherwise load silently)."""
     with torch.device("meta"):
         reference = timm.create_model(name, pretrained=False)
     head = {f"{n}." for n, m in reference.named_modules() if m is reference.get_classifier()}
@@ -91,37 +91,32 @@ def create_timm(
     if not pretrained:
         warn_random_weights(f"timm model '{name}'")
         return timm.create_model(name, pretrained=False, **kwargs)
-    local = _check_file(weights_path, f"timm model '{name}'") if weights_path else _env_file(name)
+    local = _local_file(weights_path, [name], f"timm model '{name}'")
     if local is not None:
         log.info("Loading ImageNet weights of %s from %s", name, local)
-        overlay = dict(file=str(local))
         try:
             _check_timm_file(name, local)
+            overlay = {"file": str(local)}
             return timm.create_model(
                 name, pretrained=True, pretrained_cfg_overlay=overlay, **kwargs
             )
         except (RuntimeError, KeyError, ValueError) as err:
-            raise PretrainedWeightsError(
-                f"Pretrained weights for timm model '{name}': the file '{local}' could not be "
-                f"loaded ({type(err).__name__}: {str(err)[:300]}). It must be the state_dict of "
-                f"timm's '{name}' classification model (.safetensors / .pth / .bin). Replace the "
-                "file, or set pretrained=false to build random weights."
-            ) from err
+            expected = (
+                f"the state_dict of timm's '{name}' classification model (.safetensors, .pth)"
+            )
+            raise _unreadable(f"timm model '{name}'", local, err, expected) from err
     try:
         return timm.create_model(name, pretrained=True, **kwargs)
     except OSError as err:  # offline: the hub's LocalEntryNotFoundError, URLError, ... are OSErrors
-        cfg = timm.models.get_pretrained_cfg(name)
-        hub_id = getattr(cfg, "hf_hub_id", None) if cfg is not None else None
+        hub_id = getattr(timm.models.get_pretrained_cfg(name), "hf_hub_id", None)
         source = f"Hugging Face repo '{hub_id}'" if hub_id else "timm's download URL"
         raise PretrainedWeightsError(
             f"Pretrained weights for timm model '{name}' could not be downloaded or found in the "
-            f"local cache ({type(err).__name__}). It needs the ImageNet weights file of "
-            f"'{name}' from {source} (e.g. model.safetensors or pytorch_model.bin). Provide it "
-            f"one of three ways: set weights_path=<file> in the config (e.g. "
-            f"'gen.weights_path=/path/{name}.safetensors' or 'backbone.weights_path=...'); put "
-            f"it at $DEBLUR_WEIGHTS_DIR/{name}.safetensors (or .pth/.bin); or pre-fill the "
-            "Hugging Face cache ($HF_HOME) on a machine with internet. Or set pretrained=false "
-            "to build random weights (tests / offline demo only)."
+            f"local cache ({type(err).__name__}): it needs the ImageNet weights of '{name}' from "
+            f"{source}. Fix: set weights_path=<file> (gen.weights_path or backbone.weights_path), "
+            f"put the file at $DEBLUR_WEIGHTS_DIR/{name}.safetensors (or .pth / .bin), pre-fill "
+            "the Hugging Face cache ($HF_HOME) online, or set pretrained=false for random weights "
+            "(tests / offline demo only)."
         ) from err
 
 
@@ -146,10 +141,7 @@ def create_vgg19_features(
 
     if not pretrained:
         return _vgg19_features_random()
-    if weights_path:
-        local = _check_file(weights_path, "VGG19")
-    else:
-        local = _env_file("vgg19") or _env_file(Path(VGG19_FILE).stem)
+    local = _local_file(weights_path, ["vgg19", Path(VGG19_FILE).stem], "VGG19")
     if local is not None:
         log.info("Loading VGG19 ImageNet weights from %s", local)
         features = _vgg19_features_random()
@@ -161,12 +153,8 @@ def create_vgg19_features(
                 {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
             )
         except (RuntimeError, KeyError, AttributeError, ValueError) as err:
-            raise PretrainedWeightsError(
-                f"Pretrained weights for VGG19: the file '{local}' could not be loaded "
-                f"({type(err).__name__}: {str(err)[:300]}). It must be torchvision's VGG19 "
-                f"state_dict ('{VGG19_FILE}', or only its 'features.*' keys). Replace the file, "
-                "or set pretrained=false to build random weights."
-            ) from err
+            expected = f"torchvision's VGG19 state_dict ('{VGG19_FILE}', or its 'features.*' keys)"
+            raise _unreadable("VGG19", local, err, expected) from err
         return features
     try:
         return vgg19(weights=VGG19_Weights.IMAGENET1K_V1).features
@@ -174,10 +162,9 @@ def create_vgg19_features(
         cache = Path(torch.hub.get_dir()) / "checkpoints" / VGG19_FILE
         raise PretrainedWeightsError(
             f"Pretrained weights for VGG19 (perceptual loss) could not be downloaded "
-            f"({type(err).__name__}). It needs torchvision's '{VGG19_FILE}' "
-            f"({VGG19_Weights.IMAGENET1K_V1.url}). Provide it one of three ways: copy it to "
-            f"'{cache}' (torchvision's cache, $TORCH_HOME); set the content loss weights_path=<file> "
-            f"in the config; or put it at $DEBLUR_WEIGHTS_DIR/vgg19.pth. Or set pretrained=false "
-            "to build a random VGG (tests / offline demo only: the perceptual term is then "
-            "meaningless)."
+            f"({type(err).__name__}): it needs torchvision's '{VGG19_FILE}' "
+            f"({VGG19_Weights.IMAGENET1K_V1.url}). Fix: copy it to '{cache}' (torchvision's "
+            "cache), set the content loss weights_path=<file>, put it at "
+            "$DEBLUR_WEIGHTS_DIR/vgg19.pth, or set pretrained=false for a random VGG (tests / "
+            "offline demo only: the perceptual term is then meaningless)."
         ) from err

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics.classification import BinaryAccuracy
 
@@ -15,12 +16,9 @@ from deblur.systems.distributed import gather_per_image
 
 
 class ClassifierSystem(pl.LightningModule):
-    """Trains ``BlurClassifierNet`` (the single-critic module) so its weights can start a GAN's D.
-
-    Built by Hydra from the run config's ``system`` node: the network and the ``_partial_``
-    optimizer are constructor arguments; ``cfg`` (the resolved run config) is saved as
-    ``hyper_parameters["cfg"]``, whose ``backbone`` rebuilds the network from a checkpoint.
-    """
+    """Trains ``BlurClassifierNet`` (the single-critic module) so its weights can start a GAN's
+    D. Built by Hydra from the run config's ``system`` node; ``cfg`` (the resolved run config)
+    is saved as ``hyper_parameters["cfg"]``, whose ``backbone`` rebuilds the network."""
 
     def __init__(
         self,
@@ -30,17 +28,16 @@ class ClassifierSystem(pl.LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters({"cfg": cfg}, logger=False)
-        self.net = net
-        self.optimizer = optimizer
+        self.net, self.optimizer = net, optimizer
         self.loss_fn = torch.nn.BCEWithLogitsLoss()
         self.train_acc = BinaryAccuracy()
+        self._calibration: dict[str, Any] | None = None
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Store the last validation's scores: a GAN loading this classifier as its D maps the
         logits onto the scale its loss reads (``deblur.models.critics.load_classifier_weights``)."""
-        scores = getattr(self, "_calibration", None)
-        if scores is not None:
-            checkpoint[CALIBRATION_KEY] = scores
+        if self._calibration is not None:
+            checkpoint[CALIBRATION_KEY] = self._calibration
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x).reshape(-1)
@@ -48,16 +45,11 @@ class ClassifierSystem(pl.LightningModule):
     def configure_optimizers(self):
         return self.optimizer(self.net.parameters())
 
-    def _step(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
-        logits = self(batch["image"])
-        target = batch["label"].float().reshape(-1)
-        return self.loss_fn(logits, target), logits, target
-
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        loss, logits, target = self._step(batch)
+        logits, target = self(batch["image"]), batch["label"].float().reshape(-1)
+        loss = self.loss_fn(logits, target)
         self.train_acc.update(torch.sigmoid(logits.detach()), target.long())
-        bs = target.shape[0]
-        self.log("train/loss", loss, on_step=True, on_epoch=True, batch_size=bs)
+        self.log("train/loss", loss, on_step=True, on_epoch=True, batch_size=target.shape[0])
         return loss
 
     def on_train_epoch_end(self) -> None:
@@ -66,28 +58,17 @@ class ClassifierSystem(pl.LightningModule):
         self.train_acc.reset()
 
     def on_validation_epoch_start(self) -> None:
-        self._val: dict[str, list[Tensor]] = {
-            "loss": [],
-            "prob": [],
-            "target": [],
-            "logit": [],
-            "grad_norm": [],
-        }
+        self._val = {k: [] for k in ("loss", "prob", "target", "logit", "grad_norm")}
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         # the logits and input-gradient norms a GAN calibrates this classifier from, per loss
         scores = calibration_scores(self.net, batch["image"])
-        logits = scores["logit"]
         target = batch["label"].float().reshape(-1)
-        self._val["logit"].append(logits)
-        self._val["grad_norm"].append(scores["grad_norm"])
         # per image, so that the epoch's loss and accuracy count every image once (all DDP ranks)
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(
-            logits, target, reduction="none"
-        )
-        self._val["loss"].append(loss.detach())
-        self._val["prob"].append(torch.sigmoid(logits).detach())
-        self._val["target"].append(target)
+        loss = F.binary_cross_entropy_with_logits(scores["logit"], target, reduction="none")
+        prob = torch.sigmoid(scores["logit"]).detach()
+        for k, v in {"loss": loss.detach(), "prob": prob, "target": target, **scores}.items():
+            self._val[k].append(v)
 
     def on_validation_epoch_end(self) -> None:
         per_image = gather_per_image(self, getattr(self, "_val", {}))
@@ -102,8 +83,6 @@ class ClassifierSystem(pl.LightningModule):
         loss = per_image["loss"].mean()
         correct = (per_image["prob"] > 0.5).float() == per_image["target"]  # as BinaryAccuracy
         acc = correct.float().mean() * 100.0
-        self.log_dict(
-            {"val/loss": loss, "hp/val_loss": loss, "val/acc": acc, "hp/val_acc": acc},
-            sync_dist=True,  # the ranks hold the same values: max keeps them exact
-            reduce_fx="max",
-        )
+        logs = {"val/loss": loss, "hp/val_loss": loss, "val/acc": acc, "hp/val_acc": acc}
+        # the ranks hold the same values: max keeps them exact
+        self.log_dict(logs, sync_dist=True, reduce_fx="max")

@@ -1,9 +1,9 @@
 """The GAN LightningModule: DeblurGAN-v2 training with manual optimization.
 
-One iteration = one batch: a discriminator step (none when D is frozen or ``loss=none``), and
-a generator step with content + weighted adversarial loss on every ``n_critic``-th batch (so
-``n_critic`` D steps see ``n_critic`` different batches). Schedules run on our own iteration
-counter (Lightning's ``global_step`` counts optimizer steps, up to two per iteration).
+One iteration = one batch: a D step (none when D is frozen or ``loss=none``) and, on every
+``n_critic``-th batch, a G step with content + weighted adversarial loss (so ``n_critic`` D steps
+see ``n_critic`` batches). Schedules run on our own iteration counter (Lightning's
+``global_step`` counts optimizer steps, up to two per iteration).
 """
 
 from __future__ import annotations
@@ -29,17 +29,18 @@ from deblur.systems.distributed import gather_per_image
 
 log = logging.getLogger(__name__)
 
-
 #: model.compile_mode values (torch.compile's modes; None = its default)
 COMPILE_MODES = (None, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+#: the loss terms the NaN watch checks, in the order of its device buffer
+WATCHED_TERMS = ("d", "g_adv", "g_pixel", "g_perceptual")
 
 
 class NonFiniteLossError(FloatingPointError):
     """A loss term or gradient became NaN/inf: the run stops and says where."""
 
 
-def _as_list(x: Tensor | list[Tensor] | tuple[Tensor, ...]) -> list[Tensor]:
-    return list(x) if isinstance(x, (list, tuple)) else [x]
+def _as_list(x: Any) -> list:
+    return list(x) if isinstance(x, list | tuple) else [x]
 
 
 def _mean_scores(real_out: list[Tensor], fake_out: list[Tensor]) -> tuple[Tensor, Tensor]:
@@ -49,20 +50,17 @@ def _mean_scores(real_out: list[Tensor], fake_out: list[Tensor]) -> tuple[Tensor
     return d_real, d_fake
 
 
-def per_image_scores(critic_out: Tensor | list[Tensor] | tuple[Tensor, ...]) -> Tensor:
+def per_image_scores(critic_out: Tensor | list[Tensor]) -> Tensor:
     """One realness score per image: each head's logits averaged over space, then over heads."""
-    heads = _as_list(critic_out)
-    return torch.stack([h.float().flatten(1).mean(dim=1) for h in heads]).mean(dim=0)
+    return torch.stack([h.float().flatten(1).mean(dim=1) for h in _as_list(critic_out)]).mean(0)
 
 
 def rng_state() -> dict[str, Any]:
     """Global RNG states as plain containers (loadable with ``weights_only=True``)."""
-    np_state = np.random.get_state()
-    state: dict[str, Any] = {
-        "torch": torch.get_rng_state(),
-        "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
-        "python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
-    }
+    kind, keys, *rest = np.random.get_state()
+    version, inner, gauss = random.getstate()
+    state = {"torch": torch.get_rng_state(), "numpy": [kind, keys.tolist(), *rest]}
+    state["python"] = [version, list(inner), gauss]
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -71,33 +69,27 @@ def rng_state() -> dict[str, Any]:
 def set_rng_state(state: dict[str, Any]) -> None:
     """Restore what :func:`rng_state` saved (exact resume)."""
     torch.set_rng_state(state["torch"])
-    n = state["numpy"]
-    np.random.set_state((n[0], np.asarray(n[1], dtype=np.uint32), *n[2:]))
-    p = state["python"]
-    random.setstate((p[0], tuple(p[1]), p[2]))
+    kind, keys, *rest = state["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), *rest))
+    version, inner, gauss = state["python"]
+    random.setstate((version, tuple(inner), gauss))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def linear_decay_factor(iteration: int, total: int, decay_start: float, min_factor: float) -> float:
-    """DeblurGAN-v2 schedule: constant until ``decay_start * total``, then linear to ``min_factor``."""
-    if total <= 0:
-        return 1.0
+    """DeblurGAN-v2's lr factor: 1 until ``decay_start * total``, then linear to ``min_factor``."""
     start = int(decay_start * total)
-    if iteration < start:
+    if total <= 0 or iteration < start:
         return 1.0
-    span = max(total - start, 1)
-    frac = min((iteration - start) / span, 1.0)
+    frac = min((iteration - start) / max(total - start, 1), 1.0)
     return max(1.0 - frac * (1.0 - min_factor), min_factor)
 
 
 class LinearDecay(torch.optim.lr_scheduler.LambdaLR):
-    """The DeblurGAN-v2 lr schedule on iterations (:func:`linear_decay_factor`) for one optimizer.
-
-    ``total()`` is the run's planned iterations (known once the Trainer is set up); the optimizer
-    steps every ``iterations_per_step`` iterations (G: every n_critic-th); the factor falls to
-    ``min_lr`` / the optimizer's lr.
-    """
+    """:func:`linear_decay_factor` on iterations for an optimizer that steps every
+    ``iterations_per_step`` iterations (G: every n_critic-th); ``total()`` is the run's planned
+    iterations (known once the Trainer is set up); the factor falls to ``min_lr`` / lr."""
 
     def __init__(
         self,
@@ -117,13 +109,9 @@ class LinearDecay(torch.optim.lr_scheduler.LambdaLR):
 
 
 class GANSystem(pl.LightningModule):
-    """Generator + discriminator + losses for one cell of the study.
-
-    Built by Hydra from the run config's ``system`` node (:func:`deblur.systems.fit.build_system`): networks,
-    losses, the ``_partial_`` optimizers and the lr schedule come in as constructor arguments.
-    ``cfg`` is the whole resolved run config, saved as ``hyper_parameters["cfg"]`` so every tool
-    rebuilds the networks from a checkpoint alone.
-    """
+    """Generator + discriminator + losses for one cell of the study, built by Hydra from the run
+    config's ``system`` node (``deblur.systems.fit.build_system``). ``cfg``, the whole resolved
+    run config, is saved as ``hyper_parameters["cfg"]``: tools rebuild the networks from it."""
 
     def __init__(
         self,
@@ -154,15 +142,11 @@ class GANSystem(pl.LightningModule):
         super().__init__()
         self.save_hyperparameters({"cfg": cfg}, logger=False)
         self.automatic_optimization = False
-        self.generator = generator
-        self.adv_loss = adv_loss
-        self.content_loss = content_loss
+        self.generator, self.adv_loss, self.content_loss = generator, adv_loss, content_loss
         self.optimizer_g, self.optimizer_d, self.scheduler = optimizer_g, optimizer_d, scheduler
         self.adversarial = bool(adv_loss.uses_discriminator)
         self.adv_weight = float(adv_weight) if self.adversarial else 0.0
-        self._set_discriminator(
-            discriminator, adv_loss, disc_checkpoint, disc_frozen, disc_calibrate
-        )
+        self._set_discriminator(discriminator, disc_checkpoint, disc_frozen, disc_calibrate)
         self.n_critic = int(adv_loss.n_critic)
         self.ema_decay = float(ema_decay)
         self.ema_generator: nn.Module | None = None
@@ -172,10 +156,8 @@ class GANSystem(pl.LightningModule):
         self._host_iteration = 0  # = int(self.iteration), kept on the host (on_train_start)
         if compile:
             self._compile_in_place(compile_mode)
-        self.warmup_epochs = int(warmup_epochs)
-        self.grad_clip = float(grad_clip)
-        self.fused = bool(fused)
-        self.channels_last = bool(channels_last)
+        self.warmup_epochs, self.grad_clip = int(warmup_epochs), float(grad_clip)
+        self.fused, self.channels_last = bool(fused), bool(channels_last)
         if self.channels_last:  # weights with the inputs: every conv then runs NHWC
             self.to(memory_format=torch.channels_last)
         self._set_watches(health_check_every, val_image_strips, grad_share_every, judge_checkpoint)
@@ -183,89 +165,75 @@ class GANSystem(pl.LightningModule):
         self._encoder_frozen: bool | None = None  # warm-up state last applied to G
         self._total: int | None = None  # iterations of the whole run (the schedule's length)
 
-    def _set_watches(
-        self,
-        health_check_every: int,
-        val_image_strips: int,
-        grad_share_every: int,
-        judge_checkpoint: str | None,
-    ) -> None:
-        """What is measured beside the losses: the NaN watch, validation strips, the
-        adversarial gradient share and the held-out judge classifier."""
-        self.check_every = int(health_check_every)
-        # first iteration at which each checked term was non-finite (-1: never), kept on the
-        # device so the check needs no host sync per step (read every check_every iterations)
-        self._finite_terms = ["d", "g_adv", "g_pixel", "g_perceptual"]
+    def _set_watches(self, check_every: int, strips: int, share_every: int, judge: str | None):
+        """What is measured beside the losses: NaNs, strips, the gradient share, the judge."""
+        # the NaN watch: the first iteration at which each of WATCHED_TERMS was non-finite (-1:
+        # never), kept on the device (no host sync per step), read every check_every iterations
+        self.check_every = int(check_every)
         self.register_buffer(
             "_first_nonfinite", torch.full((4,), -1, dtype=torch.long), persistent=False
         )
-        self._strips = int(val_image_strips)
+        self._strips = int(strips)
         # every N-th G step: ||grad_G w L_adv|| / ||grad_G L_content|| (two extra backward
-        # passes on that step); the mean since the last validation is logged as val/adv_grad_share
-        self.grad_share_every = int(grad_share_every)
+        # passes), its mean since the last validation logged as val/adv_grad_share
+        self.grad_share_every = int(share_every)
         self._grad_shares: list[Tensor] = []
-        # a held-out blur classifier (never a discriminator here) judging G's validation outputs;
-        # kept in a list so it is no submodule: not in the checkpoint, not trained, not in DDP
-        self.judge_checkpoint = judge_checkpoint
+        # a held-out blur classifier judging G's validation outputs; in a list, so no submodule:
+        # not in the checkpoint, not trained, not in DDP
+        self.judge_checkpoint = judge
         self._judge: list[nn.Module] = []
-        if judge_checkpoint:
-            self._judge = [load_classifier(judge_checkpoint, key="model.judge_checkpoint")]
+        if judge:
+            self._judge = [load_classifier(judge, key="model.judge_checkpoint")]
 
     def _set_discriminator(
         self,
         discriminator: Discriminator | None,
-        adv_loss: Any,
         checkpoint: str | None,
         frozen: bool,
         calibrate: bool,
     ) -> None:
         """D (none under ``loss=none``), loaded from a classifier checkpoint and calibrated for
-        ``adv_loss`` when one is given, frozen when asked."""
-        self.frozen_d = bool(frozen)
-        self.disc_checkpoint = checkpoint
+        the loss when one is given, frozen when asked."""
+        self.frozen_d, self.disc_checkpoint = bool(frozen), checkpoint
         self.load_report: dict[str, Any] | None = None
         self.discriminator = discriminator if self.adversarial else None
-        if self.adversarial and self.discriminator is None:
-            raise ValueError(f"{type(adv_loss).__name__} needs a discriminator; none was given.")
+        if self.adversarial and discriminator is None:
+            raise ValueError(
+                f"{type(self.adv_loss).__name__} needs a discriminator; none was given."
+            )
         check_disc_switches(
             adversarial=self.adversarial,
-            checkpoint=self.disc_checkpoint,
+            checkpoint=checkpoint,
             frozen=self.frozen_d,
             heads=getattr(self.discriminator, "head_names", []),
             kind=getattr(self.discriminator, "kind", "?"),
         )
-        if self.discriminator is not None and self.disc_checkpoint:
+        if self.discriminator is not None and checkpoint:
             self.load_report = load_classifier_weights(
-                self.discriminator,
-                str(self.disc_checkpoint),
-                calibrate=adv_loss if calibrate else None,
+                self.discriminator, str(checkpoint), calibrate=self.adv_loss if calibrate else None
             )
         if self.frozen_d and self.discriminator is not None:
-            self.discriminator.requires_grad_(False)
-            self.discriminator.eval()
+            self.discriminator.requires_grad_(False).eval()
 
     def _compile_in_place(self, mode: str | None) -> None:
-        """torch.compile the submodules in place (not the LightningModule: that breaks
-        toggle_optimizer) with ``model.compile_mode`` (e.g. ``reduce-overhead``: CUDA graphs,
-        fewer launches at batch 1; null: torch's default); state_dict keys stay the same."""
+        """torch.compile the networks in place (not the LightningModule: that breaks
+        toggle_optimizer) with ``model.compile_mode``; state_dict keys stay the same."""
         if mode not in COMPILE_MODES:
             raise ConfigValueError(
                 f"model.compile_mode={mode} is not a torch.compile mode. Fix: one of "
                 f"{', '.join(str(m).lower() for m in COMPILE_MODES)}."
             )
-        kw = {"mode": mode} if mode else {}
-        self.generator.compile(**kw)
-        if self.discriminator is not None:
-            self.discriminator.compile(**kw)
-        if getattr(self.content_loss, "perceptual", None) is not None:
-            self.content_loss.perceptual.compile(**kw)
+        perceptual = getattr(self.content_loss, "perceptual", None)
+        for net in (self.generator, self.discriminator, perceptual):
+            if net is not None:
+                net.compile(**({"mode": mode} if mode else {}))
 
     # ------------------------------------------------------------------ checkpoints
     _FIXED_PREFIX = "content_loss."  # frozen VGG19: rebuilt from its weights, not stored per run
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        sd = checkpoint["state_dict"]
         self.raise_if_nonfinite()  # never save NaN weights
+        sd = checkpoint["state_dict"]
         for k in [k for k in sd if k.startswith(self._FIXED_PREFIX)]:
             del sd[k]
         checkpoint["deblur_rng"] = rng_state()
@@ -280,8 +248,8 @@ class GANSystem(pl.LightningModule):
         """Strict loading, except for the fixed VGG19 weights that checkpoints leave out."""
         state_dict = dict(state_dict)
         for k, v in super().state_dict().items():
-            if k.startswith(self._FIXED_PREFIX) and k not in state_dict:
-                state_dict[k] = v
+            if k.startswith(self._FIXED_PREFIX):
+                state_dict.setdefault(k, v)
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     # ------------------------------------------------------------------ modes
@@ -303,6 +271,11 @@ class GANSystem(pl.LightningModule):
         return out
 
     # ------------------------------------------------------------------ optimizers
+    @property
+    def trains_d(self) -> bool:
+        """Whether the discriminator has an optimizer (not frozen, not ``loss=none``)."""
+        return self.discriminator is not None and not self.frozen_d
+
     def configure_optimizers(self):
         # fused kernels on CUDA only (as the optim.fused comment says); None: torch's choice
         fused = (
@@ -311,125 +284,62 @@ class GANSystem(pl.LightningModule):
         opts = [self.optimizer_g(self.generator.parameters(), **fused)]
         if self.trains_d:
             opts.append(self.optimizer_d(self.discriminator.parameters(), **fused))
-        # each scheduler steps with its optimizer; G steps every n_critic-th iteration, so its
-        # k-th step is at iteration k * n_critic (the schedule runs on iterations)
+        # G steps every n_critic-th iteration: its k-th step is at iteration k * n_critic
         per_step = [self.n_critic if self.trains_d else 1, 1]
         scheds = [
-            {
-                "scheduler": self.scheduler(
-                    opt, total=self.planned_iterations, iterations_per_step=k
-                ),
-                "interval": "step",
-            }
+            self.scheduler(opt, total=self.planned_iterations, iterations_per_step=k)
             for opt, k in zip(opts, per_step)
         ]
-        return opts, scheds
-
-    @property
-    def trains_d(self) -> bool:
-        """Whether the discriminator has an optimizer (not frozen, not ``loss=none``)."""
-        return self.discriminator is not None and not self.frozen_d
-
-    def optimizer_steps_per_iteration(self) -> float:
-        """Optimizer steps (Lightning's ``global_step`` ticks) per iteration (= per batch):
-        one D step and 1 / n_critic G steps; 1 without a trained D."""
-        return 1.0 + 1.0 / self.n_critic if self.trains_d else 1.0
+        return opts, [{"scheduler": s, "interval": "step"} for s in scheds]
 
     def planned_iterations(self) -> int:
         """Iterations the run will do: its batches, or ``trainer.max_steps`` in iterations.
 
-        Under manual optimization ``global_step`` (what ``max_steps`` limits) counts every
-        optimizer step, so one iteration is ``1 + 1/n_critic`` of them (1 without a trained D).
+        ``global_step`` (what ``max_steps`` limits) counts every optimizer step: with a trained D,
+        ``n_critic + 1`` per ``n_critic`` iterations; without, one per iteration.
         """
         if self._total is not None:
             return self._total
         t = self.trainer
         try:
             total = float(t.estimated_stepping_batches)  # batches, capped by max_steps as steps
-            max_steps = int(t.max_steps)
-            if max_steps > 0:
+            if int(t.max_steps) > 0:
                 epochs = int(t.max_epochs) if t.max_epochs is not None else -1
                 by_epochs = float(t.num_training_batches) * epochs if epochs > 0 else math.inf
-                by_steps = self._iterations_for_steps(max_steps)
+                full, rest = divmod(int(t.max_steps), self.n_critic + 1)
+                by_steps = full * self.n_critic + rest if self.trains_d else int(t.max_steps)
                 total = min(by_epochs, float(by_steps))
         except Exception:  # noqa: BLE001 - outside a trainer
             return 0
         self._total = int(total) if math.isfinite(total) else 0
         return self._total
 
-    def _iterations_for_steps(self, steps: int) -> int:
-        """Iterations after which ``global_step`` reaches ``steps`` (G every n_critic-th batch)."""
-        if not self.trains_d:
-            return steps
-        n = self.n_critic
-        full, rest = divmod(steps, n + 1)  # n + 1 optimizer steps per n batches
-        return full * n + rest
-
-    # ------------------------------------------------------------------ training
-    def on_train_epoch_start(self) -> None:
-        frozen = self.current_epoch < self.warmup_epochs
-        # apply (and log) only on a change: at the first epoch of a (resumed) run, at unfreezing
-        if frozen != self._encoder_frozen and hasattr(self.generator, "set_encoder_frozen"):
-            self.generator.set_encoder_frozen(frozen)
-        self._encoder_frozen = frozen
-
-    def _d_loss(self, real: Tensor, fake: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        real_out = _as_list(self.discriminator(real))
-        fake_out = _as_list(self.discriminator(fake))
-        loss = self.adv_loss.d_loss(real_out, fake_out)  # lists: mean over the heads
-        if hasattr(self.adv_loss, "gradient_penalty"):
-            gps = [
-                self.adv_loss.gradient_penalty(critic, real, fake)
-                for critic in self.discriminator.critics.values()
-            ]
-            loss = loss + torch.stack(gps).mean()
-        return (loss, *_mean_scores(real_out, fake_out))
-
-    def _g_adv(self, real: Tensor, fake: Tensor, need_real: bool) -> tuple[Tensor, list, list]:
-        """G's adversarial loss and the critic outputs it used (real ones only when needed)."""
-        real_out: list[Tensor] | None = None
-        if need_real:
-            with torch.no_grad():
-                real_out = [r.detach() for r in _as_list(self.discriminator(real))]
-        fake_out = _as_list(self.discriminator(fake))
-        if self.frozen_d:  # no D step fills the RaGAN pool: the G step's scores do
-            self.adv_loss.observe(real_out, fake_out)
-        g_adv = self.adv_loss.g_loss(real_out, fake_out)  # lists: mean over the heads
-        return g_adv, real_out or [], fake_out
-
-    def _note_finite(self, terms: dict[str, Tensor]) -> None:
-        """Record, on the device, the first iteration at which each term is non-finite."""
-        if self.check_every <= 0:
-            return
-        # the terms are a run of _finite_terms: a slice is a view (a Python-list index would be
-        # copied to the device, a blocking host-to-device copy, twice per call)
-        start = self._finite_terms.index(next(iter(terms)))
-        assert list(terms) == self._finite_terms[start : start + len(terms)], list(terms)
-        bad = ~torch.isfinite(torch.stack([t.detach().float().reshape(()) for t in terms.values()]))
-        cur = self._first_nonfinite[start : start + len(terms)]
-        cur.copy_(torch.where(bad & (cur < 0), self.iteration, cur))
+    # ------------------------------------------------------------------ the NaN watch
+    def _note_finite(self, first: int, *terms: Tensor) -> None:
+        """Record, on the device, the first iteration at which each term (``WATCHED_TERMS``
+        from index ``first`` on) is non-finite."""
+        if self.check_every > 0:
+            bad = ~torch.isfinite(torch.stack([t.detach().float().reshape(()) for t in terms]))
+            # a slice is a view (a Python-list index would be a blocking host-to-device copy)
+            cur = self._first_nonfinite[first : first + len(terms)]
+            cur.copy_(torch.where(bad & (cur < 0), self.iteration, cur))
 
     def raise_if_nonfinite(self) -> None:
         """Raise :class:`NonFiniteLossError` if any term was ever non-finite (one host sync)."""
         if self.check_every <= 0:
             return
-        first = self._first_nonfinite.tolist()
-        bad = [(it, name) for it, name in zip(first, self._finite_terms) if it >= 0]
-        if not bad:
-            return
-        it = min(i for i, _ in bad)
-        names = ", ".join(n for i, n in bad if i == it)
-        raise NonFiniteLossError(
-            f"Non-finite loss at iteration {it} (found at iteration {int(self.iteration)}, epoch "
-            f"{self.current_epoch}): term(s) {names}. The run stops here so no NaN weights are "
-            "saved. Lower the learning rates (optim.lr_g / optim.lr_d), enable gradient clipping "
-            "(optim.grad_clip=1.0), or train in bf16/fp32 instead of 16-mixed."
-        )
-
-    def on_train_start(self) -> None:
-        # a host copy of the (checkpointed) device counter, read once after a resume: the step
-        # then needs no device sync to decide the G step or the health check
-        self._host_iteration = int(self.iteration)
+        bad = [
+            (i, name) for i, name in zip(self._first_nonfinite.tolist(), WATCHED_TERMS) if i >= 0
+        ]
+        if bad:
+            it = min(bad)[0]
+            raise NonFiniteLossError(
+                f"Non-finite loss at iteration {it} (found at iteration {int(self.iteration)}, "
+                f"epoch {self.current_epoch}): term(s) {', '.join(n for i, n in bad if i == it)}. "
+                "The run stops here so no NaN weights are saved. Lower the learning rates "
+                "(optim.lr_g / optim.lr_d), enable gradient clipping (optim.grad_clip=1.0), or "
+                "train in bf16/fp32 instead of 16-mixed."
+            )
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         if self.check_every > 0 and self._host_iteration % self.check_every == 0:
@@ -438,30 +348,33 @@ class GANSystem(pl.LightningModule):
     def on_train_end(self) -> None:
         self.raise_if_nonfinite()
 
+    # ------------------------------------------------------------------ training
+    def on_train_start(self) -> None:
+        # the (checkpointed) device counter read once after a resume: no sync per step
+        self._host_iteration = int(self.iteration)
+
+    def on_train_epoch_start(self) -> None:
+        frozen = self.current_epoch < self.warmup_epochs
+        # apply (and log) only on a change: at the first epoch of a (resumed) run, at unfreezing
+        if frozen != self._encoder_frozen and hasattr(self.generator, "set_encoder_frozen"):
+            self.generator.set_encoder_frozen(frozen)
+        self._encoder_frozen = frozen
+
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         blur, sharp = batch["blur"], batch["sharp"]
         if self.channels_last:
             blur = blur.contiguous(memory_format=torch.channels_last)
             sharp = sharp.contiguous(memory_format=torch.channels_last)
-        opts = self.optimizers()
-        opts = opts if isinstance(opts, list) else [opts]
-        scheds = self.lr_schedulers()
-        scheds = scheds if isinstance(scheds, list) else [scheds]
-        opt_g, opt_d = opts[0], (opts[1] if len(opts) > 1 else None)
-        # with n_critic > 1 the G step comes every n_critic-th batch, so n_critic D steps see
-        # n_critic different batches (not n_critic repeats on one pair)
-        g_step = opt_d is None or (self._host_iteration + 1) % self.n_critic == 0
-
-        if g_step:
+        opt_g, *opt_d = _as_list(self.optimizers())
+        sched_g, *sched_d = _as_list(self.lr_schedulers())
+        g_step = not opt_d or (self._host_iteration + 1) % self.n_critic == 0
+        with torch.set_grad_enabled(g_step):
             fake = self.generator(blur)
-        else:
-            with torch.no_grad():
-                fake = self.generator(blur)
         logs: dict[str, Tensor] = {}
-        if opt_d is not None:
-            logs.update(self._d_step(opt_d, scheds[1], sharp, fake.detach()))
+        if opt_d:
+            logs.update(self._d_step(opt_d[0], sched_d[0], sharp, fake.detach()))
         if g_step:
-            logs.update(self._g_step(opt_g, scheds[0], sharp, fake, d_trains=opt_d is not None))
+            logs.update(self._g_step(opt_g, sched_g, sharp, fake, d_trains=bool(opt_d)))
         self.iteration += 1
         self._host_iteration += 1
         self.log_dict(logs, on_step=True, on_epoch=False, batch_size=blur.shape[0])
@@ -469,58 +382,54 @@ class GANSystem(pl.LightningModule):
 
     def _d_step(self, opt_d, sched_d, sharp: Tensor, fake: Tensor) -> dict[str, Tensor]:
         """One discriminator step on (sharp, detached fake); its loss terms for the logs."""
-        self.toggle_optimizer(opt_d)
-        d_loss, d_real, d_fake = self._d_loss(sharp, fake)
-        self._note_finite({"d": d_loss})
-        opt_d.zero_grad(set_to_none=True)
-        self.manual_backward(d_loss)
-        opt_d.step()
-        self.untoggle_optimizer(opt_d)
+        with self.toggled_optimizer(opt_d):
+            real_out, fake_out = self.discriminator(sharp), self.discriminator(fake)
+            d_loss = self.adv_loss.d_loss(real_out, fake_out)  # lists: mean over the heads
+            if hasattr(self.adv_loss, "gradient_penalty"):
+                critics = self.discriminator.critics.values()
+                gps = [self.adv_loss.gradient_penalty(c, sharp, fake) for c in critics]
+                d_loss = d_loss + torch.stack(gps).mean()
+            self._note_finite(0, d_loss)
+            d_real, d_fake = _mean_scores(real_out, fake_out)
+            opt_d.zero_grad(set_to_none=True)
+            self.manual_backward(d_loss)
+            opt_d.step()
         sched_d.step()
         return {"train/d": d_loss.detach(), "train/d_real": d_real, "train/d_fake": d_fake}
 
-    def _g_step(
-        self, opt_g, sched_g, sharp: Tensor, fake: Tensor, d_trains: bool
-    ) -> dict[str, Tensor]:
+    def _g_step(self, opt_g, sched_g, sharp: Tensor, fake: Tensor, d_trains: bool) -> dict:
         """One generator step (content + weighted adversarial loss); its terms for the logs."""
         logs: dict[str, Tensor] = {}
-        self.toggle_optimizer(opt_g)
-        content = self.content_loss(fake, sharp)
-        if self.discriminator is not None:
-            # a frozen D has no D step: its D(real) / D(fake) for the logs come from here
-            g_adv, real_out, fake_out = self._g_adv(
-                sharp, fake, need_real=not d_trains or self.adv_loss.uses_real_in_g
-            )
-            if not d_trains:
-                d_real, d_fake = _mean_scores(real_out, fake_out)
-                logs.update({"train/d_real": d_real, "train/d_fake": d_fake})
-            g_total = content["total"] + self.adv_weight * g_adv
-            if self.grad_share_every and self._host_iteration % self.grad_share_every == 0:
-                share = self._adv_grad_share(content["total"], g_adv)
-                self._grad_shares.append(share)
-                logs["train/adv_grad_share"] = share
-        else:  # loss=none: content only
-            g_adv = content["total"].new_zeros(())
-            g_total = content["total"]
-        self._note_finite(
-            {"g_adv": g_adv, "g_pixel": content["pixel"], "g_perceptual": content["perceptual"]}
-        )
-        opt_g.zero_grad(set_to_none=True)
-        self.manual_backward(g_total)
-        opt_g.step()
-        self.untoggle_optimizer(opt_g)
+        with self.toggled_optimizer(opt_g):
+            content = self.content_loss(fake, sharp)
+            if self.discriminator is not None:
+                real_out = None  # D(y): read by a relativistic loss, logged for a frozen D
+                if not d_trains or self.adv_loss.uses_real_in_g:
+                    with torch.no_grad():
+                        real_out = [r.detach() for r in self.discriminator(sharp)]
+                fake_out = self.discriminator(fake)
+                if self.frozen_d:  # no D step fills the RaGAN pool: the G step's scores do
+                    self.adv_loss.observe(real_out, fake_out)
+                g_adv = self.adv_loss.g_loss(real_out, fake_out)  # lists: mean over the heads
+                if not d_trains:  # a frozen D takes no D step: its scores for the logs
+                    logs["train/d_real"], logs["train/d_fake"] = _mean_scores(real_out, fake_out)
+                g_total = content["total"] + self.adv_weight * g_adv
+                if self.grad_share_every and self._host_iteration % self.grad_share_every == 0:
+                    share = self._adv_grad_share(content["total"], g_adv)
+                    self._grad_shares.append(share)
+                    logs["train/adv_grad_share"] = share
+            else:  # loss=none: content only
+                g_adv, g_total = content["total"].new_zeros(()), content["total"]
+            self._note_finite(1, g_adv, content["pixel"], content["perceptual"])
+            opt_g.zero_grad(set_to_none=True)
+            self.manual_backward(g_total)
+            opt_g.step()
         sched_g.step()
         if self.ema_generator is not None:
             self._update_ema()
-        logs.update(
-            {
-                "train/g_total": g_total.detach(),
-                "train/g_adv": g_adv.detach(),
-                "train/g_pixel": content["pixel"].detach(),
-                "train/g_perceptual": content["perceptual"].detach(),
-            }
-        )
-        return logs
+        terms = {"g_total": g_total, "g_adv": g_adv, "g_pixel": content["pixel"]}
+        terms["g_perceptual"] = content["perceptual"]
+        return logs | {f"train/{k}": v.detach() for k, v in terms.items()}
 
     def _adv_grad_share(self, content: Tensor, g_adv: Tensor) -> Tensor:
         """||grad_G (w L_adv)|| / ||grad_G L_content|| over G's trainable parameters."""
@@ -534,8 +443,8 @@ class GANSystem(pl.LightningModule):
         return (norm(self.adv_weight * g_adv) / norm(content).clamp_min(1e-30)).detach()
 
     def _log_lr(self, lr: float) -> None:
-        """The learning rate, a host float, straight to the loggers on logging steps: through
-        ``self.log`` it would become a device tensor (a blocking host-to-device copy) every step."""
+        """The lr, a host float, straight to the loggers on logging steps (``self.log`` would
+        make it a device tensor: a blocking host-to-device copy every step)."""
         every = max(1, int(self.trainer.log_every_n_steps))
         if self._host_iteration % every == 0 and self.trainer.is_global_zero:
             for logger in self.trainer.loggers:
@@ -550,13 +459,12 @@ class GANSystem(pl.LightningModule):
 
     @torch.no_grad()
     def _update_ema(self) -> None:
-        assert self.ema_generator is not None
-        ema_p = list(self.ema_generator.parameters())
-        cur_p = list(self.generator.parameters())
-        torch._foreach_lerp_(ema_p, cur_p, 1.0 - self.ema_decay)
-        ema_b = list(self.ema_generator.buffers())
-        if ema_b:  # BatchNorm statistics: copied, in one op
-            torch._foreach_copy_(ema_b, list(self.generator.buffers()))
+        """G's parameters into the EMA in one foreach op; its buffers (BatchNorm statistics)
+        copied in one more."""
+        ema, gen = self.ema_generator, self.generator
+        torch._foreach_lerp_(list(ema.parameters()), list(gen.parameters()), 1.0 - self.ema_decay)
+        if buffers := list(ema.buffers()):
+            torch._foreach_copy_(buffers, list(gen.buffers()))
 
     # ------------------------------------------------------------------ validation
     def eval_generator(self) -> nn.Module:
@@ -570,29 +478,24 @@ class GANSystem(pl.LightningModule):
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         blur, sharp = batch["blur"].float(), batch["sharp"].float()
         out = self.eval_generator()(batch["blur"]).float()
-        per_image = {
-            "psnr": psnr(out, sharp),
-            "ssim": ssim(out, sharp),
-            "psnr_input": psnr(blur, sharp),
-            "ssim_input": ssim(blur, sharp),
-        }
-        per_image.update(sharpness_ratios(out, sharp))
-        per_image.update({f"{k}_input": v for k, v in sharpness_ratios(blur, sharp).items()})
+        per_image: dict[str, Tensor] = {}
+        for end, image in (("", out), ("_input", blur)):
+            per_image |= {f"psnr{end}": psnr(image, sharp), f"ssim{end}": ssim(image, sharp)}
+            per_image |= {f"{k}{end}": v for k, v in sharpness_ratios(image, sharp).items()}
+            for judge in self._judge:  # the held-out classifier's blur probability
+                judged = torch.sigmoid(per_image_scores(judge(image)))
+                per_image[f"judge_blur{end}"] = judged.double()
         if self.discriminator is not None:  # is the game alive: does D still rank sharp first?
             real, fake = self.discriminator(batch["sharp"]), self.discriminator(out)
-            rank = per_image_scores(real) > per_image_scores(fake)
-            per_image["d_rank_acc"] = rank.double()
-        for judge in self._judge:
-            per_image["judge_blur"] = torch.sigmoid(per_image_scores(judge(out))).double()
-            per_image["judge_blur_input"] = torch.sigmoid(per_image_scores(judge(blur))).double()
+            per_image["d_rank_acc"] = (per_image_scores(real) > per_image_scores(fake)).double()
         for k, v in per_image.items():
             self._val.setdefault(k, []).append(v)
-        if batch_idx < self._strips and self.logger is not None:
+        exp = getattr(self.logger, "experiment", None) if batch_idx < self._strips else None
+        if hasattr(exp, "add_image"):
             strip = torch.cat([blur[0], out[0], sharp[0]], dim=-1)
-            strip = ((strip.clamp(-1, 1) + 1) / 2).cpu()
-            exp = getattr(self.logger, "experiment", None)
-            if exp is not None and hasattr(exp, "add_image"):
-                exp.add_image(f"val/strip_{batch_idx}", strip, self.current_epoch)
+            exp.add_image(
+                f"val/strip_{batch_idx}", ((strip.clamp(-1, 1) + 1) / 2).cpu(), self.current_epoch
+            )
 
     def on_validation_epoch_end(self) -> None:
         # every DDP rank's per-image values, each validation image once (one process: as is)
@@ -606,9 +509,5 @@ class GANSystem(pl.LightningModule):
         if self._grad_shares:  # the adversarial share of G's gradient since the last validation
             logs["val/adv_grad_share"] = torch.stack(self._grad_shares).mean()
             self._grad_shares = []
-        self.log_dict(
-            logs,
-            on_epoch=True,
-            sync_dist=True,  # the ranks hold the same values: max keeps them exact
-            reduce_fx="max",
-        )
+        # the ranks hold the same values: max keeps them exact
+        self.log_dict(logs, on_epoch=True, sync_dist=True, reduce_fx="max")
