@@ -165,14 +165,12 @@ def _texture(image, label, texture, centre, wave_params, colours) -> None:
     if sel.any():
         ids = label[sel]
         ys, xs = np.nonzero(sel)
-        dx = xs.astype(np.float32) - cx[ids].astype(np.float32)
-        dy = ys.astype(np.float32) - cy[ids].astype(np.float32)
-        proj = dx * np.cos(tex_angle[ids]).astype(np.float32) + dy * np.sin(tex_angle[ids]).astype(
-            np.float32
-        )
-        gradient = np.clip(0.5 + proj / (2.0 * radius[ids].astype(np.float32)), 0.0, 1.0)
+        f32, angle = np.float32, tex_angle[ids]
+        dx, dy = xs.astype(f32) - cx[ids].astype(f32), ys.astype(f32) - cy[ids].astype(f32)
+        proj = dx * np.cos(angle).astype(f32) + dy * np.sin(angle).astype(f32)
+        gradient = np.clip(0.5 + proj / (2.0 * radius[ids].astype(f32)), 0.0, 1.0)
         wave = 0.5 + 0.5 * np.sin(
-            (2.0 * math.pi) * proj / period[ids].astype(np.float32) + phase[ids].astype(np.float32)
+            (2.0 * math.pi) * proj / period[ids].astype(f32) + phase[ids].astype(f32)
         )
         t = np.where(lab_tex[sel] == 1, gradient, wave).astype(np.float32)
         t *= contrast[ids]
@@ -230,14 +228,8 @@ def dead_leaves(
 
     image = colour_a[label]  # H x W x 3 float32
     if p.textured > 0:
-        _texture(
-            image,
-            label,
-            texture,
-            (cx, cy, radius),
-            (tex_angle, period, phase, contrast),
-            (colour_a, colour_b),
-        )
+        waves = (tex_angle, period, phase, contrast)
+        _texture(image, label, texture, (cx, cy, radius), waves, (colour_a, colour_b))
     if p.smooth_sigma > 0:
         image = cv2.GaussianBlur(image, (0, 0), p.smooth_sigma, borderType=cv2.BORDER_REFLECT_101)
     return np.clip(np.rint(image), 0, 255).astype(np.uint8)
