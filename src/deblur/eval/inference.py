@@ -4,8 +4,8 @@ that share one set of instance / group norm statistics (no seams), and the devic
 
 from __future__ import annotations
 
+import contextlib
 import platform
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -84,12 +84,10 @@ def device_name(device: str | torch.device) -> str:
     device = torch.device(device)
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    try:
+    with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
     return platform.processor() or platform.machine() or "unknown CPU"
 
 
@@ -121,7 +119,7 @@ def blend_ramp(n: int, overlap: int, ramp_start: bool, ramp_end: bool) -> Tensor
     return torch.minimum(w, up.clamp(0, 1).flip(0)) if ramp_end else w
 
 
-@contextmanager
+@contextlib.contextmanager
 def shared_norm_stats(model: nn.Module, x: Tensor | None, device: torch.device, bf16: bool = False):
     """While open, ``model``'s group norms and instance norms without running statistics use the
     statistics of one pass over ``x`` (the image downscaled), so every tile is normalised like the

@@ -281,26 +281,25 @@ def _notes(table: Table) -> list[str]:
     status, data = (runs[k].value_counts().sort_index() for k in ("status", "data"))
     listing = ", ".join(f"{n} {s}" for s, n in status.items()) or "none"
     notes = [f"Runs: {len(runs)} ({listing})."]
+    add = notes.append
     if len(data) == 1:
-        notes.append(f"Data: {data.index[0]} (all runs).")
+        add(f"Data: {data.index[0]} (all runs).")
     elif len(data) > 1:
         mix = ", ".join(f"{d} ({n} runs)" for d, n in data.items())
-        notes.append(f"Data: MIXTURE of {mix}; cells marked † average runs on different data.")
+        add(f"Data: MIXTURE of {mix}; cells marked † average runs on different data.")
     if n_random := int(runs["random_weights"].sum()):
-        notes.append(
-            f"{n_random} run(s) used random instead of ImageNet weights (pretrained=false)."
-        )
+        add(f"{n_random} run(s) used random instead of ImageNet weights (pretrained=false).")
     for name, n in runs.loc[runs["debug"] != "", "debug"].value_counts().sort_index().items():
-        notes.append(f"{n} run(s) are debug={name} runs (a few iterations): not results.")
+        add(f"{n} run(s) are debug={name} runs (a few iterations): not results.")
     if set(data.index) - {"gopro"}:
-        notes.append("The thesis' numbers are on GoPro: runs on other data are not comparable.")
+        add("The thesis' numbers are on GoPro: runs on other data are not comparable.")
     finished = runs[runs["status"] == "finished"]
     per_seed = finished.groupby([*spec.variant, *spec.grid, "seed"]).size()
     for (*cell, seed), _ in per_seed[per_seed > 1].items():
         where = "/".join(str(c) for c in cell[len(spec.variant) :] if c)
-        notes.append(f"Cell {where}: several finished runs with seed {seed}.")
+        add(f"Cell {where}: several finished runs with seed {seed}.")
     if (runs["loss"] == "none").any():
-        notes.append(
+        add(
             "loss=none: content loss only, no discriminator is built; its disc column is the "
             "run's (ignored) disc= choice."
         )
