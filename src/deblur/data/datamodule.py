@@ -1,9 +1,5 @@
-"""One LightningDataModule for every dataset layout and both tasks (GAN pairs, blur classifier).
-
-Built from the ``data`` config group: ``hydra.utils.instantiate(cfg.data, task="paired")``.
-Training batches are augmented crops; validation and test batches are full-resolution,
-un-augmented pairs (batch 1 by default), with the true ``"kernel"`` when the data knows it.
-"""
+"""One LightningDataModule for every dataset layout and both tasks (GAN pairs, blur classifier),
+``hydra.utils.instantiate(cfg.data, task=...)``; its batches are in docs/DESIGN.md, Data."""
 
 from __future__ import annotations
 

@@ -1,15 +1,7 @@
-"""The ``data.augment`` list on tensors, on the batch's device (``data.augment_on=gpu``).
-
-The workers only cut the random ``crop * pre_crop_scale`` square (the CPU path's ``PadIfNeeded``
-+ ``RandomCrop``); :class:`TensorAugment` reads the same entries (built with albumentations
-first, so ranges parse identically) with the same parameter distributions (integer-pixel
-translation, the elastic noise normalised by its peak and blurred with OpenCV's Gaussian), the
-same geometry on both images of a pair and reflect-101 coordinates after each warp. All warps of
-a sample compose into one grid, sampled (bilinear) only on the final centre crop: one resampling
-where albumentations resamples per warp, so slightly sharper output with the same geometry.
-One ``torch.Generator`` per batch, seeded by (``data.seed``, epoch, the batch's names): a resumed
-run draws the same augmentations.
-"""
+"""The ``data.augment`` list on tensors, on the batch's device (``data.augment_on=gpu``, the flow
+in docs/DESIGN.md, Data): the CPU path's entries (built by albumentations first), distributions,
+geometry and reflect-101 borders, but the warps of a sample compose into one grid sampled on the
+final crop: one resampling where albumentations has one per warp (slightly sharper output)."""
 
 from __future__ import annotations
 
@@ -169,7 +161,7 @@ class TensorAugment:
                 drawn = zip((tx, ty, sx, sy, angle), (0.0, 0.0, 1.0, 1.0, 0.0))
                 kept = [torch.where(on, v, torch.full_like(v, off)) for v, off in drawn]
                 out[f"{i}.matrix"] = affine_matrix(*kept, size)
-                out[f"{i}.angle"], out[f"{i}.scale_x"] = angle, sx
+                out[f"{i}.angle"] = angle
             elif op.kind == "optical":
                 out[f"{i}.k"] = torch.where(on, uni(op.params["k"]), torch.zeros(batch).double())
         return out

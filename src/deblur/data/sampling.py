@@ -1,11 +1,5 @@
-"""Data randomness as a pure function of (seed, epoch): exact resume, any number of workers.
-
-The sampler yields ``(index, sample_seed, epoch)``: the datasets reseed their augmentation per
-sample, and procedural ones draw from ``(seed, epoch, index)`` (persistent workers never see a
-change made to the dataset in the main process). Under DDP every process draws the one-process
-epoch order and seeds and keeps every ``world_size``-th position from its rank: the processes'
-k-th batches together are the one-process k-th batch of ``world_size`` times the size.
-"""
+"""Data randomness as a pure function of (seed, epoch): exact resume, any number of workers or
+processes (the sampler yields ``(index, sample_seed, epoch)``; docs/DESIGN.md, Data)."""
 
 from __future__ import annotations
 
