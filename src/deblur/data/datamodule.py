@@ -38,7 +38,7 @@ from deblur.data.io import DataError, image_size, instantiate_node, read_image, 
 from deblur.data.loading import AUTO, cache_decision, loader_workers
 from deblur.data.pairs import Pair, listing, split_by_group, subsample
 from deblur.data.sampling import EpochSeededSampler
-from deblur.data.transforms import build_train_transform
+from deblur.data.transforms import AugmentList, build_train_transform
 
 log = logging.getLogger(__name__)
 
@@ -210,7 +210,7 @@ class DeblurDataModule(pl.LightningDataModule):
         persistent_workers: bool,
         multiprocessing_context: str | None,
         cache: bool | str,
-        augment: Mapping[str, Any] | Sequence[Any] | None,
+        augment: AugmentList,
         augment_on: str,
         val_fraction: float,
         val_sequences: Sequence[str] | None = None,

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import functools
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from deblur.data.io import DataError, from_uint8
-from deblur.data.transforms import PATCH_BORDER, augment_items, build_augmentation
+from deblur.data.transforms import PATCH_BORDER, AugmentList, augment_items, build_augmentation
 
 AUGMENT_ON = ("cpu", "gpu")  # the values of data.augment_on
 
@@ -124,12 +124,7 @@ class TensorAugment:
     """The ``data.augment`` list on batched tensors ``B x C x S x S`` (S = the square patch the
     workers cut), then the centre ``crop_size`` crop; see the module docstring."""
 
-    def __init__(
-        self,
-        augment: Mapping[str, Any] | Sequence[Any] | None,
-        crop_size: int | None,
-        seed: int = 0,
-    ) -> None:
+    def __init__(self, augment: AugmentList, crop_size: int | None, seed: int = 0) -> None:
         self.ops: list[_Op] = []
         for key, spec in augment_items(augment):
             aug = build_augmentation(spec, key)  # parsed and validated as on the CPU path

@@ -21,10 +21,11 @@ BORDER_MODES: dict[str, int] = {
     name: getattr(cv2, f"BORDER_{name.upper()}")
     for name in ("constant", "replicate", "reflect", "reflect_101", "wrap")
 }
+AugmentList = Mapping[str, Any] | Sequence[Any] | None  # data.augment: names -> entries, or a list
 PATCH_BORDER = cv2.BORDER_REFLECT_101  # pad-to-crop: images smaller than the crop are mirrored
 
 
-def augment_items(augment: Mapping[str, Any] | Sequence[Any] | None) -> list[tuple[str, Any]]:
+def augment_items(augment: AugmentList) -> list[tuple[str, Any]]:
     """``(name, entry)`` of a ``data.augment`` mapping (or list) in order."""
     if augment is None:
         return []
@@ -72,7 +73,7 @@ def build_augmentation(spec: Mapping[str, Any] | None, key: str = "?") -> A.Basi
 
 
 def build_train_transform(
-    augment: Mapping[str, Any] | Sequence[Any] | None,
+    augment: AugmentList,
     crop_size: int | None,
     paired: bool,
     seed: int | None,
