@@ -1,25 +1,15 @@
-"""The one owner of checkpoint files: reading and validating them, hashing them, writing them,
-and the state dicts and configs in them (:func:`generator_state`, :func:`classifier_state`),
-which :mod:`deblur.models.load` builds into networks.
-
-Every file a person names as a checkpoint (``ckpt_path=``, ``disc.checkpoint=``, ``ckpt=``) is
-read here, safely (``torch.load(weights_only=True)``: nothing in the file is executed), and any
-file that is not a checkpoint of the expected kind (a text file, an empty or cut-off file, a
-classifier checkpoint where a GAN one is expected and vice versa) gets one paragraph naming the
-path, the key it was given as and the fix (:class:`CheckpointError`).
-
-Writing: :class:`LastCheckpoint` is the one writer of ``last.ckpt`` (Lightning's ModelCheckpoint
-writes only ``best.ckpt``). :class:`AtomicCheckpointIO` is the Trainer's CheckpointIO. It writes ``best.ckpt`` /
-``last.ckpt`` to a temporary file in the same folder, flushes and fsyncs it and renames it over
-the final name, so no file at a final name is ever partial (Lightning's own save goes through a
-temporary file that may live on another filesystem, where the final "move" is a copy).
+"""The one owner of checkpoint files: reading and validating them (``torch.load`` with
+``weights_only=True``; any other file is one :class:`CheckpointError` paragraph naming the path,
+the key it was given as and the fix), the state dicts and configs in them (rebuilt into networks
+by :mod:`deblur.models.load`), and writing them: :class:`LastCheckpoint` (the one writer of
+last.ckpt) and :class:`AtomicCheckpointIO` (temporary file in the same folder, fsync, rename:
+Lightning's own temporary file may live on another filesystem, where the "move" is a copy).
 """
 
 from __future__ import annotations
 
 import copy
 import io
-import logging
 import os
 import pickle
 from collections.abc import Mapping
@@ -34,8 +24,6 @@ from pytorch_lightning.plugins.io import TorchCheckpointIO
 from deblur.errors import UserError
 from deblur.files import write_bytes_atomic
 
-log = logging.getLogger(__name__)
-
 TASKS = {"gan": "GAN (python -m deblur.train)", "classifier": "blur-classifier"}
 
 
@@ -45,9 +33,6 @@ class CheckpointError(UserError, ValueError):
 
 class MissingCheckpointError(CheckpointError, FileNotFoundError):
     """A file given as a checkpoint does not exist."""
-
-
-# --------------------------------------------------------------------------- reading
 
 
 def given_as(key: str | None, path: str | os.PathLike) -> str:
@@ -61,12 +46,8 @@ def read_checkpoint(
     task: str | None = None,
     fix: str = "",
 ) -> dict[str, Any]:
-    """Load a deblur Lightning checkpoint (a dict with ``state_dict``) safely, or explain why not.
-
-    ``key`` names the config key the path came from (``ckpt_path``, ``disc.checkpoint``);
-    ``task`` (``gan`` | ``classifier``) is the kind of run that must have written it; ``fix``
-    ends the message of every refusal (what to give instead).
-    """
+    """A deblur Lightning checkpoint (a dict with ``state_dict``) of a ``task`` run, or one
+    paragraph naming ``key`` (where the path came from), the path and ``fix``."""
     given = given_as(key, path)
     fix = f" {fix}" if fix else ""
     p = Path(path).expanduser()
@@ -87,24 +68,8 @@ def read_checkpoint(
                 raise
             ckpt = torch.load(p, map_location="cpu", weights_only=True)  # the old format
     except Exception as err:  # noqa: BLE001 - every unreadable file gets the same paragraph
-        with p.open("rb") as fh:
-            head = fh.read(256)
-        if head and all(32 <= b < 127 or b in (9, 10, 13) for b in head):
-            kind = f"a text file ({size} bytes)"
-        elif isinstance(err, pickle.UnpicklingError) and "weights_only" in str(err).lower():
-            kind = (
-                f"a pickle ({size} bytes) that is not a deblur checkpoint: it holds objects "
-                "that safe loading (torch.load weights_only=True) refuses, so it was not run "
-                "(a foreign or unsafe pickle); give the .ckpt file a deblur run wrote"
-            )
-        else:
-            detail = str(err).splitlines()[0][:160] if str(err) else "no detail"
-            kind = (
-                f"not a complete PyTorch file ({size} bytes; torch.load: {type(err).__name__}: "
-                f"{detail}): cut off while being written, or another format"
-            )
         raise CheckpointError(
-            f"{given} is not a readable Lightning checkpoint: it is {kind}.{fix}"
+            f"{given} is not a readable Lightning checkpoint: it is {_kind(p, size, err)}.{fix}"
         ) from err
     if not isinstance(ckpt, Mapping) or not isinstance(ckpt.get("state_dict"), Mapping):
         held = type(ckpt).__name__ if not isinstance(ckpt, Mapping) else "a dict without state_dict"
@@ -112,7 +77,12 @@ def read_checkpoint(
             f"{given} is a PyTorch file but not a Lightning checkpoint of deblur (it holds "
             f"{held}).{fix}"
         )
-    saved = checkpoint_task(ckpt)
+    saved = checkpoint_cfg(ckpt).get("task")
+    keys = [str(k) for k in ckpt["state_dict"]]
+    if saved is None and keys and all(k.startswith("net.") for k in keys):
+        saved = "classifier"
+    elif saved is None and any(k.startswith(("generator.", "discriminator.")) for k in keys):
+        saved = "gan"
     if task is not None and saved is not None and saved != task:
         raise CheckpointError(
             f"{given} comes from a {saved} run ({TASKS.get(saved, saved)}); the checkpoint "
@@ -121,23 +91,29 @@ def read_checkpoint(
     return dict(ckpt)
 
 
+def _kind(p: Path, size: int, err: Exception) -> str:
+    """What an unreadable file is: text, a foreign pickle, or a cut-off or other format."""
+    with p.open("rb") as fh:
+        head = fh.read(256)
+    if head and all(32 <= b < 127 or b in (9, 10, 13) for b in head):
+        return f"a text file ({size} bytes)"
+    if isinstance(err, pickle.UnpicklingError) and "weights_only" in str(err).lower():
+        return (
+            f"a pickle ({size} bytes) that is not a deblur checkpoint: it holds objects that safe "
+            "loading (torch.load weights_only=True) refuses, so it was not run (a foreign or "
+            "unsafe pickle); give the .ckpt file a deblur run wrote"
+        )
+    detail = str(err).splitlines()[0][:160] if str(err) else "no detail"
+    return (
+        f"not a complete PyTorch file ({size} bytes; torch.load: {type(err).__name__}: "
+        f"{detail}): cut off while being written, or another format"
+    )
+
+
 def checkpoint_cfg(ckpt: Mapping[str, Any]) -> dict[str, Any]:
     """The run config a deblur checkpoint stores (``hyper_parameters["cfg"]``), {} when absent."""
     cfg = (ckpt.get("hyper_parameters") or {}).get("cfg") or {}
     return dict(cfg) if isinstance(cfg, Mapping) else {}
-
-
-def checkpoint_task(ckpt: Mapping[str, Any]) -> str | None:
-    """``gan`` or ``classifier`` (from the stored config, else from the state-dict prefixes)."""
-    task = checkpoint_cfg(ckpt).get("task")
-    if task is not None:
-        return str(task)
-    keys = list((ckpt.get("state_dict") or {}).keys())
-    if keys and all(str(k).startswith("net.") for k in keys):
-        return "classifier"
-    if any(str(k).startswith(("generator.", "discriminator.")) for k in keys):
-        return "gan"
-    return None
 
 
 def read_classifier_checkpoint(path: str | os.PathLike, key: str = "disc.checkpoint") -> dict:
@@ -157,13 +133,8 @@ def check_resume_checkpoint(
     identity: Mapping[str, Any] | None = None,
     identity_of: Any = None,
 ) -> dict[str, Any]:
-    """``ckpt_path`` must be a full checkpoint (last.ckpt / best.ckpt) of a ``task`` run with
-    the same run identity as this run; returns the loaded checkpoint.
-
-    ``identity`` is this run's identity (:func:`deblur.runs.run_identity`); the checkpoint's is
-    the one stored in it (``deblur_identity``) or, for checkpoints without one, ``identity_of``
-    applied to its stored config.
-    """
+    """``ckpt_path``: a full checkpoint of a ``task`` run with this run's ``identity``; the
+    checkpoint's is its ``deblur_identity``, else ``identity_of`` its stored config."""
     fix = (
         f"Give the checkpoints/last.ckpt of this {task} run, or pass resume=never (and no "
         "ckpt_path) to start the run over."
@@ -175,38 +146,29 @@ def check_resume_checkpoint(
             "training cannot resume from it. Resume from the run's checkpoints/last.ckpt; to "
             "start a GAN's critic from a classifier, use disc.checkpoint."
         )
-    if identity is not None:
-        stored = ckpt.get("deblur_identity")
-        theirs = stored.get("config") if isinstance(stored, Mapping) else None
-        if theirs is None and identity_of is not None:
-            theirs = identity_of(checkpoint_cfg(ckpt))["config"]
-        if theirs is not None:
-            diff = identity_diff(theirs, identity["config"])
-            if diff:
-                raise CheckpointError(
-                    f"ckpt_path={ckpt_path} is a checkpoint of another run: its configuration "
-                    f"differs from this command's in {describe_diff(diff)}. Resuming it would "
-                    "continue that run under another configuration (or, if it had finished, "
-                    "train nothing and report its results as this run's). Resume with the "
-                    "command that started that run, or drop ckpt_path to train this "
-                    "configuration from the start."
-                )
+    stored = ckpt.get("deblur_identity")
+    if identity is not None and (isinstance(stored, Mapping) or identity_of is not None):
+        theirs = stored if isinstance(stored, Mapping) else identity_of(checkpoint_cfg(ckpt))
+        diff = identity_diff(theirs["config"], identity["config"])
+        if diff:
+            raise CheckpointError(
+                f"ckpt_path={ckpt_path} is a checkpoint of another run: its configuration "
+                f"differs from this command's in {describe_diff(diff)}. Resuming it would "
+                "continue that run under another configuration (or, if it had finished, train "
+                "nothing and report its results as this run's). Resume with the command that "
+                "started that run, or drop ckpt_path to train this configuration from the start."
+            )
     return ckpt
 
 
 def identity_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[tuple[str, Any, Any]]:
     """(key, old, new) for every flat identity key whose value differs ('<absent>' if missing)."""
-    absent = "<absent>"
-    keys = sorted(set(old) | set(new))
-    return [
-        (k, old.get(k, absent), new.get(k, absent))
-        for k in keys
-        if old.get(k, absent) != new.get(k, absent)
-    ]
+    pairs = [(k, old.get(k, "<absent>"), new.get(k, "<absent>")) for k in sorted({*old, *new})]
+    return [(k, a, b) for k, a, b in pairs if a != b]
 
 
 def describe_diff(diff: list[tuple[str, Any, Any]], limit: int = 6) -> str:
-    """``loss._target_ (RaGANLSLoss -> WGANGPLoss), seed (0 -> 1)`` for a message."""
+    """``2 keys: loss._target_ (RaGANLSLoss -> WGANGPLoss), seed (0 -> 1)``."""
 
     def short(v: Any) -> str:
         s = str(v)
@@ -233,8 +195,6 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         _save(path, checkpoint)
 
 
-# --------------------------------------------------------------------------- networks
-
 _GAN_FIX = (
     "Deblurring needs the checkpoints/best.ckpt (or last.ckpt) of a GAN run "
     "(python -m deblur.train); a blur-classifier checkpoint goes to python -m deblur.blur_score "
@@ -250,30 +210,19 @@ _LoopRestarting = _Loop.restarting  # the plain setter (the fit loop's own force
 
 
 class LastCheckpoint(Checkpoint):
-    """``<dirpath>/last.ckpt``, the full checkpoint a run resumes from (``resume=auto``).
-
-    Written after every validation (the state next to the newest validation record) and at the
-    end of training (the loops marked done: resuming from it trains nothing). A Lightning
-    ``Checkpoint``, so the Trainer runs it after the other callbacks and the run statistics it
-    saves are up to date. ``dirpath`` is the run folder's ``checkpoints/``, set when the Trainer
-    is built.
-    """
-
-    FILENAME = "last.ckpt"
+    """``<dirpath>/last.ckpt``, the full checkpoint a run resumes from: after every validation
+    and at the end of training (loops done: resuming trains nothing). A Lightning
+    ``Checkpoint``, so it runs after the other callbacks (their saved state is up to date)."""
 
     def __init__(self, dirpath: str | os.PathLike) -> None:
-        self.dirpath = Path(dirpath)
-
-    @property
-    def path(self) -> Path:
-        return self.dirpath / self.FILENAME
+        self.path = str(Path(dirpath) / "last.ckpt")
 
     def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
         if trainer.state.fn == "fit" and not trainer.sanity_checking:
-            trainer.save_checkpoint(str(self.path), weights_only=False)
+            trainer.save_checkpoint(self.path, weights_only=False)
 
     def on_train_end(self, trainer: Any, pl_module: Any) -> None:
-        trainer.save_checkpoint(str(self.path), weights_only=False)
+        trainer.save_checkpoint(self.path, weights_only=False)
 
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
         # A resume from the end-of-training checkpoint (between two epochs) of a run with
@@ -290,9 +239,9 @@ class LastCheckpoint(Checkpoint):
 
 def _read_network(
     path: str | os.PathLike, key: str | None, task: str, prefix: str, node: str
-) -> tuple[str, dict[str, Any], dict[str, Any]]:
-    """(how the path was given, state dict, stored run config) of a ``task`` checkpoint whose
-    network weights start with ``prefix`` and whose config has the ``node`` that rebuilds it."""
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(state dict, stored run config) of a ``task`` checkpoint with ``prefix`` weights and
+    the config ``node`` that rebuilds them."""
     fix = _GAN_FIX if task == "gan" else _CLASSIFIER_FIX
     given = given_as(key, path)
     ckpt = read_checkpoint(path, key=key, task=task, fix=fix)
@@ -308,13 +257,12 @@ def _read_network(
             f"{given} stores no run config with {what} (hyper_parameters['cfg']), so its "
             f"network cannot be rebuilt: it was not written by this project's training. {fix}"
         )
-    return given, state, cfg
+    return state, cfg
 
 
 def _without_pretrained(node: Mapping[str, Any]) -> dict[str, Any]:
-    """Copy of a config node with pretrained weights switched off at every depth (the node and
-    nested ones such as a backbone's ``trunk``): the checkpoint holds the trained weights, and
-    rebuilding the network must never download or read ImageNet ones."""
+    """A copy of a config node with pretrained weights off at every depth: the checkpoint holds
+    the trained weights; rebuilding must never download or read ImageNet ones."""
 
     def off(value: Any) -> Any:
         if isinstance(value, Mapping):
@@ -353,10 +301,9 @@ def load_state_strict(net: torch.nn.Module, state: dict[str, Any], given: str, w
 def generator_state(
     path: str | os.PathLike, use_ema: bool = True, key: str | None = "ckpt"
 ) -> tuple[dict[str, Any], dict[str, Any], str]:
-    """(generator state dict without its prefix, the ``gen`` node with pretrained weights off,
-    which copy: ``generator`` or ``ema_generator``) of a GAN checkpoint: what a builder needs
-    (:func:`deblur.models.load.load_generator`). The EMA copy when there is one and ``use_ema``."""
-    _, state, cfg = _read_network(path, key, "gan", "generator.", "gen")
+    """(generator state dict, its ``gen`` node with pretrained weights off, which copy:
+    ``ema_generator`` when there is one and ``use_ema``, else ``generator``)."""
+    state, cfg = _read_network(path, key, "gan", "generator.", "gen")
     which = "generator"
     if use_ema and any(str(k).startswith("ema_generator.") for k in state):
         which = "ema_generator"
@@ -366,10 +313,9 @@ def generator_state(
 def classifier_state(
     path: str | os.PathLike, key: str | None = "ckpt"
 ) -> tuple[dict[str, Any], dict[str, Any], int | None]:
-    """(classifier state dict without the ``net.`` prefix, its backbone config with pretrained
-    weights off, the training crop size or None) of a blur-classifier checkpoint: what a builder
-    needs to rebuild the network (:func:`deblur.models.load.load_classifier`)."""
-    _, state, cfg = _read_network(path, key, "classifier", "net.", "backbone")
+    """(classifier state dict, its backbone node with pretrained weights off, the training crop
+    size or None)."""
+    state, cfg = _read_network(path, key, "classifier", "net.", "backbone")
     crop = (cfg.get("data") or {}).get("crop_size")
     return (
         _sub_state(state, "net."),
@@ -385,10 +331,8 @@ def save_generator_checkpoint(
     ema_generator: torch.nn.Module | None = None,
     cfg: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Write a generator in the GAN checkpoint format (e.g. to bring in weights trained elsewhere).
-
-    ``gen_cfg`` is the ``conf/gen`` node (``_target_`` + kwargs) that rebuilds ``generator``.
-    """
+    """A generator (weights trained elsewhere) in the GAN checkpoint format; ``gen_cfg`` is the
+    ``conf/gen`` node that rebuilds it."""
     state = {f"generator.{k}": v for k, v in generator.state_dict().items()}
     if ema_generator is not None:
         state.update({f"ema_generator.{k}": v for k, v in ema_generator.state_dict().items()})

@@ -1,10 +1,6 @@
-"""The values a person sets, checked before any network is built or any file written.
-
-:func:`check_values` runs on the composed config of every entry point (``deblur.cli``): the
-ranges of the numeric keys (:data:`RULES`), the keys added with ``+`` to a node that a
-constructor reads whole (:func:`check_closed_keys`), fp16 with a fused, clipped Adam, and the
-discriminator's switches
-(:func:`check_disc_switches`, also called by the GAN system itself). Each refusal is one
+"""The values a person sets, checked before any network is built or any file written: the
+overrides' keys and types, the ranges of :data:`RULES`, ``+`` keys of constructor nodes,
+precision x optimizer and the discriminator's switches; each refusal is one
 :class:`ConfigValueError` paragraph naming the key, its value, where it came from and the fix.
 """
 
@@ -31,9 +27,8 @@ class ConfigValueError(UserError, ValueError):
     """A config value or key a person gave that no run could use (one paragraph)."""
 
 
-# (key, rule, what the key is, a good value): rules "> 0", ">= 0", "> 0 or null", ">= 0 or null", "[0, 1)",
-# "[0, 1]", "bool"; integer keys carry "int", "or auto" allows auto. A key the config does not
-# have is not checked.
+# (key, rule, what the key is, a good value): a range of _RANGES or "bool"; "int": integers
+# only; "or null" / "or auto" allow those. A key the config does not have is not checked.
 RULES: tuple[tuple[str, str, str, str], ...] = (
     ("optim.lr", "> 0", "a learning rate", "1.0e-4"),
     ("optim.lr_g", "> 0", "the generator's learning rate", "1.0e-4"),
@@ -70,61 +65,41 @@ RULES: tuple[tuple[str, str, str, str], ...] = (
 )
 
 
-def _in_range(rule: str, v: float) -> bool:
-    if rule.startswith("> 0"):
-        return v > 0
-    if rule.startswith(">= 0"):
-        return v >= 0
-    if rule.startswith(">= 1"):
-        return v >= 1
-    if rule.startswith("[0, 1)"):
-        return 0 <= v < 1
-    return 0 <= v <= 1  # "[0, 1]"
+_RANGES = {
+    "> 0": lambda v: v > 0,
+    ">= 0": lambda v: v >= 0,
+    ">= 1": lambda v: v >= 1,
+    "[0, 1)": lambda v: 0 <= v < 1,
+    "[0, 1]": lambda v: 0 <= v <= 1,
+}
 
 
-def _where(key: str, overrides: Sequence[str]) -> str:
-    given = [o for o in overrides if o.lstrip("+~").split("=", 1)[0] == key]
-    return (
-        "on the command line" if given else "by the composed config (an experiment= or data= file)"
-    )
-
-
-def _check_one(
-    key: str, rule: str, what: str, example: str, value: Any, overrides: Sequence[str]
-) -> None:
+def _check_one(key: str, rule: str, what: str, example: str, value: Any, overrides) -> None:
     if (value is None and "or null" in rule) or (value == "auto" and "or auto" in rule):
         return
-    values = list(value) if isinstance(value, ListConfig | list | tuple) else [value]
-    for v in values:
-        is_number = isinstance(v, int | float) and not isinstance(v, bool)
-        whole = not ("int" in rule and is_number and float(v) != int(v))
-        if rule.startswith("bool") and isinstance(v, bool):
+    kind = rule.replace(" int", "").replace(" or null", "").replace(" or auto", "")
+    for v in list(value) if isinstance(value, ListConfig | list | tuple) else [value]:
+        number = isinstance(v, int | float) and not isinstance(v, bool)
+        if kind == "bool" and isinstance(v, bool):
             continue
-        if not rule.startswith("bool") and is_number and whole and _in_range(rule, float(v)):
+        if kind != "bool" and number and not ("int" in rule and v != int(v)) and _RANGES[kind](v):
             continue
-        shown = OmegaConf.to_container(value) if isinstance(value, ListConfig) else value
-        kind = rule.replace(" int", "").replace(" or null", "").replace(" or auto", "")
         needs = (
             f"{'an integer' if 'int' in rule else 'a number'} {'in ' if '[' in kind else ''}{kind}"
         )
-        if rule.startswith("bool"):
-            needs = "true or false"
-        for alternative in ("null", "auto"):
-            if f"or {alternative}" in rule:
-                needs += f" or {alternative}"
-        raise ConfigValueError(
-            f"{key}={shown} (set {_where(key, overrides)}): {key} is {what} and must be "
-            f"{needs}. Fix: give {key}=<{needs}>, e.g. {key}={example}."
+        needs = "true or false" if kind == "bool" else needs
+        needs += "".join(f" or {alt}" for alt in ("null", "auto") if f"or {alt}" in rule)
+        shown = OmegaConf.to_container(value) if isinstance(value, ListConfig) else value
+        given = any(o.lstrip("+~").split("=", 1)[0] == key for o in overrides)
+        where = (
+            "on the command line"
+            if given
+            else "by the composed config (an experiment= or data= file)"
         )
-
-
-def check_ranges(cfg: DictConfig, overrides: Sequence[str] = ()) -> None:
-    """Every key of :data:`RULES` the config has, against its rule."""
-    for key, rule, what, example in RULES:
-        value = OmegaConf.select(cfg, key, default=_ABSENT, throw_on_missing=False)
-        if value is _ABSENT or (isinstance(value, str) and value == "???"):
-            continue
-        _check_one(key, rule, what, example, value, overrides)
+        raise ConfigValueError(
+            f"{key}={shown} (set {where}): {key} is {what} and must be {needs}. Fix: give "
+            f"{key}=<{needs}>, e.g. {key}={example}."
+        )
 
 
 def check_disc_switches(
@@ -158,12 +133,11 @@ def check_disc_switches(
 def _check_disc(cfg: DictConfig) -> None:
     if cfg.get("task") != "gan" or "disc" not in cfg or "loss" not in cfg:
         return
-    target = str(OmegaConf.select(cfg, "loss._target_", default=""))
     critics = OmegaConf.select(cfg, "disc.net.critics", default=None)
     check_disc_switches(
-        adversarial=not target.endswith("NoAdversarialLoss"),
-        checkpoint=cfg.disc.get("checkpoint"),
-        frozen=bool(cfg.disc.get("frozen")),
+        adversarial=not str(cfg.loss._target_).endswith("NoAdversarialLoss"),
+        checkpoint=cfg.disc.checkpoint,
+        frozen=bool(cfg.disc.frozen),
         heads=list(critics.keys()) if isinstance(critics, DictConfig) else [],
         kind=str(OmegaConf.select(cfg, "disc.net.kind", default="?")),
     )
@@ -181,23 +155,17 @@ def _parameters(target: str) -> tuple[list[str], bool] | None:
 
 
 def check_closed_keys(base: DictConfig, added: Sequence[tuple[str, str]]) -> None:
-    """A key added with ``+`` under a node with a ``_target_`` (``+data.crop_sise=32``) must be
-    a parameter of that constructor, or the run would end in its ``TypeError``."""
+    """A key added with ``+`` under a ``_target_`` node must be a parameter of that constructor."""
     for key, line in added:
-        parts = key.split(".")
-        for depth in range(len(parts) - 1, 0, -1):
-            node = OmegaConf.select(base, ".".join(parts[:depth]), default=None)
-            if isinstance(node, DictConfig) and "_target_" in node:
-                break
-        else:
+        prefix, _, name = key.rpartition(".")
+        node = OmegaConf.select(base, prefix, default=None) if prefix else None
+        if not (isinstance(node, DictConfig) and "_target_" in node):
             continue
         params = _parameters(str(node._target_))
-        name = parts[depth]
-        if params is None or params[1] or name in params[0] or depth != len(parts) - 1:
+        if params is None or params[1] or name in params[0]:
             continue
         known = sorted({*params[0], *(str(k) for k in node.keys() if not str(k).startswith("_"))})
         close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
-        prefix = ".".join(parts[:depth])
         hint = (
             f"Did you mean {prefix}.{close[0]}? Fix: {prefix}.{close[0]}={line.split('=', 1)[-1]}"
             if close
@@ -208,9 +176,6 @@ def check_closed_keys(base: DictConfig, added: Sequence[tuple[str, str]]) -> Non
             f"run would stop with a TypeError when it builds it. {hint} (without '+': '+' adds "
             "keys the config does not have)."
         )
-
-
-# --------------------------------------------------------------------------- overrides
 
 
 def _is_group(key: str) -> bool:
@@ -224,26 +189,16 @@ def _compose_here(config_name: str, overrides: list[str]) -> DictConfig:
     return compose(config_name, overrides)
 
 
-def _type_name(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true or false"
-    if isinstance(value, int):
-        return "an integer"
-    if isinstance(value, float):
-        return "a number"
-    return "a string"
-
-
-def _type_ok(default: Any, value: Any) -> bool:
-    if default is None or value is None:
-        return True
+def _wanted(default: Any) -> tuple[str, tuple[type, ...] | None]:
+    """What an override of a key with this default must be: (in words, the types that pass;
+    None: any scalar, as the code reads strings)."""
     if isinstance(default, bool):
-        return isinstance(value, bool)
+        return "true or false", (bool,)
     if isinstance(default, int):
-        return isinstance(value, int) and not isinstance(value, bool)
+        return "an integer", (int,)
     if isinstance(default, float):
-        return isinstance(value, int | float) and not isinstance(value, bool)
-    return True  # strings (and the rest) take any scalar, as the code reads them
+        return "a number", (int, float)
+    return "a string", None
 
 
 #: Sections whose keys are all read by the code: a key added with ``+`` that they lack is a typo.
@@ -262,11 +217,8 @@ def _did_you_mean(key: str, base: DictConfig, given: str) -> str:
 
 
 def check_overrides(cfg: DictConfig, config_name: str, overrides: Sequence[str]) -> None:
-    """Refuse a command-line value whose type differs from the config's default (``seed=x``,
-    ``trainer.max_epochs=abc``); a key added with ``+`` that the config does not have, at the
-    top level or in :data:`SCHEMA_SECTIONS` (``+model.adv_wieght=...``); and one added to a
-    node that a constructor reads whole (``+data.crop_sise=32``, :func:`check_closed_keys`),
-    naming the key, the close match and the fix."""
+    """A value whose type differs from its default (``seed=x``), a ``+`` key the config lacks
+    at the top level or in :data:`SCHEMA_SECTIONS`, one no constructor takes."""
     parsed = parse_overrides(overrides)
     groups = [str(o.input_line) for o in parsed if _is_group(o.key_or_group.split("@")[0])]
     base = None
@@ -293,10 +245,12 @@ def check_overrides(cfg: DictConfig, config_name: str, overrides: Sequence[str])
         if isinstance(default, DictConfig | dict) or OmegaConf.is_missing(base, key):
             continue
         value = OmegaConf.select(cfg, key, default=None, throw_on_missing=False)
-        if not _type_ok(default, value):
+        name, types = _wanted(default)
+        ok = not types or (isinstance(value, types) and (bool in types) == isinstance(value, bool))
+        if default is not None and value is not None and not ok:
             raise ConfigValueError(
-                f"{key}={given}: {key} takes {_type_name(default)} (its default is "
-                f"{default!r}), not {value!r}. Fix: give {key}=<{_type_name(default)}>, e.g. "
+                f"{key}={given}: {key} takes {name} (its default is {default!r}), not "
+                f"{value!r}. Fix: give {key}=<{name}>, e.g. "
                 f"{key}={str(default).lower() if isinstance(default, bool) else default}."
             )
     if added and base is not None:
@@ -311,10 +265,8 @@ def _has_key(cfg: DictConfig, key: str) -> bool:
 
 
 def check_known_keys(config_name: str, overrides: Sequence[str]) -> None:
-    """Before Hydra composes: a ``key=value`` (no ``+``) whose key the config lacks gets the
-    close match, not Hydra's advice to add the typo with ``+``. A sweep's groups are tried in
-    each of their values until one composition has the key. Overrides that extend the search
-    path (``hydra.searchpath``) skip the check (their keys are not in ``conf/``)."""
+    """Before Hydra composes: a ``key=value`` whose key the config lacks (under each value of a
+    sweep's groups) gets the close match, not Hydra's advice to add the typo with ``+``."""
     parsed = parse_overrides(overrides)
     if any(str(ov.key_or_group).startswith("hydra.searchpath") for ov in parsed):
         return
@@ -376,8 +328,8 @@ def _flat_keys(node: Any, prefix: str = "") -> list[str]:
 
 
 def _check_precision(cfg: DictConfig) -> None:
-    """fp16 mixed precision scales the loss (a GradScaler); Lightning cannot clip the gradients
-    of a fused Adam, which unscales inside its own kernel, so the three are refused together."""
+    """fp16 on the CPU; fp16 (GradScaler) with a clipped fused Adam, which unscales inside its
+    kernel, so Lightning cannot clip it."""
     precision = str(OmegaConf.select(cfg, "trainer.precision", default=""))
     fused = bool(OmegaConf.select(cfg, "optim.fused", default=False))
     clip = OmegaConf.select(cfg, "optim.grad_clip", default=0) or 0
@@ -401,7 +353,10 @@ def _check_precision(cfg: DictConfig) -> None:
 
 
 def check_values(cfg: DictConfig, overrides: Sequence[str] = ()) -> None:
-    """Ranges, precision x optimizer, and the discriminator's switches (see the module doc)."""
-    check_ranges(cfg, overrides)
+    """The ranges of :data:`RULES`, precision x optimizer, and the discriminator's switches."""
+    for key, rule, what, example in RULES:
+        value = OmegaConf.select(cfg, key, default=_ABSENT, throw_on_missing=False)
+        if value is not _ABSENT and not (isinstance(value, str) and value == "???"):
+            _check_one(key, rule, what, example, value, overrides)
     _check_precision(cfg)
     _check_disc(cfg)

@@ -1,17 +1,7 @@
-"""The one wrapper of every command-line entry point: errors a person can fix are one paragraph.
-
-``@entry_point("train")`` replaces ``@hydra.main(config_path=..., config_name="train")``:
-
-* an override Hydra cannot lex (a path with ``=``, ``,``, a space or a non-ASCII letter) is
-  reported before Hydra starts, with the quoting that fixes it;
-* an override of a key the config does not have is refused with the close match before Hydra
-  composes (:func:`deblur.checks.check_known_keys`), and the composed config is checked
-  (:func:`deblur.checks.check_overrides`: a value of the wrong type, a key added with ``+`` that
-  no code reads; :func:`deblur.checks.check_values`: the ranges of numeric keys and the
-  discriminator's switches), all before any network is built or any file written;
-* a :class:`deblur.errors.UserError` raised inside the run prints one paragraph on the console,
-  without a traceback (the traceback goes to the run's log file and its ``metrics.json``); the
-  process exits with status 1. Any other exception is a bug and keeps its traceback.
+"""The one wrapper of every command-line entry point (``@entry_point("train")`` for
+``@hydra.main``): the overrides are lexed, their keys, types and values checked
+(:mod:`deblur.checks`) before any network or file; a :class:`deblur.errors.UserError` prints one
+paragraph (the traceback goes to the log file) and exits 1; any other exception is a bug.
 """
 
 from __future__ import annotations
@@ -24,7 +14,9 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
+import hydra
 from hydra._internal.utils import get_args_parser
+from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import CompactHydraException, InstantiationException, OverrideParseException
 from hydra.types import RunMode
@@ -34,12 +26,9 @@ from deblur.checks import check_known_keys, check_overrides, check_values
 from deblur.config import CONF_DIR, register_resolvers
 from deblur.errors import UserError
 
-log = logging.getLogger("deblur")
-
 
 class ReportedUserError(CompactHydraException):
-    """A UserError on its way out through Hydra, which prints a CompactHydraException as its
-    message alone (no traceback), in a single run and at the end of a multirun alike."""
+    """A UserError on its way out through Hydra, which prints it alone (no traceback)."""
 
 
 def _to_log_file(err: BaseException) -> None:
@@ -59,14 +48,17 @@ QUOTING_HINT = (
 )
 
 
+def _args(argv: list[str]) -> Any:
+    try:
+        return get_args_parser().parse_args(argv)
+    except SystemExit:
+        return None  # Hydra reports its own argument errors (and --help)
+
+
 def check_command_line(argv: list[str]) -> None:
     """Lex the overrides the way Hydra will; one that fails gets the quoting hint."""
-    try:
-        args = get_args_parser().parse_args(argv)
-    except SystemExit:
-        return  # let Hydra report its own argument errors (and --help)
     parser = OverridesParser.create()
-    for item in args.overrides or []:
+    for item in getattr(_args(argv), "overrides", None) or []:
         try:
             parser.parse_overrides([item])
         except OverrideParseException as err:
@@ -77,13 +69,9 @@ def check_command_line(argv: list[str]) -> None:
 
 
 def _overrides_of(argv: list[str]) -> list[str]:
-    """The overrides of a command line (Hydra's own flags dropped); none when another config
-    folder is given (``--config-dir`` / ``--config-path``: its keys are not in ``conf/``)."""
-    try:
-        args = get_args_parser().parse_args(argv)
-    except SystemExit:
-        return []
-    if args.config_dir or args.config_path or args.config_name:
+    """The overrides of a command line; none with another config (its keys are not in conf/)."""
+    args = _args(argv)
+    if args is None or args.config_dir or args.config_path or args.config_name:
         return []
     return list(args.overrides or [])
 
@@ -103,9 +91,7 @@ _WORKER = re.compile(r"^Caught \w+ in DataLoader worker process \d+\.\s*Original
 
 
 def report(err: UserError) -> str:
-    """The paragraph printed for ``err`` (its message, on one line). An error raised in a
-    DataLoader worker arrives with the worker's traceback in its message: only the original
-    message is kept (the traceback still goes to the log file)."""
+    """``err``'s message on one line (of a DataLoader worker's error: the original message)."""
     text = str(err)
     if _WORKER.match(text):
         marker = f"{type(err).__name__}: "
@@ -117,12 +103,8 @@ def entry_point(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Cal
     """Decorator for ``main(cfg)`` of a ``python -m deblur.<tool>`` module (see module doc)."""
 
     def decorate(task: Callable[[DictConfig], Any]) -> Callable[[], Any]:
-        import hydra
-
         @functools.wraps(task)
         def guarded(cfg: DictConfig) -> Any:
-            from hydra.core.hydra_config import HydraConfig
-
             try:
                 overrides = (
                     list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
@@ -141,11 +123,9 @@ def entry_point(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Cal
             except UserError as err:
                 _to_log_file(err)
                 message = f"[deblur] error: {report(err)}"
-                if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
-                    # the other jobs go on; Hydra prints the message (alone) at the end
-                    print(message, file=sys.stderr, flush=True)
-                    raise ReportedUserError(message) from None
                 print(message, file=sys.stderr, flush=True)
+                if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+                    raise ReportedUserError(message) from None  # the other jobs go on
                 sys.exit(1)
 
         hydra_main = hydra.main(

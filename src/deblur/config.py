@@ -1,6 +1,5 @@
-"""One place for configuration plumbing: the conf/ folder, the run-folder names (the OmegaConf
-resolvers ``run_dirname`` and ``eval_slug``), composing for tests and notebooks (the checks of
-the values a person sets: :mod:`deblur.checks`)."""
+"""Configuration plumbing: the conf/ folder, the run-folder names (the OmegaConf resolvers
+``run_dirname`` and ``eval_slug``), composing for tests and notebooks."""
 
 from __future__ import annotations
 
@@ -34,11 +33,8 @@ def _find_conf_dir() -> Path:
 CONF_DIR: Path = _find_conf_dir()
 
 
-# --------------------------------------------------------------------------- run-folder names
-
-#: Overrides that never name a run folder (training runs): where the run lives, how it is
-#: relaunched, how data is fed, and data.root (another dataset is refused by the run identity,
-#: see deblur.runs.IDENTITY_EXCLUDE, rather than given a folder of its own).
+#: Overrides that never name a training run's folder: where it lives, how it is relaunched, how
+#: data is fed, and data.root (another dataset is refused by the run identity instead).
 FOLDER_EXCLUDE = (
     "ckpt_path",
     "overwrite",
@@ -58,12 +54,8 @@ def _looks_like_path(value: str) -> bool:
 
 
 def path_tag(value: str) -> str:
-    """A short readable folder-name tag for a file path: ``<run or file name>-<hash8>``.
-
-    The name is the run folder above ``checkpoints/`` (``.../backbone=nlayer/checkpoints/best.ckpt``
-    gives ``backbone-nlayer``) or the file's stem; the hash is the file's content hash (sha256)
-    when it exists, else the path's.
-    """
+    """``<name>-<hash8>`` for a file path: the run folder above ``checkpoints/`` (else the
+    stem), the sha256 of the file's content (of the path when there is no file)."""
     p = Path(value).expanduser()
     parts = p.parts
     if "checkpoints" in parts[:-1]:
@@ -72,10 +64,7 @@ def path_tag(value: str) -> str:
     else:
         name = p.stem or p.name
     name = _UNSAFE.sub("-", name).strip("-.")[:40] or "file"
-    if p.is_file():
-        digest = file_sha256(p)
-    else:
-        digest = hashlib.sha256(str(p).encode()).hexdigest()
+    digest = file_sha256(p) if p.is_file() else hashlib.sha256(str(p).encode()).hexdigest()
     return f"{name}-{digest[:8]}"
 
 
@@ -86,10 +75,9 @@ def parse_overrides(overrides: Sequence[str]) -> list[Any]:
 
 
 def run_dirname(overrides: Sequence[str]) -> str:
-    """The run-folder name of a training run from its command-line overrides
-    (``hydra.overrides.task``): ``key=value`` sorted and joined by ``,`` as Hydra's
-    ``override_dirname`` writes them ("default" when none), without :data:`FOLDER_EXCLUDE`;
-    a path value becomes a :func:`path_tag`, so a path never becomes nested folders."""
+    """A training run's folder name: its overrides (``hydra.overrides.task``) but
+    :data:`FOLDER_EXCLUDE`, sorted, joined by ``,`` ("default": none); a path value becomes a
+    :func:`path_tag` (never nested folders)."""
     lines = []
     for ov in parse_overrides(overrides):
         if ov.key_or_group in FOLDER_EXCLUDE:
@@ -122,17 +110,11 @@ SLUG_EXCLUDE = ("overwrite", "runs_dir", "sweep_name", "device", "save_images", 
 
 
 def eval_slug(overrides: str | Sequence[str]) -> str:
-    """Run-folder name ``<method>/<other overrides>`` of evaluate / robustness runs.
-
-    Takes Hydra's override list (``hydra.overrides.task``; a value may hold ``=`` or ``,``, as
-    in a checkpoint of a sweep run) or an ``override_dirname`` string.
-    """
-    if isinstance(overrides, str):
-        items = [s for s in overrides.split(",") if s]
-    else:
-        items = [str(s) for s in overrides]
+    """``<method>/<other overrides>``, the folder of an evaluate / robustness run, from Hydra's
+    override list (a value may hold ``=`` or ``,``) or an ``override_dirname`` string."""
+    items = [s for s in overrides.split(",") if s] if isinstance(overrides, str) else overrides
     method, rest = "", []
-    for item in sorted(items):
+    for item in sorted(map(str, items)):
         key, _, value = item.partition("=")
         key = key.lstrip("+~")
         value = value.strip("'\"")
@@ -148,31 +130,22 @@ def eval_slug(overrides: str | Sequence[str]) -> str:
     return f"{method or 'no_method'}/{tail}"
 
 
-def _dirname(override_dirname: str) -> str:
-    """Run-folder name from Hydra's override_dirname ('default' when there are no overrides)
-    (kept for configs written before ``run_dirname``)."""
-    return override_dirname if override_dirname else "default"
-
-
-RESOLVERS = {"run_dirname": run_dirname, "eval_slug": eval_slug, "dirname": _dirname}
+RESOLVERS = {
+    "run_dirname": run_dirname,
+    "eval_slug": eval_slug,
+    "dirname": lambda override_dirname: override_dirname or "default",  # configs before run_dirname
+}
 
 
 def register_resolvers() -> None:
-    """Register the OmegaConf resolvers our YAML uses (idempotent).
-
-    Called by every entry point (:func:`deblur.cli.entry_point`) and by :func:`compose`; also
-    once when this module is imported, because a submitit job process unpickles the task and
-    resolves its run folder before any entry-point code runs in it.
-    """
+    """Register the OmegaConf resolvers our YAML uses (idempotent); also at import, as a
+    submitit job resolves its run folder before any entry-point code runs in it."""
     for name, fn in RESOLVERS.items():
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn)
 
 
 register_resolvers()
-
-
-# --------------------------------------------------------------------------- plumbing
 
 
 def to_container(cfg: DictConfig | dict) -> dict[str, Any]:

@@ -1,11 +1,9 @@
-"""Files every layer writes or names: content hashes and atomic writes with the user's umask.
-
-The lowest layer beside :mod:`deblur.errors`: checkpoints, run records and config all use it,
-and it imports nothing of deblur but the error base.
-"""
+"""Files every layer writes or names: content hashes and atomic writes with the user's umask
+(the lowest layer beside :mod:`deblur.errors`)."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import os
@@ -45,32 +43,21 @@ def _write_chunk(fd: int, chunk: memoryview, path: Path) -> int:
     return os.write(fd, chunk)
 
 
-def _current_umask() -> int:
-    """The process umask, read without changing it where the system allows (Linux:
-    /proc/self/status; elsewhere set and restore at once)."""
+def file_mode() -> int:
+    """The mode ``open(path, "w")`` gives a new file, ``0o666 & ~umask`` (mkstemp's 0600 would
+    hide a run's files from the team); the umask read without changing it where Linux allows."""
     try:
         with open("/proc/self/status", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def file_mode() -> int:
-    """The mode a plain ``open(path, "w")`` gives a new file: ``0o666 & ~umask`` (0644 under
-    umask 022, 0640 under 027). mkstemp's 0600 would hide a run's files from the team."""
-    return 0o666 & ~_current_umask()
+            mask = next(int(line.split()[1], 8) for line in fh if line.startswith("Umask:"))
+    except (OSError, ValueError, StopIteration):
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return 0o666 & ~mask
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes, what: str = "file") -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder: write, flush,
-    fsync, rename. The file gets the user's umask mode (as ``open`` would), not mkstemp's 0600.
-    A failure leaves the previous file at ``path`` untouched and raises
-    :class:`CheckpointWriteError` naming the path and the cause."""
+    """Write ``data`` through a temporary file in the same folder (fsync, rename; umask mode).
+    A failure leaves the previous file untouched: :class:`CheckpointWriteError`."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -94,23 +81,17 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes, what: str = "file")
         raise _write_error(path, what, err) from err
     finally:
         if os.path.exists(tmp):
-            try:
+            with contextlib.suppress(OSError):  # the disk is in trouble; the error says so
                 os.unlink(tmp)
-            except OSError:  # pragma: no cover - the disk is in trouble; the error says so
-                pass
 
 
 def _fsync_dir(folder: Path) -> None:
-    try:
+    with contextlib.suppress(OSError):  # e.g. Windows; some filesystems refuse it on folders
         fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # pragma: no cover - e.g. Windows
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover - some filesystems refuse fsync on folders
-        pass
-    finally:
-        os.close(fd)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def _write_error(path: Path, what: str, err: OSError) -> CheckpointWriteError:

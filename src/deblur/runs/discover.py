@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -10,13 +9,10 @@ from pathlib import Path
 from deblur.checkpoints import MissingCheckpointError
 from deblur.runs.record import METRICS_FILE, RunRecord, read_metrics
 
-log = logging.getLogger(__name__)
-
 
 def walk_runs_tree(root: str | Path) -> Iterator[tuple[Path, list[str]]]:
-    """(folder, file names) of every folder below ``root``, in path order: symlinked folders are
-    followed (as TensorBoard does) and each real folder visited once (no link loops), archived
-    earlier attempts (``attempts/``) are left out."""
+    """(folder, file names) below ``root`` in path order: links followed (as TensorBoard does),
+    each real folder once, ``attempts/`` left out."""
     seen: set[str] = set()
     for folder, dirs, names in os.walk(root, followlinks=True):
         real = os.path.realpath(folder)
@@ -30,9 +26,8 @@ def walk_runs_tree(root: str | Path) -> Iterator[tuple[Path, list[str]]]:
 
 
 def find_runs(paths: Iterable[str | Path]) -> list[tuple[Path, RunRecord]]:
-    """Every (run folder, record) below the given run or sweep folders (:func:`walk_runs_tree`),
-    in path order: the one run discovery of every reader (tables, dashboard, demo,
-    ``disc.checkpoint=auto``). Unreadable records are skipped with a warning."""
+    """Every (run folder, record) below the given folders, in path order: the one run discovery
+    of every reader. Unreadable records are skipped with a warning."""
     found: list[tuple[Path, RunRecord]] = []
     for root in map(Path, paths):
         if not root.is_dir():
@@ -48,23 +43,17 @@ def find_runs(paths: Iterable[str | Path]) -> list[tuple[Path, RunRecord]]:
 def resolve_classifier_checkpoint(
     spec: str, backbone: str, runs_dir: str | Path, seed: int | None
 ) -> Path:
-    """Turn ``disc.checkpoint=auto[:<sweep>]`` into the best checkpoint of a finished classifier run.
-
-    ``auto`` looks in ``<runs_dir>/table4_2`` (the classifier sweep of Table 4.2); ``auto:<folder>``
-    in ``<runs_dir>/<folder>``. The run must be a finished classifier run of the same backbone;
-    when several seeds exist the one with the same seed is preferred.
-    """
+    """``disc.checkpoint=auto[:<sweep>]``: best.ckpt of a finished classifier run of this
+    backbone in ``<runs_dir>/table4_2`` (or ``<sweep>``), the same seed's if there is one."""
     sweep = spec.split(":", 1)[1] if ":" in spec else "table4_2"
     folder = Path(sweep) if Path(sweep).is_absolute() else Path(runs_dir) / sweep
-    matches = []
-    if folder.is_dir():
-        matches = [
-            (d, m)
-            for d, m in find_runs([folder])
-            if m.task == "classifier"
-            and m.status == "finished"
-            and m.choices.get("backbone") == backbone
-        ]
+    matches = [
+        (d, m)
+        for d, m in find_runs([folder])
+        if m.task == "classifier"
+        and m.status == "finished"
+        and m.choices.get("backbone") == backbone
+    ]
     if not matches:
         raise MissingCheckpointError(
             f"disc.checkpoint={spec}: no finished blur-classifier run with backbone={backbone} "

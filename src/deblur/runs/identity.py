@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig
 
 from deblur.checkpoints import describe_diff
 from deblur.config import to_container
@@ -100,14 +100,6 @@ def identify(cfg: Mapping[str, Any] | DictConfig) -> tuple[dict[str, Any], dict[
 def run_identity(cfg: Mapping[str, Any] | DictConfig) -> dict[str, Any]:
     """The run identity of a config (:func:`identify`)."""
     return identify(cfg)[0]
-
-
-def pin_start_files(cfg: DictConfig, start_files: Mapping[str, str] | None) -> None:
-    """``disc.checkpoint=auto`` replaced by the file it resolved to."""
-    auto = str(OmegaConf.select(cfg, "disc.checkpoint", default=None) or "")
-    if auto.startswith("auto") and "disc.checkpoint" in (start_files or {}):
-        with open_dict(cfg):
-            cfg.disc.checkpoint = start_files["disc.checkpoint"]
 
 
 def changed_config_message(run_dir: Path, diff: list[tuple[str, Any, Any]]) -> str:

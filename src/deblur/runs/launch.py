@@ -1,9 +1,5 @@
-"""Who writes a run folder when one run spans several processes (DDP over GPUs or nodes).
-
-Rank 0 owns the folder (``metrics.json``, attempts, checkpoints, TensorBoard) and records the
-launch's id; the other ranks (:func:`follow_rank_zero`) wait for rank 0 to record this launch,
-take its resume decision, train, and write nothing.
-"""
+"""One run over several processes (DDP): rank 0 owns the folder and records the launch's id;
+the other ranks (:func:`follow_rank_zero`) wait for it, take its decisions, write nothing."""
 
 from __future__ import annotations
 
@@ -14,8 +10,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from pytorch_lightning.utilities import rank_zero_only
+
 from deblur.errors import UserError
-from deblur.runs.identity import pin_start_files
 from deblur.runs.record import read_metrics
 
 # set by rank 0 for the processes Lightning's launcher starts (they inherit its environment)
@@ -32,8 +29,7 @@ class DistributedLaunchError(UserError):
 
 
 def launcher_rank() -> int:
-    """This process' rank as its launcher's variables give it, before a process group exists
-    (for messages; :func:`deblur.runs.is_rank_zero` decides who writes the run folder)."""
+    """This process' rank from its launcher's variables, before a process group exists."""
     ranks = [int(os.environ[v]) for v in _RANK_VARS if os.environ.get(v, "").isdigit()]
     return max(ranks, default=0)
 
@@ -55,36 +51,12 @@ def _external_launch_id() -> str | None:
 
 
 def launch_id() -> str:
-    """The id rank 0 records in ``metrics.json`` (``launch``) for this launch of the run.
-
-    From SLURM / torchrun / ``DEBLUR_LAUNCH_ID`` when they give one; otherwise a fresh id, which
-    rank 0 also exports so that the processes Lightning's launcher starts inherit it.
-    """
+    """The id rank 0 records (``launch``): SLURM's / torchrun's / ``DEBLUR_LAUNCH_ID``, else a
+    fresh one, exported for the processes Lightning's launcher starts."""
     found = _external_launch_id()
-    if found is not None:
-        return found
-    new = uuid.uuid4().hex
-    os.environ[_LAUNCH_ENV] = new
-    return new
-
-
-def _follower_launch_id() -> str:
-    found = _external_launch_id() or os.environ.get(_LAUNCH_ENV)
     if found is None:
-        raise DistributedLaunchError(
-            f"This process is rank {launcher_rank()} of a multi-process run, but nothing tells it "
-            "which launch of the run folder rank 0 started (SLURM with several tasks, torchrun "
-            "and Lightning's own launcher do). Export the same unique value in every process, "
-            f"e.g. `export {USER_LAUNCH_ENV}=$(date +%s)` on each node before starting it."
-        )
+        found = os.environ[_LAUNCH_ENV] = uuid.uuid4().hex
     return found
-
-
-def _set_lightning_rank(rank: int) -> None:
-    """Make Lightning's rank-zero-only helpers (logs, TensorBoard) quiet before the trainer exists."""
-    from pytorch_lightning.utilities import rank_zero_only
-
-    rank_zero_only.rank = rank
 
 
 def follow_rank_zero(
@@ -93,36 +65,34 @@ def follow_rank_zero(
     run_dir: Path,
     timeout_s: float | None = None,
 ) -> dict[str, Any]:
-    """What a rank > 0 does instead of :func:`deblur.runs.managed_run`: train, write nothing.
-
-    It skips the run when rank 0 will (finished, no ``overwrite``); otherwise it
-    waits until ``metrics.json`` records rank 0's start of this launch, resumes from the same
-    checkpoint rank 0 chose (``resumed_from``), and runs ``body`` with a copy of rank 0's record.
-    """
+    """A rank > 0's :func:`deblur.runs.managed_run`: skip when rank 0 will; else wait for rank
+    0's record of this launch, take its checkpoint, run ``body`` on a copy of the record."""
     rank = max(launcher_rank(), 1)
-    _set_lightning_rank(rank)
-    launch = _follower_launch_id()
+    rank_zero_only.rank = rank  # Lightning's rank-zero-only logs quiet before the trainer exists
+    launch = _external_launch_id() or os.environ.get(_LAUNCH_ENV)
+    if launch is None:
+        raise DistributedLaunchError(
+            f"This process is rank {rank} of a multi-process run, but nothing tells it which "
+            "launch of the run folder rank 0 started (SLURM with several tasks, torchrun and "
+            "Lightning's own launcher do). Export the same unique value in every process, e.g. "
+            f"`export {USER_LAUNCH_ENV}=$(date +%s)` on each node before starting it."
+        )
     previous = read_metrics(run_dir)
-    if (
-        previous is not None
-        and previous.get("status") == "finished"
-        and previous.get("launch") != launch
-        and not cfg.get("overwrite", False)
-    ):
-        return previous  # rank 0 skips it too (or refuses it): it writes nothing then
+    if previous is not None and previous.status == "finished" and previous.launch != launch:
+        if not cfg.overwrite:
+            return previous  # rank 0 skips it too (or refuses it): it writes nothing then
     wait = float(timeout_s if timeout_s is not None else os.environ.get(WAIT_ENV, 300))
     deadline = time.monotonic() + wait
     while True:
         record = read_metrics(run_dir)
-        if record is not None and record.get("launch") == launch:
-            status = record.get("status")
-            if status == "running":
+        if record is not None and record.launch == launch:
+            if record.status == "running":
                 break
-            if status != "finished":
-                err = record.get("error") or {}
+            if record.status != "finished":
+                err = record.error or {}
                 raise RuntimeError(
-                    f"Rank 0 of this run ended with status '{status}' before rank {rank} could "
-                    f"join ({err.get('type', '?')}: {err.get('message', '')}); see "
+                    f"Rank 0 of this run ended with status '{record.status}' before rank {rank} "
+                    f"could join ({err.get('type', '?')}: {err.get('message', '')}); see "
                     f"{run_dir / 'metrics.json'} and rank 0's log."
                 )
             return record
@@ -135,14 +105,12 @@ def follow_rank_zero(
             )
         time.sleep(0.5)
     if "ckpt_path" in cfg:
-        cfg.ckpt_path = record.get("resumed_from")  # rank 0's resume decision, auto ones included
-    pin_start_files(cfg, record.get("start_files"))
+        cfg.ckpt_path = record.resumed_from  # rank 0's resume decision, auto ones included
     record = dict(record)
     record.update(body(run_dir, record))
     return record
 
 
 def is_rank_zero() -> bool:
-    """False in the non-zero ranks of a multi-process (DDP) run: they neither lock the folder
-    nor write metrics.json; rank 0 is the one writer (Lightning saves checkpoints on rank 0)."""
+    """False in the ranks > 0 of a DDP run: they neither lock the folder nor write records."""
     return launcher_rank() == 0

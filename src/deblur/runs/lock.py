@@ -29,8 +29,8 @@ def _pid_alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
-        return True
+    except PermissionError:  # alive, another user's
+        pass
     return True
 
 
@@ -38,13 +38,9 @@ _HELD: dict[str, list[Any]] = {}  # resolved lock path -> [fd, depth]
 
 
 class RunLock:
-    """``<run_dir>/.run.lock``: the PID, host and start time of the process using the folder.
-
-    Taken before anything in the folder is read, moved or written. The file is held with an
-    ``flock`` as well, which the system releases when the process dies, however it dies; a lock
-    left by a dead process on this host is taken over with a log line. Re-entrant within one
-    process (a multirun's jobs run one after another in it).
-    """
+    """``<run_dir>/.run.lock``: the PID, host and start of the process using the folder, held
+    with an ``flock`` (released when the process dies, however); a dead PID's lock on this host
+    is taken over. Re-entrant within one process (a multirun's jobs)."""
 
     def __init__(self, run_dir: str | Path) -> None:
         self.path = Path(run_dir) / LOCK_FILE
@@ -112,14 +108,12 @@ class RunLock:
 
     def release(self) -> None:
         key = str(self.path.resolve())
-        held = _HELD.get(key)
-        if held is None:
+        if key not in _HELD:
             return
-        held[1] -= 1
-        if held[1] > 0:
+        _HELD[key][1] -= 1
+        if _HELD[key][1] > 0:
             return
-        del _HELD[key]
-        fd = held[0]
+        fd = _HELD.pop(key)[0]
         try:
             os.ftruncate(fd, 0)  # empty = free; the file stays (removing it would race)
             fcntl.flock(fd, fcntl.LOCK_UN)

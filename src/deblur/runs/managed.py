@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import shutil
@@ -23,7 +24,6 @@ from deblur.runs.identity import (
     RunConfigChangedError,
     changed_config_message,
     identify,
-    pin_start_files,
 )
 from deblur.runs.launch import follow_rank_zero, is_rank_zero, launch_id
 from deblur.runs.lock import LOCK_FILE, RunLock
@@ -123,7 +123,6 @@ def _managed_run_locked(cfg: DictConfig, task: str, body: Body, run_dir: Path) -
             raise identity_error
         return _skip_finished(previous, identity, run_dir)
     _prepare_folder(cfg, previous, run_dir)
-    pin_start_files(cfg, start_files)
     record = base_record(cfg, task, run_dir)
     record.launch = launch_id()  # what the DDP ranks > 0 wait for (follow_rank_zero)
     record.identity, record.start_files = identity, start_files or None
@@ -191,10 +190,8 @@ def _prepare_folder(cfg: DictConfig, previous: RunRecord | None, run_dir: Path) 
             for p in run_dir.iterdir()
             if p.name not in keep and not (p.is_file() and p.suffix == ".log")
         ]
-        n = 1
-        while (run_dir / "attempts" / str(n)).exists():
-            n += 1
         if movable:
+            n = next(i for i in itertools.count(1) if not (run_dir / "attempts" / str(i)).exists())
             dest = run_dir / "attempts" / str(n)
             dest.mkdir(parents=True)
             for p in movable:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as _dt
+import functools
 import json
 import logging
 import platform
@@ -29,8 +31,7 @@ def now_iso() -> str:
 
 
 def write_json_atomic(path: str | Path, data: dict[str, Any]) -> None:
-    """Write JSON through a temporary file in the same folder, fsync and an atomic rename (a crash
-    or a full disk never leaves half a file; the error names the path and the cause)."""
+    """JSON written atomically (:func:`deblur.files.write_bytes_atomic`)."""
     text = json.dumps(data, indent=2, sort_keys=False, default=str) + "\n"
     write_bytes_atomic(Path(path), text.encode(), what="run record")
 
@@ -44,43 +45,38 @@ def versions() -> dict[str, str]:
     """Versions of the packages that decide a result."""
     out = {"python": platform.python_version()}
     for name, dist in _VERSIONED.items():
-        try:
+        with contextlib.suppress(PackageNotFoundError):
             out[name] = version(dist)
-        except PackageNotFoundError:
-            pass
     return out
 
 
-_CODE: dict[str, Any] | None = None
+@functools.cache
+def _code() -> dict[str, Any]:
+    try:
+        out: dict[str, Any] = {"deblur": version("deblur")}
+    except PackageNotFoundError:  # pragma: no cover - always installed
+        out = {"deblur": None}
+
+    def git(*args: str) -> str | None:
+        try:
+            proc = subprocess.run(
+                ["git", *args], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
+            )
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return proc.stdout.strip() if proc.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    if commit:
+        status = git("status", "--porcelain", "--untracked-files=no")
+        out |= {"git_commit": commit, "git_dirty": bool(status) if status is not None else None}
+    return out
 
 
 def code_version() -> dict[str, Any]:
-    """The deblur package version and, in a git checkout, its commit and whether it had local
-    changes (recorded in metrics.json, outside the run identity)."""
-    global _CODE
-    if _CODE is None:
-        try:
-            out: dict[str, Any] = {"deblur": version("deblur")}
-        except PackageNotFoundError:  # pragma: no cover - always installed
-            out = {"deblur": None}
-        src = Path(__file__).resolve().parent
-
-        def git(*args: str) -> str | None:
-            try:
-                proc = subprocess.run(
-                    ["git", *args], cwd=src, capture_output=True, text=True, timeout=5
-                )
-            except (OSError, subprocess.SubprocessError):
-                return None
-            return proc.stdout.strip() if proc.returncode == 0 else None
-
-        commit = git("rev-parse", "HEAD")
-        if commit:
-            out["git_commit"] = commit
-            status = git("status", "--porcelain", "--untracked-files=no")
-            out["git_dirty"] = bool(status) if status is not None else None
-        _CODE = out
-    return dict(_CODE)
+    """The deblur version and, in a git checkout, its commit and whether it had local changes
+    (recorded in metrics.json, outside the run identity)."""
+    return dict(_code())
 
 
 class RecordFieldError(KeyError):
@@ -92,16 +88,9 @@ class RecordFieldError(KeyError):
 
 @dataclass
 class RunRecord:
-    """The ``metrics.json`` of a run folder: the one schema every writer and reader goes through.
-
-    Attribute access (``record.final``) is the API; item access (``record["final"]``,
-    ``record.get``, ``record.update(results)``, ``dict(record)``) sees the same fields as the
-    JSON file, so a field that is ``None`` is absent, as it is from the file. Only schema
-    fields can be set (:class:`RecordFieldError` names any other key). A file written by
-    another version keeps its unknown keys in :attr:`extra` (read and written back verbatim);
-    fields it lacks are ``None`` (or empty). :meth:`read` refuses a file whose fields have the
-    wrong JSON type, as it refuses broken JSON.
-    """
+    """The ``metrics.json`` of a run folder, the one schema of every writer and reader
+    (docs/DESIGN.md): item access sees the file's keys (a ``None`` field is absent) and sets
+    only fields; unknown keys of other versions stay in :attr:`extra`."""
 
     # every run (written by managed_run at the start)
     status: str | None = None  # running | finished | failed | interrupted | stopped
@@ -143,7 +132,7 @@ class RunRecord:
     images_per_s: float | None = None
     device: str | None = None
     checkpoints: dict[str, str] | None = None  # {"best": path, "last": path}
-    # evaluate / robustness (deblur.evaluation)
+    # evaluate / robustness (deblur.eval)
     method: str | None = None
     method_kind: str | None = None  # model | baseline
     data: str | None = None
@@ -157,17 +146,13 @@ class RunRecord:
     # keys of other versions of the code, kept as they were
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
-    # ---------------------------------------------------------------- JSON form
-
     @classmethod
     def fields(cls) -> tuple[str, ...]:
         return tuple(f.name for f in dataclasses.fields(cls) if f.name != "extra")
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any], source: str = "a run record") -> RunRecord:
-        """A record from the JSON object of a metrics.json (missing fields: None or empty).
-
-        Raises ``ValueError`` naming the field when a value has the wrong JSON type."""
+        """A record from a metrics.json object; ``ValueError`` names a field of the wrong type."""
         if not isinstance(data, Mapping):
             raise ValueError(
                 f"{source} holds {_JSON_NAMES.get(type(data), 'a value')}, not an object"
@@ -179,27 +164,21 @@ class RunRecord:
                 continue
             allowed = _JSON_TYPES[key]
             if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
-                want = " or ".join(
-                    _JSON_NAMES[t] for t in allowed if not (t is int and float in allowed)
-                )
                 raise ValueError(
                     f"{source}: field '{key}' is {_JSON_NAMES.get(type(value), 'a value')} in "
-                    f"JSON, not {want}"
+                    f"JSON, not {_JSON_NAMES[allowed[0]]}"
                 )
             values[key] = value
         extra = {k: v for k, v in data.items() if k not in known}
         return cls(**values, extra=extra)
 
     def to_json(self) -> dict[str, Any]:
-        """The JSON object of metrics.json: the set fields in schema order, then ``extra``."""
+        """The set fields in schema order, then ``extra``."""
         out = {k: getattr(self, k) for k in self.fields() if getattr(self, k) is not None}
         return out | {k: v for k, v in self.extra.items() if k not in out}
 
     def write(self, run_dir: str | Path) -> None:
-        """Write ``<run_dir>/metrics.json`` atomically (temporary file, fsync, rename)."""
         write_json_atomic(Path(run_dir) / METRICS_FILE, self.to_json())
-
-    # ---------------------------------------------------------------- item access
 
     def _check(self, key: str) -> None:
         if key not in self.fields():
@@ -231,7 +210,6 @@ class RunRecord:
         return list(self.to_json())
 
     def update(self, values: Mapping[str, Any]) -> None:
-        """Set several fields (a body's results); any key that is not a field is refused."""
         for key in values:
             self._check(key)
         for key, value in values.items():
@@ -239,20 +217,11 @@ class RunRecord:
 
 
 def _json_types(hint: Any) -> tuple[type, ...]:
-    """The Python types json.loads gives for a field annotation (``dict[str, Any] | None``...)."""
-    args = typing.get_args(hint) if typing.get_origin(hint) in (Union, types.UnionType) else ()
-    out: list[type] = []
-    for part in args or (hint,):
-        if part is type(None):
-            continue
-        origin = typing.get_origin(part) or part
-        if origin is float:
-            out += [float, int]
-        elif origin is Any:
-            return (object,)
-        else:
-            out.append(origin)
-    return tuple(out)
+    """The types json.loads gives for a field annotation (``dict[str, Any] | None``: dict)."""
+    union = typing.get_origin(hint) in (Union, types.UnionType)
+    part = next(a for a in typing.get_args(hint) if a is not type(None)) if union else hint
+    origin = typing.get_origin(part) or part
+    return (float, int) if origin is float else (origin,)
 
 
 _JSON_TYPES = {
@@ -261,12 +230,11 @@ _JSON_TYPES = {
     if name != "extra"
 }
 _JSON_NAMES = {dict: "an object", list: "an array", str: "a string", int: "an integer"}
-_JSON_NAMES |= {float: "a number", bool: "true/false", object: "a value"}
+_JSON_NAMES |= {float: "a number", bool: "true/false"}
 
 
 def read_metrics(run_dir: str | Path) -> RunRecord | None:
-    """The record of ``run_dir``, or None when it has none or it is unreadable (a warning names
-    the file and the problem, e.g. broken JSON or a field of the wrong type)."""
+    """The record of ``run_dir``; None when it has none or it is unreadable (a warning)."""
     path = Path(run_dir) / METRICS_FILE
     if not path.is_file():
         return None

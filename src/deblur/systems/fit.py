@@ -153,9 +153,8 @@ class RunStats(Callback):
 
 
 def build_system(cfg: DictConfig | dict[str, Any]) -> pl.LightningModule:
-    """The ``system`` node, built by Hydra, with the resolved config saved in it
-    (``hyper_parameters["cfg"]``); ``loss=none`` (``uses_discriminator = False``) builds no
-    ``system.discriminator``."""
+    """The ``system`` node, built by Hydra, with the resolved config in it (every tool rebuilds
+    the networks from a checkpoint alone); ``loss=none`` builds no discriminator."""
     plain = to_container(cfg)
     c = OmegaConf.create(plain)
     skip = {}
@@ -216,17 +215,6 @@ def build_datamodule(cfg: DictConfig, task: str) -> pl.LightningDataModule:
     accelerator = str(cfg.trainer.accelerator)
     on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
     return instantiate(cfg.data, task=task, on_gpu=on_gpu, _recursive_=False)
-
-
-def _loud_random_weights_banner(what: str) -> str:
-    msg = (
-        f"pretrained=false: {what} use RANDOM weights, not ImageNet ones. Results of this run are "
-        "not comparable with the thesis; use it for tests and the offline demo only."
-    )
-    bar = "!" * 78
-    log.warning("\n%s\n%s\n%s", bar, msg, bar)
-    print(f"[deblur] WARNING: {msg}", flush=True)
-    return msg
 
 
 def _log_tb_setup(loggers: list[Logger], params: dict[str, Any], task: str) -> None:
@@ -293,11 +281,19 @@ def _start(cfg: DictConfig, record: dict[str, Any]) -> dict[str, Any]:
         }
     )
     if not cfg.pretrained:
-        record["warning"] = _loud_random_weights_banner(_TASKS[cfg.task][0])
+        record["warning"] = msg = (
+            f"pretrained=false: {_TASKS[cfg.task][0]} use RANDOM weights, not ImageNet ones. "
+            "Results of this run are not comparable with the thesis; use it for tests and the "
+            "offline demo only."
+        )
+        log.warning("\n%s\n%s\n%s", "!" * 78, msg, "!" * 78)
+        print(f"[deblur] WARNING: {msg}", flush=True)
     hp: dict[str, Any] = {f"choice/{k}": v for k, v in (record.get("choices") or {}).items()}
     hp.update(seed=int(cfg.seed), pretrained_weights=bool(cfg.pretrained))
     hp.update(crop_size=int(cfg.data.crop_size or 0), batch_size=int(cfg.data.batch_size))
     if cfg.task == "gan":
+        if str(cfg.disc.checkpoint).startswith("auto"):  # resolved once, in the run's start files
+            cfg.disc.checkpoint = record.get("start_files")["disc.checkpoint"]
         if cfg.disc.checkpoint:
             read_classifier_checkpoint(cfg.disc.checkpoint)  # one paragraph for any other file
         record["disc_pretrained"] = hp["disc_pretrained"] = bool(cfg.disc.checkpoint)
