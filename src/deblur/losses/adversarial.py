@@ -171,18 +171,11 @@ class WGANGPLoss(AdversarialLoss):
         return scale, -scale * float(torch.cat([real, fake]).double().mean())
 
     def gradient_penalty(
-        self,
-        critic: Callable[[Tensor], Logits],
-        real: Tensor,
-        fake: Tensor,
-        alpha: Tensor | None = None,
+        self, critic: Callable, real: Tensor, fake: Tensor, alpha: Tensor | None = None
     ) -> Tensor:
-        """λ · mean over samples of (‖∇ D(x̃_i)‖ - 1)², in fp32 with autocast off.
-
-        A critic's score of image i is the mean of its logits for that image (summed over heads
-        when it returns a list); scores are summed over the batch so each sample's gradient is
-        its own. ``alpha`` (B x 1 x 1 x 1) is drawn uniformly unless given.
-        """
+        """λ · mean over samples of (‖∇ D(x̃_i)‖ - 1)², in fp32 with autocast off. The score of
+        image i is the mean of its logits (summed over heads), summed over the batch so each
+        sample's gradient is its own; ``alpha`` (B x 1 x 1 x 1) is drawn uniformly unless given."""
         real, fake, batch = real.detach().float(), fake.detach().float(), real.shape[0]
         if alpha is None:
             alpha = torch.rand(batch, 1, 1, 1, device=real.device)
@@ -203,12 +196,10 @@ class RaGANLoss(GANLoss):
     D: ½ [BCE(D(y) - E D(ŷ), 1) + BCE(D(ŷ) - E D(y), 0)];
     G: ½ [BCE(D(y) - E D(ŷ), 0) + BCE(D(ŷ) - E D(y), 1)].
 
-    The reference E[D(·)], per head and side: with ``pool_size=0`` the mean of the current
-    batch's logits, with gradient (Jolicoeur-Martineau's formula; at batch 1 the image's own
-    score: plain RSGAN). With ``pool_size=N`` (DeblurGAN-v2: 50) the mean of a history pool of
-    the last N per-image mean logits, filled in the D step (a frozen D: in the G step, see
-    :meth:`observe`; the current batch is added before the mean is taken, as the reference's
-    ImagePool does) and detached, so the reference is a constant in both steps.
+    E[D(·)], per head and side: ``pool_size=0``: the batch mean, with gradient (the paper; at
+    batch 1 plain RSGAN); ``pool_size=N`` (DeblurGAN-v2: 50): the mean of the last N per-image
+    mean logits, a pool filled in the D step (a frozen D: :meth:`observe`) before the mean is
+    taken, as the reference's ImagePool, and detached: a constant in both steps.
     """
 
     uses_real_in_g = True

@@ -1,10 +1,7 @@
-"""Backbone trunks, critics (single / patch), the discriminator and the blur classifier network.
-
-A ``conf/backbone`` entry names its trunks (``trunk``: full depth; ``patch_trunk``: truncated) and
-its ``norm``; a ``conf/disc`` entry lists the critic heads (``net.critics``). The blur classifier
-is exactly the ``single`` critic, so its checkpoint loads into any discriminator on the same
-backbone (:func:`load_classifier_weights`). Inputs are images in [-1, 1].
-"""
+"""Backbone trunks (``conf/backbone``: ``trunk`` full depth, ``patch_trunk`` truncated), critics
+(single / patch), the discriminator (``conf/disc``) and the blur classifier network: exactly the
+``single`` critic, so its checkpoint loads into any discriminator on the same backbone
+(:func:`load_classifier_weights`). Inputs are images in [-1, 1]."""
 
 from __future__ import annotations
 
@@ -134,12 +131,9 @@ def build_trunk(backbone: Mapping[str, Any], node: str = "trunk") -> nn.Module:
 
 class SingleCritic(nn.Module):
     """One realness logit per image (B x 1): a full-depth trunk, a small per-location MLP, then
-    the average over the whole image.
-
-    The non-linearity comes before the average on purpose: a linear head after global pooling
-    sees only per-channel means, which an instance-normalised trunk (NLayer) makes the same for
-    every image, so such a critic cannot tell sharp from blurred.
-    """
+    the average over the image. The non-linearity comes before the average on purpose: a linear
+    head after global pooling sees only per-channel means, which an instance-normalised trunk
+    (NLayer) makes the same for every image, so it could not tell sharp from blurred."""
 
     def __init__(self, trunk: nn.Module) -> None:
         super().__init__()
@@ -180,13 +174,10 @@ class BlurClassifierNet(SingleCritic):
 
 
 class Discriminator(nn.Module):
-    """The critic heads of a ``conf/disc`` entry on one backbone: ``single``, ``patch``, or
-    ``double`` (DeblurGAN-v2's DoubleGAN: both).
-
-    ``forward(x)`` returns one logits tensor per head (single: B x 1, patch: B x 1 x h x w), in
-    ``head_names`` order; ``critics`` holds them by name (a gradient penalty is per critic).
-    ``kind`` and ``backbone`` (its name) are what a classifier checkpoint is checked against.
-    """
+    """The critic heads of a ``conf/disc`` entry on one backbone (``double``: DeblurGAN-v2's
+    DoubleGAN, single + patch): ``forward`` gives one logits tensor per head in ``head_names``
+    order; ``kind`` and ``backbone`` (its name) are what a classifier checkpoint is checked
+    against."""
 
     def __init__(self, critics: Mapping[str, nn.Module], kind: str, backbone: str) -> None:
         super().__init__()
@@ -248,13 +239,9 @@ def calibration_scores(net: nn.Module, images: Tensor) -> dict[str, Tensor]:
 
 
 def flip_to_realness(critic: SingleCritic) -> list[str]:
-    """Turn a blur classifier's logit (blurred = 1) into a realness logit (sharp = real = 1).
-
-    The classifier is trained with sharp = 0 / blurred = 1, every adversarial loss treats real
-    (sharp) as 1; negating the last layer gives logit -z, and BCE(-z, 1 - t) = BCE(z, t), so the
-    critic scores sharp as real with exactly the classifier's confidence. Returns the names of
-    the negated tensors.
-    """
+    """Turn a blur classifier's logit z (blurred = 1) into a realness logit (sharp = real = 1):
+    the last layer negated gives -z, and BCE(-z, 1 - t) = BCE(z, t), so the critic scores sharp
+    as real with exactly the classifier's confidence. Returns the names of the negated tensors."""
     last, idx = critic.head[-1], len(critic.head) - 1
     with torch.no_grad():
         last.weight.neg_()
@@ -268,17 +255,12 @@ def load_classifier_weights(
     source_backbone: Mapping[str, Any] | None = None,
     calibrate: Any = None,
 ) -> dict[str, dict[str, Any]]:
-    """Load a blur-classifier checkpoint into every critic of ``disc``, strictly.
-
-    ``source``: a Lightning checkpoint path (keys ``net.*``, backbone in
-    ``hyper_parameters["cfg"]["backbone"]``), such a loaded dict, or a bare state dict (then pass
-    ``source_backbone``). The single critic loads every key and its last layer is negated
-    (:func:`flip_to_realness`: the classifier scores blur, a critic scores realness = sharpness);
-    the patch critic loads its truncated trunk (features have no sign) and keeps its fresh head.
-    ``calibrate`` (the adversarial loss) maps the realness logits onto the scale
-    the loss reads, from the validation scores stored under :data:`CALIBRATION_KEY`.
-    Returns ``{head: {"loaded": n, "fresh": [keys], "sign_flipped": [keys], ...}}``.
-    """
+    """Load a blur classifier (a checkpoint path, its loaded dict, or a bare state dict with
+    ``source_backbone``) into every critic of ``disc``, strictly: the single critic loads every
+    key, its last layer negated (:func:`flip_to_realness`), and is calibrated for ``calibrate``
+    (the adversarial loss) from the scores stored under :data:`CALIBRATION_KEY`; the patch critic
+    loads its truncated trunk (features have no sign) and keeps its fresh head.
+    Returns ``{head: {"loaded": n, "fresh": [keys], "sign_flipped": [keys], ...}}``."""
     state, ckpt_backbone, where, scores = _read_classifier(source)
     src_cfg = _plain(source_backbone) if source_backbone is not None else ckpt_backbone
 
@@ -369,9 +351,5 @@ def _calibrate(
     with torch.no_grad():
         last.weight.mul_(scale)
         last.bias.mul_(scale).add_(shift)
-    return {
-        "scale": scale,
-        "shift": shift,
-        "images": int(label.numel()),
-        "step": int(scores.get("step", -1)),
-    }
+    report = {"scale": scale, "shift": shift, "images": int(label.numel())}
+    return report | {"step": int(scores.get("step", -1))}

@@ -1,11 +1,7 @@
-"""One place for pretrained weights: timm backbones and torchvision VGG19, online or from a file.
-
-Sources, in order: an explicit ``weights_path``, a file named after the model in
-``$DEBLUR_WEIGHTS_DIR``, then the library's own download / cache (timm: the Hugging Face cache
-``$HF_HOME``; torchvision: ``$TORCH_HOME/hub/checkpoints``); when none works,
-:class:`PretrainedWeightsError` says which file is missing and how to provide it.
-``pretrained=false`` builds random weights and logs a loud warning; nothing is substituted silently.
-"""
+"""Pretrained weights of timm backbones and torchvision's VGG19, from (in order) ``weights_path``,
+``$DEBLUR_WEIGHTS_DIR/<model>.<ext>``, or the library's download / cache; else a
+:class:`PretrainedWeightsError` naming the file and the fixes. ``pretrained=false``: random
+weights and a loud warning; nothing is substituted silently."""
 
 from __future__ import annotations
 

@@ -1,11 +1,6 @@
-"""One run over several processes (DDP over GPUs or nodes): one writer, one launch, all images.
-
-Every process runs the entry point (Lightning's launcher re-runs the command for local ranks
-1..N-1; SLURM starts one task per GPU). Rank 0 owns the run folder; the other ranks
-(:func:`deblur.runs.launch.follow_rank_zero`) follow its launch and resume decision, train, and
-write nothing. Validation metrics are per-image values gathered from every rank
-(:func:`gather_per_image`): the mean over all validation images, each counted once.
-"""
+"""DDP over GPUs or nodes: every process runs the entry point, rank 0 owns the run folder (the
+others follow it, :func:`deblur.runs.launch.follow_rank_zero`); the launchers that would lose
+results are refused; validation means count every image once (:func:`gather_per_image`)."""
 
 from __future__ import annotations
 

@@ -87,9 +87,8 @@ def linear_decay_factor(iteration: int, total: int, decay_start: float, min_fact
 
 
 class LinearDecay(torch.optim.lr_scheduler.LambdaLR):
-    """:func:`linear_decay_factor` on iterations for an optimizer that steps every
-    ``iterations_per_step`` iterations (G: every n_critic-th); ``total()`` is the run's planned
-    iterations (known once the Trainer is set up); the factor falls to ``min_lr`` / lr."""
+    """:func:`linear_decay_factor` to ``min_lr`` over ``total()`` (the run's planned iterations,
+    known once the Trainer is set up) for an optimizer stepping every ``iterations_per_step``."""
 
     def __init__(
         self,
@@ -167,37 +166,30 @@ class GANSystem(pl.LightningModule):
 
     def _set_watches(self, check_every: int, strips: int, share_every: int, judge: str | None):
         """What is measured beside the losses: NaNs, strips, the gradient share, the judge."""
-        # the NaN watch: the first iteration at which each of WATCHED_TERMS was non-finite (-1:
-        # never), kept on the device (no host sync per step), read every check_every iterations
+        # the NaN watch: per WATCHED_TERMS the first non-finite iteration (-1: never), on the device
         self.check_every = int(check_every)
         self.register_buffer(
             "_first_nonfinite", torch.full((4,), -1, dtype=torch.long), persistent=False
         )
         self._strips = int(strips)
-        # every N-th G step: ||grad_G w L_adv|| / ||grad_G L_content|| (two extra backward
-        # passes), its mean since the last validation logged as val/adv_grad_share
+        # every N-th G step: ||grad_G w L_adv|| / ||grad_G L_content|| (two extra backward passes)
         self.grad_share_every = int(share_every)
         self._grad_shares: list[Tensor] = []
-        # a held-out blur classifier judging G's validation outputs; in a list, so no submodule:
-        # not in the checkpoint, not trained, not in DDP
+        # a held-out blur classifier judging G's validation outputs; in a list: no submodule
         self.judge_checkpoint = judge
         self._judge: list[nn.Module] = []
         if judge:
             self._judge = [load_classifier(judge, key="model.judge_checkpoint")]
 
     def _set_discriminator(
-        self,
-        discriminator: Discriminator | None,
-        checkpoint: str | None,
-        frozen: bool,
-        calibrate: bool,
+        self, disc: Discriminator | None, checkpoint: str | None, frozen: bool, calibrate: bool
     ) -> None:
         """D (none under ``loss=none``), loaded from a classifier checkpoint and calibrated for
         the loss when one is given, frozen when asked."""
         self.frozen_d, self.disc_checkpoint = bool(frozen), checkpoint
         self.load_report: dict[str, Any] | None = None
-        self.discriminator = discriminator if self.adversarial else None
-        if self.adversarial and discriminator is None:
+        self.discriminator = disc if self.adversarial else None
+        if self.adversarial and disc is None:
             raise ValueError(
                 f"{type(self.adv_loss).__name__} needs a discriminator; none was given."
             )
