@@ -108,9 +108,8 @@ class TimmTrunk(nn.Module):
 
 
 def build_trunk(backbone: Mapping[str, Any], node: str = "trunk") -> nn.Module:
-    """The trunk of a ``conf/backbone`` entry: ``trunk`` (full depth) or ``patch_trunk``; the
-    old format (``kind:``, classifier checkpoints from before trunks were ``_target_`` nodes)
-    is refused."""
+    """The ``trunk`` (full depth) or ``patch_trunk`` of a ``conf/backbone`` entry; the old format
+    (``kind:``, from before trunks were ``_target_`` nodes) is refused."""
     cfg = _plain(backbone)
     if "trunk" not in cfg and "patch_trunk" not in cfg and "kind" in cfg:
         raise BackboneConfigError(
@@ -227,9 +226,8 @@ def _describe(cfg: Mapping[str, Any] | None) -> str:
 
 
 def calibration_scores(net: nn.Module, images: Tensor) -> dict[str, Tensor]:
-    """A blur classifier's logits ``z`` (B) on ``images`` and the per-image norms of their
-    input gradients (B), the data a GAN calibrates a loaded classifier from (the network is
-    used as it is: in eval mode each image's gradient is its own)."""
+    """A blur classifier's logits ``z`` (B) on ``images`` and the per-image norms of their input
+    gradients (B): what a GAN calibrates it from (in eval mode each image's gradient is its own)."""
     with torch.inference_mode(False), torch.enable_grad():
         x = images.detach().clone().float().requires_grad_(True)
         z = net(x).reshape(x.shape[0], -1).mean(dim=1)

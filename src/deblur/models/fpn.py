@@ -39,13 +39,11 @@ def _resize(x: Tensor, size: tuple[int, int] | torch.Size) -> Tensor:
 
 
 class FPNGenerator(nn.Module):
-    """FPN deblurring generator: ``clamp(tanh(out) + x, -1, 1)`` on inputs in [-1, 1], any size.
-
-    Encoder: a timm backbone at strides 2..32 (channels from ``feature_info``), fed
+    """FPN deblurring generator: ``clamp(tanh(out) + x, -1, 1)`` on inputs in [-1, 1], any size
+    (reflect-padded to what the net needs). Encoder: a timm backbone at strides 2..32, fed
     ImageNet-normalised input. Decoder as in DeblurGAN-v2: 1x1 laterals, top-down nearest sum +
     3x3 conv/norm/ReLU, four heads upsampled to 1/4 and concatenated, smoothing, x2 + stride-2
-    lateral, smoothing, x2, final 3x3 conv. Inputs are reflect-padded to what the net needs.
-    """
+    lateral, smoothing, x2, final 3x3 conv."""
 
     multiple = 32
 

@@ -14,10 +14,8 @@ from deblur.runs.launch import DistributedLaunchError
 
 
 def check_launcher(trainer: Any) -> None:
-    """Refuse the multi-process set-ups whose results would be wrong or whose runs would collide:
-    spawn-based strategies hand back only the weights (the validation history would be lost);
-    Lightning's own launcher inside a Hydra multirun would start the whole sweep in each process.
-    """
+    """Refuse spawn-based strategies (they hand back only the weights: the validation history
+    would be lost) and Lightning's own launcher in a Hydra multirun (each process: the sweep)."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
     from pytorch_lightning.strategies.launchers.multiprocessing import _MultiProcessingLauncher
@@ -53,15 +51,10 @@ def _flat(values: Sequence[Tensor] | Tensor, device: torch.device) -> Tensor:
 def gather_per_image(
     module: Any, values: Mapping[str, Sequence[Tensor] | Tensor]
 ) -> dict[str, Tensor]:
-    """Per-image values of every rank, in dataset order, each validation image once.
-
-    ``values`` maps a name to this rank's per-image values in its loader's order (a list of
-    ``Tensor[B]``); one process: they come back concatenated. With several, every rank gets
-    every rank's values; the sampler's layout (:func:`deblur.data.sampling.shard_positions`:
-    rank ``r`` holds positions ``r, r + W, ...``) puts them back in dataset order and drops the
-    padding that made the shards equal, so the mean is the one-process mean over the same
-    images. Call it on every rank (it is a collective).
-    """
+    """Every rank's per-image values (name -> this rank's ``Tensor[B]`` list, in loader order),
+    in dataset order, each validation image once: the sampler's layout (rank ``r`` holds positions
+    ``r, r + W, ...``, :func:`deblur.data.sampling.shard_positions`) gives the order and the
+    padding to drop, so the mean is the one-process mean. A collective: call it on every rank."""
     device, trainer = module.device, module.trainer
     local = {k: _flat(v, device) for k, v in values.items()}
     world = int(trainer.world_size)

@@ -184,8 +184,7 @@ class GANSystem(pl.LightningModule):
     def _set_discriminator(
         self, disc: Discriminator | None, checkpoint: str | None, frozen: bool, calibrate: bool
     ) -> None:
-        """D (none under ``loss=none``), loaded from a classifier checkpoint and calibrated for
-        the loss when one is given, frozen when asked."""
+        """D (none under ``loss=none``), loaded from a classifier, calibrated, frozen if asked."""
         self.frozen_d, self.disc_checkpoint = bool(frozen), checkpoint
         self.load_report: dict[str, Any] | None = None
         self.discriminator = disc if self.adversarial else None
@@ -208,8 +207,8 @@ class GANSystem(pl.LightningModule):
             self.discriminator.requires_grad_(False).eval()
 
     def _compile_in_place(self, mode: str | None) -> None:
-        """torch.compile the networks in place (not the LightningModule: that breaks
-        toggle_optimizer) with ``model.compile_mode``; state_dict keys stay the same."""
+        """torch.compile the networks in place (the LightningModule would break toggle_optimizer);
+        state_dict keys stay the same."""
         if mode not in COMPILE_MODES:
             raise ConfigValueError(
                 f"model.compile_mode={mode} is not a torch.compile mode. Fix: one of "
@@ -285,11 +284,9 @@ class GANSystem(pl.LightningModule):
         return opts, [{"scheduler": s, "interval": "step"} for s in scheds]
 
     def planned_iterations(self) -> int:
-        """Iterations the run will do: its batches, or ``trainer.max_steps`` in iterations.
-
-        ``global_step`` (what ``max_steps`` limits) counts every optimizer step: with a trained D,
-        ``n_critic + 1`` per ``n_critic`` iterations; without, one per iteration.
-        """
+        """Iterations the run will do: its batches, or ``trainer.max_steps`` in iterations
+        (``global_step`` counts optimizer steps: ``n_critic + 1`` per ``n_critic`` iterations
+        with a trained D, else one per iteration)."""
         if self._total is not None:
             return self._total
         t = self.trainer
@@ -308,8 +305,7 @@ class GANSystem(pl.LightningModule):
 
     # ------------------------------------------------------------------ the NaN watch
     def _note_finite(self, first: int, *terms: Tensor) -> None:
-        """Record, on the device, the first iteration at which each term (``WATCHED_TERMS``
-        from index ``first`` on) is non-finite."""
+        """Record on the device the first non-finite iteration of ``WATCHED_TERMS[first:]``."""
         if self.check_every > 0:
             bad = ~torch.isfinite(torch.stack([t.detach().float().reshape(()) for t in terms]))
             # a slice is a view (a Python-list index would be a blocking host-to-device copy)
@@ -435,8 +431,7 @@ class GANSystem(pl.LightningModule):
         return (norm(self.adv_weight * g_adv) / norm(content).clamp_min(1e-30)).detach()
 
     def _log_lr(self, lr: float) -> None:
-        """The lr, a host float, straight to the loggers on logging steps (``self.log`` would
-        make it a device tensor: a blocking host-to-device copy every step)."""
+        """The lr, a host float, straight to the loggers (``self.log`` would copy it to GPU)."""
         every = max(1, int(self.trainer.log_every_n_steps))
         if self._host_iteration % every == 0 and self.trainer.is_global_zero:
             for logger in self.trainer.loggers:
@@ -451,8 +446,7 @@ class GANSystem(pl.LightningModule):
 
     @torch.no_grad()
     def _update_ema(self) -> None:
-        """G's parameters into the EMA in one foreach op; its buffers (BatchNorm statistics)
-        copied in one more."""
+        """G's parameters into the EMA in one foreach op, its buffers (BN statistics) in one."""
         ema, gen = self.ema_generator, self.generator
         torch._foreach_lerp_(list(ema.parameters()), list(gen.parameters()), 1.0 - self.ema_decay)
         if buffers := list(ema.buffers()):
