@@ -260,26 +260,18 @@ def _read_network(
     return state, cfg
 
 
-def _without_pretrained(node: Mapping[str, Any]) -> dict[str, Any]:
+def _without_pretrained(value: Any, top: bool = True) -> Any:
     """A copy of a config node with pretrained weights off at every depth: the checkpoint holds
     the trained weights; rebuilding must never download or read ImageNet ones."""
-
-    def off(value: Any) -> Any:
-        if isinstance(value, Mapping):
-            out = {k: off(v) for k, v in value.items()}
-            if "pretrained" in out:
-                out["pretrained"] = False
-            if "weights_path" in out:
-                out["weights_path"] = None
-            return out
-        if isinstance(value, list | tuple):
-            return [off(v) for v in value]
-        return copy.deepcopy(value)
-
-    top = off(node)
-    if "_target_" in top:  # a generator node: its class takes `pretrained`
-        top["pretrained"] = False
-    return top
+    if isinstance(value, Mapping):
+        out = {k: _without_pretrained(v, top=False) for k, v in value.items()}
+        out |= {k: v for k, v in {"pretrained": False, "weights_path": None}.items() if k in out}
+        if top and "_target_" in out:  # a generator node: its class takes `pretrained`
+            out["pretrained"] = False
+        return out
+    if isinstance(value, list | tuple):
+        return [_without_pretrained(v, top=False) for v in value]
+    return copy.deepcopy(value)
 
 
 def _sub_state(state_dict: Mapping[str, Any], prefix: str) -> dict[str, Any]:

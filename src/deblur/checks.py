@@ -178,8 +178,8 @@ def check_closed_keys(base: DictConfig, added: Sequence[tuple[str, str]]) -> Non
         )
 
 
-def _is_group(key: str) -> bool:
-    return (CONF_DIR / key).is_dir()
+def _is_group(key: Any) -> bool:
+    return (CONF_DIR / str(key).split("@")[0]).is_dir()
 
 
 def _compose_here(config_name: str, overrides: list[str]) -> DictConfig:
@@ -220,12 +220,12 @@ def check_overrides(cfg: DictConfig, config_name: str, overrides: Sequence[str])
     """A value whose type differs from its default (``seed=x``), a ``+`` key the config lacks
     at the top level or in :data:`SCHEMA_SECTIONS`, one no constructor takes."""
     parsed = parse_overrides(overrides)
-    groups = [str(o.input_line) for o in parsed if _is_group(o.key_or_group.split("@")[0])]
+    groups = [str(o.input_line) for o in parsed if _is_group(o.key_or_group)]
     base = None
     added: list[tuple[str, str]] = []
     for ov in parsed:
         key = str(ov.key_or_group)
-        if ov.is_delete() or _is_group(key.split("@")[0]) or key.startswith("hydra."):
+        if ov.is_delete() or _is_group(key) or key.startswith("hydra."):
             continue
         if base is None:
             base = _compose_here(config_name, groups)
@@ -274,21 +274,16 @@ def check_known_keys(config_name: str, overrides: Sequence[str]) -> None:
         ov
         for ov in parsed
         if not (ov.is_add() or ov.is_force_add() or ov.is_delete())
-        and not _is_group(str(ov.key_or_group).split("@")[0])
+        and not _is_group(ov.key_or_group)
         and not str(ov.key_or_group).startswith("hydra.")
     ]
     if not plain:
         return
-    choices: list[list[str]] = []
-    for ov in parsed:
-        if _is_group(str(ov.key_or_group).split("@")[0]):
-            name = str(ov.key_or_group)
-            values = (
-                [str(v) for v in ov.sweep_string_iterator()]
-                if ov.is_sweep_override()
-                else [ov.get_value_element_as_str()]
-            )
-            choices.append([f"{name}={v}" for v in values])
+    choices = []
+    for ov in (o for o in parsed if _is_group(o.key_or_group)):
+        sweep = ov.is_sweep_override()
+        values = ov.sweep_string_iterator() if sweep else [ov.get_value_element_as_str()]
+        choices.append([f"{ov.key_or_group}={v}" for v in values])
     tried = [[c[0] for c in choices]] + [
         [*(c[0] for c in choices[:i]), v, *(c[0] for c in choices[i + 1 :])]
         for i, c in enumerate(choices)

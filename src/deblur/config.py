@@ -49,10 +49,6 @@ FOLDER_EXCLUDE = (
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
-def _looks_like_path(value: str) -> bool:
-    return "/" in value or "\\" in value or value.startswith("~")
-
-
 def path_tag(value: str) -> str:
     """``<name>-<hash8>`` for a file path: the run folder above ``checkpoints/`` (else the
     stem), the sha256 of the file's content (of the path when there is no file)."""
@@ -84,7 +80,7 @@ def run_dirname(overrides: Sequence[str]) -> str:
             continue
         line = str(ov.input_line).replace("\\:", ":")  # Hydra escapes ':' in overrides.task
         value = ov.value() if not ov.is_sweep_override() else None
-        if isinstance(value, str) and _looks_like_path(value):
+        if isinstance(value, str) and ("/" in value or "\\" in value or value.startswith("~")):
             prefix = line[: line.index(ov.key_or_group)] if ov.key_or_group in line else ""
             line = f"{prefix}{ov.key_or_group}={path_tag(value)}"
         lines.append(line)

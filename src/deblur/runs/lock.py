@@ -62,11 +62,11 @@ class RunLock:
             f"{self.path} and launch again."
         )
 
-    def acquire(self) -> None:
+    def __enter__(self) -> RunLock:
         key = str(self.path.resolve())
         if key in _HELD:
             _HELD[key][1] += 1
-            return
+            return self
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -105,8 +105,9 @@ class RunLock:
             os.close(fd)
             raise
         _HELD[key] = [fd, 1]
+        return self
 
-    def release(self) -> None:
+    def __exit__(self, *exc: Any) -> None:
         key = str(self.path.resolve())
         if key not in _HELD:
             return
@@ -121,10 +122,3 @@ class RunLock:
             log.warning("Releasing %s: %s", self.path, err)
         finally:
             os.close(fd)
-
-    def __enter__(self) -> RunLock:
-        self.acquire()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.release()

@@ -318,14 +318,14 @@ def fit(
     OmegaConf.set_struct(cfg, False)
     hp = _start(cfg, record)
     update_record(run_dir, record)
+    identity = record.get("identity")
+    if cfg.ckpt_path:
+        check_resume_checkpoint(cfg.ckpt_path, str(cfg.task), identity, identity_of=run_identity)
     datamodule = build_datamodule(cfg, _TASKS[cfg.task][1])
     datamodule.setup("fit")  # the data checks (files, sizes, a validation split) before any network
     system = build_system(cfg)
     if getattr(system, "load_report", None):
         record["disc_load_report"] = system.load_report
-    identity = record.get("identity")
-    if cfg.ckpt_path:
-        check_resume_checkpoint(cfg.ckpt_path, str(cfg.task), identity, identity_of=run_identity)
     trainer, loggers, stats = build_trainer(cfg, run_dir, extra_callbacks, identity=identity)
     _log_tb_setup(loggers, hp, cfg.task)
     with warnings.catch_warnings():
