@@ -83,16 +83,10 @@ class TimmTrunk(nn.Module):
     ) -> None:
         super().__init__()
         # 'getter' prunes the layers after `level`, so a truncated trunk's keys are a prefix subset.
-        self.body = create_timm(
-            model,
-            pretrained,
-            weights_path,
-            features_only=True,
-            out_indices=(level,),
-            feature_cls="getter",
-        )
-        self.out_channels = self.body.feature_info.channels()[-1]
-        self.min_size = 2 * self.body.feature_info.reduction()[-1]
+        features = {"features_only": True, "out_indices": (level,), "feature_cls": "getter"}
+        self.body = create_timm(model, pretrained, weights_path, **features)
+        info = self.body.feature_info
+        self.out_channels, self.min_size = info.channels()[-1], 2 * info.reduction()[-1]
         cfg = self.body.pretrained_cfg
         self.register_buffer("mean", torch.tensor(cfg["mean"]).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(cfg["std"]).view(1, 3, 1, 1), persistent=False)

@@ -63,10 +63,8 @@ class FPNGenerator(nn.Module):
         self.encoder = create_timm(
             backbone, pretrained, weights_path, features_only=True, out_indices=(0, 1, 2, 3, 4)
         )
-        channels, reductions = (
-            self.encoder.feature_info.channels(),
-            self.encoder.feature_info.reduction(),
-        )
+        info = self.encoder.feature_info
+        channels, reductions = info.channels(), info.reduction()
         if list(reductions) != [2, 4, 8, 16, 32]:
             raise ValueError(
                 f"FPNGenerator needs a backbone with feature strides 2, 4, 8, 16, 32; timm model "
@@ -81,9 +79,8 @@ class FPNGenerator(nn.Module):
             nn.Conv2d(c, fpn_channels, 1, bias=False) for c in channels[1:]
         )
         # top_down[i] smooths pyramid level i + 1 (strides 4, 8, 16) after the sum.
-        self.top_down = nn.ModuleList(
-            _conv_norm_relu(fpn_channels, fpn_channels, norm) for _ in range(3)
-        )
+        top_down = [_conv_norm_relu(fpn_channels, fpn_channels, norm) for _ in range(3)]
+        self.top_down = nn.ModuleList(top_down)
         self.heads = nn.ModuleList(_head(fpn_channels, head_channels) for _ in range(4))
         self.smooth = _conv_norm_relu(4 * head_channels, head_channels, norm)
         self.smooth2 = _conv_norm_relu(head_channels, head_channels // 2, norm)

@@ -1,4 +1,4 @@
-"""DeblurGAN (v1) ResNet generator: 9 residual blocks with dropout and a global skip (Kupyn 2017)."""
+"""DeblurGAN (v1) ResNet generator: 9 residual blocks, dropout and a global skip (Kupyn 2017)."""
 
 from __future__ import annotations
 

@@ -92,10 +92,8 @@ def create_timm(
         log.info("Loading ImageNet weights of %s from %s", name, local)
         try:
             _check_timm_file(name, local)
-            overlay = {"file": str(local)}
-            return timm.create_model(
-                name, pretrained=True, pretrained_cfg_overlay=overlay, **kwargs
-            )
+            kwargs["pretrained_cfg_overlay"] = {"file": str(local)}
+            return timm.create_model(name, pretrained=True, **kwargs)
         except (RuntimeError, KeyError, ValueError) as err:
             expected = (
                 f"the state_dict of timm's '{name}' classification model (.safetensors, .pth)"

@@ -268,10 +268,8 @@ class GANSystem(pl.LightningModule):
         return self.discriminator is not None and not self.frozen_d
 
     def configure_optimizers(self):
-        # fused kernels on CUDA only (as the optim.fused comment says); None: torch's choice
-        fused = (
-            {"fused": True, "foreach": False} if self.fused and torch.cuda.is_available() else {}
-        )
+        cuda_fused = self.fused and torch.cuda.is_available()  # fused kernels on CUDA only
+        fused = {"fused": True, "foreach": False} if cuda_fused else {}
         opts = [self.optimizer_g(self.generator.parameters(), **fused)]
         if self.trains_d:
             opts.append(self.optimizer_d(self.discriminator.parameters(), **fused))
@@ -316,9 +314,8 @@ class GANSystem(pl.LightningModule):
         """Raise :class:`NonFiniteLossError` if any term was ever non-finite (one host sync)."""
         if self.check_every <= 0:
             return
-        bad = [
-            (i, name) for i, name in zip(self._first_nonfinite.tolist(), WATCHED_TERMS) if i >= 0
-        ]
+        first = self._first_nonfinite.tolist()
+        bad = [(i, name) for i, name in zip(first, WATCHED_TERMS) if i >= 0]
         if bad:
             it = min(bad)[0]
             raise NonFiniteLossError(
