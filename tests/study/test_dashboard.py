@@ -18,8 +18,8 @@ from torch.utils.data import DataLoader
 
 from deblur.dashboard import main
 from deblur.study.dashboard import DashboardError, latest_sweep, resolve_logdir, run_folders
-from deblur.study.layout import custom_scalars_layout, tag_regex
 from deblur.systems.classifier import ClassifierSystem
+from deblur.systems.layout import custom_scalars_layout, tag_regex
 
 
 def _chart(layout: dict, tag: str) -> list[str]:

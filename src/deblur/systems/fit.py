@@ -27,8 +27,8 @@ from deblur.config import to_container
 from deblur.data.io import DataError
 from deblur.errors import UserError
 from deblur.runs import IncompleteRunError, run_identity, update_record
-from deblur.study.layout import custom_scalars_layout
 from deblur.systems.distributed import check_launcher
+from deblur.systems.layout import custom_scalars_layout
 
 log = logging.getLogger(__name__)
 # Lightning's "try installing litlogger" tip, printed at every Trainer start
