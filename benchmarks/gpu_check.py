@@ -750,20 +750,20 @@ def _curve_callback():
 
 
 def _train_run(overrides: list[str], run_dir: Path, callbacks: list) -> dict[str, Any]:
-    """The entry point's code path (compose -> managed_run -> fit_gan), in this process."""
+    """The entry point's code path (compose -> managed_run -> fit), in this process."""
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import open_dict
 
     from deblur.config import compose
     from deblur.runs import managed_run
-    from deblur.systems.fit import fit_gan
+    from deblur.systems.fit import fit
 
     cfg = compose("train", overrides, return_hydra_config=True)
     HydraConfig.instance().set_config(cfg)
     with open_dict(cfg):
         del cfg["hydra"]
     return managed_run(
-        cfg, "gan", lambda d, rec: fit_gan(cfg, d, rec, extra_callbacks=callbacks), run_dir=run_dir
+        cfg, "gan", lambda d, rec: fit(cfg, d, rec, extra_callbacks=callbacks), run_dir=run_dir
     )
 
 

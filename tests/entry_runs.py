@@ -25,13 +25,12 @@ def run(
     debug: str = "smoke",
 ) -> dict[str, Any]:
     """Like ``python -m deblur.<entry> debug=<debug> ...`` with its run folder at ``run_dir``."""
-    from deblur.systems.fit import fit_classifier, fit_gan
+    from deblur.systems.fit import fit
 
     cfg = compose(config_name, [f"debug={debug}", *overrides], return_hydra_config=True)
     HydraConfig.instance().set_config(cfg)
     with open_dict(cfg):
         del cfg["hydra"]
-    fit = fit_gan if config_name == "train" else fit_classifier
     task = "gan" if config_name == "train" else "classifier"
     return managed_run(
         cfg, task, lambda d, rec: fit(cfg, d, rec, extra_callbacks=callbacks), run_dir=run_dir

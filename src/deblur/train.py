@@ -9,13 +9,13 @@ from omegaconf import DictConfig
 
 from deblur.cli import entry_point
 from deblur.runs import managed_run
-from deblur.systems.fit import fit_gan
+from deblur.systems.fit import fit
 
 
 @entry_point("train")
 def main(cfg: DictConfig) -> float | None:
-    record = managed_run(cfg, "gan", lambda run_dir, rec: fit_gan(cfg, run_dir, rec))
-    return (record.get("final") or {}).get("val/psnr")
+    record = managed_run(cfg, "gan", lambda run_dir, rec: fit(cfg, run_dir, rec))
+    return (record.final or {}).get("val/psnr")
 
 
 if __name__ == "__main__":

@@ -6,13 +6,13 @@ from omegaconf import DictConfig
 
 from deblur.cli import entry_point
 from deblur.runs import managed_run
-from deblur.systems.fit import fit_classifier
+from deblur.systems.fit import fit
 
 
 @entry_point("train_classifier")
 def main(cfg: DictConfig) -> float | None:
-    record = managed_run(cfg, "classifier", lambda run_dir, rec: fit_classifier(cfg, run_dir, rec))
-    return (record.get("final") or {}).get("val/acc")
+    record = managed_run(cfg, "classifier", lambda run_dir, rec: fit(cfg, run_dir, rec))
+    return (record.final or {}).get("val/acc")
 
 
 if __name__ == "__main__":

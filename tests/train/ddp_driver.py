@@ -17,7 +17,7 @@ import pytorch_lightning as pl
 
 from deblur.config import compose
 from deblur.runs import managed_run
-from deblur.systems.fit import fit_gan
+from deblur.systems.fit import fit
 
 
 class StopAfterEpoch(pl.Callback):
@@ -34,7 +34,7 @@ def main(argv: list[str]) -> None:
     cfg = compose("train", ["debug=smoke", *overrides])
     callbacks = [StopAfterEpoch(stop)] if stop > 0 else []
     rec = managed_run(
-        cfg, "gan", lambda d, r: fit_gan(cfg, d, r, extra_callbacks=callbacks), run_dir=run_dir
+        cfg, "gan", lambda d, r: fit(cfg, d, r, extra_callbacks=callbacks), run_dir=run_dir
     )
     print(f"[driver] status={rec.get('status')} iterations={rec.get('iterations')}", flush=True)
 

@@ -379,9 +379,6 @@ def _results(cfg, run_dir: Path, trainer: pl.Trainer, stats: RunStats, system) -
     return out
 
 
-fit_gan = fit_classifier = fit  # the entry points' names
-
-
 def _planned_end_reached(trainer: pl.Trainer) -> bool:
     """Training stopped at one of its limits (max_epochs, max_steps, max_time), not early."""
     if trainer.max_steps is not None and 0 < trainer.max_steps <= trainer.global_step:
