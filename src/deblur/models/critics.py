@@ -187,9 +187,7 @@ class Discriminator(nn.Module):
         return [critic(x) for critic in self.critics.values()]
 
 
-def _read_classifier(
-    source: str | os.PathLike | Mapping[str, Any],
-) -> tuple[dict[str, Tensor], dict[str, Any] | None, str, dict[str, Any] | None]:
+def _read_classifier(source: str | os.PathLike | Mapping) -> tuple[dict, dict | None, str, Any]:
     """(state dict without the ``net.`` prefix, backbone config if known, description, the
     validation scores stored for calibration if any)."""
     where = "the given state dict"

@@ -74,12 +74,9 @@ class ClassifierSystem(pl.LightningModule):
         per_image = gather_per_image(self, getattr(self, "_val", {}))
         if not len(per_image.get("loss", ())):
             return
-        self._calibration = {
-            "logit": per_image["logit"].cpu(),
-            "label": per_image["target"].cpu(),
-            "grad_norm": per_image["grad_norm"].cpu(),
-            "step": int(self.global_step),
-        }
+        scores = {"logit": "logit", "label": "target", "grad_norm": "grad_norm"}
+        self._calibration = {k: per_image[v].cpu() for k, v in scores.items()}
+        self._calibration["step"] = int(self.global_step)
         loss = per_image["loss"].mean()
         correct = (per_image["prob"] > 0.5).float() == per_image["target"]  # as BinaryAccuracy
         acc = correct.float().mean() * 100.0

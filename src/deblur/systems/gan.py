@@ -43,11 +43,9 @@ def _as_list(x: Any) -> list:
     return list(x) if isinstance(x, list | tuple) else [x]
 
 
-def _mean_scores(real_out: list[Tensor], fake_out: list[Tensor]) -> tuple[Tensor, Tensor]:
-    """Mean raw critic output on real and on fake images, averaged over the heads (for logs)."""
-    d_real = torch.stack([r.detach().float().mean() for r in real_out]).mean()
-    d_fake = torch.stack([f.detach().float().mean() for f in fake_out]).mean()
-    return d_real, d_fake
+def _mean_scores(*sides: list[Tensor]) -> tuple[Tensor, ...]:
+    """Mean raw critic output per side (real, fake), averaged over the heads (for the logs)."""
+    return tuple(torch.stack([h.detach().float().mean() for h in out]).mean() for out in sides)
 
 
 def per_image_scores(critic_out: Tensor | list[Tensor]) -> Tensor:
