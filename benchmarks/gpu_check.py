@@ -53,7 +53,10 @@ import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from deblur.runs import RunRecord
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "benchmarks"
@@ -749,7 +752,7 @@ def _curve_callback():
     return LossCurve()
 
 
-def _train_run(overrides: list[str], run_dir: Path, callbacks: list) -> dict[str, Any]:
+def _train_run(overrides: list[str], run_dir: Path, callbacks: list) -> RunRecord:
     """The entry point's code path (compose -> managed_run -> fit), in this process."""
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import open_dict
@@ -828,10 +831,10 @@ def curve_run(args, work: Path, root: Path, batch: int, precision: str, device) 
             overrides = curve_overrides(args, root, batch, precision, device)
             rec = _train_run(overrides, work / "runs" / f"curve_b{batch}_{precision}", [cb])
         entry.update(
-            status=rec.get("status"),
-            iterations=rec.get("iterations"),
-            val_psnr=(rec.get("final") or {}).get("val/psnr"),
-            images_per_s=rec.get("images_per_s"),
+            status=rec.status,
+            iterations=rec.iterations,
+            val_psnr=(rec.final or {}).get("val/psnr"),
+            images_per_s=rec.images_per_s,
         )
     except Exception as err:  # noqa: BLE001 - recorded; the next run goes on
         entry.update(status="failed", error=error_text(err))

@@ -14,7 +14,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict
 
 from deblur.config import compose
-from deblur.runs import managed_run
+from deblur.runs import RunRecord, managed_run
 
 
 def run(
@@ -23,7 +23,7 @@ def run(
     run_dir: Path,
     callbacks: list | None = None,
     debug: str = "smoke",
-) -> dict[str, Any]:
+) -> RunRecord:
     """Like ``python -m deblur.<entry> debug=<debug> ...`` with its run folder at ``run_dir``."""
     from deblur.systems.fit import fit
 

@@ -12,5 +12,5 @@ def finished_gan(tmp_path_factory, cache_dir):
     """A finished ``loss=ragan_ls disc=patch`` smoke run: (run_dir, its metrics)."""
     run_dir = tmp_path_factory.mktemp("finished") / "run"
     rec = run("train", ["loss=ragan_ls", "disc=patch"], run_dir)
-    assert rec["status"] == "finished", rec.get("error")
+    assert rec.status == "finished", rec.error
     return run_dir, rec

@@ -51,7 +51,7 @@ def test_every_file_of_a_run_gets_the_umask_mode(tmp_path, cache_dir, umask, mas
     umask(mask)
     run_dir = tmp_path / "run"
     rec = run("train", [], run_dir)
-    assert rec["status"] == "finished", rec.get("error")
+    assert rec.status == "finished", rec.error
     modes = _modes(run_dir)
     names = set(modes)
     for want in ("metrics.json", "checkpoints/best.ckpt", "checkpoints/last.ckpt"):

@@ -64,17 +64,17 @@ def test_relaunch_with_another_data_root_is_refused_not_skipped(finished_gan, tm
         run("train", ["loss=ragan_ls", "disc=patch", "seed=1"], src)
     # the same command still skips, and relaunch options are not part of the identity
     again = run("train", ["loss=ragan_ls", "disc=patch", "data.num_workers=0"], src)
-    assert again["ended"] == rec["ended"]
+    assert again.ended == rec.ended
 
 
 def test_identity_hashes_start_checkpoints_by_content_and_code_version_is_outside(
     finished_gan, tmp_path
 ):
     src, rec = finished_gan
-    assert rec["identity"]["hash"] and "seed" in rec["identity"]["config"]
-    assert rec["code"]["deblur"] and "code" not in json.dumps(list(rec["identity"]["config"]))
+    assert rec.identity["hash"] and "seed" in rec.identity["config"]
+    assert rec.code["deblur"] and "code" not in json.dumps(list(rec.identity["config"]))
     assert not any(
-        k.startswith(("runs_dir", "sweep_name", "overwrite")) for k in rec["identity"]["config"]
+        k.startswith(("runs_dir", "sweep_name", "overwrite")) for k in rec.identity["config"]
     )
     a = tmp_path / "a" / "best.ckpt"
     a.parent.mkdir()

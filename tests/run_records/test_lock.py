@@ -32,7 +32,7 @@ def test_second_launch_of_a_live_run_folder_fails_naming_the_first(tmp_path, cac
         deadline = time.time() + 180
         while time.time() < deadline:
             m = read_metrics(run_dir)
-            if m and m.get("status") == "running" and (run_dir / "checkpoints").exists():
+            if m and m.status == "running" and (run_dir / "checkpoints").exists():
                 break
             assert first.poll() is None, first.stdout.read().decode()[-3000:]
             time.sleep(0.2)
@@ -52,7 +52,7 @@ def test_second_launch_of_a_live_run_folder_fails_naming_the_first(tmp_path, cac
     assert f"PID {first.pid}" in said and socket.gethostname() in said and held["started"] in said
     assert "Traceback" not in said
     m = read_metrics(run_dir)
-    assert m["pid"] == first.pid and m["status"] in ("interrupted", "running"), out[-3000:]
+    assert m.pid == first.pid and m.status in ("interrupted", "running"), out[-3000:]
     assert not (run_dir / "attempts").exists()  # the second launch moved nothing
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
 
@@ -70,7 +70,7 @@ def test_stale_lock_of_a_dead_process_is_taken_over_with_a_log_line(tmp_path, ca
         {"seed": 0, "runs_dir": str(tmp_path), "resume": "auto", "overwrite": False}
     )
     rec = managed_run(cfg, "probe", lambda d, r: {"final": {"x": 1}}, run_dir=run_dir)
-    assert rec["status"] == "finished"
+    assert rec.status == "finished"
     out = capsys.readouterr().out
     assert f"stale lock {run_dir / LOCK_FILE} of PID {dead.pid}" in out
     assert (run_dir / LOCK_FILE).read_text() == ""  # released at the end

@@ -41,7 +41,9 @@ def test_an_old_record_reads_and_keeps_what_it_does_not_know(tmp_path):
     rec = read_metrics(tmp_path / "run")
     assert rec.status == "finished" and rec.final["val/psnr"] == 25.0 and rec.wall_time_s == 12
     assert rec.error is None and rec.best is None and rec.identity is None  # not recorded
-    assert "error" not in rec and rec.get("best", {}) == {} and rec["seed"] == 0
+    assert "error" not in rec.to_json() and "best" not in rec.to_json() and rec.seed == 0
+    with pytest.raises(TypeError):  # a typed record: attributes, no item access
+        rec["seed"]  # noqa: B018
     assert rec.extra == {"retired_field": {"kept": True}}
     rec.write(tmp_path / "run")  # written back: the unknown key survives, null means absent
     again = json.loads((tmp_path / "run" / "metrics.json").read_text())
@@ -68,12 +70,13 @@ def test_a_field_of_the_wrong_type_is_skipped_naming_the_file_and_field(tmp_path
 def test_only_schema_fields_can_be_set():
     rec = RunRecord(status="running", task="gan")
     rec.update({"final": {"val/psnr": 1.0}, "status": "finished"})
-    assert rec.final == {"val/psnr": 1.0} and dict(rec)["status"] == "finished"
+    assert rec.final == {"val/psnr": 1.0} and rec.to_json()["status"] == "finished"
     with pytest.raises(RecordFieldError, match="'fianl' is not a field of the run record"):
         rec.update({"fianl": {}, "epochs": 3})
     assert rec.epochs is None  # nothing of a refused update is applied
-    with pytest.raises(RecordFieldError):
-        rec["imagesPerS"] = 1.0
+    with pytest.raises(RecordFieldError, match="'imagesPerS' is not a field"):
+        rec.imagesPerS = 1.0
+    assert not hasattr(rec, "imagesPerS")
 
 
 def test_find_runs_follows_links_once_and_leaves_attempts_out(tmp_path):

@@ -64,7 +64,7 @@ def _driver(run_dir: Path, stop_after: int, *overrides: str) -> dict:
 def single(tmp_path_factory, cache_dir):
     """The one-process run: batch 2."""
     rec = run("train", [*GAN, "data.batch_size=2"], tmp_path_factory.mktemp("single"))
-    assert rec["status"] == "finished", rec.get("error")
+    assert rec.status == "finished", rec.error
     return rec
 
 
@@ -78,9 +78,9 @@ def ddp(tmp_path_factory, cache_dir):
 def test_two_processes_validate_like_one(single, ddp):
     _, rec = ddp
     assert rec["status"] == "finished", rec.get("error")
-    assert rec["iterations"] == single["iterations"] == 4
-    assert [h["epoch"] for h in rec["history"]] == [h["epoch"] for h in single["history"]] == [0, 1]
-    for mine, theirs in zip(rec["history"], single["history"]):
+    assert rec["iterations"] == single.iterations == 4
+    assert [h["epoch"] for h in rec["history"]] == [h["epoch"] for h in single.history] == [0, 1]
+    for mine, theirs in zip(rec["history"], single.history):
         # the same 3 images, each once (rank 0's alone, or a mean of the two ranks' means, or
         # the padding image counted twice would all give another value)
         assert mine["val/psnr_input"] == pytest.approx(theirs["val/psnr_input"], abs=1e-6)
@@ -294,7 +294,7 @@ def test_rank_one_follows_rank_zero_record(tmp_path, monkeypatch):
     seen = {}
 
     def body(run_dir, record):
-        seen.update(ckpt_path=cfg.ckpt_path, record=dict(record))
+        seen.update(ckpt_path=cfg.ckpt_path, record=record)
         return {"final": {"val/psnr": 1.0}}
 
     # a record of an earlier launch: rank 1 waits for its own (and gives up, naming the fix)
@@ -306,7 +306,7 @@ def test_rank_one_follows_rank_zero_record(tmp_path, monkeypatch):
     rank0 = {"status": "running", "launch": "launch-b", "resumed_from": "x/last.ckpt"}
     (tmp_path / "metrics.json").write_text(json.dumps(rank0))
     out = follow_rank_zero(cfg, body, tmp_path, timeout_s=5)
-    assert seen["ckpt_path"] == "x/last.ckpt" and out["final"] == {"val/psnr": 1.0}
+    assert seen["ckpt_path"] == "x/last.ckpt" and out.final == {"val/psnr": 1.0}
     assert json.loads((tmp_path / "metrics.json").read_text()) == rank0
     assert rank_zero_only.rank == 1  # Lightning's rank-zero-only writers stay quiet here
     # rank 0 failed before rank 1 joined

@@ -71,7 +71,7 @@ def test_training_step_has_no_host_sync(tmp_path, cache_dir, loss):
         tmp_path,
         callbacks=[counting],
     )
-    assert rec["status"] == "finished"
+    assert rec.status == "finished"
     assert not counting.counter.hits, dict(counting.counter.hits)
 
 

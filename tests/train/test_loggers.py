@@ -19,7 +19,7 @@ def _events(run_dir):
 
 
 def _finished(run_dir, rec):
-    assert rec["status"] == "finished", rec.get("error")
+    assert rec.status == "finished", rec.error
     m = json.loads((run_dir / "metrics.json").read_text())
     assert m["final"] and m["history"]
     return m

@@ -28,13 +28,13 @@ def classifier_ckpt(tmp_path_factory, cache_dir):
     # 2 validation pairs = 4 images, both classes: the scores a GAN calibrates the classifier from
     over = ["backbone=nlayer", "data.max_val_pairs=2", "trainer.limit_val_batches=4"]
     rec = run("train_classifier", over, run_dir)
-    assert rec["status"] == "finished", rec.get("error")
+    assert rec.status == "finished", rec.error
     return run_dir / "checkpoints" / "best.ckpt"
 
 
 def test_run_folder_layout_and_metrics(tmp_path, cache_dir):
     rec = run("train", ["loss=ragan", "disc=double"], tmp_path)
-    assert rec["status"] == "finished"
+    assert rec.status == "finished"
     assert (tmp_path / "checkpoints" / "best.ckpt").is_file()
     assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
     assert list((tmp_path / "tb").glob("events.out.tfevents.*"))
@@ -49,7 +49,7 @@ def test_run_folder_layout_and_metrics(tmp_path, cache_dir):
 def test_cpu_10min_experiment_runs_its_recipe(tmp_path, cache_dir):
     """experiment=cpu_10min (issue 4's 10-minute CPU GAN) composes and trains under smoke."""
     rec = run("train", ["experiment=cpu_10min"], tmp_path)
-    assert rec["status"] == "finished", rec.get("error")
+    assert rec.status == "finished", rec.error
     m = json.loads((tmp_path / "metrics.json").read_text())
     assert m["choices"]["gen"] == "resnet_cpu" and m["choices"]["disc"] == "patch"
     assert m["choices"]["loss"] == "lsgan"
@@ -72,11 +72,11 @@ def test_frozen_discriminator_is_unchanged_and_generator_learns(tmp_path, classi
         ["disc=single", "loss=ragan", f"disc.checkpoint={classifier_ckpt}", "disc.frozen=true"],
         tmp_path,
     )
-    assert rec["status"] == "finished" and rec["disc_frozen"] and rec["disc_pretrained"]
+    assert rec.status == "finished" and rec.disc_frozen and rec.disc_pretrained
     clf = _state(classifier_ckpt, "net.")
     after = _state(tmp_path / "checkpoints" / "last.ckpt", "discriminator.critics.single.")
     assert clf.keys() == after.keys()
-    negated = set(rec["disc_load_report"]["single"]["sign_flipped"])
+    negated = set(rec.disc_load_report["single"]["sign_flipped"])
     assert negated == {"head.2.weight", "head.2.bias"}  # blur score -> realness
     for k in clf:  # nothing else differs: the frozen D did not train
         assert torch.equal(-clf[k] if k in negated else clf[k], after[k]), k
@@ -101,7 +101,7 @@ def test_unfrozen_pretrained_discriminator_changes(tmp_path, classifier_ckpt):
         ["disc=single", "loss=ragan", f"disc.checkpoint={classifier_ckpt}", "disc.frozen=false"],
         tmp_path,
     )
-    assert rec["status"] == "finished"
+    assert rec.status == "finished"
     clf = _state(classifier_ckpt, "net.")
     after = _state(tmp_path / "checkpoints" / "last.ckpt", "discriminator.critics.single.")
     assert any(not torch.equal(clf[k], after[k]) for k in clf if clf[k].is_floating_point())
@@ -159,8 +159,8 @@ def test_loaded_classifier_is_calibrated_for_the_loss(tmp_path, classifier_ckpt,
         ["disc=single", f"loss={loss}", f"disc.checkpoint={classifier_ckpt}", "disc.frozen=true"],
         tmp_path,
     )
-    assert rec["status"] == "finished", rec.get("error")
-    cal = rec["disc_load_report"]["single"]["calibration"]
+    assert rec.status == "finished", rec.error
+    cal = rec.disc_load_report["single"]["calibration"]
     scores = torch.load(classifier_ckpt, weights_only=True)["deblur_calibration"]
     r = -scores["logit"].double() * cal["scale"] + cal["shift"]  # the critic's calibrated output
     sharp, blurred = r[scores["label"] == 0], r[scores["label"] == 1]
@@ -195,7 +195,7 @@ def test_classifier_without_stored_scores_is_refused_for_a_scale_reading_loss(
         ["disc=single", "loss=lsgan", f"disc.checkpoint={old}", "disc.calibrate=false"],
         tmp_path / "run2",
     )
-    assert rec["status"] == "finished" and "calibration" not in rec["disc_load_report"]["single"]
+    assert rec.status == "finished" and "calibration" not in rec.disc_load_report["single"]
 
 
 @pytest.mark.parametrize("loss", ["lsgan", "ragan_ls"])
@@ -227,11 +227,11 @@ def test_adversarial_gradient_share_and_sharpness_metrics_are_logged(tmp_path, c
             ],
             tmp_path / f"w{w}",
         )
-        assert rec["status"] == "finished", rec.get("error")
-        shares[w] = rec["final"]["val/adv_grad_share"]
+        assert rec.status == "finished", rec.error
+        shares[w] = rec.final["val/adv_grad_share"]
     assert shares[1.0] > 0
     assert shares[1.0] == pytest.approx(2 * shares[0.5], rel=1e-4)
-    final = rec["final"]
+    final = rec.final
     for key in ("grad_energy", "high_band", "judge_blur"):
         assert 0 < final[f"val/{key}"] and 0 < final[f"val/{key}_input"], key
     assert 0 < final["val/judge_blur"] < 1 and final["val/d_rank_acc"] in (0.0, 1.0)
@@ -249,20 +249,20 @@ class _StopAfterEpoch(pl.Callback):
 def test_exact_resume_matches_uninterrupted_run(tmp_path, cache_dir):
     over = ["loss=ragan_ls", "disc=double", "trainer.max_epochs=2", "model.ema_decay=0.9"]
     full = run("train", over, tmp_path / "full")
-    assert full["status"] == "finished"
+    assert full.status == "finished"
     part = run("train", over, tmp_path / "part", callbacks=[_StopAfterEpoch(1)])
-    assert part["iterations"] == 2
+    assert part.iterations == 2
     resumed = run(
         "train",
         [*over, f"ckpt_path={tmp_path / 'part' / 'checkpoints' / 'last.ckpt'}"],
         tmp_path / "part",
     )
-    assert resumed["iterations"] == full["iterations"] == 4
+    assert resumed.iterations == full.iterations == 4
     a = _state(tmp_path / "full" / "checkpoints" / "last.ckpt", "generator.")
     b = _state(tmp_path / "part" / "checkpoints" / "last.ckpt", "generator.")
     for k in a:
         assert torch.allclose(a[k], b[k], atol=1e-6), k
-    assert resumed["final"]["val/psnr"] == pytest.approx(full["final"]["val/psnr"], abs=1e-4)
+    assert resumed.final["val/psnr"] == pytest.approx(full.final["val/psnr"], abs=1e-4)
 
 
 def test_resume_under_max_steps_from_the_end_of_training_checkpoint_is_exact(tmp_path, cache_dir):
@@ -278,20 +278,20 @@ def test_resume_under_max_steps_from_the_end_of_training_checkpoint_is_exact(tmp
     ]
     full = run("train", over, tmp_path / "full")
     part = run("train", over, tmp_path / "part", callbacks=[_StopAfterEpoch(1)])
-    assert part["status"] != "finished" and part["iterations"] == 2
+    assert part.status != "finished" and part.iterations == 2
     resumed = run(
         "train",
         [*over, f"ckpt_path={tmp_path / 'part' / 'checkpoints' / 'last.ckpt'}"],
         tmp_path / "part",
     )
-    assert [h["epoch"] for h in resumed["history"]] == [h["epoch"] for h in full["history"]]
-    assert resumed["iterations"] == full["iterations"] == 8
-    assert resumed["final"]["val/psnr"] == pytest.approx(full["final"]["val/psnr"], abs=1e-4)
+    assert [h["epoch"] for h in resumed.history] == [h["epoch"] for h in full.history]
+    assert resumed.iterations == full.iterations == 8
+    assert resumed.final["val/psnr"] == pytest.approx(full.final["val/psnr"], abs=1e-4)
 
 
 def test_checkpoints_are_full_and_resume_refuses_other_files(tmp_path, classifier_ckpt):
     rec = run("train", ["loss=lsgan", "disc=patch"], tmp_path / "run")
-    assert rec["status"] == "finished"
+    assert rec.status == "finished"
     ckpts = tmp_path / "run" / "checkpoints"
     for name in ("best.ckpt", "last.ckpt"):
         ckpt = torch.load(ckpts / name, map_location="cpu", weights_only=False)
@@ -346,9 +346,9 @@ def test_max_steps_counts_optimizer_steps_and_sets_schedule_length(
         + ["trainer.max_epochs=50"],
         tmp_path,
     )
-    assert rec["status"] == "finished", rec.get("error")
-    assert rec["iterations"] == iterations
-    assert rec["planned_iterations"] == iterations
+    assert rec.status == "finished", rec.error
+    assert rec.iterations == iterations
+    assert rec.planned_iterations == iterations
 
 
 def test_linear_decay_schedule():
@@ -362,8 +362,8 @@ def test_linear_decay_schedule():
 def test_bf16_mixed_precision_trains_with_finite_losses(tmp_path, cache_dir, loss):
     """bf16 autocast (CPU here; GPU is the default there) incl. the WGAN-GP double backward."""
     rec = run("train", [f"loss={loss}", "disc=double", "trainer.precision=bf16-mixed"], tmp_path)
-    assert rec["status"] == "finished" and rec["precision"] == "bf16-mixed"
-    assert math.isfinite(rec["final"]["val/psnr"])
+    assert rec.status == "finished" and rec.precision == "bf16-mixed"
+    assert math.isfinite(rec.final["val/psnr"])
 
 
 def test_real_dataset_without_root_names_the_fix(tmp_path, cache_dir):
@@ -397,7 +397,7 @@ def test_lightning_eval_mode_warning_is_kept_for_unexpected_modules():
 
 def test_gan_run_does_not_warn_about_its_fixed_vgg(tmp_path, cache_dir, recwarn):
     rec = run("train", ["loss=lsgan", "disc=patch", "model.ema_decay=0.9"], tmp_path)
-    assert rec["status"] == "finished"
+    assert rec.status == "finished"
     assert not [w for w in recwarn if "in eval mode" in str(w.message)]
 
 
@@ -415,20 +415,20 @@ def test_run_cut_short_continues_from_last_ckpt_when_relaunched(tmp_path, cache_
     run("train", over, part_dir, callbacks=[_StopAfterEpoch(1)])
     _set_status(part_dir, "running")  # as a job killed at its time limit leaves it
     again = run("train", over, part_dir)
-    assert again["previous_status"] == "running"
-    assert again["resumed_from"] == str(part_dir / "checkpoints" / "last.ckpt")
-    assert again["iterations"] == full["iterations"] == 4
-    assert [h["epoch"] for h in again["history"]] == [0, 1]  # the first attempt's epoch is kept
-    assert again["final"]["val/psnr"] == pytest.approx(full["final"]["val/psnr"], abs=1e-4)
+    assert again.previous_status == "running"
+    assert again.resumed_from == str(part_dir / "checkpoints" / "last.ckpt")
+    assert again.iterations == full.iterations == 4
+    assert [h["epoch"] for h in again.history] == [0, 1]  # the first attempt's epoch is kept
+    assert again.final["val/psnr"] == pytest.approx(full.final["val/psnr"], abs=1e-4)
     assert not (part_dir / "attempts").exists()
 
     _set_status(part_dir, "interrupted")
     fresh = run("train", [*over, "resume=never"], part_dir)
-    assert "resumed_from" not in fresh and fresh["iterations"] == 4
+    assert fresh.resumed_from is None and fresh.iterations == 4
     assert (part_dir / "attempts" / "1" / "checkpoints" / "last.ckpt").is_file()
 
     _set_status(part_dir, "failed")  # a failed run starts over: its error would repeat
-    assert "resumed_from" not in run("train", over, part_dir)
+    assert run("train", over, part_dir).resumed_from is None
     with pytest.raises(ValueError, match="resume=sometimes is not an option"):
         run("train", [*over, "resume=sometimes"], part_dir)
 

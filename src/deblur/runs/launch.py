@@ -13,7 +13,7 @@ from typing import Any
 from pytorch_lightning.utilities import rank_zero_only
 
 from deblur.errors import UserError
-from deblur.runs.record import read_metrics
+from deblur.runs.record import RunRecord, read_metrics
 
 # set by rank 0 for the processes Lightning's launcher starts (they inherit its environment)
 _LAUNCH_ENV = "DEBLUR_LAUNCH"
@@ -61,12 +61,12 @@ def launch_id() -> str:
 
 def follow_rank_zero(
     cfg: Any,
-    body: Callable[[Path, dict[str, Any]], dict[str, Any]],
+    body: Callable[[Path, RunRecord], dict[str, Any]],
     run_dir: Path,
     timeout_s: float | None = None,
-) -> dict[str, Any]:
+) -> RunRecord:
     """A rank > 0's :func:`deblur.runs.managed_run`: skip when rank 0 will; else wait for rank
-    0's record of this launch, take its checkpoint, run ``body`` on a copy of the record."""
+    0's record of this launch, take its checkpoint, run ``body`` on the record read back."""
     rank = max(launcher_rank(), 1)
     rank_zero_only.rank = rank  # Lightning's rank-zero-only logs quiet before the trainer exists
     launch = _external_launch_id() or os.environ.get(_LAUNCH_ENV)
@@ -106,7 +106,6 @@ def follow_rank_zero(
         time.sleep(0.5)
     if "ckpt_path" in cfg:
         cfg.ckpt_path = record.resumed_from  # rank 0's resume decision, auto ones included
-    record = dict(record)
     record.update(body(run_dir, record))
     return record
 

@@ -89,8 +89,8 @@ class RecordFieldError(KeyError):
 @dataclass
 class RunRecord:
     """The ``metrics.json`` of a run folder, the one schema of every writer and reader
-    (docs/DESIGN.md): item access sees the file's keys (a ``None`` field is absent) and sets
-    only fields; unknown keys of other versions stay in :attr:`extra`."""
+    (docs/DESIGN.md): a ``None`` field is absent from the file, setting a name that is not a
+    field raises :class:`RecordFieldError`; unknown keys of other versions stay in :attr:`extra`."""
 
     # every run (written by managed_run at the start)
     status: str | None = None  # running | finished | failed | interrupted | stopped
@@ -180,36 +180,21 @@ class RunRecord:
     def write(self, run_dir: str | Path) -> None:
         write_json_atomic(Path(run_dir) / METRICS_FILE, self.to_json())
 
-    def _check(self, key: str) -> None:
-        if key not in self.fields():
+    @staticmethod
+    def _check(key: str) -> None:
+        if key not in _FIELDS:
             raise RecordFieldError(
                 f"'{key}' is not a field of the run record (metrics.json). Add it to "
                 "deblur.runs.RunRecord (with its type) and to docs/DESIGN.md's schema."
             )
 
-    def __getitem__(self, key: str) -> Any:
-        value = getattr(self, key, None) if key in self.fields() else self.extra.get(key)
-        if value is None:
-            raise KeyError(key)
-        return value
-
-    def __setitem__(self, key: str, value: Any) -> None:
-        self._check(key)
-        setattr(self, key, value)
-
-    def __contains__(self, key: object) -> bool:
-        return isinstance(key, str) and key in self.to_json()
-
-    def get(self, key: str, default: Any = None) -> Any:
-        try:
-            return self[key]
-        except KeyError:
-            return default
-
-    def keys(self) -> list[str]:
-        return list(self.to_json())
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name != "extra":
+            self._check(name)
+        super().__setattr__(name, value)
 
     def update(self, values: Mapping[str, Any]) -> None:
+        """Set several fields at once; none when one of the keys is not a field."""
         for key in values:
             self._check(key)
         for key, value in values.items():
@@ -224,6 +209,7 @@ def _json_types(hint: Any) -> tuple[type, ...]:
     return (float, int) if origin is float else (origin,)
 
 
+_FIELDS = frozenset(RunRecord.fields())
 _JSON_TYPES = {
     name: _json_types(hint)
     for name, hint in typing.get_type_hints(RunRecord).items()

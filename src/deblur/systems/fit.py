@@ -26,7 +26,7 @@ from deblur.checkpoints import (
 from deblur.config import to_container
 from deblur.data.io import DataError
 from deblur.errors import UserError
-from deblur.runs import IncompleteRunError, run_identity, update_record
+from deblur.runs import IncompleteRunError, RunRecord, run_identity, update_record
 from deblur.systems.distributed import check_launcher
 from deblur.systems.layout import custom_scalars_layout
 
@@ -271,34 +271,30 @@ _TASKS = {
 }
 
 
-def _start(cfg: DictConfig, record: dict[str, Any]) -> dict[str, Any]:
+def _start(cfg: DictConfig, record: RunRecord) -> dict[str, Any]:
     """The record's training fields (weights, precision, the critic's start) and the
     hyperparameters shown in TensorBoard."""
-    record.update(
-        {
-            "pretrained_weights": bool(cfg.pretrained),
-            "precision": resolve_precision(cfg.trainer.precision),
-        }
-    )
+    record.pretrained_weights = bool(cfg.pretrained)
+    record.precision = resolve_precision(cfg.trainer.precision)
     if not cfg.pretrained:
-        record["warning"] = msg = (
+        record.warning = msg = (
             f"pretrained=false: {_TASKS[cfg.task][0]} use RANDOM weights, not ImageNet ones. "
             "Results of this run are not comparable with the thesis; use it for tests and the "
             "offline demo only."
         )
         log.warning("\n%s\n%s\n%s", "!" * 78, msg, "!" * 78)
         print(f"[deblur] WARNING: {msg}", flush=True)
-    hp: dict[str, Any] = {f"choice/{k}": v for k, v in (record.get("choices") or {}).items()}
+    hp: dict[str, Any] = {f"choice/{k}": v for k, v in record.choices.items()}
     hp.update(seed=int(cfg.seed), pretrained_weights=bool(cfg.pretrained))
     hp.update(crop_size=int(cfg.data.crop_size or 0), batch_size=int(cfg.data.batch_size))
     if cfg.task == "gan":
         if str(cfg.disc.checkpoint).startswith("auto"):  # resolved once, in the run's start files
-            cfg.disc.checkpoint = record.get("start_files")["disc.checkpoint"]
+            cfg.disc.checkpoint = record.start_files["disc.checkpoint"]
         if cfg.disc.checkpoint:
             read_classifier_checkpoint(cfg.disc.checkpoint)  # one paragraph for any other file
-        record["disc_pretrained"] = hp["disc_pretrained"] = bool(cfg.disc.checkpoint)
-        record["disc_frozen"] = hp["disc_frozen"] = bool(cfg.disc.frozen)
-        record["disc_checkpoint"] = cfg.disc.checkpoint
+        record.disc_pretrained = hp["disc_pretrained"] = bool(cfg.disc.checkpoint)
+        record.disc_frozen = hp["disc_frozen"] = bool(cfg.disc.frozen)
+        record.disc_checkpoint = cfg.disc.checkpoint
         hp["adv_weight"] = float(cfg.model.adv_weight)
     hp.update({k: float(v) for k, v in cfg.optim.items() if str(k).startswith("lr")})
     return hp
@@ -307,7 +303,7 @@ def _start(cfg: DictConfig, record: dict[str, Any]) -> dict[str, Any]:
 def fit(
     cfg: DictConfig,
     run_dir: Path,
-    record: dict[str, Any],
+    record: RunRecord,
     extra_callbacks: list[Callback] | None = None,
 ) -> dict[str, Any]:
     """Train the run's system (``cfg.task``: gan | classifier) in ``run_dir``; return what goes
@@ -318,14 +314,14 @@ def fit(
     OmegaConf.set_struct(cfg, False)
     hp = _start(cfg, record)
     update_record(run_dir, record)
-    identity = record.get("identity")
+    identity = record.identity
     if cfg.ckpt_path:
         check_resume_checkpoint(cfg.ckpt_path, str(cfg.task), identity, identity_of=run_identity)
     datamodule = build_datamodule(cfg, _TASKS[cfg.task][1])
     datamodule.setup("fit")  # the data checks (files, sizes, a validation split) before any network
     system = build_system(cfg)
     if getattr(system, "load_report", None):
-        record["disc_load_report"] = system.load_report
+        record.disc_load_report = system.load_report
     trainer, loggers, stats = build_trainer(cfg, run_dir, extra_callbacks, identity=identity)
     _log_tb_setup(loggers, hp, cfg.task)
     with warnings.catch_warnings():
