@@ -631,14 +631,20 @@ def data_wait(events: dict[str, list], batch: int, skip: int) -> dict[str, Any]:
     }
 
 
+#: the thesis default cell (FPN-MobileNetV2, DoubleGAN, RaGAN-LS), random weights: e2e and curves
+THESIS_CELL = (
+    "gen=fpn_mobilenetv2",
+    "disc=double",
+    "backbone=nlayer",
+    "loss=ragan_ls",
+    "pretrained=false",
+)
+
+
 def e2e_overrides(args, root: Path, workers: int, device) -> list[str]:
     gpu = device.type == "cuda"
     out = [
-        "gen=fpn_mobilenetv2",
-        "disc=double",
-        "backbone=nlayer",
-        "loss=ragan_ls",
-        "pretrained=false",
+        *THESIS_CELL,
         "seed=0",
         "sweep_name=gpu_check_e2e",
         *gopro_overrides(root, args.e2e_batch, args.e2e_crop, args.e2e_iters * args.e2e_batch),
@@ -791,11 +797,7 @@ def curve_overrides(args, root: Path, batch: int, precision: str, device) -> lis
     per_epoch = 20
     epochs = max(1, math.ceil(args.curve_iters / per_epoch))
     out = [
-        "gen=fpn_mobilenetv2",
-        "disc=double",
-        "backbone=nlayer",
-        "loss=ragan_ls",
-        "pretrained=false",
+        *THESIS_CELL,
         "model.warmup_epochs=0",
         "seed=0",
         *gopro_overrides(root, batch, args.curve_crop, batch * per_epoch),
