@@ -52,12 +52,12 @@ def test_loaded_classifier_scores_sharp_as_real(nlayer_classifier, pairs, kind):
     )
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # ~5 min: 400 steps each (at 80, random-init MobileNetV3 held out 0.69 < 0.75)
 @pytest.mark.parametrize("name", ["mobilenetv3_large", "efficientnet_b0", "seresnext50"])
 def test_every_backbone_classifier_then_discriminator_prefers_sharp(pairs, name):
     """Random-init timm backbones, trained briefly: held-out sharp scores above blurred in D."""
     backbone = _backbone(name)
-    net = train_classifier(backbone, pairs, steps=80, lr=1e-3)
+    net = train_classifier(backbone, pairs, steps=400, lr=1e-3)
     assert _held_out_accuracy(net, pairs) >= 0.75
     disc = _disc_from(net, backbone)
     with torch.no_grad():
