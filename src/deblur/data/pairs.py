@@ -1,9 +1,7 @@
-"""Dataset layouts -> ``{split: [Pair, ...]}`` (splits among ``train``, ``val``, ``test``).
-
-A reader takes the dataset root plus its options; ``data.layout`` in ``conf/data/<name>.yaml``
-names it as a Hydra ``_partial_`` node. Pairs are matched by path (never by the sort order of two
-globs) and carry a ``group`` (sequence / scene / source photo): validation never cuts a group.
-"""
+"""Dataset layouts -> ``{split: [Pair, ...]}`` (splits among ``train``, ``val``, ``test``); a reader
+takes the root plus its options (``data.layout`` names it as a Hydra ``_partial_`` node). Pairs
+are matched by path, never by the sort order of two globs, and carry a ``group`` (sequence, scene,
+source photo) that validation never cuts."""
 
 from __future__ import annotations
 
@@ -46,12 +44,11 @@ def listing(names: Iterable[str], limit: int = 5, sep: str = ", ") -> str:
 
 
 def _check_root(root: str | os.PathLike[str] | None, layout: str, expected: str) -> Path:
-    path = None if root is None or str(root) in ("", "???") else Path(root).expanduser()
+    path = None if root in (None, "") else Path(root).expanduser()
     if path is None or not path.is_dir():
         where = f"root '{path}' does not exist or is not a folder" if path else "needs its folder"
         raise DataError(
-            f"The '{layout}' dataset {where}: set data.root=/path/to/dataset, the extracted "
-            f"dataset (expected layout: {expected})."
+            f"The '{layout}' dataset {where}: set data.root=/path/to/dataset (expected: {expected})."
         )
     return path
 
@@ -63,10 +60,7 @@ def _images_in(folder: Path, recursive: bool = False) -> dict[str, Path]:
         if f.is_file() and is_image_file(f):
             key = f.relative_to(folder).with_suffix("").as_posix()
             if key in out:
-                raise DataError(
-                    f"Two images in '{folder}' share the name '{key}' with different suffixes "
-                    f"('{out[key].name}', '{f.name}'); keep one of them."
-                )
+                raise DataError(f"'{folder}' has '{out[key].name}' and '{f.name}': keep one.")
             out[key] = f
     return out
 
@@ -74,25 +68,31 @@ def _images_in(folder: Path, recursive: bool = False) -> dict[str, Path]:
 def _match(
     blur: dict[str, Path],
     sharp: dict[str, Path],
-    blur_dir: Path,
-    sharp_dir: Path,
+    dirs: tuple[Path, Path],
     expected: str,
     both: bool = True,
 ) -> list[str]:
     """Keys present on both sides; blurred (``both``: and sharp) images without a twin raise."""
-    sides = [("blurred", blur, sharp, blur_dir, sharp_dir, "sharp")]
+    sides = [("blurred", blur, sharp, dirs, "sharp")]
     if both:
-        sides.append(("sharp", sharp, blur, sharp_dir, blur_dir, "blurred"))
-    for kind, files, others, here, there, twin in sides:
-        alone = files.keys() - others.keys()
-        if alone:
-            shown = listing(files[k].relative_to(blur_dir.parent).as_posix() for k in alone)
+        sides.append(("sharp", sharp, blur, dirs[::-1], "blurred"))
+    for kind, files, others, (here, there), twin in sides:
+        if alone := files.keys() - others.keys():
+            shown = listing(files[k].relative_to(dirs[0].parent).as_posix() for k in alone)
             raise DataError(
                 f"{len(alone)} {kind} image(s) in '{here}' have no {twin} twin in '{there}': "
-                f"{shown}. Pairs are matched by relative path (expected layout: {expected}); "
-                f"add the missing {twin} images or remove these."
+                f"{shown}. Pairs match by relative path ({expected}); add the missing {twin} "
+                "images or remove these."
             )
     return sorted(blur.keys() & sharp.keys())
+
+
+def _subfolders(base: Path, names: Sequence[str], expected: str) -> list[Path]:
+    """``base/<name>`` for each of ``names``; a missing one is a DataError."""
+    dirs = [base / n for n in names]
+    if missing := [d.name for d in dirs if not d.is_dir()]:
+        raise DataError(f"Folder '{base}' has no '{missing[0]}/' sub-folder ({expected}).")
+    return dirs
 
 
 def _read_sequences(
@@ -101,25 +101,19 @@ def _read_sequences(
     """``<split_dir>/<sequence>/{blur_key,sharp}/*`` -> pairs grouped by sequence."""
     sequences = sorted(d for d in split_dir.iterdir() if d.is_dir())
     if not sequences:
-        raise DataError(f"Folder '{split_dir}' has no sequence sub-folders (expected {expected}).")
+        raise DataError(f"Folder '{split_dir}' has no sequence sub-folders ({expected}).")
     pairs: list[Pair] = []
     for seq in sequences:
-        blur_dir, sharp_dir = seq / blur_key, seq / "sharp"
-        for d in (blur_dir, sharp_dir):
-            if not d.is_dir():
-                raise DataError(
-                    f"Sequence folder '{seq}' has no '{d.name}/' sub-folder (expected {expected})."
-                )
+        blur_dir, sharp_dir = _subfolders(seq, (blur_key, "sharp"), expected)
         blur, sharp = _images_in(blur_dir), _images_in(sharp_dir)
         kernels: dict[str, Path] = {}
         if kernel_key is not None and (seq / kernel_key).is_dir():
             kernels = {f.stem: f for f in (seq / kernel_key).iterdir() if f.is_file()}
-        for key in _match(blur, sharp, blur_dir, sharp_dir, expected):
-            pairs.append(
-                Pair(blur[key], sharp[key], seq.name, kernels.get(key), f"{seq.name}/{key}")
-            )
+        for key in _match(blur, sharp, (blur_dir, sharp_dir), expected):
+            name = f"{seq.name}/{key}"
+            pairs.append(Pair(blur[key], sharp[key], seq.name, kernels.get(key), name))
     if not pairs:
-        raise DataError(f"No images found under '{split_dir}' (expected {expected}).")
+        raise DataError(f"No images found under '{split_dir}' ({expected}).")
     return pairs
 
 
@@ -130,7 +124,7 @@ def _splits(
     splits = {split: read(base / split) for split in names if (base / split).is_dir()}
     if not splits:
         folders = " nor ".join(f"'{split}/'" for split in names)
-        raise DataError(f"Dataset root '{base}' has neither {folders} (expected {expected}).")
+        raise DataError(f"Dataset root '{base}' has neither {folders} ({expected}).")
     return splits
 
 
@@ -150,8 +144,7 @@ EMBEDDED_LAYOUT = "<root>/{train,val}/<photo>/{blur,sharp,kernel}/NNN.png|npy"
 def read_embedded(root: str | os.PathLike[str]) -> dict[str, list[Pair]]:
     """The embedded dataset built by :mod:`deblur.data.embedded` (true kernels included)."""
     base = _check_root(root, "embedded", EMBEDDED_LAYOUT)
-    if not (base / "train").is_dir():
-        raise DataError(f"Embedded dataset '{base}' has no 'train/' folder ({EMBEDDED_LAYOUT}).")
+    _subfolders(base, ("train",), EMBEDDED_LAYOUT)
     read = partial(_read_sequences, blur_key="blur", expected=EMBEDDED_LAYOUT, kernel_key="kernel")
     return _splits(base, ("train", "val"), read, EMBEDDED_LAYOUT)
 
@@ -162,39 +155,35 @@ REALBLUR_LAYOUT = (
 )
 
 
+def _realblur_list(base: Path, list_file: Path) -> list[Pair]:
+    """The pairs of one ``RealBlur_*_list.txt``; the group is the scene folder."""
+    pairs: list[Pair] = []
+    for n, line in enumerate(list_file.read_text().splitlines(), 1):
+        if not (parts := line.split()):
+            continue
+        if len(parts) < 2:
+            raise DataError(f"Line {n} of '{list_file}' is not '<gt_path> <blur_path>': {line!r}")
+        gt, blur = Path(parts[0]), Path(parts[1])
+        scene = gt.parent.parent.name or gt.parent.name
+        pairs.append(Pair(base / blur, base / gt, scene, None, f"{scene}/{blur.stem}"))
+    if missing := [str(f) for p in pairs for f in (p.sharp, p.blur) if not f.is_file()]:
+        raise DataError(
+            f"'{list_file}' names {len(missing)} file(s) that do not exist: {listing(missing, 3)}. "
+            f"Extract RealBlur so the list paths are relative to data.root ({REALBLUR_LAYOUT})."
+        )
+    if not pairs:
+        raise DataError(f"Pair list '{list_file}' is empty ({REALBLUR_LAYOUT}).")
+    return pairs
+
+
 def read_realblur(root: str | os.PathLike[str], variant: str = "J") -> dict[str, list[Pair]]:
     """RealBlur-J or -R from its pair lists; the group is the scene folder."""
     base = _check_root(root, "realblur", REALBLUR_LAYOUT)
     variant = str(variant).upper()
     if variant not in ("J", "R"):
-        raise DataError(f"RealBlur variant must be 'J' or 'R', got '{variant}'.")
-    splits: dict[str, list[Pair]] = {}
-    for split in ("train", "test"):
-        list_file = base / f"RealBlur_{variant}_{split}_list.txt"
-        if not list_file.is_file():
-            continue
-        pairs: list[Pair] = []
-        for n, line in enumerate(list_file.read_text().splitlines(), 1):
-            parts = line.split()
-            if not parts:
-                continue
-            if len(parts) < 2:
-                raise DataError(
-                    f"Line {n} of '{list_file}' is not '<gt_path> <blur_path>': {line!r}"
-                )
-            gt, blur = Path(parts[0]), Path(parts[1])
-            scene = gt.parent.parent.name or gt.parent.name
-            pairs.append(Pair(base / blur, base / gt, scene, None, f"{scene}/{blur.stem}"))
-        missing = [str(f) for p in pairs for f in (p.sharp, p.blur) if not f.is_file()]
-        if missing:
-            raise DataError(
-                f"'{list_file}' names {len(missing)} file(s) that do not exist: "
-                f"{listing(missing, 3)}. Extract RealBlur so the list paths are relative to "
-                f"data.root ({REALBLUR_LAYOUT})."
-            )
-        if not pairs:
-            raise DataError(f"Pair list '{list_file}' is empty ({REALBLUR_LAYOUT}).")
-        splits[split] = pairs
+        raise DataError(f"data.variant (RealBlur) must be 'J' or 'R', got '{variant}'.")
+    lists = {s: base / f"RealBlur_{variant}_{s}_list.txt" for s in ("train", "test")}
+    splits = {s: _realblur_list(base, f) for s, f in lists.items() if f.is_file()}
     if not splits:
         raise DataError(f"No RealBlur_{variant}_*_list.txt in '{base}' ({REALBLUR_LAYOUT}).")
     return splits
@@ -210,9 +199,7 @@ _HIDE_SOURCE = re.compile(r"^\d+from(.+)$")  # '12fromGOPR0950': frames of one s
 def read_hide(root: str | os.PathLike[str]) -> dict[str, list[Pair]]:
     """HIDE: blurred ``train/`` and ``test/<subset>/`` images, sharp twins in ``GT/``."""
     base = _check_root(root, "hide", HIDE_LAYOUT)
-    gt_dir = base / "GT"
-    if not gt_dir.is_dir():
-        raise DataError(f"HIDE root '{base}' has no 'GT/' folder of sharp images ({HIDE_LAYOUT}).")
+    (gt_dir,) = _subfolders(base, ("GT",), HIDE_LAYOUT)
     sharp = _images_in(gt_dir)
 
     def read(split_dir: Path) -> list[Pair]:
@@ -221,9 +208,8 @@ def read_hide(root: str | os.PathLike[str]) -> dict[str, list[Pair]]:
         if len(by_name) != len(blur):
             raise DataError(f"'{split_dir}' holds two blurred images with the same file name.")
         pairs = []
-        for k in _match(by_name, sharp, split_dir, gt_dir, HIDE_LAYOUT, both=False):
-            m = _HIDE_SOURCE.match(k)
-            group = m.group(1) if m else k
+        for k in _match(by_name, sharp, (split_dir, gt_dir), HIDE_LAYOUT, both=False):
+            group = m.group(1) if (m := _HIDE_SOURCE.match(k)) else k
             pairs.append(Pair(by_name[k], sharp[k], group, None, f"{split_dir.name}/{k}"))
         if not pairs:
             raise DataError(f"No images found under '{split_dir}' ({HIDE_LAYOUT}).")
@@ -275,17 +261,14 @@ def _folder_kernels(base: Path, blur: dict[str, Path], blur_dir: Path) -> dict[s
 
 
 def _read_folder_split(base: Path, blur_key: str, sharp_key: str) -> list[Pair]:
-    blur_dir, sharp_dir = base / blur_key, base / sharp_key
-    for d in (blur_dir, sharp_dir):
-        if not d.is_dir():
-            raise DataError(f"Folder '{base}' has no '{d.name}/' sub-folder ({FOLDER_LAYOUT}).")
+    blur_dir, sharp_dir = _subfolders(base, (blur_key, sharp_key), FOLDER_LAYOUT)
     blur, sharp = _images_in(blur_dir, recursive=True), _images_in(sharp_dir, recursive=True)
     if not blur and not sharp:
         raise DataError(
             f"No images ({', '.join(IMAGE_EXTENSIONS)}) found in '{blur_dir}' or "
             f"'{sharp_dir}' ({FOLDER_LAYOUT})."
         )
-    keys = _match(blur, sharp, blur_dir, sharp_dir, FOLDER_LAYOUT)
+    keys = _match(blur, sharp, (blur_dir, sharp_dir), FOLDER_LAYOUT)
     kernels = _folder_kernels(base, blur, blur_dir)
     # the group: the first sub-folder, or the stem of a top-level file
     return [Pair(blur[k], sharp[k], k.split("/")[0], kernels.get(k), k) for k in keys]
