@@ -1,8 +1,6 @@
-"""The values a person sets, checked before any network is built or any file written: the
-overrides' keys and types, the ranges of :data:`RULES`, ``+`` keys of constructor nodes,
-precision x optimizer and the discriminator's switches; each refusal is one
-:class:`ConfigValueError` paragraph naming the key, its value, where it came from and the fix.
-"""
+"""The values a person sets, checked before any network or file: key typos (close match), types,
+the ranges of :data:`RULES`, ``+`` keys of constructor nodes, precision x optimizer and the
+discriminator's switches; each refusal one :class:`ConfigValueError` paragraph with the fix."""
 
 from __future__ import annotations
 
@@ -77,29 +75,27 @@ _RANGES = {
 def _check_one(key: str, rule: str, what: str, example: str, value: Any, overrides) -> None:
     if (value is None and "or null" in rule) or (value == "auto" and "or auto" in rule):
         return
-    kind = rule.replace(" int", "").replace(" or null", "").replace(" or auto", "")
-    for v in list(value) if isinstance(value, ListConfig | list | tuple) else [value]:
-        number = isinstance(v, int | float) and not isinstance(v, bool)
-        if kind == "bool" and isinstance(v, bool):
-            continue
-        if kind != "bool" and number and not ("int" in rule and v != int(v)) and _RANGES[kind](v):
-            continue
-        needs = (
-            f"{'an integer' if 'int' in rule else 'a number'} {'in ' if '[' in kind else ''}{kind}"
-        )
-        needs = "true or false" if kind == "bool" else needs
-        needs += "".join(f" or {alt}" for alt in ("null", "auto") if f"or {alt}" in rule)
-        shown = OmegaConf.to_container(value) if isinstance(value, ListConfig) else value
-        given = any(o.lstrip("+~").split("=", 1)[0] == key for o in overrides)
-        where = (
-            "on the command line"
-            if given
-            else "by the composed config (an experiment= or data= file)"
-        )
-        raise ConfigValueError(
-            f"{key}={shown} (set {where}): {key} is {what} and must be {needs}. Fix: give "
-            f"{key}=<{needs}>, e.g. {key}={example}."
-        )
+    kind, integer = rule.split(" or ")[0].removesuffix(" int"), " int" in rule
+
+    def fits(v: Any) -> bool:
+        if kind == "bool" or isinstance(v, bool) or not isinstance(v, int | float):
+            return kind == "bool" and isinstance(v, bool)
+        return not (integer and v != int(v)) and _RANGES[kind](v)
+
+    if all(map(fits, value if isinstance(value, ListConfig | list | tuple) else [value])):
+        return
+    needs = f"{'an integer' if integer else 'a number'} {'in ' if '[' in kind else ''}{kind}"
+    needs = "true or false" if kind == "bool" else needs
+    needs += "".join(f" or {alt}" for alt in ("null", "auto") if f"or {alt}" in rule)
+    shown = OmegaConf.to_container(value) if isinstance(value, ListConfig) else value
+    given = any(o.lstrip("+~").split("=", 1)[0] == key for o in overrides)
+    where = (
+        "on the command line" if given else "by the composed config (an experiment= or data= file)"
+    )
+    raise ConfigValueError(
+        f"{key}={shown} (set {where}): {key} is {what} and must be {needs}. Fix: give "
+        f"{key}=<{needs}>, e.g. {key}={example}."
+    )
 
 
 def check_disc_switches(
@@ -150,8 +146,18 @@ def _parameters(target: str) -> tuple[list[str], bool] | None:
     except (ValueError, TypeError, ImportError, AttributeError):
         return None
     names = [p.name for p in sig.parameters.values() if p.kind is not p.VAR_POSITIONAL]
-    open_ = any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
-    return names, open_
+    return names, any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
+
+
+def _suggest(name: str, known: Sequence[str], given: str, prefix: str = "", rest: str = "") -> str:
+    """The close match of a mistyped key part ``name`` among ``known`` (keys under ``prefix``)."""
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    if close:
+        return f"Did you mean {prefix}{close[0]}{rest}? Fix: {prefix}{close[0]}{rest}={given}"
+    return f"Its keys: {', '.join(prefix + k for k in known[:16])}. Fix: one of those"
+
+
+_PLUS = " (without '+': '+' adds keys the config does not have)"
 
 
 def check_closed_keys(base: DictConfig, added: Sequence[tuple[str, str]]) -> None:
@@ -165,21 +171,25 @@ def check_closed_keys(base: DictConfig, added: Sequence[tuple[str, str]]) -> Non
         if params is None or params[1] or name in params[0]:
             continue
         known = sorted({*params[0], *(str(k) for k in node.keys() if not str(k).startswith("_"))})
-        close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
-        hint = (
-            f"Did you mean {prefix}.{close[0]}? Fix: {prefix}.{close[0]}={line.split('=', 1)[-1]}"
-            if close
-            else f"Its keys: {', '.join(known[:16])}"
-        )
         raise ConfigValueError(
             f"{line}: {node._target_} (the `{prefix}` node) takes no parameter '{name}', so the "
-            f"run would stop with a TypeError when it builds it. {hint} (without '+': '+' adds "
-            "keys the config does not have)."
+            f"run would stop with a TypeError when it builds it. "
+            f"{_suggest(name, known, line.split('=', 1)[-1], prefix + '.')}{_PLUS}."
         )
 
 
 def _is_group(key: Any) -> bool:
     return (CONF_DIR / str(key).split("@")[0]).is_dir()
+
+
+def _keyed(parsed: Sequence[Any]) -> list[Any]:
+    """The overrides that set a key of the config (not a group, a deletion or ``hydra.*``)."""
+    return [
+        ov
+        for ov in parsed
+        if not (ov.is_delete() or _is_group(ov.key_or_group))
+        and not str(ov.key_or_group).startswith("hydra.")
+    ]
 
 
 def _compose_here(config_name: str, overrides: list[str]) -> DictConfig:
@@ -189,72 +199,62 @@ def _compose_here(config_name: str, overrides: list[str]) -> DictConfig:
     return compose(config_name, overrides)
 
 
-def _wanted(default: Any) -> tuple[str, tuple[type, ...] | None]:
-    """What an override of a key with this default must be: (in words, the types that pass;
-    None: any scalar, as the code reads strings)."""
-    if isinstance(default, bool):
-        return "true or false", (bool,)
-    if isinstance(default, int):
-        return "an integer", (int,)
-    if isinstance(default, float):
-        return "a number", (int, float)
-    return "a string", None
+def _not_a_key(line: str, config_name: str, base: DictConfig, note: str = "") -> ConfigValueError:
+    """``line`` sets a key ``base`` lacks: one paragraph with its close match."""
+    key, _, given = line.lstrip("+").partition("=")
+    parent, _, leaf = key.rpartition(".")
+    while parent and not isinstance(OmegaConf.select(base, parent, default=None), DictConfig):
+        parent, _, leaf = parent.rpartition(".")  # the first part of the key that is not there
+    node = OmegaConf.select(base, parent) if parent else base
+    rest = key[len(parent) + len(leaf) + bool(parent) :]
+    hint = _suggest(leaf, [str(k) for k in node.keys()], given, parent + "." * bool(parent), rest)
+    return ConfigValueError(
+        f"{line}: '{key}' is not a key of the {config_name} config{note}, so no code would read "
+        f"it. {hint}{_PLUS if line.startswith('+') else ''}."
+    )
 
 
 #: Sections whose keys are all read by the code: a key added with ``+`` that they lack is a typo.
 SCHEMA_SECTIONS = ("model", "optim", "schedule")
-
-
-def _did_you_mean(key: str, base: DictConfig, given: str) -> str:
-    section = key.rsplit(".", 1)[0] if "." in key else ""
-    known = [
-        k for k in _flat_keys(base) if (k.startswith(section + ".") if section else "." not in k)
-    ]
-    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
-    if close:
-        return f"Did you mean {close[0]}? Fix: {close[0]}={given}"
-    return f"Its keys: {', '.join(known[:12])}. Fix: one of those"
+#: (type of a default, what an override of it must be, the types that pass); any other default
+#: takes any scalar, as the code reads strings.
+_TYPES = (
+    (bool, "true or false", (bool,)),
+    (int, "an integer", (int,)),
+    (float, "a number", (int, float)),
+)
 
 
 def check_overrides(cfg: DictConfig, config_name: str, overrides: Sequence[str]) -> None:
     """A value whose type differs from its default (``seed=x``), a ``+`` key the config lacks
     at the top level or in :data:`SCHEMA_SECTIONS`, one no constructor takes."""
     parsed = parse_overrides(overrides)
-    groups = [str(o.input_line) for o in parsed if _is_group(o.key_or_group)]
-    base = None
+    if not (keyed := _keyed(parsed)):
+        return
+    base = _compose_here(
+        config_name, [str(o.input_line) for o in parsed if _is_group(o.key_or_group)]
+    )
     added: list[tuple[str, str]] = []
-    for ov in parsed:
-        key = str(ov.key_or_group)
-        if ov.is_delete() or _is_group(key) or key.startswith("hydra."):
-            continue
-        if base is None:
-            base = _compose_here(config_name, groups)
+    for ov in keyed:
+        key, line = str(ov.key_or_group), str(ov.input_line)
         default = OmegaConf.select(base, key, default=_ABSENT, throw_on_missing=False)
-        given = ov.input_line.split("=", 1)[1] if "=" in str(ov.input_line) else ""
         if default is _ABSENT:
-            section = key.split(".", 1)[0] if "." in key else ""
-            if (ov.is_add() or ov.is_force_add()) and (not section or section in SCHEMA_SECTIONS):
-                raise ConfigValueError(
-                    f"{ov.input_line}: '{key}' is not a key of the {config_name} config, so no "
-                    f"code would read it and the value would be ignored. "
-                    f"{_did_you_mean(key, base, given)} (without '+': '+' adds keys the config "
-                    "does not have)."
-                )
-            added.append((key, str(ov.input_line)))
-            continue
-        if isinstance(default, DictConfig | dict) or OmegaConf.is_missing(base, key):
+            if line.startswith("+") and ("." not in key or key.split(".")[0] in SCHEMA_SECTIONS):
+                raise _not_a_key(line, config_name, base)
+            added.append((key, line))
             continue
         value = OmegaConf.select(cfg, key, default=None, throw_on_missing=False)
-        name, types = _wanted(default)
-        ok = not types or (isinstance(value, types) and (bool in types) == isinstance(value, bool))
-        if default is not None and value is not None and not ok:
-            raise ConfigValueError(
-                f"{key}={given}: {key} takes {name} (its default is {default!r}), not "
-                f"{value!r}. Fix: give {key}=<{name}>, e.g. "
-                f"{key}={str(default).lower() if isinstance(default, bool) else default}."
-            )
-    if added and base is not None:
-        check_closed_keys(base, added)
+        for _, name, types in (t for t in _TYPES if isinstance(default, t[0])):
+            if value is not None and not (
+                isinstance(value, types) and (bool in types) == isinstance(value, bool)
+            ):
+                example = str(default).lower() if isinstance(default, bool) else default
+                raise ConfigValueError(
+                    f"{line}: {key} takes {name} (its default is {default!r}), not {value!r}. "
+                    f"Fix: give {key}=<{name}>, e.g. {key}={example}."
+                )
+            break
+    check_closed_keys(base, added)
 
 
 def _has_key(cfg: DictConfig, key: str) -> bool:
@@ -270,56 +270,30 @@ def check_known_keys(config_name: str, overrides: Sequence[str]) -> None:
     parsed = parse_overrides(overrides)
     if any(str(ov.key_or_group).startswith("hydra.searchpath") for ov in parsed):
         return
-    plain = [
-        ov
+    missing = [ov for ov in _keyed(parsed) if not (ov.is_add() or ov.is_force_add())]
+    choices = [
+        [f"{ov.key_or_group}={v}" for v in ov.sweep_string_iterator()]
+        if ov.is_sweep_override()
+        else [f"{ov.key_or_group}={ov.get_value_element_as_str()}"]
         for ov in parsed
-        if not (ov.is_add() or ov.is_force_add() or ov.is_delete())
-        and not _is_group(ov.key_or_group)
-        and not str(ov.key_or_group).startswith("hydra.")
+        if _is_group(ov.key_or_group)
     ]
-    if not plain:
-        return
-    choices = []
-    for ov in (o for o in parsed if _is_group(o.key_or_group)):
-        sweep = ov.is_sweep_override()
-        values = ov.sweep_string_iterator() if sweep else [ov.get_value_element_as_str()]
-        choices.append([f"{ov.key_or_group}={v}" for v in values])
-    tried = [[c[0] for c in choices]] + [
-        [*(c[0] for c in choices[:i]), v, *(c[0] for c in choices[i + 1 :])]
-        for i, c in enumerate(choices)
-        for v in c[1:]
+    firsts = [c[0] for c in choices]
+    tried = [firsts] + [
+        [*firsts[:i], v, *firsts[i + 1 :]] for i, c in enumerate(choices) for v in c[1:]
     ]
-    missing = plain
     first: DictConfig | None = None
-    for groups in tried:
+    for groups in tried if missing else []:
         try:
             base = _compose_here(config_name, groups)
         except Exception:  # noqa: BLE001 - a group option only Hydra can find: Hydra reports it
             return
         first = base if first is None else first
-        missing = [ov for ov in missing if not _has_key(base, str(ov.key_or_group))]
-        if not missing:
+        if not (missing := [ov for ov in missing if not _has_key(base, str(ov.key_or_group))]):
             return
-    ov = missing[0]
-    key = str(ov.key_or_group)
-    given = str(ov.input_line).split("=", 1)[1] if "=" in str(ov.input_line) else ""
-    raise ConfigValueError(
-        f"{ov.input_line}: '{key}' is not a key of the {config_name} config (with "
-        f"{' '.join(tried[0]) or 'its default groups'}), so no code would read it. "
-        f"{_did_you_mean(key, first, given)}."
-    )
-
-
-def _flat_keys(node: Any, prefix: str = "") -> list[str]:
-    out: list[str] = []
-    if isinstance(node, DictConfig):
-        for k in node.keys():
-            child = node._get_node(k)
-            full = f"{prefix}{k}"
-            out.append(full)
-            if isinstance(child, DictConfig):
-                out += _flat_keys(child, full + ".")
-    return out
+    if missing and first is not None:
+        note = f" (with {' '.join(firsts) or 'its default groups'})"
+        raise _not_a_key(str(missing[0].input_line), config_name, first, note)
 
 
 def _check_precision(cfg: DictConfig) -> None:
@@ -351,7 +325,7 @@ def check_values(cfg: DictConfig, overrides: Sequence[str] = ()) -> None:
     """The ranges of :data:`RULES`, precision x optimizer, and the discriminator's switches."""
     for key, rule, what, example in RULES:
         value = OmegaConf.select(cfg, key, default=_ABSENT, throw_on_missing=False)
-        if value is not _ABSENT and not (isinstance(value, str) and value == "???"):
+        if value is not _ABSENT:  # (a ``???`` value reads as absent)
             _check_one(key, rule, what, example, value, overrides)
     _check_precision(cfg)
     _check_disc(cfg)
