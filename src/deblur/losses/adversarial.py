@@ -1,5 +1,5 @@
 """Adversarial losses on raw discriminator logits of any shape (B x 1 or B x 1 x h x w): means
-over all elements, lists of logits (one per head) give the mean of the per-head losses.
+over all elements; a list of logits (one per head) gives the mean of the per-head losses.
 ``y`` is the sharp image, ``ŷ = G(x)`` the generated one."""
 
 from __future__ import annotations
@@ -50,8 +50,7 @@ class AdversarialLoss:
         return torch.stack(losses).mean()
 
     def d_loss(self, real_logits: Logits, fake_logits: Logits, head: int = 0) -> Tensor:
-        """D's loss (the fake detached by the caller); ``head`` keys per-head state (RaGAN
-        pools) when called once per head with tensors."""
+        """D's loss (the caller detaches the fake); ``head`` keys per-head state (RaGAN pools)."""
         return self._per_head(self._d, real_logits, fake_logits, head)
 
     def g_loss(self, real_logits: Logits | None, fake_logits: Logits, head: int = 0) -> Tensor:
@@ -59,20 +58,14 @@ class AdversarialLoss:
         return self._per_head(self._g, real_logits, fake_logits, head)
 
     def _d(self, real: Tensor, fake: Tensor, head: int) -> Tensor:
-        raise RuntimeError("loss=none has no discriminator loss.")
+        raise RuntimeError("loss=none has no adversarial loss.")
 
-    def _g(self, real: Tensor | None, fake: Tensor, head: int) -> Tensor:
-        raise RuntimeError("loss=none has no adversarial generator loss.")
+    _g = _d
 
     def calibration(self, real: Tensor, fake: Tensor, grad_norm: Tensor | None) -> Scale:
-        """(scale, shift) that turn a loaded classifier's realness logits ``r`` into the scale
-        this loss reads, ``a * r + b``, from the logits on validation images it was trained on:
-        ``real`` on sharp ones, ``fake`` on blurred ones (``-z`` of the blur classifier) and
-        ``grad_norm``, the per-image norms of the input gradient (for WGAN-GP).
-
-        BCE losses (``gan``, ``ragan``): the identity, since BCE(-z, 1 - t) = BCE(z, t) makes
-        the negated logit exactly the classifier's confidence that an image is sharp.
-        """
+        """(a, b) mapping a loaded classifier's realness logits ``r`` (``real`` on sharp,
+        ``fake`` on blurred validation images; ``grad_norm`` their input-gradient norms) onto
+        this loss's scale ``a * r + b``. BCE losses: the identity (BCE(-z, 1 - t) = BCE(z, t))."""
         return 1.0, 0.0
 
     def observe(self, real_logits: Logits, fake_logits: Logits) -> None:
@@ -91,24 +84,20 @@ class AdversarialLoss:
 
 
 class NoAdversarialLoss(AdversarialLoss):
-    """``loss=none``: content loss only, no discriminator (the thesis' question, "NoGAN"); the
-    system builds no discriminator and no D optimizer."""
+    """``loss=none`` ("NoGAN"): content loss only; no discriminator and no D optimizer."""
 
     uses_discriminator = False
 
 
 class GANLoss(AdversarialLoss):
     """Standard GAN, non-saturating G (Goodfellow et al., 2014), BCE with logits.
-
-    D: ½ [BCE(D(y), 1) + BCE(D(ŷ), 0)];  G: BCE(D(ŷ), 1).
-    """
+    D: ½ [BCE(D(y), 1) + BCE(D(ŷ), 0)];  G: BCE(D(ŷ), 1)."""
 
     criterion = staticmethod(_bce)  #: c(logits, target)
     fake_target = 0.0  #: D's target for fake logits (real ones: 1)
     g_scale = 1.0
 
     def _d_term(self, real: Tensor, fake: Tensor) -> Tensor:
-        """½ [c(real, 1) + c(fake, fake_target)]."""
         return 0.5 * (self.criterion(real, 1.0) + self.criterion(fake, self.fake_target))
 
     def _d(self, real: Tensor, fake: Tensor, head: int) -> Tensor:
@@ -120,17 +109,15 @@ class GANLoss(AdversarialLoss):
 
 class LSGANLoss(GANLoss):
     """Least-squares GAN (Mao et al., 2017), targets a=0, b=1, c=1.
-
-    D: ½ E[(D(y) - 1)²] + ½ E[D(ŷ)²];  G: ½ E[(D(ŷ) - 1)²].
-    """
+    D: ½ E[(D(y) - 1)²] + ½ E[D(ŷ)²];  G: ½ E[(D(ŷ) - 1)²]."""
 
     criterion = staticmethod(_ls)
     g_scale = 0.5
     needs_calibration_data = True
 
     def calibration(self, real: Tensor, fake: Tensor, grad_norm: Tensor | None) -> Scale:
-        """The least-squares affine map sharp -> 1, blurred -> 0 (the targets this loss's D
-        learns), so that a frozen D's G target ``D = 1`` is the sharp images' level."""
+        """The least-squares affine map sharp -> 1, blurred -> 0 (this loss's D targets), so a
+        frozen D's G target ``D = 1`` is the sharp images' level."""
         x = torch.cat([real, fake]).double().reshape(-1)
         t = torch.cat([torch.ones(real.numel()), torch.zeros(fake.numel())]).double()
         var = float(x.var(unbiased=False))
@@ -141,13 +128,9 @@ class LSGANLoss(GANLoss):
 
 
 class WGANGPLoss(AdversarialLoss):
-    """Wasserstein GAN with gradient penalty (Gulrajani et al., 2017).
-
-    D: E[D(ŷ)] - E[D(y)] (+ ``gradient_penalty``, added by the caller);  G: -E[D(ŷ)].
-    GP: λ E_x̃[(‖∇_x̃ D(x̃)‖₂ - 1)²], x̃ = α y + (1 - α) ŷ, one α ~ U[0, 1] per sample and the
-    norm per sample over C, H, W; λ = ``gp_weight`` (10). ``n_critic`` D steps per G step, each on
-    its own batch (DeblurGAN-v2: 1, the default; Gulrajani et al.: 5).
-    """
+    """WGAN with gradient penalty (Gulrajani et al., 2017). D: E[D(ŷ)] - E[D(y)] (+ the caller's
+    :meth:`gradient_penalty`);  G: -E[D(ŷ)]. ``n_critic`` D steps per G step, each on its own
+    batch (DeblurGAN-v2: 1, the default; Gulrajani et al.: 5)."""
 
     needs_calibration_data = True
 
@@ -162,9 +145,8 @@ class WGANGPLoss(AdversarialLoss):
         return -fake.mean()
 
     def calibration(self, real: Tensor, fake: Tensor, grad_norm: Tensor | None) -> Scale:
-        """Scale so the mean input-gradient norm on the validation images is 1: the gradient
-        penalty then starts near 0 instead of rewriting the loaded critic in its first steps.
-        The shift is irrelevant to a Wasserstein critic; it centres the scores at 0."""
+        """Scale so the mean input-gradient norm is 1 (the penalty starts near 0 instead of
+        rewriting the loaded critic); the shift only centres the scores at 0."""
         if grad_norm is None or not grad_norm.numel():
             raise ValueError("WGAN-GP calibration needs the classifier's input-gradient norms.")
         scale = 1.0 / max(float(grad_norm.double().mean()), 1e-12)
@@ -173,9 +155,9 @@ class WGANGPLoss(AdversarialLoss):
     def gradient_penalty(
         self, critic: Callable, real: Tensor, fake: Tensor, alpha: Tensor | None = None
     ) -> Tensor:
-        """λ · mean over samples of (‖∇ D(x̃_i)‖ - 1)², in fp32 with autocast off. The score of
-        image i is the mean of its logits (summed over heads), summed over the batch so each
-        sample's gradient is its own; ``alpha`` (B x 1 x 1 x 1) is drawn uniformly unless given."""
+        """λ E[(‖∇ D(x̃)‖₂ - 1)²], x̃ = α y + (1 - α) ŷ, one α ~ U[0, 1] per sample (or ``alpha``,
+        B x 1 x 1 x 1) and one norm per sample (its score: its logits' mean, summed over heads);
+        in fp32 with autocast off; λ = ``gp_weight``."""
         real, fake, batch = real.detach().float(), fake.detach().float(), real.shape[0]
         if alpha is None:
             alpha = torch.rand(batch, 1, 1, 1, device=real.device)
@@ -192,15 +174,10 @@ class WGANGPLoss(AdversarialLoss):
 
 class RaGANLoss(GANLoss):
     """Relativistic average GAN (Jolicoeur-Martineau, 2018), BCE with logits.
-
-    D: ½ [BCE(D(y) - E D(ŷ), 1) + BCE(D(ŷ) - E D(y), 0)];
-    G: ½ [BCE(D(y) - E D(ŷ), 0) + BCE(D(ŷ) - E D(y), 1)].
-
-    E[D(·)], per head and side: ``pool_size=0``: the batch mean, with gradient (the paper; at
-    batch 1 plain RSGAN); ``pool_size=N`` (DeblurGAN-v2: 50): the mean of the last N per-image
-    mean logits, a pool filled in the D step (a frozen D: :meth:`observe`) before the mean is
-    taken, as the reference's ImagePool, and detached: a constant in both steps.
-    """
+    D: ½ [BCE(D(y) - E D(ŷ), 1) + BCE(D(ŷ) - E D(y), 0)]; G: the same with targets swapped.
+    E[D(·)] per head and side: ``pool_size=0`` the batch mean, with gradient (the paper);
+    ``pool_size=N`` (DeblurGAN-v2: 50) the detached mean of the last N per-image mean logits, a
+    pool (the reference's ImagePool) filled in the D step (a frozen D: :meth:`observe`) first."""
 
     uses_real_in_g = True
 
@@ -241,14 +218,14 @@ class RaGANLoss(GANLoss):
         return self._d_term(fake_rel, real_rel)  # targets swapped
 
     def observe(self, real_logits: Logits, fake_logits: Logits) -> None:
-        """A frozen D never takes a D step, so its G-step scores fill the pool instead: frozen
-        and unfrozen cells then use the same reference (the last ``pool_size`` images)."""
+        """A frozen D's G-step scores fill the pool (it takes no D step), so frozen and trained
+        cells use the same reference."""
         pairs = zip(_as_heads(real_logits), _as_heads(fake_logits), strict=True)
         for head, (real, fake) in enumerate(pairs):
             self._push(real, fake, head)
 
     def state_dict(self) -> dict[str, list[Tensor]]:
-        """The pools as ``{"real/0": [tensors]}`` (checkpointed, so resume stays exact)."""
+        """The pools as ``{"real/0": [tensors]}`` (checkpointed: exact resume)."""
         return {f"{w}/{h}": [t.cpu() for t in q] for (w, h), q in self._pools.items()}
 
     def load_state_dict(self, state: dict[str, list[Tensor]]) -> None:
@@ -260,18 +237,15 @@ class RaGANLoss(GANLoss):
 
 class RaGANLSLoss(RaGANLoss):
     """Least-squares relativistic average GAN (Jolicoeur-Martineau, 2018; DeblurGAN-v2 default).
-
-    D: ½ [E((D(y) - E D(ŷ) - 1)²) + E((D(ŷ) - E D(y) + 1)²)];
-    G: ½ [E((D(ŷ) - E D(y) - 1)²) + E((D(y) - E D(ŷ) + 1)²)].
-    """
+    D: ½ [E((D(y) - E D(ŷ) - 1)²) + E((D(ŷ) - E D(y) + 1)²)]; G: the same with targets swapped."""
 
     criterion = staticmethod(_ls)
     fake_target = -1.0
     needs_calibration_data = True
 
     def calibration(self, real: Tensor, fake: Tensor, grad_norm: Tensor | None) -> Scale:
-        """Scale so the mean gap E D(sharp) - E D(blurred) is 1, the margin D's optimum has
-        (D(y) - E D(ŷ) -> 1, D(ŷ) - E D(y) -> -1); scores are centred at 0 (shift-invariant)."""
+        """Scale so the mean gap E D(sharp) - E D(blurred) is 1, D's optimal margin; scores
+        centred at 0 (the loss is shift-invariant)."""
         gap = float(real.double().mean() - fake.double().mean())
         if gap <= 0:
             raise ValueError(f"calibration: the classifier scores blurred above sharp (gap {gap}).")

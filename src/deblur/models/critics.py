@@ -12,10 +12,10 @@ from typing import Any
 
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
 from deblur.checkpoints import read_classifier_checkpoint
+from deblur.config import to_container
 from deblur.errors import UserError
 from deblur.models.layers import check_images, has_shift, norm_layer
 from deblur.models.weights import create_timm
@@ -28,13 +28,6 @@ CALIBRATION_KEY = "deblur_calibration"
 
 class BackboneConfigError(UserError, ValueError):
     """A backbone config that cannot build a trunk (an unknown old-format one, a missing node)."""
-
-
-def _plain(cfg: Mapping[str, Any] | Any) -> dict[str, Any]:
-    """A plain, resolved dict from a dict or an OmegaConf DictConfig."""
-    if isinstance(cfg, DictConfig):
-        return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
-    return dict(cfg)
 
 
 class NLayerTrunk(nn.Module):
@@ -104,20 +97,19 @@ class TimmTrunk(nn.Module):
 def build_trunk(backbone: Mapping[str, Any], node: str = "trunk") -> nn.Module:
     """The ``trunk`` (full depth) or ``patch_trunk`` of a ``conf/backbone`` entry; the old format
     (``kind:``, from before trunks were ``_target_`` nodes) is refused."""
-    cfg = _plain(backbone)
-    if "trunk" not in cfg and "patch_trunk" not in cfg and "kind" in cfg:
-        raise BackboneConfigError(
-            f"Backbone config '{cfg.get('name')}' (kind={cfg.get('kind')!r}) has no trunk nodes "
-            "(trunk / patch_trunk with a `_target_`): it is the old format of classifier "
-            "checkpoints written before the trunks were config nodes, which this version no "
-            "longer reads. Fix: train the classifier again with this version "
-            "(python -m deblur.train_classifier), or use the version that wrote it."
-        )
+    cfg = dict(to_container(backbone))
     if not isinstance(cfg.get(node), Mapping) or "_target_" not in cfg[node]:
+        old = "trunk" not in cfg and "patch_trunk" not in cfg and "kind" in cfg
         raise BackboneConfigError(
-            f"Backbone config '{cfg.get('name')}' has no `{node}` node with a `_target_`, so no "
-            f"trunk can be built (it has {sorted(cfg)}). Fix: add `{node}:` to "
-            "conf/backbone/<name>.yaml as in conf/backbone/nlayer.yaml."
+            f"Backbone config '{cfg.get('name')}' has no `{node}` node with a `_target_` (it has "
+            f"{sorted(cfg)}). "
+            + (
+                f"kind={cfg['kind']!r}: the old format of classifier checkpoints, which this "
+                "version no longer reads. Fix: train the classifier again with this version "
+                "(python -m deblur.train_classifier), or use the version that wrote it."
+                if old
+                else f"Fix: add `{node}:` to conf/backbone/<name>.yaml as in nlayer.yaml."
+            )
         )
     return instantiate(cfg[node])
 
@@ -190,12 +182,10 @@ class Discriminator(nn.Module):
 def _read_classifier(source: str | os.PathLike | Mapping) -> tuple[dict, dict | None, str, Any]:
     """(state dict without the ``net.`` prefix, backbone config if known, description, the
     validation scores stored for calibration if any)."""
-    where = "the given state dict"
+    where, backbone = "the given state dict", None
     if isinstance(source, str | os.PathLike):
-        where = str(source)
         # one paragraph naming the path for a missing, empty, text, cut-off or GAN file
-        source = read_classifier_checkpoint(source)
-    backbone = None
+        where, source = str(source), read_classifier_checkpoint(source)
     scores = source.get(CALIBRATION_KEY)
     if isinstance(source.get("state_dict"), Mapping):
         cfg = source.get("hyper_parameters", {}).get("cfg") or {}
@@ -203,18 +193,8 @@ def _read_classifier(source: str | os.PathLike | Mapping) -> tuple[dict, dict | 
         source = source["state_dict"]
     state = {k: v for k, v in source.items() if k != CALIBRATION_KEY}
     if any(k.startswith("net.") for k in state):
-        state = {k[len("net.") :]: v for k, v in state.items() if k.startswith("net.")}
+        state = {k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")}
     return state, (dict(backbone) if backbone is not None else None), where, scores
-
-
-def _describe(cfg: Mapping[str, Any] | None) -> str:
-    """``'<name>' (<trunk settings>)`` of a backbone config (its ``trunk`` node, or old format)."""
-    if cfg is None:
-        return "<unknown backbone>"
-    trunk = cfg.get("trunk") if isinstance(cfg.get("trunk"), Mapping) else cfg
-    # the settings that decide parameter shapes
-    detail = ", ".join(f"{k}={trunk[k]}" for k in ("model", "ndf", "n_layers") if k in trunk)
-    return f"'{cfg.get('name')}' ({detail})"
 
 
 def calibration_scores(net: nn.Module, images: Tensor) -> dict[str, Tensor]:
@@ -229,14 +209,13 @@ def calibration_scores(net: nn.Module, images: Tensor) -> dict[str, Tensor]:
 
 
 def flip_to_realness(critic: SingleCritic) -> list[str]:
-    """Turn a blur classifier's logit z (blurred = 1) into a realness logit (sharp = real = 1):
-    the last layer negated gives -z, and BCE(-z, 1 - t) = BCE(z, t), so the critic scores sharp
-    as real with exactly the classifier's confidence. Returns the names of the negated tensors."""
-    last, idx = critic.head[-1], len(critic.head) - 1
+    """Turn a blur classifier's logit z (blurred = 1) into a realness logit: the last layer
+    negated gives -z, and BCE(-z, 1 - t) = BCE(z, t), so the critic scores sharp as real with
+    exactly the classifier's confidence. Returns the names of the negated tensors."""
     with torch.no_grad():
-        last.weight.neg_()
-        last.bias.neg_()
-    return [f"head.{idx}.weight", f"head.{idx}.bias"]
+        critic.head[-1].weight.neg_()
+        critic.head[-1].bias.neg_()
+    return [f"head.{len(critic.head) - 1}.{name}" for name in ("weight", "bias")]
 
 
 def load_classifier_weights(
@@ -247,25 +226,30 @@ def load_classifier_weights(
 ) -> dict[str, dict[str, Any]]:
     """Load a blur classifier (a checkpoint path, its loaded dict, or a bare state dict with
     ``source_backbone``) into every critic of ``disc``, strictly: the single critic loads every
-    key, its last layer negated (:func:`flip_to_realness`), and is calibrated for ``calibrate``
-    (the adversarial loss) from the scores stored under :data:`CALIBRATION_KEY`; the patch critic
-    loads its truncated trunk (features have no sign) and keeps its fresh head.
-    Returns ``{head: {"loaded": n, "fresh": [keys], "sign_flipped": [keys], ...}}``."""
+    key, its last layer negated (:func:`flip_to_realness`) and calibrated for ``calibrate`` (the
+    adversarial loss) from the scores under :data:`CALIBRATION_KEY`; the patch critic loads its
+    truncated trunk and keeps its fresh head. Returns ``{head: {"loaded": n, "fresh": [keys],
+    "sign_flipped": [keys], ...}}``."""
     state, ckpt_backbone, where, scores = _read_classifier(source)
-    src_cfg = _plain(source_backbone) if source_backbone is not None else ckpt_backbone
+    src = dict(to_container(source_backbone)) if source_backbone is not None else ckpt_backbone
 
     def fail(problem: str) -> ValueError:
         trunk = next(iter(disc.critics.values())).trunk
         detail = trunk.describe() if hasattr(trunk, "describe") else type(trunk).__name__
+        trained = "<unknown backbone>"
+        if src is not None:  # the settings that decide parameter shapes
+            node = src.get("trunk") if isinstance(src.get("trunk"), Mapping) else src
+            shapes = ", ".join(f"{k}={node[k]}" for k in ("model", "ndf", "n_layers") if k in node)
+            trained = f"'{src.get('name')}' ({shapes})"
         return ValueError(
             f"Cannot load classifier {where} into the {disc.kind} discriminator: {problem}. "
-            f"The classifier was trained on backbone {_describe(src_cfg)}, the discriminator "
-            f"uses backbone '{disc.backbone}' ({detail}). Fix: run the GAN with "
-            f"backbone={src_cfg.get('name') if src_cfg else '<the classifier backbone>'}, or "
-            f"train a classifier with backbone={disc.backbone} and point disc.checkpoint at it."
+            f"The classifier was trained on backbone {trained}, the discriminator uses backbone "
+            f"'{disc.backbone}' ({detail}). Fix: run the GAN with backbone="
+            f"{src.get('name') if src else '<the classifier backbone>'}, or train a classifier "
+            f"with backbone={disc.backbone} and point disc.checkpoint at it."
         )
 
-    if src_cfg is not None and src_cfg.get("name") != disc.backbone:
+    if src is not None and src.get("name") != disc.backbone:
         raise fail("the backbone names differ")
     report: dict[str, dict[str, Any]] = {}
     for head, critic in disc.critics.items():
@@ -296,19 +280,17 @@ def load_classifier_weights(
 def _calibrate(
     critic: SingleCritic, loss: Any, scores: Mapping[str, Any] | None, where: str
 ) -> dict[str, Any]:
-    """Make the negated ``critic`` output ``a * D + b``, the (scale, shift) of ``loss``'s
-    ``calibration`` from the stored scores, folded into its last 1x1 conv (whose outputs are
-    averaged over the image), so checkpoints and exports carry it; the report entry."""
+    """Make the negated ``critic`` output ``a * D + b`` (``loss.calibration`` of the stored
+    scores), folded into its last 1x1 conv so checkpoints and exports carry it; the report."""
     if not loss.needs_calibration_data:  # the BCE losses: exact as negated
         return {"scale": 1.0, "shift": 0.0, "images": 0}
-    name = type(loss).__name__
+    name, off = type(loss).__name__, "or pass disc.calibrate=false (the logits as they are)."
     if scores is None:
         raise UserError(
             f"The classifier {where} stores no validation scores ('{CALIBRATION_KEY}': it was "
             f"trained before calibration existed), so it cannot be calibrated for {name}, which "
             "reads the discriminator's raw output on a fixed scale. Fix: retrain the classifier "
-            "(python -m deblur.train_classifier), use loss=gan or loss=ragan (exact without "
-            "calibration), or pass disc.calibrate=false (the negated logits as they are)."
+            f"(python -m deblur.train_classifier), use loss=gan or loss=ragan (exact), {off}"
         )
     logit = torch.as_tensor(scores["logit"]).float().reshape(-1)
     label = torch.as_tensor(scores["label"]).float().reshape(-1)
@@ -317,7 +299,7 @@ def _calibrate(
         raise UserError(
             f"The classifier {where} stores validation scores of {real.numel()} sharp and "
             f"{fake.numel()} blurred images; calibration needs both. Fix: retrain it with a "
-            "validation split that holds both classes, or pass disc.calibrate=false."
+            f"validation split that holds both classes, {off}"
         )
     if float(real.double().mean()) <= float(fake.double().mean()):
         raise UserError(
@@ -325,21 +307,20 @@ def _calibrate(
             f"images (mean blur logit {float(-real.mean()):.4g} on {real.numel()} sharp, "
             f"{float(-fake.mean()):.4g} on {fake.numel()} blurred): calibrated for {name} it "
             "would reward blur (a debug=smoke classifier is random). Fix: train it until its "
-            "validation accuracy is above chance, use loss=gan or loss=ragan (no calibration), "
-            "or pass disc.calibrate=false to load its logits as they are."
+            f"validation accuracy is above chance, use loss=gan or loss=ragan (exact), {off}"
         )
     grad = scores.get("grad_norm")
-    grad_t = torch.as_tensor(grad).float().reshape(-1) if grad is not None else None
     try:
-        scale, shift = loss.calibration(real, fake, grad_t)
+        scale, shift = loss.calibration(
+            real, fake, torch.as_tensor(grad).float().reshape(-1) if grad is not None else None
+        )
     except ValueError as err:
         raise UserError(
-            f"The classifier {where} cannot be calibrated for {name}: "
-            f"{err} Fix: retrain the classifier, or pass disc.calibrate=false."
+            f"The classifier {where} cannot be calibrated for {name}: {err} Fix: retrain the "
+            f"classifier, {off}"
         ) from err
-    last = critic.head[-1]
     with torch.no_grad():
-        last.weight.mul_(scale)
-        last.bias.mul_(scale).add_(shift)
+        critic.head[-1].weight.mul_(scale)
+        critic.head[-1].bias.mul_(scale).add_(shift)
     report = {"scale": scale, "shift": shift, "images": int(label.numel())}
     return report | {"step": int(scores.get("step", -1))}

@@ -1,10 +1,7 @@
-"""The GAN LightningModule: DeblurGAN-v2 training with manual optimization.
-
-One iteration = one batch: a D step (none when D is frozen or ``loss=none``) and, on every
-``n_critic``-th batch, a G step with content + weighted adversarial loss (so ``n_critic`` D steps
-see ``n_critic`` batches). Schedules run on our own iteration counter (Lightning's
-``global_step`` counts optimizer steps, up to two per iteration).
-"""
+"""The GAN LightningModule: DeblurGAN-v2 training with manual optimization. One iteration = one
+batch: a D step (none when D is frozen or ``loss=none``) and, every ``n_critic``-th batch, a G
+step (content + weighted adversarial loss). Schedules run on our own iteration counter
+(Lightning's ``global_step`` counts optimizer steps, up to two per iteration)."""
 
 from __future__ import annotations
 
@@ -98,11 +95,12 @@ class LinearDecay(torch.optim.lr_scheduler.LambdaLR):
     ) -> None:
         base = float(optimizer.defaults["lr"])
         min_factor = min(min_lr / base, 1.0) if base > 0 else 0.0
-
-        def factor(step: int) -> float:
-            return linear_decay_factor(step * iterations_per_step, total(), decay_start, min_factor)
-
-        super().__init__(optimizer, factor)
+        super().__init__(
+            optimizer,
+            lambda step: linear_decay_factor(
+                step * iterations_per_step, total(), decay_start, min_factor
+            ),
+        )
 
 
 class GANSystem(pl.LightningModule):
@@ -144,8 +142,7 @@ class GANSystem(pl.LightningModule):
         self.adversarial = bool(adv_loss.uses_discriminator)
         self.adv_weight = float(adv_weight) if self.adversarial else 0.0
         self._set_discriminator(discriminator, disc_checkpoint, disc_frozen, disc_calibrate)
-        self.n_critic = int(adv_loss.n_critic)
-        self.ema_decay = float(ema_decay)
+        self.n_critic, self.ema_decay = int(adv_loss.n_critic), float(ema_decay)
         self.ema_generator: nn.Module | None = None
         if self.ema_decay > 0:
             self.ema_generator = copy.deepcopy(self.generator).requires_grad_(False).eval()
@@ -164,18 +161,14 @@ class GANSystem(pl.LightningModule):
 
     def _set_watches(self, check_every: int, strips: int, share_every: int, judge: str | None):
         """What is measured beside the losses: NaNs, strips, the gradient share, the judge."""
-        # the NaN watch: per WATCHED_TERMS the first non-finite iteration (-1: never), on the device
-        self.check_every = int(check_every)
-        self.register_buffer(
-            "_first_nonfinite", torch.full((4,), -1, dtype=torch.long), persistent=False
-        )
-        self._strips = int(strips)
+        # the NaN watch: per WATCHED_TERMS the first non-finite iteration (-1: never), on device
+        self.check_every, self._strips = int(check_every), int(strips)
+        self.register_buffer("_first_nonfinite", torch.full((4,), -1), persistent=False)
         # every N-th G step: ||grad_G w L_adv|| / ||grad_G L_content|| (two extra backward passes)
         self.grad_share_every = int(share_every)
         self._grad_shares: list[Tensor] = []
         # a held-out blur classifier judging G's validation outputs; in a list: no submodule
-        self.judge_checkpoint = judge
-        self._judge: list[nn.Module] = []
+        self.judge_checkpoint, self._judge = judge, []
         if judge:
             self._judge = [load_classifier(judge, key="model.judge_checkpoint")]
 
@@ -187,9 +180,7 @@ class GANSystem(pl.LightningModule):
         self.load_report: dict[str, Any] | None = None
         self.discriminator = disc if self.adversarial else None
         if self.adversarial and disc is None:
-            raise ValueError(
-                f"{type(self.adv_loss).__name__} needs a discriminator; none was given."
-            )
+            raise ValueError(f"{type(self.adv_loss).__name__} needs a discriminator; none given.")
         check_disc_switches(
             adversarial=self.adversarial,
             checkpoint=checkpoint,
@@ -205,15 +196,14 @@ class GANSystem(pl.LightningModule):
             self.discriminator.requires_grad_(False).eval()
 
     def _compile_in_place(self, mode: str | None) -> None:
-        """torch.compile the networks in place (the LightningModule would break toggle_optimizer);
-        state_dict keys stay the same."""
+        """torch.compile the networks in place (compiling the LightningModule would break
+        toggle_optimizer); state_dict keys stay the same."""
         if mode not in COMPILE_MODES:
             raise ConfigValueError(
                 f"model.compile_mode={mode} is not a torch.compile mode. Fix: one of "
                 f"{', '.join(str(m).lower() for m in COMPILE_MODES)}."
             )
-        perceptual = getattr(self.content_loss, "perceptual", None)
-        for net in (self.generator, self.discriminator, perceptual):
+        for net in (self.generator, self.discriminator, self.content_loss.perceptual):
             if net is not None:
                 net.compile(**({"mode": mode} if mode else {}))
 
@@ -235,11 +225,8 @@ class GANSystem(pl.LightningModule):
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         """Strict loading, except for the fixed VGG19 weights that checkpoints leave out."""
-        state_dict = dict(state_dict)
-        for k, v in super().state_dict().items():
-            if k.startswith(self._FIXED_PREFIX):
-                state_dict.setdefault(k, v)
-        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+        fixed = {k: v for k, v in super().state_dict().items() if k.startswith(self._FIXED_PREFIX)}
+        return super().load_state_dict(fixed | dict(state_dict), strict=strict, assign=assign)
 
     # ------------------------------------------------------------------ modes
     def train(self, mode: bool = True) -> GANSystem:
@@ -280,9 +267,8 @@ class GANSystem(pl.LightningModule):
         return opts, [{"scheduler": s, "interval": "step"} for s in scheds]
 
     def planned_iterations(self) -> int:
-        """Iterations the run will do: its batches, or ``trainer.max_steps`` in iterations
-        (``global_step`` counts optimizer steps: ``n_critic + 1`` per ``n_critic`` iterations
-        with a trained D, else one per iteration)."""
+        """Iterations the run will do: its batches, capped by ``trainer.max_steps`` in
+        iterations (``n_critic + 1`` optimizer steps per ``n_critic`` with a trained D)."""
         if self._total is not None:
             return self._total
         t = self.trainer
@@ -310,9 +296,7 @@ class GANSystem(pl.LightningModule):
 
     def raise_if_nonfinite(self) -> None:
         """Raise :class:`NonFiniteLossError` if any term was ever non-finite (one host sync)."""
-        if self.check_every <= 0:
-            return
-        first = self._first_nonfinite.tolist()
+        first = self._first_nonfinite.tolist() if self.check_every > 0 else []
         bad = [(i, name) for i, name in zip(first, WATCHED_TERMS) if i >= 0]
         if bad:
             it = min(bad)[0]
@@ -385,6 +369,7 @@ class GANSystem(pl.LightningModule):
         logs: dict[str, Tensor] = {}
         with self.toggled_optimizer(opt_g):
             content = self.content_loss(fake, sharp)
+            g_adv, g_total = content["total"].new_zeros(()), content["total"]  # loss=none
             if self.discriminator is not None:
                 real_out = None  # D(y): read by a relativistic loss, logged for a frozen D
                 if not d_trains or self.adv_loss.uses_real_in_g:
@@ -398,11 +383,8 @@ class GANSystem(pl.LightningModule):
                     logs["train/d_real"], logs["train/d_fake"] = _mean_scores(real_out, fake_out)
                 g_total = content["total"] + self.adv_weight * g_adv
                 if self.grad_share_every and self._host_iteration % self.grad_share_every == 0:
-                    share = self._adv_grad_share(content["total"], g_adv)
-                    self._grad_shares.append(share)
-                    logs["train/adv_grad_share"] = share
-            else:  # loss=none: content only
-                g_adv, g_total = content["total"].new_zeros(()), content["total"]
+                    logs["train/adv_grad_share"] = self._adv_grad_share(content["total"], g_adv)
+                    self._grad_shares.append(logs["train/adv_grad_share"])
             self._note_finite(1, g_adv, content["pixel"], content["perceptual"])
             opt_g.zero_grad(set_to_none=True)
             self.manual_backward(g_total)
@@ -435,9 +417,7 @@ class GANSystem(pl.LightningModule):
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         """Clip here: Lightning calls this after unscaling under 16-mixed, also in manual mode."""
         if self.grad_clip > 0:
-            self.clip_gradients(
-                optimizer, gradient_clip_val=self.grad_clip, gradient_clip_algorithm="norm"
-            )
+            self.clip_gradients(optimizer, self.grad_clip, gradient_clip_algorithm="norm")
 
     @torch.no_grad()
     def _update_ema(self) -> None:
@@ -473,10 +453,8 @@ class GANSystem(pl.LightningModule):
             self._val.setdefault(k, []).append(v)
         exp = getattr(self.logger, "experiment", None) if batch_idx < self._strips else None
         if hasattr(exp, "add_image"):
-            strip = torch.cat([blur[0], out[0], sharp[0]], dim=-1)
-            exp.add_image(
-                f"val/strip_{batch_idx}", ((strip.clamp(-1, 1) + 1) / 2).cpu(), self.current_epoch
-            )
+            strip = (torch.cat([blur[0], out[0], sharp[0]], dim=-1).clamp(-1, 1) + 1) / 2
+            exp.add_image(f"val/strip_{batch_idx}", strip.cpu(), self.current_epoch)
 
     def on_validation_epoch_end(self) -> None:
         # every DDP rank's per-image values, each validation image once (one process: as is)
