@@ -15,6 +15,7 @@ from deblur.data.datamodule import DeblurDataModule
 from deblur.data.io import DataError, image_size, write_image
 from deblur.data.pairs import read_folder
 from deblur.eval.evaluation import run_evaluate
+from deblur.runs import RunRecord
 
 
 def _pair(root: Path, name: str, h: int, w: int, seed: int = 0, kernel: bool = False) -> None:
@@ -111,9 +112,12 @@ def test_folder_kernels_feed_the_wiener_baseline(tmp_path, runs_dir, folder_dm):
     assert item["kernel"].shape == (1, 15, 15)
     over = ["data=folder", f"data.root={root}", "split=all", "device=cpu"]
     (tmp_path / "w").mkdir()
-    wiener = run_evaluate(compose("evaluate", ["baseline=wiener", *over]), tmp_path / "w", {})
-    assert wiener["n_images"] == 3
-    assert wiener["final"]["all/psnr"] > wiener["input"]["all/psnr"] + 1.0  # beats identity
+    run_evaluate(
+        compose("evaluate", ["baseline=wiener", *over]), tmp_path / "w", rec := RunRecord()
+    )
+    wiener = rec.result
+    assert wiener.n_images == 3
+    assert wiener.final["all/psnr"] > wiener.input["all/psnr"] + 1.0  # beats identity
 
 
 def test_folder_kernels_must_cover_every_image(tmp_path):

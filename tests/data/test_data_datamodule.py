@@ -198,7 +198,7 @@ def test_layout_is_built_from_its_node(tmp_path, make_datamodule):
         make_datamodule("gopro", root, layout={"_target_": "deblur.data.pairs.read_nope"})
     with pytest.raises(DataError, match="needs _partial_: true"):
         make_datamodule("hide", root, layout={"_target_": "pathlib.Path"})
-    with pytest.raises(DataError, match="data.layout must be a reader node"):
+    with pytest.raises(DataError, match="data.layout needs a '_target_' node"):
         make_datamodule("gopro", root, layout="gopro")
 
 

@@ -11,7 +11,7 @@ import torch
 from test_data_gpu_augment import _gopro
 from torch.overrides import TorchFunctionMode
 
-from deblur.data import loading
+from deblur.data import datamodule
 from deblur.data.gpu_augment import TensorAugment
 from deblur.data.io import from_uint8
 
@@ -20,30 +20,30 @@ from deblur.data.io import from_uint8
     ("on_gpu", "procs", "want"), [(True, None, 14), (True, "2", 7), (False, None, 2)]
 )
 def test_auto_workers_leave_two_cores_on_a_gpu_trainer(monkeypatch, on_gpu, procs, want):
-    monkeypatch.setattr(loading, "_cores", lambda: 16)
+    monkeypatch.setattr(datamodule, "_cores", lambda: 16)
     monkeypatch.delenv("SLURM_NTASKS_PER_NODE", raising=False)
     if procs:
         monkeypatch.setenv("LOCAL_WORLD_SIZE", procs)
     else:
         monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
-    assert loading.loader_workers("auto", on_gpu) == want
-    assert loading.loader_workers(3, on_gpu) == 3  # a number is taken as given
+    assert datamodule.loader_workers("auto", on_gpu) == want
+    assert datamodule.loader_workers(3, on_gpu) == 3  # a number is taken as given
 
 
 def test_auto_cache_when_the_decoded_set_fits_half_the_free_ram(tmp_path, monkeypatch, caplog):
     root = _gopro(tmp_path / "GOPRO", h=48, w=64)
     paths = sorted(root.rglob("*.png"))
     need = len(paths) * 48 * 64 * 3
-    assert loading.decoded_bytes(paths) == need
-    monkeypatch.setattr(loading, "available_ram", lambda: 2 * need)
-    with caplog.at_level(logging.INFO, logger="deblur.data.loading"):
-        assert loading.cache_decision("auto", True, paths) is True
+    assert datamodule.decoded_bytes(paths) == need
+    monkeypatch.setattr(datamodule, "available_ram", lambda: 2 * need)
+    with caplog.at_level(logging.INFO, logger="deblur.data.datamodule"):
+        assert datamodule.cache_decision("auto", True, paths) is True
     assert "data.cache=auto" in caplog.text and "cached in RAM" in caplog.text
-    monkeypatch.setattr(loading, "available_ram", lambda: 2 * need - 2)
-    assert loading.cache_decision("auto", True, paths) is False  # one byte over half
-    assert loading.cache_decision("auto", False, paths) is False  # the CPU trainer: no cache
-    assert loading.cache_decision(True, False, paths) is True  # a bool is taken as given
-    assert loading.available_ram() > 0  # /proc/meminfo is read on Linux
+    monkeypatch.setattr(datamodule, "available_ram", lambda: 2 * need - 2)
+    assert datamodule.cache_decision("auto", True, paths) is False  # one byte over half
+    assert datamodule.cache_decision("auto", False, paths) is False  # the CPU trainer: no cache
+    assert datamodule.cache_decision(True, False, paths) is True  # a bool is taken as given
+    assert datamodule.available_ram() > 0  # /proc/meminfo is read on Linux
 
 
 def test_gpu_mode_ships_uint8_patches_that_augment_like_float_ones(

@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import random
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
 from functools import partial
@@ -35,7 +37,6 @@ from deblur.data.deadleaves import (
 )
 from deblur.data.gpu_augment import AUGMENT_ON, TensorAugment
 from deblur.data.io import DataError, image_size, instantiate_node, read_image, read_kernel
-from deblur.data.loading import AUTO, cache_decision, loader_workers
 from deblur.data.pairs import Pair, listing, split_by_group, subsample
 from deblur.data.sampling import EpochSeededSampler
 from deblur.data.transforms import AugmentList, build_train_transform
@@ -43,8 +44,72 @@ from deblur.data.transforms import AugmentList, build_train_transform
 log = logging.getLogger(__name__)
 
 TASKS = ("paired", "classify")
+AUTO = "auto"
 _STAGES = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
 _KERNEL_KEYS = ("kernel_size", "min_length", "max_length", "noise_sigma")  # CameraShake's
+
+# data.num_workers=auto / data.cache=auto. A GPU trainer needs a loader that keeps up (~600
+# pairs/s at batch 16): every core but two (the training process, its pin-memory thread) loads,
+# and decoded images stay in RAM when they fit in half of what is free. On the CPU, workers
+# would take the training threads' cores: two workers and no cache.
+
+
+def processes_per_node() -> int:
+    """Training processes sharing this node's cores and RAM (DDP: one per GPU)."""
+    counts = [os.environ.get(k, "") for k in ("LOCAL_WORLD_SIZE", "SLURM_NTASKS_PER_NODE")]
+    return next((int(v) for v in counts if v.isdigit() and int(v) > 0), 1)
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def loader_workers(setting: int | str, on_gpu: bool) -> int:
+    """An int as given; ``auto``: (cores - 2) / processes on a GPU (>= 1), else min(2, cores)."""
+    if setting != AUTO:
+        return int(setting)
+    cores = _cores()
+    workers = max(1, (cores - 2) // processes_per_node()) if on_gpu else min(2, cores)
+    device = "GPU" if on_gpu else "CPU"
+    log.info(
+        f"data.num_workers=auto: {workers} loader worker(s) ({cores} cores, {device} trainer)."
+    )
+    return workers
+
+
+def available_ram() -> int:
+    """Bytes of RAM the kernel can give without swapping (MemAvailable), 0 if unknown."""
+    with contextlib.suppress(OSError, StopIteration):
+        lines = Path("/proc/meminfo").read_text().splitlines()
+        return next(int(x.split()[1]) * 1024 for x in lines if x.startswith("MemAvailable:"))
+    return 0
+
+
+def decoded_bytes(paths: Iterable[Path]) -> int:
+    """Bytes of the decoded uint8 RGB images at ``paths`` (from the file headers)."""
+    total = 0
+    for path in set(paths):
+        with contextlib.suppress(DataError):  # named when the pair is loaded
+            h, w = image_size(path)
+            total += h * w * 3
+    return total
+
+
+def cache_decision(setting: bool | str, on_gpu: bool, paths: Iterable[Path]) -> bool:
+    """A bool as given; ``auto``: on a GPU trainer, when the decoded images fit in half of the
+    free RAM (shared by the node's processes), said in the log."""
+    if setting != AUTO:
+        return bool(setting)
+    if not on_gpu:
+        return False
+    need, budget = decoded_bytes(paths), available_ram() // (2 * processes_per_node())
+    cache = 0 < need <= budget
+    where = "cached in RAM" if cache else "read from disk each epoch (data.cache=true forces it)"
+    log.info(
+        f"data.cache=auto: the decoded images take {need / 2**30:.2f} GiB, half the free RAM per "
+        f"process is {budget / 2**30:.2f} GiB: {where}."
+    )
+    return cache
 
 
 def _choice(key: str, value: Any, choices: Sequence[str]) -> None:
@@ -54,10 +119,9 @@ def _choice(key: str, value: Any, choices: Sequence[str]) -> None:
 
 @dataclass
 class TrainingMix:
-    """``data.embedded``'s training mix, checked when built. ``train_source``: the photos,
-    dead-leaves pairs or both; ``train_blur``: the stored blurred photos (fixed) or the sharp
-    ones blurred anew per (seed, epoch, index) (fresh). The defaults are the mix of the other
-    data options (their own pairs, as stored); data=embedded's YAML sets every key."""
+    """``data.embedded``'s training mix, checked when built: ``train_source`` photos | procedural
+    (dead leaves) | both, ``train_blur`` fixed (the stored blurs) | fresh (the sharp photos blurred
+    anew per seed, epoch, index). The defaults are the other data options' mix."""
 
     train_source: str = "photos"
     train_blur: str = "fixed"
@@ -73,28 +137,26 @@ class TrainingMix:
         _choice("data.embedded.train_source", self.train_source, ("photos", "procedural", "both"))
         _choice("data.embedded.train_blur", self.train_blur, ("fixed", "fresh"))
         for key, plain in (("train_source", "photos"), ("train_blur", "fixed")):
-            value = getattr(self, key)
-            if value != plain and not self.embedded:
+            if (value := getattr(self, key)) == plain:
+                continue
+            if not self.embedded:
                 raise DataError(
                     f"data.embedded.{key}={value} makes pairs with data=embedded's kernel and "
-                    f"noise keys (data=embedded only), but this is {self.data}, whose blurred "
-                    f"images are real. Use data=embedded, or leave {key} at {plain}."
+                    f"noise keys (data=embedded only), but {self.data}'s blurred images are real. Use "
+                    f"data=embedded, or leave {key} at {plain}."
                 )
-            if value != plain and not self.crop_size:
+            if not self.crop_size:
                 raise DataError(
                     f"data.embedded.{key}={value} makes training images at the crop size, but "
-                    f"data.crop_size is null (whole images). Set data.crop_size (e.g. 256), or "
-                    f"use data.embedded.{key}={plain}."
+                    f"data.crop_size is null. Set data.crop_size (e.g. 256), or {key}={plain}."
                 )
         self.procedural_per_epoch = int(self.procedural_per_epoch or 0)
-        src = self.train_source
-        if src != "photos" and self.procedural_per_epoch < 1:
+        if (src := self.train_source) != "photos" and self.procedural_per_epoch < 1:
             raise DataError(
                 f"data.embedded.train_source={src} needs data.embedded.procedural_per_epoch >= 1 "
                 f"(pairs per epoch), got {self.procedural_per_epoch}."
             )
-        procedural = dict(self.procedural or {})
-        if procedural:
+        if procedural := dict(self.procedural or {}):
             self.colors = str(procedural.pop("colors", None))
             _choice("data.embedded.procedural.colors", self.colors, ("photos", "lab"))
             self.dead_leaves = DeadLeaves.from_config(procedural)
@@ -112,12 +174,10 @@ def _training_mix(embedded: dict[str, Any], data: str, crop_size: int | None) ->
     """The mix keys of ``data.embedded`` (removed from it: the rest are build parameters)."""
     mix = {k: embedded.pop(k) for k in _MIX_KEYS if k in embedded}
     is_embedded = set(_KERNEL_KEYS) <= embedded.keys()
-    missing = [k for k in _MIX_KEYS if k not in mix]
-    if is_embedded and missing:
+    if is_embedded and (missing := [k for k in _MIX_KEYS if k not in mix]):
         raise DataError(
-            f"data.embedded lacks {', '.join(missing)}: every key of the training mix is set in "
-            f"conf/data/embedded.yaml; restore it there or give +data.embedded.{missing[0]}=... "
-            "on the command line."
+            f"data.embedded lacks {', '.join(missing)}, set in conf/data/embedded.yaml: restore "
+            f"it there or give +data.embedded.{missing[0]}=... on the command line."
         )
     return TrainingMix(**mix, data=data, embedded=is_embedded, crop_size=crop_size)
 
@@ -140,18 +200,9 @@ def _plain(value: Any) -> Any:
 def _build_layout(layout: Mapping[str, Any]) -> tuple[Callable[..., Any], str]:
     """``data.layout`` (a ``_target_`` / ``_partial_`` node) -> (``reader(root) -> splits``,
     the reader's name)."""
-    if not isinstance(layout, Mapping | DictConfig) or "_target_" not in layout:
-        raise DataError(
-            f"data.layout must be a reader node such as {{_target_: deblur.data.pairs.read_gopro, "
-            f"_partial_: true}} (see conf/data/*.yaml), got {layout!r}."
-        )
-    fix = "data.layout names a reader of deblur.data.pairs (see conf/data/*.yaml)."
-    reader = instantiate_node(layout, "data.layout", fix)
-    if not callable(reader):
-        raise DataError(
-            f"data.layout: {layout['_target_']} gave a {type(reader).__name__}, not a reader; "
-            "a function target needs _partial_: true."
-        )
+    example = "{_target_: deblur.data.pairs.read_gopro, _partial_: true} (conf/data/*.yaml)"
+    fix = "data.layout names a reader of deblur.data.pairs; a function needs _partial_: true."
+    reader = instantiate_node(layout, "data.layout", example, fix, (Callable, "a reader"))
     func = getattr(reader, "func", reader)
     return reader, str(getattr(func, "__name__", type(func).__name__))
 

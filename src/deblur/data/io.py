@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import struct
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -33,20 +34,35 @@ class ImageReadError(DataError):
     """An image file is missing, unreadable, corrupt or truncated."""
 
 
-def instantiate_node(node: Any, where: str, fix: str, **kwargs: Any) -> Any:
-    """``hydra.utils.instantiate(node, _convert_="all", **kwargs)``; a failure to import or call
-    the ``_target_`` is a :class:`DataError` naming ``where``, the cause and ``fix``."""
+def instantiate_node(
+    node: Any,
+    where: str,
+    example: str,
+    fix: str,
+    want: tuple[type, str] | None = None,
+    **kwargs: Any,
+) -> Any:
+    """``hydra.utils.instantiate(node, _convert_="all", **kwargs)`` of a ``_target_`` node; a node
+    without one (``example`` shows one), a failure to build it or a result that is not ``want``
+    (a type and its name) is a :class:`DataError` naming ``where``, the cause and ``fix``."""
     from hydra.errors import InstantiationException
     from hydra.utils import instantiate
 
+    if not isinstance(node, Mapping) or "_target_" not in node:
+        raise DataError(f"{where} needs a '_target_' node such as {example}, got {node!r}.")
     try:
-        return instantiate(node, _convert_="all", **kwargs)
+        built = instantiate(node, _convert_="all", **kwargs)
     except InstantiationException as exc:
         cause = exc.__cause__ or exc
         raise DataError(
             f"{where}: {node['_target_']} could not be built ({type(cause).__name__}: {cause}). "
             f"{fix}"
         ) from exc
+    if want is not None and not isinstance(built, want[0]):
+        raise DataError(
+            f"{where}: {node['_target_']} gave a {type(built).__name__}, not {want[1]}. {fix}"
+        )
+    return built
 
 
 def is_image_file(path: str | os.PathLike[str]) -> bool:

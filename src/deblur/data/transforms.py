@@ -37,18 +37,10 @@ def augment_items(augment: AugmentList) -> list[tuple[str, Any]]:
 def build_augmentation(spec: Mapping[str, Any] | None, key: str = "?") -> A.BasicTransform | None:
     """One ``data.augment.<key>`` entry built by Hydra; None when it is off (null or ``p <= 0``);
     a bad entry is a :class:`DataError` naming it."""
-    if spec is None:
+    where, entry = f"data.augment.{key}", spec if isinstance(spec, Mapping) else {}
+    if spec is None or (entry.get("p") is not None and float(entry["p"]) <= 0.0):
         return None
-    if not isinstance(spec, Mapping | DictConfig) or "_target_" not in spec:
-        raise DataError(
-            f"data.augment.{key} needs a '_target_' (e.g. albumentations.HorizontalFlip), "
-            f"got {spec!r}."
-        )
-    where = f"data.augment.{key}"
-    p = spec.get("p")
-    if p is not None and float(p) <= 0.0:
-        return None
-    border = spec.get("border_mode")
+    border = entry.get("border_mode")
     given: dict[str, int] = {}
     if isinstance(border, str):
         if border not in BORDER_MODES:
@@ -57,12 +49,8 @@ def build_augmentation(spec: Mapping[str, Any] | None, key: str = "?") -> A.Basi
             )
         given["border_mode"] = BORDER_MODES[border]
     fix = f"Fix the entry in conf/data/_common.yaml or its {where}.<key>=... override."
-    aug = instantiate_node(spec, where, fix, **given)
-    if not isinstance(aug, A.BasicTransform):
-        raise DataError(
-            f"{where}: {spec['_target_']} is a {type(aug).__name__}, not an albumentations "
-            "transform."
-        )
+    want = (A.BasicTransform, "an albumentations transform")
+    aug = instantiate_node(spec, where, "albumentations.HorizontalFlip", fix, want, **given)
     if hasattr(aug, "border_mode") and border is None:
         raise DataError(
             f"{where}: {spec['_target_']} warps the image but the entry has no border_mode; "
