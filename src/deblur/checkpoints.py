@@ -1,10 +1,7 @@
-"""The one owner of checkpoint files: reading and validating them (``torch.load`` with
-``weights_only=True``; any other file is one :class:`CheckpointError` paragraph naming the path,
-the key it was given as and the fix), the state dicts and configs in them (rebuilt into networks
-by :mod:`deblur.models.load`), and writing them: :class:`LastCheckpoint` (the one writer of
-last.ckpt) and :class:`AtomicCheckpointIO` (temporary file in the same folder, fsync, rename:
-Lightning's own temporary file may live on another filesystem, where the "move" is a copy).
-"""
+"""The one owner of checkpoint files: reading and checking them (``weights_only=True``; any
+other file is one :class:`CheckpointError` paragraph naming the path, its key and the fix), the
+state dicts and configs :mod:`deblur.models.load` rebuilds networks from, and writing them
+atomically (:class:`LastCheckpoint`, :class:`AtomicCheckpointIO`, ``save_*_checkpoint``)."""
 
 from __future__ import annotations
 
@@ -25,6 +22,13 @@ from deblur.errors import UserError
 from deblur.files import write_bytes_atomic
 
 TASKS = {"gan": "GAN (python -m deblur.train)", "classifier": "blur-classifier"}
+_FIXES = {
+    "gan": "Deblurring needs the checkpoints/best.ckpt (or last.ckpt) of a GAN run (python -m "
+    "deblur.train); a blur-classifier checkpoint goes to python -m deblur.blur_score or "
+    "disc.checkpoint=.",
+    "classifier": "Blur scoring needs the checkpoints/best.ckpt of a blur-classifier run (python "
+    "-m deblur.train_classifier); a GAN checkpoint goes to python -m deblur.predict.",
+}
 
 
 class CheckpointError(UserError, ValueError):
@@ -48,14 +52,11 @@ def read_checkpoint(
 ) -> dict[str, Any]:
     """A deblur Lightning checkpoint (a dict with ``state_dict``) of a ``task`` run, or one
     paragraph naming ``key`` (where the path came from), the path and ``fix``."""
-    given = given_as(key, path)
-    fix = f" {fix}" if fix else ""
-    p = Path(path).expanduser()
+    given, fix, p = given_as(key, path), f" {fix}" if fix else "", Path(path).expanduser()
     if not p.is_file():
         what = "a folder, not a file" if p.is_dir() else "no such file"
         raise MissingCheckpointError(f"{given}: {what}.{fix}")
-    size = p.stat().st_size
-    if size == 0:
+    if (size := p.stat().st_size) == 0:
         raise CheckpointError(
             f"{given} is an empty file (0 bytes), not a checkpoint: a run stopped while writing "
             f"it, or the disk was full.{fix}"
@@ -77,12 +78,14 @@ def read_checkpoint(
             f"{given} is a PyTorch file but not a Lightning checkpoint of deblur (it holds "
             f"{held}).{fix}"
         )
-    saved = checkpoint_cfg(ckpt).get("task")
     keys = [str(k) for k in ckpt["state_dict"]]
-    if saved is None and keys and all(k.startswith("net.") for k in keys):
-        saved = "classifier"
-    elif saved is None and any(k.startswith(("generator.", "discriminator.")) for k in keys):
-        saved = "gan"
+    saved = checkpoint_cfg(ckpt).get("task") or (  # older files: told by their weights
+        "classifier"
+        if keys and all(k.startswith("net.") for k in keys)
+        else "gan"
+        if any(k.startswith(("generator.", "discriminator.")) for k in keys)
+        else None
+    )
     if task is not None and saved is not None and saved != task:
         raise CheckpointError(
             f"{given} comes from a {saved} run ({TASKS.get(saved, saved)}); the checkpoint "
@@ -195,17 +198,6 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         _save(path, checkpoint)
 
 
-_GAN_FIX = (
-    "Deblurring needs the checkpoints/best.ckpt (or last.ckpt) of a GAN run "
-    "(python -m deblur.train); a blur-classifier checkpoint goes to python -m deblur.blur_score "
-    "or disc.checkpoint=."
-)
-_CLASSIFIER_FIX = (
-    "Blur scoring needs the checkpoints/best.ckpt of a blur-classifier run "
-    "(python -m deblur.train_classifier); a GAN checkpoint goes to python -m deblur.predict."
-)
-
-
 _LoopRestarting = _Loop.restarting  # the plain setter (the fit loop's own forces True)
 
 
@@ -225,11 +217,9 @@ class LastCheckpoint(Checkpoint):
         trainer.save_checkpoint(self.path, weights_only=False)
 
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
-        # A resume from the end-of-training checkpoint (between two epochs) of a run with
-        # trainer.max_steps: Lightning (2.6) treats every iteration-based fit as restarting and
-        # replays the finished epoch as an empty one, so current_epoch and the sampler's epoch
-        # end up one ahead of an uninterrupted run's (other data order, other results). Start
-        # the next epoch afresh instead, as a run that had not stopped would.
+        # Resumed between two epochs with trainer.max_steps, Lightning (2.6) replays the
+        # finished epoch as an empty one: current_epoch and the sampler's epoch would run one
+        # ahead of an uninterrupted run's (other data order). Start the next epoch afresh.
         loop = trainer.fit_loop
         ep = loop.epoch_progress.current
         between_epochs = ep.ready == ep.started == ep.processed == ep.completed > 0
@@ -242,11 +232,9 @@ def _read_network(
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """(state dict, stored run config) of a ``task`` checkpoint with ``prefix`` weights and
     the config ``node`` that rebuilds them."""
-    fix = _GAN_FIX if task == "gan" else _CLASSIFIER_FIX
-    given = given_as(key, path)
+    fix, given = _FIXES[task], given_as(key, path)
     ckpt = read_checkpoint(path, key=key, task=task, fix=fix)
-    state = ckpt["state_dict"]
-    if not any(str(k).startswith(prefix) for k in state):
+    if not any(str(k).startswith(prefix) for k in ckpt["state_dict"]):
         what = "generator" if task == "gan" else "classifier"
         raise CheckpointError(f"{given} holds no {what} weights (no `{prefix}*` keys). {fix}")
     cfg = checkpoint_cfg(ckpt)
@@ -257,7 +245,7 @@ def _read_network(
             f"{given} stores no run config with {what} (hyper_parameters['cfg']), so its "
             f"network cannot be rebuilt: it was not written by this project's training. {fix}"
         )
-    return state, cfg
+    return ckpt["state_dict"], cfg
 
 
 def _without_pretrained(value: Any, top: bool = True) -> Any:
@@ -296,9 +284,8 @@ def generator_state(
     """(generator state dict, its ``gen`` node with pretrained weights off, which copy:
     ``ema_generator`` when there is one and ``use_ema``, else ``generator``)."""
     state, cfg = _read_network(path, key, "gan", "generator.", "gen")
-    which = "generator"
-    if use_ema and any(str(k).startswith("ema_generator.") for k in state):
-        which = "ema_generator"
+    ema = use_ema and any(str(k).startswith("ema_generator.") for k in state)
+    which = "ema_generator" if ema else "generator"
     return _sub_state(state, which + "."), _without_pretrained(cfg["gen"]), which
 
 
@@ -309,11 +296,7 @@ def classifier_state(
     size or None)."""
     state, cfg = _read_network(path, key, "classifier", "net.", "backbone")
     crop = (cfg.get("data") or {}).get("crop_size")
-    return (
-        _sub_state(state, "net."),
-        _without_pretrained(cfg["backbone"]),
-        int(crop) if crop else None,
-    )
+    return _sub_state(state, "net."), _without_pretrained(cfg["backbone"]), crop and int(crop)
 
 
 def save_generator_checkpoint(
@@ -325,11 +308,8 @@ def save_generator_checkpoint(
 ) -> Path:
     """A generator (weights trained elsewhere) in the GAN checkpoint format; ``gen_cfg`` is the
     ``conf/gen`` node that rebuilds it."""
-    state = {f"generator.{k}": v for k, v in generator.state_dict().items()}
-    if ema_generator is not None:
-        state.update({f"ema_generator.{k}": v for k, v in ema_generator.state_dict().items()})
-    run_cfg = {**copy.deepcopy(dict(cfg or {})), "gen": copy.deepcopy(dict(gen_cfg))}
-    return _save(path, {"state_dict": state, "hyper_parameters": {"cfg": run_cfg}})
+    nets = {"generator.": generator, "ema_generator.": ema_generator}
+    return _save(path, _checkpoint(nets, {**dict(cfg or {}), "gen": dict(gen_cfg)}))
 
 
 def save_classifier_checkpoint(
@@ -339,9 +319,14 @@ def save_classifier_checkpoint(
     crop_size: int | None = None,
 ) -> Path:
     """Write a ``BlurClassifierNet`` in the classifier checkpoint format (``net.*`` keys)."""
-    state = {f"net.{k}": v for k, v in net.state_dict().items()}
-    run_cfg = {"backbone": copy.deepcopy(dict(backbone_cfg)), "data": {"crop_size": crop_size}}
-    return _save(path, {"state_dict": state, "hyper_parameters": {"cfg": run_cfg}})
+    cfg = {"backbone": dict(backbone_cfg), "data": {"crop_size": crop_size}}
+    return _save(path, _checkpoint({"net.": net}, cfg))
+
+
+def _checkpoint(nets: Mapping[str, torch.nn.Module | None], cfg: Mapping[str, Any]) -> dict:
+    """The weights of ``nets`` (key prefix -> network, None left out) and the run config."""
+    state = {p + k: v for p, n in nets.items() if n is not None for k, v in n.state_dict().items()}
+    return {"state_dict": state, "hyper_parameters": {"cfg": copy.deepcopy(dict(cfg))}}
 
 
 def _save(path: str | os.PathLike, checkpoint: dict[str, Any]) -> Path:
