@@ -111,3 +111,24 @@ def test_vgg_features_file_loads(tmp_path):
     features = create_vgg19_features(True, str(path))
     assert torch.equal(features[14].weight, source.features[14].weight)
     assert len(features) == len(source.features)
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+def test_load_generator_quiet_hides_the_random_weights_banner(tmp_path, caplog, quiet):
+    """A checkpoint's generator is rebuilt with random weights the trained ones replace:
+    ``quiet=True`` drops that banner (and only while loading)."""
+    from hydra.utils import instantiate
+
+    from deblur.checkpoints import save_generator_checkpoint
+    from deblur.models.load import load_generator
+
+    cfg = {"_target_": "deblur.models.fpn.FPNGenerator", "fpn_channels": 16, "head_channels": 8}
+    cfg |= {"backbone": "mobilenetv2_100", "pretrained": False}
+    path = save_generator_checkpoint(tmp_path / "g.ckpt", instantiate(cfg), cfg)
+    caplog.clear()  # the banner of the network saved above
+    with caplog.at_level(logging.WARNING, logger="deblur.models.weights"):
+        load_generator(path, quiet=quiet)
+        assert ("RANDOM WEIGHTS" in caplog.text) is not quiet
+        caplog.clear()
+        weights.warn_random_weights("a later network")
+    assert "RANDOM WEIGHTS" in caplog.text  # the filter is gone after loading

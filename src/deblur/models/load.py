@@ -15,13 +15,24 @@ from deblur.models.critics import BlurClassifierNet
 log = logging.getLogger(__name__)
 
 
+def _no_banner(record: logging.LogRecord) -> bool:
+    return "RANDOM WEIGHTS" not in record.getMessage()
+
+
 def load_generator(
-    path: str | os.PathLike, use_ema: bool = True, key: str | None = "ckpt"
+    path: str | os.PathLike, use_ema: bool = True, key: str | None = "ckpt", quiet: bool = False
 ) -> nn.Module:
     """The generator of a GAN checkpoint, rebuilt from its stored ``gen`` config, in eval mode
-    without gradients (its EMA copy when the checkpoint has one and ``use_ema``)."""
+    without gradients (its EMA copy when the checkpoint has one and ``use_ema``); ``quiet``:
+    without the RANDOM WEIGHTS banner of the rebuild (the trained weights replace them)."""
     state, gen_cfg, which = generator_state(path, use_ema, key)
-    net: nn.Module = instantiate(gen_cfg, _convert_="all")
+    banner = logging.getLogger("deblur.models.weights")
+    if quiet:
+        banner.addFilter(_no_banner)
+    try:
+        net: nn.Module = instantiate(gen_cfg, _convert_="all")
+    finally:
+        banner.removeFilter(_no_banner)
     load_state_strict(net, state, given_as(key, path), which)
     log.info("Loaded %s weights from %s", which, path)
     return net.eval().requires_grad_(False)
