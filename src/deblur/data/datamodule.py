@@ -141,9 +141,9 @@ class TrainingMix:
                 continue
             if not self.embedded:
                 raise DataError(
-                    f"data.embedded.{key}={value} makes pairs with data=embedded's kernel and "
-                    f"noise keys (data=embedded only), but {self.data}'s blurred images are real. Use "
-                    f"data=embedded, or leave {key} at {plain}."
+                    f"data.embedded.{key}={value} makes pairs with the kernel and noise keys of "
+                    f"data=embedded (data=embedded only), but {self.data}'s blurred images are "
+                    f"real. Use data=embedded, or leave {key} at {plain}."
                 )
             if not self.crop_size:
                 raise DataError(
@@ -314,18 +314,16 @@ class DeblurDataModule(pl.LightningDataModule):
         train = found.get("train", [])
         if self.val_sequences:
             groups, held = {p.group for p in train}, set(self.val_sequences)
-            unknown = sorted(held - groups)
-            if unknown:
+            if unknown := sorted(held - groups):
                 raise DataError(
-                    f"data.val_sequences names {', '.join(unknown)}, which the training split of "
-                    f"{self.name} does not have (its {len(groups)} sequences: "
-                    f"{listing(groups, 8)}). Fix: name training sequences, or "
+                    f"data.val_sequences names {', '.join(unknown)}, not training sequences of "
+                    f"{self.name} ({len(groups)}: {listing(groups, 8)}). Name some of those, or "
                     "data.val_sequences=null."
                 )
             if held >= groups:
                 raise DataError(
-                    f"data.val_sequences holds out every training sequence of {self.name}: "
-                    "nothing is left to train on. Name fewer sequences."
+                    f"data.val_sequences holds out every training sequence of {self.name}, "
+                    "leaving none to train on: name fewer."
                 )
             val = [p for p in train if p.group in held]
             train = [p for p in train if p.group not in held]
@@ -370,11 +368,6 @@ class DeblurDataModule(pl.LightningDataModule):
             palette = None
             if self.mix.colors == "photos":
                 sharp = sorted({p.sharp for p in self._photo_train})
-                if not sharp:
-                    raise DataError(
-                        "data.embedded.procedural.colors=photos needs training photos, but the "
-                        "embedded training split is empty; use procedural.colors=lab."
-                    )
                 rng = np.random.default_rng([self.seed, 0xC010])
                 palette = palette_from_images([read_image(p) for p in sharp], rng)
             self._procedural = ProceduralPairs(
@@ -460,23 +453,18 @@ class DeblurDataModule(pl.LightningDataModule):
         :class:`DataError` names every problem."""
         pairs = self._resolve()[split]
         min_side = self.min_val_side if min_side is None else int(min_side)
-        results = _inspect_all(pairs, check=True)
-        broken = [msg for msg, _ in results if msg]
-        small = [
-            f"'{pair.blur}' ({size[1]}x{size[0]})"
-            for pair, (_, size) in zip(pairs, results)
-            if size is not None and min_side and min(size) < min_side
-        ]
-        if not broken and not small:
-            return
-        parts = (
-            [f"{len(broken)} pair(s) cannot be read: {listing(broken, 3, ' | ')}"] if broken else []
-        )
+        results, parts = _inspect_all(pairs, check=True), []
+        if broken := [msg for msg, _ in results if msg]:
+            parts.append(f"{len(broken)} pair(s) cannot be read: {listing(broken, 3, ' | ')}")
+        small = [(p, s) for p, (_, s) in zip(pairs, results) if s and min(s) < (min_side or 0)]
         if small:
             parts.append(
                 f"{len(small)} image(s) have a side below {min_side} px, the smallest the "
-                f"generator takes (data.min_val_side): {listing(small)}"
+                f"generator takes (data.min_val_side): "
+                + listing(f"'{p.blur}' ({s[1]}x{s[0]})" for p, s in small)
             )
+        if not parts:
+            return
         fix = "on a huge set, skip this check with data.check_train_files=false"
         if split != "train":  # validation images are used at full resolution
             fix = "for a generator that takes smaller images, lower data.min_val_side"
@@ -487,13 +475,9 @@ class DeblurDataModule(pl.LightningDataModule):
 
     def _warn_small_training_images(self) -> None:
         """One warning with the count of training images smaller than the crop (reflect-padded)."""
-        pairs = self._resolve()["train"]
-        if not self.crop_size or not pairs:
-            return
-        crop = int(self.crop_size)
-        sizes = zip(pairs, _inspect_all(pairs, check=False))
-        small = [(p, s) for p, (_, s) in sizes if s is not None and min(s) < crop]
-        if small:
+        pairs, crop = self._resolve()["train"], self.crop_size
+        sizes = zip(pairs, _inspect_all(pairs, check=False) if crop else [])
+        if small := [(p, s) for p, (_, s) in sizes if s is not None and min(s) < crop]:
             (p, s), n = small[0], len(small)
             log.warning(
                 f"{n} of {len(pairs)} training images are smaller than data.crop_size={crop} on a "

@@ -68,7 +68,10 @@ def palette_from_images(
 ) -> np.ndarray:
     """``n`` pixel colours drawn uniformly from uint8 RGB images: a natural colour distribution."""
     if not images:
-        raise DataError("palette_from_images needs at least one image (none were given).")
+        raise DataError(
+            "data.embedded.procedural.colors=photos needs training photos, but the training "
+            "split is empty; use procedural.colors=lab."
+        )
     flat = np.concatenate([np.asarray(im, np.uint8).reshape(-1, 3) for im in images], axis=0)
     return flat[rng.integers(0, len(flat), n)].copy()
 

@@ -47,9 +47,8 @@ def _check_root(root: str | os.PathLike[str] | None, layout: str, expected: str)
     path = None if root in (None, "") else Path(root).expanduser()
     if path is None or not path.is_dir():
         where = f"root '{path}' does not exist or is not a folder" if path else "needs its folder"
-        raise DataError(
-            f"The '{layout}' dataset {where}: set data.root=/path/to/dataset (expected: {expected})."
-        )
+        fix = f"set data.root=/path/to/dataset (expected: {expected})"
+        raise DataError(f"The '{layout}' dataset {where}: {fix}.")
     return path
 
 
