@@ -693,6 +693,7 @@ def phase_e2e(args, work: Path) -> dict[str, Any]:
         fh.flush()
         proc = subprocess.run(cmd, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT, env=env)
     rec, path = _run_record(runs)
+    res = rec.get("result") or {}  # metrics.json: the task's result nested
     events = read_json(profile) or {}
     skip = 1 if args.tiny else max(10, workers)
     result = {
@@ -701,10 +702,10 @@ def phase_e2e(args, work: Path) -> dict[str, Any]:
         "seconds": time.perf_counter() - t0,
         "metrics_json": str(path) if path else None,
         "status": rec.get("status"),
-        "iterations": rec.get("iterations"),
-        "images_per_s": rec.get("images_per_s"),
-        "device": rec.get("device"),
-        "val_psnr": (rec.get("final") or {}).get("val/psnr"),
+        "iterations": res.get("iterations"),
+        "images_per_s": res.get("images_per_s"),
+        "device": res.get("device"),
+        "val_psnr": (res.get("final") or {}).get("val/psnr"),
         "batch": args.e2e_batch,
         "crop": args.e2e_crop,
         "workers": workers,
@@ -834,9 +835,9 @@ def curve_run(args, work: Path, root: Path, batch: int, precision: str, device) 
             rec = _train_run(overrides, work / "runs" / f"curve_b{batch}_{precision}", [cb])
         entry.update(
             status=rec.status,
-            iterations=rec.iterations,
-            val_psnr=(rec.final or {}).get("val/psnr"),
-            images_per_s=rec.images_per_s,
+            iterations=rec.result.iterations,
+            val_psnr=(rec.result.final or {}).get("val/psnr"),
+            images_per_s=rec.result.images_per_s,
         )
     except Exception as err:  # noqa: BLE001 - recorded; the next run goes on
         entry.update(status="failed", error=error_text(err))

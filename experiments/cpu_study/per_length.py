@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from deblur.runs import read_metrics
+
 BINS = [(7, 14), (14, 21), (21, 31)]
 
 
@@ -33,8 +35,7 @@ def rows_of(path: str) -> list[dict]:
     found = list(Path(path).rglob("metrics.json"))
     if len(found) != 1:
         raise SystemExit(f"{path}: expected one metrics.json below it, found {len(found)}")
-    rec = json.loads(found[0].read_text())
-    images = rec["per_image"]
+    images = read_metrics(found[0].parent).result.per_image
     manifest = manifest_of(images[0]["blur"])
     out = []
     for img in images:

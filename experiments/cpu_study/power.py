@@ -16,12 +16,13 @@ another seed, never a discriminator); D's ranking accuracy on the validation pai
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import statistics
 import sys
 from collections import defaultdict
 from pathlib import Path
+
+from deblur.runs import read_metrics
 
 COLUMNS = {  # final-validation key -> (label, digits)
     "val/psnr": ("PSNR dB", 3),
@@ -41,21 +42,21 @@ def read_runs(root: Path) -> list[dict]:
     for path in sorted(root.rglob("metrics.json")):
         if "attempts" in path.parts:
             continue
-        m = json.loads(path.read_text())
-        if m.get("task") != "gan" or m.get("status") != "finished":
+        m = read_metrics(path.parent)  # the flat records of earlier versions too
+        if m is None or m.task != "gan" or m.status != "finished":
             continue
-        c = m["identity"]["config"]
+        c, critic = m.identity["config"], m.result.critic
         runs.append(
             {
                 "sweep": path.parent.parent.name,
-                "loss": m["choices"]["loss"],
-                "disc": m["choices"]["disc"],
+                "loss": m.choices["loss"],
+                "disc": m.choices["disc"],
                 "w": float(c.get("model.adv_weight", 0.0)),
-                "seed": int(m["seed"]),
-                "pretrained": bool(m.get("disc_pretrained")),
-                "frozen": bool(m.get("disc_frozen")),
-                "iterations": m.get("iterations"),
-                "final": m.get("final") or {},
+                "seed": int(m.seed),
+                "pretrained": bool(critic and critic.pretrained),
+                "frozen": bool(critic and critic.frozen),
+                "iterations": m.result.iterations,
+                "final": m.result.final or {},
                 "dir": str(path.parent),
             }
         )

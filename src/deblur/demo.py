@@ -63,9 +63,10 @@ def beats_input_line(runs: Path) -> str:
     """One line: which Table 4.1 cells (mean over seeds) are above the blurred input's PSNR."""
     cells: dict[str, list[list[float]]] = {}
     for _, rec in find_runs([runs]):
-        psnr, choices = [(r or {}).get("val/psnr") for r in (rec.final, rec.input)], rec.choices
-        finished = rec.task == "gan" and rec.status == "finished" and None not in psnr
-        if finished and choices.get("experiment") == "table4_1":
+        res = rec.result if (rec.task, rec.status) == ("gan", "finished") else None
+        choices = rec.choices
+        psnr = [(r or {}).get("val/psnr") for r in (res.final, res.input)] if res else [None]
+        if None not in psnr and choices.get("experiment") == "table4_1":
             disc = "-" if choices.get("loss") == "none" else choices.get("disc")
             cells.setdefault(f"{choices.get('loss')}/{disc}", []).append(psnr)
     if not cells:

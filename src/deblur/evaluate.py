@@ -13,7 +13,7 @@ from deblur.runs import managed_run
 @entry_point("evaluate")
 def main(cfg: DictConfig) -> float | None:
     record = managed_run(cfg, "evaluate", lambda run_dir, rec: run_evaluate(cfg, run_dir, rec))
-    return (record.final or {}).get(f"{cfg.split}/psnr")
+    return (record.result.final or {}).get(f"{cfg.split}/psnr")
 
 
 if __name__ == "__main__":

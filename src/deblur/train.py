@@ -15,7 +15,7 @@ from deblur.systems.fit import fit
 @entry_point("train")
 def main(cfg: DictConfig) -> float | None:
     record = managed_run(cfg, "gan", lambda run_dir, rec: fit(cfg, run_dir, rec))
-    return (record.final or {}).get("val/psnr")
+    return (record.result.final or {}).get("val/psnr")
 
 
 if __name__ == "__main__":

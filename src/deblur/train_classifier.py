@@ -12,7 +12,7 @@ from deblur.systems.fit import fit
 @entry_point("train_classifier")
 def main(cfg: DictConfig) -> float | None:
     record = managed_run(cfg, "classifier", lambda run_dir, rec: fit(cfg, run_dir, rec))
-    return (record.final or {}).get("val/acc")
+    return (record.result.final or {}).get("val/acc")
 
 
 if __name__ == "__main__":

@@ -69,7 +69,7 @@ def test_stale_lock_of_a_dead_process_is_taken_over_with_a_log_line(tmp_path, ca
     cfg = OmegaConf.create(
         {"seed": 0, "runs_dir": str(tmp_path), "resume": "auto", "overwrite": False}
     )
-    rec = managed_run(cfg, "probe", lambda d, r: {"final": {"x": 1}}, run_dir=run_dir)
+    rec = managed_run(cfg, "evaluate", lambda d, r: None, run_dir=run_dir)
     assert rec.status == "finished"
     out = capsys.readouterr().out
     assert f"stale lock {run_dir / LOCK_FILE} of PID {dead.pid}" in out
@@ -89,5 +89,5 @@ def test_lock_left_by_another_host_is_not_taken(tmp_path):
 
     cfg = OmegaConf.create({"seed": 0})
     with pytest.raises(RunLockedError, match=r"PID 1 on host node-17.*delete"):
-        managed_run(cfg, "probe", lambda d, r: {}, run_dir=run_dir)
+        managed_run(cfg, "evaluate", lambda d, r: None, run_dir=run_dir)
     assert not (run_dir / "metrics.json").exists()  # nothing written

@@ -11,7 +11,7 @@ import torch
 
 from deblur.checkpoints import CheckpointError
 from deblur.models.load import load_classifier, load_generator
-from deblur.runs import RecordFieldError, RunRecord, find_runs, read_metrics
+from deblur.runs import RunRecord, TrainResult, find_runs, read_metrics
 from deblur.study.dashboard import run_folders
 from deblur.study.tables import read_runs
 
@@ -37,20 +37,26 @@ def _write(folder, record) -> None:
 
 
 def test_an_old_record_reads_and_keeps_what_it_does_not_know(tmp_path):
-    _write(tmp_path / "run", OLD_RECORD)
+    """A flat record of earlier versions: its result fields move under ``result`` (the
+    critic's disc_* under result.critic); a key this version does not know stays."""
+    _write(tmp_path / "run", {**OLD_RECORD, "disc_frozen": True})
     rec = read_metrics(tmp_path / "run")
-    assert rec.status == "finished" and rec.final["val/psnr"] == 25.0 and rec.wall_time_s == 12
-    assert rec.error is None and rec.best is None and rec.identity is None  # not recorded
-    assert "error" not in rec.to_json() and "best" not in rec.to_json() and rec.seed == 0
+    assert rec.status == "finished" and rec.result.final["val/psnr"] == 25.0
+    assert rec.wall_time_s == 12 and rec.result.critic.frozen is True
+    assert rec.error is None and rec.result.best is None and rec.identity is None  # not recorded
+    assert "error" not in rec.to_json() and "best" not in rec.to_json()["result"]
     with pytest.raises(TypeError):  # a typed record: attributes, no item access
         rec["seed"]  # noqa: B018
     assert rec.extra == {"retired_field": {"kept": True}}
     rec.write(tmp_path / "run")  # written back: the unknown key survives, null means absent
     again = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert again["retired_field"] == {"kept": True} and "disc_checkpoint" not in again
-    assert {k: v for k, v in again.items() if v is not None} == {
-        k: v for k, v in OLD_RECORD.items() if v is not None
-    } | {"versions": {}, "code": {}}
+    assert again["result"] == {
+        "critic": {"frozen": True},
+        "final": OLD_RECORD["final"],
+        "input": OLD_RECORD["input"],
+    }
+    assert read_metrics(tmp_path / "run").to_json() == again  # the nested form reads back
 
 
 def test_a_field_of_the_wrong_type_is_skipped_naming_the_file_and_field(tmp_path, caplog):
@@ -61,22 +67,23 @@ def test_a_field_of_the_wrong_type_is_skipped_naming_the_file_and_field(tmp_path
     with caplog.at_level(logging.WARNING, logger="deblur.runs"):
         found = find_runs([tmp_path])
     assert [d.name for d, _ in found] == ["good"]
-    assert "field 'final' is an array in JSON, not an object" in caplog.text
+    assert "field 'result.final' is an array in JSON, not an object" in caplog.text
     frame, problems = read_runs([tmp_path])
     assert len(frame) == 1 and len(problems) == 1
-    assert str(tmp_path / "bad" / "metrics.json") in problems[0] and "'final'" in problems[0]
+    assert str(tmp_path / "bad" / "metrics.json") in problems[0] and "'result.final'" in problems[0]
 
 
 def test_only_schema_fields_can_be_set():
-    rec = RunRecord(status="running", task="gan")
-    rec.update({"final": {"val/psnr": 1.0}, "status": "finished"})
-    assert rec.final == {"val/psnr": 1.0} and rec.to_json()["status"] == "finished"
-    with pytest.raises(RecordFieldError, match="'fianl' is not a field of the run record"):
-        rec.update({"fianl": {}, "epochs": 3})
-    assert rec.epochs is None  # nothing of a refused update is applied
-    with pytest.raises(RecordFieldError, match="'imagesPerS' is not a field"):
+    rec = RunRecord(status="running", task="gan", result=TrainResult())
+    rec.result.final = {"val/psnr": 1.0}
+    assert rec.to_json()["result"] == {"final": {"val/psnr": 1.0}}
+    with pytest.raises(AttributeError, match="fianl"):
+        rec.result.fianl = {}
+    with pytest.raises(AttributeError, match="imagesPerS"):
         rec.imagesPerS = 1.0
     assert not hasattr(rec, "imagesPerS")
+    with pytest.raises(ValueError, match="'result.critic.frozen' is a string in JSON"):
+        RunRecord.from_json({"task": "gan", "result": {"critic": {"frozen": "yes"}}})
 
 
 def test_find_runs_follows_links_once_and_leaves_attempts_out(tmp_path):
@@ -103,7 +110,7 @@ def test_find_runs_follows_links_once_and_leaves_attempts_out(tmp_path):
 
 def test_checkpoints_of_a_finished_run_load_into_the_tools(finished_gan):
     run_dir, rec = finished_gan
-    assert isinstance(rec, RunRecord) and rec.checkpoints["best"].endswith("best.ckpt")
+    assert isinstance(rec, RunRecord) and rec.result.checkpoints["best"].endswith("best.ckpt")
     assert read_metrics(run_dir).to_json() == rec.to_json()  # what is written is what is read
     best = run_dir / "checkpoints" / "best.ckpt"
     gen = load_generator(best)

@@ -77,7 +77,7 @@ def test_read_only_runs_dir_is_refused_before_the_body_runs(tmp_path, monkeypatc
     ran = []
     cfg = OmegaConf.create({"runs_dir": str(runs)})
     with pytest.raises(UserError) as err:
-        managed_run(cfg, "gan", lambda d, r: ran.append(d) or {}, run_dir=runs / "e" / "x")
+        managed_run(cfg, "gan", lambda d, r: ran.append(d), run_dir=runs / "e" / "x")
     msg = str(err.value)
     assert not ran and str(runs) in msg and "runs_dir=" in msg and "\n" not in msg, msg
     assert "Read-only" in msg and "writable" in msg

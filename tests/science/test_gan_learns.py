@@ -17,6 +17,6 @@ from entry_runs import run
 def test_unfrozen_gan_with_content_loss_beats_the_blurred_input(tmp_path, cache_dir, loss):
     rec = run("train", ["gen=resnet_cpu", f"loss={loss}", "disc=double"], tmp_path, debug="demo")
     assert rec.status == "finished", rec.error
-    assert rec.disc_frozen is False and rec.iterations >= 30
-    gain = rec.final["val/psnr"] - rec.input["val/psnr"]
+    assert rec.result.critic.frozen is False and rec.result.iterations >= 30
+    gain = rec.result.final["val/psnr"] - rec.result.input["val/psnr"]
     assert gain > 0.05, gain  # measured +0.12 dB (ragan_ls, seed 0)

@@ -30,10 +30,12 @@ def test_demo_runs_every_stage_and_writes_the_tables(tmp_path, cache_dir):
     from deblur.demo import CLASSIFIER_SCALE
 
     epochs = int(next(o for o in CLASSIFIER_SCALE if "max_epochs" in o).split("=")[1])
+    clf = clf["result"]
     assert clf["best"]["val/acc"] >= 0 and clf["history"][-1]["epoch"] == epochs - 1
     pretrained = [r for n, r in records.items() if n.startswith("table4_4/")]
-    assert sorted(r["disc_frozen"] for r in pretrained) == [False, True]
-    assert all(r["disc_checkpoint"].endswith("best.ckpt") for r in pretrained)
+    critics = [r["result"]["critic"] for r in pretrained]
+    assert sorted(c["frozen"] for c in critics) == [False, True]
+    assert all(c["checkpoint"].endswith("best.ckpt") for c in critics)
     assert "| gan " in proc.stdout and "finished in" in proc.stdout
     assert "Table 4.1 cells above the blurred input's PSNR:" in proc.stdout
     assert "of 13" in proc.stdout  # every cell, the none row included, is compared

@@ -54,15 +54,15 @@ def write_run(
         "seed": seed,
         "overrides": [f"{k}={v}" for k, v in choices.items()] + [f"seed={seed}"],
     }
-    if pretrained is not None:
-        record["disc_pretrained"] = pretrained
-    if frozen is not None:
-        record["disc_frozen"] = frozen
+    result = record["result"] = {}
+    critic = {"pretrained": pretrained, "frozen": frozen}
+    if any(v is not None for v in critic.values()):
+        result["critic"] = {k: v for k, v in critic.items() if v is not None}
     if status == "finished":
-        record["final"] = {k: v for k, v in final.items() if v is not None}
-        record["best"] = best or record["final"]
+        result["final"] = {k: v for k, v in final.items() if v is not None}
+        result["best"] = best or result["final"]
         if task == "gan":
-            record["input"] = {"val/psnr": input_psnr, "val/ssim": 0.7}
+            result["input"] = {"val/psnr": input_psnr, "val/ssim": 0.7}
     elif status == "failed":
         record["error"] = {"type": "RuntimeError", "message": "boom", "traceback": "..."}
     (folder / "metrics.json").write_text(json.dumps(record))
@@ -352,13 +352,13 @@ def test_best_metrics_mixture_variants_attempts_and_unreadable_files(tmp_path):
 
 
 def test_failed_run_is_placed_from_the_flags_its_record_holds_from_the_start(tmp_path):
-    """A GAN run's record carries disc_pretrained / disc_frozen from its first write
+    """A GAN run's record carries its critic's pretrained / frozen from its first write
     (runs.base_record), so a run that fails early is placed by its record alone (no .hydra/)."""
     cfg = compose("train", ["debug=smoke", "disc=single", "disc.frozen=true", "disc.checkpoint=x"])
     start = base_record(cfg, "gan", tmp_path)
-    assert (start.disc_pretrained, start.disc_frozen) == (True, True)
+    assert (start.result.critic.pretrained, start.result.critic.frozen) == (True, True)
     fresh = base_record(compose("train", ["debug=smoke"]), "gan", tmp_path)
-    assert (fresh.disc_pretrained, fresh.disc_frozen) == (False, False)
+    assert (fresh.result.critic.pretrained, fresh.result.critic.frozen) == (False, False)
     write_run(
         tmp_path / "x", status="failed", pretrained=True, frozen=True, loss="ragan", disc="single"
     )

@@ -30,6 +30,7 @@ from deblur.eval.baselines import (
 )
 from deblur.eval.evaluation import evaluate_methods, run_evaluate
 from deblur.eval.metrics import psnr
+from deblur.runs import RunRecord
 from entry_runs import cli
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -128,8 +129,10 @@ def test_cli_identity_on_a_folder_writes_metrics_json(folder_data: Path, tmp_pat
     (run_dir,) = (runs / "evaluate" / "identity").iterdir()  # <runs>/evaluate/<method>/<overrides>
     assert run_dir.name.startswith("data.root=") and "/" not in run_dir.name
     m = json.loads((run_dir / "metrics.json").read_text())
-    assert m["status"] == "finished" and m["task"] == "evaluate" and m["method"] == "identity"
+    assert m["status"] == "finished" and m["task"] == "evaluate"
     assert m["choices"]["data"] == "folder"
+    m = m["result"]  # the evaluation's result, nested
+    assert m["method"] == "identity"
     want = expected_psnr(folder_data)
     assert [r["psnr"] for r in sorted(m["per_image"], key=lambda r: r["name"])] == pytest.approx(
         want, abs=1e-4
@@ -156,17 +159,18 @@ def test_model_and_missing_kernel_on_a_folder(folder_data: Path, tmp_path: Path)
         "save_images=true",
     ]
     cfg = compose("evaluate", [f"ckpt={ckpt}", *over])
-    result = run_evaluate(cfg, tmp_path / "run", {})
-    assert result["method_kind"] == "model" and result["n_images"] == 3
-    assert result["input"]["all/psnr"] == pytest.approx(
-        np.mean(expected_psnr(folder_data)), abs=1e-4
-    )
-    assert result["final"]["all/psnr"] != result["input"]["all/psnr"]
+    run_evaluate(cfg, tmp_path / "run", rec := RunRecord())
+    result = rec.result
+    assert result.method_kind == "model" and result.n_images == 3
+    assert result.input["all/psnr"] == pytest.approx(np.mean(expected_psnr(folder_data)), abs=1e-4)
+    assert result.final["all/psnr"] != result.input["all/psnr"]
     assert len(list((tmp_path / "run" / "images").glob("*.png"))) == 3
     with pytest.raises(MissingKernelError, match="no known kernel"):
-        run_evaluate(compose("evaluate", ["baseline=wiener", *over]), tmp_path / "run2", {})
+        run_evaluate(
+            compose("evaluate", ["baseline=wiener", *over]), tmp_path / "run2", RunRecord()
+        )
     with pytest.raises(ValueError, match="exactly one method"):
-        run_evaluate(compose("evaluate", over), tmp_path / "run3", {})
+        run_evaluate(compose("evaluate", over), tmp_path / "run3", RunRecord())
 
 
 def test_evaluate_methods_table(blurred, tmp_path: Path) -> None:

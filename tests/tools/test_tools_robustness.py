@@ -21,6 +21,7 @@ from deblur.eval.robustness import (
     robustness_table,
     run_robustness,
 )
+from deblur.runs import RunRecord
 
 
 class Identity(nn.Module):
@@ -81,9 +82,9 @@ def test_run_on_a_folder_writes_table_plot_and_metrics(tmp_path: Path) -> None:
     )
     run = tmp_path / "run"
     run.mkdir()
-    result = run_robustness(cfg, run, {})
-    assert result["n_images"] == 2 and len(result["rows"]) == 5
-    assert all(np.isfinite(r["psnr"]) for r in result["rows"])
+    run_robustness(cfg, run, rec := RunRecord())
+    assert rec.result.n_images == 2 and len(rec.result.rows) == 5
+    assert all(np.isfinite(r["psnr"]) for r in rec.result.rows)
     text = (run / "robustness.md").read_text()
     assert any(line.replace(" ", "").startswith("|motion|7|2|") for line in text.splitlines())
     assert (run / "robustness.png").stat().st_size > 1000

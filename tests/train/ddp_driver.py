@@ -36,7 +36,7 @@ def main(argv: list[str]) -> None:
     rec = managed_run(
         cfg, "gan", lambda d, r: fit(cfg, d, r, extra_callbacks=callbacks), run_dir=run_dir
     )
-    print(f"[driver] status={rec.status} iterations={rec.iterations}", flush=True)
+    print(f"[driver] status={rec.status} iterations={rec.result.iterations}", flush=True)
 
 
 if __name__ == "__main__":

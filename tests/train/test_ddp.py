@@ -78,9 +78,13 @@ def ddp(tmp_path_factory, cache_dir):
 def test_two_processes_validate_like_one(single, ddp):
     _, rec = ddp
     assert rec["status"] == "finished", rec.get("error")
-    assert rec["iterations"] == single.iterations == 4
-    assert [h["epoch"] for h in rec["history"]] == [h["epoch"] for h in single.history] == [0, 1]
-    for mine, theirs in zip(rec["history"], single.history):
+    assert rec["result"]["iterations"] == single.result.iterations == 4
+    assert (
+        [h["epoch"] for h in rec["result"]["history"]]
+        == [h["epoch"] for h in single.result.history]
+        == [0, 1]
+    )
+    for mine, theirs in zip(rec["result"]["history"], single.result.history):
         # the same 3 images, each once (rank 0's alone, or a mean of the two ranks' means, or
         # the padding image counted twice would all give another value)
         assert mine["val/psnr_input"] == pytest.approx(theirs["val/psnr_input"], abs=1e-6)
@@ -89,7 +93,10 @@ def test_two_processes_validate_like_one(single, ddp):
         assert mine["val/psnr"] == pytest.approx(theirs["val/psnr"], abs=1e-3)
         assert mine["val/ssim"] == pytest.approx(theirs["val/ssim"], abs=1e-4)
     # it trained: a random G's validation PSNR moves with every step (up or down)
-    assert abs(rec["history"][1]["val/psnr"] - rec["history"][0]["val/psnr"]) > 0.05
+    assert (
+        abs(rec["result"]["history"][1]["val/psnr"] - rec["result"]["history"][0]["val/psnr"])
+        > 0.05
+    )
 
 
 def test_ddp_run_folder_has_one_writer(ddp):
@@ -120,7 +127,7 @@ def test_same_weights_give_the_logged_metric_in_one_process(ddp):
     with torch.no_grad():
         values = torch.cat([psnr(gen(b["blur"]).float(), b["sharp"]) for b in dm.val_dataloader()])
     assert len(values) == 3
-    assert float(values.mean()) == pytest.approx(rec["history"][-1]["val/psnr"], abs=1e-5)
+    assert float(values.mean()) == pytest.approx(rec["result"]["history"][-1]["val/psnr"], abs=1e-5)
 
 
 @pytest.mark.slow  # two more DDP launches (~1 min on 2 cores)
@@ -130,15 +137,17 @@ def test_ddp_resume_is_exact(ddp, tmp_path):
     part_dir = tmp_path / "part"
     part = _driver(part_dir, 1, *GAN, *DDP)
     # a callback's stop before the planned length is "stopped", never "finished"
-    assert part["status"] == "stopped" and part["iterations"] == 2
+    assert part["status"] == "stopped" and part["result"]["iterations"] == 2
     part["status"] = "interrupted"  # as a job stopped at its time limit leaves it
     (part_dir / "metrics.json").write_text(json.dumps(part))
     resumed = _driver(part_dir, 0, *GAN, *DDP)  # resume=auto: both ranks take last.ckpt
     assert resumed["resumed_from"] == str(part_dir / "checkpoints" / "last.ckpt")
     assert resumed["launch"] != part["launch"]
-    assert resumed["iterations"] == full["iterations"] == 4
-    assert [h["epoch"] for h in resumed["history"]] == [0, 1]
-    assert resumed["final"]["val/psnr"] == pytest.approx(full["final"]["val/psnr"], abs=1e-5)
+    assert resumed["result"]["iterations"] == full["result"]["iterations"] == 4
+    assert [h["epoch"] for h in resumed["result"]["history"]] == [0, 1]
+    assert resumed["result"]["final"]["val/psnr"] == pytest.approx(
+        full["result"]["final"]["val/psnr"], abs=1e-5
+    )
     a = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     b = torch.load(part_dir / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     for k, v in a.items():
@@ -179,8 +188,10 @@ def test_classifier_under_ddp_counts_every_validation_image(tmp_path, cache_dir)
             correct.append((torch.sigmoid(logits) > 0.5).float() == b["label"])
     losses, correct = torch.cat(losses), torch.cat(correct)
     assert len(losses) == 6
-    assert float(losses.mean()) == pytest.approx(rec["final"]["val/loss"], abs=1e-5)
-    assert 100 * float(correct.float().mean()) == pytest.approx(rec["final"]["val/acc"], abs=1e-4)
+    assert float(losses.mean()) == pytest.approx(rec["result"]["final"]["val/loss"], abs=1e-5)
+    assert 100 * float(correct.float().mean()) == pytest.approx(
+        rec["result"]["final"]["val/acc"], abs=1e-4
+    )
 
 
 # ----------------------------------------------------------------------------- the pieces

@@ -21,7 +21,7 @@ def _events(run_dir):
 def _finished(run_dir, rec):
     assert rec.status == "finished", rec.error
     m = json.loads((run_dir / "metrics.json").read_text())
-    assert m["final"] and m["history"]
+    assert m["result"]["final"] and m["result"]["history"]
     return m
 
 

@@ -40,9 +40,10 @@ def test_run_folder_layout_and_metrics(tmp_path, cache_dir):
     assert list((tmp_path / "tb").glob("events.out.tfevents.*"))
     m = json.loads((tmp_path / "metrics.json").read_text())
     assert m["choices"]["loss"] == "ragan" and m["choices"]["disc"] == "double"
-    assert m["pretrained_weights"] is False and "RANDOM" in m["warning"]
-    assert math.isfinite(m["final"]["val/psnr"]) and 0 < m["final"]["val/ssim"] <= 1
-    assert m["iterations"] == 2 and m["images_per_s"] > 0
+    res = m["result"]  # the task's result, nested
+    assert res["pretrained_weights"] is False and "RANDOM" in res["warning"]
+    assert math.isfinite(res["final"]["val/psnr"]) and 0 < res["final"]["val/ssim"] <= 1
+    assert res["iterations"] == 2 and res["images_per_s"] > 0
     assert not (tmp_path.parent / "lightning_logs").exists()
 
 
@@ -63,7 +64,7 @@ def test_cpu_10min_experiment_runs_its_recipe(tmp_path, cache_dir):
     # fresh kernels and a long EMA: with the stored blurs and EMA 0.95 one validation fell 0.86 dB
     # below the input (measured, experiments/cpu_study)
     assert long.data.embedded.train_blur == "fresh" and long.model.ema_decay == 0.999
-    assert math.isfinite(m["final"]["val/psnr"])
+    assert math.isfinite(m["result"]["final"]["val/psnr"])
 
 
 def test_frozen_discriminator_is_unchanged_and_generator_learns(tmp_path, classifier_ckpt):
@@ -72,11 +73,11 @@ def test_frozen_discriminator_is_unchanged_and_generator_learns(tmp_path, classi
         ["disc=single", "loss=ragan", f"disc.checkpoint={classifier_ckpt}", "disc.frozen=true"],
         tmp_path,
     )
-    assert rec.status == "finished" and rec.disc_frozen and rec.disc_pretrained
+    assert rec.status == "finished" and rec.result.critic.frozen and rec.result.critic.pretrained
     clf = _state(classifier_ckpt, "net.")
     after = _state(tmp_path / "checkpoints" / "last.ckpt", "discriminator.critics.single.")
     assert clf.keys() == after.keys()
-    negated = set(rec.disc_load_report["single"]["sign_flipped"])
+    negated = set(rec.result.critic.load_report["single"]["sign_flipped"])
     assert negated == {"head.2.weight", "head.2.bias"}  # blur score -> realness
     for k in clf:  # nothing else differs: the frozen D did not train
         assert torch.equal(-clf[k] if k in negated else clf[k], after[k]), k
@@ -160,7 +161,7 @@ def test_loaded_classifier_is_calibrated_for_the_loss(tmp_path, classifier_ckpt,
         tmp_path,
     )
     assert rec.status == "finished", rec.error
-    cal = rec.disc_load_report["single"]["calibration"]
+    cal = rec.result.critic.load_report["single"]["calibration"]
     scores = torch.load(classifier_ckpt, weights_only=True)["deblur_calibration"]
     r = -scores["logit"].double() * cal["scale"] + cal["shift"]  # the critic's calibrated output
     sharp, blurred = r[scores["label"] == 0], r[scores["label"] == 1]
@@ -195,7 +196,7 @@ def test_classifier_without_stored_scores_is_refused_for_a_scale_reading_loss(
         ["disc=single", "loss=lsgan", f"disc.checkpoint={old}", "disc.calibrate=false"],
         tmp_path / "run2",
     )
-    assert rec.status == "finished" and "calibration" not in rec.disc_load_report["single"]
+    assert rec.status == "finished" and "calibration" not in rec.result.critic.load_report["single"]
 
 
 @pytest.mark.parametrize("loss", ["lsgan", "ragan_ls"])
@@ -228,10 +229,10 @@ def test_adversarial_gradient_share_and_sharpness_metrics_are_logged(tmp_path, c
             tmp_path / f"w{w}",
         )
         assert rec.status == "finished", rec.error
-        shares[w] = rec.final["val/adv_grad_share"]
+        shares[w] = rec.result.final["val/adv_grad_share"]
     assert shares[1.0] > 0
     assert shares[1.0] == pytest.approx(2 * shares[0.5], rel=1e-4)
-    final = rec.final
+    final = rec.result.final
     for key in ("grad_energy", "high_band", "judge_blur"):
         assert 0 < final[f"val/{key}"] and 0 < final[f"val/{key}_input"], key
     assert 0 < final["val/judge_blur"] < 1 and final["val/d_rank_acc"] in (0.0, 1.0)
@@ -347,8 +348,8 @@ def test_max_steps_counts_optimizer_steps_and_sets_schedule_length(
         tmp_path,
     )
     assert rec.status == "finished", rec.error
-    assert rec.iterations == iterations
-    assert rec.planned_iterations == iterations
+    assert rec.result.iterations == iterations
+    assert rec.result.planned_iterations == iterations
 
 
 def test_linear_decay_schedule():
@@ -362,8 +363,8 @@ def test_linear_decay_schedule():
 def test_bf16_mixed_precision_trains_with_finite_losses(tmp_path, cache_dir, loss):
     """bf16 autocast (CPU here; GPU is the default there) incl. the WGAN-GP double backward."""
     rec = run("train", [f"loss={loss}", "disc=double", "trainer.precision=bf16-mixed"], tmp_path)
-    assert rec.status == "finished" and rec.precision == "bf16-mixed"
-    assert math.isfinite(rec.final["val/psnr"])
+    assert rec.status == "finished" and rec.result.precision == "bf16-mixed"
+    assert math.isfinite(rec.result.final["val/psnr"])
 
 
 def test_real_dataset_without_root_names_the_fix(tmp_path, cache_dir):
@@ -417,9 +418,9 @@ def test_run_cut_short_continues_from_last_ckpt_when_relaunched(tmp_path, cache_
     again = run("train", over, part_dir)
     assert again.previous_status == "running"
     assert again.resumed_from == str(part_dir / "checkpoints" / "last.ckpt")
-    assert again.iterations == full.iterations == 4
-    assert [h["epoch"] for h in again.history] == [0, 1]  # the first attempt's epoch is kept
-    assert again.final["val/psnr"] == pytest.approx(full.final["val/psnr"], abs=1e-4)
+    assert again.result.iterations == full.iterations == 4
+    assert [h["epoch"] for h in again.result.history] == [0, 1]  # the first attempt's epoch is kept
+    assert again.result.final["val/psnr"] == pytest.approx(full.final["val/psnr"], abs=1e-4)
     assert not (part_dir / "attempts").exists()
 
     _set_status(part_dir, "interrupted")

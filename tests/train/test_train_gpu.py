@@ -32,5 +32,5 @@ def test_gan_trains_on_gpu_with_finite_losses(tmp_path, cache_dir, precision, lo
         ],
         tmp_path,
     )
-    assert rec.status == "finished" and rec.device.startswith("cuda")
-    assert math.isfinite(rec.final["val/psnr"]) and rec.iterations == 8
+    assert rec.status == "finished" and rec.result.device.startswith("cuda")
+    assert math.isfinite(rec.result.final["val/psnr"]) and rec.result.iterations == 8

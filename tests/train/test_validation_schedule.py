@@ -38,11 +38,11 @@ def test_subset_every_iteration_then_the_whole_split(tmp_path):
     assert rec.status == "finished"
     # three iterations, a one-pair validation after each, then both pairs for the final weights
     assert seen.runs == [("fit", 1, 1), ("fit", 1, 2), ("fit", 1, 3), ("validate", 2, 3)]
-    history = rec.history
+    history = rec.result.history
     assert [h["iteration"] for h in history] == [1, 2, 3, 3]
     assert history[-1]["full_set"] == 1 and all("full_set" not in h for h in history[:-1])
-    assert rec.final["val/psnr"] == history[-1]["val/psnr"]  # the whole split
-    assert rec.best["val/psnr"] in [h["val/psnr"] for h in history[:-1]]  # a subset score
+    assert rec.result.final["val/psnr"] == history[-1]["val/psnr"]  # the whole split
+    assert rec.result.best["val/psnr"] in [h["val/psnr"] for h in history[:-1]]  # a subset score
 
 
 def test_by_default_every_epoch_on_the_whole_split(tmp_path):

@@ -22,7 +22,7 @@ from deblur.eval.baselines import MissingKernelError, baseline_names, identity, 
 from deblur.eval.inference import deblur_image, resolve_device
 from deblur.eval.metrics import psnr, ssim, ssim_matlab3d
 from deblur.models.load import load_generator
-from deblur.runs import RunRecord
+from deblur.runs import EvalResult, RunRecord
 from deblur.study.render import markdown
 
 METRICS = ("psnr", "ssim", "ssim_matlab3d")
@@ -176,8 +176,8 @@ def evaluate_methods(
     return results, results_table(results, data_name)
 
 
-def run_evaluate(cfg: DictConfig, run_dir: Path, record: RunRecord) -> dict[str, Any]:
-    """The body of one ``deblur.evaluate`` run: its record fields, and ``results.md``."""
+def run_evaluate(cfg: DictConfig, run_dir: Path, record: RunRecord) -> None:
+    """The body of one ``deblur.evaluate`` run: its result (an EvalResult), and ``results.md``."""
     if (cfg.ckpt is None) == (cfg.baseline is None):
         raise ValueError(
             "deblur.evaluate needs exactly one method: ckpt=<GAN checkpoint> or "
@@ -199,4 +199,5 @@ def run_evaluate(cfg: DictConfig, run_dir: Path, record: RunRecord) -> dict[str,
     )
     print(table, flush=True)
     baseline = result["method"] if cfg.baseline is not None else None
-    return result | {"data": data_name, "ckpt": cfg.ckpt and str(cfg.ckpt), "baseline": baseline}
+    ckpt = cfg.ckpt and str(cfg.ckpt)
+    record.result = EvalResult(**result, data=data_name, ckpt=ckpt, baseline=baseline)

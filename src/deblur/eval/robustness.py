@@ -21,7 +21,7 @@ from deblur.eval.evaluation import ckpt_label, deblur_options, measure, pairs_fo
 from deblur.eval.inference import deblur_image, resolve_device
 from deblur.eval.metrics import psnr, ssim
 from deblur.models.load import load_generator
-from deblur.runs import RunRecord
+from deblur.runs import RobustnessResult, RunRecord
 from deblur.study.render import markdown
 
 Blur = Callable[[np.ndarray, int, np.random.Generator], np.ndarray]
@@ -97,8 +97,8 @@ def robustness_plot(rows: Sequence[Mapping[str, Any]], path: str | Path, title: 
 
 def run_robustness(
     cfg: DictConfig, run_dir: Path, record: RunRecord, model: nn.Module | None = None
-) -> dict[str, Any]:
-    """The body of one ``deblur.robustness`` run: table, plot and the record fields."""
+) -> None:
+    """The body of one ``deblur.robustness`` run: table, plot and its result."""
     sharp_paths = list(dict.fromkeys(p.sharp for p in pairs_for_split(cfg, str(cfg.split))))
     sharp_paths = sharp_paths[: cfg.max_images or None]
     if not sharp_paths:
@@ -119,5 +119,6 @@ def run_robustness(
         "![robustness](robustness.png)\n"
     )
     print(table, flush=True)
-    fields = {"ckpt": str(cfg.ckpt), "split": str(cfg.split), "n_images": len(images)}
-    return fields | {"rows": rows, "device": str(dev)}
+    record.result = RobustnessResult(
+        ckpt=str(cfg.ckpt), split=str(cfg.split), n_images=len(images), rows=rows, device=str(dev)
+    )

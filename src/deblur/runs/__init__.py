@@ -9,14 +9,19 @@ from deblur.runs.lock import LOCK_FILE, RunLock, RunLockedError
 from deblur.runs.managed import IncompleteRunError, base_record, managed_run, update_record
 from deblur.runs.record import (
     METRICS_FILE,
-    RecordFieldError,
+    RESULTS,
+    Critic,
+    EvalResult,
+    RobustnessResult,
     RunRecord,
+    TrainResult,
     read_metrics,
     write_json_atomic,
 )
 
 __all__ = [
-    "IDENTITY_EXCLUDE", "LOCK_FILE", "METRICS_FILE", "IncompleteRunError", "RecordFieldError",
+    "IDENTITY_EXCLUDE", "LOCK_FILE", "METRICS_FILE", "IncompleteRunError", "RESULTS", "Critic",
+    "EvalResult", "RobustnessResult", "TrainResult",
     "RunConfigChangedError", "RunLock", "RunLockedError", "RunRecord", "base_record",
     "find_runs", "managed_run", "read_metrics", "run_identity", "update_record",
     "walk_runs_tree", "write_json_atomic",

@@ -61,7 +61,7 @@ def launch_id() -> str:
 
 def follow_rank_zero(
     cfg: Any,
-    body: Callable[[Path, RunRecord], dict[str, Any]],
+    body: Callable[[Path, RunRecord], None],
     run_dir: Path,
     timeout_s: float | None = None,
 ) -> RunRecord:
@@ -106,7 +106,7 @@ def follow_rank_zero(
         time.sleep(0.5)
     if "ckpt_path" in cfg:
         cfg.ckpt_path = record.resumed_from  # rank 0's resume decision, auto ones included
-    record.update(body(run_dir, record))
+    body(run_dir, record)
     return record
 
 

@@ -9,7 +9,7 @@ import shutil
 import socket
 import time
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,9 @@ from deblur.runs.launch import follow_rank_zero, is_rank_zero, launch_id
 from deblur.runs.lock import LOCK_FILE, RunLock
 from deblur.runs.record import (
     METRICS_FILE,
+    RESULTS,
     STUDY_GROUPS,
+    Critic,
     RunRecord,
     code_version,
     now_iso,
@@ -39,7 +41,7 @@ from deblur.runs.record import (
 
 log = logging.getLogger(__name__)
 
-Body = Callable[[Path, RunRecord], Mapping[str, Any]]
+Body = Callable[[Path, RunRecord], None]
 
 
 class IncompleteRunError(UserError, RuntimeError):
@@ -61,13 +63,14 @@ def update_record(run_dir: Path, record: RunRecord) -> None:
 
 
 def base_record(cfg: DictConfig, task: str, run_dir: Path) -> RunRecord:
-    """The fields every metrics.json has at the start of a run (a GAN run's critic flags too,
-    so a run that fails early is still placed in its table)."""
-    hydra, gan = _hydra(), task == "gan" and "disc" in cfg
+    """The fields every metrics.json has at the start of a run, and its task's empty result (a
+    GAN run's critic flags already, so a run that fails early is still placed in its table)."""
+    hydra, result = _hydra(), RESULTS[task]()
     choices = hydra.runtime.choices if hydra else {}
+    if task == "gan" and "disc" in cfg:  # the one read of disc.frozen on its way to the tables
+        result.critic = Critic(pretrained=bool(cfg.disc.checkpoint), frozen=bool(cfg.disc.frozen))
     return RunRecord(
-        disc_pretrained=bool(cfg.disc.checkpoint) if gan else None,
-        disc_frozen=bool(cfg.disc.frozen) if gan else None,
+        result=result,
         status="running",
         task=task,
         choices={k: str(v) for k, v in choices.items() if k in STUDY_GROUPS and v is not None},
@@ -83,10 +86,10 @@ def base_record(cfg: DictConfig, task: str, run_dir: Path) -> RunRecord:
 
 
 def managed_run(cfg: DictConfig, task: str, body: Body, run_dir: Path | None = None) -> RunRecord:
-    """Run ``body(run_dir, record)`` with its status, results and any traceback in metrics.json.
+    """Run ``body(run_dir, record)`` with its status, result and any traceback in metrics.json.
 
-    ``body`` may set fields of the :class:`RunRecord` (and write it with :func:`update_record`)
-    and returns its results, fields of the record. The folder is locked first; a finished run
+    ``body`` fills ``record.result`` (and may write it early with :func:`update_record`); a run
+    it ends early sets ``record.stopped`` (status ``stopped``). The folder is locked first; a finished run
     of the same identity is skipped unless ``overwrite=true``, one of another identity refused
     naming the keys. A failure is recorded and re-raised (a multirun's other jobs go on).
     """
@@ -134,12 +137,11 @@ def _managed_run_locked(cfg: DictConfig, task: str, body: Body, run_dir: Path) -
     try:
         if identity_error is not None:
             raise identity_error
-        results = body(run_dir, record)
+        body(run_dir, record)
     except BaseException as err:  # noqa: BLE001 - record every way a run can end, then re-raise
         _record_failure(record, err, run_dir, start)
         raise
-    record.update(results)
-    record.status = results.get("status") or "finished"
+    record.status = "stopped" if record.stopped else "finished"
     record.ended, record.wall_time_s = now_iso(), round(time.perf_counter() - start, 3)
     record.write(run_dir)
     note = f" ({record.stopped}; run it again to continue)" if record.stopped else ""

@@ -79,20 +79,80 @@ def code_version() -> dict[str, Any]:
     return dict(_code())
 
 
-class RecordFieldError(KeyError):
-    """Code put a key into a run record that :class:`RunRecord` has no field for."""
+@dataclass(slots=True)
+class Critic:
+    """A GAN run's discriminator at the start: loaded from a classifier checkpoint or not,
+    frozen or not (the columns of Tables 4.3 / 4.4)."""
 
-    def __str__(self) -> str:
-        return str(self.args[0])
+    pretrained: bool | None = None
+    frozen: bool | None = None
+    checkpoint: str | None = None
+    load_report: dict[str, Any] | None = None  # the classifier weights taken and left
 
 
-@dataclass
+@dataclass(slots=True)
+class TrainResult:
+    """The result of a ``gan`` or ``classifier`` run (systems.fit)."""
+
+    pretrained_weights: bool | None = None
+    precision: str | None = None
+    warning: str | None = None
+    critic: Critic | None = None  # gan runs only
+    final: dict[str, Any] | None = None  # last validation's metrics (val/psnr, val/ssim, ...)
+    best: dict[str, Any] | None = None  # best validation's metrics and its epoch
+    input: dict[str, Any] | None = None  # the blurred input's own metrics
+    history: list[dict[str, Any]] | None = None
+    epochs: int | None = None
+    iterations: int | None = None
+    planned_iterations: int | None = None
+    images_per_s: float | None = None
+    device: str | None = None
+    checkpoints: dict[str, str] | None = None  # {"best": path, "last": path}
+
+
+@dataclass(slots=True)
+class EvalResult:
+    """The result of an ``evaluate`` run: one method on the pairs of one split."""
+
+    method: str | None = None
+    method_kind: str | None = None  # model | baseline
+    data: str | None = None
+    split: str | None = None
+    n_images: int | None = None
+    final: dict[str, Any] | None = None  # <split>/psnr, <split>/ssim, ... (means)
+    input: dict[str, Any] | None = None
+    seconds_per_image: float | None = None
+    images_per_s: float | None = None
+    device: str | None = None
+    per_image: list[dict[str, Any]] | None = None
+    ckpt: str | None = None
+    baseline: str | None = None
+
+
+@dataclass(slots=True)
+class RobustnessResult:
+    """The result of a ``robustness`` run: one row per (blur type, size)."""
+
+    ckpt: str | None = None
+    split: str | None = None
+    n_images: int | None = None
+    rows: list[dict[str, Any]] | None = None
+    device: str | None = None
+
+
+Result = TrainResult | EvalResult | RobustnessResult
+#: task -> the type of its result
+RESULTS: dict[str, type] = {"gan": TrainResult, "classifier": TrainResult}
+RESULTS |= {"evaluate": EvalResult, "robustness": RobustnessResult}
+
+
+@dataclass(slots=True)
 class RunRecord:
     """The ``metrics.json`` of a run folder, the one schema of every writer and reader
-    (docs/DESIGN.md): a ``None`` field is absent from the file, setting a name that is not a
-    field raises :class:`RecordFieldError`; unknown keys of other versions stay in :attr:`extra`."""
+    (docs/DESIGN.md): what every run has, and its task's typed :attr:`result`. A ``None``
+    field is absent from the file; a name that is not a field cannot be set (slots); unknown
+    top-level keys of other versions stay in :attr:`extra`."""
 
-    # every run (written by managed_run at the start)
     status: str | None = None  # running | finished | failed | interrupted | stopped
     task: str | None = None  # gan | classifier | evaluate | robustness
     choices: dict[str, str] = field(default_factory=dict)  # Hydra group choices (loss, disc, ...)
@@ -109,114 +169,106 @@ class RunRecord:
     start_files: dict[str, str] | None = None
     previous_status: str | None = None
     resumed_from: str | None = None
-    # how it ended
     ended: str | None = None
     wall_time_s: float | None = None
     error: dict[str, Any] | None = None  # type, message, traceback (path, cause for OSErrors)
     stopped: str | None = None  # why a 'stopped' run ended before its planned length
-    # training (systems.fit)
-    pretrained_weights: bool | None = None
-    precision: str | None = None
-    warning: str | None = None
-    disc_pretrained: bool | None = None
-    disc_frozen: bool | None = None
-    disc_checkpoint: str | None = None
-    disc_load_report: dict[str, Any] | None = None
-    final: dict[str, Any] | None = None  # last validation's metrics (val/psnr, val/ssim, ...)
-    best: dict[str, Any] | None = None  # best validation's metrics and its epoch
-    input: dict[str, Any] | None = None  # the blurred input's own metrics
-    history: list[dict[str, Any]] | None = None
-    epochs: int | None = None
-    iterations: int | None = None
-    planned_iterations: int | None = None
-    images_per_s: float | None = None
-    device: str | None = None
-    checkpoints: dict[str, str] | None = None  # {"best": path, "last": path}
-    # evaluate / robustness (deblur.eval)
-    method: str | None = None
-    method_kind: str | None = None  # model | baseline
-    data: str | None = None
-    split: str | None = None
-    n_images: int | None = None
-    seconds_per_image: float | None = None
-    per_image: list[dict[str, Any]] | None = None
-    rows: list[dict[str, Any]] | None = None  # robustness: one per (blur type, size)
-    ckpt: str | None = None
-    baseline: str | None = None
-    # keys of other versions of the code, kept as they were
+    result: Result | None = None  # the task's result (RESULTS)
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @classmethod
-    def fields(cls) -> tuple[str, ...]:
-        return tuple(f.name for f in dataclasses.fields(cls) if f.name != "extra")
-
-    @classmethod
     def from_json(cls, data: Mapping[str, Any], source: str = "a run record") -> RunRecord:
-        """A record from a metrics.json object; ``ValueError`` names a field of the wrong type."""
+        """A record from a metrics.json object; ``ValueError`` names a field of the wrong type.
+        A record of the flat schema of earlier versions has its result fields moved under
+        ``result`` (the critic's ``disc_*`` under ``result.critic``)."""
         if not isinstance(data, Mapping):
-            raise ValueError(
-                f"{source} holds {_JSON_NAMES.get(type(data), 'a value')}, not an object"
-            )
-        known = set(cls.fields())
-        values: dict[str, Any] = {}
-        for key, value in data.items():
-            if key not in known or value is None:
-                continue
-            allowed = _JSON_TYPES[key]
-            if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
-                raise ValueError(
-                    f"{source}: field '{key}' is {_JSON_NAMES.get(type(value), 'a value')} in "
-                    f"JSON, not {_JSON_NAMES[allowed[0]]}"
-                )
-            values[key] = value
-        extra = {k: v for k, v in data.items() if k not in known}
+            raise ValueError(f"{source} holds {_json_name(data)}, not an object")
+        data = dict(data)
+        kind = RESULTS.get(data.get("task")) if isinstance(data.get("task"), str) else None
+        if kind is not None and "result" not in data:
+            data["result"] = _flat_result(data, kind)
+        result = data.pop("result", None)
+        values, extra = _typed(cls, data, source)
+        if result is not None and kind is not None:
+            values["result"] = kind(**_typed(kind, result, source, "result.")[0])
         return cls(**values, extra=extra)
 
     def to_json(self) -> dict[str, Any]:
-        """The set fields in schema order, then ``extra``."""
-        out = {k: getattr(self, k) for k in self.fields() if getattr(self, k) is not None}
+        """The set fields in schema order (the result nested), then ``extra``."""
+        out = _as_json(self)
         return out | {k: v for k, v in self.extra.items() if k not in out}
 
     def write(self, run_dir: str | Path) -> None:
         write_json_atomic(Path(run_dir) / METRICS_FILE, self.to_json())
 
-    @staticmethod
-    def _check(key: str) -> None:
-        if key not in _FIELDS:
-            raise RecordFieldError(
-                f"'{key}' is not a field of the run record (metrics.json). Add it to "
-                "deblur.runs.RunRecord (with its type) and to docs/DESIGN.md's schema."
+
+def _as_json(obj: Any) -> dict[str, Any]:
+    out = {}
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        value = _as_json(value) if dataclasses.is_dataclass(value) else value
+        if f.name != "extra" and value is not None:
+            out[f.name] = value
+    return out
+
+
+def _flat_result(data: dict[str, Any], kind: type) -> dict[str, Any]:
+    """The result fields of a flat (earlier) record, taken out of ``data``."""
+    out = {k: data.pop(k) for k in _hints(kind) if k not in ("task", "critic") and k in data}
+    critic = {k: data.pop(f"disc_{k}") for k in _hints(Critic) if f"disc_{k}" in data}
+    return out | ({"critic": critic} if critic and kind is TrainResult else {})
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    """Field name -> the dataclass it holds, or the types json.loads gives for it."""
+    out = {}
+    for name, hint in typing.get_type_hints(cls).items():
+        if name in ("extra", "result"):
+            continue
+        union = typing.get_origin(hint) in (Union, types.UnionType)
+        part = next(a for a in typing.get_args(hint) if a is not type(None)) if union else hint
+        origin = typing.get_origin(part) or part
+        out[name] = (
+            part
+            if dataclasses.is_dataclass(part)
+            else (float, int)
+            if origin is float
+            else (origin,)
+        )
+    return out
+
+
+def _typed(
+    cls: type, data: Any, source: str, where: str = ""
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The field values of ``cls`` in ``data`` (type-checked) and the keys it does not know."""
+    if not isinstance(data, Mapping):
+        raise ValueError(
+            f"{source}: field '{where[:-1]}' is {_json_name(data)} in JSON, not an object"
+        )
+    hints, values = _hints(cls), {}
+    for key, value in data.items():
+        allowed = hints.get(key)
+        if allowed is None or value is None:
+            continue
+        if dataclasses.is_dataclass(allowed):
+            value = allowed(**_typed(allowed, value, source, f"{where}{key}.")[0])
+        elif not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
+            raise ValueError(
+                f"{source}: field '{where}{key}' is {_json_name(value)} in JSON, not "
+                f"{_JSON_NAMES[allowed[0]]}"
             )
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name != "extra":
-            self._check(name)
-        super().__setattr__(name, value)
-
-    def update(self, values: Mapping[str, Any]) -> None:
-        """Set several fields at once; none when one of the keys is not a field."""
-        for key in values:
-            self._check(key)
-        for key, value in values.items():
-            setattr(self, key, value)
+        values[key] = value
+    return values, {k: v for k, v in data.items() if k not in hints}
 
 
-def _json_types(hint: Any) -> tuple[type, ...]:
-    """The types json.loads gives for a field annotation (``dict[str, Any] | None``: dict)."""
-    union = typing.get_origin(hint) in (Union, types.UnionType)
-    part = next(a for a in typing.get_args(hint) if a is not type(None)) if union else hint
-    origin = typing.get_origin(part) or part
-    return (float, int) if origin is float else (origin,)
-
-
-_FIELDS = frozenset(RunRecord.fields())
-_JSON_TYPES = {
-    name: _json_types(hint)
-    for name, hint in typing.get_type_hints(RunRecord).items()
-    if name != "extra"
-}
 _JSON_NAMES = {dict: "an object", list: "an array", str: "a string", int: "an integer"}
 _JSON_NAMES |= {float: "a number", bool: "true/false"}
+
+
+def _json_name(value: Any) -> str:
+    return _JSON_NAMES.get(type(value), "a value")
 
 
 def read_metrics(run_dir: str | Path) -> RunRecord | None:

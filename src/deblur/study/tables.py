@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 import pandas as pd
 
 from deblur.errors import UserError
-from deblur.runs import RunRecord, find_runs
+from deblur.runs import Critic, RunRecord, find_runs
 
 THESIS_CSV = Path(__file__).resolve().parents[3] / "experiments" / "thesis_tables.csv"
 TABLE_IDS = ("4.1", "4.2", "4.3", "4.4")
@@ -134,16 +134,18 @@ def _experiment(record: RunRecord) -> str:
 
 def _run_row(run_dir: Path, record: RunRecord, which: str) -> dict[str, Any]:
     choices = {k: str(v) for k, v in record.choices.items()}
-    values, inputs = getattr(record, which) or {}, record.input or {}
+    result = record.result  # a robustness result has no metrics, a classifier's no critic
+    values, inputs = getattr(result, which, None) or {}, getattr(result, "input", None) or {}
+    critic = getattr(result, "critic", None) or Critic()
     return {
         "path": str(run_dir),
         "status": record.status or "unknown",
         "task": record.task or "unknown",
         "seed": str(record.seed),
         "experiment": _experiment(record),
-        "random_weights": record.pretrained_weights is False,
-        "pretrained": "yes" if record.disc_pretrained else "no",
-        "frozen": "yes" if record.disc_frozen else "no",
+        "random_weights": getattr(result, "pretrained_weights", None) is False,
+        "pretrained": "yes" if critic.pretrained else "no",
+        "frozen": "yes" if critic.frozen else "no",
         "_col": "",
         **{k: choices.get(k, "" if k == "debug" else "?") for k in CHOICES},
         **{key: _number(values.get(key)) for key in METRICS},

@@ -272,12 +272,13 @@ _TASKS = {
 
 
 def _start(cfg: DictConfig, record: RunRecord) -> dict[str, Any]:
-    """The record's training fields (weights, precision, the critic's start) and the
+    """The result's training fields (weights, precision, the critic's start) and the
     hyperparameters shown in TensorBoard."""
-    record.pretrained_weights = bool(cfg.pretrained)
-    record.precision = resolve_precision(cfg.trainer.precision)
+    result = record.result
+    result.pretrained_weights = bool(cfg.pretrained)
+    result.precision = resolve_precision(cfg.trainer.precision)
     if not cfg.pretrained:
-        record.warning = msg = (
+        result.warning = msg = (
             f"pretrained=false: {_TASKS[cfg.task][0]} use RANDOM weights, not ImageNet ones. "
             "Results of this run are not comparable with the thesis; use it for tests and the "
             "offline demo only."
@@ -287,14 +288,14 @@ def _start(cfg: DictConfig, record: RunRecord) -> dict[str, Any]:
     hp: dict[str, Any] = {f"choice/{k}": v for k, v in record.choices.items()}
     hp.update(seed=int(cfg.seed), pretrained_weights=bool(cfg.pretrained))
     hp.update(crop_size=int(cfg.data.crop_size or 0), batch_size=int(cfg.data.batch_size))
-    if cfg.task == "gan":
+    if result.critic is not None:  # a GAN: its critic's start, as base_record read it
         if str(cfg.disc.checkpoint).startswith("auto"):  # resolved once, in the run's start files
             cfg.disc.checkpoint = record.start_files["disc.checkpoint"]
         if cfg.disc.checkpoint:
             read_classifier_checkpoint(cfg.disc.checkpoint)  # one paragraph for any other file
-        record.disc_pretrained = hp["disc_pretrained"] = bool(cfg.disc.checkpoint)
-        record.disc_frozen = hp["disc_frozen"] = bool(cfg.disc.frozen)
-        record.disc_checkpoint = cfg.disc.checkpoint
+        result.critic.checkpoint = cfg.disc.checkpoint
+        hp["disc_pretrained"] = result.critic.pretrained
+        hp["disc_frozen"] = result.critic.frozen
         hp["adv_weight"] = float(cfg.model.adv_weight)
     hp.update({k: float(v) for k, v in cfg.optim.items() if str(k).startswith("lr")})
     return hp
@@ -305,9 +306,9 @@ def fit(
     run_dir: Path,
     record: RunRecord,
     extra_callbacks: list[Callback] | None = None,
-) -> dict[str, Any]:
-    """Train the run's system (``cfg.task``: gan | classifier) in ``run_dir``; return what goes
-    into metrics.json. ``ckpt_path`` must be a full checkpoint of the same run identity; the run
+) -> None:
+    """Train the run's system (``cfg.task``: gan | classifier) in ``run_dir``, its results into
+    ``record.result`` (a :class:`~deblur.runs.TrainResult`). ``ckpt_path`` must be a full checkpoint of the same run identity; the run
     counts as done only when its fit loop ran to the end here and both checkpoints exist."""
     pl.seed_everything(int(cfg.seed), workers=True)
     cfg = copy.deepcopy(cfg)  # mutable, interpolations kept
@@ -321,7 +322,7 @@ def fit(
     datamodule.setup("fit")  # the data checks (files, sizes, a validation split) before any network
     system = build_system(cfg)
     if getattr(system, "load_report", None):
-        record.disc_load_report = system.load_report
+        record.result.critic.load_report = system.load_report
     trainer, loggers, stats = build_trainer(cfg, run_dir, extra_callbacks, identity=identity)
     _log_tb_setup(loggers, hp, cfg.task)
     with warnings.catch_warnings():
@@ -336,43 +337,29 @@ def fit(
         cfg.val_every_iterations and last.get("iteration") != now
     ):
         trainer.validate(system, datamodule=datamodule, verbose=False)
-    return _results(cfg, run_dir, trainer, stats, system)
+    _record_results(cfg, record, trainer, stats, system)
 
 
-def _results(cfg, run_dir: Path, trainer: pl.Trainer, stats: RunStats, system) -> dict[str, Any]:
-    keys = _TASKS[cfg.task][2]
+def _record_results(cfg, record: RunRecord, trainer: pl.Trainer, stats: RunStats, system) -> None:
+    keys, result, run_dir = _TASKS[cfg.task][2], record.result, Path(record.run_dir)
     last = stats.history[-1] if stats.history else {}
-    out: dict[str, Any] = {
-        "final": {k: v for k, v in last.items() if k in keys},
-        "best": {k: v for k, v in stats.best().items() if k in keys},
-        "history": stats.history,
-        "epochs": trainer.current_epoch,
-        "images_per_s": stats.images_per_s(),
-        "device": str(trainer.strategy.root_device),
-        "checkpoints": {n: str(run_dir / "checkpoints" / f"{n}.ckpt") for n in ("best", "last")},
-    }
+    result.final = {k: v for k, v in last.items() if k in keys}
+    result.best = {k: v for k, v in stats.best().items() if k in keys}
+    result.history, result.epochs = stats.history, trainer.current_epoch
+    result.images_per_s, result.device = stats.images_per_s(), str(trainer.strategy.root_device)
+    result.checkpoints = {n: str(run_dir / "checkpoints" / f"{n}.ckpt") for n in ("best", "last")}
     if not _planned_end_reached(trainer):  # e.g. a callback stopped it: continue with ckpt_path
-        out["status"] = "stopped"
-        out["stopped"] = (
+        record.stopped = (
             f"before its planned length, at epoch {trainer.current_epoch} "
             f"(max_epochs={trainer.max_epochs}, max_steps={trainer.max_steps})"
         )
     if cfg.task == "gan":
         # the blurred inputs' own values (the table's input row): what deblurring starts from
-        out["input"] = {
-            key: last.get(f"{key}_input")
-            for key in (
-                "val/psnr",
-                "val/ssim",
-                "val/grad_energy",
-                "val/high_band",
-                "val/judge_blur",
-            )
-            if f"{key}_input" in last or key in ("val/psnr", "val/ssim")
-        }
-        out["iterations"] = int(system.iteration)
-        out["planned_iterations"] = system.planned_iterations()  # the lr schedule's length
-    return out
+        extra = ("val/grad_energy", "val/high_band", "val/judge_blur")
+        result.input = {k: last.get(f"{k}_input") for k in ("val/psnr", "val/ssim")}
+        result.input |= {k: last[f"{k}_input"] for k in extra if f"{k}_input" in last}
+        result.iterations = int(system.iteration)
+        result.planned_iterations = system.planned_iterations()  # the lr schedule's length
 
 
 def _planned_end_reached(trainer: pl.Trainer) -> bool:
