@@ -10,19 +10,20 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from hydra import compose as hydra_compose
+from hydra import initialize_config_dir
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
 from deblur.files import file_sha256
 
 
 def _find_conf_dir() -> Path:
-    env = os.environ.get("DEBLUR_CONF")
-    if env:
-        return Path(env).resolve()
+    if os.environ.get("DEBLUR_CONF"):
+        return Path(os.environ["DEBLUR_CONF"]).resolve()
     here = Path(__file__).resolve()
-    for parent in here.parents:
-        if (parent / "conf" / "train.yaml").is_file():
-            return parent / "conf"
+    if found := next((p / "conf" for p in here.parents if (p / "conf/train.yaml").is_file()), None):
+        return found
     raise FileNotFoundError(
         "Cannot find the deblur config folder `conf/` (looked above "
         f"{here}). Run from a clone of the repository installed with `pip install -e .`, "
@@ -49,24 +50,24 @@ FOLDER_EXCLUDE = (
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
+def _above_checkpoints(p: Path, n: int) -> list[str]:
+    """The ``n`` folders above the last ``checkpoints/`` of ``p`` (a run's), [] without one."""
+    folders = p.parts[:-1]
+    i = len(folders) - folders[::-1].index("checkpoints") - 1 if "checkpoints" in folders else 0
+    return list(folders[max(0, i - n) : i])
+
+
 def path_tag(value: str) -> str:
     """``<name>-<hash8>`` for a file path: the run folder above ``checkpoints/`` (else the
     stem), the sha256 of the file's content (of the path when there is no file)."""
     p = Path(value).expanduser()
-    parts = p.parts
-    if "checkpoints" in parts[:-1]:
-        i = len(parts) - 1 - parts[::-1].index("checkpoints")
-        name = parts[i - 1] if i > 0 else p.stem
-    else:
-        name = p.stem or p.name
+    name = (_above_checkpoints(p, 1) or [p.stem or p.name])[0]
     name = _UNSAFE.sub("-", name).strip("-.")[:40] or "file"
     digest = file_sha256(p) if p.is_file() else hashlib.sha256(str(p).encode()).hexdigest()
     return f"{name}-{digest[:8]}"
 
 
 def parse_overrides(overrides: Sequence[str]) -> list[Any]:
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
     return OverridesParser.create().parse_overrides([str(o) for o in overrides])
 
 
@@ -93,12 +94,8 @@ def run_dirname(overrides: Sequence[str]) -> str:
 def _slug_value(key: str, value: str) -> str:
     if key == "ckpt":
         p = Path(value)
-        parts = p.parts
-        if "checkpoints" in parts:
-            i = len(parts) - 1 - parts[::-1].index("checkpoints")
-            run = "_".join(parts[max(0, i - 2) : i])
-            return f"{run}_{p.stem}" if run else p.stem
-        return f"{p.parent.name}_{p.stem}" if p.parent.name else p.stem
+        run = "_".join(_above_checkpoints(p, 2) if "checkpoints" in p.parts else [p.parent.name])
+        return f"{run}_{p.stem}" if run else p.stem
     return value.replace("/", "_").replace("\\", "_").strip("_.") or "_"
 
 
@@ -112,13 +109,10 @@ def eval_slug(overrides: str | Sequence[str]) -> str:
     method, rest = "", []
     for item in sorted(map(str, items)):
         key, _, value = item.partition("=")
-        key = key.lstrip("+~")
-        value = value.strip("'\"")
-        if key in SLUG_EXCLUDE:
-            continue
+        key, value = key.lstrip("+~"), value.strip("'\"")
         if key in ("ckpt", "baseline"):
             method = _slug_value(key, value)
-        else:
+        elif key not in SLUG_EXCLUDE:
             rest.append(f"{key}={_slug_value(key, value)}")
     tail = ",".join(rest) or "default"
     if len(tail) > 120:
@@ -155,13 +149,6 @@ def compose(
     config_name: str, overrides: list[str] | None = None, return_hydra_config: bool = False
 ):
     """Compose a config the way the entry points do (for tests and notebooks)."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-
     register_resolvers()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return hydra_compose(
-            config_name=config_name,
-            overrides=list(overrides or []),
-            return_hydra_config=return_hydra_config,
-        )
+        return hydra_compose(config_name, list(overrides or []), return_hydra_config)
