@@ -31,8 +31,7 @@ class OutputError(UserError, ValueError):
 
 def collect_inputs(spec: str | Path, recursive: bool = False) -> tuple[Path, list[Path]]:
     """(base folder, files) for an image/video file, a folder, or a glob pattern."""
-    spec = str(spec)
-    path = Path(spec).expanduser()
+    spec, path = str(spec), Path(spec).expanduser()
     if glob.has_magic(spec):
         files = sorted(Path(p) for p in glob.glob(str(path), recursive=True) if Path(p).is_file())
         if not files:
@@ -81,8 +80,7 @@ class Tally:
         """``files`` by the kind (``"image"``) their suffix names; the others are refused."""
         out: dict[str, list[Path]] = {kind: [] for kind in kinds}
         for f in files:
-            kind = next((k for k, suffixes in kinds.items() if f.suffix.lower() in suffixes), None)
-            if kind is not None:
+            if kind := next((k for k, sfx in kinds.items() if f.suffix.lower() in sfx), None):
                 out[kind].append(f)
             else:
                 known = "; ".join(f"{k}s: {' '.join(s)}" for k, s in kinds.items())
@@ -138,10 +136,9 @@ def ensure_writable_dir(folder: str | Path, name: str = "output", _what: str = "
     folder = Path(folder).expanduser()
     what = _what or f"{name}={folder}"
     if folder.exists() and not folder.is_dir():
+        where = f"{what}: its folder {folder}" if _what else what
         raise OutputError(
-            f"{what}: its folder {folder} is a file. Give a path inside a folder."
-            if _what
-            else f"{what} is a file, not a folder. Give a folder path (created if missing)."
+            f"{where} is a file, not a folder. Give a path in a folder you can write."
         )
     try:
         folder.mkdir(parents=True, exist_ok=True)
