@@ -1,14 +1,9 @@
-"""Training pairs made on the fly, ``(blurred, sharp, kernel)`` from ``(seed, epoch, index)``,
-blurred after the augmentations (as a camera does) with the embedded kernels and noise.
-
-:class:`ReblurredPhotos` (``train_blur=fresh``): the sharp training photos blurred anew per
-epoch (a few fixed blurs per photo are learnt by heart within a few hundred iterations).
-:class:`ProceduralPairs`: dead-leaves images (Matheron; Lee, Mumford and Huang 2001; for
-restoration training: Achddou, Gousseau and Ladjal 2021), random opaque shapes stacked back to
-front until each pixel is covered ``coverage`` times on average; a radius density
-``r ** -alpha`` with ``alpha`` near 3 makes them scale invariant (spectrum ~ ``1 / f ** 2``,
-sparse gradients) like photographs.
-"""
+"""Training pairs made on the fly from ``(seed, epoch, index)``, blurred after the augmentations
+(as a camera does) with the embedded kernels and noise: :class:`ReblurredPhotos` (the sharp
+photos, ``train_blur=fresh``: fixed blurs are learnt by heart) and :class:`ProceduralPairs`,
+dead-leaves images (Matheron; Lee, Mumford and Huang 2001; Achddou, Gousseau and Ladjal 2021):
+random opaque shapes stacked back to front, radii of density ``r ** -alpha`` (``alpha`` near 3:
+scale invariant, spectrum ~ ``1 / f ** 2`` and sparse gradients, like photographs)."""
 
 from __future__ import annotations
 
@@ -32,7 +27,7 @@ _SHIFT = 4  # OpenCV fixed-point bits: vertices and radii at 1/16 pixel
 def power_law_radii(
     rng: np.random.Generator, n: int, r_min: float, r_max: float, alpha: float
 ) -> np.ndarray:
-    """``n`` radii with density proportional to ``r ** -alpha`` on ``[r_min, r_max]`` (inverse CDF)."""
+    """``n`` radii of density ~ ``r ** -alpha`` on ``[r_min, r_max]`` (inverse CDF)."""
     u = rng.uniform(size=n)
     if abs(alpha - 1.0) < 1e-9:
         return r_min * (r_max / r_min) ** u
@@ -92,42 +87,35 @@ class DeadLeaves:
     max_shapes: int
 
     def __post_init__(self) -> None:
-        where = "data.embedded.procedural"
-        if not 0.0 < self.r_min < self.r_max:
-            raise DataError(
-                f"{where}: need 0 < r_min < r_max (pixels), got r_min={self.r_min}, "
-                f"r_max={self.r_max}."
-            )
-        if self.alpha <= 0:
-            raise DataError(f"{where}.alpha must be > 0 (3 = scale invariant), got {self.alpha}.")
-        shapes = tuple(str(s) for s in self.shapes)
-        unknown = sorted(set(shapes) - set(SHAPES))
-        if not shapes or unknown:
-            raise DataError(
-                f"{where}.shapes: unknown or empty {unknown or list(shapes)}; choose from "
-                f"{list(SHAPES)}."
-            )
-        object.__setattr__(self, "shapes", shapes)
-        if not 0.0 <= self.textured <= 1.0:
-            raise DataError(f"{where}.textured must be in [0, 1], got {self.textured}.")
-        if self.smooth_sigma < 0:
-            raise DataError(f"{where}.smooth_sigma must be >= 0, got {self.smooth_sigma}.")
-        if self.coverage <= 0 or self.max_shapes < 1:
-            raise DataError(f"{where}: coverage must be > 0 and max_shapes >= 1.")
+        object.__setattr__(self, "shapes", tuple(str(s) for s in self.shapes))
+        for ok, rule in _LEAF_RULES:
+            if not ok(self):
+                raise DataError(
+                    f"data.embedded.procedural needs {rule}, got {self}: fix it in "
+                    "conf/data/embedded.yaml or its data.embedded.procedural.<key>=... override."
+                )
 
     @classmethod
     def from_config(cls, cfg: dict[str, Any] | None) -> DeadLeaves:
-        """From a plain dict; unknown or missing keys are refused, naming them and the known ones."""
-        cfg = dict(cfg or {})
-        known = {f.name for f in fields(cls)}
+        """From a plain dict; unknown or missing keys are refused, naming them and the keys."""
+        cfg, known = dict(cfg or {}), {f.name for f in fields(cls)}
         unknown, missing = sorted(set(cfg) - known), sorted(known - set(cfg))
         if unknown or missing:
             raise DataError(
                 f"data.embedded.procedural: unknown key(s) {unknown}, missing key(s) {missing}; "
                 f"the keys are {sorted(known)}, each set in conf/data/embedded.yaml."
             )
-        cfg["shapes"] = tuple(cfg["shapes"] or ())
-        return cls(**cfg)
+        return cls(**{**cfg, "shapes": tuple(cfg["shapes"] or ())})
+
+
+_LEAF_RULES: tuple[tuple[Callable[[DeadLeaves], bool], str], ...] = (
+    (lambda d: 0.0 < d.r_min < d.r_max, "0 < r_min < r_max (pixels)"),
+    (lambda d: d.alpha > 0, "alpha > 0 (3 = scale invariant)"),
+    (lambda d: bool(d.shapes) and set(d.shapes) <= set(SHAPES), f"shapes among {list(SHAPES)}"),
+    (lambda d: 0.0 <= d.textured <= 1.0, "textured in [0, 1]"),
+    (lambda d: d.smooth_sigma >= 0, "smooth_sigma >= 0"),
+    (lambda d: d.coverage > 0 and d.max_shapes >= 1, "coverage > 0 and max_shapes >= 1"),
+)
 
 
 def _outlines(shapes, kind, centre, pose, vertex_angles, n_vertices):
@@ -164,21 +152,19 @@ def _texture(image, label, texture, centre, wave_params, colours) -> None:
     tex_angle, period, phase, contrast = wave_params
     colour_a, colour_b = colours
     lab_tex = texture[label]
-    sel = lab_tex > 0
-    if sel.any():
-        ids = label[sel]
-        ys, xs = np.nonzero(sel)
-        f32, angle = np.float32, tex_angle[ids]
-        dx, dy = xs.astype(f32) - cx[ids].astype(f32), ys.astype(f32) - cy[ids].astype(f32)
-        proj = dx * np.cos(angle).astype(f32) + dy * np.sin(angle).astype(f32)
-        gradient = np.clip(0.5 + proj / (2.0 * radius[ids].astype(f32)), 0.0, 1.0)
-        wave = 0.5 + 0.5 * np.sin(
-            (2.0 * math.pi) * proj / period[ids].astype(f32) + phase[ids].astype(f32)
-        )
-        t = np.where(lab_tex[sel] == 1, gradient, wave).astype(np.float32)
-        t *= contrast[ids]
-        a_col = colour_a[ids]
-        image[sel] = a_col + (colour_b[ids] - a_col) * t[:, None]
+    if not (sel := lab_tex > 0).any():
+        return
+    ids = label[sel]
+    ys, xs = np.nonzero(sel)
+    f32, angle = np.float32, tex_angle[ids]
+    dx, dy = xs.astype(f32) - cx[ids].astype(f32), ys.astype(f32) - cy[ids].astype(f32)
+    proj = dx * np.cos(angle).astype(f32) + dy * np.sin(angle).astype(f32)
+    gradient = np.clip(0.5 + proj / (2.0 * radius[ids].astype(f32)), 0.0, 1.0)
+    wave = 0.5 + 0.5 * np.sin(
+        (2.0 * math.pi) * proj / period[ids].astype(f32) + phase[ids].astype(f32)
+    )
+    t = np.where(lab_tex[sel] == 1, gradient, wave).astype(np.float32) * contrast[ids]
+    image[sel] = colour_a[ids] + (colour_b[ids] - colour_a[ids]) * t[:, None]
 
 
 def dead_leaves(
@@ -188,7 +174,7 @@ def dead_leaves(
     palette: np.ndarray | None = None,
 ) -> np.ndarray:
     """One sharp dead-leaves image, uint8 ``H x W x 3`` RGB, of a side or ``(height, width)``;
-    colours i.i.d. from ``palette`` (``M x 3`` uint8, None: :func:`lab_palette`), all from ``rng``."""
+    colours i.i.d. from ``palette`` (``M x 3`` uint8; None: :func:`lab_palette`); from ``rng``."""
     p = params
     h, w = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
     if h < 1 or w < 1:
@@ -238,6 +224,11 @@ def dead_leaves(
     return np.clip(np.rint(image), 0, 255).astype(np.uint8)
 
 
+def _rng(tag: int, seed: int, epoch: int, index: int) -> np.random.Generator:
+    """The generator of sample ``index`` in ``epoch``; ``tag`` keeps each source apart."""
+    return np.random.default_rng([tag, int(seed), int(epoch), int(index)])
+
+
 @dataclass
 class ProceduralPairs:
     """Dead-leaves pairs from ``(seed, epoch, index)``: the sharp image is drawn at ``size`` plus
@@ -254,17 +245,9 @@ class ProceduralPairs:
             raise DataError(f"Procedural pairs need a positive size, got {self.size}.")
         self.size = int(self.size)
 
-    def rng(self, epoch: int, index: int) -> np.random.Generator:
-        """The generator of sample ``index`` in ``epoch`` (the tag keeps it apart from other uses)."""
-        return np.random.default_rng([0xDEAD1EAF, int(self.seed), int(epoch), int(index)])
-
-    def sharp(self, epoch: int, index: int) -> np.ndarray:
-        """The sharp ``size x size`` image alone (same as ``pair(...)[1]``)."""
-        return self.pair(epoch, index)[1]
-
     def pair(self, epoch: int, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(blurred, sharp, kernel)``: uint8 ``size x size x 3`` twice and the float32 PSF."""
-        rng = self.rng(epoch, index)
+        rng = _rng(0xDEAD1EAF, self.seed, epoch, index)
         big = dead_leaves(self.size + 2 * self.blur.margin, rng, self.params, self.palette)
         return self.blur.blur_centre(big, self.size, rng)
 
@@ -295,13 +278,9 @@ class ReblurredPhotos:
             )
         self.size = int(self.size)
 
-    def rng(self, epoch: int, index: int) -> np.random.Generator:
-        """The generator of sample ``index`` in ``epoch`` (the tag keeps it apart from other uses)."""
-        return np.random.default_rng([0x5EB1, int(self.seed), int(epoch), int(index)])
-
     def pair(self, epoch: int, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(blurred, sharp, kernel)``: uint8 ``size x size x 3`` twice and the float32 PSF."""
-        rng = self.rng(epoch, index)
+        rng = _rng(0x5EB1, self.seed, epoch, index)
         photo = self.read(Path(self.sharp[index % len(self.sharp)]))
         if hasattr(self.transform, "set_random_seed"):
             self.transform.set_random_seed(int(rng.integers(2**31 - 1)))
