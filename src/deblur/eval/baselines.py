@@ -1,11 +1,6 @@
-"""Classical baselines beside the GAN in the evaluate table, one ``conf/baseline/<name>.yaml``
-``_partial_`` node each: ``identity`` (the input), ``wiener`` and ``richardson_lucy``
-(scikit-image's deconvolutions with the TRUE kernel, per RGB channel on [0, 1] floats).
-
-Deconvolution pads by the kernel size (``pad_mode``: numpy's; ``edge`` measured best: +0.2 dB over
-reflect, +8 dB over none on 128-200 px crops) against FFT wrap-around, then crops back. Kernels
-come from ``Pair.kernel`` (``.npy`` or 8/16-bit PNG, normalised to sum 1).
-"""
+"""Classical baselines, one ``conf/baseline/<name>.yaml`` ``_partial_`` node each: the input, and
+scikit-image's deconvolutions with the TRUE kernel per RGB channel, padded by the kernel size
+against FFT wrap-around (``pad_mode=edge``: +0.2 dB over reflect, +8 dB over none)."""
 
 from __future__ import annotations
 
@@ -41,9 +36,9 @@ def load_baseline(name: str) -> Callable[..., np.ndarray]:
 
 
 def load_kernel(kernel: np.ndarray | str | Path) -> np.ndarray:
-    """A 2-D float64 kernel summing to 1, from an array or a ``.npy`` / PNG file."""
-    k = np.squeeze(np.asarray(read_kernel(kernel) if isinstance(kernel, str | Path) else kernel))
-    k = k.astype(np.float64)
+    """A 2-D float64 kernel summing to 1, from an array or a ``.npy`` / 8- or 16-bit PNG file."""
+    k = read_kernel(kernel) if isinstance(kernel, str | Path) else kernel
+    k = np.squeeze(np.asarray(k, dtype=np.float64))
     if k.ndim != 2 or not np.isfinite(k).all() or k.sum() <= 0 or (k < 0).any():
         raise ValueError(
             f"Blur kernel of shape {np.shape(kernel)} is not a 2-D non-negative finite array "
@@ -66,10 +61,9 @@ def _deconvolve(
     """Pad by the kernel size, ``skimage.restoration.<method>`` on each channel, crop back."""
     if kernel is None:
         raise MissingKernelError(
-            f"baseline={method} needs the true blur kernel, but this dataset has no known "
-            "kernel. Wiener and Richardson-Lucy deconvolution only work on synthetic data that "
-            "saved its kernels (e.g. data=embedded); on real blur (GoPro, RealBlur, HIDE, "
-            "folder) use baseline=identity or a trained model."
+            f"baseline={method} needs the true blur kernel, but this image has no known kernel: "
+            "use data that saved its kernels (e.g. data=embedded), or on real blur (GoPro, "
+            "RealBlur, HIDE, folder) baseline=identity or a trained model."
         )
     k, x = load_kernel(kernel), _to_float(image)
     (h, w), (py, px) = x.shape[:2], k.shape

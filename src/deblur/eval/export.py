@@ -27,7 +27,7 @@ def _example(hw: Size, seed: int = 0) -> Tensor:
 
 def _wrapped(model: nn.Module, path: str | Path) -> tuple[nn.Module, Path]:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    return PadCrop(model.eval()).eval(), Path(path)
+    return PadCrop(model).eval(), Path(path)
 
 
 def export_torchscript(model: nn.Module, path: str | Path, example_size: Size = (64, 96)) -> Path:
@@ -43,12 +43,11 @@ def export_onnx(
     model: nn.Module, path: str | Path, example_size: Size = (64, 96), opset: int | None = None
 ) -> Path:
     """Export ``PadCrop(model)`` to ONNX (dynamo exporter) with dynamic height and width."""
-    for name in ("onnx", "onnxscript"):
-        if importlib.util.find_spec(name) is None:
-            raise ImportError(
-                f"format=onnx needs the package '{name}', which is not installed. Install the "
-                "optional extra: pip install -e '.[export]' (onnx, onnxruntime, onnxscript)."
-            )
+    if missing := [n for n in ("onnx", "onnxscript") if importlib.util.find_spec(n) is None]:
+        raise ImportError(
+            f"format=onnx needs the package(s) {', '.join(missing)}, not installed. Install the "
+            "optional extra: pip install -e '.[export]' (onnx, onnxruntime, onnxscript)."
+        )
     wrapped, path = _wrapped(model, path)
     dims = {i: torch.export.Dim(n, min=1, max=16384) for i, n in ((2, "height"), (3, "width"))}
     with warnings.catch_warnings():
@@ -88,7 +87,7 @@ def check_export(model: nn.Module, path: str | Path, size: Size = (67, 93)) -> f
     """Max absolute difference between the export and PyTorch on an (odd-sized) random image."""
     x = _example(size, seed=1)
     with torch.no_grad():
-        ref = PadCrop(model.eval()).eval()(x)
+        ref = PadCrop(model).eval()(x)
     got = run_exported(path, x)
     if got.shape != ref.shape:
         raise RuntimeError(

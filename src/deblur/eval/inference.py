@@ -1,6 +1,5 @@
-"""Run generators on images of any size: mirror padding to the stride (index arithmetic, so
-exports stay dynamic; repeated for images smaller than the pad), whole or in cross-faded tiles
-that share one set of instance / group norm statistics (no seams), and the device."""
+"""Generators on images of any size: mirror padding to the stride (index arithmetic: exports stay
+dynamic), whole or in cross-faded tiles sharing one set of norm statistics (no seams); devices."""
 
 from __future__ import annotations
 
@@ -46,21 +45,15 @@ def crop_to(x: Tensor, size: tuple[int, int]) -> Tensor:
     return x[..., : size[0], : size[1]]
 
 
-def _fit(model: nn.Module) -> tuple[int, int]:
-    """(multiple, smallest padded side) of a generator: its attributes, else 32."""
-    multiple = int(getattr(model, "multiple", None) or STRIDE)
-    low = getattr(model, "min_padded", None) or getattr(model, "min_size", None)
-    return multiple, int(low or multiple)
-
-
 class PadCrop(nn.Module):
-    """Wraps a generator so it takes any ``H x W``: pad to the stride, run, crop (exportable)."""
+    """Wraps a generator so it takes any ``H x W``: pad to its stride (attribute ``multiple``, else
+    32) and at least its ``min_padded`` / ``min_size``, run, crop (exportable)."""
 
-    def __init__(self, net: nn.Module, multiple: int | None = None) -> None:
+    def __init__(self, net: nn.Module) -> None:
         super().__init__()
-        self.net = net
-        own, self.min_size = _fit(net)
-        self.multiple = int(multiple or own)
+        self.net, self.multiple = net, int(getattr(net, "multiple", None) or STRIDE)
+        low = getattr(net, "min_padded", None) or getattr(net, "min_size", None)
+        self.min_size = int(low or self.multiple)
 
     def forward(self, x: Tensor) -> Tensor:
         padded, size = pad_to_multiple(x, self.multiple, self.min_size)
@@ -93,12 +86,11 @@ def device_name(device: str | torch.device) -> str:
 
 @torch.inference_mode()
 def _run(model: nn.Module, x: Tensor, device: torch.device, bf16: bool) -> Tensor:
-    """Generator on one padded ``1 x 3 x h x w`` tensor, cropped back, on the CPU."""
-    padded, size = pad_to_multiple(x.to(device, non_blocking=True), *_fit(model))
+    """Generator on one ``1 x 3 x h x w`` tensor (padded and cropped back), output on the CPU."""
     on = bf16 and device.type in ("cuda", "cpu")
     with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=on):
-        out = model(padded)
-    return crop_to(out, size).float().clamp(-1, 1).cpu()
+        out = PadCrop(model)(x.to(device, non_blocking=True))
+    return out.float().clamp(-1, 1).cpu()
 
 
 def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
@@ -203,12 +195,10 @@ def deblur_tensor(
             "overlap so its cross-fades do not meet. Raise tile= or lower overlap=."
         )
     else:
-        h, w = x.shape[-2:]
-        scale = max(stats_size, 1) / max(h, w)  # the image downscaled (area) for the statistics
-        size = (max(1, round(h * scale)), max(1, round(w * scale)))
+        scale = max(stats_size, 1) / max(x.shape[-2:])  # the image downscaled for the statistics
+        size = [max(1, round(n * scale)) for n in x.shape[-2:]]
         whole = x if scale >= 1 else F.interpolate(x, size=size, mode="area")
-        whole = whole if shared_stats else None
-        with shared_norm_stats(model, whole, dev, bf16):
+        with shared_norm_stats(model, whole if shared_stats else None, dev, bf16):
             out = _tiled(model, x, tile, overlap, dev, bf16, context)
     return out[0] if squeeze else out
 

@@ -1,21 +1,8 @@
-"""Image metrics with pinned definitions, on ``B x 3 x H x W`` (or ``3 x H x W``) RGB in [-1, 1];
-one float64 value per image. Images are first rounded to uint8 levels ``round((x + 1) * 127.5)``
-as a saved PNG would be; peak 255.
-
-- :func:`psnr`: ``10 log10(255^2 / MSE)``, MSE over the pixels and channels of one image;
-  identical images give ``max_db`` (100), not inf.
-- :func:`ssim`: Gaussian 11x11, sigma 1.5, per channel, K1 = 0.01, K2 = 0.03, population
-  covariance, the map averaged over the valid region, then the channels: equal to skimage's
-  ``structural_similarity(gaussian_weights=True, sigma=1.5, use_sample_covariance=False)``.
-- :func:`ssim_matlab3d`: MATLAB's ``ssim`` on the uint8 ``H x W x 3`` array as a 3-D volume
-  (MPRNet ``evaluate_GOPRO_HIDE.m``, NAFNet ``_ssim_3d``): an 11x11x11 Gaussian over (H, W,
-  channel) with replicate padding, every voxel averaged. NOT comparable to :func:`ssim`.
-
-Sharpness, against the sharp image, on the unquantised luminance (the channel mean):
-:func:`gradient_energy` (mean squared forward differences, both axes) and :func:`high_band_power`
-(Hann-windowed DFT power in ``lo <= |f| < hi`` cycles/px, default the top octave 0.25-0.5);
-:func:`sharpness_ratios` divides the output's by the target's (1 = as sharp, < 1 blurrier).
-"""
+"""Image metrics with pinned definitions, on ``B x 3 x H x W`` (or ``3 x H x W``) RGB in [-1, 1],
+one float64 value per image, on uint8 levels ``round((x + 1) * 127.5)`` (a saved PNG), peak 255:
+PSNR (identical images: ``max_db``), SSIM (= skimage's ``structural_similarity(gaussian_weights=
+True, sigma=1.5, use_sample_covariance=False)``), MATLAB's 3-D SSIM (MPRNet / NAFNet tables; not
+comparable to SSIM), and sharpness ratios of the output's luminance to the target's."""
 
 from __future__ import annotations
 
@@ -34,17 +21,11 @@ _CENTRE = 128.0  # moments of images centred here keep float32 cancellation belo
 def _batched(*images: Tensor) -> tuple[Tensor, ...]:
     """``B x C x H x W`` views of ``pred, target`` (or one image), checked to have one shape."""
     images = tuple(x.unsqueeze(0) if x.ndim == 3 else x for x in images)
-    names = ("pred", "target") if len(images) == 2 else ("image",)
-    for x, name in zip(images, names):
-        if x.ndim != 4:
-            raise ValueError(
-                f"metrics: `{name}` must be a B x C x H x W (or C x H x W) tensor in [-1, 1], "
-                f"got shape {tuple(x.shape)}."
-            )
-    if len(images) == 2 and images[0].shape != images[1].shape:
+    if any(x.ndim != 4 for x in images) or len({x.shape for x in images}) > 1:
         raise ValueError(
-            f"metrics: prediction and target shapes differ ({tuple(images[0].shape)} vs "
-            f"{tuple(images[1].shape)}); crop or resize them to the same size first."
+            "metrics: expected B x C x H x W (or C x H x W) tensors in [-1, 1] of one shape, got "
+            f"{[tuple(x.shape) for x in images]} (a wrong rank, or shapes differ); crop or resize "
+            "them to the same size first."
         )
     return images
 

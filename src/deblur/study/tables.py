@@ -116,14 +116,6 @@ class Table:
         return ", ".join(f"{k}={v}" for k, v in self.blocks[block].items())
 
 
-def _number(value: Any) -> float:
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        return math.nan
-    return out if math.isfinite(out) else math.nan
-
-
 def _experiment(record: RunRecord) -> str:
     exp = record.choices.get("experiment")
     for item in record.overrides:
@@ -148,8 +140,8 @@ def _run_row(run_dir: Path, record: RunRecord, which: str) -> dict[str, Any]:
         "frozen": "yes" if critic.frozen else "no",
         "_col": "",
         **{k: choices.get(k, "" if k == "debug" else "?") for k in CHOICES},
-        **{key: _number(values.get(key)) for key in METRICS},
-        **{f"{INPUT} {key}": _number(inputs.get(key)) for key in METRICS},
+        **{key: values.get(key) for key in METRICS},
+        **{f"{INPUT} {key}": inputs.get(key) for key in METRICS},
     }
 
 
@@ -172,9 +164,11 @@ def read_runs(paths: Iterable[str | Path], which: str = "final") -> tuple[pd.Dat
         logger.removeHandler(collect)
     unique = {Path(d).resolve(): rec for d, rec in found}  # overlapping folders: once each
     rows = [_run_row(d, rec, which) for d, rec in unique.items()]
-    columns = list(_run_row(Path("."), RunRecord(), which))
-    problems = [f"skipped: {r.getMessage()}" for r in collect.buffer]
-    return pd.DataFrame(rows, columns=columns), problems
+    frame = pd.DataFrame(rows, columns=list(_run_row(Path("."), RunRecord(), which)))
+    numbers = [*METRICS, *(f"{INPUT} {key}" for key in METRICS)]
+    values = frame[numbers].apply(pd.to_numeric, errors="coerce")
+    frame[numbers] = values.where(values.abs() < math.inf)  # not a number, inf: NaN
+    return frame, [f"skipped: {r.getMessage()}" for r in collect.buffer]
 
 
 def _ordered(canonical: Iterable, present: Iterable) -> list:
@@ -222,21 +216,21 @@ def _describe(cell: pd.Series, expected: bool) -> tuple[str, str]:
     """(state, text) of a cell: ok '28.71 ± 0.12 (n=3)' / '28.71 (n=1; 1 running)', missing,
     not in thesis '—', running / failed / interrupted 'failed (2)', no value."""
     metric, n = METRICS[cell["metric"]], int(cell["n"])
-    dagger = " †" if ";" in str(cell["data"]) else ""  # runs on different data sets
     mean, std = (f"{cell[k]:.{metric.digits}f}" for k in ("mean", "std"))
     if cell["row"] == INPUT:  # every run saw the same images: no spread
+        if not n:
+            return "missing", "—" if metric == D_RANK else "missing"  # no D judges the input
         same = pd.isna(cell["std"]) or cell["std"] < 0.5 * 10**-metric.digits
-        if n:
-            return "ok", mean if same else f"{mean} ± {std}"
-        return "missing", "—" if metric == D_RANK else "missing"  # no D judges the input
-    counts = [(c[2:], int(cell[c])) for c in cell.index if c.startswith("n_") and cell[c]]
-    unfinished = [(s, k) for s, k in counts if s not in ("runs", "finished")]
-    unfinished.sort(key=lambda sk: (UNFINISHED.index(sk[0]) if sk[0] in UNFINISHED else 3, sk[0]))
+        return "ok", mean if same else f"{mean} ± {std}"
+    if not cell["n_runs"]:
+        return ("missing", "missing") if expected else ("not in thesis", "—")
+    dagger = " †" if ";" in str(cell["data"]) else ""  # runs on different data sets
+    others = [c[2:] for c in cell.index if c.startswith("n_") and c not in ("n_runs", "n_finished")]
+    others.sort(key=lambda s: (UNFINISHED.index(s) if s in UNFINISHED else 3, s))
+    unfinished = [(s, int(cell[f"n_{s}"])) for s in others if cell[f"n_{s}"]]
     if n:
         spread, more = f" ± {std}" if n >= 2 else "", "".join(f"; {k} {s}" for s, k in unfinished)
         return "ok", f"{mean}{spread} (n={n}{more}){dagger}"
-    if not cell["n_runs"]:
-        return ("missing", f"missing{dagger}") if expected else ("not in thesis", f"—{dagger}")
     state = next((s for s in ("running", "failed", "interrupted") if cell[f"n_{s}"]), "no value")
     text = ", ".join(f"{s} ({k})" for s, k in unfinished)
     return state, (text or f"no {metric.label} ({int(cell['n_finished'])} finished)") + dagger
