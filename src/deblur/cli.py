@@ -1,8 +1,6 @@
 """The one wrapper of every command-line entry point (``@entry_point("train")`` for
-``@hydra.main``): the overrides are lexed, their keys, types and values checked
-(:mod:`deblur.checks`) before any network or file; a :class:`deblur.errors.UserError` prints one
-paragraph (the traceback goes to the log file) and exits 1; any other exception is a bug.
-"""
+``@hydra.main``): overrides lexed and checked (:mod:`deblur.checks`) before any network or file;
+a :class:`deblur.errors.UserError` is one printed paragraph and exit 1; any other, a bug."""
 
 from __future__ import annotations
 
@@ -12,7 +10,7 @@ import re
 import sys
 import traceback
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 import hydra
 from hydra._internal.utils import get_args_parser
@@ -71,9 +69,8 @@ def check_command_line(argv: list[str]) -> None:
 def _overrides_of(argv: list[str]) -> list[str]:
     """The overrides of a command line; none with another config (its keys are not in conf/)."""
     args = _args(argv)
-    if args is None or args.config_dir or args.config_path or args.config_name:
-        return []
-    return list(args.overrides or [])
+    other = args is None or args.config_dir or args.config_path or args.config_name
+    return [] if other else list(args.overrides or [])
 
 
 def user_error_cause(err: BaseException) -> UserError | None:
@@ -94,9 +91,18 @@ def report(err: UserError) -> str:
     """``err``'s message on one line (of a DataLoader worker's error: the original message)."""
     text = str(err)
     if _WORKER.match(text):
-        marker = f"{type(err).__name__}: "
-        text = text[text.rfind(marker) + len(marker) :] if marker in text else text
+        text = text.rpartition(f"{type(err).__name__}: ")[2]
     return " ".join(text.split())
+
+
+def _fail(err: UserError) -> NoReturn:
+    """``err`` printed as one paragraph (its traceback to the log file); the job ends."""
+    _to_log_file(err)
+    message = f"[deblur] error: {report(err)}"
+    print(message, file=sys.stderr, flush=True)
+    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        raise ReportedUserError(message) from None  # the other jobs go on
+    sys.exit(1)
 
 
 def entry_point(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Callable[[], Any]]:
@@ -106,31 +112,20 @@ def entry_point(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Cal
         @functools.wraps(task)
         def guarded(cfg: DictConfig) -> Any:
             try:
-                overrides = (
-                    list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
-                )
+                hydra_cfg = HydraConfig.get() if HydraConfig.initialized() else None
+                overrides = list(hydra_cfg.overrides.task) if hydra_cfg else []
                 if overrides:
                     check_overrides(cfg, config_name, overrides)
                 check_values(cfg, overrides)
-                try:
-                    return task(cfg)
-                except InstantiationException as wrapped:
-                    # a UserError raised while Hydra builds an object arrives wrapped
-                    cause = user_error_cause(wrapped)
-                    if cause is None:
-                        raise
-                    raise cause from None
+                return task(cfg)
+            except InstantiationException as wrapped:  # how a constructor's UserError arrives
+                if (cause := user_error_cause(wrapped)) is None:
+                    raise
+                _fail(cause)
             except UserError as err:
-                _to_log_file(err)
-                message = f"[deblur] error: {report(err)}"
-                print(message, file=sys.stderr, flush=True)
-                if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
-                    raise ReportedUserError(message) from None  # the other jobs go on
-                sys.exit(1)
+                _fail(err)
 
-        hydra_main = hydra.main(
-            config_path=str(CONF_DIR), config_name=config_name, version_base="1.3"
-        )(guarded)
+        hydra_main = hydra.main(str(CONF_DIR), config_name, version_base="1.3")(guarded)
 
         @functools.wraps(task)
         def main() -> Any:
@@ -143,7 +138,6 @@ def entry_point(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Cal
                 sys.exit(2)
             return hydra_main()
 
-        main.task = guarded  # type: ignore[attr-defined]  # for tests
         return main
 
     return decorate
