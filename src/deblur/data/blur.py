@@ -1,11 +1,6 @@
-"""Blur synthesis: camera-shake motion kernels, linear / Gaussian / median blur, sensor noise.
-
-The camera-shake trajectory follows Boracchi and Foi (2012) as DeblurGAN v1 used it (Algorithm 1):
-``M`` steps of length ``Lmax / (M - 1)``, a velocity with inertia pulled back to the start,
-Gaussian shakes and rare big (impulsive) shakes that reverse the direction; it is rasterised by
-bilinear splatting. Kernels are float32, sum to 1, have odd sides and their centre of mass on the
-centre pixel (a blurred image is not shifted against its sharp twin).
-"""
+"""Blur synthesis: camera-shake motion kernels (Boracchi and Foi 2012, as DeblurGAN v1's
+Algorithm 1), linear / Gaussian / median blur, sensor noise. Kernels are float32, sum to 1, have
+odd sides and their centre of mass on the centre pixel (no shift against the sharp twin)."""
 
 from __future__ import annotations
 
@@ -18,11 +13,11 @@ import numpy as np
 from deblur.data.io import DataError
 
 
-def _check_odd(size: int, what: str = "kernel size") -> int:
-    size = int(size)
-    if size < 1 or size % 2 == 0:
-        raise ValueError(f"The {what} must be a positive odd integer (a centre pixel), got {size}.")
-    return size
+def check_odd(size: int, what: str = "kernel size") -> int:
+    """``size`` as an int; not a positive odd number (a centre pixel): a :class:`DataError`."""
+    if int(size) < 1 or int(size) % 2 == 0:
+        raise DataError(f"The {what} must be a positive odd integer (a centre pixel), got {size}.")
+    return int(size)
 
 
 def shake_trajectory(
@@ -35,8 +30,8 @@ def shake_trajectory(
     max_gaussian_shake: float = 10.0,
 ) -> np.ndarray:
     """Random camera-shake trajectory: ``iterations`` complex positions (x = real, y = imag) on a
-    path of exactly ``length`` pixels. The draws are vectorised; only the velocity recurrence
-    (normalised every step) is a loop, over Python complexes."""
+    path of exactly ``length`` pixels: steps of a velocity with inertia pulled back to the start,
+    Gaussian shakes and rare big (impulsive) ones that reverse it."""
     m = int(iterations)
     if m < 2:
         raise ValueError(f"A trajectory needs at least 2 iterations, got {iterations}.")
@@ -70,7 +65,7 @@ def shake_trajectory(
 def rasterize_trajectory(points: np.ndarray, size: int) -> np.ndarray:
     """Bilinear (sub-pixel) rasterisation of complex points into a ``size x size`` PSF, their mean
     on the centre pixel (splatting keeps the centre of mass), shrunk when they would leave it."""
-    size = _check_odd(size)
+    size = check_odd(size)
     pts = np.asarray(points, np.complex128).ravel()
     if pts.size == 0:
         raise ValueError("Cannot rasterise an empty trajectory.")
@@ -97,7 +92,7 @@ def motion_kernel(
     """Random camera-shake PSF of odd ``size``; ``length`` is the path length in pixels (default:
     uniform in [size/4, size - 1]; a path that does not fit is shrunk to the kernel), ``shake``
     :func:`shake_trajectory`'s other keywords."""
-    size = _check_odd(size)
+    size = check_odd(size)
     if length is None:
         length = rng.uniform(size / 4.0, max(size - 1.0, size / 4.0))
     return rasterize_trajectory(shake_trajectory(rng, length, **shake), size)
@@ -110,7 +105,7 @@ def linear_motion_kernel(length: float, angle_deg: float, size: int | None = Non
     if length < 0:
         raise ValueError(f"Motion length must be >= 0, got {length}.")
     need = 2 * math.ceil(length / 2.0 - 1e-9) + 1
-    size = need if size is None else _check_odd(size)
+    size = need if size is None else check_odd(size)
     if size < need:
         raise ValueError(
             f"A linear kernel of length {length} needs size >= {need}, got size={size}."
@@ -124,7 +119,7 @@ def linear_motion_kernel(length: float, angle_deg: float, size: int | None = Non
 
 def gaussian_kernel(size: int, sigma: float | None = None) -> np.ndarray:
     """Isotropic Gaussian PSF of odd ``size``; ``sigma`` defaults to OpenCV's rule for the size."""
-    size = _check_odd(size)
+    size = check_odd(size)
     if sigma is None:
         sigma = 0.3 * ((size - 1) * 0.5 - 1) + 0.8
     if sigma <= 0:
@@ -169,7 +164,7 @@ def apply_kernel(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
 
 def median_blur(image: np.ndarray, size: int) -> np.ndarray:
     """Median filter with an odd ``size x size`` window (per channel, replicated borders)."""
-    size = _check_odd(size, "median window")
+    size = check_odd(size, "median window")
     img = np.asarray(image)
     if img.dtype == np.uint8:
         out = cv2.medianBlur(np.ascontiguousarray(img), size)
@@ -225,9 +220,9 @@ class CameraShake:
     noise_sigma: float
 
     def __post_init__(self) -> None:
-        if int(self.kernel_size) < 1 or int(self.kernel_size) % 2 == 0:
-            raise DataError(f"data.embedded.kernel_size must be odd, got {self.kernel_size}.")
-        object.__setattr__(self, "kernel_size", int(self.kernel_size))
+        object.__setattr__(
+            self, "kernel_size", check_odd(self.kernel_size, "data.embedded.kernel_size")
+        )
         if self.max_length is None:
             object.__setattr__(self, "max_length", float(self.kernel_size - 1))
 

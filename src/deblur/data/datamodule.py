@@ -242,7 +242,6 @@ class DeblurDataModule(pl.LightningDataModule):
 
     _procedural: ProceduralPairs | None = None
     _splits: dict[str, list[Pair]] | None = None
-    _image_cache: ImageCache | None = None
 
     def __init__(
         self,
@@ -306,6 +305,7 @@ class DeblurDataModule(pl.LightningDataModule):
         self.train_source, self.train_blur = self.mix.train_source, self.mix.train_blur
         self.procedural_per_epoch = self.mix.procedural_per_epoch
         self._datasets: dict[str, Dataset] = {}
+        self._image_cache = ImageCache()  # filled by setup when data.cache is on
 
     def _resolve(self) -> dict[str, list[Pair]]:
         if self._splits is not None:
@@ -441,9 +441,8 @@ class DeblurDataModule(pl.LightningDataModule):
     def _reblurred(self, pairs: Sequence[Pair], size: int) -> ReblurredPhotos:
         """``train_blur=fresh``: the augmentations on the sharp photo alone (at the item size plus
         the kernel's margin), then the blur."""
-        blur, cache = self._camera_shake(), self._image_cache
+        blur, read = self._camera_shake(), self._image_cache.read
         transform = self._train_transform(size + 2 * blur.margin, paired=False)
-        read = cache.read if cache is not None else read_image
         sharp, names = [p.sharp for p in pairs], [p.name for p in pairs]
         return ReblurredPhotos(sharp, read, transform, size, blur, self.seed, names)
 
@@ -510,8 +509,7 @@ class DeblurDataModule(pl.LightningDataModule):
         if self.cache == AUTO:  # decided once, at the first setup (fit: train + val)
             self.cache = cache_decision(AUTO, self.on_gpu, paths)
         if self.cache:
-            self._image_cache = cache = self._image_cache or ImageCache()
-            cache.images.update(ImageCache.preload(p for p in paths if p not in cache).images)
+            self._image_cache.preload(paths)
         for split in missing:
             self._datasets[split] = self._make(split)
 

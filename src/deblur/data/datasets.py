@@ -1,10 +1,7 @@
-"""Torch datasets: pairs of files (paired and classification views) and pairs made on the fly.
-
-Items are ``{"blur", "sharp", "name"}`` (``task="paired"``) or, for the blur classifier,
-``{"image", "label", "name"}`` with item ``2 i`` the blurred (label 1) and ``2 i + 1`` the sharp
-image (label 0) of pair ``i``: balanced classes, the splits of the pairs. ``uint8`` keeps the
-images uint8 (``data.augment_on=gpu`` scales them on the device).
-"""
+"""Torch datasets of file pairs and of pairs made on the fly: items ``{"blur", "sharp", "name"}``
+(``task="paired"``) or ``{"image", "label", "name"}`` (the classifier: item ``2 i`` the blurred,
+label 1, and ``2 i + 1`` the sharp image, label 0, of pair ``i``). ``uint8`` keeps images uint8
+(``data.augment_on=gpu`` scales them on the device)."""
 
 from __future__ import annotations
 
@@ -44,25 +41,20 @@ class ImageCache:
     """Decoded images kept in RAM, filled up front in the main process. DataLoader workers
     started by ``fork`` share the arrays copy-on-write (never written): it costs its size once."""
 
-    def __init__(self, images: dict[Path, np.ndarray] | None = None) -> None:
-        self.images: dict[Path, np.ndarray] = dict(images or {})
+    def __init__(self) -> None:
+        self.images: dict[Path, np.ndarray] = {}
 
-    @classmethod
-    def preload(cls, paths: Iterable[Path], threads: int | None = None) -> ImageCache:
-        """Decode every path (threads: cv2 releases the GIL while decoding)."""
-        unique = sorted({Path(p) for p in paths})
-        threads = threads or min(8, os.cpu_count() or 1)
-        with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-            cache = cls(dict(zip(unique, pool.map(read_image, unique))))
-        mib = sum(a.nbytes for a in cache.images.values()) / 2**20
-        log.info("Cached %d decoded images (%.1f MiB).", len(cache), mib)
-        return cache
+    def preload(self, paths: Iterable[Path]) -> ImageCache:
+        """Decode every path not cached yet (threads: cv2 releases the GIL while decoding)."""
+        new = sorted({Path(p) for p in paths} - self.images.keys())
+        with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+            self.images.update(zip(new, pool.map(read_image, new)))
+        mib = sum(a.nbytes for a in self.images.values()) / 2**20
+        log.info("Cached %d decoded images (%.1f MiB).", len(self), mib)
+        return self
 
     def __len__(self) -> int:
         return len(self.images)
-
-    def __contains__(self, path: object) -> bool:
-        return Path(path) in self.images  # type: ignore[arg-type]
 
     def read(self, path: Path) -> np.ndarray:
         """The cached image, or a fresh decode for paths not in the cache."""
@@ -73,7 +65,7 @@ class ImageCache:
 class PairedDataset(Dataset):
     """(blurred, sharp) pairs -> ``{"blur", "sharp", "name"}``; ``transform(image=blur,
     target=sharp)`` or None (full resolution); ``with_kernel`` adds the ``1 x k x k`` ``"kernel"``
-    of pairs that know it; ``cache=True`` decodes every image up front."""
+    of pairs that know it; ``cache=True`` decodes every image up front (an :class:`ImageCache`: those it holds)."""
 
     def __init__(
         self,
@@ -85,14 +77,11 @@ class PairedDataset(Dataset):
     ) -> None:
         self.pairs, self.transform = list(pairs), transform
         paths = (p for q in self.pairs for p in (q.blur, q.sharp))
-        self.cache = ImageCache.preload(paths) if cache is True else cache or None
+        self.cache = ImageCache().preload(paths) if cache is True else cache or ImageCache()
         self.with_kernel, self.uint8 = with_kernel, uint8
 
     def __len__(self) -> int:
         return len(self.pairs)
-
-    def _read(self, path: Path) -> np.ndarray:
-        return self.cache.read(path) if self.cache is not None else read_image(path)
 
     def reseed(self, seed: int | None) -> None:
         """Reseed the augmentation (per DataLoader worker, and per sample from the sampler)."""
@@ -102,7 +91,7 @@ class PairedDataset(Dataset):
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """The decoded (blurred, sharp) uint8 RGB arrays of pair ``index``, sizes checked."""
         pair = self.pairs[index]
-        blur, sharp = self._read(pair.blur), self._read(pair.sharp)
+        blur, sharp = self.cache.read(pair.blur), self.cache.read(pair.sharp)
         if blur.shape != sharp.shape:
             raise DataError(
                 f"Pair '{pair.name}' has images of different sizes: blurred '{pair.blur}' is "
@@ -136,7 +125,7 @@ class ClassificationDataset(PairedDataset):
         index, sample_seed, _ = split_sample(index)
         self.reseed(sample_seed)
         pair, is_blur = self.pairs[index // 2], index % 2 == 0
-        image = self._read(pair.blur if is_blur else pair.sharp)
+        image = self.cache.read(pair.blur if is_blur else pair.sharp)
         if self.transform is not None:
             image = self.transform(image=image)["image"]
         return _classify_item(image, is_blur, pair.name, self.uint8)
@@ -158,8 +147,6 @@ class ProceduralDataset(Dataset):
     def __init__(
         self, pairs: PairSource, length: int, task: str = "paired", uint8: bool = False
     ) -> None:
-        if int(length) < 0:
-            raise DataError(f"data.embedded.procedural_per_epoch must be >= 0, got {length}.")
         self.pairs, self.n_pairs, self.task, self.uint8 = pairs, int(length), task, uint8
 
     def __len__(self) -> int:

@@ -1,12 +1,8 @@
-"""The embedded default dataset: photos shipped inside installed packages, blurred on first use.
-
-Colour photographs of scikit-image, matplotlib and scikit-learn found on disk (no network; the
-photos found are part of the build's identity, so a new package's photos give a new build) are
-resized (long side ``long_side``) and blurred ``blurs_per_photo`` times with camera-shake
-kernels seeded per photo, into ``<root>/<split>/<photo>/{blur,sharp,kernel}/NNN.{png,npy}`` plus
-``manifest.json``; :data:`VAL_PHOTOS` form the validation split. The build goes to a temporary
-folder renamed into place under a file lock: parallel runs neither race nor see half a build.
-"""
+"""The embedded default dataset: the colour photos inside scikit-image, matplotlib and
+scikit-learn (no network; the photos found are part of the build's identity), resized and blurred
+``blurs_per_photo`` times each into ``<root>/<split>/<photo>/{blur,sharp,kernel}/NNN.{png,npy}``
++ ``manifest.json``, built in a temporary folder renamed into place under a file lock (parallel
+runs neither race nor see half a build)."""
 
 from __future__ import annotations
 
@@ -28,7 +24,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from deblur.data.blur import random_motion_blur
+from deblur.data.blur import check_odd, random_motion_blur
 from deblur.data.io import DataError, read_image, write_image
 from deblur.data.pairs import Pair, read_embedded
 
@@ -102,8 +98,7 @@ def _params(values: Sequence[Any], photos: Sequence[str]) -> dict[str, Any]:
     """The build's identity (``params`` of its manifest): the build keys' ``values`` and the
     photos found."""
     build = dict(zip(_BUILD_KEYS, values))
-    if int(build["kernel_size"]) % 2 == 0:
-        raise DataError(f"data.embedded.kernel_size must be odd, got {build['kernel_size']}.")
+    check_odd(build["kernel_size"], "data.embedded.kernel_size")
     if build["max_length"] is None:
         build["max_length"] = int(build["kernel_size"]) - 1
     typed = {k: cast(build[k]) for k, cast in _BUILD_KEYS.items()}
@@ -154,13 +149,8 @@ def _build_into(folder: Path, params: dict[str, Any]) -> dict[str, Any]:
                 {"split": split, "photo": name, "index": i, "length": round(length, 4)}
             )
         height, width = sharp.shape[:2]
-        source = EMBEDDED_PHOTOS[name]
-        manifest["photos"][name] = {
-            "split": split,
-            "source": source,
-            "height": height,
-            "width": width,
-        }
+        info = {"split": split, "source": EMBEDDED_PHOTOS[name], "height": height, "width": width}
+        manifest["photos"][name] = info
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return manifest
 

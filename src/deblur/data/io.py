@@ -1,8 +1,5 @@
-"""Image reading and writing with checked decodes, and tensor <-> uint8 conversion.
-
-On disk and in numpy, images are uint8 ``H x W x 3`` RGB; in tensors float32 ``3 x H x W`` in
-[-1, 1] (docs/DESIGN.md).
-"""
+"""Image reading and writing with checked decodes, and tensor <-> uint8 conversion: uint8
+``H x W x 3`` RGB on disk and in numpy, float32 ``3 x H x W`` in [-1, 1] in tensors."""
 
 from __future__ import annotations
 
