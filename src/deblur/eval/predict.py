@@ -3,7 +3,6 @@ checks that need no model first, then each input processed or reported by name w
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -100,20 +99,6 @@ def _process_video(src: Path, dst: Path, cfg: DictConfig, deblur) -> int:
     return n
 
 
-def _load_quietly(ckpt, use_ema: bool) -> nn.Module:
-    """``load_generator`` without the RANDOM WEIGHTS banner (the trained weights replace them)."""
-
-    def quiet(record: logging.LogRecord) -> bool:
-        return "RANDOM WEIGHTS" not in record.getMessage()
-
-    weights_log = logging.getLogger("deblur.models.weights")
-    weights_log.addFilter(quiet)
-    try:
-        return load_generator(ckpt, use_ema=use_ema)
-    finally:
-        weights_log.removeFilter(quiet)
-
-
 def run_predict(cfg: DictConfig, model: nn.Module | None = None) -> Summary:
     """Deblur everything ``cfg.input`` names into ``cfg.output``; the model is loaded last."""
     out_dir = Path(cfg.output).expanduser()
@@ -129,7 +114,7 @@ def run_predict(cfg: DictConfig, model: nn.Module | None = None) -> Summary:
     dev = resolve_device(cfg.device)
     bf16 = dev.type == "cuda" if str(cfg.bf16) == "auto" else bool(cfg.bf16)
     if model is None:
-        model = _load_quietly(cfg.ckpt, use_ema=bool(cfg.use_ema))
+        model = load_generator(cfg.ckpt, use_ema=cfg.use_ema, quiet=True)
     model = model.to(dev).eval()
 
     def deblur(rgb: np.ndarray) -> np.ndarray:
