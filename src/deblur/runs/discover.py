@@ -33,10 +33,7 @@ def find_runs(paths: Iterable[str | Path]) -> list[tuple[Path, RunRecord]]:
         if not root.is_dir():
             continue
         folders = sorted(d for d, names in walk_runs_tree(root) if METRICS_FILE in names)
-        for folder in folders:
-            record = read_metrics(folder)
-            if record is not None:
-                found.append((folder, record))
+        found += [(d, r) for d in folders if (r := read_metrics(d)) is not None]
     return found
 
 
@@ -58,9 +55,9 @@ def resolve_classifier_checkpoint(
         raise MissingCheckpointError(
             f"disc.checkpoint={spec}: no finished blur-classifier run with backbone={backbone} "
             f"under {folder}. Train the classifiers first, e.g. "
-            f"`python -m deblur.train_classifier -m experiment=table4_2` (or "
-            f"`python -m deblur.train_classifier backbone={backbone} hydra.run.dir={folder}/backbone={backbone}`), "
-            "or give a checkpoint file: disc.checkpoint=/path/to/best.ckpt."
+            "`python -m deblur.train_classifier -m experiment=table4_2` (or `python -m "
+            f"deblur.train_classifier backbone={backbone} hydra.run.dir={folder}/backbone="
+            f"{backbone}`), or give a checkpoint file: disc.checkpoint=/path/to/best.ckpt."
         )
     same_seed = [(d, m) for d, m in matches if m.seed == seed]
     run_dir, _ = sorted(same_seed or matches, key=lambda dm: str(dm[0]))[0]

@@ -38,8 +38,7 @@ def _external_launch_id() -> str | None:
     """An id that every process of this launch shares, from the environment of the launcher."""
     if os.environ.get(USER_LAUNCH_ENV):
         return os.environ[USER_LAUNCH_ENV]
-    run_id = os.environ.get("TORCHELASTIC_RUN_ID")
-    if run_id and run_id != "none":
+    if (run_id := os.environ.get("TORCHELASTIC_RUN_ID")) and run_id != "none":
         return f"torchrun:{run_id}"
     if os.environ.get("SLURM_JOB_ID") and int(os.environ.get("SLURM_NTASKS", "1") or 1) > 1:
         return "slurm:{}.{}:{}".format(
@@ -53,8 +52,7 @@ def _external_launch_id() -> str | None:
 def launch_id() -> str:
     """The id rank 0 records (``launch``): SLURM's / torchrun's / ``DEBLUR_LAUNCH_ID``, else a
     fresh one, exported for the processes Lightning's launcher starts."""
-    found = _external_launch_id()
-    if found is None:
+    if (found := _external_launch_id()) is None:
         found = os.environ[_LAUNCH_ENV] = uuid.uuid4().hex
     return found
 

@@ -92,12 +92,8 @@ class RunLock:
                 )
                 log.warning(msg)
                 print(f"[deblur] {msg}", flush=True)
-            record = {
-                "pid": os.getpid(),
-                "host": host,
-                "started": now_iso(),
-                "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])[:300],
-            }
+            command = " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])[:300]
+            record = {"pid": os.getpid(), "host": host, "started": now_iso(), "command": command}
             os.ftruncate(fd, 0)
             os.pwrite(fd, (json.dumps(record) + "\n").encode(), 0)
             os.fsync(fd)
