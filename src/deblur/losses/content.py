@@ -69,14 +69,10 @@ class PerceptualLoss(nn.Module):
 
 
 class ContentLoss(nn.Module):
-    """Weighted pixel + perceptual loss; the thesis' L_G content part: 0.5 L_pixel + 0.006 L_vgg.
-
-    Returns ``{"pixel", "perceptual", "total"}`` (unweighted terms and the weighted sum). With
-    ``perceptual_weight=0`` no VGG is built and the perceptual term is 0. ``pixel_space`` is where
-    the pixel term is taken, so its weight relative to the others: ``imagenet`` (DeblurGAN-v2):
-    [0, 1] images divided by the ImageNet std per channel (an MSE ~19.6x that of [0, 1] images);
-    ``minus1_1``: the network's own [-1, 1] tensors (4x); ``zero_one``: [0, 1] images (1x).
-    """
+    """The thesis' L_G content part, 0.5 L_pixel + 0.006 L_vgg: ``{"pixel", "perceptual",
+    "total"}`` (``perceptual_weight=0``: no VGG, the term 0). ``pixel_space``, where the pixel term
+    is taken: ``imagenet`` (DeblurGAN-v2) [0, 1] images over the ImageNet std (~19.6x the [0, 1]
+    MSE), ``minus1_1`` the network's [-1, 1] tensors (4x), ``zero_one`` [0, 1] images (1x)."""
 
     def __init__(
         self,

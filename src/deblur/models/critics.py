@@ -1,7 +1,5 @@
-"""Backbone trunks (``conf/backbone``: ``trunk`` full depth, ``patch_trunk`` truncated), critics
-(single / patch), the discriminator (``conf/disc``) and the blur classifier network: exactly the
-``single`` critic, so its checkpoint loads into any discriminator on the same backbone
-(:func:`load_classifier_weights`). Inputs are images in [-1, 1]."""
+"""Backbone trunks (``conf/backbone``), critics, the discriminator (``conf/disc``) and the blur
+classifier: exactly the ``single`` critic, so it loads into any discriminator on its backbone."""
 
 from __future__ import annotations
 
@@ -159,10 +157,8 @@ class BlurClassifierNet(SingleCritic):
 
 
 class Discriminator(nn.Module):
-    """The critic heads of a ``conf/disc`` entry on one backbone (``double``: DeblurGAN-v2's
-    DoubleGAN, single + patch): ``forward`` gives one logits tensor per head in ``head_names``
-    order; ``kind`` and ``backbone`` (its name) are what a classifier checkpoint is checked
-    against."""
+    """The critic heads of a ``conf/disc`` entry on one backbone: one logits tensor per head in
+    ``head_names`` order; ``kind`` and ``backbone`` are what a classifier is checked against."""
 
     def __init__(self, critics: Mapping[str, nn.Module], kind: str, backbone: str) -> None:
         super().__init__()
@@ -224,12 +220,10 @@ def load_classifier_weights(
     source_backbone: Mapping[str, Any] | None = None,
     calibrate: Any = None,
 ) -> dict[str, dict[str, Any]]:
-    """Load a blur classifier (a checkpoint path, its loaded dict, or a bare state dict with
-    ``source_backbone``) into every critic of ``disc``, strictly: the single critic loads every
-    key, its last layer negated (:func:`flip_to_realness`) and calibrated for ``calibrate`` (the
-    adversarial loss) from the scores under :data:`CALIBRATION_KEY`; the patch critic loads its
-    truncated trunk and keeps its fresh head. Returns ``{head: {"loaded": n, "fresh": [keys],
-    "sign_flipped": [keys], ...}}``."""
+    """Load a blur classifier (a path, its loaded dict, or a state dict + ``source_backbone``)
+    strictly into every critic of ``disc``: the single critic all of it, its last layer negated
+    (:func:`flip_to_realness`) and calibrated for the loss ``calibrate``; the patch critic its
+    truncated trunk. Returns ``{head: {"loaded": n, "fresh": [keys], "sign_flipped": [keys]}}``."""
     state, ckpt_backbone, where, scores = _read_classifier(source)
     src = dict(to_container(source_backbone)) if source_backbone is not None else ckpt_backbone
 

@@ -16,9 +16,8 @@ from deblur.systems.distributed import gather_per_image
 
 
 class ClassifierSystem(pl.LightningModule):
-    """Trains ``BlurClassifierNet`` (the single-critic module) so its weights can start a GAN's
-    D. Built by Hydra from the run config's ``system`` node; ``cfg`` (the resolved run config)
-    is saved as ``hyper_parameters["cfg"]``, whose ``backbone`` rebuilds the network."""
+    """Trains ``BlurClassifierNet`` so its weights can start a GAN's D; ``cfg`` (the resolved run
+    config, saved as ``hyper_parameters["cfg"]``) holds the ``backbone`` that rebuilds it."""
 
     def __init__(
         self,

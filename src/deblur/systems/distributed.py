@@ -1,6 +1,5 @@
-"""DDP over GPUs or nodes: every process runs the entry point, rank 0 owns the run folder (the
-others follow it, :func:`deblur.runs.launch.follow_rank_zero`); the launchers that would lose
-results are refused; validation means count every image once (:func:`gather_per_image`)."""
+"""DDP over GPUs or nodes: the launchers that would lose results are refused; validation means
+count every image once (:func:`gather_per_image`)."""
 
 from __future__ import annotations
 
