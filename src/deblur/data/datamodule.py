@@ -232,76 +232,67 @@ def _inspect_all(pairs: Sequence[Pair], check: bool) -> list[tuple[str | None, A
         return list(pool.map(partial(_inspect, check=check), pairs))
 
 
+@dataclass(eq=False, repr=False, kw_only=True)
 class DeblurDataModule(pl.LightningDataModule):
-    """Pairs from a layout, batched for ``task`` paired or classify (docs/DESIGN.md, Data).
+    """Pairs from a layout, batched for ``task`` paired or classify (docs/DESIGN.md, Data); every
+    field is a ``data.*`` key (defaults in conf/data) but ``task`` and ``on_gpu`` (the trainer's
+    device, for ``num_workers`` / ``cache`` = auto).
 
     The validation split (what picks ``best.ckpt``) is ``val_sequences`` (training groups named
     by the user), else the dataset's own ``val`` split, else ``val_fraction`` of its training
     groups, never of its frames, and never the ``test`` split (what ``deblur.evaluate`` reports:
     choosing on it would leak)."""
 
-    _procedural: ProceduralPairs | None = None
-    _splits: dict[str, list[Pair]] | None = None
+    task: str
+    name: str
+    layout: Mapping[str, Any]
+    root: str | Path | None
+    blur_key: str
+    crop_size: int | None
+    pre_crop_scale: float | None
+    batch_size: int
+    val_batch_size: int
+    num_workers: int | str
+    pin_memory: bool | None
+    persistent_workers: bool
+    multiprocessing_context: str | None
+    cache: bool | str
+    augment: AugmentList
+    augment_on: str
+    val_fraction: float
+    val_sequences: Sequence[str] | None = None
+    max_train_pairs: int | None
+    max_val_pairs: int | None
+    max_test_pairs: int | None
+    min_val_side: int | None
+    seed: int
+    variant: str | None = None
+    embedded: Mapping[str, Any] | None = None
+    check_train_files: bool = True
+    val_pairs_during_training: int | None = None
+    on_gpu: bool = False
+    _procedural: ProceduralPairs | None = field(init=False, default=None)
+    _splits: dict[str, list[Pair]] | None = field(init=False, default=None)
 
-    def __init__(
-        self,
-        *,
-        task: str,
-        name: str,
-        layout: Mapping[str, Any],
-        root: str | Path | None,
-        blur_key: str,
-        crop_size: int | None,
-        pre_crop_scale: float | None,
-        batch_size: int,
-        val_batch_size: int,
-        num_workers: int | str,
-        pin_memory: bool | None,
-        persistent_workers: bool,
-        multiprocessing_context: str | None,
-        cache: bool | str,
-        augment: AugmentList,
-        augment_on: str,
-        val_fraction: float,
-        val_sequences: Sequence[str] | None = None,
-        max_train_pairs: int | None,
-        max_val_pairs: int | None,
-        max_test_pairs: int | None,
-        min_val_side: int | None,
-        seed: int,
-        variant: str | None = None,
-        embedded: Mapping[str, Any] | None = None,
-        check_train_files: bool = True,
-        val_pairs_during_training: int | None = None,
-        on_gpu: bool = False,
-    ) -> None:
-        """Every argument is a ``data.*`` key (defaults in conf/data) but ``task`` and ``on_gpu``
-        (the trainer's device, for ``num_workers`` / ``cache`` = auto)."""
+    def __post_init__(self) -> None:
         super().__init__()
-        _choice("DeblurDataModule task", task, TASKS)
-        _choice("data.augment_on", augment_on, AUGMENT_ON)
-        self.task, self.name, self.on_gpu, self.seed = task, name, bool(on_gpu), int(seed)
-        self.read_pairs, self.layout = _build_layout(layout)
-        self.root = None if root in (None, "") else Path(str(root)).expanduser()
-        self.blur_key, self.variant, self.crop_size = blur_key, variant, crop_size
-        self.pre_crop_scale = None if pre_crop_scale is None else float(pre_crop_scale)
-        self.batch_size, self.val_batch_size = int(batch_size), int(val_batch_size)
-        self.num_workers = loader_workers(num_workers, self.on_gpu)
-        self.pin_memory = torch.cuda.is_available() if pin_memory is None else bool(pin_memory)
-        self.persistent_workers, self.cache = bool(persistent_workers), cache
-        self.multiprocessing_context = multiprocessing_context
-        self.augment, self.augment_on = _plain(augment), augment_on
-        gpu = augment_on == "gpu"  # the workers cut the patch, on_after_batch_transfer warps it
-        self._tensor_augment = TensorAugment(self.augment, crop_size, self.seed) if gpu else None
-        self.val_fraction = float(val_fraction)
-        seqs = [val_sequences] if isinstance(val_sequences, str) else val_sequences or []
-        self.val_sequences = [str(v) for v in seqs] or None
-        self.limits = {"train": max_train_pairs, "val": max_val_pairs, "test": max_test_pairs}
-        self.val_pairs_during_training = val_pairs_during_training
-        self.min_val_side = None if min_val_side is None else int(min_val_side)
-        self.check_train_files = bool(check_train_files)
-        self.embedded = dict(_plain(embedded) or {})  # minus the mix: the build parameters
-        self.mix = _training_mix(self.embedded, f"data={name} (layout '{self.layout}')", crop_size)
+        _choice("DeblurDataModule task", self.task, TASKS)
+        _choice("data.augment_on", self.augment_on, AUGMENT_ON)
+        self.read_pairs, self.layout = _build_layout(self.layout)
+        self.root = None if self.root in (None, "") else Path(str(self.root)).expanduser()
+        self.num_workers = loader_workers(self.num_workers, self.on_gpu)
+        if self.pin_memory is None:
+            self.pin_memory = torch.cuda.is_available()
+        self.augment = _plain(self.augment)
+        gpu = self.augment_on == "gpu"  # the workers cut the patch, on_after_batch_transfer warps
+        self._tensor_augment = (
+            TensorAugment(self.augment, self.crop_size, self.seed) if gpu else None
+        )
+        seqs = self.val_sequences
+        self.val_sequences = [str(v) for v in ([seqs] if isinstance(seqs, str) else seqs or [])]
+        self.embedded = dict(_plain(self.embedded) or {})  # minus the mix: the build parameters
+        data = f"data={self.name} (layout '{self.layout}')"
+        self.mix = _training_mix(self.embedded, data, self.crop_size)
         self.train_source, self.train_blur = self.mix.train_source, self.mix.train_blur
         self.procedural_per_epoch = self.mix.procedural_per_epoch
         self._datasets: dict[str, Dataset] = {}
@@ -333,7 +324,10 @@ class DeblurDataModule(pl.LightningDataModule):
             train, val = split_by_group(train, self.val_fraction, self.seed)
         self._photo_train = list(train)  # the colour palette of procedural images comes from these
         files = ([] if self.train_source == "procedural" else train, val, found.get("test", val))
-        self._splits = {k: subsample(v, self.limits[k]) for k, v in zip(self.limits, files)}
+        limits = (self.max_train_pairs, self.max_val_pairs, self.max_test_pairs)
+        self._splits = {
+            k: subsample(v, n) for k, v, n in zip(("train", "val", "test"), files, limits)
+        }
         n = [len(v) for v in self._splits.values()]
         leaves = f" + {self.procedural_per_epoch} procedural (dead-leaves) train pairs per epoch"
         log.info(
