@@ -76,24 +76,17 @@ def identify(cfg: Mapping[str, Any] | DictConfig) -> tuple[dict[str, Any], dict[
             value = str(resolve_classifier_checkpoint(value, *where))
         if value:
             files[key] = value
-    flat = {
-        k: v
-        for k, v in flat.items()
-        if not any(k == x or k.startswith(x + ".") for x in IDENTITY_EXCLUDE)
-    }
+    skip = tuple(f"{x}." for x in IDENTITY_EXCLUDE)  # a key and everything below it
+    flat = {k: v for k, v in flat.items() if not f"{k}.".startswith(skip)}
     for key, path in files.items():
         p = Path(path).expanduser()
         digest = f"sha256:{file_sha256(p)}" if p.is_file() else f"missing file:{path}"
-        flat[key] = digest
         # the same path copied into derived nodes (e.g. system.disc_checkpoint) is content too
-        for other, value in flat.items():
-            if other != key and value == path:
-                flat[other] = digest
+        flat |= {k: digest for k, v in flat.items() if v == path} | {key: digest}
     for key in PATH_KEYS:
         if flat.get(key):
             flat[key] = os.path.abspath(os.path.expanduser(str(flat[key])))
-    text = json.dumps(flat, sort_keys=True, default=str)
-    digest = hashlib.sha256(text.encode()).hexdigest()
+    digest = hashlib.sha256(json.dumps(flat, sort_keys=True, default=str).encode()).hexdigest()
     return {"hash": digest, "config": dict(sorted(flat.items()))}, files
 
 
