@@ -25,9 +25,8 @@ BAR_LABEL = {"rotation": 90, "fontsize": 7, "ha": "center", "va": "bottom"}  # a
 def _wide(table: Table, block: int, texts: pd.Series) -> pd.DataFrame:
     """One block as rows x (column value, metric) of ``texts``, in table order."""
     spec, labels = table.spec, {m.key: m.label for m in table.spec.metrics}
-    cells = table.cells.assign(text=texts)
+    cells = table.cells.assign(text=texts, label=table.cells["row"].replace(ROW_LABELS))
     cells = cells[cells["block"] == block]
-    cells["label"] = cells["row"].map(lambda r: ROW_LABELS.get(r, r))
     cells["header"] = [
         f"{spec.col}={c} {labels[m]}" if spec.col else labels[m]
         for c, m in zip(cells[spec.grid[-1]], cells["metric"])
