@@ -22,14 +22,13 @@ from deblur.data.transforms import PATCH_BORDER, AugmentList, augment_items, bui
 
 AUGMENT_ON = ("cpu", "gpu")  # the values of data.augment_on
 
-SUPPORTED = "HorizontalFlip, VerticalFlip, Transpose, Affine, OpticalDistortion, ElasticTransform"
-
 
 def _unsupported(key: str, what: str) -> DataError:
     return DataError(
-        f"data.augment.{key}: {what} is not supported with data.augment_on=gpu (the tensor "
-        f"path implements {SUPPORTED} with linear interpolation and reflect_101 borders). Use "
-        "data.augment_on=cpu for this augmentation list, or change that entry."
+        f"data.augment.{key}: {what} is not supported with data.augment_on=gpu (the tensor path "
+        "has HorizontalFlip, VerticalFlip, Transpose, Affine, OpticalDistortion, ElasticTransform "
+        "with linear interpolation and reflect_101 borders). Use data.augment_on=cpu for this "
+        "list, or change that entry."
     )
 
 
@@ -41,9 +40,7 @@ class _Op:
 
 
 def _range(value: Any) -> tuple[float, float]:
-    if isinstance(value, int | float):
-        return float(value), float(value)
-    lo, hi = value
+    lo, hi = (value, value) if isinstance(value, int | float) else value
     return float(lo), float(hi)
 
 
@@ -270,22 +267,18 @@ class TensorAugment:
                 f"{tuple(first.shape)}. Set data.pre_crop_scale (e.g. 1.6, the default) so the "
                 "workers cut square patches, or use data.augment_on=cpu."
             )
-        for t in images[1:]:
-            if t.shape[0] != first.shape[0] or t.shape[-2:] != first.shape[-2:]:
-                raise DataError(
-                    f"data.augment_on=gpu: the images of a batch differ in size ({tuple(first.shape)}"
-                    f" vs {tuple(t.shape)}); both images of a pair must be the same size."
-                )
-        b, size = first.shape[0], first.shape[-1]
-        grid, params = self.grid(b, size, first.device, gen)
+        sizes = [(t.shape[0], *t.shape[-2:]) for t in images]
+        if odd := [tuple(t.shape) for t, size in zip(images, sizes) if size != sizes[0]]:
+            raise DataError(
+                f"data.augment_on=gpu: the images of a batch differ in size ({tuple(first.shape)} "
+                f"vs {odd[0]}); both images of a pair must be the same size."
+            )
+        grid, params = self.grid(first.shape[0], first.shape[-1], first.device, gen)
         outs = []
         for t in images:
             src = t if t.is_floating_point() else t.float()
-            g = grid.to(src.dtype) if src.dtype in (torch.float16, torch.bfloat16) else grid
-            out = F.grid_sample(
-                src, g, mode="bilinear", padding_mode="reflection", align_corners=True
-            )
-            outs.append(out.to(t.dtype) if not t.is_floating_point() else out)
+            kw = {"mode": "bilinear", "padding_mode": "reflection", "align_corners": True}
+            outs.append(F.grid_sample(src, grid.to(src.dtype), **kw).to(t.dtype))
         return outs, params
 
     @staticmethod
