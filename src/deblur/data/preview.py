@@ -1,9 +1,6 @@
-"""Contact sheet of sharp / blurred / kernel triples: ``python -m deblur.data.preview data=...``.
-
-Writes ``preview.png`` into the run folder (or ``out=...``) and prints its path. With procedural
-training pairs (``data.embedded.train_source``) the training split, shown then, has those of
-epoch 0.
-"""
+"""Contact sheet of sharp / blurred / kernel triples, ``python -m deblur.data.preview data=...``:
+``preview.png`` in the run folder (or ``out=...``), its path printed. Procedural training pairs
+(``data.embedded.train_source``: the split shown then) are those of epoch 0."""
 
 from __future__ import annotations
 
@@ -95,20 +92,17 @@ def preview_samples(dm, split: str, n: int) -> list[Pair | Sample]:
     if split not in ("train", "val", "test"):
         raise ValueError(f"split={split}: choose train, val or test.")
     items: list[Pair | int] = list(getattr(dm, f"{split}_pairs"))
-    generator = getattr(dm, "procedural", None) if split == "train" else None
-    if generator is not None:
-        items += list(range(int(dm.procedural_per_epoch)))
+    generator = dm.procedural if split == "train" else None
+    items += list(range(dm.procedural_per_epoch)) if generator is not None else []
     if not items:
         raise ValueError(f"The {split} split of data={dm.name} is empty: nothing to preview.")
     n = max(1, min(int(n), len(items)))
-    chosen = [items[i] for i in np.linspace(0, len(items) - 1, n).round().astype(int)]
     out: list[Pair | Sample] = []
-    for item in chosen:
-        if isinstance(item, Pair):
-            out.append(item)
-        else:
+    for item in (items[i] for i in np.linspace(0, len(items) - 1, n).round().astype(int)):
+        if isinstance(item, int):  # a procedural pair of epoch 0
             blur, sharp, kernel = generator.pair(0, item)
-            out.append(Sample(f"deadleaves/e0/{item:06d}", sharp, blur, kernel))
+            item = Sample(generator.name(0, item), sharp, blur, kernel)
+        out.append(item)
     return out
 
 
@@ -116,13 +110,10 @@ def preview_samples(dm, split: str, n: int) -> list[Pair | Sample]:
 def main(cfg: DictConfig) -> str:
     """Compose ``conf/preview.yaml``, pick ``n`` pairs of ``split`` and write the sheet."""
     dm = instantiate(cfg.data, task="paired")
-    split = cfg.split
-    if split is None:  # procedural training data is what a person wants to see then
-        split = "train" if getattr(dm, "train_source", "photos") != "photos" else "val"
-    chosen = preview_samples(dm, split, int(cfg.n))
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
-    out = Path(cfg.out) if cfg.out else run_dir / "preview.png"
-    write_image(out, contact_sheet(chosen, int(cfg.tile)))
+    # null: the procedural training data when there is some (what a person wants to see then)
+    split = cfg.split or ("train" if dm.train_source != "photos" else "val")
+    out = Path(cfg.out or Path(HydraConfig.get().runtime.output_dir) / "preview.png")
+    write_image(out, contact_sheet(preview_samples(dm, split, cfg.n), cfg.tile))
     print(out.resolve())
     return str(out)
 
