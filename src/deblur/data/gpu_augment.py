@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from deblur.data.io import DataError, from_uint8
-from deblur.data.transforms import PATCH_BORDER, AugmentList, augment_items, build_augmentation
+from deblur.data.transforms import PATCH_BORDER, AugmentList, build_augmentations
 
 AUGMENT_ON = ("cpu", "gpu")  # the values of data.augment_on
 
@@ -122,13 +122,9 @@ class TensorAugment:
     workers cut), then the centre ``crop_size`` crop; see the module docstring."""
 
     def __init__(self, augment: AugmentList, crop_size: int | None, seed: int = 0) -> None:
-        self.ops: list[_Op] = []
-        for key, spec in augment_items(augment):
-            aug = build_augmentation(spec, key)  # parsed and validated as on the CPU path
-            if aug is not None:
-                self.ops.append(_op_from(key, aug))
-        self.crop_size = None if crop_size in (None, 0) else int(crop_size)
-        self.seed = int(seed)
+        # built, parsed and validated by albumentations as on the CPU path
+        self.ops = [_op_from(key, aug) for key, aug in build_augmentations(augment)]
+        self.crop_size, self.seed = int(crop_size) if crop_size else None, int(seed)
 
     def sample(self, batch: int, size: int, gen: torch.Generator) -> dict[str, Tensor]:
         """Per-sample parameters (CPU tensors) of every op, from ``gen``; an op that is not

@@ -46,10 +46,7 @@ class EpochSeededSampler(Sampler[tuple[int, int, int]]):
         rank: int | None = None,
         uneven: str | None = None,
     ) -> None:
-        self.length = int(length)
-        self.seed = int(seed)
-        self.shuffle = shuffle
-        self.epoch = 0
+        self.length, self.seed, self.shuffle, self.epoch = int(length), int(seed), shuffle, 0
         dist_rank, dist_size = dist_rank_and_size()
         self.num_replicas = int(dist_size if num_replicas is None else num_replicas)
         self.rank = int(dist_rank if rank is None else rank)

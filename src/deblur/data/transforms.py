@@ -1,10 +1,7 @@
-"""The training augmentations with albumentations 2.x: identical geometry on blurred and sharp.
-
-``data.augment`` (conf/data/_common.yaml: the thesis' HorizontalFlip, ShiftScaleRotate as
-``Affine``, Transpose, OpticalDistortion, ElasticTransform) in order, then pad to and randomly
-crop ``crop_size``. Each entry is a ``_target_`` node (``p: 0`` or null: off); ``border_mode``
-may be a name and a warping entry must give it (albumentations 2.x defaults to a black border).
-"""
+"""The training augmentations with albumentations 2.x, identical geometry on blurred and sharp:
+``data.augment`` (conf/data/_common.yaml) in order, then pad to and randomly crop ``crop_size``.
+Each entry is a ``_target_`` node (``p: 0`` or null: off); ``border_mode`` may be a name and a
+warping entry must give it (albumentations 2.x defaults to a black border)."""
 
 from __future__ import annotations
 
@@ -13,7 +10,6 @@ from typing import Any
 
 import albumentations as A
 import cv2
-from omegaconf import DictConfig
 
 from deblur.data.io import DataError, instantiate_node
 
@@ -25,13 +21,12 @@ AugmentList = Mapping[str, Any] | Sequence[Any] | None  # data.augment: names ->
 PATCH_BORDER = cv2.BORDER_REFLECT_101  # pad-to-crop: images smaller than the crop are mirrored
 
 
-def augment_items(augment: AugmentList) -> list[tuple[str, Any]]:
-    """``(name, entry)`` of a ``data.augment`` mapping (or list) in order."""
-    if augment is None:
-        return []
-    if isinstance(augment, Mapping | DictConfig):
-        return [(str(k), v) for k, v in augment.items()]
-    return [(str(i), v) for i, v in enumerate(augment)]
+def build_augmentations(augment: AugmentList) -> list[tuple[str, A.BasicTransform]]:
+    """``(name, built transform)`` of the entries of a ``data.augment`` mapping (or list) that
+    are on, in order."""
+    items = augment.items() if isinstance(augment, Mapping) else enumerate(augment or [])
+    built = ((str(key), build_augmentation(spec, str(key))) for key, spec in items)
+    return [(key, aug) for key, aug in built if aug is not None]
 
 
 def build_augmentation(spec: Mapping[str, Any] | None, key: str = "?") -> A.BasicTransform | None:
@@ -60,6 +55,11 @@ def build_augmentation(spec: Mapping[str, Any] | None, key: str = "?") -> A.Basi
     return aug
 
 
+def _pad_crop(size: int, crop: type[A.BasicTransform]) -> list[A.BasicTransform]:
+    """Reflect-pad to and crop (random or centre) a ``size`` square."""
+    return [A.PadIfNeeded(size, size, border_mode=PATCH_BORDER), crop(size, size)]
+
+
 def build_train_transform(
     augment: AugmentList,
     crop_size: int | None,
@@ -73,20 +73,9 @@ def build_train_transform(
     warps the whole image, as the thesis did."""
     if pre_crop and crop_size and int(pre_crop) < int(crop_size):
         raise DataError(f"data.pre_crop ({pre_crop}) must be >= data.crop_size ({crop_size}).")
-    transforms: list[A.BasicTransform] = []
-    if pre_crop and crop_size:
-        size = int(pre_crop)
-        transforms += [
-            A.PadIfNeeded(size, size, border_mode=PATCH_BORDER),
-            A.RandomCrop(size, size),
-        ]
-    for key, spec in augment_items(augment):
-        aug = build_augmentation(spec, key)
-        if aug is not None:
-            transforms.append(aug)
+    transforms = _pad_crop(int(pre_crop), A.RandomCrop) if pre_crop and crop_size else []
+    transforms += [aug for _, aug in build_augmentations(augment)]
     if crop_size:
-        size = int(crop_size)
-        crop = A.CenterCrop(size, size) if pre_crop else A.RandomCrop(size, size)
-        transforms += [A.PadIfNeeded(size, size, border_mode=PATCH_BORDER), crop]
+        transforms += _pad_crop(int(crop_size), A.CenterCrop if pre_crop else A.RandomCrop)
     targets = {"target": "image"} if paired else None
     return A.Compose(transforms, additional_targets=targets, seed=seed)
