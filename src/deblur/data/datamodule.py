@@ -29,12 +29,7 @@ from deblur.data.datasets import (
     PairedDataset,
     ProceduralDataset,
 )
-from deblur.data.deadleaves import (
-    DeadLeaves,
-    ProceduralPairs,
-    ReblurredPhotos,
-    palette_from_images,
-)
+from deblur.data.deadleaves import DeadLeaves, ProceduralPairs, ReblurredPhotos, palette_from_images
 from deblur.data.gpu_augment import AUGMENT_ON, TensorAugment
 from deblur.data.io import DataError, image_size, instantiate_node, read_image, read_kernel
 from deblur.data.pairs import Pair, listing, split_by_group, subsample
@@ -376,19 +371,19 @@ class DeblurDataModule(pl.LightningDataModule):
         """Read the pairs once per node before ``setup`` (data=embedded: build it on first use)."""
         self._resolve()
 
-    def _pre_crop(self) -> int | None:
-        if not self.pre_crop_scale or not self.crop_size:
+    def _pre_crop(self, size: int | None) -> int | None:
+        """The side of the patch augmented before the centre ``size`` crop (None: the image)."""
+        if not self.pre_crop_scale or not size:
             return None
         if self.pre_crop_scale < 1.0:
             raise DataError(f"data.pre_crop_scale must be >= 1 or null, got {self.pre_crop_scale}.")
-        return int(round(self.crop_size * self.pre_crop_scale))
+        return int(round(size * self.pre_crop_scale))
 
     def _item_size(self) -> int | None:
         """Side of a training item: the crop, or (augment_on=gpu) the patch the GPU warps."""
         if self._tensor_augment is None:
             return self.crop_size
-        pre = self._pre_crop()
-        if pre is None:
+        if (pre := self._pre_crop(self.crop_size)) is None:
             raise DataError(
                 "data.augment_on=gpu needs data.pre_crop_scale (e.g. 1.6) and data.crop_size: "
                 "the workers cut a square patch that the GPU then warps and crops. Set them, "
@@ -401,8 +396,7 @@ class DeblurDataModule(pl.LightningDataModule):
         the ``data.augment`` list on a pre-crop patch, then the centre ``size``."""
         if self._tensor_augment is not None:
             return build_train_transform(None, size, paired=paired, seed=self.seed)
-        pre = None if self._pre_crop() is None else int(round(size * self.pre_crop_scale))
-        return build_train_transform(self.augment, size, paired, self.seed, pre_crop=pre)
+        return build_train_transform(self.augment, size, paired, self.seed, self._pre_crop(size))
 
     def _make(self, split: str) -> Dataset:
         if split == "val_subset":  # data.val_pairs_during_training: evenly spaced, fixed
@@ -412,9 +406,9 @@ class DeblurDataModule(pl.LightningDataModule):
         cache, classify = self._image_cache, self.task == "classify"
         if split != "train":
             if classify:
-                return ClassificationDataset(pairs, None, cache=cache)
+                return ClassificationDataset(pairs, cache=cache)
             with_kernel = bool(pairs) and all(p.kernel is not None for p in pairs)
-            return PairedDataset(pairs, None, cache=cache, with_kernel=with_kernel)
+            return PairedDataset(pairs, cache=cache, with_kernel=with_kernel)
         # augment_on=gpu: items stay uint8 (a quarter of the bytes through the workers and
         # pinned memory); TensorAugment scales them to [-1, 1] on the device
         raw, size = self._tensor_augment is not None, self._item_size()
