@@ -138,8 +138,8 @@ def _restore_dtype(out: np.ndarray, dtype: np.dtype) -> np.ndarray:
 
 
 def apply_kernel(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
-    """Convolve (true convolution, not correlation) an ``H x W (x C)`` image with a PSF used as
-    given, borders reflected (``BORDER_REFLECT_101``); the input dtype (integers rounded, clipped)."""
+    """Convolve (not correlate) an ``H x W (x C)`` image with a PSF used as given, borders
+    reflected (``BORDER_REFLECT_101``); the input dtype (integers rounded, clipped)."""
     img = np.asarray(image)
     k = np.asarray(kernel, np.float32)
     if k.ndim != 2 or k.shape[0] % 2 == 0 or k.shape[1] % 2 == 0:

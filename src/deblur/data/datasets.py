@@ -65,7 +65,8 @@ class ImageCache:
 class PairedDataset(Dataset):
     """(blurred, sharp) pairs -> ``{"blur", "sharp", "name"}``; ``transform(image=blur,
     target=sharp)`` or None (full resolution); ``with_kernel`` adds the ``1 x k x k`` ``"kernel"``
-    of pairs that know it; ``cache=True`` decodes every image up front (an :class:`ImageCache`: those it holds)."""
+    of pairs that know it; ``cache``: True decodes every image up front, an :class:`ImageCache`
+    serves those it holds."""
 
     def __init__(
         self,

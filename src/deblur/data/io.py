@@ -32,14 +32,9 @@ class ImageReadError(DataError):
 
 
 def instantiate_node(
-    node: Any,
-    where: str,
-    example: str,
-    fix: str,
-    want: tuple[type, str] | None = None,
-    **kwargs: Any,
+    node: Any, where: str, example: str, fix: str, want: tuple[type, str] | None = None, **kw: Any
 ) -> Any:
-    """``hydra.utils.instantiate(node, _convert_="all", **kwargs)`` of a ``_target_`` node; a node
+    """``hydra.utils.instantiate(node, _convert_="all", **kw)`` of a ``_target_`` node; a node
     without one (``example`` shows one), a failure to build it or a result that is not ``want``
     (a type and its name) is a :class:`DataError` naming ``where``, the cause and ``fix``."""
     from hydra.errors import InstantiationException
@@ -48,7 +43,7 @@ def instantiate_node(
     if not isinstance(node, Mapping) or "_target_" not in node:
         raise DataError(f"{where} needs a '_target_' node such as {example}, got {node!r}.")
     try:
-        built = instantiate(node, _convert_="all", **kwargs)
+        built = instantiate(node, _convert_="all", **kw)
     except InstantiationException as exc:
         cause = exc.__cause__ or exc
         raise DataError(
@@ -216,9 +211,7 @@ def to_tensor(image: np.ndarray, uint8: bool = False) -> torch.Tensor:
     """uint8 ``H x W x 3`` -> float32 ``3 x H x W`` in [-1, 1] (``uint8``: the uint8
     ``3 x H x W`` tensor, for :func:`from_uint8` on the device)."""
     if image.dtype != np.uint8 or image.ndim != 3:
-        raise DataError(
-            f"to_tensor needs a uint8 H x W x C image, got {image.dtype} {image.shape}."
-        )
+        raise DataError(f"to_tensor needs a uint8 H x W x C image, got {image.dtype} {image.shape}")
     chw = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
     return chw if uint8 else from_uint8(chw)
 
@@ -229,7 +222,7 @@ def from_uint8(chw: torch.Tensor) -> torch.Tensor:
 
 
 def to_uint8(tensor: torch.Tensor) -> np.ndarray:
-    """float ``3 x H x W`` in [-1, 1] -> uint8 ``H x W x 3`` (clamped and rounded, not truncated)."""
+    """float ``3 x H x W`` in [-1, 1] -> uint8 ``H x W x 3``, clamped and rounded (not cut)."""
     t = tensor.detach()
     if t.ndim == 4 and t.shape[0] == 1:
         t = t[0]
