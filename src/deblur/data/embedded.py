@@ -83,15 +83,8 @@ def available_photos(names: Sequence[str] | None = None) -> dict[str, Path]:
     return found
 
 
-_BUILD_KEYS = {
-    "long_side": int,
-    "blurs_per_photo": int,
-    "kernel_size": int,
-    "min_length": float,
-    "max_length": float,
-    "noise_sigma": float,
-    "seed": int,
-}
+_BUILD_KEYS = "long_side blurs_per_photo kernel_size min_length max_length noise_sigma seed".split()
+_FLOATS = {"min_length", "max_length", "noise_sigma"}  # the other build keys are ints
 
 
 def _params(values: Sequence[Any], photos: Sequence[str]) -> dict[str, Any]:
@@ -101,7 +94,7 @@ def _params(values: Sequence[Any], photos: Sequence[str]) -> dict[str, Any]:
     check_odd(build["kernel_size"], "data.embedded.kernel_size")
     if build["max_length"] is None:
         build["max_length"] = int(build["kernel_size"]) - 1
-    typed = {k: cast(build[k]) for k, cast in _BUILD_KEYS.items()}
+    typed = {k: (float if k in _FLOATS else int)(build[k]) for k in _BUILD_KEYS}
     return {"format": FORMAT_VERSION, **typed, "photos": sorted(photos)}
 
 
