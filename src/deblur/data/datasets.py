@@ -5,6 +5,7 @@ label 1, and ``2 i + 1`` the sharp image, label 0, of pair ``i``). ``uint8`` kee
 
 from __future__ import annotations
 
+import bisect
 import logging
 import os
 from collections.abc import Callable, Iterable, Sequence
@@ -14,7 +15,7 @@ from typing import Any, Protocol
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import ConcatDataset, Dataset
 
 from deblur.data.io import DataError, read_image, read_kernel, to_tensor
 from deblur.data.pairs import Pair
@@ -163,16 +164,9 @@ class ProceduralDataset(Dataset):
         return _paired_item(blurred, sharp, self.pairs.name(epoch, index), self.uint8)
 
 
-class ConcatSamples(Dataset):
-    """Datasets one after the other, passing the sampler's ``(index, seed, epoch)`` through
-    (``torch.utils.data.ConcatDataset`` takes plain integer indices only)."""
-
-    def __init__(self, datasets: Sequence[Dataset]) -> None:
-        self.datasets = [d for d in datasets if len(d) > 0]
-        self.offsets = np.cumsum([0] + [len(d) for d in self.datasets]).tolist()
-
-    def __len__(self) -> int:
-        return int(self.offsets[-1])
+class ConcatSamples(ConcatDataset):
+    """``torch.utils.data.ConcatDataset`` that passes the sampler's ``(index, seed, epoch)``
+    through (its own takes plain integer indices only)."""
 
     def reseed(self, seed: int) -> None:
         """Reseed every part's augmentation (called per DataLoader worker)."""
@@ -182,9 +176,8 @@ class ConcatSamples(Dataset):
 
     def __getitem__(self, index: int | tuple[int, ...]) -> dict[str, Any]:
         index, *rest = index if isinstance(index, tuple | list) else (index,)
-        index = int(index)
-        if not 0 <= index < len(self):
+        if not 0 <= (index := int(index)) < len(self):
             raise IndexError(f"Index {index} out of range for {len(self)} samples.")
-        part = int(np.searchsorted(self.offsets, index, side="right")) - 1
-        local = index - self.offsets[part]
+        part = bisect.bisect_right(self.cumulative_sizes, index)
+        local = index - (self.cumulative_sizes[part - 1] if part else 0)
         return self.datasets[part][(local, *rest) if rest else local]
