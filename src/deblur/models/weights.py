@@ -1,7 +1,5 @@
-"""Pretrained weights of timm backbones and torchvision's VGG19, from (in order) ``weights_path``,
-``$DEBLUR_WEIGHTS_DIR/<model>.<ext>``, or the library's download / cache; else a
-:class:`PretrainedWeightsError` naming the file and the fixes. ``pretrained=false``: random
-weights and a loud warning; nothing is substituted silently."""
+"""Pretrained weights of timm backbones and VGG19: ``weights_path``, ``$DEBLUR_WEIGHTS_DIR``, or
+the download / cache; else a :class:`PretrainedWeightsError` (nothing is substituted silently)."""
 
 from __future__ import annotations
 

@@ -235,15 +235,11 @@ _LIGHTNING_EVAL_WARNING = r"Found \d+ module\(s\) in eval mode at the start of t
 def _eval_modules_are_by_design(system: pl.LightningModule) -> bool:
     """True when every submodule in eval mode is one the system keeps there on purpose (fixed
     VGG19, frozen D, EMA generator): Lightning's warning is then replaced by one log line."""
-    by_design = getattr(system, "eval_by_design", dict)()
-    in_eval = [n for n, m in system.named_modules() if n and not m.training]
-
-    def under(name: str, prefix: str) -> bool:
-        return name == prefix or name.startswith(prefix + ".")
-
-    if not in_eval or not all(any(under(n, p) for p in by_design) for n in in_eval):
+    by_design = {f"{p}.": why for p, why in getattr(system, "eval_by_design", dict)().items()}
+    in_eval = [f"{n}." for n, m in system.named_modules() if n and not m.training]  # "a.b."
+    if not in_eval or not all(any(n.startswith(p) for p in by_design) for n in in_eval):
         return False
-    used = [why for p, why in by_design.items() if any(under(n, p) for n in in_eval)]
+    used = [why for p, why in by_design.items() if any(n.startswith(p) for n in in_eval)]
     log.info("In eval mode during training, by design: %s.", ", ".join(used))
     return True
 

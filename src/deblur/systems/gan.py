@@ -95,18 +95,16 @@ class LinearDecay(torch.optim.lr_scheduler.LambdaLR):
     ) -> None:
         base = float(optimizer.defaults["lr"])
         min_factor = min(min_lr / base, 1.0) if base > 0 else 0.0
-        super().__init__(
-            optimizer,
-            lambda step: linear_decay_factor(
-                step * iterations_per_step, total(), decay_start, min_factor
-            ),
-        )
+
+        def factor(step: int) -> float:
+            return linear_decay_factor(step * iterations_per_step, total(), decay_start, min_factor)
+
+        super().__init__(optimizer, factor)
 
 
 class GANSystem(pl.LightningModule):
-    """Generator + discriminator + losses for one cell of the study, built by Hydra from the run
-    config's ``system`` node (``deblur.systems.fit.build_system``). ``cfg``, the whole resolved
-    run config, is saved as ``hyper_parameters["cfg"]``: tools rebuild the networks from it."""
+    """Generator + discriminator + losses of one cell of the study, built from the ``system``
+    node; ``cfg`` (the resolved run config, ``hyper_parameters["cfg"]``) rebuilds the networks."""
 
     def __init__(
         self,
@@ -369,7 +367,6 @@ class GANSystem(pl.LightningModule):
         logs: dict[str, Tensor] = {}
         with self.toggled_optimizer(opt_g):
             content = self.content_loss(fake, sharp)
-            g_adv, g_total = content["total"].new_zeros(()), content["total"]  # loss=none
             if self.discriminator is not None:
                 real_out = None  # D(y): read by a relativistic loss, logged for a frozen D
                 if not d_trains or self.adv_loss.uses_real_in_g:
@@ -385,6 +382,8 @@ class GANSystem(pl.LightningModule):
                 if self.grad_share_every and self._host_iteration % self.grad_share_every == 0:
                     logs["train/adv_grad_share"] = self._adv_grad_share(content["total"], g_adv)
                     self._grad_shares.append(logs["train/adv_grad_share"])
+            else:  # loss=none: content only
+                g_adv, g_total = content["total"].new_zeros(()), content["total"]
             self._note_finite(1, g_adv, content["pixel"], content["perceptual"])
             opt_g.zero_grad(set_to_none=True)
             self.manual_backward(g_total)
