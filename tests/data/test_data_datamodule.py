@@ -92,7 +92,8 @@ def test_classification_labels(tmp_path):
 
 def test_ram_cache_serves_decoded_images(tmp_path):
     pairs = [_pair(tmp_path, "a"), _pair(tmp_path, "b", seed=1)]
-    cached = PairedDataset(pairs, cache=True)
+    cached = PairedDataset(pairs, cache=ImageCache().preload(p.blur for p in pairs))
+    cached.cache.preload(p.sharp for p in pairs)  # adds only what it lacks
     expected = PairedDataset(pairs)[0]
     assert isinstance(cached.cache, ImageCache) and len(cached.cache) == 4
     for p in pairs:

@@ -66,20 +66,17 @@ class ImageCache:
 class PairedDataset(Dataset):
     """(blurred, sharp) pairs -> ``{"blur", "sharp", "name"}``; ``transform(image=blur,
     target=sharp)`` or None (full resolution); ``with_kernel`` adds the ``1 x k x k`` ``"kernel"``
-    of pairs that know it; ``cache``: True decodes every image up front, an :class:`ImageCache`
-    serves those it holds."""
+    of pairs that know it; ``cache`` serves the images it holds (decoded up front)."""
 
     def __init__(
         self,
         pairs: Sequence[Pair],
         transform: Transform | None = None,
-        cache: bool | ImageCache | None = None,
+        cache: ImageCache | None = None,
         with_kernel: bool = False,
         uint8: bool = False,
     ) -> None:
-        self.pairs, self.transform = list(pairs), transform
-        paths = (p for q in self.pairs for p in (q.blur, q.sharp))
-        self.cache = ImageCache().preload(paths) if cache is True else cache or ImageCache()
+        self.pairs, self.transform, self.cache = list(pairs), transform, cache or ImageCache()
         self.with_kernel, self.uint8 = with_kernel, uint8
 
     def __len__(self) -> int:
