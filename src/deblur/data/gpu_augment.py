@@ -128,7 +128,7 @@ class TensorAugment:
 
     def sample(self, batch: int, size: int, gen: torch.Generator) -> dict[str, Tensor]:
         """Per-sample parameters (CPU tensors) of every op, from ``gen``; an op that is not
-        applied to a sample gets its identity parameters."""
+        applied to a sample gets its identity parameters (affine: the matrix and its inverse)."""
 
         def uni(lo_hi: tuple[float, float]) -> Tensor:
             lo, hi = lo_hi
@@ -150,6 +150,7 @@ class TensorAugment:
                 kept = [torch.where(on, v, torch.full_like(v, off)) for v, off in drawn]
                 out[f"{i}.matrix"] = affine_matrix(*kept, size)
                 out[f"{i}.angle"] = angle
+                out[f"{i}.inverse"] = torch.linalg.inv(out[f"{i}.matrix"])  # on the host, float64
             elif op.kind == "optical":
                 out[f"{i}.k"] = torch.where(on, uni(op.params["k"]), torch.zeros(batch).double())
         return out
@@ -212,16 +213,9 @@ class TensorAugment:
         return grid, params
 
     def _to_device(self, params: dict[str, Tensor], batch: int, device: torch.device) -> dict:
-        """The parameters the warp reads, moved to ``device`` in one host-to-device copy (one
-        packed float32 tensor, pinned on CUDA): ``{i}.on``, ``{i}.k`` and the inverse affine
-        matrices ``{i}.inverse`` (inverted on the host, in float64)."""
-        host = {}
-        for i, op in enumerate(self.ops):
-            host[f"{i}.on"] = params[f"{i}.on"]
-            if op.kind == "affine":
-                host[f"{i}.inverse"] = torch.linalg.inv(params[f"{i}.matrix"])
-            elif op.kind == "optical":
-                host[f"{i}.k"] = params[f"{i}.k"]
+        """The parameters the warp reads (``{i}.on``, ``{i}.k``, ``{i}.inverse``) moved to
+        ``device`` in one host-to-device copy (one packed float32 tensor, pinned on CUDA)."""
+        host = {k: v for k, v in params.items() if k.endswith((".on", ".k", ".inverse"))}
         flat = [t.reshape(batch, -1).to(torch.float32) for t in host.values()]
         if not flat:  # no op: nothing to copy
             return {}
