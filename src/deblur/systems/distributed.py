@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from deblur.runs.launch import DistributedLaunchError
@@ -67,9 +68,7 @@ def gather_per_image(
         )
     counts = module.all_gather(torch.tensor(n, device=device)).reshape(-1).tolist()
     width = max(counts)
-    block = torch.zeros(len(keys), width, dtype=torch.float64, device=device)
-    for i, k in enumerate(keys):
-        block[i, :n] = local[k].to(torch.float64)
+    block = F.pad(torch.stack([local[k].to(torch.float64) for k in keys]), (0, width - n))
     gathered = module.all_gather(block).reshape(world, len(keys), width)
     loaders = trainer.test_dataloaders if trainer.testing else trainer.val_dataloaders
     if isinstance(loaders, list | tuple):
@@ -78,14 +77,14 @@ def gather_per_image(
     total = (
         getattr(sampler, "length", None) if getattr(sampler, "num_replicas", 0) == world else None
     )
-    # (rank, index) -> dataset position; positions >= total are the sampler's padding
+    # rank r's j-th value: dataset position r + j * world (>= total: the sampler's padding)
     found = [
-        (r + j * world, gathered[r, :, j])
+        gathered[r, :, j]
+        for j in range(width)
         for r in range(world)
-        for j in range(int(counts[r]))
-        if total is None or r + j * world < total
+        if j < counts[r] and (total is None or r + j * world < total)
     ]
     if not found:
         return {k: torch.zeros(0, dtype=local[k].dtype, device=device) for k in keys}
-    table = torch.stack([column for _, column in sorted(found, key=lambda f: f[0])], dim=1)
+    table = torch.stack(found, dim=1)
     return {k: table[i].to(local[k].dtype) for i, k in enumerate(keys)}
