@@ -206,20 +206,15 @@ def _inspect(pair: Pair, check: bool) -> tuple[str | None, tuple[int, int] | Non
     """``(problem, size)`` of a pair from its headers; ``check`` reads every file whole."""
     try:
         size = image_size(pair.blur, check=check)
-        if not check:
-            return None, size
-        sharp = image_size(pair.sharp, check=True)
-        if pair.kernel is not None:
+        sharp = image_size(pair.sharp, check=True) if check else size
+        if check and pair.kernel is not None:
             read_kernel(pair.kernel)
     except DataError as exc:  # ImageReadError included
         return (str(exc) if check else None), None
-    if sharp != size:
-        return (
-            f"pair '{pair.name}': blurred '{pair.blur}' is {size[1]}x{size[0]} but sharp "
-            f"'{pair.sharp}' is {sharp[1]}x{sharp[0]}",
-            None,
-        )
-    return None, size
+    if sharp == size:
+        return None, size
+    b, s = f"'{pair.blur}' is {size[1]}x{size[0]}", f"'{pair.sharp}' is {sharp[1]}x{sharp[0]}"
+    return f"pair '{pair.name}': blurred {b} but sharp {s}", None
 
 
 def _inspect_all(pairs: Sequence[Pair], check: bool) -> list[tuple[str | None, Any]]:
