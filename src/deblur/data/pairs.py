@@ -28,10 +28,9 @@ class Pair:
     name: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "blur", Path(self.blur))
-        object.__setattr__(self, "sharp", Path(self.sharp))
-        if self.kernel is not None:
-            object.__setattr__(self, "kernel", Path(self.kernel))
+        for key in ("blur", "sharp", "kernel"):
+            if (value := getattr(self, key)) is not None:
+                object.__setattr__(self, key, Path(value))
         if not self.name:
             object.__setattr__(self, "name", f"{self.group}/{self.blur.stem}")
 
