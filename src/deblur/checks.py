@@ -127,15 +127,14 @@ def check_disc_switches(
 
 
 def _check_disc(cfg: DictConfig) -> None:
-    if cfg.get("task") != "gan" or "disc" not in cfg or "loss" not in cfg:
+    if cfg.get("task") != "gan":
         return
-    critics = OmegaConf.select(cfg, "disc.net.critics", default=None)
     check_disc_switches(
         adversarial=not str(cfg.loss._target_).endswith("NoAdversarialLoss"),
         checkpoint=cfg.disc.checkpoint,
         frozen=bool(cfg.disc.frozen),
-        heads=list(critics.keys()) if isinstance(critics, DictConfig) else [],
-        kind=str(OmegaConf.select(cfg, "disc.net.kind", default="?")),
+        heads=list(cfg.disc.net.critics),
+        kind=str(cfg.disc.net.kind),
     )
 
 
@@ -299,10 +298,10 @@ def check_known_keys(config_name: str, overrides: Sequence[str]) -> None:
 def _check_precision(cfg: DictConfig) -> None:
     """fp16 on the CPU; fp16 (GradScaler) with a clipped fused Adam, which unscales inside its
     kernel, so Lightning cannot clip it."""
-    precision = str(OmegaConf.select(cfg, "trainer.precision", default=""))
-    fused = bool(OmegaConf.select(cfg, "optim.fused", default=False))
-    clip = OmegaConf.select(cfg, "optim.grad_clip", default=0) or 0
-    accelerator = str(OmegaConf.select(cfg, "trainer.accelerator", default="auto"))
+    if "trainer" not in cfg:  # a tool's config
+        return
+    precision, accelerator = str(cfg.trainer.precision), str(cfg.trainer.accelerator)
+    fused, clip = cfg.optim.get("fused"), cfg.optim.get("grad_clip") or 0  # GAN keys only
     on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
     if precision in ("16-mixed", "16") and on_cpu:
         raise ConfigValueError(
