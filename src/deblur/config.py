@@ -142,7 +142,8 @@ def to_container(cfg: DictConfig | dict) -> dict[str, Any]:
     """Resolved plain-dict copy of a config (what checkpoints and metrics.json store)."""
     if isinstance(cfg, dict):
         return cfg
-    return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)  # type: ignore[return-value]
+    out = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
+    return out  # type: ignore[return-value]
 
 
 def compose(

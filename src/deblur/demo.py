@@ -108,9 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"[demo] tables written: {', '.join(str(p) for p in written)}")
     took = time.perf_counter() - start
     print(f"[demo] finished in {took / 60:.1f} min; all tables: python -m deblur.tables {runs}")
-    print(
-        f"[demo] open TensorBoard on the runs: python -m deblur.dashboard {runs}  (or: make dashboard)"
-    )
+    print(f"[demo] TensorBoard on the runs: python -m deblur.dashboard {runs} (or make dashboard)")
     if failures:
         print(f"[demo] {failures} step(s) had failing runs: see status/error in their metrics.json")
     return 1 if failures else 0
