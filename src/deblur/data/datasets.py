@@ -31,11 +31,8 @@ def _paired_item(blur: np.ndarray, sharp: np.ndarray, name: str, uint8: bool) ->
 
 
 def _classify_item(image: np.ndarray, is_blur: bool, name: str, uint8: bool) -> dict[str, Any]:
-    return {
-        "image": to_tensor(image, uint8),
-        "label": torch.tensor(1.0 if is_blur else 0.0),
-        "name": f"{name}:{'blur' if is_blur else 'sharp'}",
-    }
+    label, kind = torch.tensor(1.0 if is_blur else 0.0), "blur" if is_blur else "sharp"
+    return {"image": to_tensor(image, uint8), "label": label, "name": f"{name}:{kind}"}
 
 
 class ImageCache:

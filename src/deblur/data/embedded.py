@@ -197,8 +197,7 @@ def build_embedded(
     root = Path(root).expanduser() if root is not None else _cache_root(params)
 
     def ready() -> bool:
-        m = _manifest(root)
-        return not force and m is not None and m.get("params") == params
+        return not force and (_manifest(root) or {}).get("params") == params
 
     if ready():
         return root
