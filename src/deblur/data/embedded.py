@@ -59,11 +59,13 @@ def default_root() -> Path:
     return Path(cache).expanduser() / f"embedded_v{FORMAT_VERSION}"
 
 
-def _package_dir(package: str) -> Path | None:
+def _package_file(where: str) -> Path | None:
+    """``<package>/<path inside it>`` on disk, without importing it (None: not installed)."""
+    package, rel = where.split("/", 1)
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
         return None
-    return Path(next(iter(spec.submodule_search_locations)))
+    return Path(next(iter(spec.submodule_search_locations))) / rel
 
 
 def available_photos(names: Sequence[str] | None = None) -> dict[str, Path]:
@@ -74,13 +76,8 @@ def available_photos(names: Sequence[str] | None = None) -> dict[str, Path]:
             f"Unknown embedded photo(s) {sorted(wanted - EMBEDDED_PHOTOS.keys())}; choose from "
             f"{sorted(EMBEDDED_PHOTOS)}."
         )
-    found: dict[str, Path] = {}
-    for name in [n for n in EMBEDDED_PHOTOS if n in wanted]:
-        package, rel = EMBEDDED_PHOTOS[name].split("/", 1)
-        base = _package_dir(package)
-        if base is not None and (base / rel).is_file():
-            found[name] = base / rel
-    return found
+    files = {name: _package_file(EMBEDDED_PHOTOS[name]) for name in EMBEDDED_PHOTOS}
+    return {name: f for name, f in files.items() if name in wanted and f and f.is_file()}
 
 
 _BUILD_KEYS = "long_side blurs_per_photo kernel_size min_length max_length noise_sigma seed".split()
