@@ -157,11 +157,8 @@ def _file_lock(path: Path) -> Iterator[None]:
     """Exclusive inter-process lock (POSIX flock, as runs.lock)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a+") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)  # released when the file is closed
+        yield
 
 
 def _cache_root(params: dict[str, Any]) -> Path:
