@@ -215,13 +215,9 @@ def _not_a_key(line: str, config_name: str, base: DictConfig, note: str = "") ->
 
 #: Sections whose keys are all read by the code: a key added with ``+`` that they lack is a typo.
 SCHEMA_SECTIONS = ("model", "optim", "schedule")
-#: (type of a default, what an override of it must be, the types that pass); any other default
-#: takes any scalar, as the code reads strings.
-_TYPES = (
-    (bool, "true or false", (bool,)),
-    (int, "an integer", (int,)),
-    (float, "a number", (int, float)),
-)
+#: What an override of a key with a default of this type must be (an integer passes for a
+#: number); a default of any other type takes any scalar, as the code reads strings.
+_KINDS = {bool: "true or false", int: "an integer", float: "a number"}
 
 
 def check_overrides(cfg: DictConfig, config_name: str, overrides: Sequence[str]) -> None:
@@ -243,16 +239,13 @@ def check_overrides(cfg: DictConfig, config_name: str, overrides: Sequence[str])
             added.append((key, line))
             continue
         value = OmegaConf.select(cfg, key, default=None, throw_on_missing=False)
-        for _, name, types in (t for t in _TYPES if isinstance(default, t[0])):
-            if value is not None and not (
-                isinstance(value, types) and (bool in types) == isinstance(value, bool)
-            ):
-                example = str(default).lower() if isinstance(default, bool) else default
-                raise ConfigValueError(
-                    f"{line}: {key} takes {name} (its default is {default!r}), not {value!r}. "
-                    f"Fix: give {key}=<{name}>, e.g. {key}={example}."
-                )
-            break
+        name, got = _KINDS.get(type(default)), _KINDS.get(type(value))
+        if name and value is not None and got != name and (name, got) != ("a number", "an integer"):
+            example = str(default).lower() if isinstance(default, bool) else default
+            raise ConfigValueError(
+                f"{line}: {key} takes {name} (its default is {default!r}), not {value!r}. "
+                f"Fix: give {key}=<{name}>, e.g. {key}={example}."
+            )
     check_closed_keys(base, added)
 
 
