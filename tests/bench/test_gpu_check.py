@@ -175,6 +175,8 @@ def test_the_commit_comes_from_the_file_passed_in(gc, tmp_path):
 
 
 # ----------------------------------------------------------------------------- the tiny run
+@pytest.mark.e2e
+@pytest.mark.slow  # the whole script on the CPU (~2 min on 2 cores): make test-e2e
 def test_tiny_cpu_run_of_gpu_check_sh_passes_every_phase(tiny_run):
     out, rc, output = tiny_run
     assert rc == 0, output[-4000:]
@@ -190,6 +192,8 @@ def test_tiny_cpu_run_of_gpu_check_sh_passes_every_phase(tiny_run):
     assert {"gpu_check.json", "gpu_check.md", "log.txt", "RESULTS.md"} <= {p.name for p in files}
 
 
+@pytest.mark.e2e
+@pytest.mark.slow  # the whole script on the CPU (~2 min on 2 cores): make test-e2e
 def test_tiny_run_reports_key_rows_e2e_compile_and_the_verdicts(tiny_run):
     out, _, output = tiny_run
     res = {

@@ -85,6 +85,8 @@ def test_relaunch_skips_finished_runs(grid):
     assert before == after
 
 
+@pytest.mark.e2e
+@pytest.mark.slow  # a real multirun with a failing job (~45 s on 2 cores)
 def test_failed_run_does_not_stop_others_and_relaunch_reruns_only_it(tmp_path, cache_dir):
     runs = tmp_path / "runs"
     # stage 1 for one backbone only: the mobilenet GAN cell has no classifier to start from
