@@ -498,11 +498,10 @@ class DeblurDataModule(pl.LightningDataModule):
 
     def dataset(self, split: str) -> Dataset:
         """The torch Dataset of ``split`` (``train``, ``val``, ``test`` or ``val_subset``)."""
-        if split == "val_subset" and split not in self._datasets:
-            self.setup("validate")
-            self._datasets[split] = self._make(split)
         if split not in self._datasets:
-            self.setup({"train": "fit", "val": "validate", "test": "test"}[split])
+            self.setup({"train": "fit", "test": "test"}.get(split, "validate"))
+        if split == "val_subset" and split not in self._datasets:
+            self._datasets[split] = self._make(split)
         return self._datasets[split]
 
     def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
