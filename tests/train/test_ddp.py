@@ -307,7 +307,7 @@ def test_rank_one_follows_rank_zero_record(tmp_path, monkeypatch):
 
     def body(run_dir, record):
         seen.update(ckpt_path=cfg.ckpt_path, record=record)
-        return {"final": {"val/psnr": 1.0}}
+        record.result.final = {"val/psnr": 1.0}
 
     # a record of an earlier launch: rank 1 waits for its own (and gives up, naming the fix)
     (tmp_path / "metrics.json").write_text(json.dumps({"status": "running", "launch": "launch-a"}))
@@ -315,10 +315,15 @@ def test_rank_one_follows_rank_zero_record(tmp_path, monkeypatch):
         follow_rank_zero(cfg, body, tmp_path, timeout_s=0.2)
     assert not seen
     # rank 0 started this launch, resuming: rank 1 resumes from the same file, writes nothing
-    rank0 = {"status": "running", "launch": "launch-b", "resumed_from": "x/last.ckpt"}
+    rank0 = {
+        "status": "running",
+        "task": "gan",
+        "launch": "launch-b",
+        "resumed_from": "x/last.ckpt",
+    }
     (tmp_path / "metrics.json").write_text(json.dumps(rank0))
     out = follow_rank_zero(cfg, body, tmp_path, timeout_s=5)
-    assert seen["ckpt_path"] == "x/last.ckpt" and out.final == {"val/psnr": 1.0}
+    assert seen["ckpt_path"] == "x/last.ckpt" and out.result.final == {"val/psnr": 1.0}
     assert json.loads((tmp_path / "metrics.json").read_text()) == rank0
     assert rank_zero_only.rank == 1  # Lightning's rank-zero-only writers stay quiet here
     # rank 0 failed before rank 1 joined

@@ -252,18 +252,20 @@ def test_exact_resume_matches_uninterrupted_run(tmp_path, cache_dir):
     full = run("train", over, tmp_path / "full")
     assert full.status == "finished"
     part = run("train", over, tmp_path / "part", callbacks=[_StopAfterEpoch(1)])
-    assert part.iterations == 2
+    assert part.result.iterations == 2
     resumed = run(
         "train",
         [*over, f"ckpt_path={tmp_path / 'part' / 'checkpoints' / 'last.ckpt'}"],
         tmp_path / "part",
     )
-    assert resumed.iterations == full.iterations == 4
+    assert resumed.result.iterations == full.result.iterations == 4
     a = _state(tmp_path / "full" / "checkpoints" / "last.ckpt", "generator.")
     b = _state(tmp_path / "part" / "checkpoints" / "last.ckpt", "generator.")
     for k in a:
         assert torch.allclose(a[k], b[k], atol=1e-6), k
-    assert resumed.final["val/psnr"] == pytest.approx(full.final["val/psnr"], abs=1e-4)
+    assert resumed.result.final["val/psnr"] == pytest.approx(
+        full.result.final["val/psnr"], abs=1e-4
+    )
 
 
 def test_resume_under_max_steps_from_the_end_of_training_checkpoint_is_exact(tmp_path, cache_dir):
@@ -279,15 +281,17 @@ def test_resume_under_max_steps_from_the_end_of_training_checkpoint_is_exact(tmp
     ]
     full = run("train", over, tmp_path / "full")
     part = run("train", over, tmp_path / "part", callbacks=[_StopAfterEpoch(1)])
-    assert part.status != "finished" and part.iterations == 2
+    assert part.status != "finished" and part.result.iterations == 2
     resumed = run(
         "train",
         [*over, f"ckpt_path={tmp_path / 'part' / 'checkpoints' / 'last.ckpt'}"],
         tmp_path / "part",
     )
-    assert [h["epoch"] for h in resumed.history] == [h["epoch"] for h in full.history]
-    assert resumed.iterations == full.iterations == 8
-    assert resumed.final["val/psnr"] == pytest.approx(full.final["val/psnr"], abs=1e-4)
+    assert [h["epoch"] for h in resumed.result.history] == [h["epoch"] for h in full.result.history]
+    assert resumed.result.iterations == full.result.iterations == 8
+    assert resumed.result.final["val/psnr"] == pytest.approx(
+        full.result.final["val/psnr"], abs=1e-4
+    )
 
 
 def test_checkpoints_are_full_and_resume_refuses_other_files(tmp_path, classifier_ckpt):
@@ -418,14 +422,14 @@ def test_run_cut_short_continues_from_last_ckpt_when_relaunched(tmp_path, cache_
     again = run("train", over, part_dir)
     assert again.previous_status == "running"
     assert again.resumed_from == str(part_dir / "checkpoints" / "last.ckpt")
-    assert again.result.iterations == full.iterations == 4
+    assert again.result.iterations == full.result.iterations == 4
     assert [h["epoch"] for h in again.result.history] == [0, 1]  # the first attempt's epoch is kept
-    assert again.result.final["val/psnr"] == pytest.approx(full.final["val/psnr"], abs=1e-4)
+    assert again.result.final["val/psnr"] == pytest.approx(full.result.final["val/psnr"], abs=1e-4)
     assert not (part_dir / "attempts").exists()
 
     _set_status(part_dir, "interrupted")
     fresh = run("train", [*over, "resume=never"], part_dir)
-    assert fresh.resumed_from is None and fresh.iterations == 4
+    assert fresh.resumed_from is None and fresh.result.iterations == 4
     assert (part_dir / "attempts" / "1" / "checkpoints" / "last.ckpt").is_file()
 
     _set_status(part_dir, "failed")  # a failed run starts over: its error would repeat
