@@ -11,6 +11,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import cv2
@@ -118,53 +119,44 @@ _LEAF_RULES: tuple[tuple[Callable[[DeadLeaves], bool], str], ...] = (
 )
 
 
-def _outlines(shapes, kind, centre, pose, vertex_angles, n_vertices):
+def _outlines(shapes: tuple[str, ...], d: SimpleNamespace) -> tuple:
     """Every leaf's outline in OpenCV fixed point: (polygon vertices, vertex counts, is-disc
-    flags, disc centres, disc radii)."""
-    cx, cy, radius = centre
-    angle, aspect = pose
-    # all vertices up front, in OpenCV fixed point: rectangles use 4 of the 7 slots, polygons
-    # 3-7 vertices on the circle of radius r at sorted random angles (hence convex)
-    scale = float(1 << _SHIFT)
-    th = np.sort(vertex_angles, axis=1)
-    vx = radius[:, None] * np.cos(th)
-    vy = radius[:, None] * np.sin(th)
-    c, s = np.cos(angle)[:, None], np.sin(angle)[:, None]
+    flags, disc centres, disc radii). Rectangles use 4 of the 7 vertex slots, polygons 3-7
+    vertices on the circle of radius r at sorted random angles (hence convex)."""
+    scale, radius = float(1 << _SHIFT), d.radius
+    th = np.sort(d.vertex_angles, axis=1)
+    vx, vy = radius[:, None] * np.cos(th), radius[:, None] * np.sin(th)
+    c, s = np.cos(d.angle)[:, None], np.sin(d.angle)[:, None]
     rx = radius[:, None] * np.array([1.0, -1.0, -1.0, 1.0])
-    ry = (radius * aspect)[:, None] * np.array([1.0, 1.0, -1.0, -1.0])
-    is_rect = np.array([names_i == "rectangle" for names_i in shapes])[kind]
+    ry = (radius * d.aspect)[:, None] * np.array([1.0, 1.0, -1.0, -1.0])
+    is_rect = np.array([name == "rectangle" for name in shapes])[d.kind]
     vx[is_rect, :4] = rx[is_rect] * c[is_rect] - ry[is_rect] * s[is_rect]
     vy[is_rect, :4] = rx[is_rect] * s[is_rect] + ry[is_rect] * c[is_rect]
-    n_vertices = np.where(is_rect, 4, n_vertices)
-    verts = np.stack([(cx[:, None] + vx) * scale, (cy[:, None] + vy) * scale], axis=2)
-    verts = np.rint(verts).astype(np.int32)
-    is_disc = np.array([names_i == "disc" for names_i in shapes])[kind].tolist()
-    centres = np.rint(np.stack([cx, cy], axis=1) * scale).astype(np.int64).tolist()
+    counts = np.where(is_rect, 4, d.n_vertices).tolist()
+    verts = np.stack([(d.cx[:, None] + vx) * scale, (d.cy[:, None] + vy) * scale], axis=2)
+    is_disc = np.array([name == "disc" for name in shapes])[d.kind].tolist()
+    centres = np.rint(np.stack([d.cx, d.cy], axis=1) * scale).astype(np.int64).tolist()
     radii = np.maximum(1, np.rint(radius * scale)).astype(np.int64).tolist()
-    counts = n_vertices.tolist()
-    return verts, counts, is_disc, centres, radii
+    return np.rint(verts).astype(np.int32), counts, is_disc, centres, radii
 
 
-def _texture(image, label, texture, centre, wave_params, colours) -> None:
+def _texture(image: np.ndarray, label: np.ndarray, d: SimpleNamespace) -> None:
     """Paint the textured leaves of ``label`` into ``image`` (in place): a linear gradient
     (``texture == 1``) or a sine wave (2) from colour a to colour b, scaled by contrast."""
-    cx, cy, radius = centre
-    tex_angle, period, phase, contrast = wave_params
-    colour_a, colour_b = colours
-    lab_tex = texture[label]
+    lab_tex = d.texture[label]
     if not (sel := lab_tex > 0).any():
         return
     ids = label[sel]
     ys, xs = np.nonzero(sel)
-    f32, angle = np.float32, tex_angle[ids]
-    dx, dy = xs.astype(f32) - cx[ids].astype(f32), ys.astype(f32) - cy[ids].astype(f32)
+    f32, angle = np.float32, d.tex_angle[ids]
+    dx, dy = xs.astype(f32) - d.cx[ids].astype(f32), ys.astype(f32) - d.cy[ids].astype(f32)
     proj = dx * np.cos(angle).astype(f32) + dy * np.sin(angle).astype(f32)
-    gradient = np.clip(0.5 + proj / (2.0 * radius[ids].astype(f32)), 0.0, 1.0)
+    gradient = np.clip(0.5 + proj / (2.0 * d.radius[ids].astype(f32)), 0.0, 1.0)
     wave = 0.5 + 0.5 * np.sin(
-        (2.0 * math.pi) * proj / period[ids].astype(f32) + phase[ids].astype(f32)
+        (2.0 * math.pi) * proj / d.period[ids].astype(f32) + d.phase[ids].astype(f32)
     )
-    t = np.where(lab_tex[sel] == 1, gradient, wave).astype(np.float32) * contrast[ids]
-    image[sel] = colour_a[ids] + (colour_b[ids] - colour_a[ids]) * t[:, None]
+    t = np.where(lab_tex[sel] == 1, gradient, wave).astype(np.float32) * d.contrast[ids]
+    image[sel] = d.colour_a[ids] + (d.colour_b[ids] - d.colour_a[ids]) * t[:, None]
 
 
 def dead_leaves(
@@ -179,46 +171,41 @@ def dead_leaves(
     h, w = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
     if h < 1 or w < 1:
         raise DataError(f"dead_leaves needs a positive size, got {h}x{w}.")
-    if palette is None:
-        palette = lab_palette(rng)
-    palette = np.asarray(palette, np.float32)
+    palette = np.asarray(lab_palette(rng) if palette is None else palette, np.float32)
     r_max = min(p.r_max, 2.0 * max(h, w))  # larger leaves only ever cover the whole image
     mean_area = math.pi * _mean_square_radius(p.r_min, r_max, p.alpha)
     n = int(min(p.max_shapes, math.ceil(p.coverage * h * w / mean_area)))
-
-    # per-shape parameters (index 0 is the background leaf behind everything)
+    m, tau = n + 1, 2.0 * math.pi
+    # per-shape draws, in this order (index 0 is the background leaf behind everything)
     radius = np.concatenate([[float(max(h, w))], power_law_radii(rng, n, p.r_min, r_max, p.alpha)])
-    cx = np.concatenate([[w / 2.0], rng.uniform(0.0, w, n)])
-    cy = np.concatenate([[h / 2.0], rng.uniform(0.0, h, n)])
-    kind = rng.integers(0, len(p.shapes), n + 1)
-    angle = rng.uniform(0.0, math.pi, n + 1)
-    aspect = rng.uniform(0.25, 1.0, n + 1)
-    n_vertices = rng.integers(3, 8, n + 1)
-    colour_a = palette[rng.integers(0, len(palette), n + 1)]
-    colour_b = palette[rng.integers(0, len(palette), n + 1)]
-    contrast = rng.uniform(0.3, 1.0, n + 1).astype(np.float32)
-    texture_draw = rng.uniform(size=n + 1)
-    texture = np.where(texture_draw < p.textured / 2, 1, np.where(texture_draw < p.textured, 2, 0))
-    tex_angle = rng.uniform(0.0, 2.0 * math.pi, n + 1)
-    period = np.exp(rng.uniform(np.log(4.0), np.log(np.maximum(4.0, 2.0 * radius) + 1e-6)))
-    phase = rng.uniform(0.0, 2.0 * math.pi, n + 1)
-    vertex_angles = rng.uniform(0.0, 2.0 * math.pi, (n + 1, 7))
-
-    verts, counts, is_disc, centres, radii = _outlines(
-        p.shapes, kind, (cx, cy, radius), (angle, aspect), vertex_angles, n_vertices
+    d = SimpleNamespace(
+        radius=radius,
+        cx=np.concatenate([[w / 2.0], rng.uniform(0.0, w, n)]),
+        cy=np.concatenate([[h / 2.0], rng.uniform(0.0, h, n)]),
+        kind=rng.integers(0, len(p.shapes), m),
+        angle=rng.uniform(0.0, math.pi, m),
+        aspect=rng.uniform(0.25, 1.0, m),
+        n_vertices=rng.integers(3, 8, m),
+        colour_a=palette[rng.integers(0, len(palette), m)],
+        colour_b=palette[rng.integers(0, len(palette), m)],
+        contrast=rng.uniform(0.3, 1.0, m).astype(np.float32),
+        texture=rng.uniform(size=m),  # -> 1 (gradient) below textured / 2, 2 (wave) below textured
+        tex_angle=rng.uniform(0.0, tau, m),
+        period=np.exp(rng.uniform(np.log(4.0), np.log(np.maximum(4.0, 2.0 * radius) + 1e-6))),
+        phase=rng.uniform(0.0, tau, m),
+        vertex_angles=rng.uniform(0.0, tau, (m, 7)),
     )
+    d.texture = np.where(d.texture < p.textured / 2, 1, np.where(d.texture < p.textured, 2, 0))
+    verts, counts, is_disc, centres, radii = _outlines(p.shapes, d)
     label = np.zeros((h, w), np.int32)
-    circle, polygon, line = cv2.circle, cv2.fillConvexPoly, cv2.LINE_8
-    for i in range(1, n + 1):  # back to front: a later shape hides the earlier ones
+    for i in range(1, m):  # back to front: a later shape hides the earlier ones
         if is_disc[i]:
-            circle(label, centres[i], radii[i], i, -1, line, _SHIFT)
+            cv2.circle(label, centres[i], radii[i], i, -1, cv2.LINE_8, _SHIFT)
         else:
-            polygon(label, verts[i, : counts[i]], i, line, _SHIFT)
-
-    image = colour_a[label]  # H x W x 3 float32
+            cv2.fillConvexPoly(label, verts[i, : counts[i]], i, cv2.LINE_8, _SHIFT)
+    image = d.colour_a[label]  # H x W x 3 float32
     if p.textured > 0:
-        waves = (tex_angle, period, phase, contrast)
-        _texture(image, label, texture, (cx, cy, radius), waves, (colour_a, colour_b))
+        _texture(image, label, d)
     if p.smooth_sigma > 0:
         image = cv2.GaussianBlur(image, (0, 0), p.smooth_sigma, borderType=cv2.BORDER_REFLECT_101)
     return np.clip(np.rint(image), 0, 255).astype(np.uint8)
