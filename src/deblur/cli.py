@@ -114,8 +114,7 @@ def entry_point(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Cal
             try:
                 hydra_cfg = HydraConfig.get() if HydraConfig.initialized() else None
                 overrides = list(hydra_cfg.overrides.task) if hydra_cfg else []
-                if overrides:
-                    check_overrides(cfg, config_name, overrides)
+                check_overrides(cfg, config_name, overrides)  # (none: nothing to check)
                 check_values(cfg, overrides)
                 return task(cfg)
             except InstantiationException as wrapped:  # how a constructor's UserError arrives
