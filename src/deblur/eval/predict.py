@@ -114,7 +114,7 @@ def run_predict(cfg: DictConfig, model: nn.Module | None = None) -> Summary:
     dev = resolve_device(cfg.device)
     bf16 = dev.type == "cuda" if str(cfg.bf16) == "auto" else bool(cfg.bf16)
     if model is None:
-        model = load_generator(cfg.ckpt, use_ema=cfg.use_ema, quiet=True)
+        model = load_generator(cfg.ckpt, use_ema=cfg.use_ema)
 
     def deblur(rgb: np.ndarray) -> np.ndarray:
         out = deblur_image(model, rgb, cfg.tile, cfg.overlap, dev, bf16, context=int(cfg.context))

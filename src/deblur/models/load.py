@@ -20,15 +20,14 @@ def _no_banner(record: logging.LogRecord) -> bool:
 
 
 def load_generator(
-    path: str | os.PathLike, use_ema: bool = True, key: str | None = "ckpt", quiet: bool = False
+    path: str | os.PathLike, use_ema: bool = True, key: str | None = "ckpt"
 ) -> nn.Module:
     """The generator of a GAN checkpoint, rebuilt from its stored ``gen`` config, in eval mode
-    without gradients (its EMA copy when the checkpoint has one and ``use_ema``); ``quiet``:
-    without the RANDOM WEIGHTS banner of the rebuild (the trained weights replace them)."""
+    without gradients (its EMA copy when the checkpoint has one and ``use_ema``); the rebuild's
+    RANDOM WEIGHTS banner is not shown (the trained weights replace them)."""
     state, gen_cfg, which = generator_state(path, use_ema, key)
     banner = logging.getLogger("deblur.models.weights")
-    if quiet:
-        banner.addFilter(_no_banner)
+    banner.addFilter(_no_banner)
     try:
         net: nn.Module = instantiate(gen_cfg, _convert_="all")
     finally:
