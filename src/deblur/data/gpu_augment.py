@@ -136,13 +136,11 @@ class TensorAugment:
 
         out: dict[str, Tensor] = {}
         for i, op in enumerate(self.ops):
-            on = torch.rand(batch, generator=gen, dtype=torch.float64) < op.p
-            out[f"{i}.on"] = on
+            out[f"{i}.on"] = on = uni((0.0, 1.0)) < op.p
             if op.kind == "affine":
                 q = op.params
                 # albumentations: int(percent * size), truncated toward zero
-                tx = torch.trunc(uni(q["tx"]) * size)
-                ty = torch.trunc(uni(q["ty"]) * size)
+                tx, ty = (torch.trunc(uni(q[key]) * size) for key in ("tx", "ty"))
                 sx = uni(q["sx"])
                 sy = sx.clone() if q["keep_ratio"] else uni(q["sy"])
                 angle = uni(q["rotate"])
@@ -171,13 +169,10 @@ class TensorAugment:
         )
         dev = self._to_device(params, batch, device)
 
-        def per(key: str) -> Tensor:  # (B,) -> (B, 1, 1) float on the device
-            return dev[key].view(-1, 1, 1)
-
         # backward map: output pixel -> source pixel; the last transform applied comes first
         for i in reversed(range(len(self.ops))):
             op = self.ops[i]
-            on = per(f"{i}.on") > 0.5
+            on = dev[f"{i}.on"].view(-1, 1, 1) > 0.5
             if op.kind == "hflip":
                 x = torch.where(on, (size - 1) - x, x)
             elif op.kind == "vflip":
@@ -193,7 +188,7 @@ class TensorAugment:
                 # cv2.initUndistortRectifyMap with camera matrix [[S, 0, S/2], [0, S, S/2]],
                 # distortion (k, k, 0, 0, 0) and OpenCV's default new camera matrix (principal
                 # point at the centre pixel, (S - 1) / 2)
-                k = per(f"{i}.k")
+                k = dev[f"{i}.k"].view(-1, 1, 1)
                 c0, c1 = (size - 1) / 2, size / 2
                 xn, yn = (x - c0) / size, (y - c0) / size
                 f = 1 + k * (xn * xn + yn * yn) + k * (xn * xn + yn * yn) ** 2
