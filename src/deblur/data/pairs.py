@@ -71,10 +71,8 @@ def _match(
     both: bool = True,
 ) -> list[str]:
     """Keys present on both sides; blurred (``both``: and sharp) images without a twin raise."""
-    sides = [("blurred", blur, sharp, dirs, "sharp")]
-    if both:
-        sides.append(("sharp", sharp, blur, dirs[::-1], "blurred"))
-    for kind, files, others, (here, there), twin in sides:
+    sides = [("blurred", blur, sharp, dirs, "sharp"), ("sharp", sharp, blur, dirs[::-1], "blurred")]
+    for kind, files, others, (here, there), twin in sides[: 2 if both else 1]:
         if alone := files.keys() - others.keys():
             shown = listing(files[k].relative_to(dirs[0].parent).as_posix() for k in alone)
             raise DataError(
