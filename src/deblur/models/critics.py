@@ -12,7 +12,7 @@ import torch
 from hydra.utils import instantiate
 from torch import Tensor, nn
 
-from deblur.checkpoints import read_classifier_checkpoint
+from deblur.checkpoints import checkpoint_cfg, read_classifier_checkpoint
 from deblur.config import to_container
 from deblur.errors import UserError
 from deblur.models.layers import check_images, has_shift, norm_layer
@@ -184,9 +184,7 @@ def _read_classifier(source: str | os.PathLike | Mapping) -> tuple[dict, dict | 
         where, source = str(source), read_classifier_checkpoint(source)
     scores = source.get(CALIBRATION_KEY)
     if isinstance(source.get("state_dict"), Mapping):
-        cfg = source.get("hyper_parameters", {}).get("cfg") or {}
-        backbone = cfg.get("backbone") if isinstance(cfg, Mapping) else None
-        source = source["state_dict"]
+        backbone, source = checkpoint_cfg(source).get("backbone"), source["state_dict"]
     state = {k: v for k, v in source.items() if k != CALIBRATION_KEY}
     if any(k.startswith("net.") for k in state):
         state = {k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")}
