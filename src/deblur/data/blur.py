@@ -107,9 +107,7 @@ def linear_motion_kernel(length: float, angle_deg: float, size: int | None = Non
     need = 2 * math.ceil(length / 2.0 - 1e-9) + 1
     size = need if size is None else check_odd(size)
     if size < need:
-        raise ValueError(
-            f"A linear kernel of length {length} needs size >= {need}, got size={size}."
-        )
+        raise ValueError(f"A linear kernel of length {length} needs size >= {need}, got {size}.")
     n = max(2, int(math.ceil(length * 8)) + 1)
     t = np.linspace(-length / 2.0, length / 2.0, n)
     a = math.radians(angle_deg)

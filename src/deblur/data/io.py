@@ -51,9 +51,8 @@ def instantiate_node(
             f"{fix}"
         ) from exc
     if want is not None and not isinstance(built, want[0]):
-        raise DataError(
-            f"{where}: {node['_target_']} gave a {type(built).__name__}, not {want[1]}. {fix}"
-        )
+        got = type(built).__name__
+        raise DataError(f"{where}: {node['_target_']} gave a {got}, not {want[1]}. {fix}")
     return built
 
 
