@@ -39,6 +39,7 @@ from deblur.data.transforms import AugmentList, build_train_transform
 log = logging.getLogger(__name__)
 
 TASKS = ("paired", "classify")
+SPLITS = ("train", "val", "test")
 AUTO = "auto"
 _STAGES = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
 _KERNEL_KEYS = ("kernel_size", "min_length", "max_length", "noise_sigma")  # CameraShake's
@@ -66,9 +67,7 @@ def loader_workers(setting: int | str, on_gpu: bool) -> int:
     cores = _cores()
     workers = max(1, (cores - 2) // processes_per_node()) if on_gpu else min(2, cores)
     device = "GPU" if on_gpu else "CPU"
-    log.info(
-        f"data.num_workers=auto: {workers} loader worker(s) ({cores} cores, {device} trainer)."
-    )
+    log.info(f"data.num_workers=auto: {workers} worker(s) ({cores} cores, {device} trainer).")
     return workers
 
 
@@ -274,10 +273,9 @@ class DeblurDataModule(pl.LightningDataModule):
         if self.pin_memory is None:
             self.pin_memory = torch.cuda.is_available()
         self.augment = _plain(self.augment)
-        gpu = self.augment_on == "gpu"  # the workers cut the patch, on_after_batch_transfer warps
-        self._tensor_augment = (
-            TensorAugment(self.augment, self.crop_size, self.seed) if gpu else None
-        )
+        self._tensor_augment = None  # augment_on=gpu: the workers cut the patch, the GPU warps it
+        if self.augment_on == "gpu":
+            self._tensor_augment = TensorAugment(self.augment, self.crop_size, self.seed)
         seqs = self.val_sequences
         self.val_sequences = [str(v) for v in ([seqs] if isinstance(seqs, str) else seqs or [])]
         self.embedded = dict(_plain(self.embedded) or {})  # minus the mix: the build parameters
@@ -315,9 +313,7 @@ class DeblurDataModule(pl.LightningDataModule):
         self._photo_train = list(train)  # the colour palette of procedural images comes from these
         files = ([] if self.train_source == "procedural" else train, val, found.get("test", val))
         limits = (self.max_train_pairs, self.max_val_pairs, self.max_test_pairs)
-        self._splits = {
-            k: subsample(v, n) for k, v, n in zip(("train", "val", "test"), files, limits)
-        }
+        self._splits = {k: subsample(v, n) for k, v, n in zip(SPLITS, files, limits)}
         n = [len(v) for v in self._splits.values()]
         leaves = f" + {self.procedural_per_epoch} procedural (dead-leaves) train pairs per epoch"
         log.info(
@@ -469,7 +465,7 @@ class DeblurDataModule(pl.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         """Resolve the pairs and build the datasets the stage needs (idempotent)."""
-        wanted = _STAGES.get(stage or "", ("train", "val", "test"))
+        wanted = _STAGES.get(stage or "", SPLITS)
         missing = [s for s in wanted if s not in self._datasets]
         if not missing:
             return

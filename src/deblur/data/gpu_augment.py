@@ -164,9 +164,8 @@ class TensorAugment:
         r = torch.arange(off, off + crop, device=device, dtype=torch.float32)
         y, x = torch.meshgrid(r, r, indexing="ij")
         x, y = [t.expand(batch, crop, crop).clone() for t in (x, y)]
-        dev_gen = torch.Generator(device=device).manual_seed(
-            int(torch.randint(0, 2**62, (1,), generator=gen))
-        )
+        dev_seed = int(torch.randint(0, 2**62, (1,), generator=gen))
+        dev_gen = torch.Generator(device=device).manual_seed(dev_seed)
         dev = self._to_device(params, batch, device)
 
         # backward map: output pixel -> source pixel; the last transform applied comes first
