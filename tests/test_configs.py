@@ -20,8 +20,8 @@ import torch
 from hydra.utils import get_class
 from omegaconf import OmegaConf, open_dict
 
-from deblur.checks import check_values
 from deblur.config import CONF_DIR, compose, to_container
+from deblur.config.checks import check_values
 from deblur.data.datamodule import DeblurDataModule
 from deblur.systems.fit import build_datamodule, build_system, build_trainer
 

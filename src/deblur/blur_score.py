@@ -7,7 +7,7 @@ import sys
 
 from omegaconf import DictConfig
 
-from deblur.cli import entry_point
+from deblur.config.cli import entry_point
 from deblur.eval.blur_score import run_blur_score
 
 

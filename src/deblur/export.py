@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from omegaconf import DictConfig
 
-from deblur.cli import entry_point
+from deblur.config.cli import entry_point
 from deblur.eval.export import run_export
 
 

@@ -7,7 +7,7 @@ import sys
 
 from omegaconf import DictConfig
 
-from deblur.cli import entry_point
+from deblur.config.cli import entry_point
 from deblur.eval.predict import run_predict
 
 

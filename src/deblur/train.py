@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from omegaconf import DictConfig
 
-from deblur.cli import entry_point
+from deblur.config.cli import entry_point
 from deblur.runs import managed_run
 from deblur.systems.fit import fit
 

@@ -8,9 +8,9 @@ from hydra.utils import instantiate
 from torch.utils.data import DataLoader, Dataset
 
 from deblur.checkpoints import CheckpointError, read_checkpoint, read_classifier_checkpoint
-from deblur.checks import ConfigValueError, check_known_keys, check_overrides, check_values
-from deblur.cli import _overrides_of, check_command_line, report
 from deblur.config import compose
+from deblur.config.checks import ConfigValueError, check_known_keys, check_overrides, check_values
+from deblur.config.cli import _overrides_of, check_command_line, report
 from deblur.data.io import DataError
 from deblur.errors import UserError
 from deblur.models.critics import Discriminator, load_classifier_weights
@@ -130,7 +130,7 @@ def test_user_error_raised_inside_hydra_instantiate_is_found_for_the_one_paragra
     """Hydra wraps constructor errors in InstantiationException: the entry point unwraps them."""
     from hydra.errors import InstantiationException
 
-    from deblur.cli import user_error_cause
+    from deblur.config.cli import user_error_cause
     from deblur.errors import UserError
 
     try:

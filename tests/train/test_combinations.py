@@ -25,8 +25,8 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from deblur.checks import ConfigValueError, check_values
 from deblur.config import compose
+from deblur.config.checks import ConfigValueError, check_values
 from deblur.systems.fit import build_system
 
 PRECISIONS = ["32-true", "bf16-mixed", "16-mixed"]

@@ -17,7 +17,7 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
 
-from deblur.checks import ConfigValueError, check_disc_switches
+from deblur.config.checks import ConfigValueError, check_disc_switches
 from deblur.eval.metrics import psnr, sharpness_ratios, ssim
 from deblur.losses.content import ContentLoss
 from deblur.models.critics import Discriminator, load_classifier_weights

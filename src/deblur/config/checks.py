@@ -15,7 +15,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import get_object
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from deblur.config import CONF_DIR, compose, parse_overrides
+from deblur.config.compose import CONF_DIR, compose, parse_overrides
 from deblur.errors import UserError
 
 _ABSENT = object()

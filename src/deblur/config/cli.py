@@ -1,5 +1,5 @@
 """The one wrapper of every command-line entry point (``@entry_point("train")`` for
-``@hydra.main``): overrides lexed and checked (:mod:`deblur.checks`) before any network or file;
+``@hydra.main``): overrides lexed and checked (:mod:`deblur.config.checks`) before any network or file;
 a :class:`deblur.errors.UserError` is one printed paragraph and exit 1; any other, a bug."""
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from hydra.errors import CompactHydraException, InstantiationException, Override
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from deblur.checks import check_known_keys, check_overrides, check_values
-from deblur.config import CONF_DIR, register_resolvers
+from deblur.config.checks import check_known_keys, check_overrides, check_values
+from deblur.config.compose import CONF_DIR, register_resolvers
 from deblur.errors import UserError
 
 
