@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import struct
 from collections.abc import Mapping
@@ -12,6 +13,7 @@ from typing import Any
 import cv2
 import numpy as np
 import torch
+from PIL import Image
 
 from deblur.errors import UserError
 
@@ -19,7 +21,6 @@ IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".
 """File suffixes (lower case) that the dataset readers treat as images."""
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-_JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
 _FIX = "Re-copy or re-extract the file from the original dataset, or remove the pair."
 
 
@@ -75,54 +76,11 @@ def _png_is_complete(data: bytes) -> bool:
     return False
 
 
-def _jpeg_walk(data: bytes) -> tuple[tuple[int, int] | None, bool]:
-    """Walk the JPEG markers: ``((height, width)`` of the first SOF or None, whether an EOI
-    marker follows the last scan, i.e. the file is complete``)``."""
-    pos, n, size = 2, len(data), None  # after SOI
-    while pos + 2 <= n:
-        if data[pos] != 0xFF:
-            return size, False
-        marker = data[pos + 1]
-        if marker == 0xFF:  # fill byte
-            pos += 1
-            continue
-        if marker == 0xD9:  # EOI
-            return size, True
-        if 0xD0 <= marker <= 0xD7 or marker == 0x01:  # markers without a length
-            pos += 2
-            continue
-        if pos + 4 > n:
-            return size, False
-        (length,) = struct.unpack(">H", data[pos + 2 : pos + 4])
-        if marker in _JPEG_SOF and size is None and pos + 9 <= n:
-            height, width = struct.unpack(">HH", data[pos + 5 : pos + 9])
-            size = int(height), int(width)
-        pos += 2 + length
-        while marker == 0xDA:  # start of scan: skip entropy-coded data up to the next marker
-            pos = data.find(b"\xff", pos)
-            if pos < 0 or pos + 1 >= n:
-                return size, False
-            nxt = data[pos + 1]
-            if not (nxt == 0x00 or 0xD0 <= nxt <= 0xD7 or nxt == 0xFF):
-                break
-            pos += 1 if nxt == 0xFF else 2
-    return size, False
-
-
-def _header_size(data: bytes) -> tuple[int, int] | None:
-    """``(height, width)`` from a PNG IHDR or JPEG SOF header, None when not found."""
-    if data.startswith(_PNG_SIGNATURE) and len(data) >= 24 and data[12:16] == b"IHDR":
-        width, height = struct.unpack(">II", data[16:24])
-        return int(height), int(width)
-    return _jpeg_walk(data)[0] if data.startswith(b"\xff\xd8") else None
-
-
-def _read_bytes(path: Path, limit: int = -1) -> bytes:
-    """The file's bytes (the first ``limit``); a missing, unreadable or empty file and (the whole
-    file read) a truncated PNG / JPEG stream are an :class:`ImageReadError` naming it."""
+def _read_bytes(path: Path) -> bytes:
+    """The file's bytes; a missing, unreadable or empty file and a truncated PNG / JPEG stream
+    are an :class:`ImageReadError` naming it."""
     try:
-        with open(path, "rb") as fh:
-            data = fh.read(limit)
+        data = path.read_bytes()
     except FileNotFoundError:
         raise ImageReadError(f"Image file '{path}' does not exist. {_FIX}") from None
     except OSError as exc:
@@ -130,9 +88,10 @@ def _read_bytes(path: Path, limit: int = -1) -> bytes:
     if not data:
         raise ImageReadError(f"Image file '{path}' is empty (0 bytes). {_FIX}")
     problem = None
-    if limit < 0 and data.startswith(_PNG_SIGNATURE) and not _png_is_complete(data):
+    if data.startswith(_PNG_SIGNATURE) and not _png_is_complete(data):
         problem = "the PNG stream ends before its IEND chunk (truncated file)"
-    if limit < 0 and data.startswith(b"\xff\xd8") and not _jpeg_walk(data)[1]:
+    # entropy-coded data never holds FF D9: a complete JPEG has its EOI after its last scan start
+    if data.startswith(b"\xff\xd8") and not 0 <= data.rfind(b"\xff\xda") < data.rfind(b"\xff\xd9"):
         problem = "the JPEG stream has no end-of-image marker after its last scan (truncated file)"
     if problem is not None:
         raise ImageReadError(f"Image file '{path}' is corrupt: {problem}. {_FIX}")
@@ -153,16 +112,15 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
 
 
 def image_size(path: str | os.PathLike[str], check: bool = False) -> tuple[int, int]:
-    """``(height, width)`` from a PNG / JPEG header (other formats are decoded); ``check=True``
-    reads the whole file and raises as :func:`read_image` would, at a fraction of its cost."""
+    """``(height, width)`` from the file header (Pillow reads no pixels); ``check=True`` reads the
+    whole file and raises as :func:`read_image` would, at a fraction of its cost."""
     path = Path(path)
-    data = _read_bytes(path, -1 if check else 65536)
-    size = _header_size(data)
-    if (size is None or min(size) == 0) and len(data) == 65536 and not check:
-        size = _header_size(path.read_bytes())
-    if size is not None and min(size) > 0:
-        return size
-    image = read_image(path)  # not PNG / JPEG, or a header we cannot parse: decode
+    if check:
+        _read_bytes(path)
+    with contextlib.suppress(OSError, Image.DecompressionBombError), Image.open(path) as image:
+        if min(image.size) > 0:
+            return image.height, image.width
+    image = read_image(path)  # missing, empty, or a header Pillow cannot read: decode (or name it)
     return int(image.shape[0]), int(image.shape[1])
 
 
