@@ -10,8 +10,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from hydra import compose as hydra_compose
-from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import get_object
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
@@ -191,13 +189,6 @@ def _keyed(parsed: Sequence[Any]) -> list[Any]:
     ]
 
 
-def _compose_here(config_name: str, overrides: list[str]) -> DictConfig:
-    """Compose inside a running Hydra app (its search path) or, outside one, from CONF_DIR."""
-    if GlobalHydra.instance().is_initialized():
-        return hydra_compose(config_name=config_name, overrides=overrides)
-    return compose(config_name, overrides)
-
-
 def _not_a_key(line: str, config_name: str, base: DictConfig, note: str = "") -> ConfigValueError:
     """``line`` sets a key ``base`` lacks: one paragraph with its close match."""
     key, _, given = line.lstrip("+").partition("=")
@@ -226,9 +217,7 @@ def check_overrides(cfg: DictConfig, config_name: str, overrides: Sequence[str])
     parsed = parse_overrides(overrides)
     if not (keyed := _keyed(parsed)):
         return
-    base = _compose_here(
-        config_name, [str(o.input_line) for o in parsed if _is_group(o.key_or_group)]
-    )
+    base = compose(config_name, [str(o.input_line) for o in parsed if _is_group(o.key_or_group)])
     added: list[tuple[str, str]] = []
     for ov in keyed:
         key, line = str(ov.key_or_group), str(ov.input_line)
@@ -277,7 +266,7 @@ def check_known_keys(config_name: str, overrides: Sequence[str]) -> None:
     first: DictConfig | None = None
     for groups in tried if missing else []:
         try:
-            base = _compose_here(config_name, groups)
+            base = compose(config_name, groups)
         except Exception:  # noqa: BLE001 - a group option only Hydra can find: Hydra reports it
             return
         first = base if first is None else first

@@ -12,6 +12,7 @@ from typing import Any
 
 from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
@@ -149,7 +150,10 @@ def to_container(cfg: DictConfig | dict) -> dict[str, Any]:
 def compose(
     config_name: str, overrides: list[str] | None = None, return_hydra_config: bool = False
 ):
-    """Compose a config the way the entry points do (for tests and notebooks)."""
+    """Compose a config the way the entry points do: inside a running Hydra app on its search
+    path, else from CONF_DIR (tests, notebooks)."""
+    if GlobalHydra.instance().is_initialized():
+        return hydra_compose(config_name, list(overrides or []), return_hydra_config)
     register_resolvers()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return hydra_compose(config_name, list(overrides or []), return_hydra_config)

@@ -20,11 +20,7 @@ from deblur.checkpoints import identity_diff
 from deblur.errors import UserError
 from deblur.files import write_bytes_atomic
 from deblur.inputs import OutputError, ensure_writable_dir
-from deblur.runs.identity import (
-    RunConfigChangedError,
-    changed_config_message,
-    identify,
-)
+from deblur.runs.identity import RunConfigChangedError, changed_config_message, identify
 from deblur.runs.launch import follow_rank_zero, is_rank_zero, launch_id
 from deblur.runs.lock import LOCK_FILE, RunLock
 from deblur.runs.record import (
@@ -81,7 +77,7 @@ def base_record(cfg: DictConfig, task: str, run_dir: Path) -> RunRecord:
         host=socket.gethostname(),
         pid=os.getpid(),
         versions=versions(),
-        code=code_version(),
+        code=dict(code_version()),
     )
 
 
@@ -221,11 +217,8 @@ def _stopped_from_outside(err: BaseException) -> bool:
 def _record_failure(record: RunRecord, err: BaseException, run_dir: Path, start: float) -> None:
     """Write how the run ended (``interrupted`` or ``failed``, the error) before re-raising."""
     record.status = "interrupted" if _stopped_from_outside(err) else "failed"
-    record.error = {
-        "type": type(err).__name__,
-        "message": str(err),
-        "traceback": traceback.format_exc(),
-    }
+    record.error = {"type": type(err).__name__, "message": str(err)}
+    record.error["traceback"] = traceback.format_exc()
     if isinstance(err, OSError) and getattr(err, "filename", None):
         record.error["path"] = str(err.filename)
         record.error["cause"] = err.strerror or os.strerror(err.errno or 0)

@@ -51,7 +51,9 @@ def versions() -> dict[str, str]:
 
 
 @functools.cache
-def _code() -> dict[str, Any]:
+def code_version() -> dict[str, Any]:
+    """The deblur version and, in a git checkout, its commit and whether it had local changes
+    (recorded in metrics.json, outside the run identity; a copy per record)."""
     try:
         out: dict[str, Any] = {"deblur": version("deblur")}
     except PackageNotFoundError:  # pragma: no cover - always installed
@@ -71,12 +73,6 @@ def _code() -> dict[str, Any]:
         status = git("status", "--porcelain", "--untracked-files=no")
         out |= {"git_commit": commit, "git_dirty": bool(status) if status is not None else None}
     return out
-
-
-def code_version() -> dict[str, Any]:
-    """The deblur version and, in a git checkout, its commit and whether it had local changes
-    (recorded in metrics.json, outside the run identity)."""
-    return dict(_code())
 
 
 @dataclass(slots=True)
@@ -224,19 +220,14 @@ def _hints(cls: type) -> dict[str, Any]:
     """Field name -> the dataclass it holds, or the types json.loads gives for it."""
     out = {}
     for name, hint in typing.get_type_hints(cls).items():
-        if name in ("extra", "result"):
-            continue
         union = typing.get_origin(hint) in (Union, types.UnionType)
         part = next(a for a in typing.get_args(hint) if a is not type(None)) if union else hint
         origin = typing.get_origin(part) or part
-        out[name] = (
-            part
-            if dataclasses.is_dataclass(part)
-            else (float, int)
-            if origin is float
-            else (origin,)
-        )
-    return out
+        out[name] = part if dataclasses.is_dataclass(part) else _ACCEPTS.get(origin, (origin,))
+    return {k: v for k, v in out.items() if k not in ("extra", "result")}
+
+
+_ACCEPTS = {float: (float, int)}  # a float field takes a JSON integer too
 
 
 def _typed(
