@@ -1,10 +1,7 @@
 """``make demo``: the whole study at demo scale on the embedded data, on a CPU, offline.
 
-The blur classifier (Table 4.2), the loss x discriminator grid and ``loss=none`` (4.1), a frozen
-and an unfrozen GAN starting from that classifier (4.4); then Table 4.1, which cells beat the
-blurred input, and the TensorBoard command. ``--study``: experiments/cpu_study (seeds 0, 1, 2,
-three classifier backbones, Table 4.3 for NLayer). Re-running skips finished runs.
-"""
+The runs of :func:`steps` (Tables 4.2, 4.1, 4.4; ``--study``: experiments/cpu_study, 3 seeds, 4.3
+too), then Table 4.1 and which cells beat the blurred input. Re-running skips finished runs."""
 
 from __future__ import annotations
 

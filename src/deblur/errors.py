@@ -1,8 +1,5 @@
-"""The one base class of errors a person can fix (bad data, config value, checkpoint, path).
-
-Entry points print such an error as one paragraph, without a traceback (the traceback goes to
-the run's log); any other exception is a bug and keeps its traceback.
-"""
+"""The one base class of errors a person can fix, printed by the entry points as one paragraph
+(its traceback to the run's log); any other exception is a bug and keeps its traceback."""
 
 from __future__ import annotations
 

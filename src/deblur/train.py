@@ -1,7 +1,5 @@
-"""GAN training (stage 2): ``python -m deblur.train loss=ragan disc=double backbone=nlayer``.
-
-A sweep: ``python -m deblur.train -m loss=gan,lsgan,wgangp,ragan disc=single,patch,double``.
-"""
+"""GAN training (stage 2): ``python -m deblur.train loss=ragan disc=double backbone=nlayer``; a
+sweep: ``python -m deblur.train -m loss=gan,lsgan,wgangp,ragan disc=single,patch,double``."""
 
 from __future__ import annotations
 

@@ -82,13 +82,8 @@ def base_record(cfg: DictConfig, task: str, run_dir: Path) -> RunRecord:
 
 
 def managed_run(cfg: DictConfig, task: str, body: Body, run_dir: Path | None = None) -> RunRecord:
-    """Run ``body(run_dir, record)`` with its status, result and any traceback in metrics.json.
-
-    ``body`` fills ``record.result`` (and may write it early with :func:`update_record`); a run
-    it ends early sets ``record.stopped`` (status ``stopped``). The folder is locked first; a finished run
-    of the same identity is skipped unless ``overwrite=true``, one of another identity refused
-    naming the keys. A failure is recorded and re-raised (a multirun's other jobs go on).
-    """
+    """``body(run_dir, record)`` in the locked folder, its status, result (``body`` fills it) and
+    any error in metrics.json; a finished run is skipped or refused (docs/DESIGN.md)."""
     hydra = _hydra()
     run_dir = Path(run_dir or (hydra and hydra.runtime.output_dir) or Path(cfg.runs_dir) / task)
     if not is_rank_zero():  # a DDP rank > 0: rank 0 owns the folder and its records
@@ -161,10 +156,8 @@ def _skip_finished(previous: RunRecord, identity: dict[str, Any], run_dir: Path)
 
 
 def _prepare_folder(cfg: DictConfig, previous: RunRecord | None, run_dir: Path) -> None:
-    """Resume an unfinished run from its last.ckpt (``resume=auto``: the last attempt was
-    ``running``, the process died; ``interrupted``, Ctrl-C / SIGTERM; or ``stopped`` early; a
-    ``failed`` one would most likely fail again), or archive the earlier attempt; then write
-    the Hydra files."""
+    """Resume a run cut short (``running``, ``interrupted``, ``stopped``; not ``failed``: it would
+    fail again) from its last.ckpt, or archive the earlier attempt; then write the Hydra files."""
     last = run_dir / "checkpoints" / "last.ckpt"
     cut_short = previous is not None and previous.status in ("running", "interrupted", "stopped")
     if cfg.resume == "auto" and not cfg.get("ckpt_path") and not cfg.overwrite:

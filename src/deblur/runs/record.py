@@ -144,10 +144,8 @@ RESULTS |= {"evaluate": EvalResult, "robustness": RobustnessResult}
 
 @dataclass(slots=True)
 class RunRecord:
-    """The ``metrics.json`` of a run folder, the one schema of every writer and reader
-    (docs/DESIGN.md): what every run has, and its task's typed :attr:`result`. A ``None``
-    field is absent from the file; a name that is not a field cannot be set (slots); unknown
-    top-level keys of other versions stay in :attr:`extra`."""
+    """A run folder's ``metrics.json`` (docs/DESIGN.md): what every run has, its task's typed
+    :attr:`result`; ``None`` fields are not written, unknown keys stay in :attr:`extra`."""
 
     status: str | None = None  # running | finished | failed | interrupted | stopped
     task: str | None = None  # gan | classifier | evaluate | robustness
