@@ -22,25 +22,12 @@ def bad_files(tmp_path):
     files = {"text": tmp_path / "notes.ckpt", "empty": tmp_path / "empty.ckpt"}
     files["text"].write_text("this is not a checkpoint\n")
     files["empty"].write_bytes(b"")
-    gan = tmp_path / "gan.ckpt"
-    torch.save(
-        {
-            "state_dict": {"generator.w": torch.zeros(3)},
-            "hyper_parameters": {"cfg": {"task": "gan"}},
-        },
-        gan,
-    )
-    clf = tmp_path / "clf.ckpt"
-    torch.save(
-        {
-            "state_dict": {"net.w": torch.zeros(3)},
-            "hyper_parameters": {"cfg": {"task": "classifier"}},
-        },
-        clf,
-    )
-    cut = tmp_path / "cut.ckpt"
-    cut.write_bytes(gan.read_bytes()[: len(gan.read_bytes()) // 2])
-    files.update(gan=gan, clf=clf, cut=cut)
+    for name, weights, task in (("gan", "generator.w", "gan"), ("clf", "net.w", "classifier")):
+        files[name] = tmp_path / f"{name}.ckpt"
+        cfg = {"cfg": {"task": task}}
+        torch.save({"state_dict": {weights: torch.zeros(3)}, "hyper_parameters": cfg}, files[name])
+    files["cut"] = tmp_path / "cut.ckpt"
+    files["cut"].write_bytes(files["gan"].read_bytes()[: len(files["gan"].read_bytes()) // 2])
     return files
 
 
