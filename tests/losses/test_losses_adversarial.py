@@ -261,8 +261,11 @@ def test_frozen_d_fills_the_pool_in_g_steps(cls):
     pooled = torch.cat([*history, real]).mean()
     assert len(loss.state_dict()["real/0"]) == 24
     # the reference of the fake side is the pool's mean of real scores (no batch mean)
-    expected = cls(pool_size=0)._d_term(
-        fake - pooled, real - (torch.cat([h - 5 for h in history] + [fake.detach()]).mean())
+    expected = GANLoss._d(  # the D term with targets swapped (G's), of the pooled references
+        cls(pool_size=0),
+        fake - pooled,
+        real - (torch.cat([h - 5 for h in history] + [fake.detach()]).mean()),
+        0,
     )
     torch.testing.assert_close(loss.g_loss([real], [fake]), expected)
     assert not torch.allclose(loss.g_loss([real], [fake]), cls(pool_size=50).g_loss([real], [fake]))

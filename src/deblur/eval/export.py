@@ -1,7 +1,5 @@
-"""Export ``PadCrop(generator)`` (the mirror padding to the stride, the network, the crop) to
-TorchScript or ONNX with dynamic height and width: ``1 x 3 x H x W`` in [-1, 1]. ``format=<name>``
-picks ``formats.<name>`` of ``conf/export.yaml`` (a suffix and an exporter); the file is then
-checked against PyTorch on an odd-sized image."""
+"""Export ``PadCrop(generator)`` with dynamic height and width (``formats.<name>`` of
+``conf/export.yaml``: a suffix and an exporter), then check it against PyTorch on an odd size."""
 
 from __future__ import annotations
 

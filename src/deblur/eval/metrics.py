@@ -1,8 +1,6 @@
-"""Image metrics with pinned definitions, on ``B x 3 x H x W`` (or ``3 x H x W``) RGB in [-1, 1],
-one float64 value per image, on uint8 levels ``round((x + 1) * 127.5)`` (a saved PNG), peak 255:
-PSNR (identical images: ``max_db``), SSIM (= skimage's ``structural_similarity(gaussian_weights=
-True, sigma=1.5, use_sample_covariance=False)``), MATLAB's 3-D SSIM (MPRNet / NAFNet tables; not
-comparable to SSIM), and sharpness ratios of the output's luminance to the target's."""
+"""Metrics with pinned definitions on [-1, 1] RGB ``B x 3 x H x W``, one float64 per image, on uint8
+levels ``round((x + 1) * 127.5)``, peak 255: PSNR, SSIM (= skimage's with ``gaussian_weights=True,
+sigma=1.5, use_sample_covariance=False``), MATLAB's 3-D SSIM, and sharpness ratios."""
 
 from __future__ import annotations
 

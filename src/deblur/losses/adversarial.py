@@ -97,11 +97,8 @@ class GANLoss(AdversarialLoss):
     fake_target = 0.0  #: D's target for fake logits (real ones: 1)
     g_scale = 1.0
 
-    def _d_term(self, real: Tensor, fake: Tensor) -> Tensor:
-        return 0.5 * (self.criterion(real, 1.0) + self.criterion(fake, self.fake_target))
-
     def _d(self, real: Tensor, fake: Tensor, head: int) -> Tensor:
-        return self._d_term(real, fake)
+        return 0.5 * (self.criterion(real, 1.0) + self.criterion(fake, self.fake_target))
 
     def _g(self, real: Tensor | None, fake: Tensor, head: int) -> Tensor:
         return self.g_scale * self.criterion(fake, 1.0)
@@ -211,11 +208,11 @@ class RaGANLoss(GANLoss):
 
     def _d(self, real: Tensor, fake: Tensor, head: int) -> Tensor:
         self._push(real, fake, head)
-        return self._d_term(*self._relative(real, fake, head))
+        return super()._d(*self._relative(real, fake, head), head)
 
     def _g(self, real: Tensor | None, fake: Tensor, head: int) -> Tensor:
         real_rel, fake_rel = self._relative(real, fake, head)
-        return self._d_term(fake_rel, real_rel)  # targets swapped
+        return GANLoss._d(self, fake_rel, real_rel, head)  # targets swapped
 
     def observe(self, real_logits: Logits, fake_logits: Logits) -> None:
         """A frozen D's G-step scores fill the pool (it takes no D step), so frozen and trained

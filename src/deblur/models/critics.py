@@ -55,11 +55,7 @@ class NLayerTrunk(nn.Module):
             )
         self.stages = nn.Sequential(*stages[:depth])
         self.out_channels = widths[depth - 1]
-        self.ndf, self.n_layers = ndf, n_layers
-
-    def describe(self) -> str:
-        """The settings that decide its parameter shapes (for load errors)."""
-        return f"ndf={self.ndf}, n_layers={self.n_layers}"
+        self.shapes = f"ndf={ndf}, n_layers={n_layers}"  # what decides its shapes (load errors)
 
     def forward(self, x: Tensor) -> Tensor:
         check_images(x, self.min_size, "NLayer trunk")
@@ -81,11 +77,7 @@ class TimmTrunk(nn.Module):
         cfg = self.body.pretrained_cfg
         self.register_buffer("mean", torch.tensor(cfg["mean"]).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(cfg["std"]).view(1, 3, 1, 1), persistent=False)
-        self.model_name = model
-
-    def describe(self) -> str:
-        """The timm model (for load errors)."""
-        return f"model={self.model_name}"
+        self.model_name, self.shapes = model, f"model={model}"
 
     def forward(self, x: Tensor) -> Tensor:
         check_images(x, self.min_size, f"timm trunk '{self.model_name}'")
@@ -227,7 +219,7 @@ def load_classifier_weights(
 
     def fail(problem: str) -> ValueError:
         trunk = next(iter(disc.critics.values())).trunk
-        detail = trunk.describe() if hasattr(trunk, "describe") else type(trunk).__name__
+        detail = getattr(trunk, "shapes", type(trunk).__name__)
         trained = "<unknown backbone>"
         if src is not None:  # the settings that decide parameter shapes
             node = src.get("trunk") if isinstance(src.get("trunk"), Mapping) else src

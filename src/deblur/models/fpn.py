@@ -39,11 +39,9 @@ def _resize(x: Tensor, size: tuple[int, int] | torch.Size) -> Tensor:
 
 
 class FPNGenerator(nn.Module):
-    """FPN deblurring generator: ``clamp(tanh(out) + x, -1, 1)`` on inputs in [-1, 1], any size
-    (reflect-padded to what the net needs). Encoder: a timm backbone at strides 2..32, fed
-    ImageNet-normalised input. Decoder as in DeblurGAN-v2: 1x1 laterals, top-down nearest sum +
-    3x3 conv/norm/ReLU, four heads upsampled to 1/4 and concatenated, smoothing, x2 + stride-2
-    lateral, smoothing, x2, final 3x3 conv."""
+    """``clamp(tanh(out) + x, -1, 1)`` for [-1, 1] inputs of any size (reflect-padded): a timm
+    encoder at strides 2..32 and DeblurGAN-v2's FPN decoder (laterals, top-down sums, four heads
+    at 1/4, smoothing, the stride-2 lateral, x2, a final 3x3 conv)."""
 
     multiple = 32
 
