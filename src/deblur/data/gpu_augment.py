@@ -79,11 +79,8 @@ def _op_from(key: str, aug: A.BasicTransform) -> _Op:
 def gaussian_kernel1d(sigma: float, ksize: int | None = None) -> Tensor:
     """OpenCV's ``getGaussianKernel`` for float images: ``ksize`` taps (None: OpenCV's automatic
     size for float32, ``round(8 sigma + 1) | 1``), normalised to sum 1."""
-    if ksize is None:
-        ksize = int(round(sigma * 8 + 1)) | 1
-    x = torch.arange(ksize, dtype=torch.float64) - (ksize - 1) / 2
-    k = torch.exp(-(x**2) / (2 * sigma**2))
-    return (k / k.sum()).float()
+    ksize = ksize or int(round(sigma * 8 + 1)) | 1
+    return torch.from_numpy(cv2.getGaussianKernel(ksize, sigma, cv2.CV_32F)).ravel()
 
 
 def affine_matrix(

@@ -28,9 +28,6 @@ class Pair:
     name: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
-        for key in ("blur", "sharp", "kernel"):
-            if (value := getattr(self, key)) is not None:
-                object.__setattr__(self, key, Path(value))
         if not self.name:
             object.__setattr__(self, "name", f"{self.group}/{self.blur.stem}")
 
