@@ -78,14 +78,11 @@ def read_checkpoint(
             f"{given} is a PyTorch file but not a Lightning checkpoint of deblur (it holds "
             f"{held}).{fix}"
         )
-    keys = [str(k) for k in ckpt["state_dict"]]
-    saved = checkpoint_cfg(ckpt).get("task") or (  # older files: told by their weights
-        "classifier"
-        if keys and all(k.startswith("net.") for k in keys)
-        else "gan"
-        if any(k.startswith(("generator.", "discriminator.")) for k in keys)
-        else None
-    )
+    keys = [str(k) for k in ckpt["state_dict"]]  # an older file's task: told by its weights
+    net_only = bool(keys) and all(k.startswith("net.") for k in keys)
+    gan = any(k.startswith(("generator.", "discriminator.")) for k in keys)
+    by_weights = "classifier" if net_only else "gan" if gan else None
+    saved = checkpoint_cfg(ckpt).get("task") or by_weights
     if task is not None and saved is not None and saved != task:
         raise CheckpointError(
             f"{given} comes from a {saved} run ({TASKS.get(saved, saved)}); the checkpoint "

@@ -102,8 +102,7 @@ def check_disc_switches(
     """``disc.checkpoint`` / ``disc.frozen`` with the loss and the discriminator they act on."""
     if not adversarial and (checkpoint or frozen):
         raise ConfigValueError(
-            f"loss=none trains without a discriminator, so disc.checkpoint="
-            f"{checkpoint if checkpoint else 'null'} / "
+            f"loss=none trains without a discriminator, so disc.checkpoint={checkpoint or 'null'} / "
             f"disc.frozen={str(bool(frozen)).lower()} have nothing to act on. Drop those "
             "overrides, or choose an adversarial loss (loss=ragan_ls, ...)."
         )
@@ -122,18 +121,6 @@ def check_disc_switches(
             f"disc=single disc.frozen=true (Table 4.4), or keep disc={kind} with "
             "disc.frozen=false so the fresh head trains."
         )
-
-
-def _check_disc(cfg: DictConfig) -> None:
-    if cfg.get("task") != "gan":
-        return
-    check_disc_switches(
-        adversarial=not str(cfg.loss._target_).endswith("NoAdversarialLoss"),
-        checkpoint=cfg.disc.checkpoint,
-        frozen=bool(cfg.disc.frozen),
-        heads=list(cfg.disc.net.critics),
-        kind=str(cfg.disc.net.kind),
-    )
 
 
 def _parameters(target: str) -> tuple[list[str], bool] | None:
@@ -181,12 +168,8 @@ def _is_group(key: Any) -> bool:
 
 def _keyed(parsed: Sequence[Any]) -> list[Any]:
     """The overrides that set a key of the config (not a group, a deletion or ``hydra.*``)."""
-    return [
-        ov
-        for ov in parsed
-        if not (ov.is_delete() or _is_group(ov.key_or_group))
-        and not str(ov.key_or_group).startswith("hydra.")
-    ]
+    own = [ov for ov in parsed if not str(ov.key_or_group).startswith("hydra.")]
+    return [ov for ov in own if not (ov.is_delete() or _is_group(ov.key_or_group))]
 
 
 def _not_a_key(line: str, config_name: str, base: DictConfig, note: str = "") -> ConfigValueError:
@@ -309,4 +292,11 @@ def check_values(cfg: DictConfig, overrides: Sequence[str] = ()) -> None:
         if value is not _ABSENT:  # (a ``???`` value reads as absent)
             _check_one(key, rule, what, example, value, overrides)
     _check_precision(cfg)
-    _check_disc(cfg)
+    if cfg.get("task") == "gan":
+        check_disc_switches(
+            adversarial=not str(cfg.loss._target_).endswith("NoAdversarialLoss"),
+            checkpoint=cfg.disc.checkpoint,
+            frozen=bool(cfg.disc.frozen),
+            heads=list(cfg.disc.net.critics),
+            kind=str(cfg.disc.net.kind),
+        )

@@ -44,13 +44,8 @@ def resolve_classifier_checkpoint(
     backbone in ``<runs_dir>/table4_2`` (or ``<sweep>``), the same seed's if there is one."""
     sweep = spec.split(":", 1)[1] if ":" in spec else "table4_2"
     folder = Path(sweep) if Path(sweep).is_absolute() else Path(runs_dir) / sweep
-    matches = [
-        (d, m)
-        for d, m in find_runs([folder])
-        if m.task == "classifier"
-        and m.status == "finished"
-        and m.choices.get("backbone") == backbone
-    ]
+    runs, wanted = find_runs([folder]), ("classifier", "finished", backbone)
+    matches = [(d, m) for d, m in runs if (m.task, m.status, m.choices.get("backbone")) == wanted]
     if not matches:
         raise MissingCheckpointError(
             f"disc.checkpoint={spec}: no finished blur-classifier run with backbone={backbone} "

@@ -56,9 +56,7 @@ class RunConfigChangedError(UserError, ValueError):
 
 def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
     if isinstance(node, Mapping):
-        out: dict[str, Any] = {}
-        for k, v in node.items():
-            out.update(_flatten(v, f"{prefix}{k}."))
+        out = {path: v for k, n in node.items() for path, v in _flatten(n, f"{prefix}{k}.").items()}
         return out if out or not prefix else {prefix[:-1]: {}}
     return {prefix[:-1]: list(node) if isinstance(node, list | tuple) else node}
 
