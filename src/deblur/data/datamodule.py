@@ -18,7 +18,6 @@ import cv2
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset
 
 from deblur.data.blur import CameraShake
@@ -150,15 +149,10 @@ class TrainingMix:
                 f"data.embedded.train_source={src} needs data.embedded.procedural_per_epoch >= 1 "
                 f"(pairs per epoch), got {self.procedural_per_epoch}."
             )
-        if procedural := dict(self.procedural or {}):
+        if (procedural := dict(self.procedural or {})) or src != "photos":  # empty: names the keys
             self.colors = str(procedural.pop("colors", None))
-            _choice("data.embedded.procedural.colors", self.colors, ("photos", "lab"))
             self.dead_leaves = DeadLeaves.from_config(procedural)
-        elif src != "photos":
-            raise DataError(
-                f"data.embedded.train_source={src} draws dead-leaves images, but "
-                "data.embedded.procedural is empty; restore it from conf/data/embedded.yaml."
-            )
+            _choice("data.embedded.procedural.colors", self.colors, ("photos", "lab"))
 
 
 _MIX_KEYS = tuple(f.name for f in fields(TrainingMix)[:4])
@@ -185,10 +179,6 @@ def worker_init_fn(worker_id: int) -> None:
     random.seed(seed)
     if info is not None and hasattr(info.dataset, "reseed"):
         info.dataset.reseed(seed)
-
-
-def _plain(value: Any) -> Any:
-    return OmegaConf.to_container(value, resolve=True) if isinstance(value, DictConfig) else value
 
 
 def _build_layout(layout: Mapping[str, Any]) -> tuple[Callable[..., Any], str]:
@@ -272,13 +262,12 @@ class DeblurDataModule(pl.LightningDataModule):
         self.num_workers = loader_workers(self.num_workers, self.on_gpu)
         if self.pin_memory is None:
             self.pin_memory = torch.cuda.is_available()
-        self.augment = _plain(self.augment)
         self._tensor_augment = None  # augment_on=gpu: the workers cut the patch, the GPU warps it
         if self.augment_on == "gpu":
             self._tensor_augment = TensorAugment(self.augment, self.crop_size, self.seed)
         seqs = self.val_sequences
         self.val_sequences = [str(v) for v in ([seqs] if isinstance(seqs, str) else seqs or [])]
-        self.embedded = dict(_plain(self.embedded) or {})  # minus the mix: the build parameters
+        self.embedded = dict(self.embedded or {})  # minus the mix: the build parameters
         data = f"data={self.name} (layout '{self.layout}')"
         self.mix = _training_mix(self.embedded, data, self.crop_size)
         self.train_source, self.train_blur = self.mix.train_source, self.mix.train_blur

@@ -11,12 +11,13 @@ import os
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import ConcatDataset, Dataset
 
+from deblur.data.deadleaves import ProceduralPairs, ReblurredPhotos
 from deblur.data.io import DataError, read_image, read_kernel, to_tensor
 from deblur.data.pairs import Pair
 from deblur.data.sampling import split_sample
@@ -24,6 +25,7 @@ from deblur.data.sampling import split_sample
 log = logging.getLogger(__name__)
 
 Transform = Callable[..., dict[str, Any]]
+Made = ProceduralPairs | ReblurredPhotos  # (blurred, sharp, kernel) from (epoch, index)
 
 
 def _paired_item(blur: np.ndarray, sharp: np.ndarray, name: str, uint8: bool) -> dict[str, Any]:
@@ -127,22 +129,11 @@ class ClassificationDataset(PairedDataset):
         return _classify_item(image, is_blur, pair.name, self.uint8)
 
 
-class PairSource(Protocol):
-    """Training pairs made on the fly, ``(blurred, sharp, kernel)`` as a pure function of
-    ``(epoch, index)``: ``deadleaves.ProceduralPairs`` / ``ReblurredPhotos``."""
-
-    def pair(self, epoch: int, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
-
-    def name(self, epoch: int, index: int) -> str: ...
-
-
 class ProceduralDataset(Dataset):
-    """``length`` pairs per epoch from a :class:`PairSource`, indexed like the file datasets; the
-    epoch comes with the index from the sampler (a plain index: epoch 0)."""
+    """``length`` pairs per epoch from ``pairs``, indexed like the file datasets; the epoch comes
+    with the index from the sampler (a plain index: epoch 0)."""
 
-    def __init__(
-        self, pairs: PairSource, length: int, task: str = "paired", uint8: bool = False
-    ) -> None:
+    def __init__(self, pairs: Made, length: int, task: str = "paired", uint8: bool = False) -> None:
         self.pairs, self.n_pairs, self.task, self.uint8 = pairs, int(length), task, uint8
 
     def __len__(self) -> int:

@@ -82,6 +82,5 @@ class EpochSeededSampler(Sampler[tuple[int, int, int]]):
 def split_sample(index: int | tuple[int, ...]) -> tuple[int, int | None, int]:
     """``(index, sample_seed, epoch)`` of a sampler item (a plain int: no seed, epoch 0)."""
     if isinstance(index, tuple | list):
-        epoch = int(index[2]) if len(index) > 2 else 0
-        return int(index[0]), int(index[1]), epoch
+        return int(index[0]), int(index[1]), int(index[2])
     return int(index), None, 0
