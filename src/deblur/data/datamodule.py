@@ -215,12 +215,7 @@ def _inspect_all(pairs: Sequence[Pair], check: bool) -> list[tuple[str | None, A
 class DeblurDataModule(pl.LightningDataModule):
     """Pairs from a layout, batched for ``task`` paired or classify (docs/DESIGN.md, Data); every
     field is a ``data.*`` key (defaults in conf/data) but ``task`` and ``on_gpu`` (the trainer's
-    device, for ``num_workers`` / ``cache`` = auto).
-
-    The validation split (what picks ``best.ckpt``) is ``val_sequences`` (training groups named
-    by the user), else the dataset's own ``val`` split, else ``val_fraction`` of its training
-    groups, never of its frames, and never the ``test`` split (what ``deblur.evaluate`` reports:
-    choosing on it would leak)."""
+    device, for ``num_workers`` / ``cache`` = auto)."""
 
     task: str
     name: str
@@ -280,6 +275,8 @@ class DeblurDataModule(pl.LightningDataModule):
             return self._splits
         found = self.read_pairs(self.root)
         train = found.get("train", [])
+        # validation (what picks best.ckpt): training groups named by the user, else the dataset's
+        # val split, else held-out training groups; never the test split (evaluate's: a leak)
         if self.val_sequences:
             groups, held = {p.group for p in train}, set(self.val_sequences)
             if unknown := sorted(held - groups):
@@ -297,7 +294,7 @@ class DeblurDataModule(pl.LightningDataModule):
             train = [p for p in train if p.group not in held]
         elif "val" in found:
             val = found["val"]
-        else:  # held-out training sequences: the test split never picks a checkpoint
+        else:
             train, val = split_by_group(train, self.val_fraction, self.seed)
         self._photo_train = list(train)  # the colour palette of procedural images comes from these
         files = ([] if self.train_source == "procedural" else train, val, found.get("test", val))

@@ -57,11 +57,6 @@ def instantiate_node(
     return built
 
 
-def is_image_file(path: str | os.PathLike[str]) -> bool:
-    """True when the file name has one of :data:`IMAGE_EXTENSIONS`."""
-    return Path(path).suffix.lower() in IMAGE_EXTENSIONS
-
-
 def _png_is_complete(data: bytes) -> bool:
     """Walk the PNG chunks; a complete file reaches its IEND chunk inside the data."""
     pos = len(_PNG_SIGNATURE)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from deblur.data.io import IMAGE_EXTENSIONS, DataError, is_image_file
+from deblur.data.io import IMAGE_EXTENSIONS, DataError
 
 
 @dataclass(frozen=True)
@@ -48,11 +48,13 @@ def _check_root(root: str | os.PathLike[str] | None, layout: str, expected: str)
     return path
 
 
-def _images_in(folder: Path, recursive: bool = False) -> dict[str, Path]:
-    """Image files below ``folder`` keyed by relative path without suffix (posix)."""
+def _images_in(
+    folder: Path, recursive: bool = False, suffixes: Sequence[str] = IMAGE_EXTENSIONS
+) -> dict[str, Path]:
+    """Files (images) below ``folder`` keyed by relative path without suffix (posix)."""
     out: dict[str, Path] = {}
     for f in folder.rglob("*") if recursive else folder.iterdir():
-        if f.is_file() and is_image_file(f):
+        if f.is_file() and f.suffix.lower() in suffixes:
             key = f.relative_to(folder).with_suffix("").as_posix()
             if key in out:
                 raise DataError(f"'{folder}' has '{out[key].name}' and '{f.name}': keep one.")
@@ -231,11 +233,7 @@ def _folder_kernels(base: Path, blur: dict[str, Path], blur_dir: Path) -> dict[s
     kernel_dir = base / "kernel"
     if not kernel_dir.is_dir():
         return {}
-    kernels = {
-        f.relative_to(kernel_dir).with_suffix("").as_posix(): f
-        for f in kernel_dir.rglob("*.npy")
-        if f.is_file()
-    }
+    kernels = _images_in(kernel_dir, recursive=True, suffixes=(".npy",))
     missing, orphans = blur.keys() - kernels.keys(), kernels.keys() - blur.keys()
     if missing:
         raise DataError(
