@@ -37,28 +37,22 @@ def _classify_item(image: np.ndarray, is_blur: bool, name: str, uint8: bool) -> 
     return {"image": to_tensor(image, uint8), "label": label, "name": f"{name}:{kind}"}
 
 
-class ImageCache:
+class ImageCache(dict[Path, np.ndarray]):
     """Decoded images kept in RAM, filled up front in the main process. DataLoader workers
     started by ``fork`` share the arrays copy-on-write (never written): it costs its size once."""
 
-    def __init__(self) -> None:
-        self.images: dict[Path, np.ndarray] = {}
-
     def preload(self, paths: Iterable[Path]) -> ImageCache:
         """Decode every path not cached yet (threads: cv2 releases the GIL while decoding)."""
-        new = sorted({Path(p) for p in paths} - self.images.keys())
+        new = sorted({Path(p) for p in paths} - self.keys())
         with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-            self.images.update(zip(new, pool.map(read_image, new)))
-        mib = sum(a.nbytes for a in self.images.values()) / 2**20
+            self.update(zip(new, pool.map(read_image, new)))
+        mib = sum(a.nbytes for a in self.values()) / 2**20
         log.info("Cached %d decoded images (%.1f MiB).", len(self), mib)
         return self
 
-    def __len__(self) -> int:
-        return len(self.images)
-
     def read(self, path: Path) -> np.ndarray:
         """The cached image, or a fresh decode for paths not in the cache."""
-        image = self.images.get(path)
+        image = self.get(path)
         return read_image(path) if image is None else image
 
 
@@ -75,8 +69,8 @@ class PairedDataset(Dataset):
         with_kernel: bool = False,
         uint8: bool = False,
     ) -> None:
-        self.pairs, self.transform, self.cache = list(pairs), transform, cache or ImageCache()
-        self.with_kernel, self.uint8 = with_kernel, uint8
+        self.pairs, self.transform, self.uint8 = list(pairs), transform, uint8
+        self.cache, self.with_kernel = ImageCache() if cache is None else cache, with_kernel
 
     def __len__(self) -> int:
         return len(self.pairs)
