@@ -4,6 +4,7 @@ test_sweep.py; not part of the product)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -41,10 +42,8 @@ def _stop(proc: subprocess.Popen) -> None:
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(timeout=10)
         except (ProcessLookupError, subprocess.TimeoutExpired):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             proc.wait(timeout=10)
 
 
@@ -103,21 +102,12 @@ def _start_server(
 def _hparams_sessions(url: str) -> dict[str, dict[str, Any]]:
     """TensorBoard run name -> {"hparams": {...}, "metrics": {tag: value}} from the HPARAMS API."""
     base = url + "/data/plugin/hparams"
-    experiment = _json(base + "/experiment", {"experimentName": ""})
-    cols = [
-        {"hparam": h["name"], "includeInResult": True} for h in experiment.get("hparamInfos", [])
-    ]
-    cols += [
-        {"metric": m["name"], "includeInResult": True} for m in experiment.get("metricInfos", [])
-    ]
+    exp = _json(base + "/experiment", {"experimentName": ""})
+    infos = (("hparam", "hparamInfos"), ("metric", "metricInfos"))
+    cols = [{kind: i["name"], "includeInResult": True} for kind, k in infos for i in exp.get(k, [])]
     request = {
         "experimentName": "",
-        "allowedStatuses": [
-            "STATUS_UNKNOWN",
-            "STATUS_SUCCESS",
-            "STATUS_FAILURE",
-            "STATUS_RUNNING",
-        ],
+        "allowedStatuses": [f"STATUS_{s}" for s in ("UNKNOWN", "SUCCESS", "FAILURE", "RUNNING")],
         "colParams": cols,
         "startIndex": 0,
         "sliceSize": 100000,
@@ -191,15 +181,9 @@ def check_served(
     strict: bool = True,
     load_fast: str = "auto",
 ) -> dict[str, Any]:
-    """Start the real TensorBoard on ``logdir`` (127.0.0.1, free port), check every run is served.
-
-    ``timeout`` bounds the server start, ``wait`` how long to wait for data still loading.
-
-    Returns ``{"url", "logdir", "tb_runs", "layout", "runs": {run folder: {"tb_runs", "scalars":
-    {tag: points}, "images": {tag: count}, "hparams": {...}, "hparam_metrics": {...}}},
-    "problems": [...]}``; with ``strict`` a remaining problem raises :class:`ServedError`.
-    The server is always stopped before returning.
-    """
+    """Start the real TensorBoard on ``logdir`` (``timeout``: its start), wait up to ``wait`` s
+    until every run is served; the report of :func:`_check_once` (``strict``: its problems raise
+    :class:`ServedError`). The server is always stopped before returning."""
     unknown = set(require) - set(REQUIREMENTS)
     if unknown:
         raise ValueError(f"check_served: unknown requirement {sorted(unknown)}; use {REQUIREMENTS}")

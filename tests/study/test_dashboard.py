@@ -64,16 +64,8 @@ def _tb_run(folder: Path, seed: int, *, image: bool = True, hparams: bool = True
         )
     logger.experiment.add_custom_scalars(custom_scalars_layout("gan"))
     for step in range(4):
-        logger.log_metrics(
-            {
-                "train/g_total": 1.0 / (step + 1),
-                "train/d": 0.7,
-                "train/d_real": 0.6,
-                "train/d_fake": 0.4,
-                "val/psnr": 20.0 + step,
-            },
-            step=step,
-        )
+        values = {"train/g_total": 1.0 / (step + 1), "train/d": 0.7, "train/d_real": 0.6}
+        logger.log_metrics(values | {"train/d_fake": 0.4, "val/psnr": 20.0 + step}, step=step)
     if image:
         logger.experiment.add_image("val/strip_0", torch.rand(3, 8, 24), 3)
     logger.log_metrics({"hp/psnr": 25.0 + seed, "hp/ssim": 0.8}, step=4)

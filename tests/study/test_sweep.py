@@ -29,15 +29,8 @@ def _metrics(folder: Path) -> dict[str, dict]:
 @pytest.fixture(scope="module")
 def grid(tmp_path_factory, cache_dir):
     runs = tmp_path_factory.mktemp("runs")
-    _cli(
-        "deblur.train",
-        "-m",
-        "loss=" + ",".join(LOSSES),
-        "disc=" + ",".join(DISCS),
-        "debug=smoke",
-        "sweep_name=grid",
-        runs=runs,
-    )
+    args = f"-m loss={','.join(LOSSES)} disc={','.join(DISCS)} debug=smoke sweep_name=grid"
+    _cli("deblur.train", *args.split(), runs=runs)
     return runs / "grid"
 
 
@@ -71,15 +64,8 @@ def test_table_4_1_is_complete(grid, tmp_path):
 # suite through test_failed_run_does_not_stop_others_and_relaunch_reruns_only_it
 def test_relaunch_skips_finished_runs(grid):
     before = {k: v["ended"] for k, v in _metrics(grid).items()}
-    proc = _cli(
-        "deblur.train",
-        "-m",
-        "loss=gan,ragan",
-        "disc=single",
-        "debug=smoke",
-        "sweep_name=grid",
-        runs=grid.parent,
-    )
+    again = "-m loss=gan,ragan disc=single debug=smoke sweep_name=grid".split()
+    proc = _cli("deblur.train", *again, runs=grid.parent)
     assert proc.stdout.count("skip (finished)") == 2
     after = {k: v["ended"] for k, v in _metrics(grid).items()}
     assert before == after
@@ -90,14 +76,8 @@ def test_relaunch_skips_finished_runs(grid):
 def test_failed_run_does_not_stop_others_and_relaunch_reruns_only_it(tmp_path, cache_dir):
     runs = tmp_path / "runs"
     # stage 1 for one backbone only: the mobilenet GAN cell has no classifier to start from
-    _cli(
-        "deblur.train_classifier",
-        "-m",
-        "backbone=nlayer",
-        "debug=smoke",
-        "sweep_name=table4_2",
-        runs=runs,
-    )
+    stage1 = "deblur.train_classifier -m debug=smoke sweep_name=table4_2 backbone={}"
+    _cli(*stage1.format("nlayer").split(), runs=runs)
     sweep = [
         "deblur.train",
         "-m",
@@ -117,14 +97,7 @@ def test_failed_run_does_not_stop_others_and_relaunch_reruns_only_it(tmp_path, c
     assert "train_classifier" in failed["error"]["message"]
     ended = {m["choices"]["backbone"]: m["ended"] for m in found.values()}
 
-    _cli(
-        "deblur.train_classifier",
-        "-m",
-        "backbone=mobilenetv3_large",
-        "debug=smoke",
-        "sweep_name=table4_2",
-        runs=runs,
-    )
+    _cli(*stage1.format("mobilenetv3_large").split(), runs=runs)
     proc = _cli(*sweep, runs=runs)
     assert proc.stdout.count("skip (finished)") == 1
     found = _metrics(runs / "pre")
@@ -155,16 +128,8 @@ def test_tensorboard_serves_every_run_of_the_sweep(grid):
 def test_submitit_local_launcher_runs_jobs_concurrently(tmp_path, cache_dir):
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     runs = tmp_path / "runs"
-    _cli(
-        "deblur.train",
-        "-m",
-        "hydra/launcher=submitit_local",
-        "loss=gan,lsgan",
-        "disc=single",
-        "debug=smoke",
-        "sweep_name=local",
-        runs=runs,
-    )
+    local = "-m hydra/launcher=submitit_local loss=gan,lsgan disc=single debug=smoke".split()
+    _cli("deblur.train", *local, "sweep_name=local", runs=runs)
     found = _metrics(runs / "local")
     assert len(found) == 2
     assert all(m["status"] == "finished" for m in found.values())

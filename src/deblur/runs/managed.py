@@ -176,11 +176,8 @@ def _prepare_folder(cfg: DictConfig, previous: RunRecord | None, run_dir: Path) 
         keep = {"attempts", LOCK_FILE}
         if hydra is None or hydra.output_subdir is not None:
             keep.add(".hydra")
-        movable = [
-            p
-            for p in run_dir.iterdir()
-            if p.name not in keep and not (p.is_file() and p.suffix == ".log")
-        ]
+        logs = {p for p in run_dir.glob("*.log") if p.is_file()}
+        movable = [p for p in run_dir.iterdir() if p.name not in keep and p not in logs]
         if movable:
             n = next(i for i in itertools.count(1) if not (run_dir / "attempts" / str(i)).exists())
             dest = run_dir / "attempts" / str(n)
