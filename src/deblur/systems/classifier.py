@@ -57,7 +57,7 @@ class ClassifierSystem(pl.LightningModule):
         self.train_acc.reset()
 
     def on_validation_epoch_start(self) -> None:
-        self._val = {k: [] for k in ("loss", "prob", "target", "logit", "grad_norm")}
+        self._val = {k: [] for k in ("loss", "prob", "label", "logit", "grad_norm")}
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         # the logits and input-gradient norms a GAN calibrates this classifier from, per loss
@@ -66,18 +66,17 @@ class ClassifierSystem(pl.LightningModule):
         # per image, so that the epoch's loss and accuracy count every image once (all DDP ranks)
         loss = F.binary_cross_entropy_with_logits(scores["logit"], target, reduction="none")
         prob = torch.sigmoid(scores["logit"]).detach()
-        for k, v in {"loss": loss.detach(), "prob": prob, "target": target, **scores}.items():
+        for k, v in {"loss": loss.detach(), "prob": prob, "label": target, **scores}.items():
             self._val[k].append(v)
 
     def on_validation_epoch_end(self) -> None:
         per_image = gather_per_image(self, getattr(self, "_val", {}))
         if not len(per_image.get("loss", ())):
             return
-        scores = {"logit": "logit", "label": "target", "grad_norm": "grad_norm"}
-        self._calibration = {k: per_image[v].cpu() for k, v in scores.items()}
-        self._calibration["step"] = int(self.global_step)
+        scores = {k: per_image[k].cpu() for k in ("logit", "label", "grad_norm")}
+        self._calibration = scores | {"step": int(self.global_step)}
         loss = per_image["loss"].mean()
-        correct = (per_image["prob"] > 0.5).float() == per_image["target"]  # as BinaryAccuracy
+        correct = (per_image["prob"] > 0.5).float() == per_image["label"]  # as BinaryAccuracy
         acc = correct.float().mean() * 100.0
         logs = {"val/loss": loss, "hp/val_loss": loss, "val/acc": acc, "hp/val_acc": acc}
         # the ranks hold the same values: max keeps them exact

@@ -42,21 +42,14 @@ def check_launcher(trainer: Any) -> None:
         )
 
 
-def _flat(values: Sequence[Tensor] | Tensor, device: torch.device) -> Tensor:
-    if isinstance(values, Tensor):
-        return values.reshape(-1)
-    return torch.cat([v.reshape(-1) for v in values]) if values else torch.zeros(0, device=device)
-
-
-def gather_per_image(
-    module: Any, values: Mapping[str, Sequence[Tensor] | Tensor]
-) -> dict[str, Tensor]:
-    """Every rank's per-image values (name -> this rank's ``Tensor[B]`` list, in loader order),
-    in dataset order, each validation image once: the sampler's layout (rank ``r`` holds positions
-    ``r, r + W, ...``, :func:`deblur.data.sampling.shard_positions`) gives the order and the
-    padding to drop, so the mean is the one-process mean. A collective: call it on every rank."""
+def gather_per_image(module: Any, values: Mapping[str, Sequence[Tensor]]) -> dict[str, Tensor]:
+    """Every rank's per-image values (name -> its ``Tensor[B]`` list) in dataset order, each image
+    once (rank ``r`` holds positions ``r, r + W, ...``), so means are one-process means. Collective."""
     device, trainer = module.device, module.trainer
-    local = {k: _flat(v, device) for k, v in values.items()}
+    local = {
+        k: torch.cat([x.reshape(-1) for x in v]) if v else torch.zeros(0, device=device)
+        for k, v in values.items()
+    }
     world = int(trainer.world_size)
     if world == 1 or not local:
         return local

@@ -90,9 +90,7 @@ class RunStats(Callback):
         return {k: getattr(self, k) for k in ("history", "train_images", "train_time")}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.history = list(state.get("history", []))
-        self.train_images = int(state.get("train_images", 0))
-        self.train_time = float(state.get("train_time", 0.0))
+        self.__dict__.update({k: state[k] for k in self.state_dict() if k in state})
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
         if self.identity is not None:
@@ -125,11 +123,8 @@ class RunStats(Callback):
             return
         if trainer.state.fn == "fit":
             self._clock(pl_module, start=True)  # validation inside a training epoch
-        metrics = {
-            k: round(v.detach().float().item() if isinstance(v, torch.Tensor) else v, 6)
-            for k, v in trainer.callback_metrics.items()
-            if k.startswith("val/")
-        }
+        logged = trainer.callback_metrics.items()
+        metrics = {k: round(float(v), 6) for k, v in logged if k.startswith("val/")}
         if metrics:
             metrics["epoch"] = trainer.current_epoch
             metrics["iteration"] = int(getattr(pl_module, "_host_iteration", trainer.global_step))
@@ -171,9 +166,8 @@ def build_trainer(
     extra_callbacks: list[Callback] | None = None,
     identity: dict[str, Any] | None = None,
 ) -> tuple[pl.Trainer, list[Logger], RunStats]:
-    """The ``trainer`` node, built by Hydra, writing under ``run_dir``: the loggers, the
-    ``callbacks`` (a ``dirpath`` key: checkpoints/), :class:`RunStats`, resolved precision and
-    CUDA determinism, and :class:`AtomicCheckpointIO`."""
+    """The ``trainer`` node writing under ``run_dir``, with the loggers, the ``callbacks``
+    (checkpoints/), :class:`RunStats`, the resolved precision and :class:`AtomicCheckpointIO`."""
     t = cfg.trainer
     loggers = build_loggers(cfg, run_dir)
     ckpt_dir = {"dirpath": str(run_dir / "checkpoints")}
@@ -303,9 +297,8 @@ def fit(
     record: RunRecord,
     extra_callbacks: list[Callback] | None = None,
 ) -> None:
-    """Train the run's system (``cfg.task``: gan | classifier) in ``run_dir``, its results into
-    ``record.result`` (a :class:`~deblur.runs.TrainResult`). ``ckpt_path`` must be a full checkpoint of the same run identity; the run
-    counts as done only when its fit loop ran to the end here and both checkpoints exist."""
+    """Train ``cfg.task`` (gan | classifier) in ``run_dir`` into ``record.result``; done only when
+    its fit loop ran to the end here and both checkpoints exist."""
     pl.seed_everything(int(cfg.seed), workers=True)
     cfg = copy.deepcopy(cfg)  # mutable, interpolations kept
     OmegaConf.set_struct(cfg, False)

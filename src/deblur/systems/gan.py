@@ -1,7 +1,5 @@
-"""The GAN LightningModule: DeblurGAN-v2 training with manual optimization. One iteration = one
-batch: a D step (none when D is frozen or ``loss=none``) and, every ``n_critic``-th batch, a G
-step (content + weighted adversarial loss). Schedules run on our own iteration counter
-(Lightning's ``global_step`` counts optimizer steps, up to two per iteration)."""
+"""The GAN LightningModule (manual optimization): one iteration = one batch, a D step (unless D is
+frozen or ``loss=none``) and every ``n_critic``-th batch a G step; schedules count iterations."""
 
 from __future__ import annotations
 
@@ -166,9 +164,8 @@ class GANSystem(pl.LightningModule):
         self.grad_share_every = int(share_every)
         self._grad_shares: list[Tensor] = []
         # a held-out blur classifier judging G's validation outputs; in a list: no submodule
-        self.judge_checkpoint, self._judge = judge, []
-        if judge:
-            self._judge = [load_classifier(judge, key="model.judge_checkpoint")]
+        self.judge_checkpoint = judge
+        self._judge = [load_classifier(judge, key="model.judge_checkpoint")] if judge else []
 
     def _set_discriminator(
         self, disc: Discriminator | None, checkpoint: str | None, frozen: bool, calibrate: bool
@@ -258,11 +255,10 @@ class GANSystem(pl.LightningModule):
             opts.append(self.optimizer_d(self.discriminator.parameters(), **fused))
         # G steps every n_critic-th iteration: its k-th step is at iteration k * n_critic
         per_step = [self.n_critic if self.trains_d else 1, 1]
-        scheds = [
+        return opts, [
             self.scheduler(opt, total=self.planned_iterations, iterations_per_step=k)
             for opt, k in zip(opts, per_step)
         ]
-        return opts, [{"scheduler": s, "interval": "step"} for s in scheds]
 
     def planned_iterations(self) -> int:
         """Iterations the run will do: its batches, capped by ``trainer.max_steps`` in
