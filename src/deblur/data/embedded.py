@@ -1,8 +1,6 @@
 """The embedded default dataset: the colour photos inside scikit-image, matplotlib and
-scikit-learn (no network; the photos found are part of the build's identity), resized and blurred
-``blurs_per_photo`` times each into ``<root>/<split>/<photo>/{blur,sharp,kernel}/NNN.{png,npy}``
-+ ``manifest.json``, built in a temporary folder renamed into place under a file lock (parallel
-runs neither race nor see half a build)."""
+scikit-learn (no network), blurred ``blurs_per_photo`` times each into
+``<root>/<split>/<photo>/{blur,sharp,kernel}/NNN.{png,npy}`` + ``manifest.json``."""
 
 from __future__ import annotations
 
@@ -120,8 +118,7 @@ def _build_into(folder: Path, params: dict[str, Any]) -> dict[str, Any]:
         split = "val" if name in val else "train"
         sharp = _resize_long_side(read_image(photos[name]), params["long_side"])
         out = folder / split / name
-        for sub in ("blur", "sharp", "kernel"):
-            (out / sub).mkdir(parents=True, exist_ok=True)
+        (out / "kernel").mkdir(parents=True)  # write_image makes blur/ and sharp/
         first_sharp = write_image(out / "sharp" / "000.png", sharp)
         rng = np.random.default_rng([params["seed"], zlib.crc32(name.encode())])
         for i in range(params["blurs_per_photo"]):
@@ -184,7 +181,8 @@ def build_embedded(
     force: bool = False,
 ) -> Path:
     """Build the embedded dataset at ``root`` (the keywords: ``data.embedded``'s build keys)
-    unless an identical build is there; returns the root. A foreign folder is never touched."""
+    unless an identical build is there, in a temporary folder renamed into place under a file
+    lock (parallel runs neither race nor see half a build); a foreign folder is never touched."""
     found = sorted(available_photos(photos))
     values = (long_side, blurs_per_photo, kernel_size, min_length, max_length, noise_sigma, seed)
     params = _params(values, found)

@@ -1,7 +1,5 @@
 """The training augmentations with albumentations 2.x, identical geometry on blurred and sharp:
-``data.augment`` (conf/data/_common.yaml) in order, then pad to and randomly crop ``crop_size``.
-Each entry is a ``_target_`` node (``p: 0`` or null: off); ``border_mode`` may be a name and a
-warping entry must give it (albumentations 2.x defaults to a black border)."""
+``data.augment`` (conf/data/_common.yaml) in order, then pad to and randomly crop ``crop_size``."""
 
 from __future__ import annotations
 
