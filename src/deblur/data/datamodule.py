@@ -43,10 +43,8 @@ AUTO = "auto"
 _STAGES = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
 _KERNEL_KEYS = ("kernel_size", "min_length", "max_length", "noise_sigma")  # CameraShake's
 
-# data.num_workers=auto / data.cache=auto. A GPU trainer needs a loader that keeps up (~600
-# pairs/s at batch 16): every core but two (the training process, its pin-memory thread) loads,
-# and decoded images stay in RAM when they fit in half of what is free. On the CPU, workers
-# would take the training threads' cores: two workers and no cache.
+# data.num_workers / cache = auto: a GPU trainer needs a loader that keeps up (~600 pairs/s at
+# batch 16); on the CPU, workers would take the training threads' cores (two, and no cache).
 
 
 def processes_per_node() -> int:
@@ -60,7 +58,8 @@ def _cores() -> int:
 
 
 def loader_workers(setting: int | str, on_gpu: bool) -> int:
-    """An int as given; ``auto``: (cores - 2) / processes on a GPU (>= 1), else min(2, cores)."""
+    """An int as given; ``auto``: (cores - 2) / processes on a GPU (>= 1; 2 for the training
+    process and its pin-memory thread), else min(2, cores)."""
     if setting != AUTO:
         return int(setting)
     cores = _cores()
@@ -471,8 +470,7 @@ class DeblurDataModule(pl.LightningDataModule):
                 )
             self.check_sizes(split=split)
         paths = [p for s in missing for q in splits[s] for p in (q.blur, q.sharp)]
-        if self.cache == AUTO:  # decided once, at the first setup (fit: train + val)
-            self.cache = cache_decision(AUTO, self.on_gpu, paths)
+        self.cache = cache_decision(self.cache, self.on_gpu, paths)  # auto: at the first setup
         if self.cache:
             self._image_cache.preload(paths)
         for split in missing:
