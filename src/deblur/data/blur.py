@@ -230,9 +230,8 @@ class CameraShake:
     def blur_centre(
         self, big: np.ndarray, size: int, rng: np.random.Generator
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(blurred, sharp, kernel)``: the centre ``size x size`` of ``big`` blurred anew.
-        ``big`` has :attr:`margin` extra pixels a side, so the blur inside the crop never reads a
-        reflected border; the kernel's zero border is trimmed for speed (same result)."""
+        """``(blurred, sharp, kernel)``: the centre ``size x size`` of ``big`` (:attr:`margin`
+        more a side: no reflected border is read) blurred anew, the zero border trimmed for speed."""
         margin = self.margin
         if big.shape[0] < size + 2 * margin or big.shape[1] < size + 2 * margin:
             raise ValueError(

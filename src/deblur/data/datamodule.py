@@ -411,9 +411,8 @@ class DeblurDataModule(pl.LightningDataModule):
         return ReblurredPhotos(sharp, read, transform, size, blur, self.seed, names)
 
     def check_sizes(self, min_side: int | None = None, split: str = "val") -> None:
-        """Before training, from the file headers: every file of ``split`` is readable, both
-        images of a pair have one size, at least ``min_side`` (``data.min_val_side``) a side; one
-        :class:`DataError` names every problem."""
+        """Before training: every file of ``split`` is readable, both images of a pair have one
+        size, at least ``min_side`` (``data.min_val_side``) a side; one DataError names them all."""
         pairs = self._resolve()[split]
         min_side = self.min_val_side if min_side is None else int(min_side)
         results, parts = _inspect_all(pairs, check=True), []

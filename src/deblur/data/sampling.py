@@ -21,10 +21,9 @@ def dist_rank_and_size() -> tuple[int, int]:
 
 
 def shard_positions(length: int, num_replicas: int, rank: int, uneven: str) -> list[int]:
-    """Positions of the epoch order that process ``rank`` of ``num_replicas`` takes. ``drop``
-    (training): the last ``length % num_replicas`` are left out, none is seen twice. ``pad``
-    (validation): every one once, the shards filled up with positions ``>= length`` (the first
-    items again; ``systems.distributed.gather_per_image`` drops them)."""
+    """Positions of the epoch order that process ``rank`` of ``num_replicas`` takes: ``drop``
+    (training) leaves the last ``length % num_replicas`` out, ``pad`` (validation) fills the shards
+    with positions ``>= length`` (the first items again; ``gather_per_image`` drops them)."""
     if uneven not in UNEVEN:
         raise ValueError(f"uneven must be one of {UNEVEN}, got {uneven!r}.")
     per_rank = length // num_replicas if uneven == "drop" else -(-length // num_replicas)
