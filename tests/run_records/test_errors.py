@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from torch.utils.data import DataLoader, Dataset
 
 from deblur.checkpoints import CheckpointError, read_checkpoint, read_classifier_checkpoint
 from deblur.config import compose
 from deblur.config.checks import ConfigValueError, check_known_keys, check_overrides, check_values
-from deblur.config.cli import _overrides_of, check_command_line, report
+from deblur.config.cli import _overrides_of, check_command_line, report, user_error_cause
 from deblur.data.io import DataError
 from deblur.errors import UserError
 from deblur.models.critics import Discriminator, load_classifier_weights
@@ -115,11 +116,6 @@ def test_unlexable_path_gets_the_quoting_hint(arg):
 
 def test_user_error_raised_inside_hydra_instantiate_is_found_for_the_one_paragraph():
     """Hydra wraps constructor errors in InstantiationException: the entry point unwraps them."""
-    from hydra.errors import InstantiationException
-
-    from deblur.config.cli import user_error_cause
-    from deblur.errors import UserError
-
     try:
         try:
             raise UserError("data.augment_on must be one of ('cpu', 'gpu')")

@@ -39,12 +39,9 @@ def test_resume_of_a_finished_checkpoint_elsewhere_is_not_finished(finished_gan,
     """Same identity, but the checkpoint had already reached its end: nothing is trained, so
     the new folder must not become a 'finished' run carrying the other run's results."""
     src, _ = finished_gan
+    resume = ["loss=ragan_ls", "disc=patch", f"ckpt_path={src / 'checkpoints' / 'last.ckpt'}"]
     with pytest.raises(RuntimeError, match="Nothing was trained"):
-        run(
-            "train",
-            ["loss=ragan_ls", "disc=patch", f"ckpt_path={src / 'checkpoints' / 'last.ckpt'}"],
-            tmp_path / "copy",
-        )
+        run("train", resume, tmp_path / "copy")
     assert _metrics(tmp_path / "copy")["status"] == "failed"
 
 
@@ -73,9 +70,8 @@ def test_identity_hashes_start_checkpoints_by_content_and_code_version_is_outsid
     src, rec = finished_gan
     assert rec.identity["hash"] and "seed" in rec.identity["config"]
     assert rec.code["deblur"] and "code" not in json.dumps(list(rec.identity["config"]))
-    assert not any(
-        k.startswith(("runs_dir", "sweep_name", "overwrite")) for k in rec.identity["config"]
-    )
+    where = ("runs_dir", "sweep_name", "overwrite")
+    assert not any(k.startswith(where) for k in rec.identity["config"])
     a = tmp_path / "a" / "best.ckpt"
     a.parent.mkdir()
     torch.save({"state_dict": {"net.w": torch.zeros(2)}}, a)
@@ -101,9 +97,8 @@ def test_a_path_override_never_becomes_nested_folders(tmp_path):
     HydraConfig.instance().set_config(cfg)
     folder = cfg.hydra.run.dir.rsplit("/gan/", 1)[1]
     assert "/" not in folder
-    assert folder.startswith("debug=smoke,disc.checkpoint=backbone-nlayer-") and folder.endswith(
-        ",loss=gan"
-    )
+    assert folder.startswith("debug=smoke,disc.checkpoint=backbone-nlayer-")
+    assert folder.endswith(",loss=gan")
     assert run_dirname(["loss=gan", "disc=single"]) == "disc=single,loss=gan"
     assert run_dirname([]) == "default"
     # hydra.overrides.task escapes ':' (trainer.max_time=00:00:10:00): no backslash in a folder

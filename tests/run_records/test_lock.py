@@ -11,8 +11,9 @@ import sys
 import time
 
 import pytest
+from omegaconf import OmegaConf
 
-from deblur.runs import LOCK_FILE, managed_run, read_metrics
+from deblur.runs import LOCK_FILE, RunLockedError, managed_run, read_metrics
 from entry_runs import cli
 
 
@@ -64,11 +65,8 @@ def test_stale_lock_of_a_dead_process_is_taken_over_with_a_log_line(tmp_path, ca
     run_dir.mkdir()
     stale = {"pid": dead.pid, "host": socket.gethostname(), "started": "2026-01-01T00:00:00"}
     (run_dir / LOCK_FILE).write_text(json.dumps(stale))
-    from omegaconf import OmegaConf
-
-    cfg = OmegaConf.create(
-        {"seed": 0, "runs_dir": str(tmp_path), "resume": "auto", "overwrite": False}
-    )
+    cfg = OmegaConf.create({"seed": 0, "runs_dir": str(tmp_path), "resume": "auto"})
+    cfg.overwrite = False
     rec = managed_run(cfg, "evaluate", lambda d, r: None, run_dir=run_dir)
     assert rec.status == "finished"
     out = capsys.readouterr().out
@@ -77,16 +75,10 @@ def test_stale_lock_of_a_dead_process_is_taken_over_with_a_log_line(tmp_path, ca
 
 
 def test_lock_left_by_another_host_is_not_taken(tmp_path):
-    import pytest
-
-    from deblur.runs import RunLockedError
-
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     other = {"pid": 1, "host": "node-17", "started": "2026-01-01T00:00:00"}
     (run_dir / LOCK_FILE).write_text(json.dumps(other))
-    from omegaconf import OmegaConf
-
     cfg = OmegaConf.create({"seed": 0})
     with pytest.raises(RunLockedError, match=r"PID 1 on host node-17.*delete"):
         managed_run(cfg, "evaluate", lambda d, r: None, run_dir=run_dir)

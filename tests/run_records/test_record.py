@@ -51,11 +51,8 @@ def test_an_old_record_reads_and_keeps_what_it_does_not_know(tmp_path):
     rec.write(tmp_path / "run")  # written back: the unknown key survives, null means absent
     again = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert again["retired_field"] == {"kept": True} and "disc_checkpoint" not in again
-    assert again["result"] == {
-        "critic": {"frozen": True},
-        "final": OLD_RECORD["final"],
-        "input": OLD_RECORD["input"],
-    }
+    kept = {k: OLD_RECORD[k] for k in ("final", "input")}
+    assert again["result"] == {"critic": {"frozen": True}, **kept}
     assert read_metrics(tmp_path / "run").to_json() == again  # the nested form reads back
 
 
@@ -95,11 +92,8 @@ def test_find_runs_follows_links_once_and_leaves_attempts_out(tmp_path):
     runs.mkdir()
     (runs / "linked").symlink_to(sweep, target_is_directory=True)
     (sweep / "loop").symlink_to(sweep, target_is_directory=True)  # must not recurse forever
-    found = find_runs([runs])
-    assert [(d.relative_to(runs).as_posix(), r.seed) for d, r in found] == [
-        ("linked/a", 0),
-        ("linked/b", 1),
-    ]
+    found = [(d.relative_to(runs).as_posix(), r.seed) for d, r in find_runs([runs])]
+    assert found == [("linked/a", 0), ("linked/b", 1)]
     events = sweep / "a" / "tb" / "events.out.tfevents.1.host.1.0"
     events.parent.mkdir()
     events.write_bytes(b"")
@@ -115,12 +109,8 @@ def test_checkpoints_of_a_finished_run_load_into_the_tools(finished_gan):
     best = run_dir / "checkpoints" / "best.ckpt"
     gen = load_generator(best)
     x = torch.rand(1, 3, 40, 56) * 2 - 1
+    padded = torch.nn.functional.pad(x, (0, 8, 0, 24), mode="reflect")
     with torch.no_grad():
-        assert gen(torch.nn.functional.pad(x, (0, 8, 0, 24), mode="reflect")).shape == (
-            1,
-            3,
-            64,
-            64,
-        )
+        assert gen(padded).shape == (1, 3, 64, 64)
     with pytest.raises(CheckpointError, match=r"comes from a gan run.*python -m deblur\.predict"):
         load_classifier(best)

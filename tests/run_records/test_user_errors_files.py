@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import errno
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 from deblur.checkpoints import CheckpointError, read_checkpoint
+from deblur.config import compose
 from deblur.data.io import DataError, write_image
 from deblur.data.pairs import read_folder
+from deblur.errors import UserError
+from deblur.eval.baselines import MissingKernelError
+from deblur.eval.evaluation import evaluate_pairs
+from deblur.runs import managed_run
 
 
 def test_blurred_without_twin_is_named_as_on_disk(tmp_path):
@@ -39,10 +48,6 @@ def test_foreign_pickle_is_not_called_cut_off(tmp_path):
 
 
 def test_wiener_without_kernels_names_the_kernel_folder_and_both_fixes(tmp_path):
-    from deblur.errors import UserError
-    from deblur.eval.baselines import MissingKernelError
-    from deblur.eval.evaluation import evaluate_pairs
-
     img = np.zeros((8, 8, 3), np.uint8)
     for side in ("blur", "sharp"):
         write_image(tmp_path / side / "g1" / "6.png", img)
@@ -57,14 +62,6 @@ def test_wiener_without_kernels_names_the_kernel_folder_and_both_fixes(tmp_path)
 
 def test_read_only_runs_dir_is_refused_before_the_body_runs(tmp_path, monkeypatch):
     """A read-only disk (simulated: tests may run as root) is one paragraph, not OSError 30."""
-    import errno
-    from pathlib import Path
-
-    from omegaconf import OmegaConf
-
-    from deblur.errors import UserError
-    from deblur.runs import managed_run
-
     runs = tmp_path / "ro"
     real_mkdir = Path.mkdir
 
@@ -84,18 +81,13 @@ def test_read_only_runs_dir_is_refused_before_the_body_runs(tmp_path, monkeypatc
 
 
 def test_truncated_training_png_is_one_paragraph_at_setup(tmp_path):
-    from hydra.utils import instantiate
-
-    from deblur.config import compose
-
     rng = np.random.default_rng(0)
     root = tmp_path / "pairs"
     for split, names in (("train", ("t0", "t1")), ("val", ("v0",))):
         for name in names:
             for side in ("blur", "sharp"):
-                write_image(
-                    root / split / side / f"{name}.png", rng.integers(0, 255, (64, 64, 3), np.uint8)
-                )
+                pixels = rng.integers(0, 255, (64, 64, 3), np.uint8)
+                write_image(root / split / side / f"{name}.png", pixels)
     bad = root / "train" / "blur" / "t1.png"
     bad.write_bytes(bad.read_bytes()[:200])
     cfg = compose("train", ["data=folder"])

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.loggers import TensorBoardLogger
 from tb_server import ServedError, check_served
 from torch import nn
 from torch.utils.data import DataLoader
@@ -55,8 +56,6 @@ def test_layout_puts_g_and_d_side_by_side():
 
 def _tb_run(folder: Path, seed: int, *, image: bool = True, hparams: bool = True) -> None:
     """A run folder as deblur's training writes it: tb/ (Lightning logger) and metrics.json."""
-    from pytorch_lightning.loggers import TensorBoardLogger
-
     logger = TensorBoardLogger(save_dir=str(folder), name="tb", version="", default_hp_metric=False)
     if hparams:
         logger.log_hyperparams(

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from deblur.demo import CLASSIFIER_SCALE
 from entry_runs import cli
 
 
@@ -27,8 +28,6 @@ def test_demo_runs_every_stage_and_writes_the_tables(tmp_path, cache_dir):
     assert sum(r["choices"].get("loss") == "none" for r in records.values()) == 1
     # stage 2's pretrained runs start their critic from stage 1's classifier
     clf = next(r for n, r in records.items() if n.startswith("table4_2/"))
-    from deblur.demo import CLASSIFIER_SCALE
-
     epochs = int(next(o for o in CLASSIFIER_SCALE if "max_epochs" in o).split("=")[1])
     clf = clf["result"]
     assert clf["best"]["val/acc"] >= 0 and clf["history"][-1]["epoch"] == epochs - 1
