@@ -77,14 +77,11 @@ def grid_sweep(root: Path, seeds=(0, 1, 2), skip=()) -> Path:
             if (loss, disc) in skip:
                 continue
             for seed in seeds:
+                tags = dict(loss=loss, disc=disc, experiment="table4_1", seed=seed)
+                psnr = 28 + 0.1 * i + 0.01 * j + 0.1 * seed
+                ssim = 0.80 + 0.01 * i + 0.001 * j + 0.01 * seed
                 write_run(
-                    sweep / f"disc={disc},loss={loss},seed={seed}",
-                    seed=seed,
-                    psnr=28 + 0.1 * i + 0.01 * j + 0.1 * seed,
-                    ssim=0.80 + 0.01 * i + 0.001 * j + 0.01 * seed,
-                    loss=loss,
-                    disc=disc,
-                    experiment="table4_1",
+                    sweep / f"disc={disc},loss={loss},seed={seed}", psnr=psnr, ssim=ssim, **tags
                 )
     return sweep
 
@@ -111,9 +108,8 @@ def test_complete_grid_gives_mean_std_n3_beside_the_thesis(tmp_path):
     t41 = build_tables([sweep])["4.1"]
     assert len(t41.runs) == 36 and len(t41.blocks) == 1
     grid = t41.cells[t41.cells["row"] != "input"]
-    assert list(grid["loss"].unique()) == list(LOSSES) and list(grid["disc"].unique()) == list(
-        DISCS
-    )
+    assert list(grid["loss"].unique()) == list(LOSSES)
+    assert list(grid["disc"].unique()) == list(DISCS)
     for i, loss in enumerate(LOSSES):
         for j, disc in enumerate(DISCS):
             psnr = cell(t41, loss=loss, disc=disc)
@@ -150,9 +146,8 @@ def test_one_seed_shows_its_value_and_n_without_a_spread(tmp_path):
 
 def test_missing_failed_and_running_cells_never_show_zero(tmp_path):
     sweep = grid_sweep(tmp_path, seeds=(0,), skip={("gan", "patch"), ("wgangp", "single")})
-    write_run(
-        sweep / "disc=single,loss=wgangp", status="failed", psnr=None, loss="wgangp", disc="single"
-    )
+    broken = dict(status="failed", psnr=None, loss="wgangp", disc="single")
+    write_run(sweep / "disc=single,loss=wgangp", **broken)
     write_run(sweep / "disc=double,loss=ragan,r", status="running", loss="ragan", disc="double")
     tables = build_tables([sweep], tables=["4.1"])
     t41 = tables["4.1"]
@@ -187,9 +182,8 @@ def test_cli_writes_markdown_csv_latex_png(tmp_path, capsys):
     rows = list(csv.DictReader((out / "table4_1.csv").read_text().splitlines()))
     cells = [r for r in rows if r["loss"] != "input"]
     assert len(cells) == 4 * 3 * 2 and {r["n"] for r in cells} == {"3"}
-    gan_single = next(
-        r for r in cells if (r["loss"], r["disc"], r["metric"]) == ("gan", "single", "val/psnr")
-    )
+    key = ("gan", "single", "val/psnr")
+    gan_single = next(r for r in cells if (r["loss"], r["disc"], r["metric"]) == key)
     assert float(gan_single["mean"]) == pytest.approx(28.1)
     assert float(gan_single["thesis"]) == 28.65
     assert float(gan_single["diff_vs_thesis"]) == pytest.approx(28.1 - 28.65)
@@ -208,14 +202,8 @@ def test_cli_writes_markdown_csv_latex_png(tmp_path, capsys):
 def test_loss_none_is_its_own_row_of_table_4_1(tmp_path):
     sweep = grid_sweep(tmp_path, seeds=(0,))
     for seed in (0, 1):  # content loss only; its disc= choice is recorded but builds nothing
-        write_run(
-            sweep / f"loss=none,seed={seed}",
-            seed=seed,
-            psnr=27.0 + seed,
-            loss="none",
-            disc="double",
-            experiment="table4_1",
-        )
+        none = dict(seed=seed, psnr=27.0 + seed, loss="none", disc="double", experiment="table4_1")
+        write_run(sweep / f"loss=none,seed={seed}", **none)
     t41 = build_tables([sweep], tables=["4.1"])["4.1"]
     none = cell(t41, loss="none", disc="double")
     assert none["n"] == 2 and none["mean"] == pytest.approx(27.5) and pd.isna(none["thesis"])
@@ -231,21 +219,10 @@ def test_loss_none_is_its_own_row_of_table_4_1(tmp_path):
 def test_table_4_2_groups_classifier_runs_by_backbone(tmp_path):
     sweep = tmp_path / "table4_2"
     for seed, (loss, acc) in enumerate([(0.30, 70.0), (0.20, 74.0)]):
-        write_run(
-            sweep / f"backbone=nlayer,seed={seed}",
-            task="classifier",
-            seed=seed,
-            psnr=loss,
-            ssim=acc,
-            backbone="nlayer",
-        )
-    write_run(
-        sweep / "backbone=seresnext50",
-        task="classifier",
-        psnr=0.02,
-        ssim=82.0,
-        backbone="seresnext50",
-    )
+        clf = dict(task="classifier", seed=seed, psnr=loss, ssim=acc, backbone="nlayer")
+        write_run(sweep / f"backbone=nlayer,seed={seed}", **clf)
+    seresnext = dict(task="classifier", psnr=0.02, ssim=82.0, backbone="seresnext50")
+    write_run(sweep / "backbone=seresnext50", **seresnext)
     grid_sweep(tmp_path, seeds=(0,))  # GAN runs must not leak into Table 4.2
     t42 = build_tables([tmp_path])["4.2"]
     assert len(t42.runs) == 3
@@ -266,36 +243,15 @@ def test_table_4_2_groups_classifier_runs_by_backbone(tmp_path):
 
 def test_tables_4_3_and_4_4_group_by_backbone_loss_pretrained_frozen(tmp_path):
     s43, s44 = tmp_path / "table4_3", tmp_path / "table4_4"
+    e43, e44 = ({"experiment": f"table4_{n}", "disc": "single"} for n in (3, 4))
     for seed in (0, 1):
         for pre in (False, True):
-            write_run(
-                s43 / f"nlayer,ragan,pre={pre},seed={seed}",
-                seed=seed,
-                pretrained=pre,
-                psnr=28.0 + pre + seed,
-                loss="ragan",
-                disc="single",
-                experiment="table4_3",
-            )
-        write_run(
-            s44 / f"nlayer,frozen,seed={seed}",
-            seed=seed,
-            pretrained=True,
-            frozen=True,
-            psnr=26.0 + seed,
-            loss="ragan",
-            disc="single",
-            experiment="table4_4",
-        )
-    write_run(
-        s43 / "mnv3,wgangp",
-        pretrained=True,
-        psnr=27.0,
-        loss="wgangp",
-        backbone="mobilenetv3_large",
-        disc="single",
-        experiment="table4_3",
-    )
+            fresh_or_not = dict(seed=seed, pretrained=pre, psnr=28.0 + pre + seed, loss="ragan")
+            write_run(s43 / f"nlayer,ragan,pre={pre},seed={seed}", **fresh_or_not, **e43)
+        frozen = dict(seed=seed, pretrained=True, frozen=True, psnr=26.0 + seed, loss="ragan")
+        write_run(s44 / f"nlayer,frozen,seed={seed}", **frozen, **e44)
+    mnv3 = dict(pretrained=True, psnr=27.0, loss="wgangp", backbone="mobilenetv3_large")
+    write_run(s43 / "mnv3,wgangp", **mnv3, **e43)
     tables = build_tables([s43, s44])
     t43, t44 = tables["4.3"], tables["4.4"]
     assert t43.blocks == [{"gen": "fpn_mobilenetv2", "disc": "single"}]
@@ -307,9 +263,8 @@ def test_tables_4_3_and_4_4_group_by_backbone_loss_pretrained_frozen(tmp_path):
     # a combination the thesis did not run comes after the thesis rows, with no thesis number
     rows = list(md_rows(render_markdown({"4.3": t43})))
     assert rows[-2:] == ["mobilenetv3_large / wgangp", "blurred input (no deblurring)"]
-    assert pd.isna(
-        cell(t43, pretrained="yes", backbone="mobilenetv3_large", loss="wgangp")["thesis"]
-    )
+    other = cell(t43, pretrained="yes", backbone="mobilenetv3_large", loss="wgangp")
+    assert pd.isna(other["thesis"])
     assert (t43.runs["frozen"] == "no").all()  # frozen runs are Table 4.4 only
     assert cell(t44, frozen="yes", **nl_ragan)["mean"] == pytest.approx(26.5)
     assert cell(t44, frozen="yes", **nl_ragan)["thesis"] == 26.1
@@ -359,9 +314,8 @@ def test_failed_run_is_placed_from_the_flags_its_record_holds_from_the_start(tmp
     assert (start.result.critic.pretrained, start.result.critic.frozen) == (True, True)
     fresh = base_record(compose("train", ["debug=smoke"]), "gan", tmp_path)
     assert (fresh.result.critic.pretrained, fresh.result.critic.frozen) == (False, False)
-    write_run(
-        tmp_path / "x", status="failed", pretrained=True, frozen=True, loss="ragan", disc="single"
-    )
+    early = dict(status="failed", pretrained=True, frozen=True, loss="ragan", disc="single")
+    write_run(tmp_path / "x", **early)
     tables = build_tables([tmp_path / "x"])
     failed = cell(tables["4.4"], frozen="yes", backbone="nlayer", loss="ragan")
     assert failed["text"] == "failed (1)"
