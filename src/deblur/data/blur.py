@@ -216,9 +216,8 @@ class CameraShake:
     noise_sigma: float
 
     def __post_init__(self) -> None:
-        object.__setattr__(
-            self, "kernel_size", check_odd(self.kernel_size, "data.embedded.kernel_size")
-        )
+        size = check_odd(self.kernel_size, "data.embedded.kernel_size")
+        object.__setattr__(self, "kernel_size", size)
         if self.max_length is None:
             object.__setattr__(self, "max_length", float(self.kernel_size - 1))
 

@@ -108,14 +108,14 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
 
 def image_size(path: str | os.PathLike[str], check: bool = False) -> tuple[int, int]:
     """``(height, width)`` from the file header (Pillow reads no pixels); ``check=True`` reads the
-    whole file and raises as :func:`read_image` would, at a fraction of its cost."""
+    whole file and raises as :func:`read_image` would, at a fraction of its cost for PNG / JPEG."""
     path = Path(path)
-    if check:
-        _read_bytes(path)
-    with contextlib.suppress(OSError, Image.DecompressionBombError), Image.open(path) as image:
-        if min(image.size) > 0:
-            return image.height, image.width
-    image = read_image(path)  # missing, empty, or a header Pillow cannot read: decode (or name it)
+    data = _read_bytes(path) if check else None
+    if data is None or data.startswith((_PNG_SIGNATURE, b"\xff\xd8")):  # checked complete
+        with contextlib.suppress(OSError, Image.DecompressionBombError), Image.open(path) as image:
+            if min(image.size) > 0:
+                return image.height, image.width
+    image = read_image(path)  # other formats when checked, missing, empty, an unreadable header
     return int(image.shape[0]), int(image.shape[1])
 
 
