@@ -1,13 +1,7 @@
-"""Every config option composes, and under debug=smoke builds its data, model and Trainer on CPU.
-
-The options are read from conf/ (every ``<group>/<option>.yaml``, files starting with ``_`` are
-partials merged by the others), so a new option is covered the day its file is added. Builds go
-through the functions the entry points use (``deblur.systems.fit.build_datamodule``,
-``build_system``, ``build_trainer``). The LightningModules are built on the meta device (every
-module, argument and weight shape, without allocating or initialising weights: FPN-Inception
-alone has tens of millions), and shared between options whose model config is the same; the
-default GAN and classifier are also built on the CPU and run forward.
-"""
+"""Every config option of conf/ (``<group>/<option>.yaml``; ``_*`` files are partials) composes
+and, under debug=smoke, builds its data, model and Trainer through ``deblur.systems.fit`` on CPU;
+models on the meta device (shapes without memory), shared between options with the same model
+config; the default GAN and classifier also built on the CPU and run forward."""
 
 from __future__ import annotations
 
@@ -53,10 +47,9 @@ def _cases() -> list[Any]:
     for root in ROOTS:
         for group in groups(root):
             for option in options(group):
-                if group == "experiment":
-                    mine = option in CLASSIFIER_EXPERIMENTS
-                    if mine != (root == "train_classifier"):
-                        continue
+                mine = option in CLASSIFIER_EXPERIMENTS
+                if group == "experiment" and mine != (root == "train_classifier"):
+                    continue
                 cases.append(pytest.param(root, group, option, id=f"{root}-{group}={option}"))
     return cases
 
@@ -70,9 +63,8 @@ def test_every_group_is_covered():
     # options is composed and built in tests/train/test_loggers.py
     folders -= {"logger"}
     assert folders == {g for root in (*ROOTS, "evaluate") for g in groups(root)}
-    assert {"data", "gen", "backbone", "disc", "loss", "trainer", "debug", "experiment"} <= set(
-        groups("train")
-    )
+    swept = {"data", "gen", "backbone", "disc", "loss", "trainer", "debug", "experiment"}
+    assert swept <= set(groups("train"))
     assert CLASSIFIER_EXPERIMENTS <= set(options("experiment"))
     assert options(LAUNCHERS)  # composed by test_launchers_compose
 

@@ -41,11 +41,9 @@ def _external_launch_id() -> str | None:
     if (run_id := os.environ.get("TORCHELASTIC_RUN_ID")) and run_id != "none":
         return f"torchrun:{run_id}"
     if os.environ.get("SLURM_JOB_ID") and int(os.environ.get("SLURM_NTASKS", "1") or 1) > 1:
-        return "slurm:{}.{}:{}".format(
-            os.environ["SLURM_JOB_ID"],
-            os.environ.get("SLURM_STEP_ID", "-"),
-            os.environ.get("SLURM_RESTART_COUNT", "0"),  # a requeued job is a new launch
-        )
+        env = os.environ
+        step, restart = env.get("SLURM_STEP_ID", "-"), env.get("SLURM_RESTART_COUNT", "0")
+        return f"slurm:{env['SLURM_JOB_ID']}.{step}:{restart}"  # a requeued job: a new launch
     return None
 
 
