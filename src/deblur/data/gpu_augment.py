@@ -239,7 +239,7 @@ class TensorAugment:
     def apply(
         self, images: Sequence[Tensor], gen: torch.Generator
     ) -> tuple[list[Tensor], dict[str, Tensor]]:
-        """Warp every tensor of ``images`` (each ``B x C x S x S``) with the same per-sample
+        """Warp every float tensor of ``images`` (each ``B x C x S x S``) with the same per-sample
         geometry; returns the crops and the drawn parameters."""
         first = images[0]
         if first.dim() != 4 or first.shape[-1] != first.shape[-2]:
@@ -255,12 +255,8 @@ class TensorAugment:
                 f"vs {odd[0]}); both images of a pair must be the same size."
             )
         grid, params = self.grid(first.shape[0], first.shape[-1], first.device, gen)
-        outs = []
-        for t in images:
-            src = t if t.is_floating_point() else t.float()
-            kw = {"mode": "bilinear", "padding_mode": "reflection", "align_corners": True}
-            outs.append(F.grid_sample(src, grid.to(src.dtype), **kw).to(t.dtype))
-        return outs, params
+        kw = {"mode": "bilinear", "padding_mode": "reflection", "align_corners": True}
+        return [F.grid_sample(t, grid.to(t.dtype), **kw) for t in images], params
 
     @staticmethod
     def to_float(batch: dict[str, Any]) -> dict[str, Any]:
