@@ -38,11 +38,7 @@ def test_every_wrong_file_gets_one_paragraph_naming_it(bad_files):
         (lambda: read_classifier_checkpoint(bad_files["empty"]), "empty", "empty file"),
         (lambda: read_classifier_checkpoint(bad_files["cut"]), "cut", "not a complete"),
         (lambda: read_classifier_checkpoint(bad_files["gan"]), "gan", "comes from a gan run"),
-        (
-            lambda: read_checkpoint(bad_files["clf"], key="ckpt", task="gan"),
-            "clf",
-            "classifier run",
-        ),
+        (lambda: read_checkpoint(bad_files["clf"], key="ckpt", task="gan"), "clf", "a classifier"),
     ]
     for call, name, words in cases:
         with pytest.raises(CheckpointError) as err:
@@ -77,22 +73,16 @@ def test_cli_prints_one_paragraph_and_logs_the_traceback(bad_files, tmp_path, ca
     assert "Traceback" in log.read_text() and "CheckpointError" in log.read_text()
 
 
-@pytest.mark.parametrize(
-    ("override", "words"),
-    [
-        ("seed=x", r"seed=x: seed takes an integer"),
-        (
-            "trainer.max_epochs=abc",
-            r"trainer\.max_epochs=abc: trainer\.max_epochs takes an integer",
-        ),
-        ("pretrained=maybe", r"pretrained takes true or false"),
-        (
-            "+model.adv_wieght=0.1",
-            r"'model\.adv_wieght' is not a key.*Did you mean model\.adv_weight",
-        ),
-        ("+seeed=1", r"'seeed' is not a key.*Did you mean seed"),
-    ],
-)
+TYPE_CASES = [
+    ("seed=x", r"seed=x: seed takes an integer"),
+    ("trainer.max_epochs=abc", r"trainer\.max_epochs=abc: trainer\.max_epochs takes an integer"),
+    ("pretrained=maybe", r"pretrained takes true or false"),
+    ("+model.adv_wieght=0.1", r"'model\.adv_wieght' is not a key.*Did you mean model\.adv_weight"),
+    ("+seeed=1", r"'seeed' is not a key.*Did you mean seed"),
+]
+
+
+@pytest.mark.parametrize(("override", "words"), TYPE_CASES)
 def test_wrong_types_and_unknown_keys_name_the_key(override, words):
     cfg = compose("train", ["debug=smoke", override])
     with pytest.raises(ConfigValueError, match=words):
