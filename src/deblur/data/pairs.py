@@ -306,7 +306,5 @@ def subsample(pairs: Sequence[Pair], limit: int | None) -> list[Pair]:
     pairs = list(pairs)
     if limit is None or limit >= len(pairs):
         return pairs
-    if limit <= 0:
-        return []
     idx = np.unique(np.linspace(0, len(pairs) - 1, int(limit)).round().astype(int))
     return [pairs[i] for i in idx]
