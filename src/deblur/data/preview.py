@@ -80,8 +80,7 @@ def contact_sheet(pairs: Sequence[Pair | Sample], tile: int = 256) -> np.ndarray
             _label(_kernel_tile(kernel, tile), f"kernel{ksize}"),
         ]
         gap = np.full((tile + _LABEL_H, 4, 3), 255, np.uint8)
-        row = np.concatenate([c for cell in cells for c in (cell, gap)][:-1], axis=1)
-        rows.append(row)
+        rows.append(np.concatenate([c for cell in cells for c in (cell, gap)][:-1], axis=1))
     width = max(r.shape[1] for r in rows)
     rows = [np.pad(r, ((0, 4), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows]
     return np.concatenate(rows, axis=0)
