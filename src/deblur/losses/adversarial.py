@@ -78,10 +78,6 @@ class AdversarialLoss:
     def load_state_dict(self, state: dict[str, list[Tensor]]) -> None:
         """Restore :meth:`state_dict` (exact resume)."""
 
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v}" for k, v in vars(self).items() if not k.startswith("_"))
-        return f"{type(self).__name__}({args})"
-
 
 class NoAdversarialLoss(AdversarialLoss):
     """``loss=none`` ("NoGAN"): content loss only; no discriminator and no D optimizer."""

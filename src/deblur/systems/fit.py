@@ -284,8 +284,7 @@ def _start(cfg: DictConfig, record: RunRecord) -> dict[str, Any]:
         if cfg.disc.checkpoint:
             read_classifier_checkpoint(cfg.disc.checkpoint)  # one paragraph for any other file
         result.critic.checkpoint = cfg.disc.checkpoint
-        hp["disc_pretrained"] = result.critic.pretrained
-        hp["disc_frozen"] = result.critic.frozen
+        hp.update(disc_pretrained=result.critic.pretrained, disc_frozen=result.critic.frozen)
         hp["adv_weight"] = float(cfg.model.adv_weight)
     hp.update({k: float(v) for k, v in cfg.optim.items() if str(k).startswith("lr")})
     return hp

@@ -139,9 +139,8 @@ class GANSystem(pl.LightningModule):
         self.adv_weight = float(adv_weight) if self.adversarial else 0.0
         self._set_discriminator(discriminator, disc_checkpoint, disc_frozen, disc_calibrate)
         self.n_critic, self.ema_decay = int(adv_loss.n_critic), float(ema_decay)
-        self.ema_generator: nn.Module | None = None
-        if self.ema_decay > 0:
-            self.ema_generator = copy.deepcopy(self.generator).requires_grad_(False).eval()
+        ema = copy.deepcopy(generator).requires_grad_(False).eval() if ema_decay > 0 else None
+        self.ema_generator: nn.Module | None = ema
         self.register_buffer("iteration", torch.zeros((), dtype=torch.long))
         self._host_iteration = 0  # = int(self.iteration), kept on the host (on_train_start)
         if compile:
@@ -226,10 +225,8 @@ class GANSystem(pl.LightningModule):
     # ------------------------------------------------------------------ modes
     def train(self, mode: bool = True) -> GANSystem:
         super().train(mode)
-        if self.frozen_d and self.discriminator is not None:
-            self.discriminator.eval()  # a frozen D keeps its BatchNorm statistics
-        if self.ema_generator is not None:
-            self.ema_generator.eval()
+        for name in self.eval_by_design():  # e.g. a frozen D keeps its BatchNorm statistics
+            getattr(self, name).eval()
         return self
 
     def eval_by_design(self) -> dict[str, str]:
@@ -456,9 +453,8 @@ class GANSystem(pl.LightningModule):
         per_image = gather_per_image(self, self._val)
         if not len(per_image.get("psnr", ())):
             return
-        vals = {k: v.mean() for k, v in per_image.items()}
-        logs = {f"val/{k}": v for k, v in vals.items()}
-        logs |= {"hp/psnr": vals["psnr"], "hp/ssim": vals["ssim"]}
+        logs = {f"val/{k}": v.mean() for k, v in per_image.items()}
+        logs |= {"hp/psnr": logs["val/psnr"], "hp/ssim": logs["val/ssim"]}
         logs["val/psnr_sd"] = per_image["psnr"].std() if len(per_image["psnr"]) > 1 else 0.0
         if self._grad_shares:  # the adversarial share of G's gradient since the last validation
             logs["val/adv_grad_share"] = torch.stack(self._grad_shares).mean()
