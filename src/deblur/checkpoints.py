@@ -149,8 +149,7 @@ def check_resume_checkpoint(
     stored = ckpt.get("deblur_identity")
     if identity is not None and (isinstance(stored, Mapping) or identity_of is not None):
         theirs = stored if isinstance(stored, Mapping) else identity_of(checkpoint_cfg(ckpt))
-        diff = identity_diff(theirs["config"], identity["config"])
-        if diff:
+        if diff := identity_diff(theirs["config"], identity["config"]):
             raise CheckpointError(
                 f"ckpt_path={ckpt_path} is a checkpoint of another run: its configuration "
                 f"differs from this command's in {describe_diff(diff)}. Resuming it would "

@@ -31,8 +31,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TablesError as err:
         print(err, file=sys.stderr)
         return 2
-    found = any(not t.runs.empty for t in tables.values())
-    if not found:
+    if not (found := any(not t.runs.empty for t in tables.values())):
         print(
             f"deblur.tables: no GAN or classifier metrics.json under {', '.join(args.paths)}. "
             "Train first (see experiments/README.md) or pass the folders the runs were written to.",

@@ -135,8 +135,7 @@ def _parameters(target: str) -> tuple[list[str], bool] | None:
 
 def _suggest(name: str, known: Sequence[str], given: str, prefix: str = "", rest: str = "") -> str:
     """The close match of a mistyped key part ``name`` among ``known`` (keys under ``prefix``)."""
-    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
-    if close:
+    if close := difflib.get_close_matches(name, known, n=1, cutoff=0.6):
         return f"Did you mean {prefix}{close[0]}{rest}? Fix: {prefix}{close[0]}{rest}={given}"
     return f"Its keys: {', '.join(prefix + k for k in known[:16])}. Fix: one of those"
 

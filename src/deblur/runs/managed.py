@@ -147,8 +147,7 @@ def _skip_finished(previous: RunRecord, identity: dict[str, Any], run_dir: Path)
         log.warning("%s finished before run identities were recorded: not compared.", run_dir)
         print(f"[deblur] skip (finished; no identity recorded to compare): {run_dir}")
         return previous
-    diff = identity_diff(theirs["config"], identity["config"])
-    if diff:
+    if diff := identity_diff(theirs["config"], identity["config"]):
         raise RunConfigChangedError(changed_config_message(run_dir, diff))
     log.info("Skipping %s: already finished (pass overwrite=true to run it again).", run_dir)
     print(f"[deblur] skip (finished): {run_dir}", flush=True)
@@ -177,8 +176,7 @@ def _prepare_folder(cfg: DictConfig, previous: RunRecord | None, run_dir: Path) 
         if hydra is None or hydra.output_subdir is not None:
             keep.add(".hydra")
         logs = {p for p in run_dir.glob("*.log") if p.is_file()}
-        movable = [p for p in run_dir.iterdir() if p.name not in keep and p not in logs]
-        if movable:
+        if movable := [p for p in run_dir.iterdir() if p.name not in keep and p not in logs]:
             n = next(i for i in itertools.count(1) if not (run_dir / "attempts" / str(i)).exists())
             dest = run_dir / "attempts" / str(n)
             dest.mkdir(parents=True)

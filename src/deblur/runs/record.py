@@ -68,8 +68,7 @@ def code_version() -> dict[str, Any]:
             return None
         return proc.stdout.strip() if proc.returncode == 0 else None
 
-    commit = git("rev-parse", "HEAD")
-    if commit:
+    if commit := git("rev-parse", "HEAD"):
         status = git("status", "--porcelain", "--untracked-files=no")
         out |= {"git_commit": commit, "git_dirty": bool(status) if status is not None else None}
     return out

@@ -78,8 +78,7 @@ def _view_dir(folders: Sequence[Path]) -> Path:
 def resolve_logdir(folders: Sequence[str | Path] = (), latest: bool = False) -> Path:
     """The one folder TensorBoard reads: a sweep folder, or a view over several folders."""
     paths = [Path(f) for f in folders]
-    missing = [p for p in paths if not p.is_dir()]
-    if missing:
+    if missing := [p for p in paths if not p.is_dir()]:
         raise DashboardError(
             f"deblur.dashboard: {missing[0]} is not a folder. Pass run or sweep folders "
             "(e.g. runs/table4_1) or nothing for the latest sweep under ${DEBLUR_RUNS:-runs}."

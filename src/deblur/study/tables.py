@@ -304,8 +304,7 @@ def _notes(table: Table) -> list[str]:
 
 def table_id(text: str) -> str:
     """'4.1', 'table4_1', '4_1' -> '4.1'; anything else is a TablesError."""
-    match = re.fullmatch(r"(?:table)?\s*4[._]?([1-4])", text.strip().lower())
-    if not match:
+    if not (match := re.fullmatch(r"(?:table)?\s*4[._]?([1-4])", text.strip().lower())):
         raise TablesError(
             f"deblur.tables: unknown table {text!r}; use 4.1, 4.2, 4.3 or 4.4 (comma separated)."
         )
