@@ -18,11 +18,7 @@ def umask():
     """Set a umask for one test; the old one comes back after it."""
     old = os.umask(0o022)
     os.umask(old)
-
-    def set_mask(mask: int) -> None:
-        os.umask(mask)
-
-    yield set_mask
+    yield os.umask
     os.umask(old)
 
 
