@@ -38,7 +38,7 @@ def _tensor(img: np.ndarray) -> torch.Tensor:
 
 
 def _warp(spec: dict, img: np.ndarray) -> np.ndarray:
-    out, _ = TensorAugment({"a": spec}, None).apply([_tensor(img)], torch.Generator())
+    out = TensorAugment({"a": spec}, None).apply([_tensor(img)], torch.Generator())
     return out[0][0].permute(1, 2, 0).numpy()
 
 

@@ -150,11 +150,8 @@ class TensorAugment:
                 out[f"{i}.k"] = torch.where(on, uni(op.params["k"]), torch.zeros(batch).double())
         return out
 
-    def grid(
-        self, batch: int, size: int, device: torch.device, gen: torch.Generator
-    ) -> tuple[Tensor, dict[str, Tensor]]:
-        """The composed sampling grid ``B x C x C x 2`` (grid_sample's normalised x, y) and the
-        drawn parameters."""
+    def grid(self, batch: int, size: int, device: torch.device, gen: torch.Generator) -> Tensor:
+        """The composed sampling grid ``B x C x C x 2`` (grid_sample's normalised x, y)."""
         params = self.sample(batch, size, gen)
         crop = min(self.crop_size or size, size)
         off = (size - crop) // 2  # albumentations CenterCrop
@@ -200,8 +197,7 @@ class TensorAugment:
                     g = torch.stack([x, y], -1) / (size - 1) * 2 - 1
                     d = F.grid_sample(field, g, mode="bilinear", align_corners=True)
                 x, y = _reflect101(x + d[:, 0], size), _reflect101(y + d[:, 1], size)
-        grid = torch.stack([x, y], dim=-1) / (size - 1) * 2 - 1
-        return grid, params
+        return torch.stack([x, y], dim=-1) / (size - 1) * 2 - 1
 
     def _to_device(self, params: dict[str, Tensor], batch: int, device: torch.device) -> dict:
         """The parameters the warp reads (``{i}.on``, ``{i}.k``, ``{i}.inverse``) moved to
@@ -236,11 +232,9 @@ class TensorAugment:
         f = f.reshape(batch, ch, size, size) * q["alpha"]
         return f.expand(batch, 2, size, size) if ch == 1 else f
 
-    def apply(
-        self, images: Sequence[Tensor], gen: torch.Generator
-    ) -> tuple[list[Tensor], dict[str, Tensor]]:
-        """Warp every float tensor of ``images`` (each ``B x C x S x S``) with the same per-sample
-        geometry; returns the crops and the drawn parameters."""
+    def apply(self, images: Sequence[Tensor], gen: torch.Generator) -> list[Tensor]:
+        """The crops of the float tensors ``images`` (each ``B x C x S x S``), warped with the same
+        per-sample geometry."""
         first = images[0]
         if first.dim() != 4 or first.shape[-1] != first.shape[-2]:
             raise DataError(
@@ -254,9 +248,9 @@ class TensorAugment:
                 f"data.augment_on=gpu: the images of a batch differ in size ({tuple(first.shape)} "
                 f"vs {odd[0]}); both images of a pair must be the same size."
             )
-        grid, params = self.grid(first.shape[0], first.shape[-1], first.device, gen)
+        grid = self.grid(first.shape[0], first.shape[-1], first.device, gen)
         kw = {"mode": "bilinear", "padding_mode": "reflection", "align_corners": True}
-        return [F.grid_sample(t, grid.to(t.dtype), **kw) for t in images], params
+        return [F.grid_sample(t, grid.to(t.dtype), **kw) for t in images]
 
     @staticmethod
     def to_float(batch: dict[str, Any]) -> dict[str, Any]:
@@ -276,5 +270,4 @@ class TensorAugment:
         names = [names] if isinstance(names, str) else names or ()
         key = f"{self.seed}|{epoch}|" + "|".join(map(str, names))  # the same in every process
         gen = torch.Generator().manual_seed(zlib.crc32(key.encode()))
-        outs, _ = self.apply([batch[k] for k in keys], gen)
-        return {**batch, **dict(zip(keys, outs))}
+        return {**batch, **dict(zip(keys, self.apply([batch[k] for k in keys], gen)))}
