@@ -86,16 +86,13 @@ def rasterize_trajectory(points: np.ndarray, size: int) -> np.ndarray:
     return (psf / psf.sum()).astype(np.float32)
 
 
-def motion_kernel(
-    size: int, rng: np.random.Generator, length: float | None = None, **shake: float
-) -> np.ndarray:
+def motion_kernel(size: int, rng: np.random.Generator, length: float | None = None) -> np.ndarray:
     """Random camera-shake PSF of odd ``size``; ``length`` is the path length in pixels (default:
-    uniform in [size/4, size - 1]; a path that does not fit is shrunk to the kernel), ``shake``
-    :func:`shake_trajectory`'s other keywords."""
+    uniform in [size/4, size - 1]; a path that does not fit is shrunk to the kernel)."""
     size = check_odd(size)
     if length is None:
         length = rng.uniform(size / 4.0, max(size - 1.0, size / 4.0))
-    return rasterize_trajectory(shake_trajectory(rng, length, **shake), size)
+    return rasterize_trajectory(shake_trajectory(rng, length), size)
 
 
 def linear_motion_kernel(length: float, angle_deg: float, size: int | None = None) -> np.ndarray:
