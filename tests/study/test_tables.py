@@ -47,13 +47,8 @@ def write_run(
         chosen.pop("gen")
     else:
         final = {"val/psnr": psnr, "val/ssim": ssim}
-    record = {
-        "status": status,
-        "task": task,
-        "choices": chosen,
-        "seed": seed,
-        "overrides": [f"{k}={v}" for k, v in choices.items()] + [f"seed={seed}"],
-    }
+    record = {"status": status, "task": task, "choices": chosen, "seed": seed}
+    record["overrides"] = [f"{k}={v}" for k, v in choices.items()] + [f"seed={seed}"]
     result = record["result"] = {}
     critic = {"pretrained": pretrained, "frozen": frozen}
     if any(v is not None for v in critic.values()):
