@@ -80,24 +80,18 @@ class PairedDataset(Dataset):
         if seed is not None and hasattr(self.transform, "set_random_seed"):
             self.transform.set_random_seed(seed)
 
-    def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        """The decoded (blurred, sharp) uint8 RGB arrays of pair ``index``, sizes checked."""
+    def __getitem__(self, index: int | tuple[int, ...]) -> dict[str, Any]:
+        index, sample_seed, _ = split_sample(index)
+        self.reseed(sample_seed)
         pair = self.pairs[index]
         blur, sharp = self.cache.read(pair.blur), self.cache.read(pair.sharp)
-        if blur.shape != sharp.shape:
+        if blur.shape != sharp.shape:  # data.check_train_files=false: not checked before
             raise DataError(
                 f"Pair '{pair.name}' has images of different sizes: blurred '{pair.blur}' is "
                 f"{blur.shape[1]}x{blur.shape[0]} but sharp '{pair.sharp}' is "
                 f"{sharp.shape[1]}x{sharp.shape[0]}. Both images of a pair must be the same "
                 "size; fix or remove this pair."
             )
-        return blur, sharp
-
-    def __getitem__(self, index: int | tuple[int, ...]) -> dict[str, Any]:
-        index, sample_seed, _ = split_sample(index)
-        self.reseed(sample_seed)
-        pair = self.pairs[index]
-        blur, sharp = self.load(index)
         if self.transform is not None:
             out = self.transform(image=blur, target=sharp)
             blur, sharp = out["image"], out["target"]
