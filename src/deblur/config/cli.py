@@ -15,13 +15,12 @@ from typing import Any, NoReturn
 import hydra
 from hydra._internal.utils import get_args_parser
 from hydra.core.hydra_config import HydraConfig
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import CompactHydraException, InstantiationException, OverrideParseException
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from deblur.config.checks import check_known_keys, check_overrides, check_values
-from deblur.config.compose import CONF_DIR, register_resolvers
+from deblur.config.compose import CONF_DIR, parse_overrides, register_resolvers
 from deblur.errors import UserError
 
 
@@ -55,10 +54,9 @@ def _args(argv: list[str]) -> Any:
 
 def check_command_line(argv: list[str]) -> None:
     """Lex the overrides the way Hydra will; one that fails gets the quoting hint."""
-    parser = OverridesParser.create()
     for item in getattr(_args(argv), "overrides", None) or []:
         try:
-            parser.parse_overrides([item])
+            parse_overrides([item])
         except OverrideParseException as err:
             detail = str(err).splitlines()[0] if str(err) else "cannot be read"
             raise UserError(
