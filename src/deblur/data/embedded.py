@@ -135,9 +135,8 @@ def _build_into(folder: Path, params: dict[str, Any]) -> dict[str, Any]:
             manifest["pairs"].append(
                 {"split": split, "photo": name, "index": i, "length": round(length, 4)}
             )
-        height, width = sharp.shape[:2]
-        info = {"split": split, "source": EMBEDDED_PHOTOS[name], "height": height, "width": width}
-        manifest["photos"][name] = info
+        (h, w), source = sharp.shape[:2], EMBEDDED_PHOTOS[name]
+        manifest["photos"][name] = {"split": split, "source": source, "height": h, "width": w}
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return manifest
 
