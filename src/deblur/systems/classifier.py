@@ -28,7 +28,6 @@ class ClassifierSystem(pl.LightningModule):
         super().__init__()
         self.save_hyperparameters({"cfg": cfg}, logger=False)
         self.net, self.optimizer = net, optimizer
-        self.loss_fn = torch.nn.BCEWithLogitsLoss()
         self.train_acc = BinaryAccuracy()
         self._calibration: dict[str, Any] | None = None
 
@@ -46,7 +45,7 @@ class ClassifierSystem(pl.LightningModule):
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         logits, target = self(batch["image"]), batch["label"].float().reshape(-1)
-        loss = self.loss_fn(logits, target)
+        loss = F.binary_cross_entropy_with_logits(logits, target)
         self.train_acc.update(torch.sigmoid(logits.detach()), target.long())
         self.log("train/loss", loss, on_step=True, on_epoch=True, batch_size=target.shape[0])
         return loss
