@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import json
@@ -26,11 +27,10 @@ class RunLockedError(UserError, RuntimeError):
 
 def _pid_alive(pid: int) -> bool:
     try:
-        os.kill(pid, 0)
+        with contextlib.suppress(PermissionError):  # alive, another user's
+            os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:  # alive, another user's
-        pass
     return True
 
 
@@ -63,7 +63,7 @@ class RunLock:
         )
 
     def __enter__(self) -> RunLock:
-        key = str(self.path.resolve())
+        key = self._key = str(self.path.resolve())
         if key in _HELD:
             _HELD[key][1] += 1
             return self
@@ -104,13 +104,10 @@ class RunLock:
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        key = str(self.path.resolve())
-        if key not in _HELD:
+        _HELD[self._key][1] -= 1  # the key __enter__ took (the cwd or a link may have changed)
+        if _HELD[self._key][1] > 0:
             return
-        _HELD[key][1] -= 1
-        if _HELD[key][1] > 0:
-            return
-        fd = _HELD.pop(key)[0]
+        fd = _HELD.pop(self._key)[0]
         try:
             os.ftruncate(fd, 0)  # empty = free; the file stays (removing it would race)
             fcntl.flock(fd, fcntl.LOCK_UN)
