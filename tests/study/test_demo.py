@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from deblur.demo import CLASSIFIER_SCALE
+from deblur.study.demo import CLASSIFIER_SCALE
 from entry_runs import cli
 
 
