@@ -72,3 +72,21 @@ def test_the_checks_see_what_they_look_for():
         "f: from deblur.runs"
     ]
     assert hidden_own_imports("import deblur.runs\ndef f():\n    import json\n") == []
+
+
+ENTRY_POINTS = [p for p in sorted(SRC.glob("*.py")) if '__name__ == "__main__"' in p.read_text()]
+
+
+def test_entry_points_are_thin_and_import_no_other():
+    """Each ``python -m deblur.<tool>`` file: <= 60 lines over the library, no other entry point."""
+    names = {p.stem for p in ENTRY_POINTS}
+    assert len(names) == 10, names  # train ... dashboard: the README's commands
+    for path in ENTRY_POINTS:
+        source = path.read_text()
+        assert len(source.splitlines()) <= MAX_LINES, f"{path}: move its logic into the library"
+        imported = {
+            node.module.split(".")[1]
+            for node in ast.walk(ast.parse(source))
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("deblur.")
+        }
+        assert not imported & names, f"{path} imports the entry point(s) {imported & names}"
