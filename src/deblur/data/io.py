@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import struct
 from collections.abc import Mapping
@@ -112,7 +113,8 @@ def image_size(path: str | os.PathLike[str], check: bool = False) -> tuple[int, 
     path = Path(path)
     data = _read_bytes(path) if check else None
     if data is None or data.startswith((_PNG_SIGNATURE, b"\xff\xd8")):  # checked complete
-        with contextlib.suppress(OSError, Image.DecompressionBombError), Image.open(path) as image:
+        file = path if data is None else io.BytesIO(data)  # checked bytes: not read again
+        with contextlib.suppress(OSError, Image.DecompressionBombError), Image.open(file) as image:
             if min(image.size) > 0:
                 return image.height, image.width
     image = read_image(path)  # other formats when checked, missing, empty, an unreadable header
