@@ -127,62 +127,6 @@ def read_classifier_checkpoint(path: str | os.PathLike, key: str = "disc.checkpo
     )
 
 
-def check_resume_checkpoint(
-    ckpt_path: str | Path,
-    task: str,
-    identity: Mapping[str, Any] | None = None,
-    identity_of: Any = None,
-) -> dict[str, Any]:
-    """``ckpt_path``: a full checkpoint of a ``task`` run with this run's ``identity``; the
-    checkpoint's is its ``deblur_identity``, else ``identity_of`` its stored config."""
-    fix = (
-        f"Give the checkpoints/last.ckpt of this {task} run, or pass resume=never (and no "
-        "ckpt_path) to start the run over."
-    )
-    ckpt = read_checkpoint(ckpt_path, key="ckpt_path", task=task, fix=fix)
-    if "optimizer_states" not in ckpt or "loops" not in ckpt:
-        raise CheckpointError(
-            f"ckpt_path={ckpt_path} holds weights only (no optimizer and loop state), so "
-            "training cannot resume from it. Resume from the run's checkpoints/last.ckpt; to "
-            "start a GAN's critic from a classifier, use disc.checkpoint."
-        )
-    stored = ckpt.get("deblur_identity")
-    if identity is not None and (isinstance(stored, Mapping) or identity_of is not None):
-        theirs = stored if isinstance(stored, Mapping) else identity_of(checkpoint_cfg(ckpt))
-        if diff := identity_diff(theirs["config"], identity["config"]):
-            raise CheckpointError(
-                f"ckpt_path={ckpt_path} is a checkpoint of another run: its configuration "
-                f"differs from this command's in {describe_diff(diff)}. Resuming it would "
-                "continue that run under another configuration (or, if it had finished, train "
-                "nothing and report its results as this run's). Resume with the command that "
-                "started that run, or drop ckpt_path to train this configuration from the start."
-            )
-    return ckpt
-
-
-def identity_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[tuple[str, Any, Any]]:
-    """(key, old, new) for every flat identity key whose value differs ('<absent>' if missing)."""
-    pairs = [(k, old.get(k, "<absent>"), new.get(k, "<absent>")) for k in sorted({*old, *new})]
-    return [(k, a, b) for k, a, b in pairs if a != b]
-
-
-def describe_diff(diff: list[tuple[str, Any, Any]], limit: int = 6) -> str:
-    """``2 keys: loss._target_ (RaGANLSLoss -> WGANGPLoss), seed (0 -> 1)``."""
-
-    def short(v: Any) -> str:
-        s = str(v)
-        if s.startswith("sha256:"):
-            return s[:15]
-        if "." in s and s.count(".") >= 2 and " " not in s:  # a dotted class path
-            s = s.rsplit(".", 1)[-1]
-        return s if len(s) <= 80 else "..." + s[-77:]
-
-    parts = [f"{k} ({short(a)} -> {short(b)})" for k, a, b in diff[:limit]]
-    more = f" and {len(diff) - limit} more keys" if len(diff) > limit else ""
-    n = len(diff)
-    return f"{n} key{'s' if n != 1 else ''}: " + ", ".join(parts) + more
-
-
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Lightning CheckpointIO writing each checkpoint atomically in its own folder."""
 

@@ -15,6 +15,7 @@ from deblur.config.cli import _overrides_of, check_command_line, report, user_er
 from deblur.data.io import DataError
 from deblur.errors import UserError
 from deblur.models.critics import Discriminator, load_classifier_weights
+from deblur.runs.identity import check_start
 from entry_runs import cli
 
 
@@ -71,6 +72,19 @@ def test_cli_prints_one_paragraph_and_logs_the_traceback(bad_files, tmp_path, ca
     assert "HYDRA_FULL_ERROR" not in proc.stderr
     (log,) = (runs / "e").rglob("train.log")
     assert "Traceback" in log.read_text() and "CheckpointError" in log.read_text()
+    (record,) = (runs / "e").rglob("metrics.json")  # refused inside the recorded run
+    assert '"type": "CheckpointError"' in record.read_text()
+
+
+def test_the_run_checks_its_start_files_before_its_body(bad_files):
+    """runs.identity.check_start: a weights-only ckpt_path and a GAN file as the critic's
+    classifier are refused (before any data or network is built); nothing to check passes."""
+    with pytest.raises(CheckpointError, match="holds weights only"):
+        check_start({"ckpt_path": str(bad_files["gan"])}, "gan", None, {})
+    with pytest.raises(CheckpointError, match="comes from a gan run"):
+        check_start({"ckpt_path": None}, "gan", None, {"disc.checkpoint": str(bad_files["gan"])})
+    check_start({"ckpt_path": None}, "gan", None, {"disc.checkpoint": str(bad_files["clf"])})
+    check_start({"ckpt": str(bad_files["text"])}, "evaluate", None, {"ckpt": "x"})
 
 
 TYPE_CASES = [

@@ -11,16 +11,14 @@ import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from deblur.checkpoints import identity_diff
 from deblur.errors import UserError
 from deblur.files import write_bytes_atomic
 from deblur.inputs import OutputError, ensure_writable_dir
-from deblur.runs.identity import RunConfigChangedError, changed_config_message, identify
+from deblur.runs.identity import check_start, identify, skip_finished
 from deblur.runs.launch import follow_rank_zero, is_rank_zero, launch_id
 from deblur.runs.lock import LOCK_FILE, RunLock
 from deblur.runs.record import (
@@ -115,7 +113,7 @@ def _managed_run_locked(cfg: DictConfig, task: str, body: Body, run_dir: Path) -
     if previous is not None and previous.status == "finished" and not cfg.overwrite:
         if identity_error is not None:
             raise identity_error
-        return _skip_finished(previous, identity, run_dir)
+        return skip_finished(previous, identity, run_dir)
     _prepare_folder(cfg, previous, run_dir)
     record = base_record(cfg, task, run_dir)
     record.launch = launch_id()  # what the DDP ranks > 0 wait for (follow_rank_zero)
@@ -128,6 +126,7 @@ def _managed_run_locked(cfg: DictConfig, task: str, body: Body, run_dir: Path) -
     try:
         if identity_error is not None:
             raise identity_error
+        check_start(cfg, task, identity, start_files)  # the resume and critic start files
         body(run_dir, record)
     except BaseException as err:  # noqa: BLE001 - record every way a run can end, then re-raise
         _record_failure(record, err, run_dir, start)
@@ -138,20 +137,6 @@ def _managed_run_locked(cfg: DictConfig, task: str, body: Body, run_dir: Path) -
     note = f" ({record.stopped}; run it again to continue)" if record.stopped else ""
     print(f"[deblur] {record.status}: {run_dir}{note}", flush=True)
     return record
-
-
-def _skip_finished(previous: RunRecord, identity: dict[str, Any], run_dir: Path) -> RunRecord:
-    """A finished run is skipped: its record, if the config is the same (else one paragraph)."""
-    theirs = previous.identity or {}
-    if not theirs.get("config"):
-        log.warning("%s finished before run identities were recorded: not compared.", run_dir)
-        print(f"[deblur] skip (finished; no identity recorded to compare): {run_dir}")
-        return previous
-    if diff := identity_diff(theirs["config"], identity["config"]):
-        raise RunConfigChangedError(changed_config_message(run_dir, diff))
-    log.info("Skipping %s: already finished (pass overwrite=true to run it again).", run_dir)
-    print(f"[deblur] skip (finished): {run_dir}", flush=True)
-    return previous
 
 
 def _prepare_folder(cfg: DictConfig, previous: RunRecord | None, run_dir: Path) -> None:

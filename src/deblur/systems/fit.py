@@ -18,15 +18,11 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint, Timer
 from pytorch_lightning.loggers import Logger, TensorBoardLogger
 
-from deblur.checkpoints import (
-    AtomicCheckpointIO,
-    check_resume_checkpoint,
-    read_classifier_checkpoint,
-)
+from deblur.checkpoints import AtomicCheckpointIO
 from deblur.config import to_container
 from deblur.data.io import DataError
 from deblur.errors import UserError
-from deblur.runs import IncompleteRunError, RunRecord, run_identity, update_record
+from deblur.runs import IncompleteRunError, RunRecord, update_record
 from deblur.systems.distributed import check_launcher
 from deblur.systems.layout import custom_scalars_layout
 
@@ -281,8 +277,6 @@ def _start(cfg: DictConfig, record: RunRecord) -> dict[str, Any]:
     if result.critic is not None:  # a GAN: its critic's start, as base_record read it
         if str(cfg.disc.checkpoint).startswith("auto"):  # resolved once, in the run's start files
             cfg.disc.checkpoint = record.start_files["disc.checkpoint"]
-        if cfg.disc.checkpoint:
-            read_classifier_checkpoint(cfg.disc.checkpoint)  # one paragraph for any other file
         result.critic.checkpoint = cfg.disc.checkpoint
         hp.update(disc_pretrained=result.critic.pretrained, disc_frozen=result.critic.frozen)
         hp["adv_weight"] = float(cfg.model.adv_weight)
@@ -303,15 +297,12 @@ def fit(
     OmegaConf.set_struct(cfg, False)
     hp = _start(cfg, record)
     update_record(run_dir, record)
-    identity = record.identity
-    if cfg.ckpt_path:
-        check_resume_checkpoint(cfg.ckpt_path, str(cfg.task), identity, identity_of=run_identity)
     datamodule = build_datamodule(cfg, _TASKS[cfg.task][1])
     datamodule.setup("fit")  # the data checks (files, sizes, a validation split) before any network
     system = build_system(cfg)
     if getattr(system, "load_report", None):
         record.result.critic.load_report = system.load_report
-    trainer, loggers, stats = build_trainer(cfg, run_dir, extra_callbacks, identity=identity)
+    trainer, loggers, stats = build_trainer(cfg, run_dir, extra_callbacks, identity=record.identity)
     _log_tb_setup(loggers, hp, cfg.task)
     with warnings.catch_warnings():
         if _eval_modules_are_by_design(system):
