@@ -10,7 +10,8 @@ import pytest
 import torch
 from hydra.core.hydra_config import HydraConfig
 
-from deblur.config import compose, run_dirname
+from deblur.config import compose, eval_slug, run_dirname
+from deblur.config.compose import defines_the_run
 from deblur.runs import RunConfigChangedError, run_identity
 from entry_runs import run
 
@@ -104,3 +105,24 @@ def test_a_path_override_never_becomes_nested_folders(tmp_path):
     # hydra.overrides.task escapes ':' (trainer.max_time=00:00:10:00): no backslash in a folder
     assert run_dirname(["trainer.max_time=00\\:00\\:10\\:00"]) == "trainer.max_time=00:00:10:00"
     assert run_dirname(["data.root=/data/GOPRO", "overwrite=true", "seed=1"]) == "seed=1"
+
+
+def test_one_list_of_keys_that_do_not_define_a_run():
+    """IDENTITY_EXCLUDE decides the identity and both folder names: a key that leaves the
+    identity names no folder (else a relaunch with it, e.g. evaluate device=cpu, was refused as
+    'another configuration' in the same folder), and a key that names a folder defines the run."""
+    base = ["loss=gan", "seed=1"]
+    for key, value in [("data.cache", "true"), ("callbacks.last.every", "2"), ("resume", "never")]:
+        assert not defines_the_run(key)
+        assert run_dirname([*base, f"{key}={value}"]) == "loss=gan,seed=1"
+    assert eval_slug(["baseline=identity", "device=cpu", "save_images=true", "split=test"]) == (
+        "identity/split=test"
+    )
+    assert defines_the_run("data.cache_size") and defines_the_run("model.adv_weight")
+    assert run_dirname(["model.adv_weight=0.1"]) == "model.adv_weight=0.1"
+    cfg = compose("evaluate", ["baseline=identity"])
+    ids = [run_identity(compose("evaluate", ["baseline=identity", o]))["hash"] for o in OTHERS]
+    assert ids == [run_identity(cfg)["hash"]] * len(OTHERS)
+
+
+OTHERS = ["device=cpu", "save_images=true", "data.num_workers=0"]

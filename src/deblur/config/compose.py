@@ -35,19 +35,41 @@ def _find_conf_dir() -> Path:
 CONF_DIR: Path = _find_conf_dir()
 
 
-#: Overrides that never name a training run's folder: where it lives, how it is relaunched, how
-#: data is fed, and data.root (another dataset is refused by the run identity instead).
-FOLDER_EXCLUDE = (
-    "ckpt_path",
-    "overwrite",
-    "resume",
+#: The one list of config keys (each with everything below it) that do not define a run's result:
+#: where it lives, how it is relaunched, how data is fed, what is shown. They are in neither its
+#: identity (:func:`deblur.runs.identity.identify`) nor its folder name.
+IDENTITY_EXCLUDE = (
     "runs_dir",
     "sweep_name",
-    "experiment",
-    "trainer.enable_progress_bar",
+    "overwrite",
+    "resume",
+    "ckpt_path",  # exact resume: the result is the same as an uninterrupted run's
     "data.num_workers",
-    "data.root",
+    "data.pin_memory",
+    "data.persistent_workers",
+    "data.multiprocessing_context",
+    "data.cache",  # RAM cache of the decoded images: the same pixels
+    "trainer.enable_progress_bar",
+    "trainer.enable_model_summary",
+    "trainer.log_every_n_steps",
+    "model.val_image_strips",  # TensorBoard images only
+    "model.health_check_every",  # how often NaN/inf is looked for, not the values
+    "callbacks.last",  # the writer of last.ckpt (a file of the run, not its result)
+    "callbacks.checkpoint.save_last",  # moot since callbacks.last (kept out: older runs match)
+    "device",  # evaluate / robustness: the same network on another device
+    "save_images",  # evaluate: its output images written too
+    "progress",
 )
+#: Keys that define a training run but not its folder name: the sweep folder names the preset,
+#: and the identity holds the dataset folder (moving a dataset renames no run).
+NAMED_ELSEWHERE = ("experiment", "data.root")
+
+
+def defines_the_run(key: str) -> bool:
+    """False for a key of :data:`IDENTITY_EXCLUDE` or below one."""
+    return not f"{key}.".startswith(tuple(f"{x}." for x in IDENTITY_EXCLUDE))
+
+
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -73,12 +95,12 @@ def parse_overrides(overrides: Sequence[str]) -> list[Any]:
 
 
 def run_dirname(overrides: Sequence[str]) -> str:
-    """A training run's folder name: its overrides (``hydra.overrides.task``) but
-    :data:`FOLDER_EXCLUDE`, sorted, joined by ``,`` ("default": none); a path value becomes a
-    :func:`path_tag` (never nested folders)."""
+    """A training run's folder name: its overrides (``hydra.overrides.task``) of keys that define
+    the run, but :data:`NAMED_ELSEWHERE`, sorted, joined by ``,`` ("default": none); a path value
+    becomes a :func:`path_tag` (never nested folders)."""
     lines = []
     for ov in parse_overrides(overrides):
-        if ov.key_or_group in FOLDER_EXCLUDE:
+        if not defines_the_run(ov.key_or_group) or ov.key_or_group in NAMED_ELSEWHERE:
             continue
         line = str(ov.input_line).replace("\\:", ":")  # Hydra escapes ':' in overrides.task
         value = ov.value() if not ov.is_sweep_override() else None
@@ -100,12 +122,10 @@ def _slug_value(key: str, value: str) -> str:
     return value.replace("/", "_").replace("\\", "_").strip("_.") or "_"
 
 
-SLUG_EXCLUDE = ("overwrite", "runs_dir", "sweep_name", "device", "save_images", "progress")
-
-
 def eval_slug(overrides: str | Sequence[str]) -> str:
-    """``<method>/<other overrides>``, the folder of an evaluate / robustness run, from Hydra's
-    override list (a value may hold ``=`` or ``,``) or an ``override_dirname`` string."""
+    """``<method>/<its other overrides of keys that define the run>``, the folder of an evaluate /
+    robustness run, from Hydra's override list (a value may hold ``=`` or ``,``) or an
+    ``override_dirname`` string."""
     items = [s for s in overrides.split(",") if s] if isinstance(overrides, str) else overrides
     method, rest = "", []
     for item in sorted(map(str, items)):
@@ -113,7 +133,7 @@ def eval_slug(overrides: str | Sequence[str]) -> str:
         key, value = key.lstrip("+~"), value.strip("'\"")
         if key in ("ckpt", "baseline"):
             method = _slug_value(key, value)
-        elif key not in SLUG_EXCLUDE:
+        elif defines_the_run(key):
             rest.append(f"{key}={_slug_value(key, value)}")
     tail = ",".join(rest) or "default"
     if len(tail) > 120:

@@ -4,8 +4,9 @@ discovery. The modules, lowest first: ``record``, ``discover``, ``identity`` (wi
 the start files and of a finished run), ``lock``, ``launch`` (rank 0 and its followers) and
 ``managed`` (the run's life)."""
 
+from deblur.config.compose import IDENTITY_EXCLUDE
 from deblur.runs.discover import find_runs, walk_runs_tree
-from deblur.runs.identity import IDENTITY_EXCLUDE, RunConfigChangedError, run_identity
+from deblur.runs.identity import RunConfigChangedError, run_identity
 from deblur.runs.lock import LOCK_FILE, RunLock, RunLockedError
 from deblur.runs.managed import IncompleteRunError, base_record, managed_run, update_record
 from deblur.runs.record import (

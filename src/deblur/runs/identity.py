@@ -1,4 +1,5 @@
-"""A run's identity: the config keys that define its result and the content of its start files."""
+"""A run's identity: the config keys that define its result (all but
+:data:`~deblur.config.compose.IDENTITY_EXCLUDE`) and the content of its start files."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from deblur.checkpoints import (
     read_checkpoint,
     read_classifier_checkpoint,
 )
-from deblur.config import to_container
+from deblur.config.compose import defines_the_run, to_container
 from deblur.errors import UserError
 from deblur.files import file_sha256
 from deblur.runs.discover import resolve_classifier_checkpoint
@@ -27,27 +28,6 @@ from deblur.runs.record import RunRecord
 
 log = logging.getLogger(__name__)
 
-#: Config keys (and everything below them) that do not change a run's result, left out of its
-#: identity: where the run lives, how it is relaunched, how data is fed and what is shown.
-IDENTITY_EXCLUDE = (
-    "runs_dir",
-    "sweep_name",
-    "overwrite",
-    "resume",
-    "ckpt_path",  # exact resume: the result is the same as an uninterrupted run's
-    "data.num_workers",
-    "data.pin_memory",
-    "data.persistent_workers",
-    "data.multiprocessing_context",
-    "data.cache",  # RAM cache of the decoded images: the same pixels
-    "trainer.enable_progress_bar",
-    "trainer.enable_model_summary",
-    "trainer.log_every_n_steps",
-    "model.val_image_strips",  # TensorBoard images only
-    "model.health_check_every",  # how often NaN/inf is looked for, not the values
-    "callbacks.last",  # the writer of last.ckpt (a file of the run, not its result)
-    "callbacks.checkpoint.save_last",  # moot since callbacks.last (kept out: older runs match)
-)
 #: Files a run starts a network from: in the identity by content hash, never by path.
 START_FILE_KEYS = (
     "ckpt",  # the checkpoint evaluate / robustness runs measure
@@ -84,8 +64,7 @@ def identify(cfg: Mapping[str, Any] | DictConfig) -> tuple[dict[str, Any], dict[
             value = str(resolve_classifier_checkpoint(value, *where))
         if value:
             files[key] = value
-    skip = tuple(f"{x}." for x in IDENTITY_EXCLUDE)  # a key and everything below it
-    flat = {k: v for k, v in flat.items() if not f"{k}.".startswith(skip)}
+    flat = {k: v for k, v in flat.items() if defines_the_run(k)}
     for key, path in files.items():
         p = Path(path).expanduser()
         digest = f"sha256:{file_sha256(p)}" if p.is_file() else f"missing file:{path}"
