@@ -8,6 +8,10 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from pytorch_lightning.strategies.launchers.multiprocessing import _MultiProcessingLauncher
+from pytorch_lightning.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 from torch import Tensor
 
 from deblur.runs.launch import DistributedLaunchError
@@ -16,11 +20,6 @@ from deblur.runs.launch import DistributedLaunchError
 def check_launcher(trainer: Any) -> None:
     """Refuse spawn-based strategies (they hand back only the weights: the validation history
     would be lost) and Lightning's own launcher in a Hydra multirun (each process: the sweep)."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-    from pytorch_lightning.strategies.launchers.multiprocessing import _MultiProcessingLauncher
-    from pytorch_lightning.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
-
     launcher = getattr(trainer.strategy, "launcher", None)
     if isinstance(launcher, _MultiProcessingLauncher):
         raise DistributedLaunchError(
