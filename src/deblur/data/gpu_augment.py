@@ -39,11 +39,6 @@ class _Op:
     params: dict[str, Any]
 
 
-def _range(value: Any) -> tuple[float, float]:
-    lo, hi = (value, value) if isinstance(value, int | float) else value
-    return float(lo), float(hi)
-
-
 def _op_from(key: str, aug: A.BasicTransform) -> _Op:
     """The tensor op of one built albumentations transform (attributes as albumentations parsed
     them), or a DataError naming the entry."""
@@ -56,21 +51,20 @@ def _op_from(key: str, aug: A.BasicTransform) -> _Op:
     for attr, value in (("interpolation", cv2.INTER_LINEAR), ("border_mode", PATCH_BORDER)):
         if getattr(aug, attr, value) != value:
             raise _unsupported(key, f"{attr}={getattr(aug, attr)}")
-    if name == "Affine":
-        if aug.translate_px is not None:
+    if name == "Affine":  # albumentations gives every range as a (low, high) tuple
+        tp = aug.translate_percent or aug.translate_px  # px: (0, 0) unless translate_px is set
+        if aug.translate_percent is None and any(v != (0, 0) for v in tp.values()):
             raise _unsupported(key, "Affine translate_px")
-        if any(_range(v) != (0.0, 0.0) for v in aug.shear.values()):
+        if any(v != (0, 0) for v in aug.shear.values()):
             raise _unsupported(key, "Affine shear")
         if aug.fit_output or aug.balanced_scale:
             raise _unsupported(key, "Affine fit_output / balanced_scale")
-        tp = aug.translate_percent or {"x": 0.0, "y": 0.0}
-        sx, sy = aug.scale["x"], aug.scale["y"]
-        q = {k: _range(v) for k, v in zip(("tx", "ty", "sx", "sy"), (tp["x"], tp["y"], sx, sy))}
-        return _Op("affine", p, {**q, "rotate": _range(aug.rotate), "keep_ratio": aug.keep_ratio})
+        q = dict(zip(("tx", "ty", "sx", "sy"), (tp["x"], tp["y"], aug.scale["x"], aug.scale["y"])))
+        return _Op("affine", p, {**q, "rotate": aug.rotate, "keep_ratio": aug.keep_ratio})
     if name == "OpticalDistortion":
         if aug.mode != "camera":
             raise _unsupported(key, f"OpticalDistortion mode={aug.mode}")
-        return _Op("optical", p, {"k": _range(aug.distort_limit)})
+        return _Op("optical", p, {"k": aug.distort_limit})
     q = {"alpha": float(aug.alpha), "sigma": float(aug.sigma), "same_dxdy": bool(aug.same_dxdy)}
     q.update(ksize=17 if aug.approximate else None, noise=str(aug.noise_distribution))
     return _Op("elastic", p, q)
@@ -233,20 +227,14 @@ class TensorAugment:
         return f.expand(batch, 2, size, size) if ch == 1 else f
 
     def apply(self, images: Sequence[Tensor], gen: torch.Generator) -> list[Tensor]:
-        """The crops of the float tensors ``images`` (each ``B x C x S x S``), warped with the same
-        per-sample geometry."""
+        """The crops of the float tensors ``images`` (each ``B x C x S x S``, one size: the datasets
+        check the pairs), warped with the same per-sample geometry."""
         first = images[0]
         if first.dim() != 4 or first.shape[-1] != first.shape[-2]:
             raise DataError(
                 f"data.augment_on=gpu needs square training patches (B x C x S x S); got "
                 f"{tuple(first.shape)}. Set data.pre_crop_scale (e.g. 1.6, the default) so the "
                 "workers cut square patches, or use data.augment_on=cpu."
-            )
-        sizes = [(t.shape[0], *t.shape[-2:]) for t in images]
-        if odd := [tuple(t.shape) for t, size in zip(images, sizes) if size != sizes[0]]:
-            raise DataError(
-                f"data.augment_on=gpu: the images of a batch differ in size ({tuple(first.shape)} "
-                f"vs {odd[0]}); both images of a pair must be the same size."
             )
         grid = self.grid(first.shape[0], first.shape[-1], first.device, gen)
         kw = {"mode": "bilinear", "padding_mode": "reflection", "align_corners": True}
