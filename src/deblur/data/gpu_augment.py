@@ -157,8 +157,7 @@ class TensorAugment:
         dev = self._to_device(params, batch, device)
 
         # backward map: output pixel -> source pixel; the last transform applied comes first
-        for i in reversed(range(len(self.ops))):
-            op = self.ops[i]
+        for i, op in reversed(list(enumerate(self.ops))):
             on = dev[f"{i}.on"].view(-1, 1, 1) > 0.5
             if op.kind == "hflip":
                 x = torch.where(on, (size - 1) - x, x)

@@ -10,22 +10,11 @@ from torch.utils.data import Sampler
 
 from deblur.data.io import DataError
 
-UNEVEN = ("drop", "pad")
-
-
-def dist_rank_and_size() -> tuple[int, int]:
-    """``(rank, world_size)`` of the initialised process group, ``(0, 1)`` without one."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
-
 
 def shard_positions(length: int, num_replicas: int, rank: int, uneven: str) -> list[int]:
     """Positions of the epoch order that process ``rank`` of ``num_replicas`` takes: ``drop``
     (training) leaves the last ``length % num_replicas`` out, ``pad`` (validation) fills the shards
     with positions ``>= length`` (the first items again; ``gather_per_image`` drops them)."""
-    if uneven not in UNEVEN:
-        raise ValueError(f"uneven must be one of {UNEVEN}, got {uneven!r}.")
     per_rank = length // num_replicas if uneven == "drop" else -(-length // num_replicas)
     return [rank + k * num_replicas for k in range(per_rank)]
 
@@ -33,7 +22,7 @@ def shard_positions(length: int, num_replicas: int, rank: int, uneven: str) -> l
 class EpochSeededSampler(Sampler[tuple[int, int, int]]):
     """Shuffled (or sequential) indices with per-sample augmentation seeds, fixed by seed + epoch
     (Lightning calls :meth:`set_epoch` every epoch, resumed ones included). ``num_replicas`` /
-    ``rank``: the process group's; ``uneven``: ``"drop"`` when shuffling, else ``"pad"``."""
+    ``rank``: the process group's; uneven shards: ``"drop"`` when shuffling, else ``"pad"``."""
 
     def __init__(
         self,
@@ -43,16 +32,17 @@ class EpochSeededSampler(Sampler[tuple[int, int, int]]):
         *,
         num_replicas: int | None = None,
         rank: int | None = None,
-        uneven: str | None = None,
     ) -> None:
         self.length, self.seed, self.shuffle, self.epoch = int(length), int(seed), shuffle, 0
-        dist_rank, dist_size = dist_rank_and_size()
-        self.num_replicas = int(dist_size if num_replicas is None else num_replicas)
-        self.rank = int(dist_rank if rank is None else rank)
+        dist = torch.distributed.is_available() and torch.distributed.is_initialized()
+        if num_replicas is None:
+            num_replicas = torch.distributed.get_world_size() if dist else 1
+        self.num_replicas = int(num_replicas)
+        self.rank = int(rank if rank is not None else torch.distributed.get_rank() if dist else 0)
         if not 0 <= self.rank < self.num_replicas:
             raise ValueError(f"rank {self.rank} is outside 0..{self.num_replicas - 1}.")
-        self.uneven = uneven or ("drop" if shuffle else "pad")
-        self.positions = shard_positions(self.length, self.num_replicas, self.rank, self.uneven)
+        uneven = "drop" if shuffle else "pad"
+        self.positions = shard_positions(self.length, self.num_replicas, self.rank, uneven)
         if self.length > 0 and not self.positions:
             raise DataError(
                 f"The training data has {self.length} item(s) but the run has {self.num_replicas} "
