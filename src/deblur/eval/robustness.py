@@ -4,7 +4,7 @@ input and the model's output against the sharp image (``deblur.robustness``)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,25 +24,19 @@ from deblur.models.load import load_generator
 from deblur.runs import RobustnessResult, RunRecord
 from deblur.study.render import markdown
 
-Blur = Callable[[np.ndarray, int, np.random.Generator], np.ndarray]
 COLUMNS = {"blur": "", "size": "", "images": "", "input_psnr": ".2f", "psnr": ".2f"}
 COLUMNS |= {"psnr_gain": "+.2f", "input_ssim": ".4f", "ssim": ".4f"}  # row key -> format
 HEADERS = {"input_psnr": "input PSNR", "psnr": "model PSNR", "psnr_gain": "gain (dB)"}
 HEADERS |= {"input_ssim": "input SSIM", "ssim": "model SSIM"}
 
 
-def _blurs(sizes, motion_lengths, sigma) -> list[tuple[str, int, Blur]]:
-    def motion(img: np.ndarray, length: int, rng: np.random.Generator) -> np.ndarray:
-        return apply_kernel(img, linear_motion_kernel(float(length), float(rng.uniform(0, 180))))
-
-    return [
-        *(
-            ("gaussian", s, lambda img, s, _: apply_kernel(img, gaussian_kernel(s, sigma)))
-            for s in sizes
-        ),
-        *(("median", s, lambda img, s, _: median_blur(img, s)) for s in sizes),
-        *(("motion", n, motion) for n in motion_lengths),
-    ]
+def _blurred(kind: str, img: np.ndarray, size: int, sigma, rng: np.random.Generator) -> np.ndarray:
+    """``img`` under one blur of the sweep; motion blur at an angle drawn from ``rng``."""
+    if kind == "median":
+        return median_blur(img, size)
+    if kind == "gaussian":
+        return apply_kernel(img, gaussian_kernel(size, sigma))
+    return apply_kernel(img, linear_motion_kernel(float(size), float(rng.uniform(0, 180))))
 
 
 def robustness_table(
@@ -56,12 +50,13 @@ def robustness_table(
     **deblur_kwargs: Any,
 ) -> list[dict[str, Any]]:
     """One row per (blur type, size): mean PSNR / SSIM of the blurred input and of the model."""
-    rows, blurs = [], _blurs(sizes, motion_lengths, gaussian_sigma)
-    for kind, size, blur in tqdm(blurs, desc="robustness", disable=not progress):
+    blurs = [(k, s) for k in ("gaussian", "median") for s in sizes]
+    rows, blurs = [], blurs + [("motion", n) for n in motion_lengths]
+    for kind, size in tqdm(blurs, desc="robustness", disable=not progress):
         rng = np.random.default_rng(seed)  # the same angle per image for every motion length
         scores = []
         for sharp in sharp_images:
-            blurred = blur(sharp, size, rng)
+            blurred = _blurred(kind, sharp, size, gaussian_sigma, rng)
             out = deblur_image(model, blurred, **deblur_kwargs)
             scores.append(measure({"input_": blurred, "": out}, sharp, (psnr, ssim)))
         row: dict[str, Any] = {"blur": kind, "size": int(size), "images": len(sharp_images)}
