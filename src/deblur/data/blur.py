@@ -33,8 +33,6 @@ def shake_trajectory(
     path of exactly ``length`` pixels: steps of a velocity with inertia pulled back to the start,
     Gaussian shakes and rare big (impulsive) ones that reverse it."""
     m = int(iterations)
-    if m < 2:
-        raise ValueError(f"A trajectory needs at least 2 iterations, got {iterations}.")
     inertia = max_inertia * rng.uniform()
     p_big = max_big_shake * rng.uniform()
     gaussian = max_gaussian_shake * rng.uniform()
@@ -67,8 +65,6 @@ def rasterize_trajectory(points: np.ndarray, size: int) -> np.ndarray:
     on the centre pixel (splatting keeps the centre of mass), shrunk when they would leave it."""
     size = check_odd(size)
     pts = np.asarray(points, np.complex128).ravel()
-    if pts.size == 0:
-        raise ValueError("Cannot rasterise an empty trajectory.")
     if size == 1:
         return np.ones((1, 1), np.float32)
     c = (size - 1) / 2.0
@@ -186,10 +182,7 @@ def random_motion_blur(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Blur a sharp image with a fresh camera-shake kernel (+ optional noise): (blurred, kernel)."""
     kernel = motion_kernel(size, rng, length=length)
-    blurred = apply_kernel(image, kernel)
-    if noise_sigma > 0:
-        blurred = add_noise(blurred, noise_sigma, rng)
-    return blurred, kernel
+    return add_noise(apply_kernel(image, kernel), noise_sigma, rng), kernel
 
 
 def trim_kernel(kernel: np.ndarray) -> np.ndarray:
@@ -238,7 +231,5 @@ class CameraShake:
         length = float(rng.uniform(self.min_length, self.max_length))
         kernel = motion_kernel(self.kernel_size, rng, length=length)
         crop = (slice(top, top + size), slice(left, left + size))
-        blurred = apply_kernel(big, trim_kernel(kernel))[crop]
-        if self.noise_sigma > 0:
-            blurred = add_noise(blurred, self.noise_sigma, rng)
-        return np.ascontiguousarray(blurred), np.ascontiguousarray(big[crop]), kernel
+        blurred = add_noise(apply_kernel(big, trim_kernel(kernel))[crop], self.noise_sigma, rng)
+        return blurred, np.ascontiguousarray(big[crop]), kernel
