@@ -13,6 +13,7 @@ from torch import Tensor
 DATA_RANGE = 255.0
 K1, K2 = 0.01, 0.03
 SSIM_WIN, SSIM_SIGMA = 11, 1.5
+_WINDOW = torch.from_numpy(cv2.getGaussianKernel(SSIM_WIN, SSIM_SIGMA)).flatten()  # float64
 _CENTRE = 128.0  # moments of images centred here keep float32 cancellation below ~1e-5 of SSIM
 
 
@@ -43,15 +44,6 @@ def psnr(pred: Tensor, target: Tensor, quantize: bool = True, max_db: float = 10
     return (10.0 * torch.log10(DATA_RANGE**2 / mse.clamp_min(floor))).clamp(max=max_db)
 
 
-def gaussian_window_1d(
-    size: int = SSIM_WIN, sigma: float = SSIM_SIGMA, dtype=torch.float64, device=None
-) -> Tensor:
-    """Normalised 1-D Gaussian of ``size`` taps (11 taps, sigma 1.5 = scipy truncate 3.5)."""
-    x = torch.arange(size, dtype=dtype, device=device) - (size - 1) / 2.0
-    g = torch.exp(-(x**2) / (2.0 * sigma**2))
-    return g / g.sum()
-
-
 def _moments(pred: Tensor, target: Tensor, quantize: bool) -> Tensor:
     """``[x, y, x^2, y^2, xy]`` of the centred float32 levels, stacked on the channel axis."""
     x = to_levels(pred, quantize, torch.float32) - _CENTRE
@@ -73,7 +65,7 @@ def _gaussian_filter(z: Tensor, valid: bool, use_cv2: bool | None = None) -> Ten
     where the window fits, else replicate borders. On CPU OpenCV's (several times faster)."""
     r = (SSIM_WIN - 1) // 2
     if use_cv2 if use_cv2 is not None else z.device.type == "cpu":
-        g = gaussian_window_1d(dtype=torch.float32).numpy()
+        g = _WINDOW.float().numpy()
         arr = z.float().contiguous().numpy()
         out = np.empty_like(arr)
         for i, j in np.ndindex(*arr.shape[:2]):
@@ -83,7 +75,7 @@ def _gaussian_filter(z: Tensor, valid: bool, use_cv2: bool | None = None) -> Ten
         res = torch.from_numpy(out)
         return res[:, :, r:-r, r:-r] if valid else res
     n = z.shape[1]
-    g = gaussian_window_1d(dtype=torch.float32, device=z.device)
+    g = _WINDOW.to(z.device, torch.float32)
     z = z.float() if valid else F.pad(z.float(), (r, r, r, r), mode="replicate")
     z = F.conv2d(z, g.view(1, 1, SSIM_WIN, 1).repeat(n, 1, 1, 1), groups=n)
     return F.conv2d(z, g.view(1, 1, 1, SSIM_WIN).repeat(n, 1, 1, 1), groups=n)
@@ -107,7 +99,7 @@ def ssim_matlab3d(pred: Tensor, target: Tensor, quantize: bool = True) -> Tensor
     pred, target = _batched(pred, target)
     b, c, h, w = pred.shape
     z = _gaussian_filter(_moments(pred, target, quantize), False)
-    g = gaussian_window_1d(dtype=z.dtype, device=z.device)
+    g = _WINDOW.to(z)
     mix = torch.zeros(c, c, dtype=z.dtype, device=z.device)  # the Gaussian along the channels,
     for ch, t in np.ndindex(c, SSIM_WIN):  # replicate-padded: mix[ch, k] weighs channel k
         mix[ch, min(max(ch + t - SSIM_WIN // 2, 0), c - 1)] += g[t]
