@@ -149,8 +149,6 @@ class ConcatSamples(ConcatDataset):
 
     def __getitem__(self, index: int | tuple[int, ...]) -> dict[str, Any]:
         index, *rest = index if isinstance(index, tuple | list) else (index,)
-        if not 0 <= (index := int(index)) < len(self):
-            raise IndexError(f"Index {index} out of range for {len(self)} samples.")
         part = bisect.bisect_right(self.cumulative_sizes, index)
         local = index - (self.cumulative_sizes[part - 1] if part else 0)
         return self.datasets[part][(local, *rest) if rest else local]

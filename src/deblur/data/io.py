@@ -178,8 +178,6 @@ def from_uint8(chw: torch.Tensor) -> torch.Tensor:
 def to_uint8(tensor: torch.Tensor) -> np.ndarray:
     """float ``3 x H x W`` in [-1, 1] -> uint8 ``H x W x 3``, clamped and rounded (not cut)."""
     t = tensor.detach()
-    if t.ndim == 4 and t.shape[0] == 1:
-        t = t[0]
     if t.ndim != 3:
         raise DataError(f"to_uint8 needs a 3 x H x W tensor, got shape {tuple(t.shape)}.")
     t = ((t.float().clamp(-1.0, 1.0) + 1.0) * 127.5).round_()
