@@ -116,14 +116,6 @@ class Table:
         return ", ".join(f"{k}={v}" for k, v in self.blocks[block].items())
 
 
-def _experiment(record: RunRecord) -> str:
-    exp = record.choices.get("experiment")
-    for item in record.overrides:
-        key, _, value = str(item).lstrip("+~").partition("=")
-        exp = value if key == "experiment" and value else exp
-    return "" if exp in (None, "null", "None") else str(exp)
-
-
 def _run_row(run_dir: Path, record: RunRecord, which: str) -> dict[str, Any]:
     choices = {k: str(v) for k, v in record.choices.items()}
     result = record.result  # a robustness result has no metrics, a classifier's no critic
@@ -134,7 +126,7 @@ def _run_row(run_dir: Path, record: RunRecord, which: str) -> dict[str, Any]:
         "status": record.status or "unknown",
         "task": record.task or "unknown",
         "seed": str(record.seed),
-        "experiment": _experiment(record),
+        "experiment": choices.get("experiment", ""),
         "random_weights": getattr(result, "pretrained_weights", None) is False,
         "pretrained": "yes" if critic.pretrained else "no",
         "frozen": "yes" if critic.frozen else "no",
