@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import random
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
@@ -170,14 +169,9 @@ def _training_mix(embedded: dict[str, Any], data: str, crop_size: int | None) ->
 
 
 def worker_init_fn(worker_id: int) -> None:
-    """Per DataLoader worker: no OpenCV threads, and numpy / random / augmentation seeded apart."""
+    """Per DataLoader worker: no OpenCV threads (torch seeds numpy and random apart, the sampler
+    each sample's augmentation)."""
     cv2.setNumThreads(0)
-    info = torch.utils.data.get_worker_info()
-    seed = (info.seed if info is not None else torch.initial_seed()) % 2**32
-    np.random.seed(seed)
-    random.seed(seed)
-    if info is not None and hasattr(info.dataset, "reseed"):
-        info.dataset.reseed(seed)
 
 
 def _build_layout(layout: Mapping[str, Any]) -> tuple[Callable[..., Any], str]:
@@ -490,22 +484,21 @@ class DeblurDataModule(pl.LightningDataModule):
                 f"data={self.name} has no training pairs (layout '{self.layout}', root "
                 f"'{self.root}'). Check data.root and the layout, or data.max_train_pairs."
             )
-        workers = self.num_workers
         return DataLoader(
             ds,
             batch_size=batch_size,
             # (index, augmentation seed) pairs fixed by (seed, epoch): reproducible and resumable
             sampler=EpochSeededSampler(len(ds), seed=self.seed, shuffle=shuffle),
-            num_workers=workers,
+            num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             worker_init_fn=worker_init_fn,
-            persistent_workers=self.persistent_workers and workers > 0,
-            multiprocessing_context=self.multiprocessing_context if workers > 0 else None,
+            persistent_workers=self.persistent_workers and self.num_workers > 0,
+            multiprocessing_context=self.multiprocessing_context if self.num_workers > 0 else None,
         )
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """data.augment_on=gpu: the augmentations, on the device, for training batches only."""
-        augment, trainer = self._tensor_augment, getattr(self, "trainer", None)
+        augment, trainer = self._tensor_augment, self.trainer
         if augment is None:
             return batch
         if trainer is not None and trainer.training:
@@ -517,8 +510,7 @@ class DeblurDataModule(pl.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader:
         """While fitting, the ``data.val_pairs_during_training`` subset when set."""
-        trainer = getattr(self, "trainer", None)
-        during_fit = trainer is not None and trainer.state.fn == "fit"
+        during_fit = self.trainer is not None and self.trainer.state.fn == "fit"
         split = "val_subset" if self.val_pairs_during_training and during_fit else "val"
         return self._loader(split, self.val_batch_size, shuffle=False)
 

@@ -76,7 +76,7 @@ class PairedDataset(Dataset):
         return len(self.pairs)
 
     def reseed(self, seed: int | None) -> None:
-        """Reseed the augmentation (per DataLoader worker, and per sample from the sampler)."""
+        """Reseed the augmentation (per sample, from the sampler)."""
         if seed is not None and hasattr(self.transform, "set_random_seed"):
             self.transform.set_random_seed(seed)
 
@@ -140,12 +140,6 @@ class ProceduralDataset(Dataset):
 class ConcatSamples(ConcatDataset):
     """``torch.utils.data.ConcatDataset`` that passes the sampler's ``(index, seed, epoch)``
     through (its own takes plain integer indices only)."""
-
-    def reseed(self, seed: int) -> None:
-        """Reseed every part's augmentation (called per DataLoader worker)."""
-        for d in self.datasets:
-            if hasattr(d, "reseed"):
-                d.reseed(seed)
 
     def __getitem__(self, index: int | tuple[int, ...]) -> dict[str, Any]:
         index, *rest = index if isinstance(index, tuple | list) else (index,)
