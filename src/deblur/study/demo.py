@@ -8,9 +8,8 @@ import sys
 import time
 from pathlib import Path
 
-from deblur.runs import find_runs
 from deblur.study.report import render_markdown, write_outputs
-from deblur.study.tables import build_tables
+from deblur.study.tables import INPUT, build_tables, read_runs
 
 # stage 1 at demo scale: long enough for the NLayer classifier to learn on this data, so stage 2
 # loads a real classifier (see experiments/cpu_study)
@@ -54,17 +53,13 @@ def steps(scale: str, runs: Path, seeds: str, study: bool, overwrite: bool) -> l
 
 def beats_input_line(runs: Path) -> str:
     """One line: which Table 4.1 cells (mean over seeds) are above the blurred input's PSNR."""
-    cells: dict[str, list[list[float]]] = {}
-    for _, rec in find_runs([runs]):
-        res = rec.result if (rec.task, rec.status) == ("gan", "finished") else None
-        choices = rec.choices
-        psnr = [(r or {}).get("val/psnr") for r in (res.final, res.input)] if res else [None]
-        if None not in psnr and choices.get("experiment") == "table4_1":
-            disc = "-" if choices.get("loss") == "none" else choices.get("disc")
-            cells.setdefault(f"{choices.get('loss')}/{disc}", []).append(psnr)
-    if not cells:
+    frame, _ = read_runs([runs])
+    done = frame.query("task == 'gan' and status == 'finished' and experiment == 'table4_1'")
+    done = done.dropna(subset=["val/psnr", f"{INPUT} val/psnr"])
+    cell = done["loss"] + "/" + done["disc"].where(done["loss"] != "none", "-")
+    gain = (done["val/psnr"] - done[f"{INPUT} val/psnr"]).groupby(cell).mean()
+    if gain.empty:
         return "[demo] no finished Table 4.1 run to compare with the blurred input"
-    gain = {k: sum(o - i for o, i in v) / len(v) for k, v in sorted(cells.items())}
     above = [f"{k} {g:+.2f}" for k, g in gain.items() if g > 0]
     below = [f"{k} {g:+.2f}" for k, g in gain.items() if g <= 0]
     return (
