@@ -4,7 +4,6 @@ scikit-learn (no network), blurred ``blurs_per_photo`` times each into
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import hashlib
 import importlib.util
@@ -15,7 +14,7 @@ import shutil
 import time
 import uuid
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -148,15 +147,6 @@ def _manifest(root: Path) -> dict[str, Any] | None:
         return None
 
 
-@contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    """Exclusive inter-process lock (POSIX flock, as runs.lock)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)  # released when the file is closed
-        yield
-
-
 def _cache_root(params: dict[str, Any]) -> Path:
     """The cache folder of a build: the default one for the default parameters, else one per
     parameter set (builds of other sizes never replace each other)."""
@@ -192,7 +182,9 @@ def build_embedded(
 
     if ready():
         return root
-    with _file_lock(root.parent / f".{root.name}.lock"):
+    root.parent.mkdir(parents=True, exist_ok=True)
+    with open(root.parent / f".{root.name}.lock", "a+") as lock:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)  # released when the file is closed
         if ready():
             return root
         if root.exists() and any(root.iterdir()):
