@@ -169,8 +169,6 @@ def dead_leaves(
     colours i.i.d. from ``palette`` (``M x 3`` uint8; None: :func:`lab_palette`); from ``rng``."""
     p = params
     h, w = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
-    if h < 1 or w < 1:
-        raise DataError(f"dead_leaves needs a positive size, got {h}x{w}.")
     palette = np.asarray(lab_palette(rng) if palette is None else palette, np.float32)
     r_max = min(p.r_max, 2.0 * max(h, w))  # larger leaves only ever cover the whole image
     mean_area = math.pi * _mean_square_radius(p.r_min, r_max, p.alpha)
