@@ -115,8 +115,6 @@ def _grid(frame: pd.DataFrame, col: str, values: str) -> pd.DataFrame:
 def _plot(ax, table: Table, block: int, key: str, legend: bool) -> None:
     """One block and metric: our means as bars with std error bars, black ticks at the thesis,
     the state where a bar is missing, the blurred input dashed, a zoomed value axis."""
-    from matplotlib.container import BarContainer
-
     spec, cells, col = table.spec, table.cells, table.spec.grid[-1]
     mine = cells[(cells["block"] == block) & (cells["metric"] == key)]
     grid, inputs = mine[mine["row"] != INPUT], mine[mine["row"] == INPUT]
@@ -124,15 +122,14 @@ def _plot(ax, table: Table, block: int, key: str, legend: bool) -> None:
     means, stds = (_grid(grid, col, v).rename(columns=name) for v in ("mean", "std"))
     means.plot.bar(ax=ax, yerr=stds.fillna(0), capsize=3, rot=20, legend=False, width=0.8)
     thesis, state = _grid(grid, col, "thesis"), _grid(grid, col, "state")
-    bars = [c for c in ax.containers if isinstance(c, BarContainer)]
-    for container, c in zip(bars, thesis.columns):
-        for patch, r in zip(container.patches, thesis.index):
-            x0, w = patch.get_x(), patch.get_width()
-            if pd.notna(thesis.loc[r, c]):
-                ax.plot([x0, x0 + w], [thesis.loc[r, c]] * 2, color="black", lw=2)
-            if state.loc[r, c] not in ("ok", "not in thesis"):
-                where = {"transform": ax.get_xaxis_transform(), **BAR_LABEL}
-                ax.text(x0 + w / 2, 0.02, state.loc[r, c], **where)
+    bars = [(r, c) for c in thesis.columns for r in thesis.index]  # pandas draws column by column
+    for patch, (r, c) in zip(ax.patches, bars):
+        x0, w = patch.get_x(), patch.get_width()
+        if pd.notna(thesis.loc[r, c]):
+            ax.plot([x0, x0 + w], [thesis.loc[r, c]] * 2, color="black", lw=2)
+        if state.loc[r, c] not in ("ok", "not in thesis"):
+            where = {"transform": ax.get_xaxis_transform(), **BAR_LABEL}
+            ax.text(x0 + w / 2, 0.02, state.loc[r, c], **where)
     for value in inputs["mean"].dropna():
         ax.axhline(value, color="grey", ls="--", lw=1)
     shown = [*means.stack().dropna(), *thesis.stack().dropna(), *inputs["mean"].dropna()]
