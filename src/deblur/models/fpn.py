@@ -91,21 +91,19 @@ class FPNGenerator(nn.Module):
         self.min_padded = self._probe_min_padded()
         self.min_size = self.min_padded // 2
 
+    @torch.no_grad()
     def _probe_min_padded(self) -> int:
-        """Smallest multiple of 32 whose stride-32 map is at least 2x2 (batch-1 norms need > 1)."""
-        was_training = self.encoder.training
+        """Smallest multiple of 32 whose stride-32 map is at least 2x2 (batch-1 norms need > 1);
+        probed in eval mode, so the fresh encoder's BN statistics stay as built."""
         self.encoder.eval()
-        try:
-            for size in range(32, 1024 + 1, 32):
-                try:
-                    with torch.no_grad():
-                        last = self.encoder(torch.zeros(1, 3, size, size))[-1]
-                except RuntimeError:
-                    continue
-                if min(last.shape[-2:]) >= 2:
-                    return size
-        finally:
-            self.encoder.train(was_training)
+        for size in range(32, 1024 + 1, 32):
+            try:
+                last = self.encoder(torch.zeros(1, 3, size, size))[-1]
+            except RuntimeError:
+                continue
+            if min(last.shape[-2:]) >= 2:
+                self.encoder.train()
+                return size
         raise ValueError(f"Backbone '{self.backbone}' gives no usable features up to 1024 px.")
 
     def set_encoder_frozen(self, frozen: bool) -> None:

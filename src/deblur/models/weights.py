@@ -93,9 +93,7 @@ def create_timm(
             kwargs["pretrained_cfg_overlay"] = {"file": str(local)}
             return timm.create_model(name, pretrained=True, **kwargs)
         except (RuntimeError, KeyError, ValueError) as err:
-            expected = (
-                f"the state_dict of timm's '{name}' classification model (.safetensors, .pth)"
-            )
+            expected = f"the state_dict of timm's '{name}' classifier (.safetensors, .pth)"
             raise _unreadable(f"timm model '{name}'", local, err, expected) from err
     try:
         return timm.create_model(name, pretrained=True, **kwargs)
@@ -141,9 +139,8 @@ def create_vgg19_features(
             state = torch.load(local, map_location="cpu", weights_only=True)
             state = state.get("state_dict", state)
             prefix = "features."
-            features.load_state_dict(
-                {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
-            )
+            own = {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
+            features.load_state_dict(own)
         except (RuntimeError, KeyError, AttributeError, ValueError) as err:
             expected = f"torchvision's VGG19 state_dict ('{VGG19_FILE}', or its 'features.*' keys)"
             raise _unreadable("VGG19", local, err, expected) from err
