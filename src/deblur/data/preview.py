@@ -59,20 +59,16 @@ class Sample(NamedTuple):
     kernel: np.ndarray | None = None
 
 
-def _load(item: Pair | Sample) -> Sample:
-    if isinstance(item, Sample):
-        return item
-    kernel = read_kernel(item.kernel) if item.kernel is not None else None
-    return Sample(item.name, read_image(item.sharp), read_image(item.blur), kernel)
-
-
 def contact_sheet(pairs: Sequence[Pair | Sample], tile: int = 256) -> np.ndarray:
     """One row per pair: sharp | blurred | kernel (colour-mapped, scaled to its maximum)."""
     if not pairs:
         raise ValueError("contact_sheet needs at least one pair.")
     rows = []
     for item in pairs:
-        name, sharp, blur, kernel = _load(item)
+        if not isinstance(item, Sample):
+            kernel = read_kernel(item.kernel) if item.kernel is not None else None
+            item = Sample(item.name, read_image(item.sharp), read_image(item.blur), kernel)
+        name, sharp, blur, kernel = item
         ksize = f" {kernel.shape[0]}x{kernel.shape[1]}" if kernel is not None else ""
         cells = [
             _label(_fit(sharp, tile), f"sharp  {name}"),
