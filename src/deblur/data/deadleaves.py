@@ -244,8 +244,8 @@ class ProceduralPairs:
 @dataclass
 class ReblurredPhotos:
     """Pairs from sharp photos, blurred per ``(epoch, index)``. ``sharp``: the sharp image of each
-    training item (a photo once per stored blur); ``read``: path -> uint8 RGB (the image cache);
-    ``transform``: an unpaired pipeline whose output is ``size`` plus ``blur.margin`` a side."""
+    training item (a photo once per stored blur), ``names`` its name; ``read``: path -> uint8 RGB;
+    ``transform``: an unpaired A.Compose whose output is ``size`` plus ``blur.margin`` a side."""
 
     sharp: Sequence[Path]
     read: Callable[[Path], np.ndarray]
@@ -253,7 +253,7 @@ class ReblurredPhotos:
     size: int
     blur: CameraShake
     seed: int
-    names: Sequence[str] | None = None
+    names: Sequence[str]
 
     def __post_init__(self) -> None:
         if not self.sharp:
@@ -267,11 +267,9 @@ class ReblurredPhotos:
         """``(blurred, sharp, kernel)``: uint8 ``size x size x 3`` twice and the float32 PSF."""
         rng = _rng(0x5EB1, self.seed, epoch, index)
         photo = self.read(Path(self.sharp[index % len(self.sharp)]))
-        if hasattr(self.transform, "set_random_seed"):
-            self.transform.set_random_seed(int(rng.integers(2**31 - 1)))
+        self.transform.set_random_seed(int(rng.integers(2**31 - 1)))
         return self.blur.blur_centre(self.transform(image=photo)["image"], self.size, rng)
 
     def name(self, epoch: int, index: int) -> str:
         """``<photo item name>/fresh_e<epoch>``: the sample's name in logs and batches."""
-        base = self.names[index % len(self.names)] if self.names else f"{index:06d}"
-        return f"{base}/fresh_e{epoch}"
+        return f"{self.names[index % len(self.names)]}/fresh_e{epoch}"
