@@ -3,7 +3,6 @@ checks that need no model first, then each input processed or reported by name w
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -69,18 +68,14 @@ def _mp4(dst: Path, fps: float, shape: tuple[int, ...]) -> cv2.VideoWriter:
     return writer
 
 
-def _read_all(cap: cv2.VideoCapture) -> Iterator[np.ndarray]:
-    while (got := cap.read())[0]:
-        yield got[1]
-
-
 def _process_video(src: Path, dst: Path, cfg: DictConfig, deblur) -> int:
     """Deblur every frame of a video into an mp4 or numbered PNG frames; the frames done."""
     cap = cv2.VideoCapture(str(src))
     if not cap.isOpened():
         raise DataError(f"Video '{src}' cannot be opened by OpenCV (corrupt or unsupported codec).")
     fps, total = cap.get(cv2.CAP_PROP_FPS) or 25.0, int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) or None
-    writer, n, frames = None, 0, _read_all(cap)
+    frames = (bgr for _, bgr in iter(cap.read, (False, None)))  # up to the first failed read
+    writer, n = None, 0
     try:
         for bgr in tqdm(frames, total=total, desc=src.name, unit="frame", disable=not cfg.progress):
             out = deblur(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
