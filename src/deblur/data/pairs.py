@@ -105,8 +105,7 @@ def _read_sequences(
         if kernel_key is not None and (seq / kernel_key).is_dir():
             kernels = {f.stem: f for f in (seq / kernel_key).iterdir() if f.is_file()}
         for key in _match(blur, sharp, (blur_dir, sharp_dir), expected):
-            name = f"{seq.name}/{key}"
-            pairs.append(Pair(blur[key], sharp[key], seq.name, kernels.get(key), name))
+            pairs.append(Pair(blur[key], sharp[key], seq.name, kernels.get(key)))
     if not pairs:
         raise DataError(f"No images found under '{split_dir}' ({expected}).")
     return pairs
@@ -160,7 +159,7 @@ def _realblur_list(base: Path, list_file: Path) -> list[Pair]:
             raise DataError(f"Line {n} of '{list_file}' is not '<gt_path> <blur_path>': {line!r}")
         gt, blur = Path(parts[0]), Path(parts[1])
         scene = gt.parent.parent.name or gt.parent.name
-        pairs.append(Pair(base / blur, base / gt, scene, None, f"{scene}/{blur.stem}"))
+        pairs.append(Pair(base / blur, base / gt, scene))
     if missing := [str(f) for p in pairs for f in (p.sharp, p.blur) if not f.is_file()]:
         raise DataError(
             f"'{list_file}' names {len(missing)} file(s) that do not exist: {listing(missing, 3)}. "
