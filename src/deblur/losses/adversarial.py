@@ -1,6 +1,5 @@
-"""Adversarial losses on raw discriminator logits of any shape (B x 1 or B x 1 x h x w): means
-over all elements; a list of logits (one per head) gives the mean of the per-head losses.
-``y`` is the sharp image, ``ŷ = G(x)`` the generated one."""
+"""Adversarial losses on raw logits of any shape, means over all elements (a list, one per head: the
+mean of the per-head losses); ``y`` is the sharp image, ``ŷ = G(x)`` the generated one."""
 
 from __future__ import annotations
 
@@ -63,9 +62,8 @@ class AdversarialLoss:
     _g = _d
 
     def calibration(self, real: Tensor, fake: Tensor, grad_norm: Tensor | None) -> Scale:
-        """(a, b) mapping a loaded classifier's realness logits ``r`` (``real`` on sharp,
-        ``fake`` on blurred validation images; ``grad_norm`` their input-gradient norms) onto
-        this loss's scale ``a * r + b``. BCE losses: the identity (BCE(-z, 1 - t) = BCE(z, t))."""
+        """(a, b) putting a loaded classifier's realness logits r (``real``: sharp, ``fake``:
+        blurred validation images) on this loss's scale a * r + b; BCE losses: the identity."""
         return 1.0, 0.0
 
     def observe(self, real_logits: Logits, fake_logits: Logits) -> None:
@@ -121,9 +119,8 @@ class LSGANLoss(GANLoss):
 
 
 class WGANGPLoss(AdversarialLoss):
-    """WGAN with gradient penalty (Gulrajani et al., 2017). D: E[D(ŷ)] - E[D(y)] (+ the caller's
-    :meth:`gradient_penalty`);  G: -E[D(ŷ)]. ``n_critic`` D steps per G step, each on its own
-    batch (DeblurGAN-v2: 1, the default; Gulrajani et al.: 5)."""
+    """WGAN-GP (Gulrajani et al., 2017). D: E[D(ŷ)] - E[D(y)] (+ :meth:`gradient_penalty`); G:
+    -E[D(ŷ)]; ``n_critic`` D steps per G step, each on its own batch (DeblurGAN-v2: 1; paper: 5)."""
 
     needs_calibration_data = True
 
@@ -148,9 +145,8 @@ class WGANGPLoss(AdversarialLoss):
     def gradient_penalty(
         self, critic: Callable, real: Tensor, fake: Tensor, alpha: Tensor | None = None
     ) -> Tensor:
-        """λ E[(‖∇ D(x̃)‖₂ - 1)²], x̃ = α y + (1 - α) ŷ, one α ~ U[0, 1] per sample (or ``alpha``,
-        B x 1 x 1 x 1) and one norm per sample (its score: its logits' mean, summed over heads);
-        in fp32 with autocast off; λ = ``gp_weight``."""
+        """λ E[(‖∇ D(x̃)‖₂ - 1)²], x̃ = α y + (1 - α) ŷ, α ~ U[0, 1] per sample (or ``alpha``); a
+        sample's score: its logits' mean, summed over heads; fp32, autocast off."""
         real, fake, batch = real.detach().float(), fake.detach().float(), real.shape[0]
         if alpha is None:
             alpha = torch.rand(batch, 1, 1, 1, device=real.device)

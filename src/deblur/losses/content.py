@@ -31,9 +31,8 @@ def vgg_layer_index(features: nn.Sequential) -> dict[str, int]:
 
 
 class PerceptualLoss(nn.Module):
-    """MSE between frozen VGG19 features (up to and including ``layer``, e.g. conv3_3 before its
-    ReLU = ``features[:15]``) of prediction and target; inputs in [-1, 1] are mapped to [0, 1]
-    and ImageNet-normalised. The target's features are treated as constants."""
+    """MSE between frozen VGG19 features up to ``layer`` (conv3_3: before its ReLU) of prediction
+    and target ([-1, 1], ImageNet-normalised); the target's features are constants."""
 
     def __init__(
         self, layer: str = "conv3_3", pretrained: bool = True, weights_path: str | None = None
@@ -69,10 +68,8 @@ class PerceptualLoss(nn.Module):
 
 
 class ContentLoss(nn.Module):
-    """The thesis' L_G content part, 0.5 L_pixel + 0.006 L_vgg: ``{"pixel", "perceptual",
-    "total"}`` (``perceptual_weight=0``: no VGG, the term 0). ``pixel_space``, where the pixel term
-    is taken: ``imagenet`` (DeblurGAN-v2) [0, 1] images over the ImageNet std (~19.6x the [0, 1]
-    MSE), ``minus1_1`` the network's [-1, 1] tensors (4x), ``zero_one`` [0, 1] images (1x)."""
+    """The thesis' L_G content part, 0.5 L_pixel + 0.006 L_vgg (``perceptual_weight=0``: no VGG);
+    ``pixel_space``: the images the pixel term compares (conf/train.yaml model.content)."""
 
     def __init__(
         self,

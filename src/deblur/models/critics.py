@@ -29,9 +29,8 @@ class BackboneConfigError(UserError, ValueError):
 
 
 class NLayerTrunk(nn.Module):
-    """NLayerDiscriminator body (DeblurGAN-v2 / pix2pix): 4x4 convs, LeakyReLU 0.2, no norm on
-    the first conv, widths ``ndf * min(2^n, 8)``; ``n_layers`` stride-2 stages, then one
-    stride-1 stage. ``depth`` keeps only the first ``depth`` of them (null: all, full depth)."""
+    """NLayerDiscriminator body (DeblurGAN-v2 / pix2pix): ``n_layers`` stride-2 4x4 conv stages,
+    then one stride-1 stage; ``depth`` keeps only the first ``depth`` of them (null: all)."""
 
     min_size = 2
 
@@ -105,10 +104,8 @@ def build_trunk(backbone: Mapping[str, Any], node: str = "trunk") -> nn.Module:
 
 
 class SingleCritic(nn.Module):
-    """One realness logit per image (B x 1): a full-depth trunk, a small per-location MLP, then
-    the average over the image. The non-linearity comes before the average on purpose: a linear
-    head after global pooling sees only per-channel means, which an instance-normalised trunk
-    (NLayer) makes the same for every image, so it could not tell sharp from blurred."""
+    """One realness logit per image (B x 1): trunk, per-location MLP, then the mean over the image
+    (a head after the mean sees only channel means: the same for all images under instance norm)."""
 
     def __init__(self, trunk: nn.Module) -> None:
         super().__init__()
@@ -195,9 +192,8 @@ def calibration_scores(net: nn.Module, images: Tensor) -> dict[str, Tensor]:
 
 
 def flip_to_realness(critic: SingleCritic) -> list[str]:
-    """Turn a blur classifier's logit z (blurred = 1) into a realness logit: the last layer
-    negated gives -z, and BCE(-z, 1 - t) = BCE(z, t), so the critic scores sharp as real with
-    exactly the classifier's confidence. Returns the names of the negated tensors."""
+    """Negate the last layer of a blur classifier (logit z, blurred = 1): -z is a realness logit of
+    the same confidence, BCE(-z, 1 - t) = BCE(z, t). Returns the names of the negated tensors."""
     with torch.no_grad():
         critic.head[-1].weight.neg_()
         critic.head[-1].bias.neg_()
@@ -210,10 +206,8 @@ def load_classifier_weights(
     source_backbone: Mapping[str, Any] | None = None,
     calibrate: Any = None,
 ) -> dict[str, dict[str, Any]]:
-    """Load a blur classifier (a path, its loaded dict, or a state dict + ``source_backbone``)
-    strictly into every critic of ``disc``: the single critic all of it, its last layer negated
-    (:func:`flip_to_realness`) and calibrated for the loss ``calibrate``; the patch critic its
-    truncated trunk. Returns ``{head: {"loaded": n, "fresh": [keys], "sign_flipped": [keys]}}``."""
+    """Load a blur classifier (path, loaded dict, or state dict + ``source_backbone``) strictly into
+    each critic: single all (negated, calibrated for ``calibrate``), patch its trunk; the report."""
     state, ckpt_backbone, where, scores = _read_classifier(source)
     src = dict(to_container(source_backbone)) if source_backbone is not None else ckpt_backbone
 

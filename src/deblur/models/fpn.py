@@ -39,9 +39,8 @@ def _resize(x: Tensor, size: tuple[int, int] | torch.Size) -> Tensor:
 
 
 class FPNGenerator(nn.Module):
-    """``clamp(tanh(out) + x, -1, 1)`` for [-1, 1] inputs of any size (reflect-padded): a timm
-    encoder at strides 2..32 and DeblurGAN-v2's FPN decoder (laterals, top-down sums, four heads
-    at 1/4, smoothing, the stride-2 lateral, x2, a final 3x3 conv)."""
+    """DeblurGAN-v2's FPN decoder on a timm encoder (strides 2..32): ``clamp(tanh(out) + x, -1, 1)``
+    for [-1, 1] inputs of any size (reflect-padded)."""
 
     multiple = 32
 

@@ -1,6 +1,5 @@
-"""What every network shares: norm layers by the name a user types (``gen.norm``,
-``backbone.norm``), layers that keep a channels_last input channels_last (``nn.InstanceNorm2d``
-returns NCHW), and the check of an input batch."""
+"""What every network shares: norm layers by name (``gen.norm``, ``backbone.norm``), layers keeping
+a channels_last input channels_last (``nn.InstanceNorm2d`` returns NCHW), the input batch check."""
 
 from __future__ import annotations
 

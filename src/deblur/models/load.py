@@ -22,9 +22,8 @@ def _no_banner(record: logging.LogRecord) -> bool:
 def load_generator(
     path: str | os.PathLike, use_ema: bool = True, key: str | None = "ckpt"
 ) -> nn.Module:
-    """The generator of a GAN checkpoint, rebuilt from its stored ``gen`` config, in eval mode
-    without gradients (its EMA copy when the checkpoint has one and ``use_ema``); the rebuild's
-    RANDOM WEIGHTS banner is not shown (the trained weights replace them)."""
+    """A GAN checkpoint's generator (its EMA copy if stored and ``use_ema``) rebuilt from its
+    ``gen`` config, eval mode, no gradients, without the RANDOM WEIGHTS banner of the rebuild."""
     state, gen_cfg, which = generator_state(path, use_ema, key)
     banner = logging.getLogger("deblur.models.weights")
     banner.addFilter(_no_banner)

@@ -12,12 +12,8 @@ from deblur.models.resnet import ResNetGenerator
 
 
 class CPUResNetGenerator(ResNetGenerator):
-    """``G(x) = clamp(x + g * deep(x) + linear(x), -1, 1)``: the ResNet branch ``deep`` (absent
-    with ``deep_branch=false``), its gate ``g`` (a learned scalar from 0, ReZero, with
-    ``residual_gate``; else 1), and ``linear``: ``linear_bank`` zero-initialised
-    ``linear_skip`` x ``linear_skip`` colour filters of the input (0: none), mixed per region by
-    a small selector's softmax weights when there are several (a blind, blur-adaptive inverse
-    filter). Both residuals start at zero, so G starts as the identity."""
+    """``G(x) = clamp(x + g * deep(x) + linear(x), -1, 1)``, both residuals zero at the start (G is
+    the identity); the keys are explained in conf/gen/resnet_cpu.yaml."""
 
     def __init__(
         self,
