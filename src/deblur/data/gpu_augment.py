@@ -250,11 +250,7 @@ class TensorAugment:
     def __call__(self, batch: dict[str, Any], epoch: int = 0) -> dict[str, Any]:
         """Augment the image tensors of a collated batch (``blur`` + ``sharp``, or ``image``)."""
         batch = self.to_float(batch)
-        keys = [k for k in ("blur", "sharp", "image") if isinstance(batch.get(k), Tensor)]
-        if not keys:
-            return batch
-        names = batch.get("name")
-        names = [names] if isinstance(names, str) else names or ()
-        key = f"{self.seed}|{epoch}|" + "|".join(map(str, names))  # the same in every process
+        keys = [k for k in ("blur", "sharp", "image") if k in batch]
+        key = f"{self.seed}|{epoch}|" + "|".join(batch["name"])  # the same in every process
         gen = torch.Generator().manual_seed(zlib.crc32(key.encode()))
         return {**batch, **dict(zip(keys, self.apply([batch[k] for k in keys], gen)))}
