@@ -113,9 +113,8 @@ def blend_ramp(n: int, overlap: int, ramp_start: bool, ramp_end: bool) -> Tensor
 
 @contextlib.contextmanager
 def shared_norm_stats(model: nn.Module, x: Tensor | None, device: torch.device, bf16: bool = False):
-    """While open, ``model``'s group norms and instance norms without running statistics use the
-    statistics of one pass over ``x`` (the image downscaled), so every tile is normalised like the
-    whole image; ``x=None``: their own."""
+    """While open, ``model``'s group and instance norms without running statistics use those of one
+    pass over ``x`` (the image downscaled), so tiles normalise like the whole; ``x=None``: own."""
     norm = nn.modules.instancenorm._InstanceNorm
     layers = [
         m
@@ -177,10 +176,8 @@ def deblur_tensor(
     stats_size: int = 512,
     context: int = 0,
 ) -> Tensor:
-    """Deblur a ``1 x 3 x H x W`` (or ``3 x H x W``) [-1, 1] tensor, output on CPU: ``tile``s
-    overlap by ``overlap``; ``shared_stats``: their norms use the statistics of the image at
-    ``stats_size`` (else seams); ``context``: each tile runs on a window that much larger (an
-    FPN's stride-32 features reach ~250 px: benchmarks/RESULTS.md)."""
+    """Deblur a ``(1 x) 3 x H x W`` [-1, 1] tensor onto the CPU, whole or in tiles (norms: of the
+    image at ``stats_size``); ``context``: a margin per tile, an FPN sees ~250 px (RESULTS.md)."""
     squeeze = x.ndim == 3
     x = x.unsqueeze(0) if squeeze else x
     if x.ndim != 4 or x.shape[0] != 1:

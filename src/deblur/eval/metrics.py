@@ -1,6 +1,5 @@
-"""Metrics with pinned definitions on [-1, 1] RGB ``B x 3 x H x W``, one float64 per image, on uint8
-levels ``round((x + 1) * 127.5)``, peak 255: PSNR, SSIM (= skimage's with ``gaussian_weights=True,
-sigma=1.5, use_sample_covariance=False``), MATLAB's 3-D SSIM, and sharpness ratios."""
+"""Pinned metrics of [-1, 1] RGB ``B x 3 x H x W``, a float64 per image on uint8 levels (peak 255):
+PSNR, SSIM (= skimage's, Gaussian sigma 1.5, population covariance), 3-D SSIM, sharpness ratios."""
 
 from __future__ import annotations
 

@@ -1,6 +1,5 @@
-"""Robustness (seed 002): a split's sharp images blurred with a Gaussian, a median filter and
-straight motion blur (a seeded random angle per image) of growing size; PSNR / SSIM of the blurred
-input and the model's output against the sharp image (``deblur.robustness``)."""
+"""``deblur.robustness`` (seed 002): a split's sharp images under Gaussian, median and straight
+motion blur (seeded angles) of growing size; PSNR / SSIM of the input and the model's output."""
 
 from __future__ import annotations
 

@@ -1,7 +1,5 @@
-"""The thesis' Tables 4.1-4.4 rebuilt from the run records (:func:`deblur.runs.find_runs`, one
-pandas row per run): cells of mean, sample std and n over the finished seeds on the thesis' full
-grid (no run: ``missing``, never 0), beside ``experiments/thesis_tables.csv``; GAN tables add a
-``blurred input`` row (the input's own PSNR / SSIM, stored by every run)."""
+"""Thesis Tables 4.1-4.4 from the run records (a pandas row per run): mean, sample std and n of the
+finished seeds per thesis cell (no run: ``missing``, never 0); GAN tables add the input's row."""
 
 from __future__ import annotations
 
