@@ -29,9 +29,8 @@ def shake_trajectory(
     max_big_shake: float = 0.2,
     max_gaussian_shake: float = 10.0,
 ) -> np.ndarray:
-    """Random camera-shake trajectory: ``iterations`` complex positions (x = real, y = imag) on a
-    path of exactly ``length`` pixels: steps of a velocity with inertia pulled back to the start,
-    Gaussian shakes and rare big (impulsive) ones that reverse it."""
+    """``iterations`` complex points (x + iy) on a camera-shake path of exactly ``length`` pixels:
+    a velocity with inertia pulled back to the start, Gaussian shakes, rare big ones reverse it."""
     m = int(iterations)
     inertia = max_inertia * rng.uniform()
     p_big = max_big_shake * rng.uniform()
@@ -196,9 +195,8 @@ def trim_kernel(kernel: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class CameraShake:
-    """The blur of generated training pairs, ``data.embedded``'s kernel and noise keys: a fresh
-    camera-shake kernel per pair (path length uniform in ``[min_length, max_length]``, None =
-    ``kernel_size - 1``), then noise of std ``noise_sigma`` (0-255), as the stored pairs had."""
+    """``data.embedded``'s kernel and noise keys, the blur of generated pairs: a fresh camera-shake
+    kernel a pair (length in ``[min_length, max_length or kernel_size - 1]``), noise (0-255)."""
 
     kernel_size: int
     min_length: float
@@ -219,8 +217,8 @@ class CameraShake:
     def blur_centre(
         self, big: np.ndarray, size: int, rng: np.random.Generator
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(blurred, sharp, kernel)``: the centre ``size x size`` of ``big`` (:attr:`margin`
-        more a side: no reflected border is read) blurred anew, the zero border trimmed for speed."""
+        """``(blurred, sharp, kernel)``: the centre ``size x size`` of ``big`` (:attr:`margin` more
+        a side: no reflected border read) blurred anew, the kernel's zero border trimmed (speed)."""
         margin = self.margin
         if big.shape[0] < size + 2 * margin or big.shape[1] < size + 2 * margin:
             raise ValueError(

@@ -110,9 +110,8 @@ def _choice(key: str, value: Any, choices: Sequence[str]) -> None:
 
 @dataclass
 class TrainingMix:
-    """``data.embedded``'s training mix, checked when built: ``train_source`` photos | procedural
-    (dead leaves) | both, ``train_blur`` fixed (the stored blurs) | fresh (the sharp photos blurred
-    anew per seed, epoch, index). The defaults are the other data options' mix."""
+    """The checked ``data.embedded`` mix: ``train_source`` photos | procedural (dead leaves) | both,
+    ``train_blur`` fixed | fresh (blurred per seed, epoch, index); defaults: other data's."""
 
     train_source: str = "photos"
     train_blur: str = "fixed"
@@ -206,9 +205,8 @@ def _inspect_all(pairs: Sequence[Pair], check: bool) -> list[tuple[str | None, A
 
 @dataclass(eq=False, repr=False, kw_only=True)
 class DeblurDataModule(pl.LightningDataModule):
-    """Pairs from a layout, batched for ``task`` paired or classify (docs/DESIGN.md, Data); every
-    field is a ``data.*`` key (defaults in conf/data) but ``task`` and ``on_gpu`` (the trainer's
-    device, for ``num_workers`` / ``cache`` = auto)."""
+    """Pairs from a layout, batched for ``task`` paired or classify (docs/DESIGN.md, Data); fields:
+    ``data.*`` keys, but ``task`` and ``on_gpu`` (the trainer's device, for the ``auto`` values)."""
 
     task: str
     name: str

@@ -57,9 +57,8 @@ class ImageCache(dict[Path, np.ndarray]):
 
 
 class PairedDataset(Dataset):
-    """(blurred, sharp) pairs -> ``{"blur", "sharp", "name"}``; ``transform(image=blur,
-    target=sharp)`` or None (full resolution); ``with_kernel`` adds the ``1 x k x k`` ``"kernel"``
-    of pairs that know it; ``cache`` serves the images it holds (decoded up front)."""
+    """(blurred, sharp) pairs -> ``{"blur", "sharp", "name"}`` (``with_kernel``: + the kernel);
+    ``transform(image=blur, target=sharp)`` or None (full resolution); ``cache``: decoded images."""
 
     def __init__(
         self,

@@ -74,9 +74,8 @@ def palette_from_images(
 
 @dataclass(frozen=True)
 class DeadLeaves:
-    """The dead-leaves generator, ``data.embedded.procedural`` (each key set, and explained, in
-    conf/data/embedded.yaml). Radii in pixels; ``coverage`` is the mean number of shapes over a
-    pixel (1/e^coverage of the pixels show the background leaf)."""
+    """``data.embedded.procedural``'s dead leaves (keys explained in conf/data/embedded.yaml): radii
+    in pixels, ``coverage`` the mean shapes over a pixel (1/e^coverage see the background)."""
 
     r_min: float
     r_max: float
@@ -120,9 +119,8 @@ _LEAF_RULES: tuple[tuple[Callable[[DeadLeaves], bool], str], ...] = (
 
 
 def _outlines(shapes: tuple[str, ...], d: SimpleNamespace) -> tuple:
-    """Every leaf's outline in OpenCV fixed point: (polygon vertices, vertex counts, is-disc
-    flags, disc centres, disc radii). Rectangles use 4 of the 7 vertex slots, polygons 3-7
-    vertices on the circle of radius r at sorted random angles (hence convex)."""
+    """Leaf outlines in OpenCV fixed point (polygon vertices, counts, is-disc, disc centres, radii):
+    rectangles use 4 of the 7 vertex slots, polygons 3-7 sorted angles on the radius (convex)."""
     scale, radius = float(1 << _SHIFT), d.radius
     th = np.sort(d.vertex_angles, axis=1)
     vx, vy = radius[:, None] * np.cos(th), radius[:, None] * np.sin(th)
@@ -243,9 +241,8 @@ class ProceduralPairs:
 
 @dataclass
 class ReblurredPhotos:
-    """Pairs from sharp photos, blurred per ``(epoch, index)``. ``sharp``: the sharp image of each
-    training item (a photo once per stored blur), ``names`` its name; ``read``: path -> uint8 RGB;
-    ``transform``: an unpaired A.Compose whose output is ``size`` plus ``blur.margin`` a side."""
+    """Pairs from sharp photos blurred per ``(epoch, index)``: ``sharp`` / ``names`` per training
+    item; ``read``: path -> uint8 RGB; ``transform``: A.Compose to ``size + 2 * blur.margin``."""
 
     sharp: Sequence[Path]
     read: Callable[[Path], np.ndarray]

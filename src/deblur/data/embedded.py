@@ -169,9 +169,8 @@ def build_embedded(
     photos: Sequence[str] | None,
     force: bool = False,
 ) -> Path:
-    """Build the embedded dataset at ``root`` (the keywords: ``data.embedded``'s build keys)
-    unless an identical build is there, in a temporary folder renamed into place under a file
-    lock (parallel runs neither race nor see half a build); a foreign folder is never touched."""
+    """Build the embedded dataset at ``root`` unless an identical build is there: in a temporary
+    folder renamed into place under a file lock (no race, no half build); never a foreign folder."""
     found = sorted(available_photos(photos))
     values = (long_side, blurs_per_photo, kernel_size, min_length, max_length, noise_sigma, seed)
     params = _params(values, found)
@@ -216,7 +215,6 @@ def build_embedded(
 
 
 def read_or_build(root: str | os.PathLike[str] | None, **build: Any) -> dict[str, list[Pair]]:
-    """``data=embedded``'s layout: build the dataset at ``root`` (None: the cache folder) on
-    first use, then read its pairs; ``build`` are :func:`build_embedded`'s keyword arguments
-    (``data.embedded.*``, named one by one in conf/data/embedded.yaml)."""
+    """``data=embedded``'s layout: build the dataset at ``root`` (None: the cache folder) on first
+    use (``build``: :func:`build_embedded`'s keywords, ``data.embedded.*``), then read its pairs."""
     return read_embedded(build_embedded(root, **build))

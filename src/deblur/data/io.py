@@ -36,9 +36,8 @@ class ImageReadError(DataError):
 def instantiate_node(
     node: Any, where: str, example: str, fix: str, want: tuple[type, str] | None = None, **kw: Any
 ) -> Any:
-    """``hydra.utils.instantiate(node, _convert_="all", **kw)`` of a ``_target_`` node; a node
-    without one (``example`` shows one), a failure to build it or a result that is not ``want``
-    (a type and its name) is a :class:`DataError` naming ``where``, the cause and ``fix``."""
+    """``hydra.utils.instantiate(node, _convert_="all", **kw)``; no ``_target_`` (``example``), a
+    failed build or a result not of ``want`` (type, name): a DataError naming ``where``, ``fix``."""
     from hydra.errors import InstantiationException
     from hydra.utils import instantiate
 

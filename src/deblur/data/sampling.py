@@ -12,17 +12,15 @@ from deblur.data.io import DataError
 
 
 def shard_positions(length: int, num_replicas: int, rank: int, uneven: str) -> list[int]:
-    """Positions of the epoch order that process ``rank`` of ``num_replicas`` takes: ``drop``
-    (training) leaves the last ``length % num_replicas`` out, ``pad`` (validation) fills the shards
-    with positions ``>= length`` (the first items again; ``gather_per_image`` drops them)."""
+    """Positions of the epoch order for ``rank`` of ``num_replicas``: ``drop`` (training) cuts the
+    last ``length % num_replicas``, ``pad`` (validation) repeats (gather_per_image cuts those)."""
     per_rank = length // num_replicas if uneven == "drop" else -(-length // num_replicas)
     return [rank + k * num_replicas for k in range(per_rank)]
 
 
 class EpochSeededSampler(Sampler[tuple[int, int, int]]):
     """Shuffled (or sequential) indices with per-sample augmentation seeds, fixed by seed + epoch
-    (Lightning calls :meth:`set_epoch` every epoch, resumed ones included). ``num_replicas`` /
-    ``rank``: the process group's; uneven shards: ``"drop"`` when shuffling, else ``"pad"``."""
+    (:meth:`set_epoch`, resumes included); sharded over the process group: drop (shuffled), pad."""
 
     def __init__(
         self,

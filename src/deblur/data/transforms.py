@@ -65,9 +65,8 @@ def build_train_transform(
     seed: int | None,
     pre_crop: int | None = None,
 ) -> A.Compose:
-    """The augmentations in order, then pad to and random-crop ``crop_size`` (``paired``: call
-    ``t(image=blur, target=sharp)``); a ``pre_crop`` square first (warps ~10x faster on 1280x720,
-    then the centre ``crop_size``), None: warps on the whole image, as the thesis did."""
+    """The augmentations, then pad to and random-crop ``crop_size`` (``paired``: ``t(image=blur,
+    target=sharp)``); ``pre_crop``: a square first (warps ~10x faster), then the centre crop."""
     if pre_crop and crop_size and int(pre_crop) < int(crop_size):
         raise DataError(f"data.pre_crop ({pre_crop}) must be >= data.crop_size ({crop_size}).")
     transforms = _pad_crop(int(pre_crop), A.RandomCrop) if pre_crop and crop_size else []
