@@ -176,8 +176,7 @@ def _stats(runs: pd.DataFrame, keys: list[str], columns: dict[str, str]) -> pd.D
 
 def _counts(runs: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     """Per cell: runs by status (n_finished, n_failed, ...), finished seeds and data sets."""
-    status = runs.groupby(keys)["status"].value_counts().unstack(fill_value=0)
-    status.columns = [f"n_{c}" for c in status.columns]
+    status = runs.groupby(keys)["status"].value_counts().unstack(fill_value=0).add_prefix("n_")
     finished = runs[runs["status"] == "finished"]
     seeds = finished.groupby(keys)["seed"].agg(lambda s: ";".join(sorted(s)))
     data = runs.groupby(keys)["data"].agg(lambda s: ";".join(sorted(set(s))))
