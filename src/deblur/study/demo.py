@@ -30,11 +30,9 @@ def steps(scale: str, runs: Path, seeds: str, study: bool, overwrite: bool) -> l
     # the study leaves out SE-ResNeXt50 (~6 CPU minutes per classifier run at this scale)
     backbones = "nlayer,mobilenetv3_large,efficientnet_b0" if study else "nlayer"
     classifier = ["deblur.train_classifier", "-m", "experiment=table4_2", f"backbone={backbones}"]
+    classifier += common + CLASSIFIER_SCALE
     out = [
-        (
-            f"stage 1: blur classifier (Table 4.2, {backbones})",
-            classifier + common + CLASSIFIER_SCALE,
-        ),
+        (f"stage 1: blur classifier (Table 4.2, {backbones})", classifier),
         ("stage 2: loss x discriminator grid (Table 4.1, 12 cells)", ["experiment=table4_1"]),
         (
             "stage 2: no adversarial training (Table 4.1, row loss=none)",
