@@ -55,9 +55,7 @@ def _to_float(image: np.ndarray) -> np.ndarray:
     return image.astype(np.float64) / 255.0
 
 
-def _deconvolve(
-    image: np.ndarray, kernel: Kernel, method: str, pad_mode: str, **params
-) -> np.ndarray:
+def _deconvolve(image: np.ndarray, kernel: Kernel, method: str, pad_mode: str, **kw) -> np.ndarray:
     """Pad by the kernel size, ``skimage.restoration.<method>`` on each channel, crop back."""
     if kernel is None:
         raise MissingKernelError(
@@ -69,7 +67,7 @@ def _deconvolve(
     (h, w), (py, px) = x.shape[:2], k.shape
     padded = np.pad(x, ((py, py), (px, px), (0, 0)), mode=pad_mode)
     run = getattr(restoration, method)
-    out = np.stack([run(padded[:, :, c], k, clip=False, **params) for c in range(3)], axis=2)
+    out = np.stack([run(padded[:, :, c], k, clip=False, **kw) for c in range(3)], axis=2)
     return np.clip(np.rint(out[py : py + h, px : px + w] * 255.0), 0, 255).astype(np.uint8)
 
 

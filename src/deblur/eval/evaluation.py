@@ -187,10 +187,8 @@ def run_evaluate(cfg: DictConfig, run_dir: Path, record: RunRecord) -> None:
     method = instantiate(cfg.baseline) if cfg.baseline is not None else str(cfg.ckpt)
     split, data_name = str(cfg.split), str(cfg.data.name)
     images = run_dir / "images" if cfg.save_images else None
-    pairs, options = pairs_for_split(cfg, split), deblur_options(cfg)
-    result = evaluate_pairs(
-        method, pairs, split=split, use_ema=cfg.use_ema, images_dir=images, **options
-    )
+    options = deblur_options(cfg) | {"use_ema": cfg.use_ema, "images_dir": images}
+    result = evaluate_pairs(method, pairs_for_split(cfg, split), split=split, **options)
     table, names = results_table([result], data_name), {"name": "image"} | HEADERS
     per_image = pd.DataFrame(result["per_image"])[list(names)].rename(columns=names)
     (run_dir / "results.md").write_text(

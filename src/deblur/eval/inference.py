@@ -115,12 +115,11 @@ def blend_ramp(n: int, overlap: int, ramp_start: bool, ramp_end: bool) -> Tensor
 def shared_norm_stats(model: nn.Module, x: Tensor | None, device: torch.device, bf16: bool = False):
     """While open, ``model``'s group and instance norms without running statistics use those of one
     pass over ``x`` (the image downscaled), so tiles normalise like the whole; ``x=None``: own."""
-    norm = nn.modules.instancenorm._InstanceNorm
+    norms = (nn.GroupNorm, nn.modules.instancenorm._InstanceNorm)  # GroupNorm: no running_mean
     layers = [
         m
         for m in (model.modules() if x is not None else [])
-        if isinstance(m, nn.GroupNorm)
-        or (isinstance(m, norm) and (m.training or m.running_mean is None))
+        if isinstance(m, norms) and (m.training or getattr(m, "running_mean", None) is None)
     ]
     stats: dict[nn.Module, tuple[Tensor, Tensor]] = {}
 
