@@ -137,19 +137,17 @@ def _run_row(run_dir: Path, record: RunRecord, which: str) -> dict[str, Any]:
 
 def read_runs(paths: Iterable[str | Path], which: str = "final") -> tuple[pd.DataFrame, list[str]]:
     """One row per run below ``paths`` (``which``: final | best), a note per unreadable record."""
-    folders = []
-    for p in map(Path, paths):
-        if not p.exists():
-            raise TablesError(
-                f"deblur.tables: {p} does not exist. Pass run or sweep folders written by "
-                "`python -m deblur.train -m ...` (e.g. runs/table4_1), or set DEBLUR_RUNS."
-            )
-        folders.append(p.parent if p.is_file() else p)
+    paths = [Path(p) for p in paths]
+    if missing := next((p for p in paths if not p.exists()), None):
+        raise TablesError(
+            f"deblur.tables: {missing} does not exist. Pass run or sweep folders written by "
+            "`python -m deblur.train -m ...` (e.g. runs/table4_1), or set DEBLUR_RUNS."
+        )
     collect, logger = BufferingHandler(10**6), logging.getLogger("deblur.runs")
     collect.setLevel(logging.WARNING)  # deblur.runs warns about each unreadable metrics.json
     logger.addHandler(collect)
     try:
-        found = find_runs(folders)
+        found = find_runs([p.parent if p.is_file() else p for p in paths])
     finally:
         logger.removeHandler(collect)
     unique = {Path(d).resolve(): rec for d, rec in found}  # overlapping folders: once each
