@@ -260,7 +260,6 @@ def _read_folder_split(base: Path, blur_key: str, sharp_key: str) -> list[Pair]:
         )
     keys = _match(blur, sharp, (blur_dir, sharp_dir), FOLDER_LAYOUT)
     kernels = _folder_kernels(base, blur, blur_dir)
-    # the group: the first sub-folder, or the stem of a top-level file
     return [Pair(blur[k], sharp[k], k.split("/")[0], kernels.get(k), k) for k in keys]
 
 
