@@ -33,12 +33,10 @@ def latex(frame: pd.DataFrame, caption: str, escape_columns: tuple[str, ...] = (
     r"""A booktabs ``table``: headers and ``escape_columns`` escaped, other cells and ``caption`` as
     given (math such as ``$28.10 \pm 0.10$``; escape text with :func:`escape_latex`)."""
     style = frame.style.hide(axis="index").format_index(escape="latex", axis=1)
-    if escape_columns:
-        style = style.format(escape="latex", subset=list(escape_columns))
-    columns = "l" + "c" * (frame.shape[1] - 1)
+    style = style.format(escape="latex", subset=list(escape_columns))
     return style.to_latex(
         hrules=True,
-        column_format=columns,
+        column_format="l" + "c" * (frame.shape[1] - 1),
         caption=caption,
         position="ht",
         position_float="centering",
