@@ -56,14 +56,11 @@ class EpochSeededSampler(Sampler[tuple[int, int, int]]):
         return len(self.positions)
 
     def __iter__(self) -> Iterator[tuple[int, int, int]]:
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        order = (
-            torch.randperm(self.length, generator=g) if self.shuffle else torch.arange(self.length)
-        )
-        seeds = torch.randint(0, 2**31 - 1, (self.length,), generator=g)
-        order, seeds, epoch = order.tolist(), seeds.tolist(), self.epoch
+        g, n = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch), self.length
+        order = torch.randperm(n, generator=g).tolist() if self.shuffle else list(range(n))
+        seeds, epoch = torch.randint(0, 2**31 - 1, (n,), generator=g).tolist(), self.epoch
         for p in self.positions:  # a padding position (>= length) repeats an item from the start
-            yield order[p % self.length], seeds[p % self.length], epoch
+            yield order[p % n], seeds[p % n], epoch
 
 
 def split_sample(index: int | tuple[int, ...]) -> tuple[int, int | None, int]:
