@@ -213,8 +213,7 @@ def _describe(cell: pd.Series, expected: bool) -> tuple[str, str]:
         return ("missing", "missing") if expected else ("not in thesis", "—")
     dagger = " †" if ";" in str(cell["data"]) else ""  # runs on different data sets
     others = [c[2:] for c in cell.index if c.startswith("n_") and c not in ("n_runs", "n_finished")]
-    others.sort(key=lambda s: (UNFINISHED.index(s) if s in UNFINISHED else 3, s))
-    unfinished = [(s, int(cell[f"n_{s}"])) for s in others if cell[f"n_{s}"]]
+    unfinished = [(s, int(cell[f"n_{s}"])) for s in _ordered(UNFINISHED, others) if cell[f"n_{s}"]]
     if n:
         spread, more = f" ± {std}" if n >= 2 else "", "".join(f"; {k} {s}" for s, k in unfinished)
         return "ok", f"{mean}{spread} (n={n}{more}){dagger}"
