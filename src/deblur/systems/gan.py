@@ -4,7 +4,6 @@ frozen or ``loss=none``) and every ``n_critic``-th batch a G step; schedules cou
 from __future__ import annotations
 
 import copy
-import logging
 import math
 import random
 from collections.abc import Callable
@@ -21,8 +20,6 @@ from deblur.losses.content import ContentLoss
 from deblur.models.critics import Discriminator, load_classifier_weights
 from deblur.models.load import load_classifier
 from deblur.systems.distributed import gather_per_image
-
-log = logging.getLogger(__name__)
 
 #: model.compile_mode values (torch.compile's modes; None = its default)
 COMPILE_MODES = (None, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
@@ -150,7 +147,6 @@ class GANSystem(pl.LightningModule):
         if self.channels_last:  # weights with the inputs: every conv then runs NHWC
             self.to(memory_format=torch.channels_last)
         self._set_watches(health_check_every, val_image_strips, grad_share_every, judge_checkpoint)
-        self._val: dict[str, list[Tensor]] = {}
         self._encoder_frozen: bool | None = None  # warm-up state last applied to G
         self._total: int | None = None  # iterations of the whole run (the schedule's length)
 
@@ -163,14 +159,13 @@ class GANSystem(pl.LightningModule):
         self.grad_share_every = int(share_every)
         self._grad_shares: list[Tensor] = []
         # a held-out blur classifier judging G's validation outputs; in a list: no submodule
-        self.judge_checkpoint = judge
         self._judge = [load_classifier(judge, key="model.judge_checkpoint")] if judge else []
 
     def _set_discriminator(
         self, disc: Discriminator | None, checkpoint: str | None, frozen: bool, calibrate: bool
     ) -> None:
         """D (none under ``loss=none``), loaded from a classifier, calibrated, frozen if asked."""
-        self.frozen_d, self.disc_checkpoint = bool(frozen), checkpoint
+        self.frozen_d = bool(frozen)
         self.load_report: dict[str, Any] | None = None
         self.discriminator = disc if self.adversarial else None
         if self.adversarial and disc is None:
@@ -199,7 +194,7 @@ class GANSystem(pl.LightningModule):
             )
         for net in (self.generator, self.discriminator, self.content_loss.perceptual):
             if net is not None:
-                net.compile(**({"mode": mode} if mode else {}))
+                net.compile(mode=mode)
 
     # ------------------------------------------------------------------ checkpoints
     _FIXED_PREFIX = "content_loss."  # frozen VGG19: rebuilt from its weights, not stored per run
@@ -321,8 +316,7 @@ class GANSystem(pl.LightningModule):
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         blur, sharp = batch["blur"], batch["sharp"]
         if self.channels_last:
-            blur = blur.contiguous(memory_format=torch.channels_last)
-            sharp = sharp.contiguous(memory_format=torch.channels_last)
+            blur, sharp = (t.contiguous(memory_format=torch.channels_last) for t in (blur, sharp))
         opt_g, *opt_d = _as_list(self.optimizers())
         sched_g, *sched_d = _as_list(self.lr_schedulers())
         g_step = not opt_d or (self._host_iteration + 1) % self.n_critic == 0
@@ -384,9 +378,8 @@ class GANSystem(pl.LightningModule):
         sched_g.step()
         if self.ema_generator is not None:
             self._update_ema()
-        terms = {"g_total": g_total, "g_adv": g_adv, "g_pixel": content["pixel"]}
-        terms["g_perceptual"] = content["perceptual"]
-        return logs | {f"train/{k}": v.detach() for k, v in terms.items()}
+        terms = {"total": g_total, "adv": g_adv, **{k: content[k] for k in ("pixel", "perceptual")}}
+        return logs | {f"train/g_{k}": v.detach() for k, v in terms.items()}
 
     def _adv_grad_share(self, content: Tensor, g_adv: Tensor) -> Tensor:
         """||grad_G (w L_adv)|| / ||grad_G L_content|| over G's trainable parameters."""
@@ -424,7 +417,7 @@ class GANSystem(pl.LightningModule):
         return self.ema_generator if self.ema_generator is not None else self.generator
 
     def on_validation_epoch_start(self) -> None:
-        self._val = {}
+        self._val: dict[str, list[Tensor]] = {}
         for judge in self._judge:
             judge.to(self.device)
 
