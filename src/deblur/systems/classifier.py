@@ -56,7 +56,7 @@ class ClassifierSystem(pl.LightningModule):
         self.train_acc.reset()
 
     def on_validation_epoch_start(self) -> None:
-        self._val = {k: [] for k in ("loss", "prob", "label", "logit", "grad_norm")}
+        self._val = {k: [] for k in ("loss", "label", "logit", "grad_norm")}
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         # the logits and input-gradient norms a GAN calibrates this classifier from, per loss
@@ -64,8 +64,7 @@ class ClassifierSystem(pl.LightningModule):
         target = batch["label"].float().reshape(-1)
         # per image, so that the epoch's loss and accuracy count every image once (all DDP ranks)
         loss = F.binary_cross_entropy_with_logits(scores["logit"], target, reduction="none")
-        prob = torch.sigmoid(scores["logit"]).detach()
-        for k, v in {"loss": loss.detach(), "prob": prob, "label": target, **scores}.items():
+        for k, v in {"loss": loss.detach(), "label": target, **scores}.items():
             self._val[k].append(v)
 
     def on_validation_epoch_end(self) -> None:
@@ -75,7 +74,7 @@ class ClassifierSystem(pl.LightningModule):
         scores = {k: per_image[k].cpu() for k in ("logit", "label", "grad_norm")}
         self._calibration = scores | {"step": int(self.global_step)}
         loss = per_image["loss"].mean()
-        correct = (per_image["prob"] > 0.5).float() == per_image["label"]  # as BinaryAccuracy
+        correct = (per_image["logit"] > 0).float() == per_image["label"]  # sigmoid > 0.5
         acc = correct.float().mean() * 100.0
         logs = {"val/loss": loss, "hp/val_loss": loss, "val/acc": acc, "hp/val_acc": acc}
         # the ranks hold the same values: max keeps them exact
