@@ -72,9 +72,8 @@ class FPNGenerator(nn.Module):
         self.register_buffer("std", torch.tensor(cfg["std"]).view(1, 3, 1, 1), persistent=False)
         # Level 0 (stride 2) joins after the heads, so it has the head width (= fpn/2 as published).
         self.lateral0 = nn.Conv2d(channels[0], head_channels, 1, bias=False)
-        self.laterals = nn.ModuleList(
-            nn.Conv2d(c, fpn_channels, 1, bias=False) for c in channels[1:]
-        )
+        laterals = [nn.Conv2d(c, fpn_channels, 1, bias=False) for c in channels[1:]]
+        self.laterals = nn.ModuleList(laterals)
         # top_down[i] smooths pyramid level i + 1 (strides 4, 8, 16) after the sum.
         top_down = [_conv_norm_relu(fpn_channels, fpn_channels, norm) for _ in range(3)]
         self.top_down = nn.ModuleList(top_down)
@@ -82,9 +81,7 @@ class FPNGenerator(nn.Module):
         self.smooth = _conv_norm_relu(4 * head_channels, head_channels, norm)
         self.smooth2 = _conv_norm_relu(head_channels, head_channels // 2, norm)
         self.final = nn.Conv2d(head_channels // 2, 3, 3, padding=1)
-        if identity_init:
-            # zero residual at start: G(x) = x, so training starts from the blurred input's
-            # PSNR instead of a random residual (off by default, as published)
+        if identity_init:  # G(x) = x at the start: from the blurred input's PSNR, not a random one
             nn.init.zeros_(self.final.weight)
             nn.init.zeros_(self.final.bias)
         self.min_padded = self._probe_min_padded()
