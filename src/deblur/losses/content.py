@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from deblur.models.weights import create_vgg19_features, warn_random_weights
+from deblur.models.weights import create_vgg19_features
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -38,8 +38,6 @@ class PerceptualLoss(nn.Module):
         self, layer: str = "conv3_3", pretrained: bool = True, weights_path: str | None = None
     ) -> None:
         super().__init__()
-        if not pretrained:
-            warn_random_weights("VGG19 of the perceptual loss")
         features = create_vgg19_features(pretrained, weights_path)
         index = vgg_layer_index(features)
         if layer not in index:

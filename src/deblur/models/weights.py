@@ -130,6 +130,7 @@ def create_vgg19_features(
     from torchvision.models import VGG19_Weights, vgg19
 
     if not pretrained:
+        warn_random_weights("VGG19 of the perceptual loss")
         return _vgg19_features_random()
     local = _local_file(weights_path, ["vgg19", Path(VGG19_FILE).stem], "VGG19")
     if local is not None:
