@@ -177,11 +177,11 @@ class GANSystem(pl.LightningModule):
             heads=getattr(self.discriminator, "head_names", []),
             kind=getattr(self.discriminator, "kind", "?"),
         )
-        if self.discriminator is not None and checkpoint:
+        if checkpoint:  # (and frozen) only with a discriminator: check_disc_switches
             self.load_report = load_classifier_weights(
                 self.discriminator, str(checkpoint), calibrate=self.adv_loss if calibrate else None
             )
-        if self.frozen_d and self.discriminator is not None:
+        if self.frozen_d:
             self.discriminator.requires_grad_(False).eval()
 
     def _compile_in_place(self, mode: str | None) -> None:
