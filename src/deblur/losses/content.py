@@ -42,10 +42,7 @@ class PerceptualLoss(nn.Module):
         index = vgg_layer_index(features)
         if layer not in index:
             names = [n for n in index if n.startswith("conv")]
-            raise ValueError(
-                f"Unknown VGG19 layer '{layer}' for the perceptual loss; choose one of {names}."
-            )
-        self.layer = layer
+            raise ValueError(f"Unknown VGG19 perceptual_layer '{layer}'; choose one of {names}.")
         self.features = features[: index[layer] + 1].requires_grad_(False).eval()
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)

@@ -49,9 +49,7 @@ class NLayerTrunk(nn.Module):
             stages.append(nn.Sequential(conv, norm_layer(norm, widths[n]), nn.LeakyReLU(0.2, True)))
         depth = len(stages) if depth is None else depth
         if not 1 <= depth <= len(stages):
-            raise ValueError(
-                f"NLayerTrunk depth {depth} outside 1..{len(stages)} (n_layers={n_layers})."
-            )
+            raise ValueError(f"NLayer depth {depth} not in 1..{len(stages)} (n_layers={n_layers}).")
         self.stages = nn.Sequential(*stages[:depth])
         self.out_channels = widths[depth - 1]
         self.shapes = f"ndf={ndf}, n_layers={n_layers}"  # what decides its shapes (load errors)

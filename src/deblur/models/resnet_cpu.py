@@ -30,9 +30,7 @@ class CPUResNetGenerator(ResNetGenerator):
         deep_branch: bool = True,
     ) -> None:
         if not deep_branch and not linear_skip:
-            raise ValueError(
-                "gen.deep_branch=false needs gen.linear_skip > 0 (else G is the identity)."
-            )
+            raise ValueError("gen.deep_branch=false needs gen.linear_skip > 0 (else G = identity).")
         if linear_bank < 1 or (linear_bank > 1 and not linear_skip):
             raise ValueError(
                 f"gen.linear_bank must be >= 1 and needs gen.linear_skip > 0; got linear_bank="
