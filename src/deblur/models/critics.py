@@ -253,9 +253,7 @@ def load_classifier_weights(
     return report
 
 
-def _calibrate(
-    critic: SingleCritic, loss: Any, scores: Mapping[str, Any] | None, where: str
-) -> dict[str, Any]:
+def _calibrate(critic: SingleCritic, loss: Any, scores: Mapping | None, where: str) -> dict:
     """Make the negated ``critic`` output ``a * D + b`` (``loss.calibration`` of the stored
     scores), folded into its last 1x1 conv so checkpoints and exports carry it; the report."""
     if not loss.needs_calibration_data:  # the BCE losses: exact as negated
