@@ -108,10 +108,8 @@ class SingleCritic(nn.Module):
     def __init__(self, trunk: nn.Module) -> None:
         super().__init__()
         self.trunk = trunk
-        c, hidden = trunk.out_channels, max(trunk.out_channels // 4, 32)
-        self.head = nn.Sequential(
-            nn.Conv2d(c, hidden, 1), nn.LeakyReLU(0.2, True), nn.Conv2d(hidden, 1, 1)
-        )
+        c, h = trunk.out_channels, max(trunk.out_channels // 4, 32)
+        self.head = nn.Sequential(nn.Conv2d(c, h, 1), nn.LeakyReLU(0.2, True), nn.Conv2d(h, 1, 1))
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.trunk(x)).mean(dim=(2, 3))

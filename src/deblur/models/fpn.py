@@ -16,9 +16,7 @@ log = logging.getLogger(__name__)
 
 def _conv_norm_relu(cin: int, cout: int, norm: str) -> nn.Sequential:
     """3x3 conv, norm, ReLU: the FPN top-down and smoothing block."""
-    return nn.Sequential(
-        nn.Conv2d(cin, cout, 3, padding=1), norm_layer(norm, cout), nn.ReLU(inplace=True)
-    )
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), norm_layer(norm, cout), nn.ReLU(True))
 
 
 def _head(cin: int, cout: int) -> nn.Sequential:

@@ -72,9 +72,7 @@ def _check_timm_file(name: str, path: Path) -> None:
         and (key not in state or tuple(state[key].shape) != tuple(value.shape))
     ]
     if problems:
-        raise ValueError(
-            f"{len(problems)} of its tensors are missing or have other shapes (e.g. {problems[:3]})"
-        )
+        raise ValueError(f"{len(problems)} tensors missing or mis-shaped (e.g. {problems[:3]})")
 
 
 def create_timm(
