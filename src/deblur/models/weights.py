@@ -63,14 +63,10 @@ def _check_timm_file(name: str, path: Path) -> None:
     loads feature extractors non-strictly: a wrong file would otherwise load silently)."""
     with torch.device("meta"):
         reference = timm.create_model(name, pretrained=False)
-    head = {f"{n}." for n, m in reference.named_modules() if m is reference.get_classifier()}
+    head = tuple(f"{n}." for n, m in reference.named_modules() if m is reference.get_classifier())
+    own = {k: v for k, v in reference.state_dict().items() if not k.startswith(head)}
     state = timm.models.load_state_dict(str(path))
-    problems = [
-        key
-        for key, value in reference.state_dict().items()
-        if not any(key.startswith(h) for h in head)
-        and (key not in state or tuple(state[key].shape) != tuple(value.shape))
-    ]
+    problems = [k for k, v in own.items() if k not in state or state[k].shape != v.shape]
     if problems:
         raise ValueError(f"{len(problems)} tensors missing or mis-shaped (e.g. {problems[:3]})")
 
