@@ -177,7 +177,7 @@ class GANSystem(pl.LightningModule):
             heads=getattr(self.discriminator, "head_names", []),
             kind=getattr(self.discriminator, "kind", "?"),
         )
-        if checkpoint:  # (and frozen) only with a discriminator: check_disc_switches
+        if checkpoint:  # with frozen: refused by check_disc_switches unless there is a D
             self.load_report = load_classifier_weights(
                 self.discriminator, str(checkpoint), calibrate=self.adv_loss if calibrate else None
             )
