@@ -233,6 +233,9 @@ def test_adversarial_gradient_share_and_sharpness_metrics_are_logged(tmp_path, c
     assert shares[1.0] > 0
     assert shares[1.0] == pytest.approx(2 * shares[0.5], rel=1e-4)
     final = rec.result.final
+    # every N-th G step, not iteration: with a G step every 2nd batch (iteration 1), it is measured
+    sparse = run("train", ["loss=lsgan", "loss.n_critic=2", "model.grad_share_every=2"], tmp_path)
+    assert sparse.result.final["val/adv_grad_share"] > 0, sparse.result.final
     for key in ("grad_energy", "high_band", "judge_blur"):
         assert 0 < final[f"val/{key}"] and 0 < final[f"val/{key}_input"], key
     assert 0 < final["val/judge_blur"] < 1 and final["val/d_rank_acc"] in (0.0, 1.0)

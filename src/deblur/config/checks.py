@@ -41,7 +41,7 @@ RULES: tuple[tuple[str, str, str, str], ...] = (
     ("model.warmup_epochs", ">= 0 int", "epochs with the encoder frozen", "3"),
     ("model.health_check_every", ">= 0 int", "iterations between NaN checks (0 = never)", "50"),
     ("model.val_image_strips", ">= 0 int", "image strips per validation", "3"),
-    ("model.grad_share_every", ">= 0 int", "iterations between gradient-share measurements", "0"),
+    ("model.grad_share_every", ">= 0 int", "G steps between gradient-share measurements", "0"),
     ("data.batch_size", "> 0 int", "training pairs per batch", "1"),
     ("data.val_batch_size", "> 0 int", "validation pairs per batch", "1"),
     ("data.crop_size", "> 0 int or null", "the training crop side in pixels (null = whole)", "256"),

@@ -366,7 +366,8 @@ class GANSystem(pl.LightningModule):
                 if not d_trains:  # a frozen D takes no D step: its scores for the logs
                     logs["train/d_real"], logs["train/d_fake"] = _mean_scores(real_out, fake_out)
                 g_total = content["total"] + self.adv_weight * g_adv
-                if self.grad_share_every and self._host_iteration % self.grad_share_every == 0:
+                g_steps = self._host_iteration // (self.n_critic if d_trains else 1)  # before this
+                if self.grad_share_every and g_steps % self.grad_share_every == 0:
                     logs["train/adv_grad_share"] = self._adv_grad_share(content["total"], g_adv)
                     self._grad_shares.append(logs["train/adv_grad_share"])
             else:  # loss=none: content only
