@@ -100,3 +100,14 @@ def test_read_kernel_normalises(tmp_path):
     np.save(tmp_path / "k.npy", np.ones((3, 3)) * 2)
     k = read_kernel(tmp_path / "k.npy")
     assert k.dtype == np.float32 and abs(k.sum() - 1) < 1e-6
+
+
+def test_an_unreadable_kernel_is_named_once(tmp_path):
+    """One sentence naming the file: not the decode error wrapped in a 'cannot be read' one."""
+    (tmp_path / "k.png").write_bytes(b"not a png")
+    with pytest.raises(ImageReadError) as err:
+        read_kernel(tmp_path / "k.png")
+    assert str(err.value) == f"Kernel file '{tmp_path / 'k.png'}' cannot be decoded."
+    (tmp_path / "k.npy").write_bytes(b"not a npy")
+    with pytest.raises(ImageReadError, match=r"k\.npy' cannot be read \("):
+        read_kernel(tmp_path / "k.npy")

@@ -149,10 +149,10 @@ def read_kernel(path: str | os.PathLike[str]) -> np.ndarray:
             kernel = np.load(path, allow_pickle=False)
         else:
             kernel = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-            if kernel is None:
-                raise ImageReadError(f"Kernel file '{path}' cannot be decoded.")
     except (OSError, ValueError) as exc:
         raise ImageReadError(f"Kernel file '{path}' cannot be read ({exc}).") from exc
+    if kernel is None:  # cv2.imread: missing or not an image
+        raise ImageReadError(f"Kernel file '{path}' cannot be decoded.")
     kernel = np.asarray(kernel, np.float32)
     total = float(kernel.sum())
     if kernel.ndim != 2 or total <= 0:
