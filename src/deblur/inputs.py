@@ -1,6 +1,5 @@
-"""What a tool reads and where its outputs go (``deblur.predict``, ``deblur.blur_score``):
-``input=`` as a file list, the files refused and why, one distinct output per input, and the
-output place checked writable before any work."""
+"""A tool's inputs and outputs (predict, blur_score): ``input=`` as a file list, the files refused
+and why, one distinct output per input, the output place checked writable before any work."""
 
 from __future__ import annotations
 
@@ -103,9 +102,8 @@ def _key(path: Path) -> str:  # case-folded: A.png and a.png are one file on mac
 def distinct_outputs(
     sources: Sequence[Path], target: Callable[[Path, str], Path], what: str = "output"
 ) -> list[Path]:
-    """One output per source, ``target(src, tag)``: tag ``""``, or the source's suffix (``"jpg"``)
-    where plain outputs would share a path; an OutputError naming both files when they still
-    collide or an output is (or holds) an input."""
+    """One output per source, ``target(src, tag)``: tag ``""``, or the source's suffix where plain
+    outputs would share a path; an OutputError when they still collide or overwrite an input."""
     plain = [target(src, "") for src in sources]
     clash = Counter(_key(p) for p in plain)
     outputs = [

@@ -1,8 +1,5 @@
-"""Run folders and their `metrics.json` (docs/DESIGN.md, "Run folders"): the identity of a run,
-one process per folder, skip-if-finished, resume, attempts, failure capture, several processes,
-discovery. The modules, lowest first: ``record``, ``discover``, ``identity`` (with the checks of
-the start files and of a finished run), ``lock``, ``launch`` (rank 0 and its followers) and
-``managed`` (the run's life)."""
+"""Run folders and their metrics.json (docs/DESIGN.md, "Run folders"); modules lowest first:
+``record``, ``discover``, ``identity``, ``lock``, ``launch`` (DDP ranks), ``managed`` (the run's life)."""
 
 from deblur.config.compose import IDENTITY_EXCLUDE
 from deblur.runs.discover import find_runs, walk_runs_tree

@@ -52,9 +52,8 @@ def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def identify(cfg: Mapping[str, Any] | DictConfig) -> tuple[dict[str, Any], dict[str, str]]:
-    """(identity ``{"hash": sha256 hex, "config": {flat key: value}}``: what decides the run's
-    result, start files ``{key: file}``: ``disc.checkpoint=auto`` resolved to a classifier
-    run's best.ckpt), from one pass over the resolved config."""
+    """(identity ``{"hash", "config": {flat key: value}}`` of what decides the result, start files
+    ``{key: file}`` with ``disc.checkpoint=auto`` resolved), from one pass over the config."""
     flat = _flatten(to_container(cfg) if isinstance(cfg, DictConfig) else dict(cfg))
     files: dict[str, str] = {}
     for key in START_FILE_KEYS:

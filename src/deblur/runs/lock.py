@@ -38,9 +38,8 @@ _HELD: dict[str, list[Any]] = {}  # resolved lock path -> [fd, depth]
 
 
 class RunLock:
-    """``<run_dir>/.run.lock``: the PID, host and start of the process using the folder, held
-    with an ``flock`` (released when the process dies, however); a dead PID's lock on this host
-    is taken over. Re-entrant within one process (a multirun's jobs)."""
+    """``<run_dir>/.run.lock``: its holder's PID, host and start, under an ``flock`` (gone when the
+    process dies); a dead PID's lock on this host is taken over. Re-entrant (multirun jobs)."""
 
     def __init__(self, run_dir: str | Path) -> None:
         self.path = Path(run_dir) / LOCK_FILE

@@ -171,9 +171,8 @@ class RunRecord:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any], source: str = "a run record") -> RunRecord:
-        """A record from a metrics.json object; ``ValueError`` names a field of the wrong type.
-        A record of the flat schema of earlier versions has its result fields moved under
-        ``result`` (the critic's ``disc_*`` under ``result.critic``)."""
+        """A record from a metrics.json object (``ValueError`` names a field of the wrong type); an
+        earlier flat record's result fields go under ``result`` (``disc_*`` under its critic)."""
         if not isinstance(data, Mapping):
             raise ValueError(f"{source} holds {_json_name(data)}, not an object")
         data = dict(data)
