@@ -1,7 +1,5 @@
-"""The one owner of checkpoint files: reading and checking them (``weights_only=True``; any
-other file is one :class:`CheckpointError` paragraph naming the path, its key and the fix), the
-state dicts and configs :mod:`deblur.models.load` rebuilds networks from, and writing them
-atomically (:class:`LastCheckpoint`, :class:`AtomicCheckpointIO`, ``save_*_checkpoint``)."""
+"""Checkpoint files: read and checked (``weights_only=True``; else one :class:`CheckpointError`
+naming path, key and fix), the state dicts models.load rebuilds from, and atomic writes."""
 
 from __future__ import annotations
 
@@ -138,12 +136,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         _save(path, checkpoint)
 
 
-_LoopRestarting = _Loop.restarting  # the plain setter (the fit loop's own forces True)
-
-
 class LastCheckpoint(Checkpoint):
-    """``<dirpath>/last.ckpt``, the full checkpoint a run resumes from: after every validation
-    and at the end of training (loops done: resuming trains nothing). A Lightning
+    """``<dirpath>/last.ckpt`` to resume from, after every validation and at the end; a Lightning
     ``Checkpoint``, so it runs after the other callbacks (their saved state is up to date)."""
 
     def __init__(self, dirpath: str | os.PathLike) -> None:
@@ -164,7 +158,7 @@ class LastCheckpoint(Checkpoint):
         ep = loop.epoch_progress.current
         between_epochs = ep.ready == ep.started == ep.processed == ep.completed > 0
         if trainer.max_steps != -1 and loop.restarting and between_epochs:
-            _LoopRestarting.fset(loop.epoch_loop, False)
+            _Loop.restarting.fset(loop.epoch_loop, False)  # the plain setter, not the fit loop's
 
 
 def _read_network(

@@ -73,22 +73,18 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes, what: str = "file")
         finally:
             os.close(fd)
         os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        with contextlib.suppress(OSError):  # e.g. Windows; some filesystems refuse it on folders
+            dir_fd = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
     except OSError as err:
         raise _write_error(path, what, err) from err
     finally:
         if os.path.exists(tmp):
             with contextlib.suppress(OSError):  # the disk is in trouble; the error says so
                 os.unlink(tmp)
-
-
-def _fsync_dir(folder: Path) -> None:
-    with contextlib.suppress(OSError):  # e.g. Windows; some filesystems refuse it on folders
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def _write_error(path: Path, what: str, err: OSError) -> CheckpointWriteError:

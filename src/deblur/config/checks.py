@@ -1,6 +1,5 @@
-"""The values a person sets, checked before any network or file: key typos (close match), types,
-the ranges of :data:`RULES`, ``+`` keys of constructor nodes, precision x optimizer and the
-discriminator's switches; each refusal one :class:`ConfigValueError` paragraph with the fix."""
+"""The values a person sets, checked before any network or file (key typos, types, :data:`RULES`,
+``+`` keys, precision x optimizer, the critic's switches): one ConfigValueError with the fix."""
 
 from __future__ import annotations
 
@@ -123,16 +122,6 @@ def check_disc_switches(
         )
 
 
-def _parameters(target: str) -> tuple[list[str], bool] | None:
-    """The keyword names ``target`` takes and whether it takes ``**kwargs`` (None: unknown)."""
-    try:
-        sig = inspect.signature(get_object(target))
-    except (ValueError, TypeError, ImportError, AttributeError):
-        return None
-    names = [p.name for p in sig.parameters.values() if p.kind is not p.VAR_POSITIONAL]
-    return names, any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
-
-
 def _suggest(name: str, known: Sequence[str], given: str, prefix: str = "", rest: str = "") -> str:
     """The close match of a mistyped key part ``name`` among ``known`` (keys under ``prefix``)."""
     if close := difflib.get_close_matches(name, known, n=1, cutoff=0.6):
@@ -150,10 +139,14 @@ def check_closed_keys(base: DictConfig, added: Sequence[tuple[str, str]]) -> Non
         node = OmegaConf.select(base, prefix, default=None) if prefix else None
         if not (isinstance(node, DictConfig) and "_target_" in node):
             continue
-        params = _parameters(str(node._target_))
-        if params is None or params[1] or name in params[0]:
+        try:
+            params = inspect.signature(get_object(str(node._target_))).parameters.values()
+        except (ValueError, TypeError, ImportError, AttributeError):
+            continue  # a constructor whose parameters cannot be read: not checked
+        names = [p.name for p in params if p.kind is not p.VAR_POSITIONAL]
+        if name in names or any(p.kind is p.VAR_KEYWORD for p in params):
             continue
-        known = sorted({*params[0], *(str(k) for k in node.keys() if not str(k).startswith("_"))})
+        known = sorted({*names, *(str(k) for k in node.keys() if not str(k).startswith("_"))})
         raise ConfigValueError(
             f"{line}: {node._target_} (the `{prefix}` node) takes no parameter '{name}', so the "
             f"run would stop with a TypeError when it builds it. "

@@ -1,6 +1,5 @@
-"""The one wrapper of every command-line entry point (``@entry_point("train")`` for
-``@hydra.main``): overrides lexed and checked (:mod:`deblur.config.checks`) before any network or file;
-a :class:`deblur.errors.UserError` is one printed paragraph and exit 1; any other, a bug."""
+"""``@entry_point("train")``, every tool's ``@hydra.main``: overrides lexed and checked before any
+network or file; a :class:`deblur.errors.UserError` is one printed paragraph and exit 1."""
 
 from __future__ import annotations
 
@@ -20,7 +19,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from deblur.config.checks import check_known_keys, check_overrides, check_values
-from deblur.config.compose import CONF_DIR, parse_overrides, register_resolvers
+from deblur.config.compose import CONF_DIR, parse_overrides
 from deblur.errors import UserError
 
 
@@ -126,7 +125,6 @@ def entry_point(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Cal
 
         @functools.wraps(task)
         def main() -> Any:
-            register_resolvers()
             try:
                 check_command_line(sys.argv[1:])
                 check_known_keys(config_name, _overrides_of(sys.argv[1:]))

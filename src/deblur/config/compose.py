@@ -95,9 +95,8 @@ def parse_overrides(overrides: Sequence[str]) -> list[Any]:
 
 
 def run_dirname(overrides: Sequence[str]) -> str:
-    """A training run's folder name: its overrides (``hydra.overrides.task``) of keys that define
-    the run, but :data:`NAMED_ELSEWHERE`, sorted, joined by ``,`` ("default": none); a path value
-    becomes a :func:`path_tag` (never nested folders)."""
+    """A training run's folder name: its overrides of keys that define the run (not
+    :data:`NAMED_ELSEWHERE`), sorted, ``,``-joined ("default": none); a path as a :func:`path_tag`."""
     lines = []
     for ov in parse_overrides(overrides):
         if not defines_the_run(ov.key_or_group) or ov.key_or_group in NAMED_ELSEWHERE:
@@ -123,9 +122,8 @@ def _slug_value(key: str, value: str) -> str:
 
 
 def eval_slug(overrides: str | Sequence[str]) -> str:
-    """``<method>/<its other overrides of keys that define the run>``, the folder of an evaluate /
-    robustness run, from Hydra's override list (a value may hold ``=`` or ``,``) or an
-    ``override_dirname`` string."""
+    """``<method>/<its other overrides of keys that define the run>``, an evaluate / robustness
+    run's folder, from Hydra's override list (values may hold ``=``, ``,``) or override_dirname."""
     items = [s for s in overrides.split(",") if s] if isinstance(overrides, str) else overrides
     method, rest = "", []
     for item in sorted(map(str, items)):
@@ -149,7 +147,7 @@ RESOLVERS = {
 
 
 def register_resolvers() -> None:
-    """Register the OmegaConf resolvers our YAML uses (idempotent); also at import, as a
+    """Register the OmegaConf resolvers our YAML uses (idempotent); called at import, as a
     submitit job resolves its run folder before any entry-point code runs in it."""
     for name, fn in RESOLVERS.items():
         if not OmegaConf.has_resolver(name):
@@ -163,8 +161,7 @@ def to_container(cfg: DictConfig | dict) -> dict[str, Any]:
     """Resolved plain-dict copy of a config (what checkpoints and metrics.json store)."""
     if isinstance(cfg, dict):
         return cfg
-    out = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
-    return out  # type: ignore[return-value]
+    return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)  # type: ignore
 
 
 def compose(
@@ -174,6 +171,5 @@ def compose(
     path, else from CONF_DIR (tests, notebooks)."""
     if GlobalHydra.instance().is_initialized():
         return hydra_compose(config_name, list(overrides or []), return_hydra_config)
-    register_resolvers()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return hydra_compose(config_name, list(overrides or []), return_hydra_config)

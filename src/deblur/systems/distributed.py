@@ -53,11 +53,7 @@ def gather_per_image(module: Any, values: Mapping[str, Sequence[Tensor]]) -> dic
     if world == 1 or not local:
         return local
     keys = list(local)
-    n = len(local[keys[0]])
-    if any(len(local[k]) != n for k in keys):
-        raise ValueError(
-            f"gather_per_image: values of unequal length {[len(v) for v in local.values()]}."
-        )
+    n = len(local[keys[0]])  # every key has a value per image
     counts = module.all_gather(torch.tensor(n, device=device)).reshape(-1).tolist()
     width = max(counts)
     block = F.pad(torch.stack([local[k].to(torch.float64) for k in keys]), (0, width - n))

@@ -234,18 +234,17 @@ def _eval_modules_are_by_design(system: pl.LightningModule) -> bool:
     return True
 
 
-# the validation values metrics.json keeps as "final" / "best" (those logged)
-GAN_RESULT_KEYS = (
-    *("val/psnr", "val/ssim", "val/psnr_input", "val/psnr_sd", "val/grad_energy"),
-    *("val/grad_energy_input", "val/high_band", "val/high_band_input", "val/d_rank_acc"),
-    *("val/judge_blur", "val/judge_blur_input", "val/adv_grad_share", "epoch"),
-)
-# task -> (what pretrained=false leaves random, data task, result keys, HPARAMS metrics)
+# task -> (what pretrained=false leaves random, data task, the validation values metrics.json
+# keeps as "final" / "best", HPARAMS metrics)
 _TASKS = {
     "gan": (
         "the generator encoder, VGG19 and timm critics",
         "paired",
-        GAN_RESULT_KEYS,
+        (
+            *("val/psnr", "val/ssim", "val/psnr_input", "val/psnr_sd", "val/grad_energy"),
+            *("val/grad_energy_input", "val/high_band", "val/high_band_input", "val/d_rank_acc"),
+            *("val/judge_blur", "val/judge_blur_input", "val/adv_grad_share", "epoch"),
+        ),
         ("psnr", "ssim"),
     ),
     "classifier": (
