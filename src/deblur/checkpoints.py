@@ -42,11 +42,7 @@ def given_as(key: str | None, path: str | os.PathLike) -> str:
 
 
 def read_checkpoint(
-    path: str | os.PathLike,
-    *,
-    key: str | None = None,
-    task: str | None = None,
-    fix: str = "",
+    path: str | os.PathLike, *, key: str | None = None, task: str | None = None, fix: str = ""
 ) -> dict[str, Any]:
     """A deblur Lightning checkpoint (a dict with ``state_dict``) of a ``task`` run, or one
     paragraph naming ``key`` (where the path came from), the path and ``fix``."""
@@ -114,11 +110,11 @@ def checkpoint_cfg(ckpt: Mapping[str, Any]) -> dict[str, Any]:
     return dict(cfg) if isinstance(cfg, Mapping) else {}
 
 
-def read_classifier_checkpoint(path: str | os.PathLike, key: str = "disc.checkpoint") -> dict:
+def read_classifier_checkpoint(path: str | os.PathLike) -> dict:
     """A blur-classifier checkpoint, to start a GAN's discriminator from."""
     return read_checkpoint(
         path,
-        key=key,
+        key="disc.checkpoint",
         task="classifier",
         fix="Give the checkpoints/best.ckpt of a finished classifier run "
         "(python -m deblur.train_classifier backbone=<name>), or disc.checkpoint=auto.",
@@ -131,8 +127,6 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(
         self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None
     ) -> None:
-        if storage_options is not None:
-            raise TypeError("AtomicCheckpointIO takes no storage_options.")
         _save(path, checkpoint)
 
 

@@ -103,7 +103,7 @@ def skip_finished(previous: RunRecord, identity: dict[str, Any], run_dir: Path) 
 
 def check_resume_checkpoint(
     ckpt_path: str | Path, task: str, identity: Mapping[str, Any] | None = None
-) -> dict[str, Any]:
+) -> None:
     """``ckpt_path``: a full checkpoint of a ``task`` run with this run's ``identity``; the
     checkpoint's is its ``deblur_identity``, else that of its stored config."""
     fix = (
@@ -128,7 +128,6 @@ def check_resume_checkpoint(
                 "nothing and report its results as this run's). Resume with the command that "
                 "started that run, or drop ckpt_path to train this configuration from the start."
             )
-    return ckpt
 
 
 def identity_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[tuple[str, Any, Any]]:

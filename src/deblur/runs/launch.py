@@ -56,10 +56,7 @@ def launch_id() -> str:
 
 
 def follow_rank_zero(
-    cfg: Any,
-    body: Callable[[Path, RunRecord], None],
-    run_dir: Path,
-    timeout_s: float | None = None,
+    cfg: Any, body: Callable[[Path, RunRecord], None], run_dir: Path, timeout_s: float | None = None
 ) -> RunRecord:
     """A rank > 0's :func:`deblur.runs.managed_run`: skip when rank 0 will; else wait for rank
     0's record of this launch, take its checkpoint, run ``body`` on the record read back."""

@@ -284,10 +284,7 @@ def _start(cfg: DictConfig, record: RunRecord) -> dict[str, Any]:
 
 
 def fit(
-    cfg: DictConfig,
-    run_dir: Path,
-    record: RunRecord,
-    extra_callbacks: list[Callback] | None = None,
+    cfg: DictConfig, run_dir: Path, record: RunRecord, extra_callbacks: list[Callback] | None = None
 ) -> None:
     """Train ``cfg.task`` (gan | classifier) in ``run_dir`` into ``record.result``; done only when
     its fit loop ran to the end here and both checkpoints exist."""
