@@ -97,7 +97,7 @@ def _fail(err: UserError) -> NoReturn:
     _to_log_file(err)
     message = f"[deblur] error: {report(err)}"
     print(message, file=sys.stderr, flush=True)
-    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+    if HydraConfig.get().mode == RunMode.MULTIRUN:
         raise ReportedUserError(message) from None  # the other jobs go on
     sys.exit(1)
 
@@ -109,9 +109,8 @@ def entry_point(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Cal
         @functools.wraps(task)
         def guarded(cfg: DictConfig) -> Any:
             try:
-                hydra_cfg = HydraConfig.get() if HydraConfig.initialized() else None
-                overrides = list(hydra_cfg.overrides.task) if hydra_cfg else []
-                check_overrides(cfg, config_name, overrides)  # (none: nothing to check)
+                overrides = list(HydraConfig.get().overrides.task)  # inside hydra.main: set
+                check_overrides(cfg, config_name, overrides)
                 check_values(cfg, overrides)
                 return task(cfg)
             except InstantiationException as wrapped:  # how a constructor's UserError arrives
