@@ -232,12 +232,11 @@ def save_generator_checkpoint(
     generator: torch.nn.Module,
     gen_cfg: Mapping[str, Any],
     ema_generator: torch.nn.Module | None = None,
-    cfg: Mapping[str, Any] | None = None,
 ) -> Path:
     """A generator (weights trained elsewhere) in the GAN checkpoint format; ``gen_cfg`` is the
     ``conf/gen`` node that rebuilds it."""
     nets = {"generator.": generator, "ema_generator.": ema_generator}
-    return _save(path, _checkpoint(nets, {**dict(cfg or {}), "gen": dict(gen_cfg)}))
+    return _save(path, _checkpoint(nets, {"gen": dict(gen_cfg)}))
 
 
 def save_classifier_checkpoint(
