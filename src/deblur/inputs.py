@@ -99,9 +99,7 @@ def _key(path: Path) -> str:  # case-folded: A.png and a.png are one file on mac
     return os.path.normcase(str(path.expanduser().resolve())).casefold()
 
 
-def distinct_outputs(
-    sources: Sequence[Path], target: Callable[[Path, str], Path], what: str = "output"
-) -> list[Path]:
+def distinct_outputs(sources: Sequence[Path], target: Callable[[Path, str], Path]) -> list[Path]:
     """One output per source, ``target(src, tag)``: tag ``""``, or the source's suffix where plain
     outputs would share a path; an OutputError when they still collide or overwrite an input."""
     plain = [target(src, "") for src in sources]
@@ -118,13 +116,13 @@ def distinct_outputs(
             raise OutputError(
                 f"The inputs {other} and {src} would both be written to {dst}, even with "
                 "their source suffix in the name. Rename one of them or process them into "
-                f"different {what} folders."
+                "different output folders."
             )
         owner[_key(dst)] = src
         if (hit := inputs.get(_key(dst))) is not None:
             raise OutputError(
-                f"The {what} for {src} would be {dst}, which would overwrite the input {hit}. "
-                f"Pick an {what} folder outside the inputs (e.g. {what}=deblurred/)."
+                f"The output for {src} would be {dst}, which would overwrite the input {hit}. "
+                "Pick an output folder outside the inputs (e.g. output=deblurred/)."
             )
     return outputs
 
