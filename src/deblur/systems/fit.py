@@ -95,7 +95,7 @@ class RunStats(Callback):
     # Training time runs from epoch start to end, validation left out; the device is
     # synchronised only there (a sync per step would cap a launch-bound GPU run).
     def _clock(self, pl_module, start: bool) -> None:
-        if torch.cuda.is_available() and pl_module.device.type == "cuda":
+        if pl_module.device.type == "cuda":
             torch.cuda.synchronize()
         if self._t0 is not None:
             self.train_time += time.perf_counter() - self._t0
