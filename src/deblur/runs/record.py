@@ -206,7 +206,7 @@ def _as_json(obj: Any) -> dict[str, Any]:
 
 def _flat_result(data: dict[str, Any], kind: type) -> dict[str, Any]:
     """The result fields of a flat (earlier) record, taken out of ``data``."""
-    out = {k: data.pop(k) for k in _hints(kind) if k not in ("task", "critic") and k in data}
+    out = {k: data.pop(k) for k in _hints(kind) if k != "critic" and k in data}
     critic = {k: data.pop(f"disc_{k}") for k in _hints(Critic) if f"disc_{k}" in data}
     return out | ({"critic": critic} if critic and kind is TrainResult else {})
 
