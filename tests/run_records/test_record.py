@@ -56,6 +56,15 @@ def test_an_old_record_reads_and_keeps_what_it_does_not_know(tmp_path):
     assert read_metrics(tmp_path / "run").to_json() == again  # the nested form reads back
 
 
+def test_the_result_of_a_task_this_version_does_not_know_is_kept(tmp_path):
+    """A record of another task (a newer tool's): its result read and written back untouched."""
+    _write(tmp_path / "run", {"status": "finished", "task": "future", "result": {"x": [1, 2]}})
+    rec = read_metrics(tmp_path / "run")
+    assert rec.result is None and rec.extra == {"result": {"x": [1, 2]}}
+    rec.write(tmp_path / "run")
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["result"] == {"x": [1, 2]}
+
+
 def test_a_field_of_the_wrong_type_is_skipped_naming_the_file_and_field(tmp_path, caplog):
     """A hand-edited record with a list where the metrics go used to crash the tables with an
     AttributeError; it is now skipped like broken JSON, with a note naming the field."""

@@ -183,6 +183,8 @@ class RunRecord:
         values, extra = _typed(cls, data, source)
         if result is not None and kind is not None:
             values["result"] = kind(**_typed(kind, result, source, "result.")[0])
+        elif result is not None:  # a task this version does not know: kept as it is
+            extra["result"] = result
         return cls(**values, extra=extra)
 
     def to_json(self) -> dict[str, Any]:
