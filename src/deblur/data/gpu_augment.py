@@ -52,9 +52,10 @@ def _op_from(key: str, aug: A.BasicTransform) -> _Op:
         if getattr(aug, attr, value) != value:
             raise _unsupported(key, f"{attr}={getattr(aug, attr)}")
     if name == "Affine":  # albumentations gives every range as a (low, high) tuple
-        tp = aug.translate_percent or aug.translate_px  # px: (0, 0) unless translate_px is set
-        if aug.translate_percent is None and any(v != (0, 0) for v in tp.values()):
-            raise _unsupported(key, "Affine translate_px")
+        if aug.translate_percent is None:  # then translate_px, (0, 0) unless the entry sets it
+            if any(v != (0, 0) for v in aug.translate_px.values()):
+                raise _unsupported(key, "Affine translate_px")
+        tp = aug.translate_percent or {"x": (0.0, 0.0), "y": (0.0, 0.0)}
         if any(v != (0, 0) for v in aug.shear.values()):
             raise _unsupported(key, "Affine shear")
         if aug.fit_output or aug.balanced_scale:

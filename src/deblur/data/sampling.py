@@ -35,8 +35,9 @@ class EpochSeededSampler(Sampler[tuple[int, int, int]]):
         dist = torch.distributed.is_available() and torch.distributed.is_initialized()
         if num_replicas is None:
             num_replicas = torch.distributed.get_world_size() if dist else 1
-        self.num_replicas = int(num_replicas)
-        self.rank = int(rank if rank is not None else torch.distributed.get_rank() if dist else 0)
+        if rank is None:
+            rank = torch.distributed.get_rank() if dist else 0
+        self.num_replicas, self.rank = int(num_replicas), int(rank)
         if not 0 <= self.rank < self.num_replicas:
             raise ValueError(f"rank {self.rank} is outside 0..{self.num_replicas - 1}.")
         uneven = "drop" if shuffle else "pad"
@@ -56,11 +57,12 @@ class EpochSeededSampler(Sampler[tuple[int, int, int]]):
         return len(self.positions)
 
     def __iter__(self) -> Iterator[tuple[int, int, int]]:
-        g, n = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch), self.length
+        n = self.length
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
         order = torch.randperm(n, generator=g).tolist() if self.shuffle else list(range(n))
-        seeds, epoch = torch.randint(0, 2**31 - 1, (n,), generator=g).tolist(), self.epoch
+        seeds = torch.randint(0, 2**31 - 1, (n,), generator=g).tolist()
         for p in self.positions:  # a padding position (>= length) repeats an item from the start
-            yield order[p % n], seeds[p % n], epoch
+            yield order[p % n], seeds[p % n], self.epoch
 
 
 def split_sample(index: int | tuple[int, ...]) -> tuple[int, int | None, int]:

@@ -50,7 +50,8 @@ def robustness_table(
 ) -> list[dict[str, Any]]:
     """One row per (blur type, size): mean PSNR / SSIM of the blurred input and of the model."""
     blurs = [(k, s) for k in ("gaussian", "median") for s in sizes]
-    rows, blurs = [], blurs + [("motion", n) for n in motion_lengths]
+    blurs += [("motion", n) for n in motion_lengths]
+    rows = []
     for kind, size in tqdm(blurs, desc="robustness", disable=not progress):
         rng = np.random.default_rng(seed)  # the same angle per image for every motion length
         scores = []

@@ -218,8 +218,10 @@ class RaGANLoss(GANLoss):
         return {f"{w}/{h}": [t.cpu() for t in q] for (w, h), q in self._pools.items()}
 
     def load_state_dict(self, state: dict[str, list[Tensor]]) -> None:
-        pools = ((key.rsplit("/", 1), values) for key, values in state.items())
-        self._pools = {(w, int(h)): deque(v, maxlen=self.pool_size or None) for (w, h), v in pools}
+        self._pools = {}
+        for key, values in state.items():
+            which, head = key.rsplit("/", 1)
+            self._pools[(which, int(head))] = deque(values, maxlen=self.pool_size or None)
 
 
 class RaGANLSLoss(RaGANLoss):

@@ -122,9 +122,12 @@ class PatchCritic(nn.Module):
     def __init__(self, trunk: nn.Module, hidden: int, norm: str) -> None:
         super().__init__()
         self.trunk = trunk
-        conv = nn.Conv2d(trunk.out_channels, hidden, 4, padding=2, bias=not has_shift(norm))
-        layers = [conv, norm_layer(norm, hidden), nn.LeakyReLU(0.2, True)]
-        self.head = nn.Sequential(*layers, nn.Conv2d(hidden, 1, 4, padding=2))
+        self.head = nn.Sequential(
+            nn.Conv2d(trunk.out_channels, hidden, 4, padding=2, bias=not has_shift(norm)),
+            norm_layer(norm, hidden),
+            nn.LeakyReLU(0.2, True),
+            nn.Conv2d(hidden, 1, 4, padding=2),
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.trunk(x))

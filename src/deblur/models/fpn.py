@@ -21,8 +21,12 @@ def _conv_norm_relu(cin: int, cout: int, norm: str) -> nn.Sequential:
 
 def _head(cin: int, cout: int) -> nn.Sequential:
     """Per-level head: two bias-free 3x3 convs, each followed by ReLU."""
-    first, second = (nn.Conv2d(c, cout, 3, padding=1, bias=False) for c in (cin, cout))
-    return nn.Sequential(first, nn.ReLU(True), second, nn.ReLU(True))
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(cout, cout, 3, padding=1, bias=False),
+        nn.ReLU(inplace=True),
+    )
 
 
 def _resize(x: Tensor, size: tuple[int, int] | torch.Size) -> Tensor:

@@ -51,9 +51,13 @@ class CPUResNetGenerator(ResNetGenerator):
             nn.init.zeros_(self.linear.weight)
             nn.init.zeros_(self.linear.bias)
         if self.bank > 1:  # weights the filters per region, at 1/8 resolution
-            down = [nn.Conv2d(3, 16, 5, stride=4, padding=2), nn.ReLU(True)]
-            down += [nn.Conv2d(16, 16, 3, stride=2, padding=1), nn.ReLU(True)]
-            self.selector = nn.Sequential(*down, nn.Conv2d(16, self.bank, 1))
+            self.selector = nn.Sequential(
+                nn.Conv2d(3, 16, 5, stride=4, padding=2),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(16, 16, 3, stride=2, padding=1),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(16, self.bank, 1),
+            )
 
     def bank_weights(self, x: Tensor) -> Tensor:
         """B x K x H x W softmax weights of the K linear filters (``linear_bank > 1``)."""
