@@ -65,9 +65,12 @@ IDENTITY_EXCLUDE = (
 NAMED_ELSEWHERE = ("experiment", "data.root")
 
 
+_EXCLUDED = tuple(f"{x}." for x in IDENTITY_EXCLUDE)  # a key and everything below it
+
+
 def defines_the_run(key: str) -> bool:
     """False for a key of :data:`IDENTITY_EXCLUDE` or below one."""
-    return not f"{key}.".startswith(tuple(f"{x}." for x in IDENTITY_EXCLUDE))
+    return not f"{key}.".startswith(_EXCLUDED)
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")

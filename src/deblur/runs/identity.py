@@ -111,7 +111,6 @@ def check_resume_checkpoint(
         "ckpt_path) to start the run over."
     )
     ckpt = read_checkpoint(ckpt_path, key="ckpt_path", task=task, fix=fix)
-    stored, saved_cfg = ckpt.get("deblur_identity"), checkpoint_cfg(ckpt)
     if "optimizer_states" not in ckpt or "loops" not in ckpt:
         raise CheckpointError(
             f"ckpt_path={ckpt_path} holds weights only (no optimizer and loop state), so "
@@ -119,7 +118,8 @@ def check_resume_checkpoint(
             "start a GAN's critic from a classifier, use disc.checkpoint."
         )
     if identity is not None:
-        theirs = stored if isinstance(stored, Mapping) else run_identity(saved_cfg)
+        stored = ckpt.get("deblur_identity")  # else: the identity of its stored config
+        theirs = stored if isinstance(stored, Mapping) else run_identity(checkpoint_cfg(ckpt))
         if diff := identity_diff(theirs["config"], identity["config"]):
             raise CheckpointError(
                 f"ckpt_path={ckpt_path} is a checkpoint of another run: its configuration "
